@@ -1,0 +1,1 @@
+"""mrepo.kernels"""
