@@ -1,1 +1,38 @@
-"""mrepo.store"""
+"""mrepo.store: hashing, immutable objects by hash, refs with compare-and-swap, backends.
+
+Imports nothing else of mrepo.
+"""
+
+from .backends import Backend, Entry, LocalBackend, MemoryBackend, S3Backend, open_backend
+from .errors import (
+    CorruptObject,
+    InvalidInput,
+    InvalidName,
+    MergeConflict,
+    MrepoError,
+    ObjectNotFound,
+    RefConflict,
+    RefNotFound,
+    RepositoryNotFound,
+)
+from .hashing import (
+    canonical_json,
+    check_hash,
+    hash_array,
+    hash_blob,
+    hash_bytes,
+    hash_file,
+    hash_record,
+    is_hash,
+)
+from .objects import ObjectStore, array_ref, blob_ref, deref, record_ref, references
+from .refs import RefStore, branch_key, check_name, remote_key, tag_key
+from .repo_store import Storage
+
+__all__ = [
+    "Backend", "CorruptObject", "Entry", "InvalidInput", "InvalidName", "LocalBackend", "MemoryBackend",
+    "MergeConflict", "MrepoError", "ObjectNotFound", "ObjectStore", "RefConflict", "RefNotFound", "RefStore",
+    "RepositoryNotFound", "S3Backend", "Storage", "array_ref", "blob_ref", "branch_key", "canonical_json",
+    "check_hash", "check_name", "deref", "hash_array", "hash_blob", "hash_bytes", "hash_file", "hash_record",
+    "is_hash", "open_backend", "record_ref", "references", "remote_key", "tag_key",
+]

@@ -1,0 +1,492 @@
+"""Storage backends: a flat key space of immutable objects plus compare-and-swap refs.
+
+A backend maps keys (``objects/ab/cd...``, ``refs/heads/main``) to bytes under a
+root URL. Three kinds of write exist:
+
+- :meth:`Backend.put` — an object appears under its final key only when
+  complete (temporary name + atomic rename locally; one PUT on S3).
+- :meth:`Backend.cas` — compare-and-swap of a small mutable file (a ref): locally
+  with an exclusive lock file and atomic rename, on S3 with conditional PUT
+  (``If-None-Match: *`` to create, ``If-Match: <etag>`` to update), in memory
+  under a process lock.
+- :meth:`Backend.delete` — garbage collection and ref deletion only.
+
+URL forms: a plain path or ``file://`` (local folder), ``s3://bucket/prefix``
+(s3fs; endpoint and credentials from options or the environment variables
+``MREPO_S3_ENDPOINT``/``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``), ``memory://name``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .errors import InvalidInput, ObjectNotFound, RefConflict
+
+#: Ref "version token" returned by :meth:`Backend.read_versioned`; opaque to callers.
+Token = str | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listed key with its size in bytes and modification time (epoch seconds)."""
+
+    key: str
+    size: int
+    mtime: float
+
+
+class Backend(ABC):
+    """Key/value access to one repository root."""
+
+    url: str
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Bytes at ``key``; raises ObjectNotFound."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` so that it appears only when complete (overwrites)."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; missing keys are ignored."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[Entry]:
+        """Every key below ``prefix`` (a folder-like prefix ending in ``/``), recursively."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
+        """Current bytes of a mutable file and a token for :meth:`cas` (None, None if absent)."""
+
+    @abstractmethod
+    def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
+        """Replace the file at ``key`` with ``data`` (delete it when ``data`` is None) if its
+        token is still ``expected`` (None: it must not exist). Raises RefConflict otherwise.
+        Returns the new token."""
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        """Upload a local file (default: read it whole)."""
+        self.put(key, Path(path).read_bytes())
+
+    def get_size(self, key: str) -> int:
+        return len(self.get(key))
+
+    def close(self) -> None:
+        """Release resources (connections)."""
+
+
+# ----------------------------------------------------------------------------- local
+
+
+class LocalBackend(Backend):
+    """A folder on a local or network file system."""
+
+    #: A lock file older than this, whose writer process is gone, is broken.
+    STALE_LOCK_SECONDS = 30.0
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        import shutil
+
+        dest = self._path(key)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def get_size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+
+    def list(self, prefix: str) -> Iterator[Entry]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith("."):
+                    continue  # temporary files and locks
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                yield Entry(os.path.relpath(full, self.root).replace(os.sep, "/"), st.st_size, st.st_mtime)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None, None
+        return data, data.decode("utf-8", "replace")
+
+    # -- locking
+    def _lock_path(self, key: str) -> Path:
+        path = self._path(key)
+        return path.with_name(f".{path.name}.lock")
+
+    def _acquire(self, lock: Path, timeout: float = 10.0) -> None:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._break_if_stale(lock)
+                if time.monotonic() > deadline:
+                    raise RefConflict(
+                        f"ref lock {lock} is held by another writer; remove it if no mrepo process is running"
+                    ) from None
+                time.sleep(0.002)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}\n")
+            return
+
+    def _break_if_stale(self, lock: Path) -> None:
+        try:
+            owner = lock.read_text().split()
+            age = time.time() - lock.stat().st_mtime
+        except (FileNotFoundError, ValueError):
+            return
+        if len(owner) == 2 and owner[0] == socket.gethostname():
+            try:
+                os.kill(int(owner[1]), 0)
+                return  # owner alive
+            except ProcessLookupError:
+                pass  # owner died: break the lock
+            except (PermissionError, ValueError):
+                return
+        elif age < self.STALE_LOCK_SECONDS:
+            return
+        try:
+            lock.unlink()
+        except FileNotFoundError:
+            pass
+
+    def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
+        lock = self._lock_path(key)
+        self._acquire(lock)
+        try:
+            _, current = self.read_versioned(key)
+            if current != expected:
+                raise RefConflict(
+                    f"{key} changed concurrently (expected {_short(expected)}, found {_short(current)})"
+                )
+            if data is None:
+                self.delete(key)
+                return None
+            self.put(key, data)
+            return data.decode("utf-8", "replace")
+        finally:
+            try:
+                lock.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _short(token: Token) -> str:
+    if token is None:
+        return "nothing"
+    return repr(token.strip()[:16])
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+class MemoryBackend(Backend):
+    """fsspec's in-process memory file system (``memory://name``); for tests and scratch work."""
+
+    _locks: ClassVar[dict[str, threading.Lock]] = {}
+    _global = threading.Lock()
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs = fsspec.filesystem("memory")
+        self._root = "/" + self.url[len("memory://"):].strip("/")
+        with self._global:
+            self._lock = self._locks.setdefault(self.url, threading.Lock())
+
+    def _p(self, key: str) -> str:
+        return f"{self._root}/{key}"
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.fs.cat_file(self._p(key))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+
+    def put(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._p(key), bytes(data))
+
+    def exists(self, key: str) -> bool:
+        return self.fs.isfile(self._p(key))
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self._p(key))
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str) -> Iterator[Entry]:
+        base = self._p(prefix).rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return
+        for path, info in found.items():
+            created = info.get("created")
+            mtime = created.timestamp() if hasattr(created, "timestamp") else float(created or 0.0)
+            yield Entry(path[len(self._root) + 1:], int(info.get("size") or 0), mtime)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
+        try:
+            data = self.fs.cat_file(self._p(key))
+        except FileNotFoundError:
+            return None, None
+        return data, data.decode("utf-8", "replace")
+
+    def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
+        with self._lock:
+            _, current = self.read_versioned(key)
+            if current != expected:
+                raise RefConflict(
+                    f"{key} changed concurrently (expected {_short(expected)}, found {_short(current)})"
+                )
+            if data is None:
+                self.delete(key)
+                return None
+            self.put(key, data)
+            return data.decode("utf-8", "replace")
+
+
+# ----------------------------------------------------------------------------- s3
+
+
+def s3_options_from_env(options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """s3fs options: explicit ``options`` first, then environment variables."""
+    opts: dict[str, Any] = dict(options or {})
+    endpoint = opts.pop("endpoint_url", None) or os.environ.get("MREPO_S3_ENDPOINT") or os.environ.get(
+        "AWS_ENDPOINT_URL"
+    )
+    client_kwargs = dict(opts.pop("client_kwargs", {}) or {})
+    if endpoint:
+        client_kwargs.setdefault("endpoint_url", endpoint)
+    region = opts.pop("region", None) or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        client_kwargs.setdefault("region_name", region)
+    if "key" not in opts and os.environ.get("AWS_ACCESS_KEY_ID"):
+        opts["key"] = os.environ["AWS_ACCESS_KEY_ID"]
+    if "secret" not in opts and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        opts["secret"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+    opts["client_kwargs"] = client_kwargs
+    opts.setdefault("use_listings_cache", False)
+    return opts
+
+
+class S3Backend(Backend):
+    """An S3 (or S3-protocol) bucket and prefix through s3fs, with conditional PUTs for refs."""
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None):
+        import s3fs
+
+        self.url = url.rstrip("/")
+        path = self.url[len("s3://"):]
+        if not path:
+            raise InvalidInput(f"S3 URL {url!r} names no bucket")
+        self._root = path
+        self.fs = s3fs.S3FileSystem(**s3_options_from_env(options))
+
+    def _p(self, key: str) -> str:
+        return f"{self._root}/{key}"
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.fs.cat_file(self._p(key))
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+
+    def put(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._p(key), bytes(data))
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        self.fs.put_file(str(path), self._p(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.fs.info(self._p(key))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def get_size(self, key: str) -> int:
+        try:
+            return int(self.fs.info(self._p(key))["size"])
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.fs.rm_file(self._p(key))
+        except FileNotFoundError:
+            pass
+
+    def list(self, prefix: str) -> Iterator[Entry]:
+        base = self._p(prefix).rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return
+        for path, info in found.items():
+            if info.get("type") == "directory":
+                continue
+            modified = info.get("LastModified")
+            mtime = modified.timestamp() if hasattr(modified, "timestamp") else 0.0
+            yield Entry(path[len(self._root) + 1:], int(info.get("size") or 0), mtime)
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
+        from botocore.exceptions import ClientError
+
+        bucket, obj_key, _ = self.fs.split_path(self._p(key))
+        try:
+            resp = self.fs.call_s3("get_object", Bucket=bucket, Key=obj_key)
+        except FileNotFoundError:
+            return None, None
+        except ClientError as exc:  # pragma: no cover - s3fs normally translates
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        body = resp["Body"]
+        data = _read_body(self.fs, body)
+        return data, resp["ETag"]
+
+    def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
+        bucket, obj_key, _ = self.fs.split_path(self._p(key))
+        try:
+            if data is None:
+                if expected is None:
+                    raise RefConflict(f"{key} does not exist")
+                # S3 has no conditional delete everywhere: swap to a tombstone first, then delete.
+                self.fs.call_s3("put_object", Bucket=bucket, Key=obj_key, Body=b"", IfMatch=expected)
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=obj_key)
+                return None
+            if expected is None:
+                resp = self.fs.call_s3("put_object", Bucket=bucket, Key=obj_key, Body=data, IfNoneMatch="*")
+            else:
+                resp = self.fs.call_s3("put_object", Bucket=bucket, Key=obj_key, Body=data, IfMatch=expected)
+        except RefConflict:
+            raise
+        except Exception as exc:  # botocore ClientError or s3fs-translated OSError
+            if _is_precondition_failure(exc):
+                raise RefConflict(f"{key} changed concurrently (conditional PUT refused)") from None
+            raise
+        self.fs.invalidate_cache(self._p(key))
+        return resp["ETag"]
+
+
+def _read_body(fs: Any, body: Any) -> bytes:
+    """Read an aiobotocore streaming body from s3fs's event loop."""
+    from fsspec.asyn import sync
+
+    async def _read() -> bytes:
+        async with body:
+            return await body.read()
+
+    return sync(fs.loop, _read)
+
+
+def _is_precondition_failure(exc: BaseException) -> bool:
+    text = str(exc)
+    codes = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+    if any(c in text for c in codes):
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        return code in codes
+    if isinstance(exc, FileExistsError) or getattr(exc, "errno", None) == errno.EEXIST:
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and _is_precondition_failure(cause)
+
+
+# ----------------------------------------------------------------------------- factory
+
+
+def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
+    """A backend for ``url``: local path / ``file://``, ``s3://``, ``memory://``, ``http(s)://``."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput("empty repository URL")
+    if "://" not in url:
+        return LocalBackend(url)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "file":
+        return LocalBackend(url[len("file://"):])
+    if scheme == "s3":
+        return S3Backend(url, options)
+    if scheme == "memory":
+        return MemoryBackend(url)
+    if scheme in ("http", "https"):
+        try:
+            from .http_backend import HttpBackend
+        except ImportError:
+            raise InvalidInput(f"URL scheme {scheme!r} is not available in this build") from None
+        return HttpBackend(url, options)
+    raise InvalidInput(f"unknown URL scheme {scheme!r} in {url!r} (use a path, file://, s3:// or memory://)")

@@ -1,0 +1,158 @@
+"""Encoding and decoding of immutable Zarr v3 arrays, written without zarr-python's async stack.
+
+Each array lives in its own folder ``arrays/<hash>/`` as a plain Zarr v3 array:
+``zarr.json`` (codecs ``bytes`` little-endian + ``zstd``; regular chunk grid; default
+chunk keys ``c/i/j/k``; attribute ``mrepo.hash``) and its chunk files. Any Zarr v3
+reader (zarr-python, napari through fsspec) opens it. Chunks are written first and
+``zarr.json`` last, so an array is complete exactly when its ``zarr.json`` exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from numcodecs import Zstd
+
+from .errors import CorruptObject, InvalidInput
+from .hashing import as_canonical_array, canonical_dtype
+
+#: Uncompressed bytes per chunk the automatic chunking aims below.
+TARGET_CHUNK_BYTES = 4 << 20
+ZSTD_LEVEL = 1
+
+_ZARR_DTYPES = {
+    "|b1": "bool", "|i1": "int8", "|u1": "uint8", "<i2": "int16", "<u2": "uint16", "<i4": "int32",
+    "<u4": "uint32", "<i8": "int64", "<u8": "uint64", "<f2": "float16", "<f4": "float32",
+    "<f8": "float64", "<c8": "complex64", "<c16": "complex128",
+}
+_NUMPY_DTYPES = {v: k for k, v in _ZARR_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class ArrayMeta:
+    """What ``zarr.json`` says about an array."""
+
+    shape: tuple[int, ...]
+    dtype: str  # canonical little-endian numpy dtype string
+    chunks: tuple[int, ...]
+    hash: str | None
+    zstd: bool
+
+
+def auto_chunks(shape: tuple[int, ...], itemsize: int, target: int = TARGET_CHUNK_BYTES) -> tuple[int, ...]:
+    """Chunk shape: halve the largest dimension until a chunk is at most ``target`` bytes."""
+    chunks = [max(1, s) for s in shape]
+    while math.prod(chunks) * itemsize > target and max(chunks) > 1:
+        i = int(np.argmax(chunks))
+        chunks[i] = (chunks[i] + 1) // 2
+    return tuple(chunks)
+
+
+def _fill_value(dtype: str) -> object:
+    if dtype == "|b1":
+        return False
+    if dtype in ("<c8", "<c16"):
+        return [0.0, 0.0]
+    if dtype.startswith(("<f", "|f")):
+        return 0.0
+    return 0
+
+
+def metadata_document(arr: np.ndarray, chunks: tuple[int, ...], array_hash: str) -> bytes:
+    """The ``zarr.json`` of an array."""
+    dt = canonical_dtype(arr.dtype)
+    doc = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": list(arr.shape),
+        "data_type": _ZARR_DTYPES[dt],
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": _fill_value(dt),
+        "codecs": [
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}},
+        ],
+        "attributes": {"mrepo": {"hash": array_hash}},
+    }
+    if arr.ndim == 0:
+        doc["codecs"][0] = {"name": "bytes", "configuration": {"endian": "little"}}
+    return json.dumps(doc, indent=2).encode()
+
+
+def chunk_key(index: tuple[int, ...]) -> str:
+    """Default Zarr v3 chunk key (``c/0/1/2``; ``c`` for a 0-d array)."""
+    return "/".join(["c", *map(str, index)])
+
+
+def chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[int, ...]]:
+    return itertools.product(*(range(math.ceil(s / c)) if s else range(0) for s, c in zip(shape, chunks)))
+
+
+def encode_chunks(arr: np.ndarray, chunks: tuple[int, ...]) -> Iterator[tuple[str, bytes]]:
+    """(chunk key, encoded bytes) for every chunk; edge chunks padded with the fill value."""
+    arr = as_canonical_array(arr)
+    codec = Zstd(level=ZSTD_LEVEL)
+    if arr.ndim == 0:
+        yield "c", codec.encode(arr.tobytes())
+        return
+    for index in chunk_grid(arr.shape, chunks):
+        sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, arr.shape))
+        block = arr[sl]
+        if block.shape != chunks:
+            padded = np.zeros(chunks, dtype=arr.dtype)
+            padded[tuple(slice(0, b) for b in block.shape)] = block
+            block = padded
+        yield chunk_key(index), codec.encode(np.asarray(block, order="C").tobytes())
+
+
+def parse_metadata(data: bytes, where: str) -> ArrayMeta:
+    """Parse a ``zarr.json`` written by any Zarr v3 writer using bytes(+zstd) codecs."""
+    try:
+        doc = json.loads(data)
+        shape = tuple(int(s) for s in doc["shape"])
+        dtype = _NUMPY_DTYPES[doc["data_type"]]
+        chunks = tuple(int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"])
+        names = [c["name"] for c in doc["codecs"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptObject(f"{where}: unreadable zarr.json ({exc})") from None
+    if names not in (["bytes"], ["bytes", "zstd"]):
+        raise CorruptObject(f"{where}: unsupported codecs {names}")
+    h = doc.get("attributes", {}).get("mrepo", {}).get("hash")
+    return ArrayMeta(shape, dtype, chunks, h, names == ["bytes", "zstd"])
+
+
+def decode_chunk(meta: ArrayMeta, data: bytes | None, where: str) -> np.ndarray:
+    """One chunk as an array of the full chunk shape (``None``: missing chunk, fill value)."""
+    shape = meta.chunks if meta.shape else ()
+    if data is None:
+        return np.zeros(shape, dtype=meta.dtype)
+    raw = Zstd().decode(data) if meta.zstd else data
+    expected = math.prod(shape) * np.dtype(meta.dtype).itemsize
+    if len(raw) != expected:
+        raise CorruptObject(f"{where}: chunk holds {len(raw)} bytes, expected {expected}")
+    return np.frombuffer(raw, dtype=meta.dtype).reshape(shape)
+
+
+def assemble(meta: ArrayMeta, blocks: dict[str, np.ndarray]) -> np.ndarray:
+    """The whole array from decoded chunks keyed by chunk key."""
+    if not meta.shape:
+        return blocks["c"].reshape(()).copy()
+    out = np.empty(meta.shape, dtype=meta.dtype)
+    for index in chunk_grid(meta.shape, meta.chunks):
+        sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, meta.chunks, meta.shape))
+        block = blocks[chunk_key(index)]
+        out[sl] = block[tuple(slice(0, s.stop - s.start) for s in sl)]
+    return out
+
+
+def check_finite(arr: np.ndarray, what: str) -> None:
+    """Raise InvalidInput when a float/complex array holds NaN or Inf."""
+    if arr.dtype.kind in "fc" and arr.size and not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise InvalidInput(f"{what} contains {bad} NaN or Inf value(s)")
