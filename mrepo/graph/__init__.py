@@ -1,1 +1,19 @@
-"""mrepo.graph"""
+"""mrepo.graph: the population model, commits, history, diff, 3-way merge, transfers, maintenance.
+
+Imports mrepo.store only.
+"""
+
+from .diff import PopulationDiff, diff_populations
+from .history import ancestors, is_ancestor, log, merge_base
+from .maintenance import GcReport, VerifyReport, gc, verify
+from .merge import MERGE_POLICIES, MergeReport, merge_populations
+from .model import Commit, DataSource, Item, ParticleTable, Population, RawData, Species
+from .repository import MergeResult, Repository
+from .transfer import TransferStats, clone, copy_closure, fetch, pull, push
+
+__all__ = [
+    "MERGE_POLICIES", "Commit", "DataSource", "GcReport", "Item", "MergeReport", "MergeResult", "ParticleTable",
+    "Population", "PopulationDiff", "RawData", "Repository", "Species", "TransferStats", "VerifyReport",
+    "ancestors", "clone", "copy_closure", "diff_populations", "fetch", "gc", "is_ancestor", "log", "merge_base",
+    "merge_populations", "pull", "push", "verify",
+]

@@ -87,7 +87,7 @@ class Backend(ABC):
     def get_size(self, key: str) -> int:
         return len(self.get(key))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources (connections)."""
 
 

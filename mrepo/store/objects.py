@@ -215,14 +215,17 @@ class ObjectStore:
         if len(chunks) != arr.ndim or any(c < 1 for c in chunks):
             raise InvalidInput(f"chunk shape {chunks} does not fit array shape {arr.shape}")
         prefix = array_prefix(h)
-        encoded = zarr_codec.encode_chunks(arr, chunks)
-        if _parallel:
-            for f in [self.pool.submit(self.backend.put, prefix + key, data) for key, data in encoded]:
-                f.result()
-        else:
-            for key, data in encoded:
+        digests: dict[str, str] = {}
+        futures = []
+        for key, data in zarr_codec.encode_chunks(arr, chunks):
+            digests[key] = zarr_codec.chunk_digest(data)
+            if _parallel:
+                futures.append(self.pool.submit(self.backend.put, prefix + key, data))
+            else:
                 self.backend.put(prefix + key, data)
-        self.backend.put(prefix + "zarr.json", zarr_codec.metadata_document(arr, chunks, h))
+        for f in futures:
+            f.result()
+        self.backend.put(prefix + "zarr.json", zarr_codec.metadata_document(arr, chunks, h, digests))
         return h
 
     def put_arrays(self, arrays: Iterable[np.ndarray]) -> list[str]:
@@ -251,6 +254,11 @@ class ObjectStore:
                 data: bytes | None = self.backend.get(prefix + key)
             except ObjectNotFound:
                 data = None
+            if verify and meta.chunk_digests:
+                expected = meta.chunk_digests.get(key)
+                if (data is None) != (expected is None) or (
+                        data is not None and zarr_codec.chunk_digest(data) != expected):
+                    raise CorruptObject(f"array {h} chunk {key} is corrupt or missing")
             return key, zarr_codec.decode_chunk(meta, data, f"array {h} chunk {key}")
 
         if len(keys) == 1:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import blake3
 import numpy as np
 from numcodecs import Zstd
 
@@ -42,6 +43,7 @@ class ArrayMeta:
     chunks: tuple[int, ...]
     hash: str | None
     zstd: bool
+    chunk_digests: dict[str, str]
 
 
 def auto_chunks(shape: tuple[int, ...], itemsize: int, target: int = TARGET_CHUNK_BYTES) -> tuple[int, ...]:
@@ -63,8 +65,15 @@ def _fill_value(dtype: str) -> object:
     return 0
 
 
-def metadata_document(arr: np.ndarray, chunks: tuple[int, ...], array_hash: str) -> bytes:
-    """The ``zarr.json`` of an array."""
+def chunk_digest(data: bytes) -> str:
+    """Integrity digest of one stored chunk file (BLAKE3 of its encoded bytes)."""
+    return blake3.blake3(data).hexdigest()
+
+
+def metadata_document(arr: np.ndarray, chunks: tuple[int, ...], array_hash: str,
+                      chunk_digests: dict[str, str]) -> bytes:
+    """The ``zarr.json`` of an array; ``chunk_digests`` (chunk key -> digest) let ``verify``
+    detect any changed byte of any chunk file, whatever the codec."""
     dt = canonical_dtype(arr.dtype)
     doc = {
         "zarr_format": 3,
@@ -78,7 +87,7 @@ def metadata_document(arr: np.ndarray, chunks: tuple[int, ...], array_hash: str)
             {"name": "bytes", "configuration": {"endian": "little"}},
             {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}},
         ],
-        "attributes": {"mrepo": {"hash": array_hash}},
+        "attributes": {"mrepo": {"hash": array_hash, "chunks": dict(sorted(chunk_digests.items()))}},
     }
     if arr.ndim == 0:
         doc["codecs"][0] = {"name": "bytes", "configuration": {"endian": "little"}}
@@ -123,8 +132,8 @@ def parse_metadata(data: bytes, where: str) -> ArrayMeta:
         raise CorruptObject(f"{where}: unreadable zarr.json ({exc})") from None
     if names not in (["bytes"], ["bytes", "zstd"]):
         raise CorruptObject(f"{where}: unsupported codecs {names}")
-    h = doc.get("attributes", {}).get("mrepo", {}).get("hash")
-    return ArrayMeta(shape, dtype, chunks, h, names == ["bytes", "zstd"])
+    info = doc.get("attributes", {}).get("mrepo", {})
+    return ArrayMeta(shape, dtype, chunks, info.get("hash"), names == ["bytes", "zstd"], dict(info.get("chunks", {})))
 
 
 def decode_chunk(meta: ArrayMeta, data: bytes | None, where: str) -> np.ndarray:

@@ -1,0 +1,155 @@
+"""Maintenance: ``verify`` recomputes every reachable hash; ``gc`` sweeps unreachable objects.
+
+Reachability starts at every ref (branches, tags, remote-tracking refs, pull
+requests) and follows the reference objects inside records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..store import CorruptObject, ObjectNotFound, Storage, references, zarr_codec
+from ..store.objects import ObjectType, array_prefix, object_key
+
+DEFAULT_GRACE_SECONDS = 24 * 3600.0
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def reachable(storage: Storage, *, on_problem: Callable[[str], None] | None = None
+              ) -> dict[str, ObjectType]:
+    """Every object reachable from any ref: hash -> type. Missing records are reported."""
+    found: dict[str, ObjectType] = {}
+    stack: list[tuple[str, str]] = []
+    for key, h in storage.refs.list("refs/"):
+        stack.append((h, key))
+    while stack:
+        h, origin = stack.pop()
+        if h in found:
+            continue
+        found[h] = "record"
+        try:
+            body = storage.objects.get_record(h)
+        except ObjectNotFound:
+            if on_problem:
+                on_problem(f"record {h}: missing (referenced from {origin})")
+            continue
+        except (CorruptObject, ValueError) as exc:
+            if on_problem:
+                on_problem(f"record {h}: corrupt ({exc})")
+            continue
+        for kind, child in references(body):
+            if kind == "record":
+                stack.append((child, h))
+            else:
+                found.setdefault(child, kind)
+    return found
+
+
+def _verify_array(storage: Storage, h: str) -> str | None:
+    """Check an array's data hash and that its zarr.json is exactly what mrepo writes."""
+    try:
+        arr = storage.objects.get_array(h, verify=True)
+        meta = storage.objects.array_meta(h)
+        expected = zarr_codec.metadata_document(arr, meta.chunks, h, meta.chunk_digests)
+        if storage.backend.get(array_prefix(h) + "zarr.json") != expected:
+            return f"array {h}: corrupt (zarr.json differs from its canonical form)"
+    except ObjectNotFound:
+        return f"array {h}: missing"
+    except (CorruptObject, ValueError) as exc:
+        return f"array {h}: corrupt ({exc})"
+    except Exception as exc:  # a damaged chunk can make the decompressor raise anything
+        return f"array {h}: corrupt ({type(exc).__name__}: {exc})"
+    return None
+
+
+def verify(storage: Storage, *, workers: int = 8, progress: Progress | None = None) -> VerifyReport:
+    """Recompute the hash of every reachable object; report missing or corrupt ones."""
+    report = VerifyReport()
+    storage.objects._cache.clear()  # re-read everything from the backend
+    objs = reachable(storage, on_problem=report.problems.append)
+
+    def check(item: tuple[str, ObjectType]) -> str | None:
+        h, kind = item
+        if kind == "array":
+            return _verify_array(storage, h)
+        return storage.objects.verify_object(kind, h)
+
+    items = sorted(objs.items())
+    with ThreadPoolExecutor(workers) as pool:
+        for i, problem in enumerate(pool.map(check, items), 1):
+            if problem and problem not in report.problems:
+                report.problems.append(problem)
+            if progress:
+                progress("verify", i, len(items))
+    report.checked = len(items)
+    report.problems.sort()
+    return report
+
+
+@dataclass
+class GcReport:
+    reachable: int = 0
+    deleted_objects: int = 0
+    deleted_arrays: int = 0
+    deleted_bytes: int = 0
+    kept_young: int = 0
+
+
+def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,
+       now: float | None = None) -> GcReport:
+    """Delete objects unreachable from every ref and older than ``grace_seconds``.
+
+    The grace period protects objects a concurrent writer has stored but not yet
+    referenced (DESIGN.md: objects before refs). An array folder's age is that of
+    its newest file.
+    """
+    report = GcReport()
+    problems: list[str] = []
+    live = reachable(storage, on_problem=problems.append)
+    report.reachable = len(live)
+    now = time.time() if now is None else now
+    cutoff = now - grace_seconds
+
+    for entry in list(storage.backend.list("objects/")):
+        h = entry.key.removeprefix("objects/").replace("/", "")
+        if h in live:
+            continue
+        if entry.mtime > cutoff:
+            report.kept_young += 1
+            continue
+        report.deleted_objects += 1
+        report.deleted_bytes += entry.size
+        if not dry_run:
+            storage.backend.delete(object_key(h) if len(h) == 64 else entry.key)
+
+    arrays: dict[str, list] = {}
+    for entry in storage.backend.list("arrays/"):
+        parts = entry.key.split("/")
+        if len(parts) >= 3:
+            arrays.setdefault(parts[1], []).append(entry)
+    for h, entries in arrays.items():
+        if h in live:
+            continue
+        if max(e.mtime for e in entries) > cutoff:
+            report.kept_young += 1
+            continue
+        report.deleted_arrays += 1
+        report.deleted_bytes += sum(e.size for e in entries)
+        if not dry_run:
+            # zarr.json first, so a half-deleted array reads as incomplete, never as complete-but-wrong.
+            for e in sorted(entries, key=lambda e: not e.key.endswith("zarr.json")):
+                storage.backend.delete(e.key)
+    return report

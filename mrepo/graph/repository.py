@@ -1,0 +1,305 @@
+"""``Repository``: the Python API every front end (CLI, server, workers) calls.
+
+A repository is a :class:`~mrepo.store.Storage` (objects + refs on one URL) plus the
+population model and the commit graph. Writes follow DESIGN.md's order: objects,
+then records, then the ref by compare-and-swap; a writer that loses the race gets
+:class:`~mrepo.store.RefConflict` and nothing it wrote is referenced.
+
+Revisions (``rev``): a branch, ``refs/...``, a tag, a full hash or a unique prefix
+of at least 6 hex characters, each optionally followed by ``~N`` (N-th first parent).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import __version__
+from ..store import (
+    InvalidInput,
+    ObjectStore,
+    RefConflict,
+    RefNotFound,
+    RefStore,
+    Storage,
+    branch_key,
+    check_name,
+    is_hash,
+    record_ref,
+    tag_key,
+)
+from .diff import PopulationDiff, diff_populations
+from .history import is_ancestor, log, merge_base
+from .merge import MergePolicy, MergeReport, merge_populations
+from .model import Commit, DataSource, Item, ParticleTable, Population, Species
+
+CONFIG_KEY = "config.json"
+_REV = re.compile(r"^(?P<base>[^~]+)(~(?P<n>\d+))?$")
+
+
+def utc_now() -> str:
+    """Current UTC time as ISO 8601 with seconds and a ``Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_author() -> str:
+    import os
+
+    return os.environ.get("MREPO_AUTHOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """Outcome of :meth:`Repository.merge`: the new head and how it was reached."""
+
+    commit: str
+    kind: str  # "fast-forward" | "merge" | "up-to-date"
+    report: MergeReport | None = None
+
+
+class Repository:
+    """A population repository at one URL (local folder, ``s3://``, ``memory://``, ``http(s)://``)."""
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def init(cls, url: str, options: dict[str, Any] | None = None, *, default_branch: str = "main") -> Repository:
+        """Create an empty repository at ``url``."""
+        check_name(default_branch, "branch name")
+        storage = Storage.create(url, options)
+        repo = cls(storage)
+        if default_branch != "main":
+            storage.refs.set_default_branch(default_branch)
+        return repo
+
+    @classmethod
+    def open(cls, url: str, options: dict[str, Any] | None = None) -> Repository:
+        """Open the repository at ``url``; raises RepositoryNotFound."""
+        return cls(Storage.open(url, options))
+
+    def close(self) -> None:
+        self.storage.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+    @property
+    def objects(self) -> ObjectStore:
+        return self.storage.objects
+
+    @property
+    def refs(self) -> RefStore:
+        return self.storage.refs
+
+    @property
+    def default_branch(self) -> str:
+        return self.refs.default_branch()
+
+    # ------------------------------------------------------------------ config (remotes)
+    def config(self) -> dict[str, Any]:
+        data, _ = self.storage.backend.read_versioned(CONFIG_KEY)
+        return json.loads(data) if data else {}
+
+    def update_config(self, change: Any) -> dict[str, Any]:
+        """Apply ``change(config) -> None`` under compare-and-swap (retried on conflict)."""
+        for _ in range(20):
+            data, token = self.storage.backend.read_versioned(CONFIG_KEY)
+            cfg = json.loads(data) if data else {}
+            change(cfg)
+            try:
+                self.storage.backend.cas(CONFIG_KEY, token, json.dumps(cfg, indent=2, sort_keys=True).encode())
+                return cfg
+            except RefConflict:
+                continue
+        raise RefConflict("config.json keeps changing concurrently")
+
+    def remotes(self) -> dict[str, str]:
+        return dict(self.config().get("remotes", {}))
+
+    def add_remote(self, name: str, url: str) -> None:
+        check_name(name, "remote name")
+        self.update_config(lambda cfg: cfg.setdefault("remotes", {}).__setitem__(name, url))
+
+    # ------------------------------------------------------------------ refs
+    def head(self, branch: str | None = None) -> str | None:
+        """The commit a branch points at (the default branch when None)."""
+        return self.refs.get(branch_key(branch or self.default_branch))
+
+    def branches(self) -> dict[str, str]:
+        return {k.removeprefix("refs/heads/"): v for k, v in self.refs.list("refs/heads/")}
+
+    def tags(self) -> dict[str, str]:
+        return {k.removeprefix("refs/tags/"): v for k, v in self.refs.list("refs/tags/")}
+
+    def create_branch(self, name: str, rev: str | None = None, *, force: bool = False) -> str:
+        target = self.resolve(rev or self.default_branch)
+        key = branch_key(name)
+        current = self.refs.get(key)
+        if current is not None and not force:
+            raise InvalidInput(f"branch {name!r} already exists (use force to move it)")
+        self.refs.update(key, target, current)
+        return target
+
+    def delete_branch(self, name: str) -> None:
+        key = branch_key(name)
+        current = self.refs.get(key)
+        if current is None:
+            raise RefNotFound(f"branch {name!r} does not exist")
+        if name == self.default_branch:
+            raise InvalidInput(f"branch {name!r} is the default branch and cannot be deleted")
+        self.refs.update(key, None, current)
+
+    def create_tag(self, name: str, rev: str | None = None) -> str:
+        target = self.resolve(rev or self.default_branch)
+        key = tag_key(name)
+        if self.refs.get(key) is not None:
+            raise InvalidInput(f"tag {name!r} already exists")
+        self.refs.update(key, target, None)
+        return target
+
+    def delete_tag(self, name: str) -> None:
+        key = tag_key(name)
+        current = self.refs.get(key)
+        if current is None:
+            raise RefNotFound(f"tag {name!r} does not exist")
+        self.refs.update(key, None, current)
+
+    # ------------------------------------------------------------------ revisions
+    def resolve(self, rev: str) -> str:
+        """The commit hash a revision names; raises RefNotFound."""
+        if not isinstance(rev, str) or not rev:
+            raise InvalidInput(f"invalid revision {rev!r}")
+        m = _REV.match(rev)
+        if not m:
+            raise InvalidInput(f"invalid revision {rev!r}")
+        h = self._resolve_base(m.group("base"))
+        for _ in range(int(m.group("n") or 0)):
+            parents = Commit.load(self.objects, h).parents
+            if not parents:
+                raise RefNotFound(f"revision {rev!r} goes past the first commit")
+            h = parents[0]
+        return h
+
+    def _resolve_base(self, base: str) -> str:
+        if base == "HEAD":
+            base = self.default_branch
+        if base.startswith("refs/"):
+            check_name(base, "ref")
+            return self.refs.require(base)
+        if is_hash(base):
+            if not self.objects.has_object(base):
+                raise RefNotFound(f"commit {base} is not in {self.url}")
+            return base
+        check_name(base, "revision")
+        for key in (branch_key(base), tag_key(base)):
+            value = self.refs.get(key)
+            if value is not None:
+                return value
+        if "/" in base:  # remote/branch
+            remote, _, branch = base.partition("/")
+            value = self.refs.get(f"refs/remotes/{remote}/{branch}")
+            if value is not None:
+                return value
+        if re.fullmatch(r"[0-9a-f]{6,63}", base):
+            found = [e.key for e in self.storage.backend.list(f"objects/{base[:2]}/")
+                     if e.key.replace("/", "").removeprefix("objects").startswith(base)]
+            if len(found) == 1:
+                return found[0].replace("/", "").removeprefix("objects")
+            if len(found) > 1:
+                raise InvalidInput(f"revision {base!r} is ambiguous ({len(found)} objects)")
+        raise RefNotFound(f"unknown revision {base!r}: no such branch, tag or commit in {self.url}")
+
+    # ------------------------------------------------------------------ reading
+    def get_commit(self, rev: str) -> Commit:
+        return Commit.load(self.objects, self.resolve(rev))
+
+    def population(self, rev: str | None = None) -> Population:
+        """The population at a revision (default branch when None)."""
+        return Population.load(self.objects, self.get_commit(rev or self.default_branch).population)
+
+    def source(self, h: str) -> DataSource:
+        return DataSource.load(self.objects, h)
+
+    def item(self, h: str) -> Item:
+        return Item.load(self.objects, h)
+
+    def species(self, h: str) -> Species:
+        return Species.load(self.objects, h)
+
+    def particles(self, h: str, *, verify: bool = True) -> ParticleTable:
+        return ParticleTable.load(self.objects, h, verify=verify)
+
+    def log(self, rev: str | None = None, limit: int | None = None) -> list[tuple[str, Commit]]:
+        return list(log(self.objects, self.resolve(rev or self.default_branch), limit))
+
+    def diff(self, a: str, b: str) -> PopulationDiff:
+        pa = Population.load(self.objects, self.get_commit(a).population)
+        pb = Population.load(self.objects, self.get_commit(b).population)
+        return diff_populations(self.objects, pa, pb)
+
+    # ------------------------------------------------------------------ writing
+    def commit(self, population: Population | str, *, message: str, branch: str | None = None,
+               operation: dict[str, Any] | None = None, author: str | None = None, time: str | None = None,
+               parents: list[str] | None = None, expected_head: str | None | type[Ellipsis] = ...) -> str:
+        """Record ``population`` as a new commit on ``branch`` and move the branch by CAS.
+
+        ``parents`` defaults to the branch head; ``expected_head`` (default: the head read now)
+        is what the branch must still hold at the swap, else RefConflict.
+        """
+        branch = branch or self.default_branch
+        key = branch_key(branch)
+        current = self.refs.get(key)
+        expected = current if expected_head is ... else expected_head
+        if parents is None:
+            parents = [] if expected is None else [expected]
+        pop_hash = population if isinstance(population, str) else population.save(self.objects)
+        Population.load(self.objects, pop_hash)  # must exist and be a population
+        commit = Commit(
+            parents=tuple(parents), population=pop_hash, author=author or default_author(),
+            time=time or utc_now(), message=message, operation=operation or {"name": "commit"},
+            mrepo_version=__version__,
+        )
+        h = commit.save(self.objects)
+        self.refs.update(key, h, expected)
+        return h
+
+    def merge(self, theirs: str, *, into: str | None = None, policy: MergePolicy = "fail",
+              message: str | None = None, author: str | None = None, time: str | None = None,
+              operation: dict[str, Any] | None = None, allow_fast_forward: bool = True) -> MergeResult:
+        """Merge revision ``theirs`` into branch ``into`` (3-way; fast-forward when possible)."""
+        into = into or self.default_branch
+        ours_h = self.refs.get(branch_key(into))
+        theirs_h = self.resolve(theirs)
+        if ours_h is None:
+            self.refs.update(branch_key(into), theirs_h, None)
+            return MergeResult(theirs_h, "fast-forward")
+        if is_ancestor(self.objects, theirs_h, ours_h):
+            return MergeResult(ours_h, "up-to-date")
+        if allow_fast_forward and is_ancestor(self.objects, ours_h, theirs_h):
+            self.refs.update(branch_key(into), theirs_h, ours_h)
+            return MergeResult(theirs_h, "fast-forward")
+        base_h = merge_base(self.objects, ours_h, theirs_h)
+        base = Population.load(self.objects, Commit.load(self.objects, base_h).population) if base_h else None
+        ours = Population.load(self.objects, Commit.load(self.objects, ours_h).population)
+        their_pop = Population.load(self.objects, Commit.load(self.objects, theirs_h).population)
+        merged, report = merge_populations(self.objects, base, ours, their_pop, policy)
+        report_hash = self.objects.put_record("merge-report", report.to_json())
+        op = {"name": "merge", "policy": policy, "theirs": theirs_h, "base": base_h, "report": record_ref(report_hash),
+              **(operation or {})}
+        h = self.commit(merged, message=message or f"Merge {theirs} into {into}", branch=into, operation=op,
+                        author=author, time=time, parents=[ours_h, theirs_h], expected_head=ours_h)
+        return MergeResult(h, "merge", report)
