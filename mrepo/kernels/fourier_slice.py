@@ -1,0 +1,259 @@
+"""Fourier-slice projection (extraction) and back-projection (insertion).
+
+Real-space conventions: volumes (d, d, d) indexed (z, y, x), images (..., d, d)
+indexed (y, x), centre of a box of size N at index N // 2, lengths in pixels.
+
+Rotations: ``R`` (..., 3, 3) maps central-slice coordinates (x, y, z) into the
+volume, so the projection is ``p(x, y) = ∫ V(R @ (x, y, z)) dz`` and its 2D
+transform at (kx, ky) is the volume's 3D transform at ``R @ (kx, ky, 0)``
+(``R = scipy Rotation.from_euler("ZYZ", [rot, tilt, psi]).as_matrix()``).
+
+Fourier layouts:
+
+* 2D slices: the standard layout, ``torch.fft.rfft2`` of the (d, d) image
+  whose centre is at d // 2; row frequencies ``fftfreq(d)``, column
+  frequencies ``rfftfreq(d)``. Shape (..., d, d // 2 + 1).
+* 3D prepared volume, data and weight grids: the centred half-transform of
+  :mod:`mrepo.kernels.gridding`, shape ``(2h+1, 2h+1, h+1)`` with ``D = pad * d``
+  and ``h = D // 2``; frequency index ``k`` on this grid is ``pad * k`` in
+  units of the unpadded box. The real-space origin of the 3D transform is the
+  volume centre.
+
+Frequencies with unpadded radius above ``(D // 2) / pad`` (i.e. beyond Nyquist,
+the corners of the 2D slice) are zero in extracted slices and ignored on
+insertion. Extraction samples the slice directly at size d, so a projection
+behaves as a d-periodic image: the volume should vanish outside the inscribed
+sphere (usual for masked cryo-EM maps) or its projection wraps at the edges.
+
+Interpolation is trilinear in the ``pad``-times oversampled transform, with the
+matching sinc² gridding correction in real space (pre-correction in
+:func:`prepare_volume`, post-correction in :func:`reconstruct`).
+
+Symmetry: for a point group with operators ``S`` (k, 3, 3) (matrices in the
+same (x, y, z) convention), an image taken at ``R`` is also a view at every
+``S[i] @ R``; callers expand a reconstruction by inserting the same slices
+with ``rotations = S[:, None] @ R[None]`` (leading dimensions broadcast).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import Tensor
+
+from mrepo.kernels.gridding import gather, half_grid_shape, scatter, sinc2, trilinear_stencil
+
+
+def _check_pad(pad: int) -> None:
+    if not isinstance(pad, int) or pad < 1:
+        raise ValueError(f"pad must be a positive integer, got {pad!r}")
+
+
+@functools.lru_cache(maxsize=32)
+def _slice_grid(
+    size: int, pad: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Kept points of the (size, size//2+1) rfft grid: flat indices (P,), kx, ky (P,)
+    in padded units, centre phase (P,) complex and Friedel multiplicity (P,)."""
+    h = (pad * size) // 2
+    ky = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64)
+    kx = torch.fft.rfftfreq(size, d=1.0 / size, dtype=torch.float64)
+    ky2, kx2 = torch.meshgrid(ky, kx, indexing="ij")
+    keep = (pad * pad * (kx2**2 + ky2**2) <= h * h + 1e-9).reshape(-1)
+    flat = torch.nonzero(keep).reshape(-1)
+    kxk, kyk = kx2.reshape(-1)[flat], ky2.reshape(-1)[flat]
+    c = size // 2
+    phase = torch.exp(-2j * math.pi * (kxk + kyk) * c / size)
+    # columns kx = 0 (and Nyquist for even size) hold each Friedel pair twice
+    mult = torch.ones_like(kxk)
+    mult[kxk == 0] = 0.5
+    if size % 2 == 0:
+        mult[kxk == size // 2] = 0.5
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    return (
+        flat.to(device),
+        torch.stack((kxk, kyk), dim=-1).mul(pad).to(device=device, dtype=dtype),
+        phase.to(device=device, dtype=cdtype),
+        mult.to(device=device, dtype=dtype),
+    )
+
+
+def _slice_coords(rotations: Tensor, kxy: Tensor) -> Tensor:
+    """(B, 3, 3) rotations and (P, 2) in-plane frequencies -> (B*P, 3) as (x, y, z)."""
+    coords = kxy[None, :, 0, None] * rotations[:, None, :, 0] + kxy[None, :, 1, None] * rotations[
+        :, None, :, 1
+    ]
+    return coords.reshape(-1, 3)
+
+
+def prepare_volume(volume: Tensor, pad: int = 2) -> Tensor:
+    """Gridding pre-correction, zero-padding to ``pad * d`` and 3D FFT.
+
+    ``volume``: (d, d, d) real (z, y, x). Returns the centred half-transform
+    (2h+1, 2h+1, h+1) complex, ``h = pad * d // 2`` (see module docstring).
+    """
+    _check_pad(pad)
+    if volume.ndim != 3 or len(set(volume.shape)) != 1 or volume.is_complex():
+        raise ValueError(f"volume must be a real cube (d, d, d), got {tuple(volume.shape)}")
+    d = volume.shape[0]
+    big = pad * d
+    corrected = volume / sinc2(big, d, volume.device, volume.dtype)
+    o = big // 2 - d // 2
+    padded = volume.new_zeros((big, big, big))
+    padded[o : o + d, o : o + d, o : o + d] = corrected
+    ft = torch.fft.rfftn(torch.fft.ifftshift(padded), dim=(0, 1, 2))
+    h = big // 2
+    idx = (torch.arange(2 * h + 1, device=volume.device) - h) % big
+    return ft.index_select(0, idx).index_select(1, idx)
+
+
+def _flatten_rotations(rotations: Tensor, dtype: torch.dtype) -> tuple[Tensor, tuple[int, ...]]:
+    if rotations.ndim < 2 or rotations.shape[-2:] != (3, 3):
+        raise ValueError(f"rotations must have shape (..., 3, 3), got {tuple(rotations.shape)}")
+    lead = tuple(rotations.shape[:-2])
+    return rotations.reshape(-1, 3, 3).to(dtype), lead
+
+
+def extract_slices(volume_ft: Tensor, rotations: Tensor, image_size: int, pad: int = 2) -> Tensor:
+    """Central slices of a prepared volume: (..., d, d//2+1) complex, standard 2D layout.
+
+    Equals ``rfft2`` of the projection image (centre at d // 2) up to interpolation
+    error; differentiable w.r.t. ``rotations`` (..., 3, 3) and ``volume_ft``.
+    """
+    _check_pad(pad)
+    expected = half_grid_shape(pad * image_size)
+    if tuple(volume_ft.shape) != expected or not volume_ft.is_complex():
+        raise ValueError(
+            f"volume_ft must be complex with shape {expected} for image_size={image_size}, "
+            f"pad={pad}; got {tuple(volume_ft.shape)} {volume_ft.dtype}"
+        )
+    rdtype = volume_ft.real.dtype
+    rot, lead = _flatten_rotations(rotations, rdtype)
+    flat, kxy, phase, _ = _slice_grid(image_size, pad, volume_ft.device, rdtype)
+    b, p = rot.shape[0], flat.shape[0]
+    stencil = trilinear_stencil(_slice_coords(rot, kxy), expected)
+    vals = gather(volume_ft, stencil).view(b, p) * phase
+    out = vals.new_zeros((b, image_size * (image_size // 2 + 1))).index_copy(1, flat, vals)
+    return out.view(*lead, image_size, image_size // 2 + 1)
+
+
+def project(volume: Tensor, rotations: Tensor, pad: int = 2) -> Tensor:
+    """Projection images (..., d, d) real of a (d, d, d) volume at ``rotations`` (..., 3, 3)."""
+    d = volume.shape[-1]
+    slices = extract_slices(prepare_volume(volume, pad), rotations, d, pad)
+    return torch.fft.irfft2(slices, s=(d, d))
+
+
+def empty_grids(
+    volume_size: int, pad: int = 2, dtype: torch.dtype = torch.float32, device=None
+) -> tuple[Tensor, Tensor]:
+    """Zero data (complex) and weight (real) grids in the centred half-transform layout."""
+    _check_pad(pad)
+    shape = half_grid_shape(pad * volume_size)
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    return (
+        torch.zeros(shape, dtype=cdtype, device=device),
+        torch.zeros(shape, dtype=dtype, device=device),
+    )
+
+
+def insert_slices(
+    slices: Tensor,
+    weights: Tensor,
+    rotations: Tensor,
+    volume_size: int,
+    pad: int = 2,
+    data: Tensor | None = None,
+    weight: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Back-project 2D slices into Fourier data and weight grids (adjoint of trilinear
+    extraction, in place when ``data``/``weight`` are given).
+
+    ``slices`` (..., d, d//2+1) complex in the standard 2D layout (e.g. CTF-multiplied
+    image transforms), ``weights`` (..., d, d//2+1) real (e.g. CTF²), ``rotations``
+    (..., 3, 3); leading dimensions broadcast. Each rfft sample stands for itself and
+    its Friedel mate; the kx = 0 and Nyquist columns, which hold both, count half.
+    Returns ``(data, weight)`` in the centred half-transform layout (2h+1, 2h+1, h+1).
+    """
+    _check_pad(pad)
+    d = volume_size
+    wshape = (d, d // 2 + 1)
+    if tuple(slices.shape[-2:]) != wshape or not slices.is_complex():
+        raise ValueError(f"slices must be complex (..., {d}, {d // 2 + 1}), got {tuple(slices.shape)}")
+    if tuple(weights.shape[-2:]) != wshape or weights.is_complex():
+        raise ValueError(f"weights must be real (..., {d}, {d // 2 + 1}), got {tuple(weights.shape)}")
+    rdtype = slices.real.dtype
+    if data is None or weight is None:
+        data, weight = empty_grids(d, pad, rdtype, slices.device)
+    grid = half_grid_shape(pad * d)
+    if tuple(data.shape) != grid or tuple(weight.shape) != grid:
+        raise ValueError(f"data and weight must have shape {grid}, got {tuple(data.shape)}")
+    if rotations.ndim < 2 or rotations.shape[-2:] != (3, 3):
+        raise ValueError(f"rotations must have shape (..., 3, 3), got {tuple(rotations.shape)}")
+    lead = torch.broadcast_shapes(slices.shape[:-2], weights.shape[:-2], rotations.shape[:-2])
+    flat, kxy, phase, mult = _slice_grid(d, pad, slices.device, rdtype)
+    s = slices.expand(*lead, *wshape).reshape(-1, wshape[0] * wshape[1])[:, flat]
+    w = weights.expand(*lead, *wshape).reshape(-1, wshape[0] * wshape[1])[:, flat].to(rdtype)
+    rot = rotations.expand(*lead, 3, 3).reshape(-1, 3, 3).to(rdtype)
+    s = s * (phase.conj() * mult)
+    w = w * mult
+    stencil = trilinear_stencil(_slice_coords(rot, kxy), grid)
+    scatter(s.reshape(-1), w.reshape(-1), stencil, data, weight)
+    return data, weight
+
+
+def _to_standard(grid: Tensor, big: int) -> Tensor:
+    """Fold the centred half-transform (2h+1, 2h+1, h+1) into rfftn layout (D, D, h+1),
+    adding duplicated Nyquist planes and Friedel mates within the self-mirrored
+    x planes (kx = 0 and, for even D, kx = D/2)."""
+    h = big // 2
+    idx = (torch.arange(2 * h + 1, device=grid.device) - h) % big
+    out = grid.new_zeros((big, 2 * h + 1, h + 1)).index_add_(0, idx, grid)
+    out = out.new_zeros((big, big, h + 1)).index_add_(1, idx, out)
+    planes = [0] + ([h] if big % 2 == 0 else [])
+    for x in planes:
+        plane = out[:, :, x]
+        mirrored = torch.roll(torch.flip(plane, dims=(0, 1)), shifts=(1, 1), dims=(0, 1))
+        out[:, :, x] = plane + (mirrored.conj() if plane.is_complex() else mirrored)
+    return out
+
+
+def reconstruct(
+    data: Tensor,
+    weight: Tensor,
+    volume_size: int,
+    pad: int = 2,
+    wiener_constant: float = 0.0,
+    min_weight: float | None = None,
+) -> Tensor:
+    """Real-space (d, d, d) map from inserted data and weight grids.
+
+    Fourier coefficients are ``data / max(weight + wiener_constant, min_weight)``
+    (``min_weight`` defaults to 1e-3 times the mean positive weight), zero where
+    nothing was inserted and beyond Nyquist; then inverse FFT, crop to the central
+    ``volume_size``³ and sinc² gridding post-correction.
+    """
+    _check_pad(pad)
+    big = pad * volume_size
+    grid = half_grid_shape(big)
+    if tuple(data.shape) != grid or tuple(weight.shape) != grid:
+        raise ValueError(f"data and weight must have shape {grid}, got {tuple(data.shape)}")
+    if wiener_constant < 0:
+        raise ValueError(f"wiener_constant must be >= 0, got {wiener_constant}")
+    f = _to_standard(data, big)
+    w = _to_standard(weight, big)
+    if min_weight is None:
+        positive = w[w > 0]
+        min_weight = 1e-3 * float(positive.mean()) if positive.numel() else 1.0
+    h = big // 2
+    kz = torch.fft.fftfreq(big, d=1.0 / big, device=w.device, dtype=w.dtype)
+    kx = torch.arange(h + 1, device=w.device, dtype=w.dtype)
+    r2 = kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2
+    valid = (w > 0) & (r2 <= h * h)
+    f = torch.where(valid, f / torch.clamp(w + wiener_constant, min=min_weight), 0)
+    vol = torch.fft.fftshift(torch.fft.irfftn(f, s=(big, big, big), dim=(0, 1, 2)))
+    o = big // 2 - volume_size // 2
+    vol = vol[o : o + volume_size, o : o + volume_size, o : o + volume_size]
+    return vol / sinc2(big, volume_size, vol.device, vol.dtype)
