@@ -146,8 +146,8 @@ class Repository:
         return {k.removeprefix("refs/tags/"): v for k, v in self.refs.list("refs/tags/")}
 
     def create_branch(self, name: str, rev: str | None = None, *, force: bool = False) -> str:
-        target = self.resolve(rev or self.default_branch)
         key = branch_key(name)
+        target = self.resolve(rev or self.default_branch)
         current = self.refs.get(key)
         if current is not None and not force:
             raise InvalidInput(f"branch {name!r} already exists (use force to move it)")
@@ -164,8 +164,8 @@ class Repository:
         self.refs.update(key, None, current)
 
     def create_tag(self, name: str, rev: str | None = None) -> str:
-        target = self.resolve(rev or self.default_branch)
         key = tag_key(name)
+        target = self.resolve(rev or self.default_branch)
         if self.refs.get(key) is not None:
             raise InvalidInput(f"tag {name!r} already exists")
         self.refs.update(key, target, None)
@@ -197,6 +197,8 @@ class Repository:
     def _resolve_base(self, base: str) -> str:
         if base == "HEAD":
             base = self.default_branch
+        if base == self.default_branch and self.head(base) is None and not self.branches():
+            raise RefNotFound(f"branch {base!r} has no commits yet in {self.url}")
         if base.startswith("refs/"):
             check_name(base, "ref")
             return self.refs.require(base)

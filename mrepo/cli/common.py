@@ -1,0 +1,89 @@
+"""Shared pieces of the ``mrepo`` command: repository selection, output, errors, progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typer.core import TyperGroup
+
+from ..graph import Repository
+from ..store import MrepoError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+RepoOption = typer.Option(None, "--repo", "-R", help="Repository URL (default: $MREPO_REPO, then the current folder).",
+                          show_default=False)
+JsonOption = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+#: Set by the top-level ``mrepo --repo URL`` option; a command's own ``--repo`` wins.
+GLOBAL_REPO: dict[str, str | None] = {"url": None}
+
+
+def repo_url(url: str | None) -> str:
+    """The repository URL: ``--repo``, then ``MREPO_REPO``, then the current folder."""
+    return url or GLOBAL_REPO["url"] or os.environ.get("MREPO_REPO") or os.getcwd()
+
+
+def open_repo(url: str | None) -> Repository:
+    return Repository.open(repo_url(url))
+
+
+def to_jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n")
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error and exit."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar fed by ``(phase, done, total)`` callbacks (hidden when not a terminal)."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda phase, done, total: None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(phase: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=f"{description} {phase}")
+
+        yield update
+
+
+class MrepoGroup(TyperGroup):
+    """Top-level click group: mrepo errors become a one-line message and the error's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MrepoError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            ctx.exit(exc.exit_code)

@@ -1,0 +1,225 @@
+"""Repository commands: init, log, show, diff, branch, tag, merge, verify, gc, remote."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ..graph import MERGE_POLICIES, Repository, gc, verify
+from ..graph.maintenance import DEFAULT_GRACE_SECONDS
+from ..store import InvalidInput
+from .common import JsonOption, RepoOption, console, fail, open_repo, print_json, progress_bar, repo_url
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+
+    @app.command()
+    def init(url: str = typer.Argument(None, help="Where to create it (default: --repo / $MREPO_REPO / here)."),
+             repo: str = RepoOption,
+             default_branch: str = typer.Option("main", help="Name of the default branch.")) -> None:
+        """Create an empty repository."""
+        target = url or repo_url(repo)
+        Repository.init(target, default_branch=default_branch)
+        console.print(f"Initialised empty mrepo repository at {target}")
+
+    @app.command("log")
+    def log_cmd(rev: str = typer.Argument(None, help="Revision (default: the default branch)."),
+                limit: int = typer.Option(None, "-n", "--limit", help="Show at most N commits."),
+                repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """Show the commit history."""
+        r = open_repo(repo)
+        entries = r.log(rev, limit)
+        if json:
+            print_json([{"commit": h, **c.to_body()} for h, c in entries])
+            return
+        for h, c in entries:
+            parents = " ".join(p[:12] for p in c.parents)
+            console.print(f"[yellow]commit {h}[/]" + (f"  (parents {parents})" if len(c.parents) > 1 else ""))
+            console.print(f"Author: {c.author}\nDate:   {c.time}\nOp:     {c.operation.get('name')}\n")
+            console.print(f"    {c.message}\n")
+
+    @app.command()
+    def show(rev: str = typer.Argument(None, help="Revision (default: the default branch)."),
+             repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """Show a commit and a summary of its population."""
+        r = open_repo(repo)
+        h = r.resolve(rev or r.default_branch)
+        commit = r.get_commit(h)
+        pop = r.population(h)
+        sources = {n: r.source(sh) for n, sh in pop.sources.items()}
+        species = {n: r.species(sh) for n, sh in pop.species.items()}
+        counts = {n: r.objects.get_record(s.particles, "particles")["count"] for n, s in species.items()}
+        if json:
+            print_json({
+                "commit": h, **commit.to_body(),
+                "population_record": {"name": pop.name, "hash": commit.population},
+                "sources": {n: {"hash": pop.sources[n], "items": len(s.items)} for n, s in sources.items()},
+                "species": {n: {"hash": pop.species[n], "particles": counts[n], "resolution": s.resolution,
+                                "symmetry": s.symmetry, "diameter": s.diameter, "box": s.box,
+                                "pixel_size": s.pixel_size} for n, s in species.items()},
+            })
+            return
+        console.print(f"[yellow]commit {h}[/]\nAuthor: {commit.author}\nDate:   {commit.time}\n\n    {commit.message}\n")
+        console.print(f"Population [bold]{pop.name}[/] ({commit.population[:12]})")
+        table = Table("kind", "name", "hash", "items / particles", "resolution (Å)")
+        for n, s in sources.items():
+            table.add_row("source", n, pop.sources[n][:12], str(len(s.items)), "")
+        for n, s in species.items():
+            res = f"{s.resolution:.2f}" if s.resolution else "-"
+            table.add_row("species", n, pop.species[n][:12], str(counts[n]), res)
+        console.print(table)
+
+    @app.command()
+    def diff(a: str = typer.Argument(..., help="Old revision."), b: str = typer.Argument(None, help="New revision."),
+             repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """Differences between two commits: sources, items, species, particles."""
+        r = open_repo(repo)
+        d = r.diff(a, b or r.default_branch)
+        if json:
+            print_json(d.to_json())
+            return
+        if d.empty:
+            console.print("no differences")
+            return
+        for label, values in (("source added", d.sources_added), ("source removed", d.sources_removed),
+                              ("species added", d.species_added), ("species removed", d.species_removed),
+                              ("species changed", d.species_changed)):
+            for v in values:
+                console.print(f"{label:16} {v}")
+        for label, values in (("item added", d.items_added), ("item removed", d.items_removed),
+                              ("item changed", d.items_changed)):
+            for src, key in values:
+                console.print(f"{label:16} {src}/{key[:16]}")
+        for name, p in d.particles.items():
+            console.print(f"{'particles':16} {name}: +{p.added} -{p.removed} ({p.kept} kept)")
+
+    @app.command()
+    def branch(name: str = typer.Argument(None, help="Branch to create (list branches when omitted)."),
+               rev: str = typer.Argument(None, help="Where it starts (default: the default branch)."),
+               delete: bool = typer.Option(False, "--delete", "-d", help="Delete the branch."),
+               force: bool = typer.Option(False, "--force", "-f", help="Move an existing branch."),
+               repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """List, create or delete branches."""
+        r = open_repo(repo)
+        if name is None:
+            branches = r.branches()
+            if json:
+                print_json({"default": r.default_branch, "branches": branches})
+                return
+            for b, h in branches.items():
+                mark = "*" if b == r.default_branch else " "
+                console.print(f"{mark} {b:30} {h[:12]}")
+            return
+        if delete:
+            r.delete_branch(name)
+            console.print(f"Deleted branch {name}")
+        else:
+            h = r.create_branch(name, rev, force=force)
+            console.print(f"Branch {name} at {h[:12]}")
+
+    @app.command()
+    def tag(name: str = typer.Argument(None, help="Tag to create (list tags when omitted)."),
+            rev: str = typer.Argument(None, help="Commit to tag (default: the default branch)."),
+            delete: bool = typer.Option(False, "--delete", "-d", help="Delete the tag."),
+            repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """List, create or delete tags."""
+        r = open_repo(repo)
+        if name is None:
+            tags = r.tags()
+            if json:
+                print_json(tags)
+                return
+            for t, h in tags.items():
+                console.print(f"{t:30} {h[:12]}")
+            return
+        if delete:
+            r.delete_tag(name)
+            console.print(f"Deleted tag {name}")
+        else:
+            console.print(f"Tag {name} at {r.create_tag(name, rev)[:12]}")
+
+    @app.command()
+    def merge(theirs: str = typer.Argument(..., help="Revision to merge in."),
+              into: str = typer.Option(None, "--into", help="Branch to merge into (default: the default branch)."),
+              policy: str = typer.Option("fail", help=f"Conflict policy: {' | '.join(MERGE_POLICIES)}."),
+              message: str = typer.Option(None, "-m", "--message"), repo: str = RepoOption,
+              json: bool = JsonOption) -> None:
+        """Three-way merge of populations (fast-forward when possible)."""
+        if policy not in MERGE_POLICIES:
+            fail(f"unknown policy {policy!r}: use one of {', '.join(MERGE_POLICIES)}", 2)
+        r = open_repo(repo)
+        result = r.merge(theirs, into=into, policy=policy, message=message)  # type: ignore[arg-type]
+        if json:
+            print_json({"commit": result.commit, "kind": result.kind,
+                        "report": result.report.to_json() if result.report else None})
+            return
+        console.print(f"{result.kind}: {(into or r.default_branch)} at {result.commit[:12]}")
+        if result.report and result.report.conflicts:
+            console.print(f"{len(result.report.conflicts)} conflict(s) resolved with '{policy}'")
+
+    @app.command("verify")
+    def verify_cmd(repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """Recompute the hash of every reachable object; non-zero exit on problems."""
+        r = open_repo(repo)
+        with progress_bar("verify", not json) as progress:
+            report = verify(r.storage, progress=progress)
+        if json:
+            print_json({"ok": report.ok, "checked": report.checked, "problems": report.problems})
+        else:
+            for p in report.problems:
+                console.print(f"[red]{p}[/]")
+            console.print(f"{report.checked} objects checked, {len(report.problems)} problem(s)")
+        if not report.ok:
+            raise typer.Exit(1)
+
+    @app.command("gc")
+    def gc_cmd(grace: str = typer.Option("24h", help="Keep unreachable objects younger than this (e.g. 30m, 2h, 0)."),
+               dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted."),
+               repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """Delete objects no ref reaches and that are older than the grace period."""
+        r = open_repo(repo)
+        report = gc(r.storage, grace_seconds=parse_duration(grace), dry_run=dry_run)
+        if json:
+            print_json(report)
+            return
+        verb = "would delete" if dry_run else "deleted"
+        console.print(f"{report.reachable} reachable; {verb} {report.deleted_objects} object(s) and "
+                      f"{report.deleted_arrays} array(s), {report.deleted_bytes} bytes; "
+                      f"{report.kept_young} unreachable but younger than the grace period")
+
+    remote_app = typer.Typer(help="Named remotes (other repositories).", no_args_is_help=True)
+    app.add_typer(remote_app, name="remote")
+
+    @remote_app.command("add")
+    def remote_add(name: str, url: str, repo: str = RepoOption) -> None:
+        """Remember another repository under a name."""
+        open_repo(repo).add_remote(name, url)
+
+    @remote_app.command("list")
+    def remote_list(repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """List remotes."""
+        remotes = open_repo(repo).remotes()
+        if json:
+            print_json(remotes)
+            return
+        for name, url in remotes.items():
+            console.print(f"{name:20} {url}")
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``30m``, ``2h``, ``7d``."""
+    m = _DURATION.match(text.strip().lower())
+    if not m:
+        raise InvalidInput(f"invalid duration {text!r}: use e.g. 0, 90s, 30m, 24h or 7d")
+    scale: dict[str, Any] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    return float(m.group(1)) * scale[m.group(2)]
+
+
+__all__ = ["DEFAULT_GRACE_SECONDS", "parse_duration", "register"]

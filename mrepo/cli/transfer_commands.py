@@ -1,0 +1,73 @@
+"""Transfer commands: clone, fetch, push, pull."""
+
+from __future__ import annotations
+
+import typer
+
+from ..graph import MERGE_POLICIES, clone, fetch, pull, push
+from ..graph.transfer import TransferStats
+from .common import JsonOption, RepoOption, console, fail, open_repo, print_json, progress_bar
+
+WorkersOption = typer.Option(16, "--workers", "-j", help="Objects copied in parallel.")
+
+
+def _summary(stats: TransferStats) -> str:
+    return (f"{stats.records} record(s), {stats.arrays} array(s), {stats.blobs} blob(s), "
+            f"{stats.bytes / 1e6:.1f} MB ({stats.array_bytes / 1e6:.1f} MB array data)")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("clone")
+    def clone_cmd(source: str = typer.Argument(..., help="Repository to copy (path or URL)."),
+                  destination: str = typer.Argument(..., help="Where to create the copy."),
+                  workers: int = WorkersOption, json: bool = JsonOption) -> None:
+        """Copy a repository with all branches, tags and pull requests."""
+        with progress_bar("clone", not json) as progress:
+            _, stats = clone(source, destination, workers=workers, progress=progress)
+        if json:
+            print_json(stats)
+        else:
+            console.print(f"Cloned {source} into {destination}: {_summary(stats)}")
+
+    @app.command("fetch")
+    def fetch_cmd(remote: str = typer.Argument("origin", help="Remote name or URL."),
+                  repo: str = RepoOption, workers: int = WorkersOption, json: bool = JsonOption) -> None:
+        """Copy a remote's branches into refs/remotes/<remote>/."""
+        r = open_repo(repo)
+        with progress_bar("fetch", not json) as progress:
+            stats = fetch(r, remote, workers=workers, progress=progress)
+        if json:
+            print_json(stats)
+        else:
+            console.print(f"Fetched from {remote}: {_summary(stats)}")
+
+    @app.command("push")
+    def push_cmd(remote: str = typer.Argument("origin", help="Remote name or URL."),
+                 branch: str = typer.Argument(None, help="Local branch (default: the default branch)."),
+                 to: str = typer.Option(None, "--to", help="Remote branch name (default: same name)."),
+                 force: bool = typer.Option(False, "--force", "-f", help="Allow a non-fast-forward update."),
+                 repo: str = RepoOption, workers: int = WorkersOption, json: bool = JsonOption) -> None:
+        """Send a branch to a remote (objects first, then the ref by compare-and-swap)."""
+        r = open_repo(repo)
+        with progress_bar("push", not json) as progress:
+            stats = push(r, remote, branch, remote_branch=to, force=force, workers=workers, progress=progress)
+        if json:
+            print_json(stats)
+        else:
+            console.print(f"Pushed to {remote}: {_summary(stats)}")
+
+    @app.command("pull")
+    def pull_cmd(remote: str = typer.Argument("origin", help="Remote name or URL."),
+                 branch: str = typer.Argument(None, help="Branch to update (default: the default branch)."),
+                 policy: str = typer.Option("fail", help=f"Conflict policy: {' | '.join(MERGE_POLICIES)}."),
+                 repo: str = RepoOption, workers: int = WorkersOption, json: bool = JsonOption) -> None:
+        """Fetch and merge a remote branch."""
+        if policy not in MERGE_POLICIES:
+            fail(f"unknown policy {policy!r}: use one of {', '.join(MERGE_POLICIES)}", 2)
+        r = open_repo(repo)
+        with progress_bar("pull", not json) as progress:
+            stats, result = pull(r, remote, branch, policy=policy, workers=workers, progress=progress)
+        if json:
+            print_json({"transfer": stats, "commit": result.commit, "kind": result.kind})
+        else:
+            console.print(f"Pulled from {remote}: {_summary(stats)}; {result.kind} to {result.commit[:12]}")
