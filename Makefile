@@ -1,0 +1,48 @@
+# mrepo: `make demo` runs the end-to-end demo, `make test` the whole test suite.
+# Both create .venv when missing and install the project with its dev extras.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.mrepo-installed
+
+.PHONY: install test test-all demo bench lint browser clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+# torch first, pinned: a looser spec would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Headless Chromium for the web-view test (Debian's package); skipped quietly where apt is unavailable.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the web-view test will be skipped"; }
+
+test: install browser
+	$(PY) -m pytest -q -ra
+
+# Includes tests marked slow (long benchmarks-like checks).
+test-all: install browser
+	$(PY) -m pytest -q -ra -m ''
+
+demo: install
+	$(PY) scripts/demo.py
+
+bench: install
+	$(PIP) install -e '.[bench]'
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+lint: install
+	$(VENV)/bin/ruff check mrepo tests benchmarks scripts
+
+clean:
+	rm -rf demo-out .pytest_cache
