@@ -159,6 +159,34 @@ def empty_grids(
     )
 
 
+def _upsample_weights(weights: Tensor, size: int, big: int) -> Tensor:
+    """Bilinear interpolation of (..., size, size//2+1) Fourier weights onto the
+    (..., big, big//2+1) grid of the same frequencies at ``size / big`` spacing."""
+    scale = size / big
+    dev, dt = weights.device, weights.dtype
+    ky = torch.fft.fftfreq(big, d=1.0 / big, device=dev, dtype=dt) * scale
+    kx = torch.arange(big // 2 + 1, device=dev, dtype=dt) * scale
+    y0 = torch.floor(ky)
+    fy = ky - y0
+    y0 = y0.long() % size
+    y1 = (y0 + 1) % size
+    x0 = torch.floor(kx).clamp(0, max(size // 2 - 1, 0))
+    fx = (kx - x0).clamp(0, 1)
+    x0 = x0.long()
+    x1 = (x0 + 1).clamp(max=size // 2)
+    rows = weights[..., y0, :] * (1 - fy[:, None]) + weights[..., y1, :] * fy[:, None]
+    return rows[..., x0] * (1 - fx) + rows[..., x1] * fx
+
+
+def _oversample_slices(slices: Tensor, size: int, big: int) -> Tensor:
+    """rfft2 of the (size, size) images zero-padded to (big, big), centres kept at
+    the box centre: exact (sinc) interpolation of the slices on a finer grid."""
+    img = torch.fft.irfft2(slices, s=(size, size))
+    o = big // 2 - size // 2
+    img = torch.nn.functional.pad(img, (o, big - size - o, o, big - size - o))
+    return torch.fft.rfft2(img)
+
+
 def insert_slices(
     slices: Tensor,
     weights: Tensor,
@@ -167,35 +195,60 @@ def insert_slices(
     pad: int = 2,
     data: Tensor | None = None,
     weight: Tensor | None = None,
+    oversample: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """Back-project 2D slices into Fourier data and weight grids (adjoint of trilinear
-    extraction, in place when ``data``/``weight`` are given).
+    """Back-project 2D slices into Fourier data and weight grids (in place when
+    ``data``/``weight`` are given; allocated otherwise).
 
     ``slices`` (..., d, d//2+1) complex in the standard 2D layout (e.g. CTF-multiplied
-    image transforms), ``weights`` (..., d, d//2+1) real (e.g. CTF²), ``rotations``
-    (..., 3, 3); leading dimensions broadcast. Each rfft sample stands for itself and
-    its Friedel mate; the kx = 0 and Nyquist columns, which hold both, count half.
+    image transforms); ``weights`` real, (..., d, d//2+1) or already on the padded
+    grid (..., D, D//2+1) with ``D = pad * d`` (e.g. CTF²); ``rotations`` (..., 3, 3);
+    leading dimensions broadcast. Each rfft sample stands for itself and its Friedel
+    mate; the kx = 0 and Nyquist columns, which hold both, count half.
+
+    ``oversample=True`` (default, for reconstruction) first zero-pads the images to
+    D × D in real space (d-grid weights are bilinearly interpolated), so that the
+    inserted samples are as dense as the 3D grid; ``oversample=False`` inserts the
+    d × d samples directly and is exactly the adjoint of :func:`extract_slices`.
     Returns ``(data, weight)`` in the centred half-transform layout (2h+1, 2h+1, h+1).
     """
     _check_pad(pad)
     d = volume_size
+    big = pad * d
     wshape = (d, d // 2 + 1)
     if tuple(slices.shape[-2:]) != wshape or not slices.is_complex():
         raise ValueError(f"slices must be complex (..., {d}, {d // 2 + 1}), got {tuple(slices.shape)}")
-    if tuple(weights.shape[-2:]) != wshape or weights.is_complex():
-        raise ValueError(f"weights must be real (..., {d}, {d // 2 + 1}), got {tuple(weights.shape)}")
+    big_wshape = (big, big // 2 + 1)
+    if weights.is_complex() or (
+        tuple(weights.shape[-2:]) != wshape
+        and not (oversample and tuple(weights.shape[-2:]) == big_wshape)
+    ):
+        raise ValueError(
+            f"weights must be real (..., {d}, {d // 2 + 1})"
+            + (f" or (..., {big}, {big // 2 + 1})" if oversample else "")
+            + f", got {tuple(weights.shape)} {weights.dtype}"
+        )
     rdtype = slices.real.dtype
     if data is None or weight is None:
         data, weight = empty_grids(d, pad, rdtype, slices.device)
-    grid = half_grid_shape(pad * d)
+    grid = half_grid_shape(big)
     if tuple(data.shape) != grid or tuple(weight.shape) != grid:
         raise ValueError(f"data and weight must have shape {grid}, got {tuple(data.shape)}")
     if rotations.ndim < 2 or rotations.shape[-2:] != (3, 3):
         raise ValueError(f"rotations must have shape (..., 3, 3), got {tuple(rotations.shape)}")
     lead = torch.broadcast_shapes(slices.shape[:-2], weights.shape[:-2], rotations.shape[:-2])
-    flat, kxy, phase, mult = _slice_grid(d, pad, slices.device, rdtype)
-    s = slices.expand(*lead, *wshape).reshape(-1, wshape[0] * wshape[1])[:, flat]
-    w = weights.expand(*lead, *wshape).reshape(-1, wshape[0] * wshape[1])[:, flat].to(rdtype)
+    weights = weights.to(rdtype)
+    if oversample and pad > 1:
+        slices = _oversample_slices(slices, d, big)
+        if tuple(weights.shape[-2:]) == wshape:
+            weights = _upsample_weights(weights, d, big)
+        size, step = big, 1
+    else:
+        size, step = d, pad
+    shape2 = (size, size // 2 + 1)
+    flat, kxy, phase, mult = _slice_grid(size, step, slices.device, rdtype)
+    s = slices.expand(*lead, *shape2).reshape(-1, shape2[0] * shape2[1])[:, flat]
+    w = weights.expand(*lead, *shape2).reshape(-1, shape2[0] * shape2[1])[:, flat]
     rot = rotations.expand(*lead, 3, 3).reshape(-1, 3, 3).to(rdtype)
     s = s * (phase.conj() * mult)
     w = w * mult
