@@ -1,0 +1,96 @@
+"""``create_app``: the FastAPI application that ``mrepo serve`` runs with uvicorn.
+
+Mounts the remote protocol (``/repo``), pull requests (``/repo/pulls``, when
+:mod:`mrepo.graph.pulls` is present), the web view's JSON (``/api``) and its static
+files (``/`` and ``/static``), the JSON error bodies, the access log and the body
+size limit. The OpenAPI schema is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..graph import Repository
+from ..store import InvalidInput, check_name
+from . import protocol, webview
+from .auth import AccessPolicy
+from .context import ServerContext
+from .errors import install_error_handlers
+from .middleware import AccessLog, AccessLogAndLimit
+from .staging import ArrayStaging
+from .tokens import TokenStore
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_MAX_BODY = 64 << 20
+
+
+def create_app(repo_url: str, tokens_path: str | Path | None = None, anonymous_read: bool = False,
+               protected: tuple[str, ...] | list[str] = ("main",), max_body_bytes: int = DEFAULT_MAX_BODY, *,
+               access_log: IO[str] | None | bool = None, repo_options: dict | None = None,
+               staging_max_age: float = 24 * 3600.0) -> FastAPI:
+    """The server application for the repository at ``repo_url``.
+
+    ``tokens_path``: TOML token file (see :mod:`mrepo.api.tokens`); without one only
+    anonymous reads (when enabled) succeed. ``protected``: branches that move only by a
+    pull-request merge. ``max_body_bytes``: largest accepted request body (413 above).
+    ``access_log``: stream for JSON lines (default stderr; False disables).
+    """
+    if max_body_bytes < 1024:
+        raise InvalidInput(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
+    for name in protected:
+        check_name(name, "protected branch")
+    repo = Repository.open(repo_url, repo_options)
+    policy = AccessPolicy(TokenStore.load(tokens_path), anonymous_read)
+    staging = ArrayStaging(repo.storage)
+    staging.sweep(staging_max_age)
+    ctx = ServerContext(repo, policy, staging, frozenset(protected), max_body_bytes)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        repo.close()
+
+    app = FastAPI(title="mrepo", version=__version__, lifespan=lifespan,
+                  description="A served mrepo repository: remote protocol, pull requests and a web view.")
+    app.state.mrepo = ctx
+    install_error_handlers(app)
+    log = None if access_log is False else AccessLog(access_log if not isinstance(access_log, bool) else None)
+    app.add_middleware(AccessLogAndLimit, log=log, max_body_bytes=max_body_bytes)
+
+    app.include_router(protocol.build_router(ctx))
+    pulls_enabled = _pulls_available()
+    if pulls_enabled:
+        from . import pulls_api
+
+        app.include_router(pulls_api.build_router(ctx))
+    app.include_router(webview.build_router(ctx))
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/health", tags=["server"], summary="Liveness and features")
+    def health() -> JSONResponse:
+        return JSONResponse({"ok": True, "version": __version__, "pulls": pulls_enabled})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    return app
+
+
+def _pulls_available() -> bool:
+    try:
+        import mrepo.graph.pulls  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "mrepo.graph.pulls":
+            raise
+        return False
+    return True

@@ -1,0 +1,287 @@
+"""The remote protocol under ``/repo``: what :class:`mrepo.store.http_backend.HttpBackend` speaks.
+
+Objects are immutable and verified before they become visible; refs change only by
+compare-and-swap; nothing else is writable. Roles: reads need ``read``, uploads and
+ref updates ``write``, ref deletion and moving tags ``maintain``. Protected branches
+change only through a pull-request merge (a plain update answers 403).
+
+ETags of refs are ``"<BLAKE3 of the stored bytes>"``; ``PUT`` needs ``If-Match: <etag>``
+(update) or ``If-None-Match: *`` (create) and answers 409 when the ref moved.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import blake3
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..store import CorruptObject, InvalidInput, ObjectNotFound, RefConflict, check_name, references
+from ..store.hashing import BLOB_TAG, RECORD_TAG, hash_bytes, is_hash, parse_record_bytes
+from ..store.objects import array_prefix, object_key
+from ..store.refs import HEAD_KEY
+from ..store.repo_store import FORMAT_KEY
+from .auth import require
+from .context import ServerContext, blocking, read_body
+from .errors import ApiError
+from .staging import UPLOAD_ID
+
+HASH_PATTERN = r"^[0-9a-f]{64}$"
+ARRAY_PATH = re.compile(r"^(zarr\.json|c(/[0-9]{1,9}){0,32})$")
+MAX_LIST = 1000
+OCTET = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+BINARY_BODY = {"requestBody": {"content": OCTET, "required": True}}
+BINARY_ANSWER = {200: {"content": OCTET, "description": "the stored bytes"}}
+
+HashParam = Annotated[str, Path(pattern=HASH_PATTERN, description="BLAKE3 hex digest")]
+
+
+def etag(data: bytes) -> str:
+    """Strong ETag of a ref's stored bytes."""
+    return '"' + blake3.blake3(data).hexdigest() + '"'
+
+
+def check_array_path(path: str) -> str:
+    if not ARRAY_PATH.match(path):
+        raise ApiError(400, f"invalid array file {path[:80]!r}: expected zarr.json or a chunk key c/i/j/...")
+    return path
+
+
+def ref_key(name: str) -> str:
+    """``refs/<name>`` after validating ``name`` (400 on traversal or bad characters)."""
+    try:
+        check_name(name, "ref name")
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc)) from None
+    if name.split("/", 1)[0] not in ("heads", "tags", "pulls", "remotes") or "/" not in name:
+        raise ApiError(404, f"no ref namespace for {name[:80]!r} (heads/, tags/, pulls/, remotes/)")
+    return "refs/" + name
+
+
+def check_list_prefix(prefix: str) -> str:
+    """Listable prefixes: ``refs/…/``, ``arrays/<hash>/`` and ``objects/<2 hex>/``."""
+    if prefix == "refs/":
+        return prefix
+    if prefix.startswith("refs/") and prefix.endswith("/"):
+        try:
+            check_name(prefix[5:-1], "ref prefix")
+            return prefix
+        except InvalidInput:
+            pass
+    if re.fullmatch(r"arrays/[0-9a-f]{64}/", prefix) or re.fullmatch(r"objects/[0-9a-f]{2}/", prefix):
+        return prefix
+    raise ApiError(400, f"cannot list {prefix[:80]!r}: use refs/.../, arrays/<hash>/ or objects/<2 hex>/")
+
+
+def build_router(ctx: ServerContext) -> APIRouter:
+    """Routes of the remote protocol for one server."""
+    router = APIRouter(prefix="/repo", tags=["remote protocol"])
+    reader = Depends(require(ctx.policy, "read"))
+    writer = Depends(require(ctx.policy, "write"))
+    maintainer = Depends(require(ctx.policy, "maintain"))
+    backend = ctx.storage.backend
+    objects = ctx.storage.objects
+
+    def get_and_head(path: str, **kw):  # noqa: ANN202 - decorator factory
+        """Register one endpoint for GET and HEAD (distinct OpenAPI operation ids)."""
+        def register(fn):  # noqa: ANN001, ANN202
+            router.add_api_route(path, fn, methods=["GET"], **kw)
+            router.add_api_route(path, fn, methods=["HEAD"], name=f"{fn.__name__}_head", **kw)
+            return fn
+        return register
+
+    def raw(key: str, method: str) -> Response:
+        if method == "HEAD":
+            size = backend.get_size(key)
+            return Response(status_code=200, headers={"content-length": str(size)},
+                            media_type="application/octet-stream")
+        return Response(backend.get(key), media_type="application/octet-stream")
+
+    # ------------------------------------------------------------------ repository files
+    @router.get("/mrepo.json", dependencies=[reader], summary="Format document of the repository")
+    def get_format() -> Response:
+        return Response(backend.get(FORMAT_KEY), media_type="application/json")
+
+    @router.get("/HEAD", dependencies=[reader], summary="Default branch (ref: refs/heads/<name>)")
+    def get_head() -> Response:
+        data, _ = backend.read_versioned(HEAD_KEY)
+        return Response(data or b"ref: refs/heads/main\n", media_type="text/plain")
+
+    # ------------------------------------------------------------------ records and blobs
+    @get_and_head("/objects/{h}", dependencies=[reader], responses=BINARY_ANSWER,
+                      summary="A record or blob (the exact hashed bytes)")
+    def get_object(h: HashParam, request: Request) -> Response:
+        return raw(object_key(h), request.method)
+
+    @router.put("/objects/{h}", dependencies=[writer], openapi_extra=BINARY_BODY, status_code=201,
+                summary="Upload a record or blob; its BLAKE3 must equal the name",
+                responses={200: {"description": "already present, nothing stored"}})
+    async def put_object(h: HashParam, request: Request) -> JSONResponse:
+        data = await read_body(request, ctx.max_body_bytes)
+        if hash_bytes(data) != h:
+            raise ApiError(400, f"body does not hash to {h} (BLAKE3 of the stored bytes)", "hash-mismatch")
+        return await blocking(_store_object, h, data)
+
+    def _store_object(h: str, data: bytes) -> JSONResponse:
+        if objects.has_object(h):
+            return JSONResponse({"hash": h, "stored": False}, status_code=200)
+        if data.startswith(RECORD_TAG):
+            try:
+                _, body = parse_record_bytes(data)
+            except (ValueError, UnicodeDecodeError):
+                raise ApiError(400, f"record {h} is not a valid record (tag, kind, canonical JSON)") from None
+            missing = [f"{k} {c}" for k, c in references(body)
+                       if not is_hash(c) or not (objects.has_array(c) if k == "array" else objects.has_object(c))]
+            if missing:
+                raise ApiError(400, f"record {h} refers to objects the server lacks (upload them first): "
+                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", "missing-object")
+        elif not data.startswith(BLOB_TAG):
+            raise ApiError(400, f"object {h} is neither a record nor a blob")
+        backend.put(object_key(h), data)
+        return JSONResponse({"hash": h, "stored": True}, status_code=201)
+
+    # ------------------------------------------------------------------ arrays (Zarr v3, read-only to zarr clients)
+    @get_and_head("/arrays/{h}/{path:path}", dependencies=[reader],
+                      responses=BINARY_ANSWER, summary="A file of a complete Zarr v3 array")
+    def get_array_file(h: HashParam, path: str, request: Request) -> Response:
+        check_array_path(path)
+        if not objects.has_array(h):
+            raise ApiError(404, f"array {h} not found")
+        media = "application/json" if path == "zarr.json" else "application/octet-stream"
+        response = raw(array_prefix(h) + path, request.method)
+        response.headers["content-type"] = media
+        response.headers["cache-control"] = "public, max-age=31536000, immutable"
+        return response
+
+    @router.put("/arrays/{h}/{path:path}", dependencies=[writer], openapi_extra=BINARY_BODY, status_code=201,
+                summary="Upload an array file: chunks are staged; zarr.json publishes the verified array",
+                responses={200: {"description": "array already complete, nothing stored"},
+                           202: {"description": "chunk staged"}})
+    async def put_array_file(h: HashParam, path: str, request: Request,
+                             x_mrepo_upload: Annotated[str | None, Header(pattern=UPLOAD_ID.pattern)] = None
+                             ) -> JSONResponse:
+        check_array_path(path)
+        data = await read_body(request, ctx.max_body_bytes)
+        upload = x_mrepo_upload or "default"
+        return await blocking(_store_array_file, h, path, upload, data)
+
+    def _store_array_file(h: str, path: str, upload: str, data: bytes) -> JSONResponse:
+        if objects.has_array(h):
+            return JSONResponse({"hash": h, "stored": False}, status_code=200)
+        if path != "zarr.json":
+            ctx.staging.stage(h, upload, path, data)
+            return JSONResponse({"hash": h, "staged": path}, status_code=202)
+        try:
+            published = ctx.staging.publish(h, upload, data)
+        except CorruptObject as exc:
+            raise ApiError(400, str(exc), "hash-mismatch") from None
+        return JSONResponse({"hash": h, "stored": published}, status_code=201 if published else 200)
+
+    # ------------------------------------------------------------------ listings
+    @router.get("/list", dependencies=[reader], summary="Keys below a prefix, sorted, one page at a time")
+    def list_keys(prefix: Annotated[str, Query(max_length=300)],
+                  after: Annotated[str | None, Query(max_length=400)] = None,
+                  limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = MAX_LIST) -> dict:
+        check_list_prefix(prefix)
+        if prefix.startswith("arrays/") and not objects.has_array(prefix.split("/")[1]):
+            raise ApiError(404, f"array {prefix.split('/')[1]} not found")
+        entries = sorted((e for e in backend.list(prefix) if after is None or e.key > after), key=lambda e: e.key)
+        page = entries[:limit]
+        return {"entries": [{"key": e.key, "size": e.size, "mtime": e.mtime} for e in page],
+                "next": page[-1].key if len(entries) > limit else None}
+
+    @router.get("/refs", dependencies=[reader], summary="Refs below a prefix with their hashes, paginated")
+    def list_refs(prefix: Annotated[str, Query(max_length=300)] = "refs/",
+                  after: Annotated[str | None, Query(max_length=400)] = None,
+                  limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = MAX_LIST) -> dict:
+        if not prefix.startswith("refs/"):
+            raise ApiError(400, "ref prefixes start with refs/")
+        check_list_prefix(prefix)
+        found = [(k, v) for k, v in ctx.storage.refs.list(prefix) if after is None or k > after]
+        page = found[:limit]
+        return {"refs": [{"name": k, "hash": v} for k, v in page],
+                "next": page[-1][0] if len(found) > limit else None}
+
+    # ------------------------------------------------------------------ refs
+    @get_and_head("/refs/{name:path}", dependencies=[reader],
+                      summary="A ref's stored bytes (<hash>\\n) with its ETag")
+    def get_ref(name: str) -> Response:
+        key = ref_key(name)
+        data, _ = backend.read_versioned(key)
+        if data is None:
+            raise ApiError(404, f"{key} does not exist")
+        return Response(data, media_type="text/plain", headers={"etag": etag(data)})
+
+    @router.put("/refs/{name:path}", openapi_extra=BINARY_BODY,
+                summary="Compare-and-swap a ref (If-Match: <etag> or If-None-Match: *)",
+                responses={409: {"description": "the ref moved"}, 403: {"description": "protected or read-only"}})
+    async def put_ref(name: str, request: Request, who=writer,
+                      if_match: Annotated[str | None, Header(max_length=200)] = None,
+                      if_none_match: Annotated[str | None, Header(max_length=200)] = None) -> Response:
+        key = ref_key(name)
+        data = await read_body(request, 4096)
+        target = data.decode("ascii", "replace").strip()
+        if not is_hash(target) or data.strip() != data.rstrip(b"\n"):
+            raise ApiError(400, f"a ref holds one hash and a newline, got {data[:80]!r}")
+        expected = _expected(if_match, if_none_match)
+        return await blocking(_swap, key, expected, (target + "\n").encode(), who)
+
+    @router.delete("/refs/{name:path}", summary="Delete a ref by compare-and-swap (If-Match: <etag>)")
+    def delete_ref(name: str, who=maintainer, if_match: Annotated[str | None, Header(max_length=200)] = None
+                   ) -> Response:
+        key = ref_key(name)
+        if if_match is None:
+            raise ApiError(428, "deleting a ref needs If-Match: <etag>")
+        return _swap(key, if_match, None, who)
+
+    def _swap(key: str, expected: str | None, data: bytes | None, who) -> Response:  # noqa: ANN001
+        namespace = key.split("/")[1]
+        branch = key.removeprefix("refs/heads/") if namespace == "heads" else None
+        current, token = backend.read_versioned(key)
+        if namespace == "remotes":
+            raise ApiError(403, "remote-tracking refs are not writable through the server")
+        if branch is not None and branch in ctx.protected and not (current is None and data is not None
+                                                                   and who.allows("maintain")):
+            raise ApiError(403, f"branch {branch!r} is protected: it changes only through a pull-request merge "
+                           "by a maintainer")
+        if namespace == "tags" and current is not None and not who.allows("maintain"):
+            raise ApiError(403, "moving or deleting a tag needs role maintain")
+        if data is not None:
+            _check_target(namespace, data.decode().strip())
+        found = None if current is None else etag(current)
+        if found != expected:
+            raise ApiError(409, f"{key} changed: expected {expected or 'no ref'}, found {found or 'no ref'}; "
+                           "fetch and retry")
+        try:
+            backend.cas(key, token, data)
+        except RefConflict as exc:
+            raise ApiError(409, str(exc)) from None
+        if data is None:
+            return Response(status_code=204)
+        return Response(data, status_code=201 if current is None else 200, media_type="text/plain",
+                        headers={"etag": etag(data)})
+
+    def _check_target(namespace: str, h: str) -> None:
+        try:
+            kind, _ = objects.get_record_with_kind(h)
+        except ObjectNotFound:
+            raise ApiError(400, f"ref target {h} is not on the server: upload objects before the ref",
+                           "missing-object") from None
+        except (InvalidInput, CorruptObject) as exc:
+            raise ApiError(400, f"ref target {h}: {exc}") from None
+        if namespace in ("heads", "tags") and kind != "commit":
+            raise ApiError(400, f"ref target {h} is a {kind} record, not a commit")
+
+    return router
+
+
+def _expected(if_match: str | None, if_none_match: str | None) -> str | None:
+    if if_none_match is not None:
+        if if_none_match.strip() != "*" or if_match is not None:
+            raise ApiError(400, "use either If-None-Match: * (create) or If-Match: <etag> (update)")
+        return None
+    if if_match is None:
+        raise ApiError(428, "a ref update needs If-Match: <etag> or If-None-Match: *")
+    return if_match.strip()

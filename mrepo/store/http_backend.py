@@ -1,0 +1,232 @@
+"""HTTP client backend: a repository served by ``mrepo serve`` used as a remote.
+
+URL form: ``http(s)://host:port/repo`` (the server mounts its repository under
+``/repo``). Keys map onto the server's remote protocol (see ``mrepo.api.protocol``):
+
+==========================  =============================================
+key                         request
+==========================  =============================================
+``mrepo.json``, ``HEAD``    ``GET <url>/mrepo.json``, ``GET <url>/HEAD``
+``objects/ab/cdef…``        ``GET/HEAD/PUT <url>/objects/abcdef…``
+``arrays/<hash>/<path>``    ``GET/HEAD/PUT <url>/arrays/<hash>/<path>``
+``refs/<name>``             ``GET/PUT/DELETE <url>/refs/<name>`` (CAS by
+                            ``If-Match: <etag>`` / ``If-None-Match: *``)
+listing ``prefix``          ``GET <url>/list?prefix=…&after=…&limit=…``
+==========================  =============================================
+
+The bearer token comes from ``options["token"]`` or ``$MREPO_TOKEN``. Idempotent
+requests (reads and uploads of content-addressed objects) are retried on
+connection errors and 5xx answers with exponential backoff; a compare-and-swap
+whose answer was lost is resolved by reading the ref back.
+
+Imports nothing of mrepo outside ``mrepo.store``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from .backends import Backend, Entry, Token
+from .errors import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, RefConflict
+
+LIST_PAGE = 1000
+UPLOAD_HEADER = "X-Mrepo-Upload"
+
+
+class AccessDenied(MrepoError):
+    """The server refused the request: no token, a bad token, or a role too low (HTTP 401/403)."""
+
+    exit_code = 5
+
+
+class ServerError(MrepoError):
+    """The server could not be reached or failed (after retries)."""
+
+    exit_code = 6
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        doc = resp.json()
+        detail = doc.get("detail")
+        text = detail if isinstance(detail, str) else doc.get("error", "")
+    except (ValueError, AttributeError):
+        text = resp.text[:200]
+    return f"HTTP {resp.status_code} from {resp.request.method} {resp.request.url.path}: {text}"
+
+
+class HttpBackend(Backend):
+    """Backend API over HTTP against an ``mrepo serve`` server.
+
+    ``options``: ``token`` (bearer secret; default ``$MREPO_TOKEN``), ``timeout`` (s, 30),
+    ``retries`` (attempts for idempotent requests, 5), ``backoff`` (first delay in s, 0.2),
+    ``max_connections`` (32).
+    """
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None):
+        opts = dict(options or {})
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise InvalidInput(f"not an http(s) URL: {url!r}")
+        token = opts.get("token") or os.environ.get("MREPO_TOKEN")
+        headers = {"User-Agent": "mrepo-http-backend"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.retries = max(1, int(opts.get("retries", 5)))
+        self.backoff = float(opts.get("backoff", 0.2))
+        limits = httpx.Limits(max_connections=int(opts.get("max_connections", 32)),
+                              max_keepalive_connections=int(opts.get("max_connections", 32)))
+        self._client = httpx.Client(headers=headers, timeout=float(opts.get("timeout", 30.0)), limits=limits)
+        #: Upload session id: the server stages this client's array chunks under it.
+        self.upload_id = uuid.uuid4().hex
+        self._complete_arrays: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ plumbing
+    def _path(self, key: str) -> str:
+        """Server path (relative to the URL) for a backend key; InvalidInput for unknown keys."""
+        if key in ("mrepo.json", "HEAD", "config.json"):
+            return key
+        if key.startswith("objects/"):
+            rest = key[len("objects/"):].replace("/", "")
+            return f"objects/{rest}"
+        if key.startswith(("arrays/", "refs/")):
+            return key
+        raise InvalidInput(f"key {key!r} cannot be addressed through the HTTP protocol")
+
+    def _request(self, method: str, path: str, *, idempotent: bool = True, **kw: Any) -> httpx.Response:
+        attempts = self.retries if idempotent else 1
+        delay = self.backoff
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                resp = self._client.request(method, f"{self.url}/{path}", **kw)
+            except httpx.TransportError as exc:
+                last = exc
+            else:
+                if resp.status_code < 500 or attempt == attempts - 1:
+                    return resp
+                last = ServerError(_message(resp))
+            if attempt < attempts - 1:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise ServerError(f"{method} {self.url}/{path} failed after {attempts} attempt(s): {last}") from None
+
+    @staticmethod
+    def _raise(resp: httpx.Response, key: str) -> None:
+        code = resp.status_code
+        if code < 400:
+            return
+        msg = _message(resp)
+        if code == 404:
+            raise ObjectNotFound(f"{key} not found ({msg})")
+        if code in (401, 403):
+            raise AccessDenied(msg)
+        if code in (409, 412, 428):
+            raise RefConflict(msg) if key.startswith("refs/") else InvalidInput(msg)
+        if code == 400 and key.startswith(("objects/", "arrays/")):
+            raise CorruptObject(msg)
+        if code < 500:
+            raise InvalidInput(msg)
+        raise ServerError(msg)
+
+    # ------------------------------------------------------------------ Backend API
+    def get(self, key: str) -> bytes:
+        resp = self._request("GET", self._path(key))
+        self._raise(resp, key)
+        return resp.content
+
+    def exists(self, key: str) -> bool:
+        resp = self._request("HEAD", self._path(key))
+        if resp.status_code == 404:
+            return False
+        self._raise(resp, key)
+        return True
+
+    def get_size(self, key: str) -> int:
+        resp = self._request("HEAD", self._path(key))
+        self._raise(resp, key)
+        return int(resp.headers.get("content-length", "0"))
+
+    def put(self, key: str, data: bytes) -> None:
+        """Upload an object or array file; skipped when the server already holds it."""
+        path = self._path(key)
+        headers: dict[str, str] = {"Content-Type": "application/octet-stream"}
+        if key.startswith("objects/"):
+            if self.exists(key):
+                return
+        elif key.startswith("arrays/"):
+            h = key.split("/")[1]
+            if not key.endswith("/zarr.json") and self._array_complete(h):
+                return
+            headers[UPLOAD_HEADER] = self.upload_id
+        else:
+            raise InvalidInput(f"{key}: only objects and arrays are uploaded with put; refs change by CAS")
+        resp = self._request("PUT", path, content=bytes(data), headers=headers)
+        self._raise(resp, key)
+        if key.endswith("/zarr.json"):
+            with self._lock:
+                self._complete_arrays[key.split("/")[1]] = True
+
+    def _array_complete(self, h: str) -> bool:
+        with self._lock:
+            known = self._complete_arrays.get(h)
+        if known is None:
+            known = self.exists(f"arrays/{h}/zarr.json")
+            with self._lock:
+                self._complete_arrays[h] = known
+        return known
+
+    def delete(self, key: str) -> None:
+        raise InvalidInput(f"{key}: objects are deleted only by gc on the server; refs change by CAS")
+
+    def list(self, prefix: str) -> Iterator[Entry]:
+        after: str | None = None
+        while True:
+            params = {"prefix": prefix, "limit": str(LIST_PAGE)}
+            if after:
+                params["after"] = after
+            resp = self._request("GET", "list", params=params)
+            self._raise(resp, prefix)
+            doc = resp.json()
+            for e in doc["entries"]:
+                yield Entry(e["key"], int(e["size"]), float(e["mtime"]))
+            after = doc.get("next")
+            if not after:
+                return
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
+        resp = self._request("GET", self._path(key))
+        if resp.status_code == 404:
+            return None, None
+        self._raise(resp, key)
+        return resp.content, resp.headers.get("etag")
+
+    def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
+        if not key.startswith("refs/"):
+            raise AccessDenied(f"{key} cannot be changed through the server")
+        headers = {"If-None-Match": "*"} if expected is None else {"If-Match": expected}
+        try:
+            if data is None:
+                resp = self._request("DELETE", key, idempotent=False, headers=headers)
+            else:
+                headers["Content-Type"] = "application/octet-stream"
+                resp = self._request("PUT", key, idempotent=False, content=bytes(data), headers=headers)
+        except ServerError:
+            # The answer was lost: the swap may or may not have happened. Read the ref back.
+            current, token = self.read_versioned(key)
+            if current == data:
+                return token
+            raise
+        self._raise(resp, key)
+        return None if data is None else resp.headers.get("etag")
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,68 @@
+"""Run a server for a test: uvicorn in a background thread, or ``mrepo serve`` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(base: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"server at {base} did not start within {timeout} s")
+
+
+@contextmanager
+def thread_server(app) -> Iterator[str]:  # noqa: ANN001
+    """Serve ``app`` on a free port in a thread; yields ``http://127.0.0.1:PORT``."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                            limit_concurrency=200, timeout_keep_alive=5)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(base)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def start_subprocess(repo: str | Path, port: int, tokens: Path | None, *extra: str,
+                     log: Path | None = None) -> subprocess.Popen:
+    """``mrepo serve`` as a child process (waits until it answers)."""
+    cmd = [sys.executable, "-c", "from mrepo.cli import main; main()", "serve", "--repo", str(repo), "--port", str(port), *extra]
+    if tokens is not None:
+        cmd += ["--tokens", str(tokens)]
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_up(f"http://127.0.0.1:{port}")
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
