@@ -126,8 +126,9 @@ def band_limit_filter(filter_big: Tensor, out_box: int) -> Tensor:
     """
     m = 2 * (filter_big.shape[-1] - 1)
     if filter_big.ndim < 2 or filter_big.shape[-2] != m:
-        raise ValueError(f"filter_big must have rfft layout (..., M, M // 2 + 1) with even M, got "
-                         f"{tuple(filter_big.shape)}")
+        raise ValueError(
+            f"filter_big must have rfft layout (..., M, M // 2 + 1) with even M, got {tuple(filter_big.shape)}"
+        )
     kernel = torch.fft.fftshift(torch.fft.irfft2(filter_big, s=(m, m)), dim=(-2, -1))
     small = torch.fft.ifftshift(crop_center(kernel, out_box), dim=(-2, -1))
     return torch.fft.rfft2(small).real

@@ -195,7 +195,7 @@ def normalized_cross_correlation_per_shell(
         image_shape = (h, 2 * (wr - 1))
     shape = _check_shape(image_shape)
     grid = shape[:-1] + (shape[-1] // 2 + 1,)
-    if tuple(a_ft.shape[a_ft.ndim - len(shape):]) != grid:
+    if tuple(a_ft.shape[a_ft.ndim - len(shape) :]) != grid:
         raise ValueError(f"Fourier arrays must end with rfft grid {grid}, got {tuple(a_ft.shape)}")
     shells = shell_indices(shape, device=a_ft.device)
     ns = num_shells(shape)

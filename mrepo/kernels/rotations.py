@@ -27,7 +27,7 @@ __all__ = [
 def _check_last(x: Tensor, shape: tuple[int, ...], name: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if tuple(x.shape[x.ndim - len(shape):]) != shape or x.ndim < len(shape):
+    if tuple(x.shape[x.ndim - len(shape) :]) != shape or x.ndim < len(shape):
         raise ValueError(f"{name} must have shape (..., {', '.join(map(str, shape))}), got {tuple(x.shape)}")
 
 
@@ -86,9 +86,7 @@ def rotation_angle(a: Tensor, b: Tensor) -> Tensor:
     _check_last(a, (3, 3), "a")
     _check_last(b, (3, 3), "b")
     d = a.transpose(-1, -2) @ b
-    v = torch.stack(
-        [d[..., 2, 1] - d[..., 1, 2], d[..., 0, 2] - d[..., 2, 0], d[..., 1, 0] - d[..., 0, 1]], dim=-1
-    )
+    v = torch.stack([d[..., 2, 1] - d[..., 1, 2], d[..., 0, 2] - d[..., 2, 0], d[..., 1, 0] - d[..., 0, 1]], dim=-1)
     trace = d[..., 0, 0] + d[..., 1, 1] + d[..., 2, 2]
     return torch.atan2(torch.linalg.vector_norm(v, dim=-1), trace - 1.0)
 

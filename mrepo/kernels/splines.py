@@ -78,7 +78,7 @@ def _tensor_product(factors: list[Tensor]) -> Tensor:
 def evaluate_grid(node_values: Tensor, weights: Tensor, grid_shape: tuple[int, ...]) -> Tensor:
     """node_values (B..., *grid_shape), weights (P..., N) dense or sparse (P, N) -> (B..., P...)."""
     d = len(grid_shape)
-    if tuple(node_values.shape[node_values.ndim - d:]) != tuple(grid_shape) or node_values.ndim < d:
+    if tuple(node_values.shape[node_values.ndim - d :]) != tuple(grid_shape) or node_values.ndim < d:
         raise ValueError(f"node_values must end with grid shape {tuple(grid_shape)}, got {tuple(node_values.shape)}")
     n = math.prod(grid_shape)
     if weights.shape[-1] != n:
@@ -193,7 +193,9 @@ class LinearGrid:
         # flat C-order index by Horner's rule; axes of size 1 contribute index 0 and stride factor 1
         rows = torch.arange(p, device=pts.device)[:, None].expand_as(flat_idx)
         return torch.sparse_coo_tensor(
-            torch.stack([rows.reshape(-1), flat_idx.reshape(-1)]), vals.reshape(-1), (p, self.num_nodes),
+            torch.stack([rows.reshape(-1), flat_idx.reshape(-1)]),
+            vals.reshape(-1),
+            (p, self.num_nodes),
             check_invariants=False,
         ).coalesce()
 

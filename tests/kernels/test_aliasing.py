@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -23,8 +22,17 @@ BIG, OUT = 1024, 64
 
 
 def _ctf(box: int, defocus: float = DEFOCUS) -> torch.Tensor:
-    return ctf_2d((box, box), APIX, defocus_u=defocus, defocus_v=defocus * 0.98, astigmatism_angle=0.4,
-                  voltage_kv=KV, cs_mm=CS, amplitude_contrast=Q, dtype=torch.float64)
+    return ctf_2d(
+        (box, box),
+        APIX,
+        defocus_u=defocus,
+        defocus_v=defocus * 0.98,
+        astigmatism_angle=0.4,
+        voltage_kv=KV,
+        cs_mm=CS,
+        amplitude_contrast=Q,
+        dtype=torch.float64,
+    )
 
 
 def _lowpass(img: torch.Tensor, res: float) -> torch.Tensor:
@@ -35,8 +43,7 @@ def _lowpass(img: torch.Tensor, res: float) -> torch.Tensor:
 
 def _object(box: int) -> torch.Tensor:
     """Smooth blobs (sigma 3 px) within ~15 px of the centre box // 2."""
-    y, x = torch.meshgrid(torch.arange(box, dtype=torch.float64), torch.arange(box, dtype=torch.float64),
-                          indexing="ij")
+    y, x = torch.meshgrid(torch.arange(box, dtype=torch.float64), torch.arange(box, dtype=torch.float64), indexing="ij")
     c = box // 2
     obj = torch.zeros(box, box, dtype=torch.float64)
     for dx, dy, a in [(0, 0, 1.0), (9, -4, 0.7), (-7, 10, -0.5), (3, 12, 0.8)]:
@@ -53,11 +60,18 @@ def test_box_size_formula_and_fft_friendly():
     assert m >= expected and m % 2 == 0 and m == next_fft_size(expected)
     assert next_fft_size(expected) - expected < 0.1 * expected
     # at that box the phase changes by < pi per Fourier pixel along the diagonal, up to the resolution
-    g = ctf_phase(frequency_grid_2d((m, m), APIX, rfft=False, dtype=torch.float64), defocus_u=DEFOCUS,
-                  defocus_v=DEFOCUS, astigmatism_angle=0.0, voltage_kv=KV, cs_mm=CS, amplitude_contrast=Q)
+    g = ctf_phase(
+        frequency_grid_2d((m, m), APIX, rfft=False, dtype=torch.float64),
+        defocus_u=DEFOCUS,
+        defocus_v=DEFOCUS,
+        astigmatism_angle=0.0,
+        voltage_kv=KV,
+        cs_mm=CS,
+        amplitude_contrast=Q,
+    )
     kk = frequency_grid_2d((m, m), APIX, rfft=False, dtype=torch.float64).norm(dim=-1)
-    inside = (kk[:m // 2, :m // 2] <= k)[:-1, :-1]
-    diag = (g[1:m // 2, 1:m // 2] - g[:m // 2 - 1, :m // 2 - 1]).abs()
+    inside = (kk[: m // 2, : m // 2] <= k)[:-1, :-1]
+    diag = (g[1 : m // 2, 1 : m // 2] - g[: m // 2 - 1, : m // 2 - 1]).abs()
     assert diag[inside].max() < math.pi
     assert aliasing_free_box_size(APIX, RES, DEFOCUS, KV, CS, min_box=400) == 400
     # non-monotonic rate (low defocus, high Cs): the maximum lies inside the range, not at k_max
@@ -76,8 +90,7 @@ def test_premultiplied_patch_matches_brute_force_and_naive_is_worse():
     torch.set_num_threads(1)
     obj = _object(BIG)
     image = torch.fft.irfft2(torch.fft.rfft2(obj) * _ctf(BIG), s=(BIG, BIG))  # delocalized data
-    reference = _lowpass(crop_center(torch.fft.irfft2(torch.fft.rfft2(image) * _ctf(BIG), s=(BIG, BIG)), OUT),
-                         RES)
+    reference = _lowpass(crop_center(torch.fft.irfft2(torch.fft.rfft2(image) * _ctf(BIG), s=(BIG, BIG)), OUT), RES)
     m = aliasing_free_box_size(APIX, RES, DEFOCUS * 1.02, KV, CS, min_box=2 * 40)
     ours = _lowpass(premultiply_ctf(crop_center(image, m), _ctf(m), OUT), RES)
     naive = _lowpass(premultiply_ctf(crop_center(image, OUT), _ctf(OUT), OUT), RES)

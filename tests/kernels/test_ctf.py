@@ -59,45 +59,91 @@ def test_frequency_grid_layout():
 def test_ctf_2d_matches_relion(params):
     p = params
     h, w, apix = 64, 48, 1.1
-    ours = ctf_2d((h, w), apix, defocus_u=p["du"], defocus_v=p["dv"], astigmatism_angle=math.radians(p["ang"]),
-                  voltage_kv=p["kv"], cs_mm=p["cs"], amplitude_contrast=p["q"], bfactor=p["b"],
-                  phase_shift=math.radians(p["ps"]), scale=0.8, dtype=torch.float64)
+    ours = ctf_2d(
+        (h, w),
+        apix,
+        defocus_u=p["du"],
+        defocus_v=p["dv"],
+        astigmatism_angle=math.radians(p["ang"]),
+        voltage_kv=p["kv"],
+        cs_mm=p["cs"],
+        amplitude_contrast=p["q"],
+        bfactor=p["b"],
+        phase_shift=math.radians(p["ps"]),
+        scale=0.8,
+        dtype=torch.float64,
+    )
     ky = np.fft.fftfreq(h, apix)[:, None]
     kx = np.fft.rfftfreq(w, apix)[None, :]
     ref = relion_ctf(kx, ky, p["du"], p["dv"], p["ang"], p["kv"], p["cs"], p["q"], p["b"], 0.8, p["ps"])
     np.testing.assert_allclose(ours.numpy(), ref, atol=1e-9)
-    assert ours[0, 0].item() == pytest.approx(0.8 * math.sin(math.atan(p["q"] / math.sqrt(1 - p["q"] ** 2))
-                                                            + math.radians(p["ps"])))
+    assert ours[0, 0].item() == pytest.approx(
+        0.8 * math.sin(math.atan(p["q"] / math.sqrt(1 - p["q"] ** 2)) + math.radians(p["ps"]))
+    )
 
 
 def test_broadcasting_per_image_parameters():
     du = torch.tensor([10000.0, 20000.0, 30000.0])
-    out = ctf_2d((16, 16), 1.0, defocus_u=du, defocus_v=du * 0.9, astigmatism_angle=0.3, voltage_kv=300,
-                 cs_mm=2.7, amplitude_contrast=0.07)
+    out = ctf_2d(
+        (16, 16),
+        1.0,
+        defocus_u=du,
+        defocus_v=du * 0.9,
+        astigmatism_angle=0.3,
+        voltage_kv=300,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+    )
     assert out.shape == (3, 16, 9) and out.dtype == torch.float32
-    single = ctf_2d((16, 16), 1.0, defocus_u=20000.0, defocus_v=18000.0, astigmatism_angle=0.3,
-                    voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07)
+    single = ctf_2d(
+        (16, 16),
+        1.0,
+        defocus_u=20000.0,
+        defocus_v=18000.0,
+        astigmatism_angle=0.3,
+        voltage_kv=300,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+    )
     assert torch.allclose(out[1], single, atol=1e-5)
     # pointwise: per-point parameters
     f = torch.rand(3, 7, 2, dtype=torch.float64) * 0.3
-    pw = ctf_at(f, defocus_u=du.double()[:, None], defocus_v=du.double()[:, None], astigmatism_angle=0.0,
-                voltage_kv=300, cs_mm=2.7, amplitude_contrast=0.07, pointwise=True)
+    pw = ctf_at(
+        f,
+        defocus_u=du.double()[:, None],
+        defocus_v=du.double()[:, None],
+        astigmatism_angle=0.0,
+        voltage_kv=300,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+        pointwise=True,
+    )
     assert pw.shape == (3, 7)
-    ref = relion_ctf(f[..., 0].numpy(), f[..., 1].numpy(), du.numpy()[:, None], du.numpy()[:, None], 0.0,
-                     300, 2.7, 0.07)
+    ref = relion_ctf(
+        f[..., 0].numpy(), f[..., 1].numpy(), du.numpy()[:, None], du.numpy()[:, None], 0.0, 300, 2.7, 0.07
+    )
     np.testing.assert_allclose(pw.numpy(), ref, atol=1e-9)
 
 
 def _ctf_of(du, dv, ang, ps, f):
-    return ctf_at(f, defocus_u=du, defocus_v=dv, astigmatism_angle=ang, phase_shift=ps, voltage_kv=300,
-                  cs_mm=2.7, amplitude_contrast=0.07, bfactor=10.0)
+    return ctf_at(
+        f,
+        defocus_u=du,
+        defocus_v=dv,
+        astigmatism_angle=ang,
+        phase_shift=ps,
+        voltage_kv=300,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+        bfactor=10.0,
+    )
 
 
 @pytest.mark.parametrize("equal", [False, True])
 def test_ctf_gradcheck(equal):
     f = frequency_grid_2d((8, 8), 3.0, dtype=torch.float64)  # includes k = 0
     du = torch.tensor([12000.0, 9000.0], dtype=torch.float64, requires_grad=True)
-    dv = (du.detach().clone() if equal else torch.tensor([11000.0, 9500.0], dtype=torch.float64))
+    dv = du.detach().clone() if equal else torch.tensor([11000.0, 9500.0], dtype=torch.float64)
     dv.requires_grad_(True)
     ang = torch.tensor([0.4, -1.0], dtype=torch.float64, requires_grad=True)
     ps = torch.tensor([0.1, 0.0], dtype=torch.float64, requires_grad=True)
@@ -118,8 +164,15 @@ def test_ctf_bad_input():
     with pytest.raises(ValueError, match="frequencies"):
         _ctf_of(1.0, 1.0, 0.0, 0.0, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="amplitude_contrast"):
-        ctf_at(torch.zeros(2, 2), defocus_u=1.0, defocus_v=1.0, astigmatism_angle=0.0, voltage_kv=300, cs_mm=2.7,
-               amplitude_contrast=1.5)
+        ctf_at(
+            torch.zeros(2, 2),
+            defocus_u=1.0,
+            defocus_v=1.0,
+            astigmatism_angle=0.0,
+            voltage_kv=300,
+            cs_mm=2.7,
+            amplitude_contrast=1.5,
+        )
 
 
 def test_exposure_weights():
@@ -137,3 +190,34 @@ def test_exposure_weights():
     assert exposure_weights(torch.tensor([fmax, 0.0]), d).item() == pytest.approx(0.25)
     w2 = exposure_weights_2d((16, 16), 1.5, exposure, tilt_angles=tilts, dtype=torch.float64)
     assert torch.allclose(w2, w)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_and_dtype_follow_inputs(device):
+    du = torch.tensor([15000.0, 9000.0], device=device)
+    out = ctf_2d(
+        (32, 32),
+        1.2,
+        defocus_u=du,
+        defocus_v=du,
+        astigmatism_angle=0.2,
+        voltage_kv=300,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+    )
+    assert out.device.type == device and out.dtype == torch.float32
+    ref = ctf_2d(
+        (32, 32),
+        1.2,
+        defocus_u=du.cpu().double(),
+        defocus_v=du.cpu().double(),
+        astigmatism_angle=0.2,
+        voltage_kv=300,
+        cs_mm=2.7,
+        amplitude_contrast=0.07,
+        dtype=torch.float64,
+    )
+    assert (out.cpu().double() - ref).abs().max() < 1e-4

@@ -1,7 +1,5 @@
 """FSC and shell statistics against analytic expectations and a numpy full-FFT implementation."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -120,8 +118,10 @@ def test_ncc_sums_accumulate_and_equal_fsc():
     w = torch.rand(24, 13, generator=GEN, dtype=torch.float64)
     sw = normalized_cross_correlation_per_shell(fa, fb, w)
     assert not torch.allclose(sw.cross, sums.cross)
-    assert torch.allclose(normalized_cross_correlation_per_shell(fa, fb, 2 * torch.ones(24, 13,
-                          dtype=torch.float64)).power_a, 2 * sums.power_a)
+    assert torch.allclose(
+        normalized_cross_correlation_per_shell(fa, fb, 2 * torch.ones(24, 13, dtype=torch.float64)).power_a,
+        2 * sums.power_a,
+    )
 
 
 def test_spectral_whitening_flattens_spectrum():
@@ -140,3 +140,14 @@ def test_spectral_whitening_flattens_spectrum():
     assert (ratio / ratio.mean() - 1).abs().max() < 0.15
     w1, s1 = spectral_whitening(ft, per_image=True)
     assert s1.shape == (10, ns)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_fsc_device(device):
+    a = torch.randn(16, 16, 16, generator=GEN).to(device)
+    b = torch.randn(16, 16, 16, generator=GEN).to(device)
+    out = fsc(a, b)
+    assert out.device.type == device
+    np.testing.assert_allclose(
+        out.cpu().double().numpy(), _numpy_fsc(a.cpu().double().numpy(), b.cpu().double().numpy()), atol=1e-4
+    )

@@ -35,14 +35,22 @@ def test_euler_to_matrix_matches_scipy():
 def test_euler_to_matrix_is_transpose_of_relion_convention():
     # RELION Euler_angles2matrix (rot, tilt, psi) written out from its published source formula
     rot, tilt, psi = 0.3, 1.1, -2.0
-    ca, sa, cb, sb, cg, sg = (math.cos(rot), math.sin(rot), math.cos(tilt), math.sin(tilt), math.cos(psi),
-                              math.sin(psi))
+    ca, sa, cb, sb, cg, sg = (
+        math.cos(rot),
+        math.sin(rot),
+        math.cos(tilt),
+        math.sin(tilt),
+        math.cos(psi),
+        math.sin(psi),
+    )
     cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    relion = np.array([
-        [cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-        [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-        [sc, ss, cb],
-    ])
+    relion = np.array(
+        [
+            [cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
+            [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
+            [sc, ss, cb],
+        ]
+    )
     ours = euler_to_matrix(torch.tensor([rot, tilt, psi], dtype=torch.float64)).numpy()
     np.testing.assert_allclose(ours, relion.T, atol=1e-12)
 
@@ -96,8 +104,12 @@ def test_axis_angle_matches_scipy_and_inverse():
 
 
 def test_matrix_to_axis_angle_near_pi_and_zero():
-    for rv in ([0.0, 0.0, 0.0], [1e-8, 0.0, 0.0], [0.0, math.pi - 1e-6, 0.0],
-               list(math.pi / math.sqrt(3) * np.array([1.0, 1.0, 1.0]) * (1 - 1e-9))):
+    for rv in (
+        [0.0, 0.0, 0.0],
+        [1e-8, 0.0, 0.0],
+        [0.0, math.pi - 1e-6, 0.0],
+        list(math.pi / math.sqrt(3) * np.array([1.0, 1.0, 1.0]) * (1 - 1e-9)),
+    ):
         m = torch.from_numpy(Rotation.from_rotvec(rv).as_matrix())
         back = matrix_to_axis_angle(m).numpy()
         np.testing.assert_allclose(Rotation.from_rotvec(back).as_matrix(), m.numpy(), atol=1e-9)

@@ -56,8 +56,7 @@ def test_interpolates_nodes_and_reproduces_linear_functions():
     coef = np.array([0.3, -1.2, 2.0])
     lin = (np.stack(np.meshgrid(*axes, indexing="ij"), -1) @ coef) + 0.5
     pts = RNG.uniform(0, 1, (40, 3))
-    np.testing.assert_allclose(grid(torch.from_numpy(lin), torch.from_numpy(pts)).numpy(), pts @ coef + 0.5,
-                               atol=1e-12)
+    np.testing.assert_allclose(grid(torch.from_numpy(lin), torch.from_numpy(pts)).numpy(), pts @ coef + 0.5, atol=1e-12)
 
 
 def test_natural_boundary_second_derivative_zero():
@@ -122,3 +121,16 @@ def test_bad_input():
         CubicSplineGrid((0, 3))
     with pytest.raises(ValueError, match="node_values"):
         CubicSplineGrid((3, 3)).evaluate(torch.zeros(3, 4), torch.zeros(5, 9))
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_device_follows_inputs(device):
+    grid = CubicSplineGrid((3, 4, 5))
+    pts = torch.rand(6, 3, device=device)
+    vals = torch.randn(3, 4, 5, device=device)
+    out = grid(vals, pts)
+    assert out.device.type == device and out.dtype == torch.float32
+    ref = grid(vals.cpu().double(), pts.cpu().double())
+    assert (out.cpu().double() - ref).abs().max() < 1e-5
+    lin = LinearGrid((2, 3, 2, 4))
+    assert lin(torch.randn(2, 3, 2, 4, device=device), torch.rand(5, 4, device=device)).device.type == device

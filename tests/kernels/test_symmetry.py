@@ -9,8 +9,23 @@ from scipy.spatial.transform import Rotation
 
 from mrepo.kernels.symmetry import symmetry_matrices, symmetry_order
 
-CASES = [("C1", 1), ("C2", 2), ("C7", 7), ("D1", 2), ("D2", 4), ("D6", 12), ("T", 12), ("O", 24),
-         ("I", 60), ("I1", 60), ("I2", 60), ("I3", 60), ("I4", 60), ("c3", 3), ("i", 60)]
+CASES = [
+    ("C1", 1),
+    ("C2", 2),
+    ("C7", 7),
+    ("D1", 2),
+    ("D2", 4),
+    ("D6", 12),
+    ("T", 12),
+    ("O", 24),
+    ("I", 60),
+    ("I1", 60),
+    ("I2", 60),
+    ("I3", 60),
+    ("I4", 60),
+    ("c3", 3),
+    ("i", 60),
+]
 
 
 def _index_of(m: torch.Tensor, group: torch.Tensor) -> int:
