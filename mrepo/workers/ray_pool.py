@@ -1,0 +1,248 @@
+"""Ray execution of one iteration: a pool of actors fed from a dynamic largest-first queue.
+
+Each actor (:class:`ItemWorker`) holds one :class:`~mrepo.workers.executors.ItemRunner`:
+it loads the species references once per iteration and keeps them resident, reads raw
+data from the store and writes the refined item models itself (``refine_item``), caches
+each item's result in the store (:mod:`mrepo.workers.cache`), hands back only hashes and
+statistics, and keeps the running sum of its items' half-set sums. One actor per GPU
+(``num_gpus=gpus_per_worker``) when the cluster has GPUs, else one per CPU slot
+(``num_cpus=1``); actors are spread over the nodes.
+
+The driver keeps every actor busy with exactly one task in flight and hands out the
+next (largest first) when one returns (``ray.wait``). At the end of the iteration it
+collects each actor's sums and tree-reduces them (exact fixed point: any order gives
+the same bits).
+
+Fault tolerance: when an actor dies (``ray.kill``, its process killed, its node lost),
+its in-flight task *and every item it had finished this iteration* are queued again,
+because its running sums died with it; a fresh actor takes its slot. The re-run of a
+finished item is a cache hit (hashes and sums read back from the store), so no
+refinement is repeated and the reduced sums, hence the commit, equal those of an
+undisturbed run. The driver commits only after :meth:`RayExecutor.run` returns, so no
+partial iteration ever reaches a branch. After ``max_failures`` actor deaths in one
+iteration, or a task that saw ``max_task_failures`` actors die under it, the
+iteration fails with :class:`WorkerFailure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, deque
+from collections.abc import Iterable
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from ..store import InvalidInput, MrepoError
+from .api import HalfSums, ItemResult, ItemTask, IterationOutput, largest_first
+from .executors import (
+    ItemRunner,
+    LoadFn,
+    Progress,
+    ProgressCounter,
+    RefineFn,
+    ResidentReferences,
+    check_tasks,
+    task_id,
+    tree_reduce,
+)
+
+#: Environment variables forwarded to the actors (store endpoints and credentials).
+FORWARDED_ENV_PREFIXES = ("MREPO_", "AWS_")
+
+
+class WorkerFailure(MrepoError):
+    """Ray workers kept dying; the iteration was abandoned (nothing was committed)."""
+
+
+class ItemWorker:
+    """Actor body: runs item tasks with resident references and keeps their running sums."""
+
+    def __init__(self, use_cache: bool, refine: RefineFn | None, load: LoadFn | None):
+        self.runner = ItemRunner(ResidentReferences(load), use_cache=use_cache, refine=refine)
+
+    def run(self, task: ItemTask) -> ItemResult:
+        return self.runner.run(task)
+
+    def take_sums(self) -> dict[str, HalfSums]:
+        return self.runner.take_sums()
+
+    def info(self) -> dict[str, Any]:
+        """Process id, node id and how many times references were loaded (for tests and logs)."""
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "reference_loads": self.runner.references.loads}
+
+
+def forwarded_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+
+
+class RayExecutor:
+    """Runs item tasks on a pool of Ray actors (see the module docstring).
+
+    ``address``: a running cluster (``auto`` or ``ray://host:port``); without it a local Ray
+    is started with ``num_cpus=workers`` (default: all CPUs) and stopped by :meth:`close`.
+    If Ray is already initialised in this process it is used as it is and left running.
+    ``workers``: actors in the pool (default: GPUs / ``gpus_per_worker``, else CPU slots).
+    ``gpus_per_worker``: 0 for CPU actors, 1 for one actor per GPU (default: 1 if the
+    cluster has GPUs). ``use_cache``: look up and store per-item results.
+    """
+
+    def __init__(self, address: str | None = None, workers: int | None = None, gpus_per_worker: int | None = None,
+                 *, use_cache: bool = True, max_failures: int | None = None, max_task_failures: int = 3,
+                 refine: RefineFn | None = None, load_references: LoadFn | None = None,
+                 init_options: dict[str, Any] | None = None):
+        if workers is not None and int(workers) < 1:
+            raise InvalidInput(f"workers must be >= 1, got {workers}")
+        if gpus_per_worker is not None and int(gpus_per_worker) not in (0, 1):
+            raise InvalidInput(f"gpus_per_worker must be 0 or 1, got {gpus_per_worker}")
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            opts: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
+                                    "include_dashboard": False, **(init_options or {})}
+            if address:
+                opts.pop("include_dashboard")
+                ray.init(address=address, **opts)
+            else:
+                ray.init(num_cpus=int(workers or os.cpu_count() or 1), **opts)
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0))
+        self.gpus_per_worker = (1 if gpus >= 1 else 0) if gpus_per_worker is None else int(gpus_per_worker)
+        if self.gpus_per_worker and gpus < 1:
+            raise InvalidInput("gpus_per_worker=1 but the Ray cluster has no GPU")
+        slots = int(gpus) if self.gpus_per_worker else int(resources.get("CPU", 0))
+        self.workers = int(workers) if workers is not None else max(1, slots)
+        if self.workers > slots:
+            raise InvalidInput(f"{self.workers} workers asked for but the Ray cluster has "
+                               f"{slots} {'GPU' if self.gpus_per_worker else 'CPU'} slots")
+        self.use_cache = use_cache
+        self.max_failures = 3 * self.workers if max_failures is None else int(max_failures)
+        self.max_task_failures = int(max_task_failures)
+        self._refine, self._load = refine, load_references
+        self._actors: list[Any] = []
+        self.failures = 0  # actor deaths seen in the last run
+
+    # ------------------------------------------------------------------ pool
+    def _new_actor(self) -> Any:
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "scheduling_strategy": "SPREAD",
+                                   "runtime_env": {"env_vars": forwarded_env()}}
+        if self.gpus_per_worker:
+            options["num_gpus"] = self.gpus_per_worker
+        return ray.remote(ItemWorker).options(**options).remote(self.use_cache, self._refine, self._load)
+
+    def _ensure_pool(self) -> None:
+        while len(self._actors) < self.workers:
+            self._actors.append(self._new_actor())
+
+    def _replace(self, slot: int) -> None:
+        try:
+            ray.kill(self._actors[slot], no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self._actors[slot] = self._new_actor()
+
+    def _discard_pool(self) -> None:
+        for a in self._actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self._actors = []
+
+    @property
+    def actors(self) -> list[Any]:
+        """The current actor handles (one per worker slot; created by the first run)."""
+        self._ensure_pool()
+        return list(self._actors)
+
+    def info(self) -> list[dict[str, Any]]:
+        """Each actor's pid, node id and reference-load count."""
+        return ray.get([a.info.remote() for a in self.actors])
+
+    # ------------------------------------------------------------------ one iteration
+    def run(self, tasks: Iterable[ItemTask], *, progress: Progress | None = None) -> IterationOutput:
+        tasks = check_tasks(tasks)
+        for t in tasks:
+            if t.repo_url.startswith("memory://"):
+                raise InvalidInput(f"{t.repo_url} lives in one process; Ray workers need a folder or s3:// URL")
+        self._ensure_pool()
+        self.failures = 0
+        counter = ProgressCounter(tasks, progress)
+        results: dict[tuple[str, str], ItemResult] = {}
+        parts: list[dict[str, HalfSums]] = []
+        pending = deque(largest_first(tasks))
+        try:
+            while pending:
+                owner = self._schedule(pending, results, counter)
+                lost = self._collect(owner, parts)
+                pending.extend(largest_first(lost))
+            sums = tree_reduce(parts)
+        except BaseException:
+            self._discard_pool()  # surviving actors may hold partial sums of this iteration
+            raise
+        return IterationOutput([results[task_id(t)] for t in tasks], sums)
+
+    def _schedule(self, pending: deque[ItemTask], results: dict[tuple[str, str], ItemResult],
+                  counter: ProgressCounter) -> dict[int, list[ItemTask]]:
+        """Run every pending task; returns slot -> tasks whose sums that slot's actor now holds."""
+        owner: dict[int, list[ItemTask]] = {}
+        task_failures: Counter[tuple[str, str]] = Counter()
+        inflight: dict[Any, tuple[int, ItemTask]] = {}
+        idle = deque(range(len(self._actors)))
+        while pending or inflight:
+            while idle and pending:
+                slot, task = idle.popleft(), pending.popleft()
+                inflight[self._actors[slot].run.remote(task)] = (slot, task)
+            (ref,), _ = ray.wait(list(inflight), num_returns=1)
+            slot, task = inflight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayActorError:
+                task_failures[task_id(task)] += 1
+                self._lost_actor(slot, f"while refining item {task.item_key[:12]}")
+                if task_failures[task_id(task)] >= self.max_task_failures:
+                    raise WorkerFailure(f"item {task.item_key[:12]} of source {task.source!r}: "
+                                        f"{self.max_task_failures} workers died running it") from None
+                lost = owner.pop(slot, [])
+                pending.extendleft(reversed([task, *largest_first(lost)]))
+                idle.append(slot)
+                continue
+            results[task_id(task)] = result
+            owner.setdefault(slot, []).append(task)
+            idle.append(slot)
+            counter.finished(result)
+        return owner
+
+    def _collect(self, owner: dict[int, list[ItemTask]], parts: list[dict[str, HalfSums]]) -> list[ItemTask]:
+        """Fetch each busy actor's sums into ``parts``; returns the tasks of actors that died."""
+        refs = {slot: self._actors[slot].take_sums.remote() for slot in owner}
+        lost: list[ItemTask] = []
+        for slot, ref in refs.items():
+            try:
+                parts.append(ray.get(ref))
+            except RayActorError:
+                self._lost_actor(slot, "before handing over its sums")
+                lost.extend(owner[slot])
+        return lost
+
+    def _lost_actor(self, slot: int, when: str) -> None:
+        self.failures += 1
+        if self.failures > self.max_failures:
+            raise WorkerFailure(f"{self.failures} Ray workers died in one iteration (last {when}); giving up")
+        self._replace(slot)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Stop the actors, and Ray itself if this executor started it."""
+        self._discard_pool()
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
