@@ -249,7 +249,7 @@ class _Analysis:
     report: CollisionReport
 
 
-def _item_kinds(repo: Repository, pop: Population, needed: set[str]) -> dict[str, str]:
+def item_kinds(repo: Repository, pop: Population, needed: set[str]) -> dict[str, str]:
     """item key -> kind for the ``needed`` keys present in ``pop`` (absent keys are left out)."""
     where: dict[str, str] = {}
     for sh in pop.sources.values():
@@ -281,7 +281,7 @@ def analyse(repo: Repository, target: str, head: str, *, overlap_factor: float =
     incoming = _species_set(repo, {n: h for n, h in theirs.species.items() if base_species.get(n) != h})
     existing = {n: v for n, v in _species_set(repo, ours.species).items() if len(v[1])}  # empty: nothing to hit
     needed = {k for _, t in (*incoming.values(), *existing.values()) for k in t.items}
-    kinds = _item_kinds(repo, merged, needed)
+    kinds = item_kinds(repo, merged, needed)
     report = check_collisions(incoming, existing, kinds, overlap_factor=overlap_factor,
                               reclass_tolerance=reclass_tolerance, duplicate_tolerance=duplicate_tolerance)
     report.conflicts = conflicts
@@ -420,5 +420,5 @@ def _apply_drops(repo: Repository, number: int, pop: Population, r: CollisionRep
 
 __all__ = [
     "PULL_POLICIES", "PullCheck", "PullMerge", "PullRequest", "analyse", "check_pull", "close_pull", "get_pull",
-    "list_pulls", "load_report", "merge_pull", "open_pull", "pull_key", "resolve_source",
+    "item_kinds", "list_pulls", "load_report", "merge_pull", "open_pull", "pull_key", "resolve_source",
 ]
