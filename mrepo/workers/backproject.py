@@ -1,0 +1,52 @@
+"""Back-projection of one item's particles into per-species half-set Fourier sums.
+
+Images are re-extracted from the original frames/tilts at the aliasing-free box for the
+reconstruction resolution, premultiplied by the CTF, cropped to the species box b,
+weighted by the exposure weights W_i, and inserted (data += W CTF I, weight += W² CTF²
+band-limited) at every symmetry copy of their pose (M paper, Methods: Map reconstruction).
+Grids: centred half-transforms of :mod:`mrepo.kernels.gridding`, float64, (2h+1, 2h+1, h+1),
+h = pad * b // 2.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mrepo.kernels.fourier_slice import empty_grids, insert_slices
+from mrepo.workers.api import HalfSums
+from mrepo.workers.geometry import Geometry
+from mrepo.workers.imaging import big_box, ctf_squared, exposure_weight_grid, exposure_sizes, extract_groups, premultiply
+from mrepo.workers.item_model import ItemModel
+
+__all__ = ["backproject_species"]
+
+
+def backproject_species(model: ItemModel, stack: Tensor, geo: Geometry, index: Tensor, half: Tensor, box: int,
+                        diameter: float, resolution: float, symmetry: Tensor, *, pad: int, min_box_factor: float,
+                        use_weights: bool, chunk: int = 64) -> HalfSums:
+    """Half-set sums of the particles ``index`` (P_s,) with half-sets ``half`` (P_s,) in {1, 2}."""
+    grids = [empty_grids(box, pad, torch.float64) for _ in range(2)]
+    if len(index):
+        max_def = float(torch.maximum(geo.defocus_u[index], geo.defocus_v[index]).abs().max())
+        big = big_box(model, box, diameter, resolution, max_def, min_box_factor)
+        sizes = exposure_sizes(model, box, None)
+        weight = exposure_weight_grid(model, torch.arange(model.n), box, model.pixel_size, use_weights)
+        for start in range(0, len(index), chunk):
+            idx, hs = index[start:start + chunk], half[start:start + chunk]
+            pos = geo.positions[idx]
+            centres = torch.round(pos)
+            (group,) = extract_groups(stack, centres, box, big, sizes, model.pixel_size)
+            du, dv, ang = geo.defocus_u[idx], geo.defocus_v[idx], geo.astigmatism
+            images = premultiply(model, group, pos - centres, du, dv, ang) * weight
+            ctf2 = ctf_squared(model, group, du, dv, ang) * weight**2
+            rot = geo.rotations[idx]
+            for h in (1, 2):
+                m = hs == h
+                if not bool(m.any()):
+                    continue
+                rots = symmetry.to(rot.dtype)[:, None, None] @ rot[m][None]
+                insert_slices(images[m], ctf2[m], rots.float(), box, pad, grids[h - 1][0], grids[h - 1][1])
+    data = torch.stack([grids[0][0], grids[1][0]]).numpy()
+    weight_sum = torch.stack([grids[0][1], grids[1][1]]).numpy()
+    return HalfSums.from_float(data, weight_sum, particles=int(len(index)))

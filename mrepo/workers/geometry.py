@@ -1,0 +1,250 @@
+"""Differentiable multi-particle geometry of one item (M paper, Methods: Deformation model).
+
+:class:`Parameters` holds the refinable quantities as offsets in convenient units
+(pixels, degrees, 100 Å defocus units) so that L-BFGS sees comparable scales;
+:func:`particle_geometry` maps them to, for every particle p and exposure i, the
+image position (x, y) px, the pose rotation (central slice -> map, ZYZ convention of
+:mod:`mrepo.kernels.rotations`) and the defocus. Model names and meanings are in
+:mod:`mrepo.workers.item_model`.
+
+Frames: pos = λ_p(t_i) + global_shift_i + warp(λ_p(t_i), t_i), defocus = ctf_i + z_p(t_i);
+tilts: pos = P(A_i (λ_p(t_i) - C_V)) + shift_i + warp(pos, i), defocus = ctf_i + hand·depth,
+pose = R_p(t_i) (Rxyz(ω_i) A_i)^T. No Fourier layout here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mrepo.kernels.rotations import axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle, matrix_to_euler
+from mrepo.kernels.splines import CubicSplineGrid
+from mrepo.kernels.tilt_geometry import tilt_matrices
+from mrepo.kernels.rotations import xyz_to_matrix
+from mrepo.workers.item_model import ItemModel
+
+__all__ = ["Parameters", "ParticleSet", "Geometry", "particle_geometry", "resample_trajectory", "DEFOCUS_UNIT"]
+
+#: Å per unit of the defocus parameters (L-BFGS scaling).
+DEFOCUS_UNIT = 100.0
+_DT = torch.float64
+
+
+def resample_trajectory(values: np.ndarray, samples: int) -> np.ndarray:
+    """(N, T, 3) trajectory at ``linspace(0, 1, T)`` -> (N, samples, 3) (cubic spline in time)."""
+    t_old = values.shape[1]
+    if t_old == samples:
+        return values
+    grid = CubicSplineGrid((t_old,))
+    t = torch.linspace(0, 1, samples, dtype=_DT)[:, None]
+    w = grid.weights(t)  # (samples, t_old)
+    return np.einsum("st,ntc->nsc", w.numpy(), values)
+
+
+@dataclass
+class ParticleSet:
+    """Particles of one item (all species): coordinates (P, T, 3) Å, angles (P, T, 3) deg."""
+
+    coordinates: np.ndarray
+    angles: np.ndarray
+
+    @property
+    def temporal_samples(self) -> int:
+        return int(self.coordinates.shape[1])
+
+
+@dataclass
+class Parameters:
+    """Refinable offsets (all float64 tensors, zero = current model).
+
+    shifts (n, 2) px; warp (2, gx, gy, gt) px (absolute node values) or None; translation
+    (P, T, 2) px trajectory offsets (frames: x, y; tilts: x, y of the tomogram frame);
+    rotation (P, T, 3) deg rotation-vector offsets (map side); defocus (P,) frames / (n,)
+    tilts in 100 Å; astigmatism (2,) frames / (n, 2) tilts: (half difference in 100 Å,
+    angle in deg); stage (n, 3) deg xyz corrections (tilts).
+    """
+
+    shifts: Tensor
+    translation: Tensor
+    rotation: Tensor
+    defocus: Tensor
+    astigmatism: Tensor
+    stage: Tensor
+    warp: Tensor | None = None
+    groups: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None) -> Parameters:
+        n, p, t = model.n, particles.coordinates.shape[0], particles.temporal_samples
+        warp = None
+        if warp_grid is not None:
+            gx, gy, gt = warp_grid
+            if model.kind == "tilts":
+                gt = n
+            warp = torch.zeros((2, gx, gy, gt), dtype=_DT)
+            if model.image_warp is not None and model.image_warp.shape[1:] == (gx, gy, gt):
+                warp = torch.from_numpy(model.image_warp / model.pixel_size).clone()
+        elif model.image_warp is not None:
+            warp = torch.from_numpy(model.image_warp / model.pixel_size).clone()
+        frames = model.kind == "frames"
+        return cls(
+            shifts=torch.zeros((n, 2), dtype=_DT), translation=torch.zeros((p, t, 2), dtype=_DT),
+            rotation=torch.zeros((p, t, 3), dtype=_DT),
+            defocus=torch.zeros((p,) if frames else (n,), dtype=_DT),
+            astigmatism=torch.zeros((2,) if frames else (n, 2), dtype=_DT),
+            stage=torch.zeros((n, 3), dtype=_DT), warp=warp,
+        )
+
+    def named(self) -> dict[str, Tensor]:
+        out = {"shifts": self.shifts, "translation": self.translation, "rotation": self.rotation,
+               "defocus": self.defocus, "astigmatism": self.astigmatism, "stage": self.stage}
+        if self.warp is not None:
+            out["warp"] = self.warp
+        return out
+
+    def select(self, names: list[str]) -> list[Tensor]:
+        """Mark the named groups as refinable (requires_grad) and return them; others frozen."""
+        named = self.named()
+        unknown = set(names) - set(named)
+        if unknown:
+            raise ValueError(f"unknown or unavailable parameter groups: {sorted(unknown)}")
+        for k, v in named.items():
+            v.requires_grad_(k in names)
+        return [named[k] for k in names]
+
+    def detached(self) -> Parameters:
+        d = {k: v.detach().clone() for k, v in self.named().items()}
+        return Parameters(d["shifts"], d["translation"], d["rotation"], d["defocus"], d["astigmatism"],
+                          d["stage"], d.get("warp"))
+
+
+@dataclass
+class Geometry:
+    """Per particle p and exposure i: positions (P, n, 2) px (x, y), rotations (P, n, 3, 3),
+    defocus_u/defocus_v (P, n) Å, astigmatism angle (n,) rad."""
+
+    positions: Tensor
+    rotations: Tensor
+    defocus_u: Tensor
+    defocus_v: Tensor
+    astigmatism: Tensor
+
+
+class _Trajectory:
+    """Interpolation weights (n, T) from T temporal nodes to the item's exposure times."""
+
+    def __init__(self, time: np.ndarray, samples: int):
+        grid = CubicSplineGrid((samples,))
+        self.w = grid.weights(torch.from_numpy(time)[:, None].to(_DT))  # (n, T)
+
+    def __call__(self, nodes: Tensor) -> Tensor:
+        """(P, T, c) -> (P, n, c)."""
+        return torch.einsum("it,ptc->pic", self.w.to(nodes.dtype), nodes)
+
+
+def _base_rotations(angles_deg: Tensor) -> tuple[Tensor, Tensor]:
+    """Reference pose R0 (P, 3, 3) at t = 0 and rotation vectors (P, T, 3) of R0^T R_k."""
+    mats = euler_to_matrix(torch.deg2rad(angles_deg))  # (P, T, 3, 3)
+    r0 = mats[:, 0]
+    rel = matrix_to_axis_angle(r0[:, None].transpose(-1, -2) @ mats)
+    return r0, rel
+
+
+def _warp(model: ItemModel, nodes: Tensor | None, pos_px: Tensor, t: Tensor) -> Tensor:
+    if nodes is None:
+        return torch.zeros_like(pos_px)
+    grid = CubicSplineGrid(tuple(nodes.shape[1:]))
+    size = torch.tensor([model.width, model.height], dtype=pos_px.dtype)
+    pts = torch.cat([pos_px.detach() / size, t.expand(pos_px.shape[:-1])[..., None]], dim=-1)
+    w = grid.weights(pts.reshape(-1, 3))  # (P*n, N)
+    return grid.evaluate(nodes, w).reshape(2, *pos_px.shape[:-1]).movedim(0, -1)
+
+
+def particle_geometry(model: ItemModel, particles: ParticleSet, params: Parameters) -> Geometry:
+    """Positions, poses and defoci of every particle in every exposure (differentiable in ``params``)."""
+    ps = model.pixel_size
+    n = model.n
+    traj = _Trajectory(model.time, particles.temporal_samples)
+    coords = torch.from_numpy(particles.coordinates).to(_DT)
+    xyz = traj(coords)  # (P, n, 3) Å
+    dxy = traj(params.translation)  # (P, n, 2) px
+    r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
+    rotvec = traj(rel + torch.deg2rad(params.rotation))
+    poses = r0[:, None] @ axis_angle_to_matrix(rotvec)  # (P, n, 3, 3)
+    ctf = torch.from_numpy(model.ctf).to(_DT)
+    t_idx = torch.from_numpy(model.time).to(_DT)
+    if model.kind == "frames":
+        shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts  # (n, 2) px
+        base = xyz[..., :2] / ps + dxy
+        pos = base + shifts[None] + _warp(model, params.warp, base, t_idx[None, :])
+        z = xyz[..., 2] + DEFOCUS_UNIT * params.defocus[:, None]
+        dev = DEFOCUS_UNIT * params.astigmatism[0]
+        du = ctf[None, :, 0] + z + dev
+        dv = ctf[None, :, 1] + z - dev
+        ang = torch.deg2rad(ctf[:, 2] + params.astigmatism[1])
+        return Geometry(pos, poses, du, dv, ang)
+    stage = torch.deg2rad(torch.from_numpy(model.stage_angles).to(_DT))
+    a = tilt_matrices(stage[:, 0], stage[:, 1], stage[:, 2])  # (n, 3, 3)
+    centred = xyz - torch.from_numpy(model.volume_size).to(_DT) / 2
+    centred = centred + torch.cat([dxy * ps, torch.zeros_like(dxy[..., :1])], dim=-1)
+    rotated = torch.einsum("nij,pnj->pni", a, centred)
+    centre = torch.tensor([model.width // 2, model.height // 2], dtype=_DT)
+    shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts
+    base = rotated[..., :2] / ps + shifts[None] + centre
+    t_tilt = torch.linspace(0, 1, n, dtype=_DT) if n > 1 else torch.zeros(1, dtype=_DT)
+    pos = base + _warp(model, params.warp, base, t_tilt[None, :])
+    corr = torch.deg2rad(params.stage)
+    if model.stage_corrections is not None:
+        corr = corr + torch.deg2rad(torch.from_numpy(model.stage_corrections).to(_DT))
+    a_corr = xyz_to_matrix(corr) @ a
+    poses = poses @ a_corr.transpose(-1, -2)[None]
+    depth = rotated[..., 2]
+    mean = DEFOCUS_UNIT * params.defocus
+    dev = DEFOCUS_UNIT * params.astigmatism[:, 0]
+    du = ctf[None, :, 0] + (mean + dev)[None] + model.hand * depth
+    dv = ctf[None, :, 1] + (mean - dev)[None] + model.hand * depth
+    ang = torch.deg2rad(ctf[:, 2] + params.astigmatism[:, 1])
+    return Geometry(pos, poses, du, dv, ang)
+
+
+def updated_particles(particles: ParticleSet, params: Parameters, model: ItemModel) -> ParticleSet:
+    """New trajectories (coordinates Å, angles deg at the T nodes) with the offsets applied."""
+    coords = particles.coordinates.copy()
+    tr = params.translation.detach().numpy() * model.pixel_size
+    coords[..., :2] += tr
+    if model.kind == "frames":
+        coords[..., 2] += DEFOCUS_UNIT * params.defocus.detach().numpy()[:, None]
+    r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
+    mats = r0[:, None] @ axis_angle_to_matrix(rel + torch.deg2rad(params.rotation.detach()))
+    angles = torch.rad2deg(matrix_to_euler(mats)).numpy()
+    return ParticleSet(coords, angles)
+
+
+def updated_models(model: ItemModel, params: Parameters) -> dict[str, np.ndarray]:
+    """New model arrays (names of :mod:`mrepo.workers.item_model`) with the offsets applied."""
+    p = params.detached()
+    ps = model.pixel_size
+    out: dict[str, np.ndarray] = {"global_shifts": model.global_shifts + p.shifts.numpy() * ps}
+    ctf = model.ctf.copy()
+    if model.kind == "frames":
+        ctf[:, 0] += DEFOCUS_UNIT * float(p.astigmatism[0])
+        ctf[:, 1] -= DEFOCUS_UNIT * float(p.astigmatism[0])
+        ctf[:, 2] += float(p.astigmatism[1])
+    else:
+        mean, dev = DEFOCUS_UNIT * p.defocus.numpy(), DEFOCUS_UNIT * p.astigmatism[:, 0].numpy()
+        ctf[:, 0] += mean + dev
+        ctf[:, 1] += mean - dev
+        ctf[:, 2] += p.astigmatism[:, 1].numpy()
+        corr = p.stage.numpy() + (0 if model.stage_corrections is None else model.stage_corrections)
+        out["stage_corrections"] = corr
+    out["ctf"] = ctf
+    if p.warp is not None:
+        out["image_warp"] = p.warp.numpy() * ps
+    return out
+
+
+_ = math  # (kept for unit conversions in callers)

@@ -1,0 +1,149 @@
+"""Particle images of one item: extraction from the original frames/tilts, per-exposure
+Fourier cropping, aliasing-free CTF premultiplication, exposure weights, masks, whitening.
+
+Fourier layout: standard ``rfft2`` half-grids (..., m, m // 2 + 1), non-centred, particle
+centre at pixel m // 2 (as :mod:`mrepo.kernels.extraction`, :mod:`mrepo.kernels.aliasing`).
+Shapes: P particles, g exposures of one crop group. A species of box b (px) is extracted
+at the aliasing-free box ``M = k * b``; exposure i is Fourier-cropped to ``b_i <= b``
+(M paper, "Memory footprint": the frequencies it still contributes), i.e. to ``k * b_i``
+at pixel size ``ps * b / b_i``; the premultiplied image is cropped in real space to b_i.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mrepo.kernels.aliasing import aliasing_free_box_size, crop_center
+from mrepo.kernels.ctf import ctf_2d, exposure_weights_2d, frequency_grid_2d
+from mrepo.kernels.extraction import extract_patches_ft
+from mrepo.kernels.fourier_crop import crop_size_for_resolution, exposure_resolution, fourier_crop
+from mrepo.kernels.fsc import num_shells, shell_indices, shell_sum
+from mrepo.kernels.shifts import phase_shift
+from mrepo.workers.item_model import ItemModel
+
+__all__ = ["PatchGroup", "big_box", "exposure_sizes", "extract_groups", "premultiply", "exposure_weight_grid",
+           "circular_mask", "shell_average", "raw_crop"]
+
+
+@dataclass
+class PatchGroup:
+    """Patches of P particles in the g exposures that share crop size ``size`` (b_g).
+
+    ``ft`` (P, g, big, big // 2 + 1) complex64 at pixel ``pixel`` Å (Fourier-cropped from
+    the box M extracted at ``centres`` (P, g, 2) px, integer, original pixels); ``exposures``
+    (g,) stack indices; ``scale = size / box`` converts original pixels to this group's."""
+
+    exposures: Tensor
+    size: int
+    big: int
+    pixel: float
+    scale: float
+    ft: Tensor
+    centres: Tensor
+
+
+def big_box(model: ItemModel, box: int, diameter: float, resolution: float, max_defocus: float,
+            min_box_factor: float) -> int:
+    """Aliasing-free extraction box (multiple of ``box``) for ``resolution`` Å at ``max_defocus`` Å."""
+    min_box = max(box, math.ceil(min_box_factor * diameter / model.pixel_size))
+    m = aliasing_free_box_size(model.pixel_size, max(resolution, 2 * model.pixel_size), max_defocus,
+                               model.voltage, model.cs, min_box=min_box)
+    return box * math.ceil(m / box)
+
+
+def exposure_sizes(model: ItemModel, box: int, resolution: float | None) -> np.ndarray:
+    """Per-exposure crop sizes b_i (n,): the box reaching max(resolution, dose-weight-0.25 resolution);
+    ``resolution=None`` keeps the full box (reconstruction)."""
+    if resolution is None:
+        return np.full(model.n, box)
+    res = np.maximum(resolution, np.asarray(exposure_resolution(model.damage_exposure.clip(1e-6))))
+    return np.array([crop_size_for_resolution(box, model.pixel_size, float(r)) for r in res])
+
+
+def extract_groups(stack: Tensor, centres: Tensor, box: int, big: int, sizes: np.ndarray,
+                   pixel_size: float) -> list[PatchGroup]:
+    """Extract (big x big) patches at integer ``centres`` (P, n, 2) px from ``stack`` (n, H, W)
+    and Fourier-crop each exposure group to its size (see module docstring)."""
+    if big % box:
+        raise ValueError(f"extraction box {big} must be a multiple of the species box {box}")
+    k = big // box
+    groups = []
+    for size in sorted(set(int(s) for s in sizes), reverse=True):
+        idx = torch.from_numpy(np.flatnonzero(sizes == size))
+        pos = centres[:, idx].permute(1, 0, 2)  # (g, P, 2)
+        ft = extract_patches_ft(stack[idx], pos, big).permute(1, 0, 2, 3)  # (P, g, big, big//2+1)
+        ft = fourier_crop(ft, k * size) if size < box else ft
+        groups.append(PatchGroup(idx, size, k * size, pixel_size * box / size, size / box,
+                                 ft.to(torch.complex64).contiguous(), centres[:, idx]))
+    return groups
+
+
+def _ctf(model: ItemModel, size: int, pixel: float, du: Tensor, dv: Tensor, ang: Tensor) -> Tensor:
+    return ctf_2d((size, size), pixel, defocus_u=du, defocus_v=dv, astigmatism_angle=ang,
+                  voltage_kv=model.voltage, cs_mm=model.cs, amplitude_contrast=model.amplitude_contrast)
+
+
+def premultiply(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tensor, dv: Tensor,
+                ang: Tensor) -> Tensor:
+    """CTF-premultiplied, centred particle images (P, g, b_g, b_g // 2 + 1).
+
+    ``residual`` (P, g, 2): particle position minus extraction centre (original px); du, dv
+    (P, g) Å; ang (g,) rad. Shift and CTF at the big box, real-space crop to b_g."""
+    pixel = group.pixel
+    f = phase_shift(group.ft, -(residual * group.scale), (group.big, group.big))
+    ctf = _ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du))
+    img = torch.fft.irfft2(f * ctf, s=(group.big, group.big))
+    return torch.fft.rfft2(crop_center(img, group.size))
+
+
+def raw_crop(group: PatchGroup) -> Tensor:
+    """Uncorrected images (no CTF, no shift) cropped to b_g: (P, g, b_g, b_g // 2 + 1)."""
+    img = torch.fft.irfft2(group.ft, s=(group.big, group.big))
+    return torch.fft.rfft2(crop_center(img, group.size))
+
+
+def ctf_squared(model: ItemModel, group: PatchGroup, du: Tensor, dv: Tensor, ang: Tensor) -> Tensor:
+    """Band-limited CTF² at b_g matching :func:`premultiply` (aliasing kernel)."""
+    from mrepo.kernels.aliasing import ctf_squared_band_limited
+
+    pixel = model.pixel_size / group.scale
+    return ctf_squared_band_limited(_ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du)), group.size)
+
+
+def exposure_weight_grid(model: ItemModel, exposures: Tensor, size: int, pixel: float, use_weights: bool) -> Tensor:
+    """Amplitude weights (g, size, size // 2 + 1): data-driven ``scale * exp(-B k² / 4)`` when
+    ``use_weights`` and the item has a ``weights`` model, else ``exp(-E k²) cos(tilt)``."""
+    idx = exposures.numpy()
+    if use_weights and model.weights is not None:
+        freqs = frequency_grid_2d((size, size), pixel, dtype=torch.float64)
+        k2 = (freqs * freqs).sum(-1)
+        w = torch.from_numpy(model.weights[idx])
+        return (w[:, 1, None, None] * torch.exp(-0.25 * w[:, 0, None, None] * k2)).float()
+    e = torch.from_numpy(model.damage_exposure[idx])
+    grid = exposure_weights_2d((size, size), pixel, e, dtype=torch.float64)
+    return (grid * torch.from_numpy(model.tilt_scale()[idx])[:, None, None]).float()
+
+
+def circular_mask(size: int, pixel: float, diameter: float, edge: float = 6.0) -> Tensor:
+    """Soft circular mask (size, size), 1 inside ``diameter / 2`` Å, raised-cosine edge ``edge`` Å."""
+    r = (torch.arange(size, dtype=torch.float64) - size // 2) * pixel
+    rr = torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2)
+    t = ((rr - diameter / 2) / edge).clamp(0, 1)
+    return (0.5 * (1 + torch.cos(math.pi * t))).float()
+
+
+def shell_average(images_ft: Tensor, size: int) -> Tensor:
+    """Mean amplitude per shell and exposure over particles: (P, g, size, w) -> (g, size, w)
+    expanded back onto the grid (M's AS_i for whitening); shells beyond Nyquist use the last."""
+    shells = shell_indices((size, size)).clamp(max=num_shells((size, size)) - 1)
+    ns = num_shells((size, size))
+    amp = shell_sum(images_ft.abs().sum(0), shells, ns)
+    cnt = shell_sum(torch.ones(size, size // 2 + 1), shells, ns) * images_ft.shape[0]
+    avg = amp / cnt.clamp_min(1)
+    avg = torch.where(avg > 0, avg, avg[avg > 0].min() if (avg > 0).any() else torch.ones_like(avg))
+    return avg[..., shells]

@@ -1,0 +1,133 @@
+"""M's refinement target for one item: weighted normalised cross-correlation between
+CTF-premultiplied, whitened, masked particle images and reference projections.
+
+    M = Σ A·B / sqrt(Σ|A|² Σ|B|²),  A = W_i P(s, Θ_p,i),  B = FT(FT⁻¹(W_i CTF I / AS_i) D)
+
+summed over species, particles, exposures and Fourier shells up to each species'
+refinement resolution (M paper, Methods: Optimization procedure). Fourier layout:
+``rfft2`` half-grids (..., b_g, b_g // 2 + 1) as :mod:`mrepo.workers.imaging`; reference
+slices come from :func:`mrepo.kernels.fourier_slice.extract_slices` at the species box b
+and are Fourier-cropped to b_g.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mrepo.kernels.fourier_crop import fourier_crop
+from mrepo.kernels.fourier_slice import extract_slices
+from mrepo.kernels.fsc import normalized_cross_correlation_per_shell
+from mrepo.kernels.shifts import phase_shift
+from mrepo.workers.geometry import Geometry
+from mrepo.workers.imaging import (PatchGroup, circular_mask, exposure_weight_grid, premultiply, raw_crop,
+                                   shell_average)
+from mrepo.workers.item_model import ItemModel
+from mrepo.workers.references import REFERENCE_PAD
+
+__all__ = ["Subset", "GroupState", "Sums", "evaluate"]
+
+
+@dataclass
+class GroupState:
+    """Fixed per-group quantities: weights W (g, b_g, w), 1/AS (g, b_g, w), mask (b_g, b_g),
+    shell limit, and (when the CTF is frozen) the premultiplied images at the start position."""
+
+    group: PatchGroup
+    weight: Tensor
+    inv_as: Tensor
+    mask: Tensor
+    shell_limit: int
+    cached: Tensor | None = None
+    cached_residual: Tensor | None = None
+
+
+@dataclass
+class Subset:
+    """Particles of one species and half-set: ``index`` (P_s,) into the item's particles."""
+
+    species: str
+    half: int
+    box: int
+    index: Tensor
+    volume_ft: Tensor
+    groups: list[GroupState] = field(default_factory=list)
+
+
+@dataclass
+class Sums:
+    """Per particle and exposure sums over shells <= limit: cross, power_a, power_b (P, n);
+    optional per-species spectra {species: (3, n, shells of b)}."""
+
+    cross: Tensor
+    power_a: Tensor
+    power_b: Tensor
+    spectra: dict[str, Tensor] | None = None
+
+    def target(self) -> Tensor:
+        return self.cross.sum() / torch.sqrt(self.power_a.sum() * self.power_b.sum()).clamp_min(1e-30)
+
+
+def build_group_state(model: ItemModel, group: PatchGroup, diameter: float, resolution: float, box: int,
+                      whiten: bool, use_weights: bool) -> GroupState:
+    size, pixel = group.size, group.pixel
+    weight = exposure_weight_grid(model, group.exposures, size, pixel, use_weights)
+    inv_as = 1.0 / shell_average(raw_crop(group), size) if whiten else torch.ones(len(group.exposures), size,
+                                                                                      size // 2 + 1)
+    limit = min(size // 2, int(np.floor(box * model.pixel_size / resolution)))
+    return GroupState(group, weight, inv_as.float(), circular_mask(size, pixel, diameter), limit)
+
+
+def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_frozen: bool) -> Tensor:
+    g = st.group
+    e = g.exposures
+    residual = geo.positions[idx][:, e] - g.centres
+    du, dv, ang = geo.defocus_u[idx][:, e], geo.defocus_v[idx][:, e], geo.astigmatism[e]
+    if ctf_frozen:
+        if st.cached is None:
+            with torch.no_grad():
+                st.cached = premultiply(model, g, residual.detach(), du, dv, ang)
+                st.cached_residual = residual.detach()
+        delta = (residual - st.cached_residual) * g.scale
+        x = phase_shift(st.cached, -delta, (g.size, g.size))
+    else:
+        x = premultiply(model, g, residual, du, dv, ang)
+    img = torch.fft.irfft2(x, s=(g.size, g.size)) * st.mask
+    return torch.fft.rfft2(img)
+
+
+def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool,
+             spectra: bool = False) -> Sums:
+    """Evaluate the target's per-particle, per-exposure sums (differentiable in ``geo``)."""
+    n = model.n
+    cross = torch.zeros(n_particles, n, dtype=torch.float64)
+    pa, pb = torch.zeros_like(cross), torch.zeros_like(cross)
+    spec: dict[str, Tensor] = {}
+    for sub in subsets:
+        if len(sub.index) == 0:
+            continue
+        rot = geo.rotations[sub.index]
+        for st in sub.groups:
+            g = st.group
+            b_img = _images(model, st, geo, sub.index, ctf_frozen) * (st.weight * st.inv_as)
+            ref = extract_slices(sub.volume_ft, rot[:, g.exposures], sub.box, REFERENCE_PAD)
+            if g.size < sub.box:
+                ref = fourier_crop(ref, g.size)
+            a_img = ref * st.weight
+            s = normalized_cross_correlation_per_shell(a_img, b_img, image_shape=(g.size, g.size))
+            lim = st.shell_limit + 1
+            rows = sub.index[:, None].expand(-1, len(g.exposures))
+            cols = g.exposures[None, :].expand(len(sub.index), -1)
+            cross = cross.index_put((rows, cols), s.cross[..., 1:lim].sum(-1).double(), accumulate=True)
+            pa = pa.index_put((rows, cols), s.power_a[..., 1:lim].sum(-1).double(), accumulate=True)
+            pb = pb.index_put((rows, cols), s.power_b[..., 1:lim].sum(-1).double(), accumulate=True)
+            if spectra:
+                ns = sub.box // 2 + 1
+                t = spec.setdefault(sub.species, torch.zeros(3, n, ns, dtype=torch.float64))
+                k = s.cross.shape[-1]
+                for j, part in enumerate((s.cross, s.power_a, s.power_b)):
+                    t[j, g.exposures, :k] += part.detach().sum(0).double()
+    return Sums(cross, pa, pb, spec if spectra else None)
