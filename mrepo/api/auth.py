@@ -36,7 +36,10 @@ class AccessPolicy:
 
     def check(self, authorization: str | None, role: str) -> Principal:
         """The principal if it holds ``role``; 401 without a usable token, 403 when the role is too low."""
-        who = self.principal(authorization)
+        return self.authorize(self.principal(authorization), role)
+
+    def authorize(self, who: Principal | None, role: str) -> Principal:
+        """``who`` (None: anonymous) if it may act with ``role``; else 401 or 403."""
         if who is None:
             if role == "read" and self.anonymous_read:
                 return ANONYMOUS
@@ -52,8 +55,11 @@ def require(policy: AccessPolicy, role: str) -> Callable[..., Principal]:
 
     def dependency(request: Request,
                    _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-        who = policy.check(request.headers.get("authorization"), role)
+        who = policy.principal(request.headers.get("authorization"))
         state = request.scope.get(LOG_STATE)
+        if isinstance(state, dict):
+            state["token"] = who.name if who else None
+        who = policy.authorize(who, role)
         if isinstance(state, dict):
             state["token"] = who.name
         return who

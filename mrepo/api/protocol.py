@@ -146,7 +146,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
     @get_and_head("/arrays/{h}/{path:path}", dependencies=[reader],
                       responses=BINARY_ANSWER, summary="A file of a complete Zarr v3 array")
     def get_array_file(h: HashParam, path: str, request: Request) -> Response:
-        check_array_path(path)
+        if not ARRAY_PATH.match(path):  # e.g. zarr v2 probes (.zarray, .zattrs): simply absent
+            raise ApiError(404, f"array {h} has no file {path[:80]!r}")
         if not objects.has_array(h):
             raise ApiError(404, f"array {h} not found")
         media = "application/json" if path == "zarr.json" else "application/octet-stream"
