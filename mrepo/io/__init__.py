@@ -1,1 +1,40 @@
-"""mrepo.io"""
+"""mrepo.io: import and export of RELION 5 (tomography and single particle), M and simulator data.
+
+Imports mrepo.graph and mrepo.store only; reads and writes files with ``starfile``
+and ``mrcfile``. Every importer validates all input before writing anything
+(:class:`~mrepo.io.staging.Staging`), so a bad file leaves the repository untouched;
+errors are one-line :class:`~mrepo.store.InvalidInput` naming file, block/line/column
+and value.
+
+THE item convention (shared with refinement)
+--------------------------------------------
+``Item.imaging``:
+  pixel_size (Å), voltage (kV), cs (mm), amplitude_contrast, dimensions [x, y, n] px,
+  exposure: per-frame/per-tilt dose (e⁻/Å²) in frame/tilt (stack) order,
+  pre_exposure: accumulated dose before each frame/tilt (e⁻/Å², stack order; when known),
+  tilts only: tilt_angles (nominal, deg, stack order), acquisition_order (stack index of
+  the k-th exposure), volume_dimensions [x, y, z] Å, hand (RELION rlnTomoHand, ±1).
+``Item.models`` (array hashes, float64):
+  ctf (n, 3): defocus_u, defocus_v (Å, positive underfocus), astigmatism angle (deg);
+  phase_shift (n,) deg, optional; global_shifts (n, 2) Å (x, y);
+  stage_angles (n, 3) deg for tilts: RELION 5 (rlnTomoXTilt, rlnTomoYTilt, rlnTomoZRot),
+  whose tilt_series shifts are ``global_shifts`` (rlnTomoXShiftAngst, rlnTomoYShiftAngst).
+Particle coordinates (Å, item frame):
+  frames: x, y from the micrograph origin (pixel index × pixel size; RELION
+  ``x = rlnCoordinateX * pixel - rlnOriginXAngst``), z = 0 (height);
+  tilts: x, y, z from voxel 0 of the tomogram; RELION 5 centred coordinates convert as
+  ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (rlnTomoSizeX // 2) * pixel``.
+Particle ids: 43 bits of BLAKE3(item raw hash) and 20 bits of the row's rank within its
+item (:func:`~mrepo.io.staging.particle_ids`), so re-import gives the same hashes.
+Item names: the micrograph file name without folders and extension, or rlnTomoName;
+particles link to items by that name.
+"""
+
+from .relion_spa import SpeciesFiles, import_relion_spa
+from .relion_tomo import import_relion5_tomo
+from .sim_import import import_sim
+from .species_add import add_species
+from .staging import ImportResult, particle_ids
+
+__all__ = ["ImportResult", "SpeciesFiles", "add_species", "import_relion5_tomo", "import_relion_spa", "import_sim",
+           "particle_ids"]

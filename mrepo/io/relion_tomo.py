@@ -1,0 +1,168 @@
+"""Import a RELION 5 tomography project: tilt series as a source, optionally a species.
+
+Sources followed: RELION 5 src/metadata_label.h and src/jaz/tomography/tomogram_set.cpp.
+``tomograms.star`` data_global: rlnTomoName, rlnVoltage, rlnSphericalAberration,
+rlnAmplitudeContrast, rlnTomoHand, rlnTomoTiltSeriesPixelSize, rlnTomoSizeX/Y/Z
+(unbinned tilt-series pixels), rlnTomoTiltSeriesStarFile. Each tilt-series STAR file
+has block data_<TomoName>, one row per tilt in stack order: rlnMicrographName (tilt
+image, or ``k@stack.mrc``, 1-based), rlnTomoXTilt/YTilt/ZRot (deg),
+rlnTomoXShiftAngst/YShiftAngst (Å), rlnDefocusU/V/Angle (Å, deg),
+rlnMicrographPreExposure (e⁻/Å²), optional rlnTomoNominalStageTiltAngle, rlnPhaseShift.
+
+Item fields: imaging pixel_size, voltage, cs, amplitude_contrast, hand,
+dimensions [x, y, n] (px), volume_dimensions = Size * pixel (Å), pre_exposure (per tilt,
+stack order), exposure (dose of each tilt: next pre-exposure in acquisition order minus
+its own; the last tilt repeats the previous dose), acquisition_order (stack indices in
+order of increasing pre-exposure), tilt_angles (nominal stage tilt, else rlnTomoYTilt);
+models ctf (n, 3), stage_angles (n, 3) (xtilt, ytilt, zrot), global_shifts (n, 2) Å,
+optional phase_shift (n,). Raw data: the stack file when all tilts come from one file,
+else a manifest of the tilt images (see :func:`~mrepo.io.staging.raw_manifest`).
+No Fourier layout is involved in this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..graph import DataSource, Item, Repository
+from ..store import InvalidInput
+from .mrc import mrc_info
+from .relion_particles import read_relion_particles
+from .relion_spa import SpeciesFiles
+from .species_build import build_species, read_species_maps, same_pixel
+from .staging import ImportResult, Staging, raw_data, raw_manifest
+from .star import block, numeric, read_star, require_columns, strings
+
+__all__ = ["import_relion5_tomo", "tomo_items", "exposure_from_pre"]
+
+_GLOBAL = ["rlnTomoName", "rlnTomoTiltSeriesStarFile", "rlnVoltage", "rlnSphericalAberration",
+           "rlnAmplitudeContrast", "rlnTomoHand", "rlnTomoTiltSeriesPixelSize", "rlnTomoSizeX", "rlnTomoSizeY",
+           "rlnTomoSizeZ"]
+_TILT = ["rlnMicrographName", "rlnTomoXTilt", "rlnTomoYTilt", "rlnTomoZRot", "rlnTomoXShiftAngst",
+         "rlnTomoYShiftAngst", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnMicrographPreExposure"]
+
+
+def exposure_from_pre(pre: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Per-tilt dose (stack order) and acquisition order from cumulative pre-exposures."""
+    order = np.argsort(pre, kind="stable")
+    dose = np.zeros(len(pre))
+    sorted_pre = pre[order]
+    steps = np.diff(sorted_pre)
+    dose[order[:-1]] = steps
+    if len(pre) > 1:
+        dose[order[-1]] = steps[-1]
+    return dose, [int(i) for i in order]
+
+
+def _split_name(name: str) -> tuple[int | None, str]:
+    if "@" in name:
+        k, _, f = name.partition("@")
+        if k.isdigit():
+            return int(k), f
+    return None, name
+
+
+def _tilt_raw(names: list[str], project: Path, staging: Staging, copy: bool, where: str):
+    """Raw data and (nx, ny, n, voxel) for the tilt images of one series."""
+    parts = [_split_name(n) for n in names]
+    files = [f for _, f in parts]
+    if len(set(files)) == 1 and all(k is not None for k, _ in parts):
+        info = mrc_info(project / files[0])
+        ks = [k for k, _ in parts]
+        if ks != list(range(1, len(ks) + 1)) or info.nz != len(ks):
+            raise InvalidInput(f"{where}: rlnMicrographName must list {files[0]} images 1..{info.nz} in order, "
+                               f"got {ks[:5]}...")
+        return raw_data(project / files[0], copy=copy, staging=staging), (info.nx, info.ny, info.nz, info.voxel_size)
+    if any(k is not None for k, _ in parts):
+        raise InvalidInput(f"{where}: mixes stack references (k@file) with tilt files")
+    infos = [mrc_info(project / f) for f in files]
+    for f, i in zip(files, infos):
+        if (i.nx, i.ny, i.nz) != (infos[0].nx, infos[0].ny, 1):
+            raise InvalidInput(f"{project / f}: tilt image is {i.nx} x {i.ny} x {i.nz}, expected "
+                               f"{infos[0].nx} x {infos[0].ny} x 1")
+    return raw_manifest([project / f for f in files], copy=copy, staging=staging), \
+        (infos[0].nx, infos[0].ny, len(files), infos[0].voxel_size)
+
+
+def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) -> list[Item]:
+    """One tilt-series Item per row of tomograms.star (validated; arrays go to the staging store)."""
+    blocks = read_star(tomograms)
+    g = block(blocks, "global", tomograms)
+    require_columns(g, _GLOBAL, tomograms, "global")
+    names = strings(g, "rlnTomoName", tomograms, "global")
+    stars = strings(g, "rlnTomoTiltSeriesStarFile", tomograms, "global")
+    num = {c: numeric(g, c, tomograms, "global") for c in _GLOBAL[2:]}
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"{tomograms}: rlnTomoName values are not unique")
+    items = []
+    for r, (name, star) in enumerate(zip(names, stars)):
+        ts_path = project / star
+        ts_blocks = read_star(ts_path)
+        df = block(ts_blocks, name, ts_path)
+        require_columns(df, _TILT, ts_path, name)
+        pix = float(num["rlnTomoTiltSeriesPixelSize"][r])
+        if pix <= 0:
+            raise InvalidInput(f"{tomograms}: rlnTomoTiltSeriesPixelSize of {name} is {pix}, not positive")
+        raw, (nx, ny, n, voxel) = _tilt_raw(strings(df, "rlnMicrographName", ts_path, name), project, staging,
+                                            copy, f"{ts_path} data_{name}")
+        if n != len(df):
+            raise InvalidInput(f"{ts_path}: {len(df)} tilts listed but the data holds {n}")
+        if voxel > 0 and not same_pixel(voxel, pix):
+            raise InvalidInput(f"{ts_path}: tilt images have voxel size {voxel} Å but {tomograms} gives "
+                               f"rlnTomoTiltSeriesPixelSize {pix} Å for {name}")
+        col = {c: numeric(df, c, ts_path, name) for c in _TILT[1:]}
+        pre = col["rlnMicrographPreExposure"]
+        dose, order = exposure_from_pre(pre)
+        nominal = numeric(df, "rlnTomoNominalStageTiltAngle", ts_path, name) \
+            if "rlnTomoNominalStageTiltAngle" in df.columns else col["rlnTomoYTilt"]
+        size = [num[f"rlnTomoSize{a}"][r] for a in "XYZ"]
+        imaging = {"pixel_size": pix, "voltage": float(num["rlnVoltage"][r]),
+                   "cs": float(num["rlnSphericalAberration"][r]),
+                   "amplitude_contrast": float(num["rlnAmplitudeContrast"][r]), "hand": float(num["rlnTomoHand"][r]),
+                   "dimensions": [nx, ny, n], "volume_dimensions": [float(s * pix) for s in size],
+                   "pre_exposure": pre.tolist(), "exposure": dose.tolist(), "acquisition_order": order,
+                   "tilt_angles": nominal.tolist()}
+        put = staging.objects.put_array
+        models = {"ctf": put(np.stack([col["rlnDefocusU"], col["rlnDefocusV"], col["rlnDefocusAngle"]], 1)),
+                  "stage_angles": put(np.stack([col["rlnTomoXTilt"], col["rlnTomoYTilt"], col["rlnTomoZRot"]], 1)),
+                  "global_shifts": put(np.stack([col["rlnTomoXShiftAngst"], col["rlnTomoYShiftAngst"]], 1))}
+        if "rlnPhaseShift" in df.columns:
+            models["phase_shift"] = put(numeric(df, "rlnPhaseShift", ts_path, name))
+        items.append(Item("tilts", name, raw, imaging, models,
+                          metadata={"relion_tilt_names": strings(df, "rlnMicrographName", ts_path, name)}))
+    return items
+
+
+def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str, project: str | Path = ".",
+                        particles: str | Path | None = None, species: SpeciesFiles | None = None,
+                        copy: bool = False, ignore_unmatched: bool = False, population: str = "population",
+                        branch: str | None = None, message: str | None = None) -> ImportResult:
+    """Import the tilt series of a tomograms.star (and a species from ``particles`` + maps) in one commit."""
+    tomograms, project = Path(tomograms), Path(project)
+    if (species is None) != (particles is None):
+        raise InvalidInput("a species needs both a particles STAR file and its maps")
+    staging = Staging(repo)
+    try:
+        items = tomo_items(tomograms, project, staging, copy=copy)
+        hashes = [it.save(staging.objects) for it in items]
+        ds = DataSource(source, {it.key: h for it, h in zip(items, hashes)}, {"origin": "relion5-tomo"})
+        new_species = {}
+        if species is not None and particles is not None:
+            index = {it.name: [(source, h, it)] for it, h in zip(items, hashes)}
+            rows = read_relion_particles(particles, index, ignore_unmatched=ignore_unmatched)
+            maps = read_species_maps(species.half1, species.half2, species.mask)
+            used = {it.key for it in rows.items}
+            new_species[species.name] = build_species(
+                staging.objects, name=species.name, maps=maps, rows=rows, diameter=species.diameter,
+                symmetry=species.symmetry, temporal_samples=species.temporal_samples, star_path=particles,
+                contributors=[h for it, h in zip(items, hashes) if it.key in used])
+        op = {"name": "import-relion5-tomo", "tomograms": str(tomograms), "project": str(project),
+              "particles": str(particles) if particles else None, "source": source, "copy": copy,
+              "species": species.name if species else None}
+        return staging.commit(population_name=population, sources={source: ds}, species=new_species,
+                              message=message or f"Import RELION 5 tilt series as source {source!r}",
+                              operation=op, branch=branch)
+    finally:
+        staging.close()
