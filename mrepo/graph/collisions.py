@@ -230,7 +230,7 @@ def place(name: str, species: Species, table: ParticleTable, item_index: Mapping
     pos = table.coordinates.mean(axis=1)
     pos[planar[item], 2] = 0.0
     points = np.column_stack([pos, item.astype(np.float64) * ITEM_SPACING])
-    return Placed(name, species.diameter / 2.0, table.ids, pos, item, cKDTree(points))
+    return Placed(name, species.diameter / 2.0, table.ids, pos, item, cKDTree(points, balanced_tree=False))
 
 
 def cross_pairs(a: Placed, b: Placed, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -226,15 +226,14 @@ def close_pull(repo: Repository, number: int, *, time: str | None = None) -> Pul
     return _update(repo, number, change, time)
 
 
-def _follow(repo: Repository, number: int, time: str | None) -> PullRequest:
-    """The pull request with ``head`` moved to its source branch's current commit (open ones only)."""
+def _follow(repo: Repository, number: int) -> PullRequest:
+    """The pull request with ``head`` moved (in memory only) to its source branch's current commit
+    when it is open and its source is a local or remote-tracking branch that still exists."""
     _, pr = get_pull(repo, number)
     if pr.state != "open" or pr.source_ref is None:
         return pr
     current = repo.refs.get(pr.source_ref)
-    if current is None or current == pr.head:
-        return pr
-    return _update(repo, number, lambda p: replace(p, head=current) if p.head != current else None, time)
+    return pr if current is None or current == pr.head else replace(pr, head=current)
 
 
 # ----------------------------------------------------------------------------- checking
@@ -299,7 +298,7 @@ def check_pull(repo: Repository, number: int, *, overlap_factor: float = DEFAULT
                reclass_tolerance: float | None = None, duplicate_tolerance: float | None = None,
                time: str | None = None) -> PullCheck:
     """Run the checks of an open pull request, store the report and point the pull request at it."""
-    pr = _follow(repo, number, time)
+    pr = _follow(repo, number)
     if pr.state != "open":
         raise InvalidInput(f"pull request #{number} is {pr.state}; only open pull requests are checked")
     target = repo.head(pr.into)
@@ -308,7 +307,8 @@ def check_pull(repo: Repository, number: int, *, overlap_factor: float = DEFAULT
     a = analyse(repo, target, pr.head, overlap_factor=overlap_factor, reclass_tolerance=reclass_tolerance,
                 duplicate_tolerance=duplicate_tolerance)
     rh = _save_report(repo, number, a)
-    pr = _update(repo, number, lambda p: replace(p, check=rh) if p.check != rh else None, time)
+    pr = _update(repo, number, lambda p: None if (p.check, p.head) == (rh, a.head) else replace(p, check=rh, head=a.head),
+                 time)
     return PullCheck(pr, a.report, rh, a.target, a.head, a.base)
 
 
@@ -356,7 +356,7 @@ def merge_pull(repo: Repository, number: int, *, policy: PullPolicy = "fail",
     """
     if policy not in PULL_POLICIES:
         raise InvalidInput(f"unknown pull request policy {policy!r}: use one of {', '.join(PULL_POLICIES)}")
-    pr = _follow(repo, number, time)
+    pr = _follow(repo, number)
     if pr.state == "merged":
         return PullMerge(pr, pr.merge_commit or "", "already-merged", pr.check)
     if pr.state == "closed":
@@ -365,7 +365,7 @@ def merge_pull(repo: Repository, number: int, *, policy: PullPolicy = "fail",
     if target is None:
         raise RefNotFound(f"target branch {pr.into!r} of pull request #{number} does not exist")
     if is_ancestor(repo.objects, pr.head, target):
-        done = _update(repo, number, lambda p: replace(p, state="merged", merge_commit=target), time)
+        done = _update(repo, number, lambda p: replace(p, state="merged", merge_commit=target, head=pr.head), time)
         return PullMerge(done, target, "up-to-date")
     a = analyse(repo, target, pr.head, overlap_factor=overlap_factor, reclass_tolerance=reclass_tolerance,
                 duplicate_tolerance=duplicate_tolerance)
@@ -384,7 +384,8 @@ def merge_pull(repo: Repository, number: int, *, policy: PullPolicy = "fail",
           "report": record_ref(rh), "base": a.base, "dropped": dropped}
     commit = repo.commit(merged, message=message or f"Merge pull request #{number}: {pr.title}", branch=pr.into,
                          operation=op, author=author, time=time, parents=[target, pr.head], expected_head=target)
-    done = _update(repo, number, lambda p: replace(p, state="merged", merge_commit=commit, check=rh), time)
+    done = _update(repo, number, lambda p: replace(p, state="merged", merge_commit=commit, check=rh, head=pr.head),
+                   time)
     return PullMerge(done, commit, "merge", rh, dropped)
 
 
@@ -393,6 +394,7 @@ def _apply_drops(repo: Repository, number: int, pop: Population, r: CollisionRep
     """The merged population with the particles ``policy`` removes; (population, species -> count)."""
     dropped: dict[str, int] = {}
     gone: dict[str, set[int]] = {}
+    existing_side: set[str] = set()
     if policy == "drop-incoming":
         for c in r.collisions:
             gone.setdefault(c.incoming, set()).add(c.incoming_id)
@@ -403,13 +405,14 @@ def _apply_drops(repo: Repository, number: int, pop: Population, r: CollisionRep
             gone.setdefault(c.existing, set()).add(c.existing_id)
         for k in r.id_clashes:
             gone.setdefault(k.existing, set()).add(k.id)
+        existing_side = set(gone)
     for name in r.incoming:
         losers = _duplicate_losers(r, name, gone.get(name, set()) if policy == "drop-incoming" else set())
         if losers:
             gone.setdefault(name, set()).update(losers)
     for name in sorted(gone):
         meta = None
-        if name not in r.incoming:
+        if name in existing_side:
             meta = {"needs_refinement": True,
                     "needs_refinement_reason": f"pull request #{number} ({policy}) removed colliding particles"}
         pop, n = _drop(repo, pop, name, gone[name], meta)

@@ -148,10 +148,14 @@ def test_check_follows_the_source_branch(mem: Repository) -> None:
 def test_fail_refuses_and_writes_no_ref(mem: Repository) -> None:
     setup(mem)
     open_pull(mem, "feature", "main", "Add B", time=TM)
+    moved = mem.commit(mem.population("feature"), message="same population, new commit", branch="feature",
+                       author="t", time=T2)  # followed by the check, but a refused merge records nothing
     before = dict(mem.refs.list())
     with pytest.raises(MergeConflict, match=r"#1: 2 collisions, 1 duplicates, 1 reclassifications; merge refused"):
         merge_pull(mem, 1, policy="fail")
     assert dict(mem.refs.list()) == before
+    assert get_pull(mem, 1)[1].head != moved
+    assert check_pull(mem, 1).pull.head == moved == get_pull(mem, 1)[1].head
 
 
 def test_drop_incoming_merge_commit_and_idempotence(mem: Repository) -> None:
