@@ -43,6 +43,7 @@ from ..store import (
     ObjectNotFound,
     ObjectStore,
     array_ref,
+    canonical_json,
     check_hash,
     deref,
     hash_record,
@@ -95,15 +96,15 @@ def pointer_key(key: str) -> str:
 
 
 def _json_stats(stats: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-safe part of a stats dict (finite numbers, strings, bools, None)."""
+    """The canonical-JSON-safe entries of a stats dict (numpy scalars as numbers; others dropped)."""
     out: dict[str, Any] = {}
     for k, v in stats.items():
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and not np.isfinite(v):
+        v = v.item() if isinstance(v, np.generic) else v
+        try:
+            canonical_json(v)
+        except InvalidInput:
             continue
-        if v is None or isinstance(v, (bool, int, float, str)):
-            out[str(k)] = v
+        out[str(k)] = v
     return out
 
 
