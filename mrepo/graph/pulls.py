@@ -278,7 +278,9 @@ def analyse(repo: Repository, target: str, head: str, *, overlap_factor: float =
         conflicts = [{**asdict(c), "resolution": None} for c in mreport.conflicts]
     base_species = base.species if base else {}
     incoming = _species_set(repo, {n: h for n, h in theirs.species.items() if base_species.get(n) != h})
-    existing = {n: v for n, v in _species_set(repo, ours.species).items() if len(v[1])}  # empty: nothing to hit
+    # the target's species that the merge keeps (one the source deleted cannot be hit); empty ones hit nothing
+    kept = {n: h for n, h in ours.species.items() if n in merged.species}
+    existing = {n: v for n, v in _species_set(repo, kept).items() if len(v[1])}
     needed = {k for _, t in (*incoming.values(), *existing.values()) for k in t.items}
     kinds = item_kinds(repo, merged, needed)
     report = check_collisions(incoming, existing, kinds, overlap_factor=overlap_factor,

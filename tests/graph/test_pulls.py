@@ -342,3 +342,15 @@ def test_bad_policy_and_target(mem: Repository) -> None:
     open_pull(mem, "feature", "main", "x")
     with pytest.raises(InvalidInput, match="unknown pull request policy 'ours'"):
         merge_pull(mem, 1, policy="ours")  # type: ignore[arg-type]
+
+
+def test_species_the_source_deletes_cannot_be_hit(mem: Repository) -> None:
+    setup(mem)
+    pop = mem.population("feature")
+    mem.commit(Population(pop.name, pop.sources, {"B": pop.species["B"]}), message="replace A by B",
+               branch="feature", author="t", time=T2)
+    open_pull(mem, "feature", "main", "A becomes B", time=TM)
+    r = check_pull(mem, 1).report
+    assert r.existing == ["C"] and r.collisions == [] and r.reclassifications == []
+    m = merge_pull(mem, 1, policy="drop-incoming", author="t", time=TM)
+    assert sorted(mem.population(m.commit).species) == ["B", "C"] and m.dropped == {"B": 1}  # 202 duplicates 201
