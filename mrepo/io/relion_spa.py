@@ -7,7 +7,7 @@ data_optics rlnMicrographPixelSize, else rlnMicrographOriginalPixelSize; it must
 with each MRC header's voxel size (when set). Per-micrograph CTF: micrographs.star
 rlnDefocusU/V/Angle, else the first particle of that micrograph. Paths in STAR files
 are relative to the RELION project folder. Items are named by the micrograph file name
-without folders and extension; ``metadata.relion_name`` keeps the original name.
+without folders and extension (the raw uri keeps the full path).
 No Fourier layout is involved in this module.
 """
 
@@ -115,8 +115,7 @@ def spa_items(names: list[str], info: dict[str, dict], project: Path, staging: S
                                                    what=f"{n} ctf")}
         if d["phase"] is not None:
             models["phase_shift"] = staging.objects.put_array(np.full(nframes, float(d["phase"])))
-        items.append(Item("frames", key, raw_data(path, copy=copy, staging=staging), imaging, models,
-                          metadata={"relion_name": n}))
+        items.append(Item("frames", key, raw_data(path, copy=copy, staging=staging), imaging, models))
     return items
 
 

@@ -130,8 +130,7 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
                   "global_shifts": put(np.stack([col["rlnTomoXShiftAngst"], col["rlnTomoYShiftAngst"]], 1))}
         if "rlnPhaseShift" in df.columns:
             models["phase_shift"] = put(numeric(df, "rlnPhaseShift", ts_path, name))
-        items.append(Item("tilts", name, raw, imaging, models,
-                          metadata={"relion_tilt_names": strings(df, "rlnMicrographName", ts_path, name)}))
+        items.append(Item("tilts", name, raw, imaging, models))
     return items
 
 
