@@ -14,7 +14,6 @@ pose = R_p(t_i) (Rxyz(ω_i) A_i)^T. No Fourier layout here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,7 +74,7 @@ class Parameters:
     astigmatism: Tensor
     stage: Tensor
     warp: Tensor | None = None
-    groups: dict[str, bool] = field(default_factory=dict)
+    gauge: set[str] = field(default_factory=set)
 
     @classmethod
     def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None) -> Parameters:
@@ -99,6 +98,17 @@ class Parameters:
             stage=torch.zeros((n, 3), dtype=_DT), warp=warp,
         )
 
+    def effective(self) -> tuple[Tensor, Tensor]:
+        """Translation and rotation offsets with the gauge fixed: their mean over particles is
+        removed when they are refined together with global shifts / stage corrections (which
+        otherwise absorb the same common motion)."""
+        t, r = self.translation, self.rotation
+        if "translation" in self.gauge and t.shape[0]:
+            t = t - t.mean(0, keepdim=True)
+        if "rotation" in self.gauge and r.shape[0]:
+            r = r - r.mean(0, keepdim=True)
+        return t, r
+
     def named(self) -> dict[str, Tensor]:
         out = {"shifts": self.shifts, "translation": self.translation, "rotation": self.rotation,
                "defocus": self.defocus, "astigmatism": self.astigmatism, "stage": self.stage}
@@ -119,7 +129,7 @@ class Parameters:
     def detached(self) -> Parameters:
         d = {k: v.detach().clone() for k, v in self.named().items()}
         return Parameters(d["shifts"], d["translation"], d["rotation"], d["defocus"], d["astigmatism"],
-                          d["stage"], d.get("warp"))
+                          d["stage"], d.get("warp"), set(self.gauge))
 
 
 @dataclass
@@ -158,6 +168,7 @@ def _warp(model: ItemModel, nodes: Tensor | None, pos_px: Tensor, t: Tensor) -> 
     if nodes is None:
         return torch.zeros_like(pos_px)
     grid = CubicSplineGrid(tuple(nodes.shape[1:]))
+    nodes = nodes - nodes.mean(dim=(1, 2), keepdim=True)  # no global translation: that is the shifts' job
     size = torch.tensor([model.width, model.height], dtype=pos_px.dtype)
     pts = torch.cat([pos_px.detach() / size, t.expand(pos_px.shape[:-1])[..., None]], dim=-1)
     w = grid.weights(pts.reshape(-1, 3))  # (P*n, N)
@@ -171,9 +182,10 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
     traj = _Trajectory(model.time, particles.temporal_samples)
     coords = torch.from_numpy(particles.coordinates).to(_DT)
     xyz = traj(coords)  # (P, n, 3) Å
-    dxy = traj(params.translation)  # (P, n, 2) px
+    translation, rotation = params.effective()
+    dxy = traj(translation)  # (P, n, 2) px
     r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
-    rotvec = traj(rel + torch.deg2rad(params.rotation))
+    rotvec = traj(rel + torch.deg2rad(rotation))
     poses = r0[:, None] @ axis_angle_to_matrix(rotvec)  # (P, n, 3, 3)
     ctf = torch.from_numpy(model.ctf).to(_DT)
     t_idx = torch.from_numpy(model.time).to(_DT)
@@ -214,12 +226,13 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
 def updated_particles(particles: ParticleSet, params: Parameters, model: ItemModel) -> ParticleSet:
     """New trajectories (coordinates Å, angles deg at the T nodes) with the offsets applied."""
     coords = particles.coordinates.copy()
-    tr = params.translation.detach().numpy() * model.pixel_size
+    translation, rotation = params.effective()
+    tr = translation.detach().numpy() * model.pixel_size
     coords[..., :2] += tr
     if model.kind == "frames":
         coords[..., 2] += DEFOCUS_UNIT * params.defocus.detach().numpy()[:, None]
     r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
-    mats = r0[:, None] @ axis_angle_to_matrix(rel + torch.deg2rad(params.rotation.detach()))
+    mats = r0[:, None] @ axis_angle_to_matrix(rel + torch.deg2rad(rotation.detach()))
     angles = torch.rad2deg(matrix_to_euler(mats)).numpy()
     return ParticleSet(coords, angles)
 
@@ -243,8 +256,7 @@ def updated_models(model: ItemModel, params: Parameters) -> dict[str, np.ndarray
         out["stage_corrections"] = corr
     out["ctf"] = ctf
     if p.warp is not None:
-        out["image_warp"] = p.warp.numpy() * ps
+        w = p.warp - p.warp.mean(dim=(1, 2), keepdim=True)
+        out["image_warp"] = w.numpy() * ps
     return out
 
-
-_ = math  # (kept for unit conversions in callers)

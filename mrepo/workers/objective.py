@@ -1,7 +1,12 @@
 """M's refinement target for one item: weighted normalised cross-correlation between
 CTF-premultiplied, whitened, masked particle images and reference projections.
 
-    M = Σ A·B / sqrt(Σ|A|² Σ|B|²),  A = W_i P(s, Θ_p,i),  B = FT(FT⁻¹(W_i CTF I / AS_i) D)
+    M = Σ A·B / sqrt(Σ|A|² CTF²/AS_i · Σ|W_i D I|²/AS_i),  A = W_i P(s, Θ_p,i),
+    B = FT(FT⁻¹(W_i CTF I / AS_i) D)
+
+The numerator is M's; the norms are those of the model W CTF P (band-limited CTF², as the
+premultiplied data) and of the data W I, so the CTF optimum is unbiased (with |B|² as the
+data norm, as printed in the paper, the defocus drifts towards high-power frequencies).
 
 summed over species, particles, exposures and Fourier shells up to each species'
 refinement resolution (M paper, Methods: Optimization procedure). Fourier layout:
@@ -23,8 +28,8 @@ from mrepo.kernels.fourier_slice import extract_slices
 from mrepo.kernels.fsc import normalized_cross_correlation_per_shell
 from mrepo.kernels.shifts import phase_shift
 from mrepo.workers.geometry import Geometry
-from mrepo.workers.imaging import (PatchGroup, circular_mask, exposure_weight_grid, premultiply, raw_crop,
-                                   shell_average)
+from mrepo.workers.imaging import (PatchGroup, circular_mask, ctf_squared, exposure_weight_grid, premultiply,
+                                   raw_crop, shell_average)
 from mrepo.workers.item_model import ItemModel
 from mrepo.workers.references import REFERENCE_PAD
 
@@ -41,8 +46,10 @@ class GroupState:
     inv_as: Tensor
     mask: Tensor
     shell_limit: int
+    power_b: Tensor | None = None
     cached: Tensor | None = None
     cached_residual: Tensor | None = None
+    cached_ctf2: Tensor | None = None
 
 
 @dataclass
@@ -78,10 +85,14 @@ def build_group_state(model: ItemModel, group: PatchGroup, diameter: float, reso
     inv_as = 1.0 / shell_average(raw_crop(group), size) if whiten else torch.ones(len(group.exposures), size,
                                                                                       size // 2 + 1)
     limit = min(size // 2, int(np.floor(box * model.pixel_size / resolution)))
-    return GroupState(group, weight, inv_as.float(), circular_mask(size, pixel, diameter), limit)
+    mask = circular_mask(size, pixel, diameter)
+    raw = torch.fft.rfft2(torch.fft.irfft2(raw_crop(group), s=(size, size)) * mask)
+    pb = normalized_cross_correlation_per_shell(raw, raw, weight**2 * inv_as, image_shape=(size, size)).cross
+    return GroupState(group, weight, inv_as.float(), mask, limit, pb[..., 1:limit + 1].sum(-1).double())
 
 
-def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_frozen: bool) -> Tensor:
+def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_frozen: bool) -> tuple[Tensor, Tensor]:
+    """Masked premultiplied images and the band-limited CTF² (P, g, b_g, b_g // 2 + 1)."""
     g = st.group
     e = g.exposures
     residual = geo.positions[idx][:, e] - g.centres
@@ -91,12 +102,15 @@ def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_fr
             with torch.no_grad():
                 st.cached = premultiply(model, g, residual.detach(), du, dv, ang)
                 st.cached_residual = residual.detach()
+                st.cached_ctf2 = ctf_squared(model, g, du, dv, ang)
         delta = (residual - st.cached_residual) * g.scale
         x = phase_shift(st.cached, -delta, (g.size, g.size))
+        ctf2 = st.cached_ctf2
     else:
         x = premultiply(model, g, residual, du, dv, ang)
+        ctf2 = ctf_squared(model, g, du, dv, ang)
     img = torch.fft.irfft2(x, s=(g.size, g.size)) * st.mask
-    return torch.fft.rfft2(img)
+    return torch.fft.rfft2(img), ctf2
 
 
 def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool,
@@ -112,18 +126,23 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
         rot = geo.rotations[sub.index]
         for st in sub.groups:
             g = st.group
-            b_img = _images(model, st, geo, sub.index, ctf_frozen) * (st.weight * st.inv_as)
+            x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen)
+            b_img = x * (st.weight * st.inv_as)
             ref = extract_slices(sub.volume_ft, rot[:, g.exposures], sub.box, REFERENCE_PAD)
             if g.size < sub.box:
                 ref = fourier_crop(ref, g.size)
             a_img = ref * st.weight
             s = normalized_cross_correlation_per_shell(a_img, b_img, image_shape=(g.size, g.size))
+            # unbiased norms: |W CTF P|² (band-limited CTF², whitened) and the fixed |W I|²
+            power_a = normalized_cross_correlation_per_shell(a_img, a_img, ctf2 * st.inv_as,
+                                                             image_shape=(g.size, g.size)).cross
+            s = s._replace(power_a=power_a, power_b=s.power_b)
             lim = st.shell_limit + 1
             rows = sub.index[:, None].expand(-1, len(g.exposures))
             cols = g.exposures[None, :].expand(len(sub.index), -1)
             cross = cross.index_put((rows, cols), s.cross[..., 1:lim].sum(-1).double(), accumulate=True)
             pa = pa.index_put((rows, cols), s.power_a[..., 1:lim].sum(-1).double(), accumulate=True)
-            pb = pb.index_put((rows, cols), s.power_b[..., 1:lim].sum(-1).double(), accumulate=True)
+            pb = pb.index_put((rows, cols), st.power_b, accumulate=True)
             if spectra:
                 ns = sub.box // 2 + 1
                 t = spec.setdefault(sub.species, torch.zeros(3, n, ns, dtype=torch.float64))

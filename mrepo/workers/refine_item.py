@@ -169,6 +169,10 @@ def _refine(ctx: _Context, params: Parameters) -> dict[str, float]:
                                 ("translation", s.refine_poses), ("rotation", s.refine_poses),
                                 ("stage", s.refine_stage_angles and tilts)) if on]
     ctf = [g for g, on in (("defocus", s.refine_defocus), ("astigmatism", s.refine_astigmatism)) if on]
+    if s.refine_shifts and s.refine_poses:
+        params.gauge.add("translation")
+    if s.refine_stage_angles and s.refine_poses and tilts:
+        params.gauge.add("rotation")
     subsets = ctx.subsets(params)
     with torch.no_grad():
         before = float(ctx.sums(subsets, params, ctf_frozen=False).target())

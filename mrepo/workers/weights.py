@@ -47,24 +47,24 @@ def fit_exposure_weights(nc: np.ndarray, frequencies: np.ndarray, *, shell_range
     y = torch.from_numpy(nc[:, lo:hi])
     k2 = torch.from_numpy(np.asarray(frequencies, np.float64)[lo:hi] ** 2)
     n = nc.shape[0]
-    b = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n, dtype=torch.float64, requires_grad=True)  # in units of 100 Å² (L-BFGS scaling)
     logw = torch.zeros(n, dtype=torch.float64, requires_grad=True)
     for _ in range(rounds):
         with torch.no_grad():
-            g = torch.exp(-0.25 * b[:, None] * k2) * torch.exp(logw)[:, None]
+            g = torch.exp(-25.0 * b[:, None] * k2) * torch.exp(logw)[:, None]
             mean = (y * g).sum(0) / g.sum(0).clamp_min(1e-12)
         opt = torch.optim.LBFGS([b, logw], lr=1, max_iter=50, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            model = mean[None] * torch.exp(-0.25 * b[:, None] * k2) * torch.exp(logw)[:, None]
+            model = mean[None] * torch.exp(-25.0 * b[:, None] * k2) * torch.exp(logw)[:, None]
             loss = torch.sqrt((y - model) ** 2 + 1e-8).sum()
             loss.backward()
             return loss
 
         opt.step(closure)
         with torch.no_grad():
-            b.clamp_(-max_bfactor, max_bfactor)
-    bb = b.detach().numpy()
+            b.clamp_(-max_bfactor / 100, max_bfactor / 100)
+    bb = 100.0 * b.detach().numpy()
     ww = np.exp(logw.detach().numpy())
     return np.stack([bb - bb.min(), ww / ww.max()], 1)
