@@ -1,0 +1,29 @@
+"""``mrepo refine`` end to end on a simulated population in a local folder."""
+
+from __future__ import annotations
+
+import torch
+from typer.testing import CliRunner
+
+from mrepo.cli import app
+from mrepo.graph import Repository
+from tests.workers.simdata import build_repo, frames_sim
+
+torch.set_num_threads(1)
+
+
+def test_cli_refine_one_iteration(tmp_path):
+    url = str(tmp_path / "repo")
+    build_repo(frames_sim(n_particles=6, n_frames=3), url=url, resolution=12.0)
+    res = CliRunner().invoke(app, ["refine", "--repo", url, "--iterations", "1", "--no-refine-shifts"])
+    assert res.exit_code == 0, res.output
+    repo = Repository.open(url)
+    _, c = repo.log("main")[0]
+    assert c.operation["name"] == "refine" and "refine iteration 1/1" in res.output
+
+
+def test_cli_refine_rejects_bad_grid(tmp_path):
+    url = str(tmp_path / "repo")
+    Repository.init(url)
+    res = CliRunner().invoke(app, ["refine", "--repo", url, "--refine-imagewarp", "3x3"])
+    assert res.exit_code != 0 and "image_warp" in res.output
