@@ -1,0 +1,109 @@
+"""``mrepo import ...``, ``mrepo export ...`` and ``mrepo checkout``: thin layers over mrepo.io."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..io import SpeciesFiles, import_relion5_tomo, import_relion_spa, import_sim
+from ..io.checkout import checkout as checkout_files
+from ..io.export_relion import export_relion
+from ..store import InvalidInput
+from .common import JsonOption, RepoOption, console, open_repo, print_json
+
+import_app = typer.Typer(help="Import RELION 5 tomography, RELION single-particle or simulator data.",
+                         no_args_is_help=True)
+export_app = typer.Typer(help="Export a commit as RELION files.", no_args_is_help=True)
+
+BranchOption = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default branch).")
+CopyOption = typer.Option(False, "--copy", help="Copy raw data into the repository (default: reference in place).")
+
+
+def _species(name: str | None, half1: Path | None, half2: Path | None, mask: Path | None, diameter: float | None,
+             symmetry: str, temporal_samples: int) -> SpeciesFiles | None:
+    given = [v is not None for v in (name, half1, half2, mask, diameter)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise InvalidInput("a species needs --species, --half1, --half2, --mask and --diameter together")
+    return SpeciesFiles(name, half1, half2, mask, diameter, symmetry, temporal_samples)  # type: ignore[arg-type]
+
+
+def _report(res, json: bool) -> None:
+    if json:
+        print_json(res)
+    else:
+        console.print(f"commit {res.commit}  (population {res.population[:12]}; sources: "
+                      f"{', '.join(res.sources) or '-'}; species: {', '.join(res.species) or '-'})")
+
+
+@import_app.command("relion5-tomo")
+def relion5_tomo(tomograms: Path = typer.Argument(..., help="tomograms.star"),
+                 source: str = typer.Option(..., help="Name of the new data source."),
+                 project: Path = typer.Option(Path("."), help="RELION project folder (STAR paths are relative to it)."),
+                 particles: Path = typer.Option(None, help="Particle STAR file (with --species and maps)."),
+                 species: str = typer.Option(None, help="Name of the species to create from --particles."),
+                 half1: Path = typer.Option(None), half2: Path = typer.Option(None), mask: Path = typer.Option(None),
+                 diameter: float = typer.Option(None, help="Species diameter in Å."),
+                 symmetry: str = typer.Option("C1"), temporal_samples: int = typer.Option(1),
+                 ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"),
+                 copy: bool = CopyOption, population: str = typer.Option("population"),
+                 branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Import RELION 5 tilt series (and optionally a species) into a new commit."""
+    sp = _species(species, half1, half2, mask, diameter, symmetry, temporal_samples)
+    res = import_relion5_tomo(open_repo(repo), tomograms, source=source, project=project, particles=particles,
+                              species=sp, copy=copy, ignore_unmatched=ignore_unmatched, population=population,
+                              branch=branch)
+    _report(res, json)
+
+
+@import_app.command("relion-spa")
+def relion_spa(particles: Path = typer.Argument(..., help="Particle STAR file (run_data.star)."),
+               source: str = typer.Option(..., help="Name of the new data source."),
+               project: Path = typer.Option(Path("."), help="RELION project folder."),
+               micrographs: Path = typer.Option(None, help="micrographs.star (per-micrograph CTF and pixel size)."),
+               species: str = typer.Option(None), half1: Path = typer.Option(None), half2: Path = typer.Option(None),
+               mask: Path = typer.Option(None), diameter: float = typer.Option(None),
+               symmetry: str = typer.Option("C1"), temporal_samples: int = typer.Option(1),
+               dose_per_frame: float = typer.Option(0.0, help="Dose per frame in e⁻/Å²."),
+               ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), copy: bool = CopyOption,
+               population: str = typer.Option("population"), branch: str = BranchOption, repo: str = RepoOption,
+               json: bool = JsonOption) -> None:
+    """Import RELION single-particle micrographs (and optionally a species) into a new commit."""
+    sp = _species(species, half1, half2, mask, diameter, symmetry, temporal_samples)
+    res = import_relion_spa(open_repo(repo), particles, source=source, project=project, micrographs=micrographs,
+                            species=sp, copy=copy, dose_per_frame=dose_per_frame, ignore_unmatched=ignore_unmatched,
+                            population=population, branch=branch)
+    _report(res, json)
+
+
+@import_app.command("sim")
+def sim(folder: Path = typer.Argument(..., help="Folder written by `mrepo sim`."),
+        truth: bool = typer.Option(False, "--truth", help="Import the ground truth instead of the initial values."),
+        source: str = typer.Option("sim"), copy: bool = CopyOption, population: str = typer.Option("population"),
+        branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Import a simulated dataset into a new commit."""
+    _report(import_sim(open_repo(repo), folder, truth=truth, source=source, copy=copy, population=population,
+                       branch=branch), json)
+
+
+@export_app.command("relion")
+def relion(commit: str = typer.Option("main", "--commit", "-c", help="Revision to export."),
+           out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
+    """Write tomograms.star, tilt-series STAR files, micrographs.star and per-species particles/maps."""
+    paths = export_relion(open_repo(repo), commit, out)
+    console.print(f"wrote {len(paths)} files under {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``import``, ``export`` and ``checkout`` to ``app``."""
+    app.add_typer(import_app, name="import")
+    app.add_typer(export_app, name="export")
+
+    @app.command()
+    def checkout(rev: str = typer.Argument(..., help="Revision to materialise."),
+                 out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
+        """Write every species' maps (MRC) and particles (STAR) of a commit under OUT."""
+        paths = checkout_files(open_repo(repo), rev, out)
+        console.print(f"wrote {len(paths)} files under {out}")

@@ -1,0 +1,60 @@
+"""``mrepo source add|list``: data sources from raw MRC files (thin layer over mrepo.io.source_add)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..io.source_add import add_source
+from .common import JsonOption, RepoOption, console, open_repo, print_json
+
+app = typer.Typer(help="Data sources: add raw frame or tilt series, list them.", no_args_is_help=True)
+
+
+def _floats(text: str | None) -> list[float] | None:
+    return None if text is None else [float(v) for v in text.split(",") if v.strip()]
+
+
+@app.command("add")
+def add(name: str = typer.Argument(..., help="Name of the new data source."),
+        files: list[Path] = typer.Argument(..., help="MRC files, one item each."),
+        kind: str = typer.Option(..., help="frames | tilts"), copy: bool = typer.Option(False, "--copy"),
+        pixel_size: float = typer.Option(None, help="Å (default: the MRC header)."),
+        voltage: float = typer.Option(300.0, help="kV"), cs: float = typer.Option(2.7, help="mm"),
+        amplitude_contrast: float = typer.Option(0.07), dose: float = typer.Option(0.0, help="e⁻/Å² per frame/tilt"),
+        defocus: float = typer.Option(None, help="Initial defocus in Å."),
+        tilt_angles: str = typer.Option(None, help="Comma-separated nominal tilt angles (deg, stack order)."),
+        volume_dimensions: str = typer.Option(None, help="Comma-separated tomogram size x,y,z in Å."),
+        hand: float = typer.Option(1.0), branch: str = typer.Option(None, "--branch", "-b"),
+        repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Add a data source with one item per file, in a new commit."""
+    res = add_source(open_repo(repo), name, files, kind=kind, copy=copy, pixel_size=pixel_size, voltage=voltage,
+                     cs=cs, amplitude_contrast=amplitude_contrast, dose=dose, defocus=defocus,
+                     tilt_angles=_floats(tilt_angles), volume_dimensions=_floats(volume_dimensions), hand=hand,
+                     branch=branch)
+    if json:
+        print_json(res)
+    else:
+        console.print(f"commit {res.commit}: added source {name!r}")
+
+
+@app.command("list")
+def list_sources(rev: str = typer.Argument(None, help="Revision (default: the default branch)."),
+                 repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """List the data sources of a commit with their item counts."""
+    r = open_repo(repo)
+    pop = r.population(rev)
+    rows = []
+    for name, h in sorted(pop.sources.items()):
+        src = r.source(h)
+        kinds = sorted({r.item(ih).kind for ih in src.items.values()})
+        rows.append({"name": name, "hash": h, "items": len(src.items), "kinds": kinds})
+    if json:
+        print_json(rows)
+        return
+    table = Table("name", "hash", "items", "kind")
+    for row in rows:
+        table.add_row(row["name"], row["hash"][:12], str(row["items"]), ",".join(row["kinds"]))
+    console.print(table)
