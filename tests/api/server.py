@@ -52,16 +52,24 @@ def thread_server(app) -> Iterator[str]:  # noqa: ANN001
         thread.join(10)
 
 
-def start_subprocess(repo: str | Path, port: int, tokens: Path | None, *extra: str,
-                     log: Path | None = None) -> subprocess.Popen:
-    """``mrepo serve`` as a child process (waits until it answers)."""
-    cmd = [sys.executable, "-c", "from mrepo.cli import main; main()", "serve", "--repo", str(repo), "--port", str(port), *extra]
-    if tokens is not None:
-        cmd += ["--tokens", str(tokens)]
+LAUNCH = ("import sys, uvicorn; from mrepo.api import create_app; "
+          "uvicorn.run(create_app(sys.argv[1], sys.argv[2] or None), host='127.0.0.1', port=int(sys.argv[3]), "
+          "log_level='warning', access_log=False)")
+
+
+def start_subprocess(repo: str | Path, port: int, tokens: Path | None, *, cli: bool = False,
+                     log: Path | None = None, timeout: float = 90.0) -> subprocess.Popen:
+    """A server as a child process (waits until it answers): ``mrepo serve`` when ``cli``, else a lighter
+    launcher of the same app (the CLI also imports the simulator and torch, slow on a loaded machine)."""
+    if cli:
+        cmd = [sys.executable, "-c", "from mrepo.cli import main; main()", "serve", "--repo", str(repo),
+               "--port", str(port)] + (["--tokens", str(tokens)] if tokens else [])
+    else:
+        cmd = [sys.executable, "-c", LAUNCH, str(repo), str(tokens or ""), str(port)]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        wait_up(f"http://127.0.0.1:{port}")
+        wait_up(f"http://127.0.0.1:{port}", timeout)
     except TimeoutError:
         proc.kill()
         raise

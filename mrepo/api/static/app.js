@@ -121,7 +121,7 @@ function showGraph(data) {
 
 // ------------------------------------------------------------------ species
 function fscPlot(fsc) {
-  const w = 260, h = 150, m = 28;
+  const w = 340, h = 150, m = 28;
   const plot = svg("svg", { width: w, height: h, class: "fsc" });
   if (!fsc || fsc.error) {
     const t = svg("text", { x: 10, y: h / 2, "font-size": 12 });
@@ -138,7 +138,7 @@ function fscPlot(fsc) {
   const pts = fsc.frequency.map((f, i) => `${X(f).toFixed(1)},${Y(fsc.fsc[i]).toFixed(1)}`).join(" ");
   plot.append(svg("polyline", { points: pts, fill: "none", stroke: "#1f3a5f", "stroke-width": 2, class: "fsc-curve" }));
   const label = svg("text", { x: m, y: h - 8, "font-size": 11 });
-  label.textContent = `FSC vs frequency, 0 … ${fmax.toFixed(3)} 1/Å (dashed: 0.143)`;
+  label.textContent = `FSC, 0 … ${fmax.toFixed(3)} 1/Å (dashed 0.143)`;
   plot.append(label);
   return plot;
 }

@@ -1,0 +1,128 @@
+"""Concurrency and crash safety: many pushers, one contended branch, a server killed mid-upload."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mrepo.graph import Commit, Population, Repository, push, verify
+from mrepo.store import RefConflict, hash_bytes
+from tests.api.conftest import Served, make_tokens
+from tests.api.server import free_port, start_subprocess
+from tests.factories import make_population
+
+
+def _commits(repo: Repository, base: str, n: int, tag: str) -> list[str]:
+    """``n`` commits on top of ``base``, each with its own population record (new objects to push)."""
+    pop = repo.population(base)
+    out = []
+    for i in range(n):
+        p = replace(pop, metadata={"client": f"{tag}{i}"})
+        c = Commit((base,), p.save(repo.objects), "t", "2025-01-02T00:00:00Z", f"{tag} {i}", {"name": "commit"}, "test")
+        out.append(c.save(repo.objects))
+    return out
+
+
+def test_32_pushers_and_8_racers(served: Served, tmp_path) -> None:
+    local = Repository.init(str(tmp_path / "local"))
+    base = local.commit(make_population(local, n_items=1), message="base", branch="race", author="t",
+                        time="2025-01-01T00:00:00Z")
+    push(local, served.url, "race", options=served.opts("write"))
+    solo, racers = _commits(local, base, 32, "solo"), _commits(local, base, 8, "race")
+    for i, h in enumerate(solo):
+        local.refs.update(f"refs/heads/b{i}", h, None)
+    for i, h in enumerate(racers):
+        local.refs.update(f"refs/heads/r{i}", h, None)
+
+    def job(args: tuple[str, str]) -> str:
+        branch, remote_branch = args
+        try:
+            push(local, served.url, branch, remote_branch=remote_branch, options=served.opts("write"), workers=2)
+            return "ok"
+        except RefConflict:
+            return "conflict"
+
+    jobs = [(f"b{i}", f"b{i}") for i in range(32)] + [(f"r{i}", "race") for i in range(8)]
+    start = time.monotonic()
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(job, jobs))
+    assert time.monotonic() - start < 60
+    assert results[:32] == ["ok"] * 32
+    assert sorted(results[32:]) == ["conflict"] * 7 + ["ok"]
+    server = served.repo()
+    assert {b: server.head(b) for b in (f"b{i}" for i in range(32))} == {f"b{i}": h for i, h in enumerate(solo)}
+    winner = racers[results[32:].index("ok")]
+    assert server.head("race") == winner
+    assert verify(server.storage).ok
+
+
+def _intact(root: Path) -> None:
+    """Every visible object on disk hashes to its name; every visible array verifies."""
+    repo = Repository.open(str(root))
+    for entry in repo.storage.backend.list("objects/"):
+        h = entry.key.removeprefix("objects/").replace("/", "")
+        assert hash_bytes(repo.storage.backend.get(entry.key)) == h
+    for entry in repo.storage.backend.list("arrays/"):
+        if entry.key.endswith("zarr.json"):
+            repo.objects.get_array(entry.key.split("/")[1], verify=True)
+    repo.close()
+
+
+def test_server_killed_mid_upload_then_push_retry_completes(tmp_path) -> None:
+    root = tmp_path / "srv"
+    Repository.init(str(root)).close()
+    tokens = make_tokens(tmp_path / "tokens.toml")
+    local = Repository.init(str(tmp_path / "local"))
+    head = local.commit(make_population(local, n_items=40, species=("a", "b", "c")), message="big", branch="dev",
+                        author="t", time="2025-01-01T00:00:00Z")
+    port = free_port()
+    log = tmp_path / "server.log"
+    proc = start_subprocess(root, port, tmp_path / "tokens.toml", log=log)
+    url = f"http://127.0.0.1:{port}/repo"
+    outcome: dict[str, object] = {}
+
+    def pusher() -> None:
+        try:
+            push(local, url, "dev", options={"token": tokens["write"], "retries": 30, "backoff": 0.1}, workers=4)
+            outcome["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=pusher)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 30
+        while log.read_text().count('"PUT"') < 15:
+            assert time.monotonic() < deadline, "upload did not start"
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait(10)
+        puts_before = log.read_text().count('"PUT"')
+        assert Repository.open(str(root)).head("dev") is None  # the ref never moved
+        _intact(root)
+        proc = start_subprocess(root, port, tmp_path / "tokens.toml", log=log)
+        thread.join(60)
+        assert outcome.get("ok"), outcome
+        assert log.read_text().count('"PUT"') > puts_before
+    finally:
+        proc.kill()
+        proc.wait(10)
+    repo = Repository.open(str(root))
+    assert repo.head("dev") == head
+    report = verify(repo.storage)
+    assert report.ok, report.problems
+    _intact(root)
+
+
+@pytest.mark.parametrize("n", [1])
+def test_population_identity_after_push(served: Served, tmp_path, n: int) -> None:
+    local = Repository.init(str(tmp_path / "p"))
+    local.commit(make_population(local, n_items=n), message="m", branch="dev", author="t", time="2025-01-01T00:00:00Z")
+    push(local, served.url, "dev", options=served.opts("write"))
+    assert served.repo().population("dev") == local.population("dev")
+    assert isinstance(served.repo().population("dev"), Population)
