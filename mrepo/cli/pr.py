@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..graph.collisions import DEFAULT_OVERLAP_FACTOR, CollisionReport
@@ -40,15 +41,15 @@ LimitOption = typer.Option(20, "--limit", "-n", help="Rows of colliding pairs to
 
 
 def _pull_line(pr: PullRequest) -> str:
-    return f"#{pr.number:<4} {pr.state:7} {pr.source} -> {pr.into}  {pr.title}  ({pr.author}, {pr.created})"
+    return escape(f"#{pr.number:<4} {pr.state:7} {pr.source} -> {pr.into}  {pr.title}  ({pr.author}, {pr.created})")
 
 
 def _print_pull(pr: PullRequest, report: CollisionReport | None) -> None:
-    console.print(f"[bold]#{pr.number} {pr.title}[/]  [{pr.state}]")
+    console.print(f"[bold]#{pr.number} {escape(pr.title)}[/]  \\[{pr.state}]")
     console.print(f"from    {pr.source} at {pr.head[:12]}\ninto    {pr.into}\nauthor  {pr.author}\n"
                   f"created {pr.created}  updated {pr.updated}")
     if pr.description:
-        console.print(f"\n    {pr.description}\n")
+        console.print(f"\n    {escape(pr.description)}\n")
     if pr.merge_commit:
         console.print(f"merged  {pr.merge_commit[:12]}")
     if report is not None:

@@ -152,6 +152,11 @@ class CollisionReport:
         parts = [f"{n} {k.replace('_', ' ')}" for k, n in self.counts().items() if n]
         return ", ".join(parts) or "no findings"
 
+    def blocking_summary(self) -> str:
+        """One line: the counts that block a ``fail`` merge (conflicts, collisions, duplicates, id clashes)."""
+        parts = [f"{n} {k.replace('_', ' ')}" for k, n in self.counts().items() if n and k != "reclassifications"]
+        return ", ".join(parts) or "nothing blocking"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "overlap_factor": self.overlap_factor, "reclass_tolerance": self.reclass_tolerance,

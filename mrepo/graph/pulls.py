@@ -377,7 +377,7 @@ def merge_pull(repo: Repository, number: int, *, policy: PullPolicy = "fail",
         raise MergeConflict(f"pull request #{number}: {len(r.conflicts)} merge conflict(s) with {pr.into!r} "
                             f"(report {rh[:12]}); resolve them on the source branch")
     if policy == "fail" and not r.clean:
-        raise MergeConflict(f"pull request #{number}: {r.summary()}; merge refused with policy 'fail' "
+        raise MergeConflict(f"pull request #{number}: {r.blocking_summary()}; merge refused with policy 'fail' "
                             f"(report {rh[:12]})")
     merged, dropped = a.merged, {}
     if policy in ("drop-incoming", "drop-existing") and not r.clean:

@@ -151,7 +151,7 @@ def test_fail_refuses_and_writes_no_ref(mem: Repository) -> None:
     moved = mem.commit(mem.population("feature"), message="same population, new commit", branch="feature",
                        author="t", time=T2)  # followed by the check, but a refused merge records nothing
     before = dict(mem.refs.list())
-    with pytest.raises(MergeConflict, match=r"#1: 2 collisions, 1 duplicates, 1 reclassifications; merge refused"):
+    with pytest.raises(MergeConflict, match=r"#1: 2 collisions, 1 duplicates; merge refused"):
         merge_pull(mem, 1, policy="fail")
     assert dict(mem.refs.list()) == before
     assert get_pull(mem, 1)[1].head != moved
@@ -354,3 +354,15 @@ def test_species_the_source_deletes_cannot_be_hit(mem: Repository) -> None:
     assert r.existing == ["C"] and r.collisions == [] and r.reclassifications == []
     m = merge_pull(mem, 1, policy="drop-incoming", author="t", time=TM)
     assert sorted(mem.population(m.commit).species) == ["B", "C"] and m.dropped == {"B": 1}  # 202 duplicates 201
+
+
+def test_concurrent_opens_take_distinct_numbers(tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = str(tmp_path / "r")
+    setup(Repository.init(url))
+    with ThreadPoolExecutor(4) as pool:  # one Repository per writer, as separate processes would have
+        numbers = list(pool.map(lambda i: open_pull(Repository.open(url), "feature", "main", f"t{i}").number,
+                                range(6)))
+    assert sorted(numbers) == [1, 2, 3, 4, 5, 6]
+    assert sorted(p.title for p in list_pulls(Repository.open(url))) == [f"t{i}" for i in range(6)]
