@@ -9,12 +9,13 @@ import typer
 from ..io import SpeciesFiles, import_relion5_tomo, import_relion_spa, import_sim
 from ..io.checkout import checkout as checkout_files
 from ..io.export_relion import export_relion
+from ..io.m_format import export_m, import_m_species
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, open_repo, print_json
 
-import_app = typer.Typer(help="Import RELION 5 tomography, RELION single-particle or simulator data.",
+import_app = typer.Typer(help="Import RELION 5 tomography, RELION single-particle, M species or simulator data.",
                          no_args_is_help=True)
-export_app = typer.Typer(help="Export a commit as RELION files.", no_args_is_help=True)
+export_app = typer.Typer(help="Export a commit as RELION files or an M population.", no_args_is_help=True)
 
 BranchOption = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default branch).")
 CopyOption = typer.Option(False, "--copy", help="Copy raw data into the repository (default: reference in place).")
@@ -86,6 +87,23 @@ def sim(folder: Path = typer.Argument(..., help="Folder written by `mrepo sim`."
     """Import a simulated dataset into a new commit."""
     _report(import_sim(open_repo(repo), folder, truth=truth, source=source, copy=copy, population=population,
                        branch=branch), json)
+
+
+@import_app.command("m")
+def m(population_file: Path = typer.Argument(..., help="M .population file."),
+      ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), branch: str = BranchOption,
+      repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Import the species of an M population (items must already be in the repository)."""
+    _report(import_m_species(open_repo(repo), population_file, ignore_unmatched=ignore_unmatched, branch=branch),
+            json)
+
+
+@export_app.command("m")
+def m_export(commit: str = typer.Option("main", "--commit", "-c", help="Revision to export."),
+             out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
+    """Write an M population folder (.population, .source, .species XML and species folders)."""
+    paths = export_m(open_repo(repo), commit, out)
+    console.print(f"wrote {len(paths)} files under {out}")
 
 
 @export_app.command("relion")

@@ -1,0 +1,224 @@
+"""M population folders (warpem/warp WarpLib/Sociology/Population.cs, DataSource.cs, Species.cs).
+
+Layout written by :func:`export_m` (M's own layout)::
+
+    <out>/<population>.population    <Population><Param Name=.. Value=../>
+                                     <Species><Species GUID Path/></Species><Sources><Source GUID Path/></Sources>
+    <out>/<source>.source            <DataSource> Params (GUID, Version, Name, PixelSize, DimensionsX/Y/Z,
+                                     DosePerAngstromFrame, ...), UsedSpecies, <Files><File Hash Name/></Files>
+    <out>/species/<name>_<guid8>/<name>.species       <Species> Params (GUID, Name, PixelSize,
+                                     DiameterAngstrom, Symmetry, TemporalResolutionMovement/Rotation, ...)
+    <out>/species/<name>_<guid8>/<name>_half1.mrc, _half2.mrc, _mask.mrc
+    <out>/species/<name>_<guid8>/<name>_particles.star   wrpCoordinateX/Y/Z<t> (Å), wrpAngleRot/Tilt/Psi<t>
+                                     (deg), wrpRandomSubset (1/2), wrpSourceName, wrpSourceHash
+
+GUIDs are derived from the mrepo object hashes (deterministic). ``File Hash`` and
+``wrpSourceHash`` hold mrepo's item key (BLAKE3 of the raw data); M only compares
+these strings with each other. ``File Name`` is the item's raw file name (tilt series:
+``<name>.tomostar`` as M expects). M's DiameterAngstrom is an integer: diameters are
+rounded. The per-item Warp XML metadata M also needs next to the files is not written.
+
+:func:`import_m_species` reads the species of an M population folder and links particles
+to items already in the repository by wrpSourceHash (mrepo item key) or else wrpSourceName
+(file name without extension = item name). No Fourier layout is involved in this module.
+"""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..graph import Item, Repository
+from ..store import InvalidInput
+from .export_relion import _order, population_items
+from .mrc import write_mrc
+from .raw_access import raw_paths
+from .relion_particles import ParticleRows
+from .species_build import build_species, read_species_maps
+from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items, name_key
+from .star import block, integers, numeric, read_star, require_columns, strings, write_star
+
+__all__ = ["export_m", "import_m_species", "guid_for"]
+
+
+def guid_for(h: str) -> str:
+    """A deterministic GUID for an mrepo object hash."""
+    return str(uuid.UUID(hex=h[:32]))
+
+
+def _params(parent: ET.Element, params: dict[str, object]) -> None:
+    for k, v in params.items():
+        ET.SubElement(parent, "Param", Name=k, Value=str(v))
+
+
+def _write_xml(root: ET.Element, path: Path) -> Path:
+    ET.indent(root, space="\t")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def _file_name(repo: Repository, item: Item) -> str:
+    return f"{item.name}.tomostar" if item.kind == "tilts" else raw_paths(repo, item)[0].name
+
+
+def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
+    """Write the population at ``rev`` as an M population folder; returns written paths."""
+    out = Path(out)
+    commit = repo.resolve(rev)
+    pop = repo.population(commit)
+    items = population_items(repo, pop)
+    written: list[Path] = []
+    proot = ET.Element("Population")
+    _params(proot, {"Name": pop.name})
+    sp_el, src_el = ET.SubElement(proot, "Species"), ET.SubElement(proot, "Sources")
+    for name, h in sorted(pop.species.items()):
+        sp = repo.species(h)
+        guid = guid_for(h)
+        folder = out / "species" / f"{name}_{guid[:8]}"
+        rel = f"species/{name}_{guid[:8]}/{name}.species"
+        ET.SubElement(sp_el, "Species", GUID=guid, Path=rel)
+        sroot = ET.Element("Species")
+        _params(sroot, {"GUID": guid, "Version": h[:8], "DontVersion": "False", "PreviousVersion": "",
+                        "Name": name, "PixelSize": repr(float(sp.pixel_size)),
+                        "DiameterAngstrom": int(round(sp.diameter)), "Symmetry": sp.symmetry,
+                        "TemporalResolutionMovement": sp.temporal_samples,
+                        "TemporalResolutionRotation": sp.temporal_samples,
+                        "GlobalResolution": repr(float(sp.resolution or 0.0))})
+        ET.SubElement(sroot, "UsedDataSources")
+        written.append(_write_xml(sroot, out / rel))
+        for suffix, ah in (("half1", sp.half1), ("half2", sp.half2), ("mask", sp.mask)):
+            written.append(write_mrc(folder / f"{name}_{suffix}.mrc", repo.objects.get_array(ah), sp.pixel_size))
+        table = repo.particles(sp.particles)
+        order = _order(table, items)
+        keys = table.item_keys()[order].tolist()
+        cols: dict[str, object] = {}
+        for t in range(table.temporal_samples):
+            for i, a in enumerate("XYZ"):
+                cols[f"wrpCoordinate{a}{t + 1}"] = table.coordinates[order, t, i]
+        for t in range(table.temporal_samples):
+            for i, a in enumerate(("Rot", "Tilt", "Psi")):
+                cols[f"wrpAngle{a}{t + 1}"] = table.angles[order, t, i]
+        cols["wrpRandomSubset"] = table.half[order].astype(np.int64)
+        cols["wrpSourceName"] = [_file_name(repo, items[k]) for k in keys]
+        cols["wrpSourceHash"] = keys
+        written.append(write_star(folder / f"{name}_particles.star", {"": pd.DataFrame(cols)}))
+    for sname, sh in sorted(pop.sources.items()):
+        src = repo.source(sh)
+        its = [items[k] for k in sorted(src.items)]
+        first = its[0].imaging if its else {}
+        guid = guid_for(sh)
+        ET.SubElement(src_el, "Source", GUID=guid, Path=f"{sname}.source")
+        root = ET.Element("DataSource")
+        dims = first.get("volume_dimensions") or [v * first.get("pixel_size", 1.0)
+                                                  for v in first.get("dimensions", [0, 0, 0])[:2]] + [0]
+        _params(root, {"GUID": guid, "Version": sh[:8], "DontVersion": "False", "PreviousVersion": "",
+                       "Name": sname, "RelativeWeight": 1, "PixelSize": repr(float(first.get("pixel_size", 1.0))),
+                       "DimensionsX": dims[0], "DimensionsY": dims[1], "DimensionsZ": dims[2], "FrameLimit": -1,
+                       "DosePerAngstromFrame": repr(float((first.get("exposure") or [0.0])[0])),
+                       "GainPath": "", "DefectsPath": ""})
+        ET.SubElement(root, "UsedSpecies")
+        files = ET.SubElement(root, "Files")
+        for it in its:
+            ET.SubElement(files, "File", Hash=it.key, Name=_file_name(repo, it))
+        written.append(_write_xml(root, out / f"{sname}.source"))
+    written.append(_write_xml(proot, out / f"{pop.name}.population"))
+    return written
+
+
+def _parse_xml(path: Path, tag: str) -> ET.Element:
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: malformed XML ({exc})") from None
+    if root.tag != tag:
+        raise InvalidInput(f"{path}: root element is <{root.tag}>, expected <{tag}>")
+    return root
+
+
+def _param(root: ET.Element, name: str, path: Path) -> str:
+    for p in root.findall("Param"):
+        if p.get("Name") == name:
+            return p.get("Value", "")
+    raise InvalidInput(f"{path}: no <Param Name=\"{name}\">")
+
+
+def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict, ignore_unmatched: bool
+            ) -> tuple[ParticleRows, int]:
+    blocks = read_star(star)
+    df = next(iter(blocks.values()))
+    bname = next(iter(blocks))
+    require_columns(df, ["wrpCoordinateX1", "wrpCoordinateY1", "wrpAngleRot1", "wrpAngleTilt1", "wrpAnglePsi1",
+                         "wrpRandomSubset", "wrpSourceHash", "wrpSourceName"], star, bname)
+    samples = 1
+    while f"wrpCoordinateX{samples + 1}" in df.columns:
+        samples += 1
+    hashes = strings(df, "wrpSourceHash", star, bname)
+    names = strings(df, "wrpSourceName", star, bname)
+    resolved = [h if h in repo_items else n for h, n in zip(hashes, names)]
+    by_key = {k: [("", "", it)] for k, it in repo_items.items()}
+    keep, matched = match_items(resolved, {**index, **by_key}, where=str(star), ignore_unmatched=ignore_unmatched)
+    coords = np.stack([np.stack([numeric(df, f"wrpCoordinate{a}{t + 1}", star, bname) if
+                                 f"wrpCoordinate{a}{t + 1}" in df.columns else np.zeros(len(df))
+                                 for a in "XYZ"], 1) for t in range(samples)], 1)
+    angles = np.stack([np.stack([numeric(df, f"wrpAngle{a}{min(t, samples - 1) + 1}", star, bname)
+                                 for a in ("Rot", "Tilt", "Psi")], 1) for t in range(samples)], 1)
+    half = integers(df, "wrpRandomSubset", star, bname)
+    kept = [it for it, k in zip(matched, keep) if k]
+    rows = ParticleRows([it.key for it in kept], coords[keep][:, 0], angles[keep][:, 0], half[keep], {}, kept)
+    rows.coordinates_t = coords[keep]  # type: ignore[attr-defined]
+    rows.angles_t = angles[keep]  # type: ignore[attr-defined]
+    return rows, samples
+
+
+def import_m_species(repo: Repository, population_file: str | Path, *, ignore_unmatched: bool = False,
+                     branch: str | None = None) -> ImportResult:
+    """Add every species of an M population folder to the branch's population (items must exist)."""
+    pfile = Path(population_file)
+    root = _parse_xml(pfile, "Population")
+    pop = current_population(repo, branch)
+    if pop is None:
+        raise InvalidInput(f"branch {branch or repo.default_branch!r} has no population yet: import data first")
+    items = population_items(repo, pop)
+    index = item_index_by_name(repo, pop)
+    staging = Staging(repo)
+    try:
+        new = {}
+        for el in root.findall("Species/Species"):
+            spath = pfile.parent / el.get("Path", "")
+            sroot = _parse_xml(spath, "Species")
+            name = _param(sroot, "Name", spath)
+            if sroot.findall("Param") and _param(sroot, "GUID", spath) != el.get("GUID"):
+                raise InvalidInput(f"{spath}: GUID does not match the one in {pfile}")
+            try:
+                diameter = float(_param(sroot, "DiameterAngstrom", spath))
+                temporal = int(_param(sroot, "TemporalResolutionMovement", spath))
+            except ValueError as exc:
+                raise InvalidInput(f"{spath}: bad numeric parameter ({exc})") from None
+            folder = spath.parent
+            maps = read_species_maps(folder / f"{name}_half1.mrc", folder / f"{name}_half2.mrc",
+                                     folder / f"{name}_mask.mrc")
+            rows, samples = _m_rows(folder / f"{name}_particles.star", temporal, items, index, ignore_unmatched)
+            used = {it.key for it in rows.items}
+            contributors = sorted({h for e in index.values() for _, h, it in e if it.key in used})
+            sp = build_species(staging.objects, name=name, maps=maps, rows=rows, diameter=diameter,
+                               symmetry=_param(sroot, "Symmetry", spath), temporal_samples=1,
+                               star_path=folder / f"{name}_particles.star", contributors=contributors)
+            if samples > 1 or temporal > 1:
+                from ..graph import ParticleTable
+                from .staging import particle_ids
+                t = max(samples, temporal)
+                c = np.repeat(rows.coordinates_t, t // samples, axis=1) if samples < t else rows.coordinates_t
+                a = np.repeat(rows.angles_t, t // samples, axis=1) if samples < t else rows.angles_t
+                table = ParticleTable.build(particle_ids(rows.item_keys), rows.item_keys, c, a, rows.half)
+                sp = sp.evolve(particles=table.save(staging.objects), temporal_samples=t)
+            new[name] = sp
+        op = {"name": "import-m", "population": str(pfile), "ignore_unmatched": ignore_unmatched}
+        return staging.commit(population_name=pop.name, species=new, operation=op, branch=branch,
+                              message=f"Import M species {', '.join(sorted(new))} from {pfile.name}")
+    finally:
+        staging.close()
