@@ -9,6 +9,7 @@ collisions, duplicates, reclassification matching, report), best of ``--repeats`
 core (BLAS/OpenMP threads pinned to 1; scipy's KD-tree is single-threaded).
 
     .venv/bin/python benchmarks/bench_collisions.py            # table + benchmarks/results/bench_collisions.json
+    .venv/bin/python benchmarks/bench_collisions.py --existing 1000 --kind tilts --end-to-end   # + repository check
 """
 
 from __future__ import annotations
@@ -60,6 +61,42 @@ def run_case(n_items: int, n_existing: int, n_incoming: int, kind: str, repeats:
             "seconds_all": times, "collisions": len(report.collisions), "duplicates": len(report.duplicates)}
 
 
+def run_end_to_end(n_items: int, n_existing: int, n_incoming: int, seed: int) -> dict:
+    """``check_pull`` on a ``memory://`` repository: loading records, tables and items included."""
+    import uuid
+
+    from mrepo.graph import DataSource, Item, Population, RawData, Repository
+    from mrepo.graph.pulls import check_pull, open_pull
+
+    rng = np.random.default_rng(seed)
+    repo = Repository.init(f"memory://bench-{uuid.uuid4().hex[:8]}")
+    items = {}
+    for i in range(n_items):
+        raw = f"item {i}".encode()
+        key = repo.objects.put_blob(raw)
+        items[key] = Item("tilts", f"ts{i}", RawData(key, len(raw), stored=True)).save(repo.objects)
+    keys = sorted(items)
+    vol = repo.objects.put_array(np.ones((4, 4, 4), np.float32))
+
+    def species(name: str, diameter: float, per_item: int, first: int) -> str:
+        t = particles(rng, keys, per_item, first, "tilts").save(repo.objects)
+        return Species(name, diameter, "C1", 1.0, 4, vol, vol, vol, t).save(repo.objects)
+
+    src = {"grid": DataSource("grid", items).save(repo.objects)}
+    repo.commit(Population("pop", src, {"A": species("A", 150.0, n_existing, 0)}), message="base", author="b",
+                time="2024-01-01T00:00:00Z")
+    repo.create_branch("feature")
+    pop = repo.population("feature")
+    repo.commit(Population("pop", src, {**pop.species, "B": species("B", 100.0, n_incoming, 10**9)}),
+                message="B", branch="feature", author="b", time="2024-01-02T00:00:00Z")
+    open_pull(repo, "feature", "main", "bench")
+    t0 = time.perf_counter()
+    c = check_pull(repo, 1)
+    return {"kind": "end-to-end", "items": n_items, "existing_per_item": n_existing, "incoming_per_item": n_incoming,
+            "particles": n_items * (n_existing + n_incoming), "seconds_best": time.perf_counter() - t0,
+            "collisions": len(c.report.collisions), "duplicates": len(c.report.duplicates)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=1000)
@@ -68,6 +105,8 @@ def main() -> None:
     p.add_argument("--kind", choices=["tilts", "frames", "both"], default="both",
                    help="both: every size for tilts, plus frames at 1,000 existing")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--end-to-end", action="store_true",
+                   help="also time check_pull on a memory:// repository (1,000 existing per item)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_collisions.json"))
     a = p.parse_args()
     cases = [("tilts", e) for e in a.existing] if a.kind in ("tilts", "both") else []
@@ -82,6 +121,11 @@ def main() -> None:
         r = run_case(a.items, e, a.incoming, kind, a.repeats, seed=e)
         rows.append(r)
         print(f"{kind:7} {r['items']:6d} {e:9d} {a.incoming:9d} {r['particles']:10d} {r['seconds_best']:8.2f} "
+              f"{r['collisions']:11d} {r['duplicates']:11d}", flush=True)
+    if a.end_to_end:
+        r = run_end_to_end(a.items, 1000, a.incoming, seed=7)
+        rows.append(r)
+        print(f"{'pr check':7} {r['items']:6d} {1000:9d} {a.incoming:9d} {r['particles']:10d} {r['seconds_best']:8.2f} "
               f"{r['collisions']:11d} {r['duplicates']:11d}", flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -164,9 +164,10 @@ class CollisionReport:
             "incoming": list(self.incoming), "existing": list(self.existing), "counts": self.counts(),
             "per_item": self.per_item(), "per_pair": self.per_pair(), "histogram": self.histogram(),
             "conflicts": list(self.conflicts),
-            "collisions": [asdict(c) for c in self.collisions], "duplicates": [asdict(d) for d in self.duplicates],
-            "reclassifications": [asdict(r) for r in self.reclassifications],
-            "id_clashes": [asdict(c) for c in self.id_clashes],
+            "collisions": [dict(vars(c)) for c in self.collisions],  # vars: flat values, faster than asdict
+            "duplicates": [dict(vars(d)) for d in self.duplicates],
+            "reclassifications": [dict(vars(r)) for r in self.reclassifications],
+            "id_clashes": [dict(vars(c)) for c in self.id_clashes],
         }
 
     @classmethod
