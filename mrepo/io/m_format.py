@@ -39,8 +39,8 @@ from .mrc import write_mrc
 from .raw_access import raw_paths
 from .relion_particles import ParticleRows
 from .species_build import build_species, read_species_maps
-from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items, name_key
-from .star import block, integers, numeric, read_star, require_columns, strings, write_star
+from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items
+from .star import integers, numeric, read_star, require_columns, strings, write_star
 
 __all__ = ["export_m", "import_m_species", "guid_for"]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from io_projects import TOMO_PARTICLES, relion5_tomo, relion_spa, write_mrc
 from typer.testing import CliRunner
 
 from mrepo.cli import app
@@ -14,8 +15,6 @@ from mrepo.graph import Repository
 from mrepo.io import SpeciesFiles, import_relion5_tomo, import_relion_spa
 from mrepo.io.source_add import add_source
 from mrepo.store import InvalidInput
-
-from io_projects import TOMO_PARTICLES, relion5_tomo, relion_spa, write_mrc
 
 
 def listing(root: Path) -> list[tuple[str, int]]:
@@ -85,7 +84,6 @@ def test_spa_pixel_size_disagrees(tmp_path):
 
 
 def test_non_utf8_file_name(tmp_path):
-    proj = relion_spa(tmp_path / "proj")
     bad = os.fsdecode(b"mic_\xff.mrc")
     repo = Repository.init(str(tmp_path / "repo"))
     before = listing(tmp_path / "repo")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import mrcfile
-import numpy as np
 import pytest
 import starfile
+from io_projects import relion5_tomo
 
 from mrepo.graph import Repository
 from mrepo.io import SpeciesFiles, import_relion5_tomo
 from mrepo.io.m_format import export_m, guid_for, import_m_species
 from mrepo.store import InvalidInput
-
-from io_projects import relion5_tomo
 
 
 def _setup(tmp_path):

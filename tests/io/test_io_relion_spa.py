@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from io_projects import PIX, SPA_PARTICLES, relion_spa
 
 from mrepo.graph import Repository
 from mrepo.io import SpeciesFiles, add_species, import_relion_spa, particle_ids
 from mrepo.store import InvalidInput
-
-from io_projects import PIX, SPA_PARTICLES, relion_spa
 
 
 def _species(proj, name="apo"):

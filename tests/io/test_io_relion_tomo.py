@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from io_projects import PIX, TOMO_PARTICLES, relion5_tomo
 from scipy.spatial.transform import Rotation
 
 from mrepo.graph import Repository
 from mrepo.io import SpeciesFiles, import_relion5_tomo, particle_ids
 from mrepo.io.raw_access import raw_paths, verify_raw
 from mrepo.store import hash_file
-
-from io_projects import PIX, TOMO_PARTICLES, relion5_tomo
 
 
 def _import(tmp_path, **kw):

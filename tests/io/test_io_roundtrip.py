@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import mrcfile
 import numpy as np
 import pytest
 import starfile
+from io_projects import relion5_tomo, relion_spa, write_mrc
 
 from mrepo.graph import Repository
 from mrepo.io import SpeciesFiles, import_relion5_tomo, import_relion_spa, import_sim
 from mrepo.io.export_relion import export_relion
-
-from io_projects import relion5_tomo, relion_spa, write_mrc
 
 
 def _species(folder: Path, name: str, diameter: float, symmetry: str) -> SpeciesFiles:
