@@ -49,7 +49,9 @@ from .executors import (
     tree_reduce,
 )
 
-#: Environment variables forwarded to the actors (store endpoints and credentials).
+#: Environment variables of the driver set in each actor (store endpoints and credentials); passed
+#: to the actor's constructor rather than as a Ray runtime_env, so that actors can start in
+#: Ray's pre-started worker processes.
 FORWARDED_ENV_PREFIXES = ("MREPO_", "AWS_")
 
 
@@ -60,7 +62,8 @@ class WorkerFailure(MrepoError):
 class ItemWorker:
     """Actor body: runs item tasks with resident references and keeps their running sums."""
 
-    def __init__(self, use_cache: bool, refine: RefineFn | None, load: LoadFn | None):
+    def __init__(self, use_cache: bool, refine: RefineFn | None, load: LoadFn | None, env: dict[str, str]):
+        os.environ.update(env)  # store endpoint and credentials of the driver (read when stores open)
         self.runner = ItemRunner(ResidentReferences(load), use_cache=use_cache, refine=refine)
 
     def run(self, task: ItemTask) -> ItemResult:
@@ -126,11 +129,11 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ pool
     def _new_actor(self) -> Any:
-        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "scheduling_strategy": "SPREAD",
-                                   "runtime_env": {"env_vars": forwarded_env()}}
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
         if self.gpus_per_worker:
             options["num_gpus"] = self.gpus_per_worker
-        return ray.remote(ItemWorker).options(**options).remote(self.use_cache, self._refine, self._load)
+        return ray.remote(ItemWorker).options(**options).remote(self.use_cache, self._refine, self._load,
+                                                                  forwarded_env())
 
     def _ensure_pool(self) -> None:
         while len(self._actors) < self.workers:
