@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import heapq
 import threading
-from datetime import datetime
 from collections import OrderedDict
+from datetime import datetime
 from typing import Annotated, Any
 
 import numpy as np

@@ -31,6 +31,7 @@ def test_tokens_are_stored_hashed_and_authenticate(tmp_path) -> None:
         add_token(path, "a.b", "read")
 
 
+@pytest.mark.slow  # starts the real CLI, which imports torch: ~30 s on a loaded 2-core machine
 def test_cli_token_add_then_serve(tmp_path) -> None:
     result = CliRunner().invoke(app, ["token", "add", "ci", "--role", "read", "--tokens", str(tmp_path / "t.toml")])
     assert result.exit_code == 0, result.output
