@@ -20,10 +20,10 @@ Rules (F = ``overlap_factor``, r = species diameter / 2, all lengths in Å):
 - **id clash**: the same id in both but in different items or farther apart than
   the tolerance: reported, never counted as a collision.
 
-Neighbour search: one ``scipy.spatial.cKDTree`` per species over 4D points
-(x, y, z, item index × ``ITEM_SPACING``). Points of different items are at least
-``ITEM_SPACING`` apart, far beyond any threshold, so one tree answers exactly what
-one tree per item would, without a Python loop over items.
+Neighbour search: one ``scipy.spatial.cKDTree`` per (species, item), built once and
+reused for every species pair; pairs come from dual-tree ``sparse_distance_matrix``
+(across species) and ``query_pairs`` (within a species), then exact distances are
+recomputed and compared strictly (d < threshold).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from scipy.spatial import cKDTree
 from ..store import InvalidInput
 from .model import ParticleTable, Species, check_symmetry
 
-#: Separation (Å) between items along the tree's 4th axis; thresholds must stay below it.
-ITEM_SPACING = 1.0e7
+#: Largest accepted species diameter (Å): a sanity bound on input.
+MAX_DIAMETER = 1.0e6
 DEFAULT_OVERLAP_FACTOR = 0.5
 
 
@@ -194,7 +194,7 @@ def check_species_particles(name: str, species: Species, table: ParticleTable, a
     except InvalidInput:
         raise InvalidInput(f"species {name!r} has unknown symmetry {species.symmetry!r}: use C<n>, D<n>, T, O or I"
                            ) from None
-    if not np.isfinite(species.diameter) or species.diameter <= 0 or species.diameter >= ITEM_SPACING / 10:
+    if not np.isfinite(species.diameter) or species.diameter <= 0 or species.diameter >= MAX_DIAMETER:
         raise InvalidInput(f"species {name!r} has an invalid diameter {species.diameter!r} Å")
     if len(table) == 0:
         raise InvalidInput(f"species {name!r} has no particles")
@@ -216,7 +216,8 @@ class Placed:
     """One species' particles ready for neighbour search.
 
     ``positions`` (N, 3) Å (z = 0 in frame series), ``item`` (N,) global item index,
-    ``tree`` over the 4D points (x, y, z, item × ITEM_SPACING).
+    ``order`` (N,) rows sorted by item with item k's rows at ``order[bounds[k]:bounds[k + 1]]``;
+    ``trees`` caches one KD-tree per item, built on first use.
     """
 
     name: str
@@ -224,40 +225,73 @@ class Placed:
     ids: np.ndarray
     positions: np.ndarray
     item: np.ndarray
-    tree: cKDTree
+    order: np.ndarray
+    bounds: np.ndarray
+    trees: dict[int, cKDTree] = field(default_factory=dict, compare=False)
+
+    def rows(self, k: int) -> np.ndarray:
+        """Rows of the particles in global item ``k``."""
+        return self.order[self.bounds[k]:self.bounds[k + 1]]
+
+    def present(self) -> np.ndarray:
+        """Global indices of the items holding at least one particle."""
+        return np.flatnonzero(np.diff(self.bounds))
+
+    def tree(self, k: int) -> cKDTree:
+        if k not in self.trees:
+            self.trees[k] = cKDTree(self.positions[self.rows(k)], balanced_tree=False)
+        return self.trees[k]
 
 
 def place(name: str, species: Species, table: ParticleTable, item_index: Mapping[str, int],
           planar: np.ndarray) -> Placed:
-    """Positions of ``table``'s particles; ``item_index`` maps item keys to global indices and
+    """Positions of ``table``'s particles; ``item_index`` maps item keys to global indices 0..M-1 and
     ``planar[i]`` is True when global item i is a frame series (2D distances)."""
     lookup = np.array([item_index[k] for k in table.items], dtype=np.int64)
     item = lookup[table.item_index] if len(table) else np.zeros(0, np.int64)
     pos = table.coordinates.mean(axis=1)
     pos[planar[item], 2] = 0.0
-    points = np.column_stack([pos, item.astype(np.float64) * ITEM_SPACING])
-    return Placed(name, species.diameter / 2.0, table.ids, pos, item, cKDTree(points, balanced_tree=False))
+    order = np.argsort(item, kind="stable")
+    bounds = np.searchsorted(item[order], np.arange(len(planar) + 1))
+    return Placed(name, species.diameter / 2.0, table.ids, pos, item, order, bounds)
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
 
 
 def cross_pairs(a: Placed, b: Placed, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows of a, rows of b, distances Å) of pairs in one item with distance < ``cutoff``."""
-    if len(a.ids) == 0 or len(b.ids) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    m = a.tree.sparse_distance_matrix(b.tree, cutoff, output_type="ndarray")
-    i, j = m["i"].astype(np.int64), m["j"].astype(np.int64)
+    ii, jj = [], []
+    for k in np.intersect1d(a.present(), b.present()).tolist():
+        m = a.tree(k).sparse_distance_matrix(b.tree(k), cutoff, output_type="ndarray")
+        if len(m):
+            ii.append(a.rows(k)[m["i"]])
+            jj.append(b.rows(k)[m["j"]])
+    if not ii:
+        return _empty()
+    i, j = np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64)
     d = np.linalg.norm(a.positions[i] - b.positions[j], axis=1)
-    keep = (d < cutoff) & (a.item[i] == b.item[j])
+    keep = d < cutoff
     return i[keep], j[keep], d[keep]
 
 
 def self_pairs(a: Placed, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows i < j, distances Å) of pairs of ``a``'s particles in one item closer than ``cutoff``."""
-    if len(a.ids) < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    pairs = a.tree.query_pairs(cutoff, output_type="ndarray").astype(np.int64)
-    i, j = pairs[:, 0], pairs[:, 1]
+    """(rows i, rows j, distances Å) of pairs of ``a``'s particles in one item closer than ``cutoff``,
+    with ids[i] < ids[j], sorted by (ids[i], ids[j])."""
+    ii, jj = [], []
+    for k in a.present().tolist():
+        rows = a.rows(k)
+        if len(rows) > 1:
+            pairs = a.tree(k).query_pairs(cutoff, output_type="ndarray")
+            if len(pairs):
+                ii.append(rows[pairs[:, 0]])
+                jj.append(rows[pairs[:, 1]])
+    if not ii:
+        return _empty()
+    i, j = np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64)
     d = np.linalg.norm(a.positions[i] - a.positions[j], axis=1)
-    keep = (d < cutoff) & (a.item[i] == a.item[j])
+    keep = d < cutoff
     i, j, d = i[keep], j[keep], d[keep]
     swap = a.ids[i] > a.ids[j]
     i, j = np.where(swap, j, i), np.where(swap, i, j)
