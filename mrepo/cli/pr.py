@@ -117,11 +117,13 @@ def open_cmd(source: str = typer.Option(..., "--from", help="Branch, remote/bran
 
 @app.command("list")
 def list_cmd(state: str = typer.Option("open", help="open | merged | closed | all"),
+             remote: str = typer.Option(None, "--remote", help="List the pull requests fetched from this remote.",
+                                        show_default=False),
              repo: str = RepoOption, json: bool = JsonOption) -> None:
     """List pull requests."""
     if state not in ("open", "merged", "closed", "all"):
         raise InvalidInput(f"unknown state {state!r}: use open, merged, closed or all")
-    pulls = list_pulls(open_repo(repo), None if state == "all" else state)
+    pulls = list_pulls(open_repo(repo), None if state == "all" else state, remote=remote)
     if json:
         print_json([p.to_json() for p in pulls])
         return

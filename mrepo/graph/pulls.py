@@ -4,16 +4,20 @@ A pull request is a record (kind ``pull-request``) under ``refs/pulls/<n>``. Eve
 change writes a new record (whose ``previous`` is the old one) and swaps the ref by
 compare-and-swap; a new number is taken by CAS-creating ``refs/pulls/<n>`` for the
 next free n. The record references the proposed commit, the latest check report
-(kind ``collision-report``) and the merge commit, so clone/fetch/push carry them.
+(kind ``collision-report``) and the merge commit, so clone carries pull requests whole and
+fetch keeps them under ``refs/remotes/<remote>/pulls/<n>`` (push sends branches only).
 
 Sources (``from``): a local branch, a fetched remote-tracking branch ``remote/branch``
 (``refs/remotes/<remote>/<branch>``), or ``URL#branch`` (its objects are copied in
 when the pull request is opened; later checks use that stored commit). Local and
 remote-tracking sources are followed: a check or merge uses the branch's current head.
 
-Checks (see :mod:`mrepo.graph.collisions` for the geometry): "incoming" species are
+Checks (see :mod:`mrepo.graph.collisions` for the geometry): the 3-way merge's conflicts;
+references: every particle of an incoming species must name an item of the merged population
+(the target's items plus those the source adds), else InvalidInput and nothing is written;
+collisions, duplicates and reclassifications. "Incoming" species are
 those added or changed on the source side relative to the merge base; "existing"
-species are the target's species at check time. A merge commit has the target head
+species are the target's species at check time that the merge keeps. A merge commit has the target head
 and the proposed commit as parents and records policy, overlap factor and the report's
 hash; its hash therefore depends on the author and time given to :func:`merge_pull`.
 """
@@ -125,11 +129,13 @@ def get_pull(repo: Repository, number: int) -> tuple[str, PullRequest]:
     return h, PullRequest.from_body(repo.objects.get_record(h, PullRequest.KIND))
 
 
-def list_pulls(repo: Repository, state: str | None = None) -> list[PullRequest]:
-    """Pull requests by number (only ``state`` when given)."""
+def list_pulls(repo: Repository, state: str | None = None, *, remote: str | None = None) -> list[PullRequest]:
+    """Pull requests by number (only ``state`` when given); ``remote``: those fetched from that remote
+    (``refs/remotes/<remote>/pulls/<n>``) instead of this repository's own."""
+    prefix = PULLS_PREFIX if remote is None else f"refs/remotes/{check_name(remote, 'remote name')}/pulls/"
     out = []
-    for key, h in repo.refs.list(PULLS_PREFIX):
-        tail = key.removeprefix(PULLS_PREFIX)
+    for key, h in repo.refs.list(prefix):
+        tail = key.removeprefix(prefix)
         if tail.isdigit():
             pr = PullRequest.from_body(repo.objects.get_record(h, PullRequest.KIND))
             if state is None or pr.state == state:

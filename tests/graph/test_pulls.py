@@ -288,7 +288,10 @@ def test_sources_from_a_fetched_remote_branch_and_from_a_url(tmp_path) -> None:
     setup(up)
     down, _ = clone(str(tmp_path / "up"), str(tmp_path / "down"))
     down.delete_branch("feature")
+    open_pull(up, "feature", "main", "upstream pull request", time=TM)
     fetch(down, "origin")
+    assert [p.title for p in list_pulls(down, remote="origin")] == ["upstream pull request"]
+    assert list_pulls(down) == []
     pr = open_pull(down, "origin/feature", "main", "Add B", time=TM)
     assert pr.source_ref == "refs/remotes/origin/feature" and pr.head == up.head("feature")
     fresh = Repository.init(str(tmp_path / "fresh"))
