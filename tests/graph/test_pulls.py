@@ -369,3 +369,17 @@ def test_concurrent_opens_take_distinct_numbers(tmp_path) -> None:
                                 range(6)))
     assert sorted(numbers) == [1, 2, 3, 4, 5, 6]
     assert sorted(p.title for p in list_pulls(Repository.open(url))) == [f"t{i}" for i in range(6)]
+
+
+def test_drop_existing_on_a_species_the_source_also_changed(mem: Repository) -> None:
+    ts, fr = make_items(mem)
+    setup(mem, incoming={"B": [(101, ts, (39, 0, 0)), (102, ts, (3000, 0, 0))]},
+          change_a=[(1, ts, (0, 0, 0)), (2, fr, (0, 0, 0)), (6, ts, (2100, 0, 0))])
+    open_pull(mem, "feature", "main", "B and a refined A", time=TM)
+    r = check_pull(mem, 1).report
+    assert r.incoming == ["A", "B"] and [(c.incoming, c.incoming_id, c.existing, c.existing_id)
+                                         for c in r.collisions] == [("B", 101, "A", 1)]
+    m = merge_pull(mem, 1, policy="drop-existing", author="t", time=TM)
+    sp_a, a = table_of(mem, m.commit, "A")
+    assert sorted(a.ids.tolist()) == [2, 6] and sp_a.metadata["needs_refinement"] is True
+    assert m.dropped == {"A": 1}
