@@ -1,0 +1,144 @@
+"""Push and pull of a population of ~1 GiB (species with 256³ float32 half-maps and particle
+tables) to/from a moto S3 server, against raw s3fs put/get of the same files with the same
+concurrency; and a push with nothing changed (array bytes sent, goal 0).
+
+Usage: .venv/bin/python benchmarks/bench_transfer.py [--gib 1.0] [--quick] [--workers 16]
+(--quick = --gib 0.25). Writes benchmarks/results/bench_transfer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+BUCKET = "bench-transfer"
+SIDE = 256
+
+
+def build_source(url: str, gib: float) -> tuple[str, int]:
+    """A local repository with ceil(gib * 8) species (two 256³ float32 half-maps each, a mask
+    and 5000 particles); returns (head commit, number of species)."""
+    from mrepo.graph import DataSource, Item, ParticleTable, Population, RawData, Repository, Species
+
+    repo = Repository.init(url)
+    rng = np.random.default_rng(0)
+    n_species = max(1, int(np.ceil(gib * 8)))
+    raw = rng.integers(0, 255, 4096, dtype=np.uint8).tobytes()
+    item = Item("frames", "fov", RawData(repo.objects.put_blob(raw), len(raw), stored=True), {"pixel_size": 1.0})
+    items = {item.key: item.save(repo.objects)}
+    species = {}
+    for s in range(n_species):
+        n = 5000
+        table = ParticleTable.build(np.arange(n) + s * n, [item.key] * n, rng.uniform(0, 4000, (n, 3)),
+                                    rng.uniform(-180, 180, (n, 3)), 1 + np.arange(n) % 2)
+        halves = [repo.objects.put_array(rng.standard_normal((SIDE,) * 3, dtype=np.float32)) for _ in range(2)]
+        mask = repo.objects.put_array(np.ones((SIDE,) * 3, np.float32))
+        species[f"sp{s:02d}"] = Species(f"sp{s:02d}", 150.0, "C1", 1.0, SIDE, halves[0], halves[1], mask,
+                                        table.save(repo.objects)).save(repo.objects)
+    head = repo.commit(Population("bench", {"grid": DataSource("grid", items).save(repo.objects)}, species),
+                       message="bench population")
+    repo.close()
+    return head, n_species
+
+
+def raw_put(fs, root: Path, prefix: str, keys: list[str], workers: int) -> float:
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda k: fs.pipe_file(f"{prefix}/{k}", (root / k).read_bytes()), keys))
+    return time.perf_counter() - t0
+
+
+def raw_get(fs, dest: Path, prefix: str, keys: list[str], workers: int) -> float:
+    def get(k: str) -> None:
+        data = fs.cat_file(f"{prefix}/{k}")
+        path = dest / k
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(get, keys))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gib", type=float, default=1.0, help="population size in GiB of map data")
+    ap.add_argument("--quick", action="store_true", help="same as --gib 0.25")
+    ap.add_argument("--workers", type=int, default=16, help="parallel transfers (mrepo and raw alike)")
+    args = ap.parse_args()
+    if args.quick:
+        args.gib = 0.25
+
+    from _moto import start_moto
+
+    from mrepo.graph import Repository, pull, push
+    from mrepo.store.backends import S3Backend
+
+    server, endpoint = start_moto(BUCKET)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-transfer-"))
+    try:
+        src_url = str(tmp / "src")
+        t0 = time.perf_counter()
+        head, n_species = build_source(src_url, args.gib)
+        build_s = time.perf_counter() - t0
+        keys = sorted(str(p.relative_to(src_url)) for sub in ("arrays", "objects")
+                      for p in (Path(src_url) / sub).rglob("*") if p.is_file() and not p.name.startswith("."))
+        total = sum((Path(src_url) / k).stat().st_size for k in keys)
+
+        tag = uuid.uuid4().hex[:8]
+        dst_url = f"s3://{BUCKET}/mrepo-{tag}"
+        Repository.init(dst_url).close()
+        src = Repository.open(src_url)
+        t0 = time.perf_counter()
+        pushed = push(src, dst_url, workers=args.workers)
+        push_s = time.perf_counter() - t0
+        again = push(src, dst_url, workers=args.workers)
+
+        fs = S3Backend(dst_url).fs
+        raw_put_s = raw_put(fs, Path(src_url), f"{BUCKET}/raw-{tag}", keys, args.workers)
+
+        back = Repository.init(str(tmp / "back"))
+        t0 = time.perf_counter()
+        pulled, _ = pull(back, dst_url, workers=args.workers)
+        pull_s = time.perf_counter() - t0
+        assert back.head() == head
+        raw_get_s = raw_get(fs, tmp / "rawget", f"{BUCKET}/raw-{tag}", keys, args.workers)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
+
+    mib = total / 2**20
+    res = {
+        "gib_requested": args.gib, "species": n_species, "files": len(keys), "bytes": total,
+        "workers": args.workers, "build_s": build_s,
+        "push": {"mrepo_s": push_s, "raw_s": raw_put_s, "mrepo_bytes": pushed.bytes,
+                 "mrepo_MiB_s": pushed.bytes / 2**20 / push_s, "raw_MiB_s": mib / raw_put_s},
+        "pull": {"mrepo_s": pull_s, "raw_s": raw_get_s, "mrepo_bytes": pulled.bytes,
+                 "mrepo_MiB_s": pulled.bytes / 2**20 / pull_s, "raw_MiB_s": mib / raw_get_s},
+        "push_unchanged": {"bytes": again.bytes, "array_bytes": again.array_bytes},
+    }
+    for op in ("push", "pull"):
+        res[op]["ratio"] = res[op]["mrepo_MiB_s"] / res[op]["raw_MiB_s"]
+    print(f"{n_species} species, {len(keys)} files, {mib:.0f} MiB stored; moto S3; {args.workers} workers")
+    print(f"{'op':6} {'mrepo (s)':>10} {'mrepo MiB/s':>12} {'raw s3fs (s)':>13} {'raw MiB/s':>10} {'ratio':>6}")
+    for op in ("push", "pull"):
+        r = res[op]
+        print(f"{op:6} {r['mrepo_s']:10.2f} {r['mrepo_MiB_s']:12.1f} {r['raw_s']:13.2f} {r['raw_MiB_s']:10.1f} "
+              f"{r['ratio']:6.2f}")
+    print(f"push with nothing changed: {again.array_bytes} array bytes, {again.bytes} bytes in all")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench_transfer.json").write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
