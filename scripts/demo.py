@@ -39,7 +39,7 @@ def main() -> None:
 
     run("sim", "frames", "--out", "sim", "--seed", "7")
     run("init", lab)
-    run("--repo", lab, "import", "sim", "sim", "--message", "Simulated frame series (initial parameters)")
+    run("--repo", lab, "import", "sim", "sim", "--copy")
     run("--repo", lab, "show")
     before = json.loads(run("--repo", lab, "show", "--json", capture=True))
 
