@@ -1,18 +1,14 @@
 """The ``mrepo`` command: a thin typer layer over ``mrepo.Repository`` and friends.
 
-One module per command group registers its commands on :data:`app`; optional groups
-(simulator, import/export, refinement, server, pull requests) are mounted when
-their modules are present.
+One module per command group registers its commands on :data:`app`.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 from .. import __version__
-from . import repo_commands, transfer_commands
+from . import io_commands, pr, refine, repo_commands, serve, sim, source, species, transfer_commands
 from .common import GLOBAL_REPO, MrepoGroup, console
 
 app = typer.Typer(
@@ -38,27 +34,14 @@ def _main(version: bool = typer.Option(False, "--version", help="Print the versi
 repo_commands.register(app)
 transfer_commands.register(app)
 
-# Command groups contributed by other layers: (module, attribute, group name).
-_OPTIONAL_GROUPS = [
-    ("mrepo.cli.sim", "app", "sim"),
-    ("mrepo.cli.source", "app", "source"),
-    ("mrepo.cli.species", "app", "species"),
-    ("mrepo.cli.io_commands", "register", None),
-    ("mrepo.cli.refine", "register", None),
-    ("mrepo.cli.pr", "app", "pr"),
-    ("mrepo.cli.serve", "register", None),
-]
-for _module, _attr, _name in _OPTIONAL_GROUPS:
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
-        continue
-    if _name is None:
-        getattr(_mod, _attr)(app)
-    else:
-        app.add_typer(getattr(_mod, _attr), name=_name)
+app.add_typer(sim.app, name="sim")
+app.add_typer(source.app, name="source")
+app.add_typer(species.app, name="species")
+pr.register_dedup(species.app)  # `mrepo species dedup` shares the collision code of pull requests
+app.add_typer(pr.app, name="pr")
+io_commands.register(app)
+refine.register(app)
+serve.register(app)
 
 
 def main() -> None:

@@ -8,15 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mrepo.sim import (
-    FrameSeriesConfig,
-    Optics,
-    TiltSeriesConfig,
-    simulate_frame_series,
-    simulate_tilt_series,
-    write_dataset,
-)
-
 app = typer.Typer(help="Simulate cryo-EM frame or tilt series with exact ground truth.", no_args_is_help=True)
 console = Console()
 
@@ -47,6 +38,8 @@ def frames(
     box: int = typer.Option(48, help="species box in pixels"),
 ) -> None:
     """Simulate one frame series and write it to OUT."""
+    from mrepo.sim import FrameSeriesConfig, Optics, simulate_frame_series, write_dataset  # torch: import lazily
+
     config = FrameSeriesConfig(
         image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=pixel_size),
         n_species=species, box=box, n_particles=particles, snr=snr,
@@ -69,6 +62,8 @@ def tilts(
     box: int = typer.Option(48, help="species box in pixels"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
+    from mrepo.sim import Optics, TiltSeriesConfig, simulate_tilt_series, write_dataset  # torch: import lazily
+
     config = TiltSeriesConfig(
         image_size=(size, size), optics=Optics(pixel_size=pixel_size), n_species=species, box=box,
         n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr,

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ..store import InvalidInput
 from .model import ParticleTable, Species, check_symmetry
@@ -227,7 +226,7 @@ class Placed:
     item: np.ndarray
     order: np.ndarray
     bounds: np.ndarray
-    trees: dict[int, cKDTree] = field(default_factory=dict, compare=False)
+    trees: dict[int, Any] = field(default_factory=dict, compare=False)  # scipy cKDTree per item
 
     def rows(self, k: int) -> np.ndarray:
         """Rows of the particles in global item ``k``."""
@@ -237,8 +236,10 @@ class Placed:
         """Global indices of the items holding at least one particle."""
         return np.flatnonzero(np.diff(self.bounds))
 
-    def tree(self, k: int) -> cKDTree:
+    def tree(self, k: int) -> Any:
         if k not in self.trees:
+            from scipy.spatial import cKDTree  # imported on first use: keeps `mrepo` start-up fast
+
             self.trees[k] = cKDTree(self.positions[self.rows(k)], balanced_tree=False)
         return self.trees[k]
 

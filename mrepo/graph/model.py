@@ -214,8 +214,11 @@ class ParticleTable:
             raise InvalidInput("particle item_index points outside the table's item list")
         if n and not np.isin(self.half, (1, 2)).all():
             raise InvalidInput(f"particle half-set must be 1 or 2, found {sorted(set(self.half.tolist()) - {1, 2})}")
-        if len(np.unique(self.ids)) != n:
-            raise InvalidInput("particle ids are not unique")
+        if n > 1:
+            ordered = np.sort(self.ids)
+            repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+            if repeated.size:
+                raise InvalidInput(f"particle ids are not unique (e.g. id {int(repeated[0])} repeats)")
         for h in self.items:
             check_hash(h, "particle item")
         if list(self.items) != sorted(set(self.items)):
