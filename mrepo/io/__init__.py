@@ -23,7 +23,8 @@ Particle coordinates (Å, item frame):
   frames: x, y from the micrograph origin (pixel index × pixel size; RELION
   ``x = rlnCoordinateX * pixel - rlnOriginXAngst``), z = 0 (height);
   tilts: x, y, z from voxel 0 of the tomogram; RELION 5 centred coordinates convert as
-  ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (rlnTomoSizeX // 2) * pixel``.
+  ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (rlnTomoSizeX / 2) * pixel`` (real division,
+  as RELION 5's ``Tomogram::centre``).
 Particle ids: 43 bits of BLAKE3(item raw hash) and 20 bits of the row's rank within its
 item (:func:`~mrepo.io.staging.particle_ids`), so re-import gives the same hashes.
 Item names: the micrograph file name without folders and extension, or rlnTomoName;

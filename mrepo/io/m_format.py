@@ -169,9 +169,8 @@ def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict,
                                  for a in ("Rot", "Tilt", "Psi")], 1) for t in range(samples)], 1)
     half = integers(df, "wrpRandomSubset", star, bname)
     kept = [it for it, k in zip(matched, keep) if k]
-    rows = ParticleRows([it.key for it in kept], coords[keep][:, 0], angles[keep][:, 0], half[keep], {}, kept)
-    rows.coordinates_t = coords[keep]  # type: ignore[attr-defined]
-    rows.angles_t = angles[keep]  # type: ignore[attr-defined]
+    rows = ParticleRows([it.key for it in kept], coords[keep][:, 0], angles[keep][:, 0], half[keep], {}, kept,
+                        coordinates_t=coords[keep], angles_t=angles[keep])
     return rows, samples
 
 
@@ -212,6 +211,7 @@ def import_m_species(repo: Repository, population_file: str | Path, *, ignore_un
                 from ..graph import ParticleTable
                 from .staging import particle_ids
                 t = max(samples, temporal)
+                assert rows.coordinates_t is not None and rows.angles_t is not None
                 c = np.repeat(rows.coordinates_t, t // samples, axis=1) if samples < t else rows.coordinates_t
                 a = np.repeat(rows.angles_t, t // samples, axis=1) if samples < t else rows.angles_t
                 table = ParticleTable.build(particle_ids(rows.item_keys), rows.item_keys, c, a, rows.half)

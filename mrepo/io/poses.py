@@ -5,8 +5,10 @@ mrepo's convention (DESIGN.md): angles RELION ZYZ (rot, tilt, psi) in degrees wi
 RELION's ``Euler_angles2matrix``. RELION 5 tomography stores a particle's pose as a
 subtomogram orientation (rlnTomoSubtomogramRot/Tilt/Psi) composed with the refined
 angles (rlnAngleRot/Tilt/Psi): RELION's matrix is ``A_subtomo @ A_particle``
-(``ParticleSet::getParticleMatrix`` in src/jaz/tomography/particle_set.cpp), so in
-mrepo's convention ``R = R_particle @ R_subtomo``.
+(``ParticleSet::getMatrix3x3`` in src/jaz/tomography/particle_set.cpp, with both factors
+from ``Euler::anglesToMatrix3``, src/jaz/math/Euler_angles_relion.h, which equals
+``Euler_angles2matrix``), so in mrepo's convention ``R = A^T = R_particle @ R_subtomo``.
+Verified against RELION 5's source (tests/io/test_io_relion_conventions.py).
 No Fourier layout is involved in this module.
 """
 

@@ -12,8 +12,11 @@ rlnRandomSubset.
 Conversions to mrepo's item frame (Å):
 - frames: ``x = rlnCoordinateX * pixel - rlnOriginXAngst`` (pixel = the item's
   micrograph pixel size), same for y, ``z = 0``;
-- tilts: ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (SizeX // 2) * pixel``
-  (the tomogram centre of RELION 5, tilt-series pixel size), same for y, z.
+- tilts: ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (SizeX / 2) * pixel``
+  (the tomogram centre of RELION 5, tilt-series pixel size), same for y, z. RELION 5
+  decentres with ``Tomogram::centre = (w0/2.0, h0/2.0, d0/2.0)`` (real division,
+  src/jaz/tomography/tomogram_set.cpp ``loadTomogram``; used by
+  ``ParticleSet::getParticleCoordDecenteredPixel`` in particle_set.cpp), not ``Size // 2``.
 Particles are linked to items by name (:func:`~mrepo.io.staging.match_items`) and
 get stable ids from :func:`~mrepo.io.staging.particle_ids`.
 No Fourier layout is involved in this module.
@@ -37,7 +40,9 @@ __all__ = ["ParticleRows", "read_relion_particles", "tomo_centre"]
 @dataclass
 class ParticleRows:
     """Matched particles: item keys (N,), coordinates (N, 3) Å, angles (N, 3) deg, half (N,),
-    extra columns, the items they refer to, and the optics image pixel size (Å) if given."""
+    extra columns, the items they refer to, the optics image pixel size (Å) if given, rows skipped,
+    and optionally whole trajectories: ``coordinates_t``/``angles_t`` (N, T, 3) (M's temporal
+    samples; ``coordinates``/``angles`` are then sample 0)."""
 
     item_keys: list[str]
     coordinates: np.ndarray
@@ -47,13 +52,17 @@ class ParticleRows:
     items: list[Item] = field(default_factory=list)
     image_pixel_size: float | None = None
     skipped: int = 0
+    coordinates_t: np.ndarray | None = None
+    angles_t: np.ndarray | None = None
 
 
 def tomo_centre(item: Item) -> np.ndarray:
-    """RELION 5 tomogram centre in Å from voxel 0: (Size // 2) * pixel, Size = volume_dimensions / pixel."""
+    """RELION 5 tomogram centre in Å from voxel 0: (Size / 2) * pixel, Size = volume_dimensions / pixel (px).
+
+    RELION 5's ``Tomogram::centre`` is ``w0 / 2.0`` (real division), so odd sizes give half-pixel centres."""
     pix = float(item.imaging["pixel_size"])
     size = np.rint(np.asarray(item.imaging["volume_dimensions"], dtype=np.float64) / pix)
-    return (size // 2) * pix
+    return (size / 2) * pix
 
 
 def read_relion_particles(path: str | Path, index: dict, *, ignore_unmatched: bool = False) -> ParticleRows:

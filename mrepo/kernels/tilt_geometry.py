@@ -19,9 +19,11 @@ rlnTomoDefocusSlope, default slope 1).
 
 Here everything is in Å except image positions (pixels) and angles
 (radians): points are in the tomogram frame measured from voxel 0 of the
-tomogram, ``volume_size_A = (SizeX, SizeY, SizeZ) * pixel``, and the volume
-centre is ``volume_size_A / 2`` (identical to RELION's ``int(Size/2)`` for even
-sizes; use even tomogram sizes). Rx, Ry, Rz are the standard right-handed
+tomogram, ``volume_size_A = (SizeX, SizeY, SizeZ) * pixel``. RELION uses two
+centres: the projection rotates about ``int(Size/2)`` pixels (``setProjectionMatrix``),
+while particle coordinates are decentred with and depth is measured from
+``Tomogram::centre = Size/2.0`` (tomogram_set.cpp ``loadTomogram``, ``getDepthOffset``).
+Both are followed here; for even sizes they coincide (``volume_size_A / 2``). Rx, Ry, Rz are the standard right-handed
 rotations acting on column vectors (x, y, z), e.g.
 ``Rz(a) = [[cos a, -sin a, 0], [sin a, cos a, 0], [0, 0, 1]]``.
 
@@ -114,7 +116,8 @@ def project_points(
     points_A: (..., 3) (x, y, z) in Å from the tomogram's voxel 0.
     matrices: (n, 3, 3) from :func:`tilt_matrices`.
     shifts_A: (n, 2) rlnTomoXShiftAngst, rlnTomoYShiftAngst.
-    volume_size_A: (3,) tomogram extent (x, y, z) in Å; its centre is the rotation centre.
+    volume_size_A: (3,) tomogram extent (x, y, z) in Å; rotation centre ``int(Size/2)`` px, depth
+        measured from ``Size/2`` (Size = volume_size_A / pixel_size, rounded).
     image_size_px: (width, height) of the tilt images in pixels; centre (w // 2, h // 2).
     pixel_size: Å per pixel of the tilt images.
 
@@ -136,10 +139,15 @@ def project_points(
     size = _as_tensor(volume_size_A, points_A)
     if size.shape != (3,):
         raise ValueError(f"volume_size_A must have shape (3,), got {tuple(size.shape)}")
-    centred = points_A - size / 2  # (..., 3)
+    odd = torch.remainder(torch.round(size / pixel_size), 2)
+    rot_centre = size / 2 - odd * (pixel_size / 2)  # int(Size/2) px in Å; exactly size / 2 when even
+    centred = points_A - rot_centre  # (..., 3)
     batch = centred.shape[:-1]
     flat = centred.reshape(-1, 3)  # (m, 3)
     rotated = torch.einsum("nij,mj->nmi", matrices.to(flat.dtype), flat)  # (n, m, 3)
+    if bool(odd.any()):  # depth from Size/2, not from the rotation centre
+        offset = torch.einsum("nij,j->ni", matrices.to(flat.dtype), size / 2 - rot_centre)  # (n, 3)
+        rotated = torch.cat([rotated[..., :2], rotated[..., 2:] - offset[:, None, 2:]], dim=-1)
     image_centre = torch.tensor(
         [image_size_px[0] // 2, image_size_px[1] // 2], dtype=flat.dtype, device=flat.device
     )
