@@ -33,6 +33,7 @@ from mrepo.sim.motion import (
     random_smooth_warp,
 )
 from mrepo.sim.records import Particles, Perturbation, assign_half_sets
+from mrepo.sim.records import species_labels as _species_labels
 from mrepo.sim.render import Optics, ParticleImages, render_stack
 from mrepo.sim.species import SimSpecies, SpeciesSpec, build_species, default_species
 
@@ -70,6 +71,8 @@ class FrameSeriesConfig:
     half_sets: str = "alternate"
     pad: int = 3
     perturbation: Perturbation = Perturbation()
+    species_seed: int | None = None  # species atoms from this seed (same species across items); None: item seed
+    species_fractions: tuple[float, ...] = ()  # probability of each species per particle; (): uniform
     name: str = "fs"
 
     def species_specs(self) -> tuple[SpeciesSpec, ...]:
@@ -205,12 +208,13 @@ def simulate_frame_series(config: FrameSeriesConfig, seed: int) -> SimulatedFram
     rng = np.random.default_rng(seed)
     pix = config.optics.pixel_size
     specs = config.species_specs()
-    species = [build_species(s, pix, seed * 1000 + i) for i, s in enumerate(specs)]
+    sseed = seed if config.species_seed is None else config.species_seed
+    species = [build_species(s, pix, sseed * 1000 + i) for i, s in enumerate(specs)]
     w, h = config.image_size
     n, n_t = config.n_particles, config.n_frames
 
     # particles: species, non-overlapping xy (px) away from the edges, z in the ice slab
-    sp = rng.integers(0, len(species), n)
+    sp = _species_labels(rng, n, len(species), config.species_fractions)
     radii_px = np.array([specs[k].diameter / 2 / pix for k in sp])
     margin = max(s.box for s in specs) / 2
     xy0 = place_non_overlapping(rng, radii_px, np.array([margin, margin]), np.array([w - margin, h - margin]), 2)

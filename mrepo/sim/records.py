@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Particles", "Perturbation", "assign_half_sets"]
+__all__ = ["Particles", "Perturbation", "assign_half_sets", "species_labels"]
 
 
 @dataclass
@@ -66,3 +66,14 @@ def assign_half_sets(rng: np.random.Generator, n: int, mode: str) -> np.ndarray:
     if mode == "random":
         return rng.permutation(alternate)
     raise ValueError(f"half_set mode must be 'alternate' or 'random', got {mode!r}")
+
+
+def species_labels(rng: np.random.Generator, n: int, n_species: int, fractions: tuple[float, ...]) -> np.ndarray:
+    """Species index (n,) per particle: uniform if ``fractions`` is empty, else drawn with these
+    probabilities (one per species, summing to 1)."""
+    if not fractions:
+        return rng.integers(0, n_species, n)
+    p = np.asarray(fractions, dtype=np.float64)
+    if p.shape != (n_species,) or (p < 0).any() or abs(p.sum() - 1) > 1e-9:
+        raise ValueError(f"species_fractions must be {n_species} non-negative values summing to 1, got {fractions}")
+    return rng.choice(n_species, n, p=p)

@@ -33,6 +33,7 @@ from mrepo.kernels.tilt_geometry import depth_defocus, pose_in_tilt, project_poi
 from mrepo.sim.frames import noise_sigma_for_snr
 from mrepo.sim.motion import SmoothWarp, perturb_angles, place_non_overlapping, random_smooth_warp
 from mrepo.sim.records import Particles, Perturbation, assign_half_sets
+from mrepo.sim.records import species_labels as _species_labels
 from mrepo.sim.render import Optics, ParticleImages, render_stack
 from mrepo.sim.species import SimSpecies, SpeciesSpec, build_species, default_species
 
@@ -102,6 +103,8 @@ class TiltSeriesConfig:
     half_sets: str = "alternate"
     pad: int = 3
     perturbation: Perturbation = Perturbation()
+    species_seed: int | None = None  # species atoms from this seed (same species across items); None: item seed
+    species_fractions: tuple[float, ...] = ()  # probability of each species per particle; (): uniform
     name: str = "ts"
 
     def species_specs(self) -> tuple[SpeciesSpec, ...]:
@@ -216,7 +219,8 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
     rng = np.random.default_rng(seed)
     pix = config.optics.pixel_size
     specs = config.species_specs()
-    species = [build_species(s, pix, seed * 1000 + i) for i, s in enumerate(specs)]
+    sseed = seed if config.species_seed is None else config.species_seed
+    species = [build_species(s, pix, sseed * 1000 + i) for i, s in enumerate(specs)]
     w, h = config.image_size
     n = config.n_particles
     vol = config.volume_size_A()
@@ -225,7 +229,7 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
 
     nominal, order = dose_symmetric_scheme(config.max_tilt, config.tilt_step, config.group_size)
     n_i = len(nominal)
-    sp = rng.integers(0, len(species), n)
+    sp = _species_labels(rng, n, len(species), config.species_fractions)
     radii = np.array([specs[k].diameter / 2 for k in sp])
     margin = max(s.box for s in specs) / 2 * pix
     low = np.array([margin, margin, vol[2] / 2 - config.slab_thickness / 2])

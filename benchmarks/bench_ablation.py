@@ -1,0 +1,229 @@
+"""Ablation of M's parameter groups (paper Fig. 4) and the multi-species benefit (Extended Data
+Fig. 2) on simulated frame and tilt series.
+
+Each ablation row refines every item once, starting from the simulator's *initial*
+parameters, with the parameter groups of that row and all rows above it switched on;
+the items' half-set sums are added and reconstructed, and the row reports the half-map
+FSC = 0.143 resolution (Å), the FSC = 0.5 resolution against the true map, and the mean
+parameter errors against the truth (tests/workers/truth.py). The oracle row back-projects
+with the ground-truth parameters (no refinement). References are the true maps (no
+reference noise), refinement limit ``--refine-res`` Å.
+
+Run: ``.venv/bin/python benchmarks/bench_ablation.py [--quick] [--only frames|tilts|multi]``;
+writes benchmarks/results/bench_ablation.json and the tables into docs/ablation.md
+(between the ``<!-- bench_ablation -->`` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mrepo.kernels.fsc import fsc, resolution_at  # noqa: E402
+from mrepo.sim import (FrameSeriesConfig, Optics, TiltSeriesConfig, simulate_frame_series,  # noqa: E402
+                       simulate_tilt_series)
+from mrepo.workers.api import HalfSums, ItemTask  # noqa: E402
+from mrepo.workers.reconstruct import reconstruct_species  # noqa: E402
+from mrepo.workers.refine_item import refine_item  # noqa: E402
+from mrepo.workers.settings import RefineSettings  # noqa: E402
+from tests.workers.simdata import SimRepo, build_population, small_species  # noqa: E402
+from tests.workers.truth import item_errors  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "bench_ablation.json"
+DOC = ROOT / "docs" / "ablation.md"
+PIXEL, BOX = 1.5, 48
+
+
+def frames_sims(seeds: list[int], n: int, size: int, fractions: tuple[float, ...] = (), snr: float = 1.0,
+                species: int = 1) -> list:
+    cfg = FrameSeriesConfig(image_size=(size, size), n_frames=6, optics=Optics(pixel_size=PIXEL),
+                            species=small_species(BOX, PIXEL)[:species], box=BOX, n_particles=n, snr=snr, pad=3,
+                            defocus=10000.0, species_seed=7, species_fractions=fractions)
+    return [simulate_frame_series(cfg, s) for s in seeds]
+
+
+def tilts_sims(seeds: list[int], n: int, size: int, snr: float = 1.0) -> list:
+    cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=96, optics=Optics(pixel_size=PIXEL),
+                           species=small_species(BOX, PIXEL)[:1], box=BOX, n_particles=n, max_tilt=30.0,
+                           tilt_step=6.0, snr=snr, pad=3, slab_thickness=60.0, defocus=10000.0, species_seed=7)
+    return [simulate_tilt_series(cfg, s) for s in seeds]
+
+
+def run_row(sims: list, settings: RefineSettings, *, truth: bool | str, resolution: float,
+            species: list[int] | None = None) -> dict[str, Any]:
+    """Refine every item once with ``settings``; reconstruct each species from the summed half-sets."""
+    sr: SimRepo = build_population(sims, truth=truth, resolution=resolution, species=species)
+    repo = sr.repo
+    pop = repo.population()
+    items = repo.source(pop.sources["sim"]).items
+    sums: dict[str, HalfSums] = {}
+    errors, seconds = [], 0.0
+    for key, sim in zip(sr.item_keys, sims):
+        task = ItemTask(repo.url, "sim", key, items[key], dict(pop.species), settings.to_json(), 1, 0)
+        r = refine_item(task)
+        seconds += r.stats["seconds"]
+        for name, s in (r.sums or {}).items():
+            sums[name] = sums[name].add(s) if name in sums else s
+        errors.append(item_errors(repo, sim, r.item_hash, r.particles))
+    out: dict[str, Any] = {"seconds": round(seconds, 1),
+                           **{k: float(np.mean([e[k] for e in errors])) for k in errors[0]}, "species": {}}
+    first = sims[0]
+    for name in sr.species:
+        sp = next(s for s in first.species if s.spec.name == name)
+        rec = reconstruct_species(sums[name], BOX, PIXEL, sp.mask)
+        avg = torch.from_numpy((rec.half1 + rec.half2) / 2)
+        vs_truth = fsc(avg, torch.from_numpy(sp.map), torch.from_numpy(sp.mask)).double()
+        out["species"][name] = {"particles": sums[name].particles, "fsc_0143_A": rec.resolution,
+                                "truth_fsc_05_A": resolution_at(vs_truth, PIXEL, BOX, 0.5)}
+    return out
+
+
+def ablation_rows(kind: str, warp: tuple[int, int, int], base: RefineSettings) -> list[tuple[str, RefineSettings | None]]:
+    off = base.replace(refine_shifts=False)
+    steps = [("initial parameters", off),
+             ("+ global shifts", base),
+             ("+ image warp", base.replace(image_warp=list(warp))),
+             ("+ particle poses", base.replace(image_warp=list(warp), refine_poses=True))]
+    last = steps[-1][1]
+    if kind == "tilts":
+        last = last.replace(refine_stage_angles=True)
+        steps.append(("+ stage angles", last))
+    last = last.replace(refine_defocus=True, refine_astigmatism=True)
+    steps.append(("+ defocus, astigmatism", last))
+    steps.append(("+ data-driven weights", last.replace(weights=True)))
+    steps.append(("oracle (true parameters)", None))
+    return steps
+
+
+def ablation(kind: str, sims: list, base: RefineSettings, warp: tuple[int, int, int], resolution: float,
+             log: dict) -> list[dict]:
+    rows = []
+    for label, settings in ablation_rows(kind, warp, base):
+        t = time.perf_counter()
+        row = run_row(sims, settings or base.replace(refine_shifts=False), truth="oracle" if settings is None else False,
+                      resolution=resolution)
+        row["label"] = label
+        rows.append(row)
+        sp = next(iter(row["species"].values()))
+        print(f"{kind:6s} {label:28s} FSC0.143 {sp['fsc_0143_A']:6.2f} Å  vs truth {sp['truth_fsc_05_A']:6.2f} Å  "
+              f"shift {row['shift_rms_px']:.3f} px  defocus {row['defocus_rms_A']:6.1f} Å  "
+              f"angle {row['angle_median_deg']:.2f}°  ({time.perf_counter() - t:.0f} s)", flush=True)
+        log[kind] = rows
+        save(log)
+    return rows
+
+
+def multi_species(sims: list, settings: RefineSettings, resolution: float, log: dict) -> dict:
+    out = {}
+    for label, keep in (("5 % species alone", [0]), ("5 % + 95 % species", [0, 1])):
+        row = run_row(sims, settings, truth=False, resolution=resolution, species=keep)
+        row["label"] = label
+        out[label] = row
+        sp = row["species"]["alpha"]
+        print(f"multi  {label:22s} alpha: {sp['particles']} particles  FSC0.143 {sp['fsc_0143_A']:6.2f} Å  "
+              f"vs truth {sp['truth_fsc_05_A']:6.2f} Å  shift {row['shift_rms_px']:.3f} px", flush=True)
+        log["multi"] = out
+        save(log)
+    return out
+
+
+def save(log: dict) -> None:
+    """Write this run's part (``log["part"]``) to its own file, so parts can run in parallel."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    path = RESULTS.with_name(f"{RESULTS.stem}_{log['part']}.json")
+    path.write_text(json.dumps(log, indent=1) + "\n")
+
+
+def merge_parts() -> dict:
+    """Merge the part files into bench_ablation.json and return the merged log."""
+    merged: dict[str, Any] = {}
+    for part in ("frames", "tilts", "multi"):
+        path = RESULTS.with_name(f"{RESULTS.stem}_{part}.json")
+        if path.exists():
+            log = json.loads(path.read_text())
+            merged.setdefault("commands", []).append(log.pop("command"))
+            merged.update({k: v for k, v in log.items() if k != "part"})
+    RESULTS.write_text(json.dumps(merged, indent=1) + "\n")
+    return merged
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| parameters | FSC 0.143 (Å) | vs truth FSC 0.5 (Å) | shift RMS (px) | defocus RMS (Å) | "
+             "median angle (°) | time (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        sp = next(iter(r["species"].values()))
+        lines.append(f"| {r['label']} | {sp['fsc_0143_A']:.2f} | {sp['truth_fsc_05_A']:.2f} | {r['shift_rms_px']:.3f} | "
+                     f"{r['defocus_rms_A']:.0f} | {r['angle_median_deg']:.2f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_doc(log: dict) -> None:
+    cmds = "; ".join(f"`{c}`" for c in log["commands"])
+    parts = [f"Commands: {cmds}. Setup: {log['setup']}."]
+    parts += [f"{k.split('_')[0]}: {log[k]}." for k in ("frames_setup", "tilts_setup", "multi_setup") if k in log]
+    parts.append("")
+    for kind in ("frames", "tilts"):
+        if kind in log:
+            parts += [f"### {kind}", "", table(log[kind]), ""]
+    if "multi" in log:
+        parts += ["### multi-species (frames)", "", "| refined with | alpha particles | alpha FSC 0.143 (Å) | "
+                  "alpha vs truth FSC 0.5 (Å) | shift RMS (px) |", "| --- | --- | --- | --- | --- |"]
+        for r in log["multi"].values():
+            sp = r["species"]["alpha"]
+            parts.append(f"| {r['label']} | {sp['particles']} | {sp['fsc_0143_A']:.2f} | {sp['truth_fsc_05_A']:.2f} | "
+                         f"{r['shift_rms_px']:.3f} |")
+        parts.append("")
+    text = DOC.read_text() if DOC.exists() else "# Ablation\n\n<!-- bench_ablation -->\n<!-- /bench_ablation -->\n"
+    start, end = "<!-- bench_ablation -->", "<!-- /bench_ablation -->"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    DOC.write_text(head + start + "\n" + "\n".join(parts) + end + tail)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (checks the script, not the science)")
+    ap.add_argument("--only", choices=["frames", "tilts", "multi"], action="append")
+    ap.add_argument("--refine-res", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    q = a.quick
+    base = RefineSettings(resolution_fraction=1.0, lbfgs_iterations=8 if q else 12, rounds=1 if q else 2,
+                          defocus_search_range=1000.0, defocus_search_step=100.0, threads=a.threads)
+    only = set(a.only or ["frames", "tilts", "multi"])
+    log: dict[str, Any] = {"part": "-".join(sorted(only)) if len(only) > 1 else next(iter(only))}
+    log["command"] = " ".join(["python benchmarks/bench_ablation.py", *sys.argv[1:]])
+    log["setup"] = (f"pixel {PIXEL} Å, box {BOX}, defocus 1 µm, SNR 1, refinement limit {a.refine_res} Å, references = "
+                    f"true maps, settings {base.to_json()}")
+    if "frames" in only:
+        sims = frames_sims([1, 2], 8 if q else 24, 192 if q else 288)
+        log["frames_setup"] = f"{len(sims)} frame series x {sims[0].config.n_particles} particles, 6 frames"
+        ablation("frames", sims, base, (3, 3, 3), a.refine_res, log)
+    if "tilts" in only:
+        sims = tilts_sims([1, 2], 6 if q else 12, 192 if q else 256)
+        log["tilts_setup"] = f"{len(sims)} tilt series x {sims[0].config.n_particles} particles, 11 tilts ±30°"
+        ablation("tilts", sims, base, (3, 3, 1), a.refine_res, log)
+    if "multi" in only:
+        sims = frames_sims([11, 12, 13], 16 if q else 32, 192 if q else 288, fractions=(0.05, 0.95), species=2)
+        log["multi_setup"] = f"{len(sims)} frame series x {sims[0].config.n_particles} particles, species fractions 5/95 %"
+        full = base.replace(image_warp=[3, 3, 3], refine_poses=True, refine_defocus=True, refine_astigmatism=True)
+        multi_species(sims, full, a.refine_res, log)
+    save(log)
+    write_doc(merge_parts())
+
+
+if __name__ == "__main__":
+    main()
