@@ -43,12 +43,26 @@ import math
 import torch
 from torch import Tensor
 
-from mrepo.kernels.gridding import gather, half_grid_shape, scatter, sinc2, trilinear_stencil
+from mrepo.kernels.gridding import (
+    gridding_correction,
+    half_grid_shape,
+    scatter,
+    sinc2,
+    trilinear_stencil,
+)
+from mrepo.kernels.interpolation import bspline_table, bspline_table_shape, sample_cubic, sample_linear
+
+KERNELS = ("linear", "cubic")
 
 
 def _check_pad(pad: int) -> None:
     if not isinstance(pad, int) or pad < 1:
         raise ValueError(f"pad must be a positive integer, got {pad!r}")
+
+
+def _check_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,22 +102,28 @@ def _slice_coords(rotations: Tensor, kxy: Tensor) -> Tensor:
     return coords.reshape(-1, 3)
 
 
-def prepare_volume(volume: Tensor, pad: int = 2) -> Tensor:
+def prepare_volume(volume: Tensor, pad: int = 2, kernel: str = "linear") -> Tensor:
     """Gridding pre-correction, zero-padding to ``pad * d`` and 3D FFT.
 
-    ``volume``: (d, d, d) real (z, y, x). Returns the centred half-transform
-    (2h+1, 2h+1, h+1) complex, ``h = pad * d // 2`` (see module docstring).
+    ``volume``: (d, d, d) real (z, y, x). ``kernel="linear"`` (default) returns the
+    centred half-transform (2h+1, 2h+1, h+1) complex, ``h = pad * d // 2``, for
+    trilinear extraction (sinc² pre-correction); ``kernel="cubic"`` returns the real
+    B-spline row table (2h+6, 2h+6, h+2, 8) of :mod:`mrepo.kernels.interpolation`
+    (sinc⁴ pre-correction, 4× the memory) for accurate extraction.
     """
     _check_pad(pad)
+    _check_kernel(kernel)
     if volume.ndim != 3 or len(set(volume.shape)) != 1 or volume.is_complex():
         raise ValueError(f"volume must be a real cube (d, d, d), got {tuple(volume.shape)}")
     d = volume.shape[0]
     big = pad * d
-    corrected = volume / sinc2(big, d, volume.device, volume.dtype)
+    power = 2 if kernel == "linear" else 4
+    corrected = volume / gridding_correction(big, d, power, volume.device, volume.dtype)
     o = big // 2 - d // 2
-    padded = volume.new_zeros((big, big, big))
-    padded[o : o + d, o : o + d, o : o + d] = corrected
+    padded = torch.nn.functional.pad(corrected, (o, big - d - o) * 3)
     ft = torch.fft.rfftn(torch.fft.ifftshift(padded), dim=(0, 1, 2))
+    if kernel == "cubic":
+        return bspline_table(ft)
     h = big // 2
     idx = (torch.arange(2 * h + 1, device=volume.device) - h) % big
     return ft.index_select(0, idx).index_select(1, idx)
@@ -116,33 +136,48 @@ def _flatten_rotations(rotations: Tensor, dtype: torch.dtype) -> tuple[Tensor, t
     return rotations.reshape(-1, 3, 3).to(dtype), lead
 
 
-def extract_slices(volume_ft: Tensor, rotations: Tensor, image_size: int, pad: int = 2) -> Tensor:
+def extract_slices(
+    volume_ft: Tensor, rotations: Tensor, image_size: int, pad: int = 2, kernel: str = "linear"
+) -> Tensor:
     """Central slices of a prepared volume: (..., d, d//2+1) complex, standard 2D layout.
 
     Equals ``rfft2`` of the projection image (centre at d // 2) up to interpolation
     error; differentiable w.r.t. ``rotations`` (..., 3, 3) and ``volume_ft``.
+    ``kernel`` must match :func:`prepare_volume`'s: ``"linear"`` (fast; trilinear,
+    relative error at pad 2 ~0.3% for mass within d/8 of the centre, a few % near the
+    edge of the inscribed sphere) or ``"cubic"`` (cubic B-spline, 64 taps: < 0.5%
+    everywhere inside the inscribed sphere at pad 2, smooth pose gradients).
     """
     _check_pad(pad)
-    expected = half_grid_shape(pad * image_size)
-    if tuple(volume_ft.shape) != expected or not volume_ft.is_complex():
+    _check_kernel(kernel)
+    big = pad * image_size
+    if kernel == "linear":
+        expected = half_grid_shape(big)
+        ok = volume_ft.is_complex()
+    else:
+        expected = bspline_table_shape(big)
+        ok = not volume_ft.is_complex()
+    if tuple(volume_ft.shape) != expected or not ok:
+        kind = "complex" if kernel == "linear" else "real"
         raise ValueError(
-            f"volume_ft must be complex with shape {expected} for image_size={image_size}, "
-            f"pad={pad}; got {tuple(volume_ft.shape)} {volume_ft.dtype}"
+            f"volume_ft must be {kind} with shape {expected} for image_size={image_size}, "
+            f"pad={pad}, kernel={kernel!r}; got {tuple(volume_ft.shape)} {volume_ft.dtype}"
         )
-    rdtype = volume_ft.real.dtype
+    rdtype = volume_ft.real.dtype if kernel == "linear" else volume_ft.dtype
     rot, lead = _flatten_rotations(rotations, rdtype)
     flat, kxy, phase, _ = _slice_grid(image_size, pad, volume_ft.device, rdtype)
     b, p = rot.shape[0], flat.shape[0]
-    stencil = trilinear_stencil(_slice_coords(rot, kxy), expected)
-    vals = gather(volume_ft, stencil).view(b, p) * phase
+    coords = _slice_coords(rot, kxy)
+    sample = sample_linear if kernel == "linear" else sample_cubic
+    vals = sample(volume_ft, coords).view(b, p) * phase
     out = vals.new_zeros((b, image_size * (image_size // 2 + 1))).index_copy(1, flat, vals)
     return out.view(*lead, image_size, image_size // 2 + 1)
 
 
-def project(volume: Tensor, rotations: Tensor, pad: int = 2) -> Tensor:
+def project(volume: Tensor, rotations: Tensor, pad: int = 2, kernel: str = "linear") -> Tensor:
     """Projection images (..., d, d) real of a (d, d, d) volume at ``rotations`` (..., 3, 3)."""
     d = volume.shape[-1]
-    slices = extract_slices(prepare_volume(volume, pad), rotations, d, pad)
+    slices = extract_slices(prepare_volume(volume, pad, kernel), rotations, d, pad, kernel)
     return torch.fft.irfft2(slices, s=(d, d))
 
 

@@ -105,9 +105,18 @@ def scatter(
     weight.view(-1).index_add_(0, idx, (w * weights[:, None]).reshape(-1).to(weight.dtype))
 
 
-def sinc2(padded_size: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Separable sinc² of a unit trilinear kernel on a ``padded_size`` grid, evaluated
-    on the central ``size``³ voxels (offsets ``i - size // 2`` from the centre): (size,)*3."""
+def gridding_correction(
+    padded_size: int, size: int, power: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Separable ``sinc^power(r / padded_size)``, the real-space transform of a
+    B-spline kernel of degree ``power - 1`` on a ``padded_size`` Fourier grid (2:
+    trilinear, 4: cubic B-spline), on the central ``size``³ voxels (offsets
+    ``i - size // 2`` from the centre, voxels): (size, size, size)."""
     r = torch.arange(size, device=device, dtype=dtype) - size // 2
-    s = torch.sinc(r / padded_size) ** 2
+    s = torch.sinc(r / padded_size) ** power
     return s[:, None, None] * s[None, :, None] * s[None, None, :]
+
+
+def sinc2(padded_size: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Separable sinc² of a unit trilinear kernel (:func:`gridding_correction`, power 2)."""
+    return gridding_correction(padded_size, size, 2, device, dtype)

@@ -1,0 +1,284 @@
+"""Point sampling of a 3D Friedel-symmetric Fourier grid: trilinear and cubic B-spline.
+
+Both samplers are ``torch.autograd.Function`` s whose forward pass computes, from
+the same gathered neighbours, the value and (when the coordinates need a gradient)
+its analytic Jacobian w.r.t. the coordinates; backward is then a cheap product,
+avoiding autograd's generic index backward. Points are processed in chunks so that
+no (points × taps) intermediate is ever larger than a few MiB.
+
+Fourier layouts (``D`` padded box, ``h = D // 2``, frequencies in cycles per ``D``
+voxels, real-space origin at voxel ``D // 2``):
+
+* linear: the centred half-transform of :mod:`mrepo.kernels.gridding`, complex
+  ``(2h+1, 2h+1, h+1)``, ``[iz, iy, ix]`` = ``F(iz - h, iy - h, ix)``.
+* cubic ("B-spline row table"): real ``(2h+6, 2h+6, h+2, 8)``; entry
+  ``[iz, iy, ix]`` holds ``Re F(kz, ky, kx + j)`` for ``j = 0..3`` then
+  ``Im F(kz, ky, kx + j)`` for ``j = 0..3``, with ``kz = iz - h - 2``,
+  ``ky = iy - h - 2``, ``kx = ix - 1``. Values outside ``[-h, h]`` are the DFT's
+  periodic continuation and negative ``kx`` its Friedel mates, so every
+  neighbourhood of a point with ``|k| <= h + 1`` is in range. Built by
+  :func:`bspline_table`; 4× the memory of the half-transform.
+
+Coordinates: ``(M, 3)`` real as ``(x, y, z)`` frequency indices; points with
+``x < 0`` are read at ``-k`` and conjugated (``F(-k) = conj F(k)``).
+
+The cubic B-spline is not interpolating: it smooths the samples with a kernel whose
+real-space transform is ``sinc⁴(r / D)`` (trilinear: ``sinc²``), so the volume must
+be divided by that before the 3D FFT (see :func:`mrepo.kernels.gridding.gridding_correction`).
+Its periodic ghosts at distance ``D`` are attenuated as ``(sinc(1 - r/D)/sinc(r/D))⁴``
+instead of squared, which is what makes pad-2 projections accurate everywhere in
+the inscribed sphere.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+_CHUNK_LINEAR = 32768
+_CHUNK_CUBIC = 8192
+
+
+def bspline_table_shape(padded_size: int) -> tuple[int, int, int, int]:
+    """Shape ``(2h+6, 2h+6, h+2, 8)`` of the cubic B-spline row table for box ``padded_size``."""
+    h = padded_size // 2
+    return (2 * h + 6, 2 * h + 6, h + 2, 8)
+
+
+def bspline_table(rfft: Tensor) -> Tensor:
+    """Row table (see module docstring) from a 3D ``torch.fft.rfftn`` of a (D, D, D)
+    real volume, shape (D, D, D//2+1) complex, standard (non-centred) layout.
+    Differentiable w.r.t. ``rfft``."""
+    big = rfft.shape[0]
+    if rfft.ndim != 3 or rfft.shape != (big, big, big // 2 + 1) or not rfft.is_complex():
+        raise ValueError(f"rfft must be complex (D, D, D//2+1), got {tuple(rfft.shape)} {rfft.dtype}")
+    h = big // 2
+    dev = rfft.device
+    k = torch.arange(-h - 2, h + 4, device=dev)
+    direct = rfft.index_select(0, k % big).index_select(1, k % big)
+    mirror = rfft.index_select(0, (-k) % big).index_select(1, (-k) % big)
+    kx = torch.arange(-1, h + 4, device=dev)
+    inside = (kx >= 0) & (kx <= h)
+    cols = [
+        direct[:, :, int(x)] if bool(ok) else mirror[:, :, int((-x) % big)].conj()
+        for x, ok in zip(kx.tolist(), inside.tolist())
+    ]
+    ext = torch.stack(cols, dim=-1)  # (2h+6, 2h+6, h+5), kx = -1 .. h+3
+    rows = torch.view_as_real(ext).unfold(2, 4, 1)  # (z, y, h+2, 2, 4)
+    return rows.reshape(*rows.shape[:3], 8).contiguous()
+
+
+def _mirror(coords: Tensor) -> tuple[Tensor, Tensor]:
+    """(sign (M,), coordinates mirrored to x >= 0 (M, 3)), both detached."""
+    c = coords.detach()
+    sign = torch.where(c[:, 0] < 0, -1.0, 1.0).to(c.dtype)
+    return sign, c * sign[:, None]
+
+
+def _finish(out: Tensor, sign: Tensor) -> Tensor:
+    """(n, k, 2) real [value, d/dx, d/dy, d/dz][:k] of the mirrored points -> (n, k)
+    complex of the original points: conjugate where mirrored, chain rule of -k."""
+    re, im = out[..., 0], out[..., 1] * sign[:, None]
+    if out.shape[1] > 1:
+        re = torch.cat((re[:, :1], re[:, 1:] * sign[:, None]), dim=1)
+        im = torch.cat((im[:, :1], im[:, 1:] * sign[:, None]), dim=1)
+    return torch.complex(re, im)
+
+
+@functools.lru_cache(maxsize=16)
+def _offsets(shape: tuple[int, ...], taps: int, device: torch.device) -> Tensor:
+    """Flat offsets of a taps³ (linear) or taps² (row table) neighbourhood."""
+    o = torch.arange(taps, device=device)
+    if len(shape) == 3:
+        _, ny, nx = shape
+        return (o[:, None, None] * (ny * nx) + o[None, :, None] * nx + o[None, None, :]).reshape(-1)
+    _, ny, nx, _ = shape
+    return (o[:, None] * (ny * nx) + o[None, :] * nx).reshape(-1)
+
+
+def _linear_cells(c: Tensor, shape: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
+    """Flat index of each lower corner (n,) and fractions (n, 3) as (x, y, z)."""
+    nz, ny, nx = shape
+    h = nx - 1
+    pos = c + torch.tensor([0.0, h, h], dtype=c.dtype, device=c.device)
+    hi = torch.tensor([nx - 2, ny - 2, nz - 2], dtype=c.dtype, device=c.device)
+    low = torch.minimum(torch.floor(pos).clamp_(min=0), hi)
+    base = ((low[:, 2] * ny + low[:, 1]) * nx + low[:, 0]).long()
+    return base, pos - low
+
+
+def _linear_weights(t: Tensor, jac: bool) -> Tensor:
+    """(n, 1 or 4, 8) trilinear weights [w, dw/dx, dw/dy, dw/dz], taps (z, y, x) x fastest."""
+    one = torch.ones_like(t)
+    w = torch.stack((1 - t, t), dim=-1)  # (n, 3, 2)
+    wx, wy, wz = w[:, 0], w[:, 1], w[:, 2]
+
+    def outer(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+        return (a[:, :, None, None] * b[:, None, :, None] * c[:, None, None, :]).reshape(-1, 8)
+
+    if not jac:
+        return outer(wz, wy, wx)[:, None]
+    d = torch.stack((-one[:, 0], one[:, 0]), dim=-1)
+    return torch.stack(
+        (outer(wz, wy, wx), outer(wz, wy, d), outer(wz, d, wx), outer(d, wy, wx)), dim=1
+    )
+
+
+class _SampleLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grid: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
+        jac = ctx.needs_input_grad[1]
+        sign, c = _mirror(coords)
+        shape = tuple(grid.shape)
+        flat = torch.view_as_real(grid.detach()).reshape(-1, 2)
+        offs = _offsets(shape, 2, grid.device)
+        vals, jacs = [], []
+        for s in range(0, c.shape[0], _CHUNK_LINEAR):
+            base, t = _linear_cells(c[s : s + _CHUNK_LINEAR], shape)
+            taps = flat.index_select(0, (base[:, None] + offs).reshape(-1)).view(-1, 8, 2)
+            out = _finish(torch.bmm(_linear_weights(t, jac), taps), sign[s : s + _CHUNK_LINEAR])
+            vals.append(out[:, 0])
+            if jac:
+                jacs.append(out[:, 1:])
+        ctx.save_for_backward(coords.detach(), torch.cat(jacs) if jac else grid.new_empty(0))
+        ctx.shape = shape
+        return torch.cat(vals) if vals else grid.new_zeros(0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        coords, jac = ctx.saved_tensors
+        g_grid = g_coords = None
+        if ctx.needs_input_grad[1]:
+            g_coords = (grad.real[:, None] * jac.real + grad.imag[:, None] * jac.imag).to(coords.dtype)
+        if ctx.needs_input_grad[0]:
+            sign, c = _mirror(coords)
+            base, t = _linear_cells(c, ctx.shape)
+            w = _linear_weights(t, False)[:, 0]
+            g = torch.view_as_real(grad).clone()
+            g[:, 1] *= sign  # conjugate where mirrored
+            contrib = (w[:, :, None] * g[:, None, :]).reshape(-1, 2)
+            g_grid = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
+            index = (base[:, None] + _offsets(ctx.shape, 2, grad.device)).reshape(-1)
+            torch.view_as_real(g_grid).view(-1, 2).index_add_(0, index, contrib.to(g.dtype))
+        return g_grid, g_coords
+
+
+def _cubic_cells(c: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Flat row index of each neighbourhood's first row (n,) and fractions (n, 3)."""
+    nz, ny, nx, _ = shape
+    h = (nz - 6) // 2
+    cell = torch.floor(c)
+    start = cell + torch.tensor([0.0, h + 1, h + 1], dtype=c.dtype, device=c.device)
+    hi = torch.tensor([nx - 1, ny - 4, nz - 4], dtype=c.dtype, device=c.device)
+    start = torch.minimum(start.clamp_(min=0), hi)
+    base = ((start[:, 2] * ny + start[:, 1]) * nx + start[:, 0]).long()
+    return base, c - cell
+
+
+def _bspline(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Cubic B-spline weights and derivatives (..., 4) at fractions ``t`` (...)."""
+    t2, t3 = t * t, t * t * t
+    s = 1 - t
+    w = torch.stack((s * s * s, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3), dim=-1) / 6
+    d = torch.stack((-0.5 * s * s, 1.5 * t2 - 2 * t, -1.5 * t2 + t + 0.5, 0.5 * t2), dim=-1)
+    return w, d
+
+
+def _cubic_weights(t: Tensor, jac: bool) -> tuple[Tensor, Tensor]:
+    """x weights (n, 4, kx) and (z, y) weights (n, 16, kzy): kx = 1 or 2 ([w, dw/dx]),
+    kzy = 1 or 3 ([w, dw/dy, dw/dz])."""
+    w, d = _bspline(t)  # (n, 3, 4)
+    wx, wy, wz = w[:, 0], w[:, 1], w[:, 2]
+    zy = (wz[:, :, None] * wy[:, None, :]).reshape(-1, 16, 1)
+    if not jac:
+        return wx[:, :, None], zy
+    dzy = (wz[:, :, None] * d[:, 1, None, :]).reshape(-1, 16, 1)
+    zdy = (d[:, 2, :, None] * wy[:, None, :]).reshape(-1, 16, 1)
+    return torch.stack((wx, d[:, 0]), dim=-1), torch.cat((zy, dzy, zdy), dim=-1)
+
+
+def _cubic_contract(rows: Tensor, t: Tensor, jac: bool) -> Tensor:
+    """(n, 16, 8) gathered rows -> (n, k, 2) [value, d/dx, d/dy, d/dz][:k] of (re, im)."""
+    n = rows.shape[0]
+    wx, wzy = _cubic_weights(t, jac)
+    kx = wx.shape[-1]
+    sx = torch.bmm(rows.view(n, 32, 4), wx).view(n, 16, 2 * kx)  # (row, [re, im] x kx)
+    out = torch.bmm(sx.transpose(1, 2), wzy)  # (n, 2 kx, kzy): index c * kx + dx
+    if not jac:
+        return out.view(n, 1, 2)
+    value = out[:, 0::2, 0]  # dx = 0 -> (n, 2) over (re, im)
+    return torch.stack((value, out[:, 1::2, 0], out[:, 0::2, 1], out[:, 0::2, 2]), dim=1)
+
+
+class _SampleCubic(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, table: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
+        jac = ctx.needs_input_grad[1]
+        sign, c = _mirror(coords)
+        shape = tuple(table.shape)
+        flat = table.detach().view(-1, 8)
+        offs = _offsets(shape, 4, table.device)
+        vals, jacs = [], []
+        for s in range(0, c.shape[0], _CHUNK_CUBIC):
+            base, t = _cubic_cells(c[s : s + _CHUNK_CUBIC], shape)
+            rows = flat.index_select(0, (base[:, None] + offs).reshape(-1)).view(-1, 16, 8)
+            out = _finish(_cubic_contract(rows, t, jac), sign[s : s + _CHUNK_CUBIC])
+            vals.append(out[:, 0])
+            if jac:
+                jacs.append(out[:, 1:])
+        ctx.save_for_backward(coords.detach(), torch.cat(jacs) if jac else table.new_empty(0))
+        ctx.shape = shape
+        dtype = torch.complex64 if table.dtype == torch.float32 else torch.complex128
+        return torch.cat(vals) if vals else table.new_zeros(0, dtype=dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        coords, jac = ctx.saved_tensors
+        g_table = g_coords = None
+        if ctx.needs_input_grad[1]:
+            g_coords = (grad.real[:, None] * jac.real + grad.imag[:, None] * jac.imag).to(coords.dtype)
+        if ctx.needs_input_grad[0]:
+            sign, c = _mirror(coords)
+            base, t = _cubic_cells(c, ctx.shape)
+            w, _ = _bspline(t)
+            wzy = (w[:, 2, :, None] * w[:, 1, None, :]).reshape(-1, 16)
+            g = torch.view_as_real(grad).clone()
+            g[:, 1] *= sign
+            # row (16) x [re, im] (2) x kx (4)
+            contrib = wzy[:, :, None, None] * g[:, None, :, None] * w[:, 0, None, None, :]
+            g_table = torch.zeros(ctx.shape, dtype=g.dtype, device=grad.device)
+            index = (base[:, None] + _offsets(ctx.shape, 4, grad.device)).reshape(-1)
+            g_table.view(-1, 8).index_add_(0, index, contrib.reshape(-1, 8))
+        return g_table, g_coords
+
+
+def sample_linear(grid: Tensor, coords: Tensor) -> Tensor:
+    """Trilinear values (M,) complex of the centred half-transform ``grid``
+    (2h+1, 2h+1, h+1) complex at ``coords`` (M, 3) (x, y, z), ``|k| <= h``.
+    Lower corners are clamped so that points on the outer planes stay exact.
+    Differentiable w.r.t. ``grid`` and ``coords``."""
+    if grid.ndim != 3 or not grid.is_complex() or grid.shape[0] != 2 * grid.shape[2] - 1:
+        raise ValueError(f"grid must be a complex centred half-transform (2h+1, 2h+1, h+1), got {tuple(grid.shape)}")
+    _check_coords(coords)
+    return _SampleLinear.apply(grid.contiguous(), coords.to(grid.real.dtype))
+
+
+def sample_cubic(table: Tensor, coords: Tensor) -> Tensor:
+    """Cubic B-spline values (M,) complex of a row ``table`` (:func:`bspline_table`)
+    at ``coords`` (M, 3) (x, y, z), ``|k| <= h + 1``. Differentiable w.r.t. both."""
+    if table.ndim != 4 or table.is_complex() or tuple(table.shape) != bspline_table_shape(
+        2 * ((table.shape[0] - 6) // 2)
+    ):
+        raise ValueError(f"table must be a real B-spline row table (2h+6, 2h+6, h+2, 8), got {tuple(table.shape)}")
+    _check_coords(coords)
+    return _SampleCubic.apply(table.contiguous(), coords.to(table.dtype))
+
+
+def _check_coords(coords: Tensor) -> None:
+    if coords.ndim != 2 or coords.shape[1] != 3 or coords.is_complex():
+        raise ValueError(f"coords must be real (M, 3) as (x, y, z), got {tuple(coords.shape)}")
