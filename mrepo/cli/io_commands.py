@@ -10,6 +10,7 @@ from ..io import SpeciesFiles, import_relion5_tomo, import_relion_spa, import_si
 from ..io.checkout import checkout as checkout_files
 from ..io.export_relion import export_relion
 from ..io.m_format import export_m, import_m_species
+from ..io.warp_import import import_warp
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, open_repo, print_json
 
@@ -87,6 +88,17 @@ def sim(folder: Path = typer.Argument(..., help="Folder written by `mrepo sim`."
     """Import a simulated dataset into a new commit."""
     _report(import_sim(open_repo(repo), folder, truth=truth, source=source, copy=copy, population=population,
                        branch=branch), json)
+
+
+@import_app.command("warp")
+def warp(folder: Path = typer.Argument(..., help="Warp processing folder (one XML per movie or tilt series)."),
+         source: str = typer.Option("warp", "--source", help="Name of the new data source."),
+         settings: Path = typer.Option(None, "--settings", help="Warp settings file (e.g. previous.settings)."),
+         copy: bool = CopyOption, population: str = typer.Option("population"), branch: str = BranchOption,
+         repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Import a Warp processing folder as a new data source (one item per XML)."""
+    _report(import_warp(open_repo(repo), folder, source=source, settings=settings, copy=copy, population=population,
+                        branch=branch), json)
 
 
 @import_app.command("m")

@@ -1,0 +1,253 @@
+"""Warp processing folders -> items (one per XML), and ``import_warp`` (one new source, one commit).
+
+Item fields from a Warp XML (:mod:`mrepo.io.warp_xml`; sources cited there) and the settings:
+
+- pixel_size: settings Import.PixelSize if given, else ``<CTF> PixelSize``; refused when the raw MRC
+  header's voxel size disagrees. voltage, cs, amplitude_contrast: ``<CTF>`` Voltage, Cs, Amplitude.
+- frames: n = MRC frame count (non-MRC movies: the depth of GridMovementX); exposure = settings
+  Import.DosePerAngstromFrame per frame (0 without settings), pre_exposure = cumulative.
+  ctf (n, 3): defocus per frame from GridCTF when it is (1, 1, n) or (1, 1, 1), else ``<CTF> Defocus``;
+  U/V = (D ± DefocusDelta / 2) · 10⁴ Å, angle DefocusAngle. global_shifts (n, 2) Å = −GridMovementX/Y
+  nodes (Warp: particle at ``x − grid``; mrepo: image content displaced by ``+shift``); image_warp
+  (2, gx, gy, gt) = −GridLocalMovementX/Y when not a single node (Warp's einspline vs mrepo's natural
+  spline: same nodes, interpolation may differ between nodes).
+- tilts: tilt_angles = <Angles>, pre_exposure = <Dose>, exposure/acquisition_order from it;
+  volume_dimensions = VolumeDimensionsAngstrom; hand = +1 (Warp adds depth to defocus,
+  ``GetPositionInAllTilts``). ctf from per-tilt GridCTF/DefocusDelta/DefocusAngle ``FlatValues[t]``;
+  stage_angles = (xtilt, ytilt, zrot) with ``Rz Ry Rx`` equal to Warp's
+  ``Euler(0, Angle + LevelAngleY, −AxisAngle) · RotateX(LevelAngleX)`` (Matrix3.cs);
+  global_shifts = AxisOffset − GridMovement(node t) plus the centre difference between Warp
+  (Size/2 in Å) and RELION (int(Size/2) px). Raw data: ``tiltstack/<name>/<name>.st`` when present,
+  else a manifest of the <MoviePath> images.
+- phase_shift (n,) deg = PhaseShift · 180 when non-zero. Everything else (grids without a model slot,
+  attributes, per-tilt lists, CTF params) is kept verbatim in ``Item.metadata["warp"]`` so that
+  :func:`~mrepo.io.m_format.export_m` can write the XML back unchanged.
+No Fourier layout is involved in this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from ..graph import DataSource, Item, Repository, RawData
+from ..store import InvalidInput
+from .mrc import mrc_info
+from .relion_tomo import exposure_from_pre
+from .species_build import same_pixel
+from .staging import ImportResult, Staging, raw_data, raw_manifest
+from .warp_xml import WarpMeta, read_settings, read_warp_xml
+
+__all__ = ["warp_item", "import_warp", "models_from_warp", "find_movie"]
+
+MOVIE_EXTENSIONS = (".mrc", ".mrcs", ".tif", ".tiff", ".eer", ".em")
+
+
+def _grid_nodes(meta: WarpMeta, name: str, n: int, path: Path, *, default: float = 0.0) -> np.ndarray:
+    """Per-frame/tilt node values of a (1, 1, n) or single-node grid (n,); absent -> default."""
+    g = meta.grid(name)
+    if g is None:
+        return np.full(n, default)
+    if g.dims == (1, 1, 1):
+        return np.full(n, g.flat()[0])
+    if g.dims == (1, 1, n):
+        return g.flat()
+    raise InvalidInput(f"{path}: <{name}> is {g.dims[0]} x {g.dims[1]} x {g.dims[2]}, expected 1 x 1 x {n} "
+                       f"(one node per frame/tilt) or a single node")
+
+
+def _tilt_values(meta: WarpMeta, name: str, n: int) -> np.ndarray:
+    """Warp's GetTiltDefocus rule: FlatValues[t] when the grid has more than t values, else 0."""
+    g = meta.grid(name)
+    flat = g.flat() if g is not None else np.zeros(0)
+    return np.array([flat[t] if len(flat) > t else 0.0 for t in range(n)])
+
+
+def _warp_euler(rot: float, tilt: float, psi: float) -> np.ndarray:
+    """Warp's Matrix3.Euler (radians), identical to RELION's Euler_angles2matrix."""
+    ca, sa, cb, sb, cg, sg = np.cos(rot), np.sin(rot), np.cos(tilt), np.sin(tilt), np.cos(psi), np.sin(psi)
+    return np.array([[cg * cb * ca - sg * sa, cg * cb * sa + sg * ca, -cg * sb],
+                     [-sg * cb * ca - cg * sa, -sg * cb * sa + cg * ca, sg * sb],
+                     [sb * ca, sb * sa, cb]])
+
+
+def _rotate_x(a: float) -> np.ndarray:
+    """Warp's Matrix3.RotateX (column-major constructor): the right-handed rotation about x."""
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_px: tuple[int, int] = (0, 0),
+                     volume_A: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Model arrays (see module docstring) of one item with n frames/tilts."""
+    delta = meta.ctf_value("DefocusDelta", 0.0, path)
+    angle = meta.ctf_value("DefocusAngle", 0.0, path)
+    models: dict[str, np.ndarray] = {}
+    if meta.root == "Movie":
+        g = meta.grid("GridCTF")
+        if g is not None and g.dims in ((1, 1, 1), (1, 1, n)):
+            d = _grid_nodes(meta, "GridCTF", n, path)
+        else:
+            d = np.full(n, meta.ctf_value("Defocus", 0.0, path))
+        models["ctf"] = np.stack([(d + delta / 2) * 1e4, (d - delta / 2) * 1e4, np.full(n, angle)], 1)
+        models["global_shifts"] = -np.stack([_grid_nodes(meta, "GridMovementX", n, path),
+                                             _grid_nodes(meta, "GridMovementY", n, path)], 1)
+        lx, ly = meta.grid("GridLocalMovementX"), meta.grid("GridLocalMovementY")
+        if lx is not None and ly is not None and len(lx.values) > 1:
+            if lx.dims != ly.dims:
+                raise InvalidInput(f"{path}: GridLocalMovementX {lx.dims} and GridLocalMovementY {ly.dims} differ")
+            models["image_warp"] = -np.stack([lx.array().transpose(2, 1, 0), ly.array().transpose(2, 1, 0)])
+        phase = np.full(n, meta.ctf_value("PhaseShift", 0.0, path) * 180.0)
+    else:
+        d = _tilt_values(meta, "GridCTF", n)
+        dd = _tilt_values(meta, "GridCTFDefocusDelta", n)
+        da = _tilt_values(meta, "GridCTFDefocusAngle", n)
+        models["ctf"] = np.stack([(d + dd / 2) * 1e4, (d - dd / 2) * 1e4, da], 1)
+        phase = _tilt_values(meta, "GridCTFPhase", n) * 180.0
+        pt = {k: np.array([float(v) for v in meta.per_tilt.get(k, ["0"] * n)]) for k in
+              ("Angles", "AxisAngle", "AxisOffsetX", "AxisOffsetY")}
+        lx = float(meta.attributes.get("LevelAngleX", "0") or 0)
+        ly = float(meta.attributes.get("LevelAngleY", "0") or 0)
+        mats = [_warp_euler(0.0, np.deg2rad(pt["Angles"][t] + ly), np.deg2rad(-pt["AxisAngle"][t]))
+                @ _rotate_x(np.deg2rad(lx)) for t in range(n)]
+        zyx = Rotation.from_matrix(np.stack(mats)).as_euler("ZYX", degrees=True)  # R = Rz Ry Rx
+        models["stage_angles"] = np.stack([zyx[:, 2], zyx[:, 1], zyx[:, 0]], 1)
+        assert volume_A is not None
+        size_px = np.rint(volume_A / pixel)
+        rot_centre = np.floor(size_px / 2) * pixel  # RELION's projection centre int(Size/2)
+        image_diff = np.array(image_px, float) / 2 * pixel - np.floor(np.array(image_px) / 2) * pixel
+        move = np.stack([_grid_nodes(meta, "GridMovementX", n, path), _grid_nodes(meta, "GridMovementY", n, path)], 1)
+        shifts = np.stack([pt["AxisOffsetX"], pt["AxisOffsetY"]], 1) - move + image_diff
+        shifts = shifts + np.stack([m @ (rot_centre - volume_A / 2) for m in mats])[:, :2]
+        models["global_shifts"] = shifts
+    if np.any(phase != 0):
+        models["phase_shift"] = phase
+    return models
+
+
+def find_movie(xml: Path, meta: WarpMeta, extension: str | None = None) -> Path:
+    """The raw movie of a frame-series XML: <stem>.<ext> in DataDirectory (or the XML's folder)."""
+    folder = xml.parent
+    if meta.data_directory:
+        folder = (xml.parent / meta.data_directory)
+    exts = (extension,) if extension else MOVIE_EXTENSIONS
+    found = [folder / f"{xml.stem}{e}" for e in exts if (folder / f"{xml.stem}{e}").is_file()]
+    if len(found) != 1:
+        what = "no" if not found else "several"
+        raise InvalidInput(f"{xml}: {what} raw movie named {xml.stem}.{{{','.join(e[1:] for e in exts)}}} "
+                           f"in {folder}")
+    return found[0]
+
+
+def _tilt_raw(xml: Path, meta: WarpMeta, n: int, staging: Staging, copy: bool) -> tuple[RawData, int, int, float]:
+    stack = xml.parent / "tiltstack" / xml.stem / f"{xml.stem}.st"
+    if stack.is_file():
+        info = mrc_info(stack)
+        if info.nz != n:
+            raise InvalidInput(f"{stack}: {info.nz} images but {xml} lists {n} tilts")
+        return raw_data(stack, copy=copy, staging=staging), info.nx, info.ny, info.voxel_size
+    names = meta.per_tilt.get("MoviePath")
+    if not names:
+        raise InvalidInput(f"{xml}: no tilt stack {stack} and no <MoviePath> list")
+    base = xml.parent / meta.data_directory if meta.data_directory else xml.parent
+    paths = [base / p for p in names]
+    infos = [mrc_info(p) for p in paths]
+    for p, i in zip(paths, infos):
+        if (i.nx, i.ny, i.nz) != (infos[0].nx, infos[0].ny, 1):
+            raise InvalidInput(f"{p}: tilt image is {i.nx} x {i.ny} x {i.nz}, expected {infos[0].nx} x "
+                               f"{infos[0].ny} x 1")
+    return raw_manifest(paths, copy=copy, staging=staging), infos[0].nx, infos[0].ny, infos[0].voxel_size
+
+
+def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str, str]] | None = None,
+              movie: Path | None = None, copy: bool = False, name: str | None = None) -> Item:
+    """One Item from a Warp XML (validated; model arrays go to the staging store)."""
+    xml = Path(xml)
+    meta = read_warp_xml(xml)
+    settings = settings or {}
+    imp = settings.get("Import", {})
+    pix = float(imp["PixelSize"]) if "PixelSize" in imp else meta.ctf_value("PixelSize", 0.0, xml)
+    if pix <= 0:
+        raise InvalidInput(f"{xml}: no pixel size (<CTF> Param PixelSize) and no settings file")
+    imaging: dict[str, Any] = {"pixel_size": pix, "voltage": meta.ctf_value("Voltage", 300.0, xml),
+                               "cs": meta.ctf_value("Cs", 2.7, xml),
+                               "amplitude_contrast": meta.ctf_value("Amplitude", 0.07, xml)}
+    if meta.root == "Movie":
+        path = movie if movie is not None else find_movie(xml, meta)
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt in ("mrc", "mrcs"):
+            info = mrc_info(path)
+            n, w, h, voxel = info.nz, info.nx, info.ny, info.voxel_size
+        else:
+            g = meta.grid("GridMovementX")
+            if g is None or g.dims[2] < 2:
+                raise InvalidInput(f"{path}: cannot tell the frame count of a {fmt} movie without a "
+                                   "GridMovementX with one node per frame")
+            n, w, h, voxel = g.dims[2], 0, 0, 0.0
+        raw = raw_data(path, copy=copy, staging=staging, fmt=fmt)
+        dose = float(imp.get("DosePerAngstromFrame", "0"))
+        imaging.update(dimensions=[w, h, n], exposure=[dose] * n, pre_exposure=[dose * i for i in range(n)])
+        models = models_from_warp(meta, n, xml, pixel=pix)
+        kind = "frames"
+    else:
+        if meta.attributes.get("AreAnglesInverted", "False").lower() == "true":
+            raise InvalidInput(f"{xml}: AreAnglesInverted=\"True\" is not supported")
+        n = len(meta.per_tilt["Angles"])
+        vol = meta.attributes.get("VolumeDimensionsAngstrom")
+        if not vol:
+            raise InvalidInput(f"{xml}: <TiltSeries> lacks attribute VolumeDimensionsAngstrom")
+        try:
+            volume = np.array([float(v) for v in vol.split(",")])
+        except ValueError:
+            raise InvalidInput(f"{xml}: attribute VolumeDimensionsAngstrom {vol!r} is not 'x,y,z'") from None
+        if volume.shape != (3,) or not np.all(volume > 0):
+            raise InvalidInput(f"{xml}: attribute VolumeDimensionsAngstrom {vol!r} is not three positive numbers")
+        raw, w, h, voxel = _tilt_raw(xml, meta, n, staging, copy)
+        pre = np.array([float(v) for v in meta.per_tilt.get("Dose", ["0"] * n)])
+        dose, order = exposure_from_pre(pre)
+        imaging.update(dimensions=[w, h, n], volume_dimensions=volume.tolist(), hand=1.0,
+                       tilt_angles=[float(v) for v in meta.per_tilt["Angles"]], pre_exposure=pre.tolist(),
+                       exposure=dose.tolist(), acquisition_order=order)
+        models = models_from_warp(meta, n, xml, pixel=pix, image_px=(w, h), volume_A=volume)
+        kind = "tilts"
+    if voxel > 0 and not same_pixel(voxel, pix):
+        raise InvalidInput(f"{xml}: raw data voxel size {voxel} Å disagrees with pixel size {pix} Å "
+                           f"({'settings Import.PixelSize' if 'PixelSize' in imp else '<CTF> PixelSize'})")
+    put = staging.objects.put_array
+    return Item(kind, name or xml.stem, raw, imaging, {k: put(np.ascontiguousarray(v, dtype=np.float64))
+                                                       for k, v in models.items()},
+                metadata={"warp": meta.to_json()})
+
+
+def import_warp(repo: Repository, folder: str | Path, *, source: str, settings: str | Path | None = None,
+                copy: bool = False, population: str = "population", branch: str | None = None) -> ImportResult:
+    """Every ``*.xml`` of a Warp processing folder (one item each) as a new source, in one commit."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInput(f"Warp folder {folder} does not exist or is not a folder")
+    opts = read_settings(settings) if settings is not None else None
+    ext = None
+    if opts is not None and opts.get("Import", {}).get("Extension", "").startswith("*."):
+        ext = opts["Import"]["Extension"][1:]
+    xmls = sorted(p for p in folder.glob("*.xml") if p.is_file())
+    if not xmls:
+        raise InvalidInput(f"{folder}: no Warp XML files (*.xml)")
+    staging = Staging(repo)
+    try:
+        items = []
+        for x in xmls:
+            meta_root = read_warp_xml(x)
+            movie = find_movie(x, meta_root, ext) if meta_root.root == "Movie" else None
+            items.append(warp_item(x, staging, settings=opts, movie=movie, copy=copy))
+        ds = DataSource(source, {it.key: it.save(staging.objects) for it in items}, {"origin": "warp"})
+        if len(ds.items) != len(items):
+            raise InvalidInput(f"{folder}: two items have identical raw data")
+        op = {"name": "import-warp", "folder": str(folder), "settings": str(settings) if settings else None,
+              "source": source, "copy": copy}
+        return staging.commit(population_name=population, sources={source: ds}, operation=op, branch=branch,
+                              message=f"Import Warp folder {folder.name} as source {source!r} ({len(items)} items)")
+    finally:
+        staging.close()
