@@ -28,11 +28,12 @@ class VerifyReport:
         return not self.problems
 
 
-def reachable(storage: Storage, *, on_problem: Callable[[str], None] | None = None
-              ) -> dict[str, ObjectType]:
-    """Every object reachable from any ref: hash -> type. Missing records are reported."""
+def reachable(storage: Storage, *, on_problem: Callable[[str], None] | None = None,
+              extra_roots: list[str] = ()) -> dict[str, ObjectType]:
+    """Every object reachable from any ref (and from ``extra_roots`` records): hash -> type.
+    Missing or corrupt records are reported through ``on_problem``."""
     found: dict[str, ObjectType] = {}
-    stack: list[tuple[str, str]] = []
+    stack: list[tuple[str, str]] = [(h, "a young object") for h in extra_roots]
     for key, h in storage.refs.list("refs/"):
         stack.append((h, key))
     while stack:
@@ -99,6 +100,13 @@ def verify(storage: Storage, *, workers: int = 8, progress: Progress | None = No
     return report
 
 
+def _is_record(storage: Storage, key: str) -> bool:
+    try:
+        return storage.backend.get(key)[:7] == b"record\0"
+    except ObjectNotFound:
+        return False
+
+
 @dataclass
 class GcReport:
     reachable: int = 0
@@ -113,21 +121,31 @@ def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_ru
     """Delete objects unreachable from every ref and older than ``grace_seconds``.
 
     The grace period protects objects a concurrent writer has stored but not yet
-    referenced (DESIGN.md: objects before refs). An array folder's age is that of
-    its newest file.
+    referenced (DESIGN.md: objects before refs): young records count as roots, so
+    their whole closure survives, and writers freshen objects they find already
+    present (``Backend.put_immutable``, ``ObjectStore.freshen``), as git does. An array
+    folder's age is that of its newest file.
     """
-    report = GcReport()
-    problems: list[str] = []
-    live = reachable(storage, on_problem=problems.append)
-    report.reachable = len(live)
+    report = GcReport()  # kept_young: unreachable from refs, kept as young or reached from young records
     now = time.time() if now is None else now
     cutoff = now - grace_seconds
-
-    for entry in list(storage.backend.list("objects/")):
+    entries = list(storage.backend.list("objects/"))
+    young_records = []
+    for entry in entries:
         h = entry.key.removeprefix("objects/").replace("/", "")
-        if h in live:
+        if entry.mtime > cutoff and len(h) == 64 and _is_record(storage, entry.key):
+            young_records.append(h)
+    from_refs = reachable(storage, on_problem=lambda _: None)
+    report.reachable = len(from_refs)
+    # Young records are roots too: what a concurrent writer stored (or freshened) and is about to
+    # reference keeps everything it reaches.
+    live = reachable(storage, extra_roots=young_records, on_problem=lambda _: None)
+
+    for entry in entries:
+        h = entry.key.removeprefix("objects/").replace("/", "")
+        if h in from_refs:
             continue
-        if entry.mtime > cutoff:
+        if entry.mtime > cutoff or h in live:
             report.kept_young += 1
             continue
         report.deleted_objects += 1
@@ -141,9 +159,9 @@ def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_ru
         if len(parts) >= 3:
             arrays.setdefault(parts[1], []).append(entry)
     for h, entries in arrays.items():
-        if h in live:
+        if h in from_refs:
             continue
-        if max(e.mtime for e in entries) > cutoff:
+        if max(e.mtime for e in entries) > cutoff or h in live:
             report.kept_young += 1
             continue
         report.deleted_arrays += 1

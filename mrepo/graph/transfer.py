@@ -54,7 +54,9 @@ def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: Thr
     frontier = [h for h in dict.fromkeys(roots)]
     seen: set[str] = set(frontier)
     while frontier:
-        present = list(pool.map(dst.objects.has_object, frontier))
+        # Records and arrays found present are freshened (see ObjectStore.freshen): gc keeps young
+        # objects and their closures, so nothing this transfer relies on can be swept under it.
+        present = list(pool.map(lambda h: dst.objects.freshen("record", h), frontier))
         missing = [h for h, p in zip(frontier, present) if not p]
         bodies = list(pool.map(src.objects.get_record, missing))
         next_records: list[str] = []
@@ -71,7 +73,7 @@ def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: Thr
                     seen.add(child)
                     checks.append((kind, child))
             records[h] = children
-        has = list(pool.map(lambda kc: dst.objects.has_array(kc[1]) if kc[0] == "array"
+        has = list(pool.map(lambda kc: dst.objects.freshen("array", kc[1]) if kc[0] == "array"
                             else dst.objects.has_object(kc[1]), checks))
         for (kind, child), ok in zip(checks, has):
             if not ok:

@@ -84,6 +84,26 @@ class Backend(ABC):
         """Upload a local file (default: read it whole)."""
         self.put(key, Path(path).read_bytes())
 
+    #: True where rewriting a small object costs less than checking for it first (S3).
+    cheap_overwrite: bool = False
+
+    def touch(self, key: str) -> bool:
+        """Refresh the modification time of an existing key ("freshen", as git does), so that
+        ``gc`` treats it as young; False when the key does not exist. Backends that cannot
+        freshen (a remote server freshens on its side) only report existence."""
+        return self.exists(key)
+
+    def put_immutable(self, key: str, data: bytes) -> bool:
+        """Store a content-addressed object: write it when absent, freshen it when present.
+
+        Returns True when it was written. Freshening closes the race with ``gc``: an object a
+        writer is about to reference again is young, and so is everything it reaches.
+        """
+        if self.touch(key):
+            return False
+        self.put(key, data)
+        return True
+
     def get_size(self, key: str) -> int:
         return len(self.get(key))
 
@@ -140,6 +160,13 @@ class LocalBackend(Backend):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def touch(self, key: str) -> bool:
+        try:
+            os.utime(self._path(key))
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def delete(self, key: str) -> None:
         try:
@@ -279,6 +306,13 @@ class MemoryBackend(Backend):
     def exists(self, key: str) -> bool:
         return self.fs.isfile(self._p(key))
 
+    def touch(self, key: str) -> bool:
+        try:
+            self.fs.pipe_file(self._p(key), self.fs.cat_file(self._p(key)))  # resets "created"
+            return True
+        except FileNotFoundError:
+            return False
+
     def delete(self, key: str) -> None:
         try:
             self.fs.rm_file(self._p(key))
@@ -369,18 +403,38 @@ class S3Backend(Backend):
     def put_file(self, key: str, path: str | Path) -> None:
         self.fs.put_file(str(path), self._p(key))
 
-    def exists(self, key: str) -> bool:
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """HEAD one object (a single request; ``fs.info`` would add a listing on a miss)."""
+        bucket, obj_key, _ = self.fs.split_path(self._p(key))
         try:
-            self.fs.info(self._p(key))
+            return self.fs.call_s3("head_object", Bucket=bucket, Key=obj_key)
+        except FileNotFoundError:
+            return None
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def touch(self, key: str) -> bool:
+        bucket, obj_key, _ = self.fs.split_path(self._p(key))
+        try:
+            self.fs.call_s3("copy_object", Bucket=bucket, Key=obj_key, MetadataDirective="REPLACE",
+                            CopySource={"Bucket": bucket, "Key": obj_key})
             return True
         except FileNotFoundError:
             return False
 
+    cheap_overwrite = True
+
+    def put_immutable(self, key: str, data: bytes) -> bool:
+        # One PUT both creates and freshens: cheaper than HEAD + PUT for a new object.
+        self.put(key, data)
+        return True
+
     def get_size(self, key: str) -> int:
-        try:
-            return int(self.fs.info(self._p(key))["size"])
-        except FileNotFoundError:
-            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFound(f"{key} not found in {self.url}")
+        return int(head["ContentLength"])
 
     def delete(self, key: str) -> None:
         try:

@@ -126,8 +126,7 @@ class ObjectStore:
         """Store a record; returns its hash (idempotent)."""
         data = record_bytes(kind, body)
         h = hash_bytes(data)
-        if h not in self._cache and not self.backend.exists(object_key(h)):
-            self.backend.put(object_key(h), data)
+        self.backend.put_immutable(object_key(h), data)
         self._cache_put(h, (kind, parse_record_bytes(data)[1]))
         return h
 
@@ -163,15 +162,14 @@ class ObjectStore:
     def put_blob(self, data: bytes) -> str:
         payload = BLOB_TAG + bytes(data)
         h = hash_bytes(payload)
-        if not self.backend.exists(object_key(h)):
-            self.backend.put(object_key(h), payload)
+        self.backend.put_immutable(object_key(h), payload)
         return h
 
     def put_blob_file(self, path: str | Path) -> str:
         """Copy a (possibly large) file into the store as a blob; returns its hash."""
         path = Path(path)
         h = hash_file(path)
-        if self.backend.exists(object_key(h)):
+        if self.backend.touch(object_key(h)):
             return h
         import tempfile
 
@@ -199,6 +197,11 @@ class ObjectStore:
     def has_array(self, h: str) -> bool:
         return self.backend.exists(array_prefix(h) + "zarr.json")
 
+    def freshen(self, kind: ObjectType, h: str) -> bool:
+        """Refresh the age of a present object (see :meth:`Backend.put_immutable`); False if absent."""
+        key = array_prefix(h) + "zarr.json" if kind == "array" else object_key(h)
+        return self.backend.touch(key)
+
     def put_array(self, array: np.ndarray, *, chunks: tuple[int, ...] | None = None,
                   allow_nonfinite: bool = False, what: str = "array", _parallel: bool = True) -> str:
         """Store an array as Zarr v3 (chunks first, ``zarr.json`` last); returns its hash.
@@ -209,9 +212,12 @@ class ObjectStore:
         if not allow_nonfinite:
             zarr_codec.check_finite(arr, what)
         h = hash_array(arr)
-        if self.has_array(h):
-            return h
         chunks = tuple(chunks) if chunks else zarr_codec.auto_chunks(arr.shape, arr.dtype.itemsize)
+        single_chunk = all(c >= s for c, s in zip(chunks, arr.shape))
+        # Present already: freshen its zarr.json (gc age) instead of writing. A one-chunk array is
+        # simply rewritten on backends where a PUT is cheaper than HEAD + copy (S3).
+        if not (single_chunk and self.backend.cheap_overwrite) and self.backend.touch(array_prefix(h) + "zarr.json"):
+            return h
         if len(chunks) != arr.ndim or any(c < 1 for c in chunks):
             raise InvalidInput(f"chunk shape {chunks} does not fit array shape {arr.shape}")
         prefix = array_prefix(h)
