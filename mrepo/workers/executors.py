@@ -65,6 +65,23 @@ def _default_load(repo_url: str, species: dict[str, str], settings: dict[str, An
     return load_references(repo_url, species, RefineSettings.from_json(settings))
 
 
+def match_worker_threads(tasks: list[ItemTask]) -> None:
+    """Give the calling (driver) process the torch thread count the workers use (settings
+    ``threads``), whichever executor ran and whether or not any item was refined here.
+
+    The driver reconstructs and computes FSC with torch after the executor returns, and
+    those sums change in the last bits with the thread count; without this the commit
+    would depend on the executor and on cache hits.
+    """
+    counts = {int(t.settings.get("threads", 1)) for t in tasks}
+    if len(counts) > 1:
+        raise ValueError(f"tasks of one iteration use different thread counts {sorted(counts)}")
+    if counts:
+        import torch
+
+        torch.set_num_threads(counts.pop())
+
+
 def check_tasks(tasks: Iterable[ItemTask]) -> list[ItemTask]:
     """The tasks as a list; ValueError when one is not an ItemTask or an item appears twice."""
     out = list(tasks)
@@ -223,6 +240,7 @@ class LocalExecutor:
 
     def run(self, tasks: Iterable[ItemTask], *, progress: Progress | None = None) -> IterationOutput:
         tasks = check_tasks(tasks)
+        match_worker_threads(tasks)
         counter = ProgressCounter(tasks, progress)
         for r in self.runners:
             r.take_sums()  # a previous run that failed may have left partial sums

@@ -45,6 +45,7 @@ from .executors import (
     RefineFn,
     ResidentReferences,
     check_tasks,
+    match_worker_threads,
     task_id,
     tree_reduce,
 )
@@ -99,7 +100,7 @@ class RayExecutor:
                  init_options: dict[str, Any] | None = None):
         if workers is not None and int(workers) < 1:
             raise InvalidInput(f"workers must be >= 1, got {workers}")
-        if gpus_per_worker is not None and int(gpus_per_worker) not in (0, 1):
+        if gpus_per_worker is not None and float(gpus_per_worker) not in (0.0, 1.0):
             raise InvalidInput(f"gpus_per_worker must be 0 or 1, got {gpus_per_worker}")
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
@@ -170,6 +171,7 @@ class RayExecutor:
         for t in tasks:
             if t.repo_url.startswith("memory://"):
                 raise InvalidInput(f"{t.repo_url} lives in one process; Ray workers need a folder or s3:// URL")
+        match_worker_threads(tasks)
         self._ensure_pool()
         self.failures = 0
         counter = ProgressCounter(tasks, progress)

@@ -262,3 +262,26 @@ def test_progress_events_and_summary(population) -> None:
     console.print(summary_table(1, {"apo": (6.0, 5.2)}, stats))
     text = buf.getvalue()
     assert "particles/s" in text and "5.20" in text and "4 items (0 cached)" in text
+
+
+def test_interrupted_refinement_commits_nothing_and_resumes_to_the_same_population(population, twin) -> None:
+    from mrepo.workers.driver import refine_population
+
+    (repo, _), (repo_b, _) = population, twin
+    settings = RefineSettings.from_json(SETTINGS)
+    head = repo.head("main")
+
+    def stop_at_the_last_item(event: ProgressEvent) -> None:
+        if event.done == event.total:
+            raise _Interrupt  # every item refined and cached, the sums never reach the driver
+
+    with pytest.raises(_Interrupt):
+        refine_population(repo, "main", 1, settings, LocalExecutor(), progress=stop_at_the_last_item)
+    assert repo.head("main") == head  # no partial commit
+    torch.set_num_threads(2)  # resumed in another process state; all cache hits: refine_item never runs here
+    try:
+        (resumed,) = refine_population(repo, "main", 1, settings, LocalExecutor())
+    finally:
+        torch.set_num_threads(1)
+    (undisturbed,) = refine_population(repo_b, "main", 1, settings, LocalExecutor())
+    assert repo.get_commit(resumed).population == repo_b.get_commit(undisturbed).population

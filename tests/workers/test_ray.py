@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from mrepo.graph import Repository
 from mrepo.store import InvalidInput
@@ -52,7 +53,9 @@ def test_ray_and_local_commit_the_same_population(executor, tmp_path: Path) -> N
     settings = RefineSettings.from_json(SETTINGS)
     repo_a, _ = _repo(tmp_path, "a", 3)
     repo_b, _ = _repo(tmp_path, "b", 3)
+    torch.set_num_threads(2)  # the executor gives the driver the workers' thread count (FSC sums depend on it)
     (ca,) = refine_population(repo_a, "main", 1, settings, executor)
+    assert torch.get_num_threads() == settings.threads
     (cb,) = refine_population(repo_b, "main", 1, settings, LocalExecutor())
     assert repo_a.get_commit(ca).population == repo_b.get_commit(cb).population
     info = executor.info()
