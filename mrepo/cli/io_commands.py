@@ -9,7 +9,7 @@ import typer
 from ..io import SpeciesFiles, import_relion5_tomo, import_relion_spa, import_sim
 from ..io.checkout import checkout as checkout_files
 from ..io.export_relion import export_relion
-from ..io.m_format import export_m, import_m_species
+from ..io.m_format import export_m, import_m
 from ..io.warp_import import import_warp
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, open_repo, print_json
@@ -103,17 +103,17 @@ def warp(folder: Path = typer.Argument(..., help="Warp processing folder (one XM
 
 @import_app.command("m")
 def m(population_file: Path = typer.Argument(..., help="M .population file."),
-      ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), branch: str = BranchOption,
-      repo: str = RepoOption, json: bool = JsonOption) -> None:
-    """Import the species of an M population (items must already be in the repository)."""
-    _report(import_m_species(open_repo(repo), population_file, ignore_unmatched=ignore_unmatched, branch=branch),
+      ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), copy: bool = CopyOption,
+      branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Import an M population: its sources (.source + per-item Warp XML) and species, in one commit."""
+    _report(import_m(open_repo(repo), population_file, copy=copy, ignore_unmatched=ignore_unmatched, branch=branch),
             json)
 
 
 @export_app.command("m")
 def m_export(commit: str = typer.Option("main", "--commit", "-c", help="Revision to export."),
              out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
-    """Write an M population folder (.population, .source, .species XML and species folders)."""
+    """Write an M population folder (.population, .source, per-item Warp XML, .species and species folders)."""
     paths = export_m(open_repo(repo), commit, out)
     console.print(f"wrote {len(paths)} files under {out}")
 

@@ -32,17 +32,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..graph import Item, Repository
+from ..graph import DataSource, Item, ParticleTable, Repository, Species
 from ..store import InvalidInput
 from .export_relion import _order, population_items
 from .mrc import write_mrc
 from .raw_access import raw_paths
 from .relion_particles import ParticleRows
 from .species_build import build_species, read_species_maps
-from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items
+from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items, name_key, particle_ids
 from .star import integers, numeric, read_star, require_columns, strings, write_star
+from .warp_export import write_item_xml
+from .warp_import import warp_item
+from .warp_xml import read_warp_xml
 
-__all__ = ["export_m", "import_m_species", "guid_for"]
+__all__ = ["export_m", "import_m", "import_m_species", "guid_for"]
 
 
 def guid_for(h: str) -> str:
@@ -125,6 +128,7 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
         files = ET.SubElement(root, "Files")
         for it in its:
             ET.SubElement(files, "File", Hash=it.key, Name=_file_name(repo, it))
+            written += write_item_xml(repo, it, out)
         written.append(_write_xml(root, out / f"{sname}.source"))
     written.append(_write_xml(proot, out / f"{pop.name}.population"))
     return written
@@ -174,6 +178,113 @@ def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict,
     return rows, samples
 
 
+def _m_species(root: ET.Element, pfile: Path, items: dict[str, Item], index: dict, staging: Staging,
+               ignore_unmatched: bool) -> dict[str, Species]:
+    """Every species listed by a .population, built into ``staging`` (particles linked to ``items``)."""
+    new: dict[str, Species] = {}
+    for el in root.findall("Species/Species"):
+        spath = pfile.parent / el.get("Path", "")
+        sroot = _parse_xml(spath, "Species")
+        name = _param(sroot, "Name", spath)
+        if sroot.findall("Param") and _param(sroot, "GUID", spath) != el.get("GUID"):
+            raise InvalidInput(f"{spath}: GUID does not match the one in {pfile}")
+        try:
+            diameter = float(_param(sroot, "DiameterAngstrom", spath))
+            temporal = int(_param(sroot, "TemporalResolutionMovement", spath))
+        except ValueError as exc:
+            raise InvalidInput(f"{spath}: bad numeric parameter ({exc})") from None
+        folder = spath.parent
+        maps = read_species_maps(folder / f"{name}_half1.mrc", folder / f"{name}_half2.mrc",
+                                 folder / f"{name}_mask.mrc")
+        rows, samples = _m_rows(folder / f"{name}_particles.star", temporal, items, index, ignore_unmatched)
+        used = {it.key for it in rows.items}
+        contributors = sorted({h for e in index.values() for _, h, it in e if it.key in used})
+        sp = build_species(staging.objects, name=name, maps=maps, rows=rows, diameter=diameter,
+                           symmetry=_param(sroot, "Symmetry", spath), temporal_samples=1,
+                           star_path=folder / f"{name}_particles.star", contributors=contributors)
+        if samples > 1 or temporal > 1:
+            t = max(samples, temporal)
+            assert rows.coordinates_t is not None and rows.angles_t is not None
+            c = np.repeat(rows.coordinates_t, t // samples, axis=1) if samples < t else rows.coordinates_t
+            a = np.repeat(rows.angles_t, t // samples, axis=1) if samples < t else rows.angles_t
+            table = ParticleTable.build(particle_ids(rows.item_keys), rows.item_keys, c, a, rows.half)
+            sp = sp.evolve(particles=table.save(staging.objects), temporal_samples=t)
+        new[name] = sp
+    return new
+
+
+def _m_source(spath: Path, staging: Staging, copy: bool) -> DataSource:
+    """A .source file (DataSource.cs ``Load``) and its items' Warp XML (``<folder>/<RootName>.xml``)."""
+    sroot = _parse_xml(spath, "DataSource")
+    name = _param(sroot, "Name", spath)
+    files = sroot.findall("Files/File")
+    if not files:
+        raise InvalidInput(f"{spath}: <Files> lists no items")
+    items: list[Item] = []
+    for f in files:
+        fname = f.get("Name", "")
+        if not fname:
+            raise InvalidInput(f"{spath}: <File Hash={f.get('Hash')!r}> has no Name")
+        stem = name_key(fname) if not fname.endswith(".tomostar") else fname[: -len(".tomostar")]
+        xml = spath.parent / f"{stem}.xml"
+        meta = read_warp_xml(xml)
+        movie = None
+        if meta.root == "Movie":
+            base = spath.parent / meta.data_directory if meta.data_directory else spath.parent
+            movie = base / fname
+            if not movie.is_file():
+                raise InvalidInput(f"{spath}: item {fname!r}: raw movie {movie} does not exist")
+        items.append(warp_item(xml, staging, movie=movie, copy=copy, name=stem,
+                               settings={"Import": {"DosePerAngstromFrame": _param_or(sroot, "DosePerAngstromFrame",
+                                                                                      "0")}}))
+    ds = DataSource(name, {it.key: it.save(staging.objects) for it in items}, {"origin": "m"})
+    if len(ds.items) != len(items):
+        raise InvalidInput(f"{spath}: two items have identical raw data")
+    return ds
+
+
+def _param_or(root: ET.Element, name: str, default: str) -> str:
+    for p in root.findall("Param"):
+        if p.get("Name") == name:
+            return p.get("Value", default)
+    return default
+
+
+def import_m(repo: Repository, population_file: str | Path, *, copy: bool = False, ignore_unmatched: bool = False,
+             branch: str | None = None) -> ImportResult:
+    """An M population: its sources (.source + per-item Warp XML) and species, in one commit.
+
+    Without ``<Sources>`` only the species are added and their items must already be in the repository."""
+    pfile = Path(population_file)
+    root = _parse_xml(pfile, "Population")
+    pop = current_population(repo, branch)
+    staging = Staging(repo)
+    try:
+        sources: dict[str, DataSource] = {}
+        for el in root.findall("Sources/Source"):
+            ds = _m_source(pfile.parent / el.get("Path", ""), staging, copy)
+            if ds.name in sources:
+                raise InvalidInput(f"{pfile}: two sources are named {ds.name!r}")
+            sources[ds.name] = ds
+        if pop is None and not sources:
+            raise InvalidInput(f"branch {branch or repo.default_branch!r} has no population yet: import data first")
+        items = population_items(repo, pop) if pop is not None else {}
+        index = item_index_by_name(repo, pop) if pop is not None else {}
+        for sname, ds in sorted(sources.items()):
+            for ih in ds.items.values():
+                it = Item.load(staging.objects, ih)
+                items[it.key] = it
+                index.setdefault(name_key(it.name), []).append((sname, ih, it))
+        new = _m_species(root, pfile, items, index, staging, ignore_unmatched)
+        op = {"name": "import-m", "population": str(pfile), "ignore_unmatched": ignore_unmatched, "copy": copy}
+        pname = _param_or(root, "Name", "population") if pop is None else pop.name
+        what = ", ".join([*sorted(sources), *sorted(new)])
+        return staging.commit(population_name=pname, sources=sources, species=new, operation=op, branch=branch,
+                              message=f"Import M population {pfile.name} ({what})")
+    finally:
+        staging.close()
+
+
 def import_m_species(repo: Repository, population_file: str | Path, *, ignore_unmatched: bool = False,
                      branch: str | None = None) -> ImportResult:
     """Add every species of an M population folder to the branch's population (items must exist)."""
@@ -186,37 +297,7 @@ def import_m_species(repo: Repository, population_file: str | Path, *, ignore_un
     index = item_index_by_name(repo, pop)
     staging = Staging(repo)
     try:
-        new = {}
-        for el in root.findall("Species/Species"):
-            spath = pfile.parent / el.get("Path", "")
-            sroot = _parse_xml(spath, "Species")
-            name = _param(sroot, "Name", spath)
-            if sroot.findall("Param") and _param(sroot, "GUID", spath) != el.get("GUID"):
-                raise InvalidInput(f"{spath}: GUID does not match the one in {pfile}")
-            try:
-                diameter = float(_param(sroot, "DiameterAngstrom", spath))
-                temporal = int(_param(sroot, "TemporalResolutionMovement", spath))
-            except ValueError as exc:
-                raise InvalidInput(f"{spath}: bad numeric parameter ({exc})") from None
-            folder = spath.parent
-            maps = read_species_maps(folder / f"{name}_half1.mrc", folder / f"{name}_half2.mrc",
-                                     folder / f"{name}_mask.mrc")
-            rows, samples = _m_rows(folder / f"{name}_particles.star", temporal, items, index, ignore_unmatched)
-            used = {it.key for it in rows.items}
-            contributors = sorted({h for e in index.values() for _, h, it in e if it.key in used})
-            sp = build_species(staging.objects, name=name, maps=maps, rows=rows, diameter=diameter,
-                               symmetry=_param(sroot, "Symmetry", spath), temporal_samples=1,
-                               star_path=folder / f"{name}_particles.star", contributors=contributors)
-            if samples > 1 or temporal > 1:
-                from ..graph import ParticleTable
-                from .staging import particle_ids
-                t = max(samples, temporal)
-                assert rows.coordinates_t is not None and rows.angles_t is not None
-                c = np.repeat(rows.coordinates_t, t // samples, axis=1) if samples < t else rows.coordinates_t
-                a = np.repeat(rows.angles_t, t // samples, axis=1) if samples < t else rows.angles_t
-                table = ParticleTable.build(particle_ids(rows.item_keys), rows.item_keys, c, a, rows.half)
-                sp = sp.evolve(particles=table.save(staging.objects), temporal_samples=t)
-            new[name] = sp
+        new = _m_species(root, pfile, items, index, staging, ignore_unmatched)
         op = {"name": "import-m", "population": str(pfile), "ignore_unmatched": ignore_unmatched}
         return staging.commit(population_name=pop.name, species=new, operation=op, branch=branch,
                               message=f"Import M species {', '.join(sorted(new))} from {pfile.name}")

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from ..graph import DataSource, Item, Repository, RawData
+from ..graph import DataSource, Item, RawData, Repository
 from ..store import InvalidInput
 from .mrc import mrc_info
 from .relion_tomo import exposure_from_pre

@@ -28,10 +28,10 @@ def _relion(centred_A: np.ndarray, size_px: np.ndarray, angles_deg: np.ndarray, 
     for (xt, yt, zr), sh in zip(angles_deg, shifts_A):
         r = (Rotation.from_euler("z", zr, degrees=True) * Rotation.from_euler("y", yt, degrees=True)
              * Rotation.from_euler("x", xt, degrees=True)).as_matrix()
-        proj = lambda v: r @ (v - spec) + np.array([sh[0] / PIX, sh[1] / PIX, 0.0]) + img_c  # noqa: E731
-        q = np.stack([proj(v) for v in p])
+        offset = np.array([sh[0] / PIX, sh[1] / PIX, 0.0]) + img_c
+        q = np.stack([r @ (v - spec) + offset for v in p])
         xy.append(q[:, :2])
-        depth.append((q[:, 2] - proj(centre)[2]) * PIX)
+        depth.append((q[:, 2] - (r @ (centre - spec) + offset)[2]) * PIX)
     return np.stack(xy), np.stack(depth)
 
 
