@@ -16,7 +16,12 @@ GUIDs are derived from the mrepo object hashes (deterministic). ``File Hash`` an
 ``wrpSourceHash`` hold mrepo's item key (BLAKE3 of the raw data); M only compares
 these strings with each other. ``File Name`` is the item's raw file name (tilt series:
 ``<name>.tomostar`` as M expects). M's DiameterAngstrom is an integer: diameters are
-rounded. The per-item Warp XML metadata M also needs next to the files is not written.
+rounded. Next to the .source, each item gets its Warp XML (``<RootName>.xml``, DataDirectory = the raw
+data's folder; tilt series also ``<name>.tomostar`` and ``tiltstack/<name>/<name>.st`` linking the raw
+stack), see :mod:`mrepo.io.warp_export`.
+
+:func:`import_m` reads a whole population: every .source (its ``<Files>`` and each item's Warp XML via
+:func:`~mrepo.io.warp_import.warp_item`) and every species, in one commit.
 
 :func:`import_m_species` reads the species of an M population folder and links particles
 to items already in the repository by wrpSourceHash (mrepo item key) or else wrpSourceName
