@@ -82,12 +82,22 @@ def read_map(path: str | Path, what: str) -> tuple[np.ndarray, float]:
     return data, info.voxel_size
 
 
+MRC_LABEL = b"written by mrepo".ljust(80)
+
+
 def write_mrc(path: str | Path, data: np.ndarray, voxel_size: float, *, origin: tuple[float, float, float] | None
               = None, volume: bool = True) -> Path:
-    """Write float32 data with voxel size (Å) and origin (Å); ``volume=False`` marks an image stack."""
+    """Write float32 data with voxel size (Å) and origin (Å); ``volume=False`` marks an image stack.
+
+    The bytes depend only on the arguments: mrcfile's default label carries the creation
+    time, which would change the file's BLAKE3 hash (raw data identity) on every run, so
+    the single label is replaced by a fixed one.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     with mrcfile.new(p, overwrite=True) as m:
+        m.header.label[0] = MRC_LABEL
+        m.header.nlabl = 1
         m.set_data(np.ascontiguousarray(data, dtype=np.float32))
         if data.ndim == 3 and not volume:
             m.set_image_stack()

@@ -25,9 +25,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 
+from mrepo.io.mrc import write_mrc
 from mrepo.sim.frames import SimulatedFrameSeries
 from mrepo.sim.records import Particles
 from mrepo.sim.render import ParticleImages
@@ -46,10 +46,7 @@ _INITIAL_NAMES = {
 
 
 def _write_mrc(path: Path, data: np.ndarray, pixel_size: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
-        mrc.voxel_size = pixel_size
+    write_mrc(path, data, pixel_size)  # deterministic bytes: same seed, same raw-data hash
 
 
 def _particles(p: Particles, names: list[str], plan: ParticleImages | None) -> list[dict]:
