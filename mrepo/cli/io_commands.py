@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
+# mrepo.io (pandas via starfile, scipy) is imported inside each command: `mrepo --help` stays fast.
 from pathlib import Path
 
 import typer
 
-from ..io import SpeciesFiles, import_relion5_tomo, import_relion_spa, import_sim
-from ..io.checkout import checkout as checkout_files
-from ..io.export_relion import export_relion
-from ..io.m_format import export_m, import_m
-from ..io.warp_import import import_warp
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, open_repo, print_json
 
@@ -23,7 +19,8 @@ CopyOption = typer.Option(False, "--copy", help="Copy raw data into the reposito
 
 
 def _species(name: str | None, half1: Path | None, half2: Path | None, mask: Path | None, diameter: float | None,
-             symmetry: str, temporal_samples: int) -> SpeciesFiles | None:
+             symmetry: str, temporal_samples: int) -> SpeciesFiles | None:  # noqa: F821
+    from ..io import SpeciesFiles
     given = [v is not None for v in (name, half1, half2, mask, diameter)]
     if not any(given):
         return None
@@ -53,6 +50,7 @@ def relion5_tomo(tomograms: Path = typer.Argument(..., help="tomograms.star"),
                  copy: bool = CopyOption, population: str = typer.Option("population"),
                  branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import RELION 5 tilt series (and optionally a species) into a new commit."""
+    from ..io import import_relion5_tomo
     sp = _species(species, half1, half2, mask, diameter, symmetry, temporal_samples)
     res = import_relion5_tomo(open_repo(repo), tomograms, source=source, project=project, particles=particles,
                               species=sp, copy=copy, ignore_unmatched=ignore_unmatched, population=population,
@@ -73,6 +71,7 @@ def relion_spa(particles: Path = typer.Argument(..., help="Particle STAR file (r
                population: str = typer.Option("population"), branch: str = BranchOption, repo: str = RepoOption,
                json: bool = JsonOption) -> None:
     """Import RELION single-particle micrographs (and optionally a species) into a new commit."""
+    from ..io import import_relion_spa
     sp = _species(species, half1, half2, mask, diameter, symmetry, temporal_samples)
     res = import_relion_spa(open_repo(repo), particles, source=source, project=project, micrographs=micrographs,
                             species=sp, copy=copy, dose_per_frame=dose_per_frame, ignore_unmatched=ignore_unmatched,
@@ -86,6 +85,7 @@ def sim(folder: Path = typer.Argument(..., help="Folder written by `mrepo sim`."
         source: str = typer.Option("sim"), copy: bool = CopyOption, population: str = typer.Option("population"),
         branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import a simulated dataset into a new commit."""
+    from ..io import import_sim
     _report(import_sim(open_repo(repo), folder, truth=truth, source=source, copy=copy, population=population,
                        branch=branch), json)
 
@@ -97,6 +97,7 @@ def warp(folder: Path = typer.Argument(..., help="Warp processing folder (one XM
          copy: bool = CopyOption, population: str = typer.Option("population"), branch: str = BranchOption,
          repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import a Warp processing folder as a new data source (one item per XML)."""
+    from ..io.warp_import import import_warp
     _report(import_warp(open_repo(repo), folder, source=source, settings=settings, copy=copy, population=population,
                         branch=branch), json)
 
@@ -106,6 +107,7 @@ def m(population_file: Path = typer.Argument(..., help="M .population file."),
       ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), copy: bool = CopyOption,
       branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import an M population: its sources (.source + per-item Warp XML) and species, in one commit."""
+    from ..io.m_format import import_m
     _report(import_m(open_repo(repo), population_file, copy=copy, ignore_unmatched=ignore_unmatched, branch=branch),
             json)
 
@@ -114,6 +116,7 @@ def m(population_file: Path = typer.Argument(..., help="M .population file."),
 def m_export(commit: str = typer.Option("main", "--commit", "-c", help="Revision to export."),
              out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
     """Write an M population folder (.population, .source, per-item Warp XML, .species and species folders)."""
+    from ..io.m_format import export_m
     paths = export_m(open_repo(repo), commit, out)
     console.print(f"wrote {len(paths)} files under {out}")
 
@@ -122,6 +125,7 @@ def m_export(commit: str = typer.Option("main", "--commit", "-c", help="Revision
 def relion(commit: str = typer.Option("main", "--commit", "-c", help="Revision to export."),
            out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
     """Write tomograms.star, tilt-series STAR files, micrographs.star and per-species particles/maps."""
+    from ..io.export_relion import export_relion
     paths = export_relion(open_repo(repo), commit, out)
     console.print(f"wrote {len(paths)} files under {out}")
 
@@ -135,5 +139,7 @@ def register(app: typer.Typer) -> None:
     def checkout(rev: str = typer.Argument(..., help="Revision to materialise."),
                  out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
         """Write every species' maps (MRC) and particles (STAR) of a commit under OUT."""
+        from ..io.checkout import checkout as checkout_files
+
         paths = checkout_files(open_repo(repo), rev, out)
         console.print(f"wrote {len(paths)} files under {out}")

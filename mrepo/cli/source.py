@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..io.source_add import add_source
 from .common import JsonOption, RepoOption, console, open_repo, print_json
 
 app = typer.Typer(help="Data sources: add raw frame or tilt series, list them.", no_args_is_help=True)
@@ -30,6 +29,7 @@ def add(name: str = typer.Argument(..., help="Name of the new data source."),
         hand: float = typer.Option(1.0), branch: str = typer.Option(None, "--branch", "-b"),
         repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Add a data source with one item per file, in a new commit."""
+    from ..io.source_add import add_source
     res = add_source(open_repo(repo), name, files, kind=kind, copy=copy, pixel_size=pixel_size, voltage=voltage,
                      cs=cs, amplitude_contrast=amplitude_contrast, dose=dose, defocus=defocus,
                      tilt_angles=_floats(tilt_angles), volume_dimensions=_floats(volume_dimensions), hand=hand,

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..io import SpeciesFiles, add_species
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, open_repo, print_json
 
@@ -25,6 +24,7 @@ def add(name: str = typer.Argument(..., help="Name of the new species."),
                                               help="Skip particles whose micrograph/tomogram is not in the population."),
         branch: str = typer.Option(None, "--branch", "-b"), repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Add a species, linking particles to items by micrograph or tomogram name."""
+    from ..io import SpeciesFiles, add_species
     res = add_species(open_repo(repo), SpeciesFiles(name, half1, half2, mask, diameter, symmetry, temporal_samples),
                       particles, ignore_unmatched=ignore_unmatched, branch=branch)
     if json:
