@@ -60,11 +60,9 @@ def bspline_table(rfft: Tensor) -> Tensor:
     k = torch.arange(-h - 2, h + 4, device=dev)
     direct = rfft.index_select(0, k % big).index_select(1, k % big)
     mirror = rfft.index_select(0, (-k) % big).index_select(1, (-k) % big)
-    kx = torch.arange(-1, h + 4, device=dev)
-    inside = (kx >= 0) & (kx <= h)
-    cols = [
-        direct[:, :, int(x)] if bool(ok) else mirror[:, :, int((-x) % big)].conj()
-        for x, ok in zip(kx.tolist(), inside.tolist())
+    cols = [  # kx = -1 .. h+3: periodic, then Friedel for kx mod D beyond the rfft's h
+        direct[:, :, x % big] if x % big <= h else mirror[:, :, (-x) % big].conj()
+        for x in range(-1, h + 4)
     ]
     ext = torch.stack(cols, dim=-1)  # (2h+6, 2h+6, h+5), kx = -1 .. h+3
     rows = torch.view_as_real(ext).unfold(2, 4, 1)  # (z, y, h+2, 2, 4)
@@ -81,11 +79,33 @@ def _mirror(coords: Tensor) -> tuple[Tensor, Tensor]:
 def _finish(out: Tensor, sign: Tensor) -> Tensor:
     """(n, k, 2) real [value, d/dx, d/dy, d/dz][:k] of the mirrored points -> (n, k)
     complex of the original points: conjugate where mirrored, chain rule of -k."""
-    re, im = out[..., 0], out[..., 1] * sign[:, None]
-    if out.shape[1] > 1:
-        re = torch.cat((re[:, :1], re[:, 1:] * sign[:, None]), dim=1)
-        im = torch.cat((im[:, :1], im[:, 1:] * sign[:, None]), dim=1)
-    return torch.complex(re, im)
+    fac = torch.ones_like(out)
+    fac[:, 0, 1] = sign
+    fac[:, 1:, 0] = sign[:, None]
+    return torch.view_as_complex(out.mul_(fac))
+
+
+def _run_chunks(
+    ctx, coords: Tensor, chunk: int, evaluate, dtype: torch.dtype
+) -> Tensor:
+    """Evaluate ``evaluate(mirrored coords, jac) -> (n, k, 2)`` over chunks of points;
+    save the Jacobian (M, 3) complex for backward; return the values (M,) complex."""
+    jac = ctx.needs_input_grad[1]
+    sign, c = _mirror(coords)
+    m = c.shape[0]
+    vals = torch.empty(m, dtype=dtype, device=c.device)
+    jacs = torch.empty((m, 3) if jac else (0, 3), dtype=dtype, device=c.device)
+    for s in range(0, m, chunk):
+        out = _finish(evaluate(c[s : s + chunk], jac), sign[s : s + chunk])
+        vals[s : s + chunk] = out[:, 0]
+        if jac:
+            jacs[s : s + chunk] = out[:, 1:]
+    ctx.save_for_backward(coords.detach(), jacs)
+    return vals
+
+
+def _complex_dtype(real: torch.dtype) -> torch.dtype:
+    return torch.complex64 if real == torch.float32 else torch.complex128
 
 
 @functools.lru_cache(maxsize=16)
@@ -130,22 +150,17 @@ def _linear_weights(t: Tensor, jac: bool) -> Tensor:
 class _SampleLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grid: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
-        jac = ctx.needs_input_grad[1]
-        sign, c = _mirror(coords)
         shape = tuple(grid.shape)
         flat = torch.view_as_real(grid.detach()).reshape(-1, 2)
         offs = _offsets(shape, 2, grid.device)
-        vals, jacs = [], []
-        for s in range(0, c.shape[0], _CHUNK_LINEAR):
-            base, t = _linear_cells(c[s : s + _CHUNK_LINEAR], shape)
+
+        def evaluate(c: Tensor, jac: bool) -> Tensor:
+            base, t = _linear_cells(c, shape)
             taps = flat.index_select(0, (base[:, None] + offs).reshape(-1)).view(-1, 8, 2)
-            out = _finish(torch.bmm(_linear_weights(t, jac), taps), sign[s : s + _CHUNK_LINEAR])
-            vals.append(out[:, 0])
-            if jac:
-                jacs.append(out[:, 1:])
-        ctx.save_for_backward(coords.detach(), torch.cat(jacs) if jac else grid.new_empty(0))
+            return torch.bmm(_linear_weights(t, jac), taps)
+
         ctx.shape = shape
-        return torch.cat(vals) if vals else grid.new_zeros(0)
+        return _run_chunks(ctx, coords, _CHUNK_LINEAR, evaluate, grid.dtype)
 
     @staticmethod
     @once_differentiable
@@ -188,52 +203,41 @@ def _bspline(t: Tensor) -> tuple[Tensor, Tensor]:
     return w, d
 
 
-def _cubic_weights(t: Tensor, jac: bool) -> tuple[Tensor, Tensor]:
-    """x weights (n, 4, kx) and (z, y) weights (n, 16, kzy): kx = 1 or 2 ([w, dw/dx]),
-    kzy = 1 or 3 ([w, dw/dy, dw/dz])."""
-    w, d = _bspline(t)  # (n, 3, 4)
-    wx, wy, wz = w[:, 0], w[:, 1], w[:, 2]
-    zy = (wz[:, :, None] * wy[:, None, :]).reshape(-1, 16, 1)
-    if not jac:
-        return wx[:, :, None], zy
-    dzy = (wz[:, :, None] * d[:, 1, None, :]).reshape(-1, 16, 1)
-    zdy = (d[:, 2, :, None] * wy[:, None, :]).reshape(-1, 16, 1)
-    return torch.stack((wx, d[:, 0]), dim=-1), torch.cat((zy, dzy, zdy), dim=-1)
-
-
 def _cubic_contract(rows: Tensor, t: Tensor, jac: bool) -> Tensor:
-    """(n, 16, 8) gathered rows -> (n, k, 2) [value, d/dx, d/dy, d/dz][:k] of (re, im)."""
+    """(n, 16, 8) gathered rows -> (n, k, 2) [value, d/dx, d/dy, d/dz][:k] of (re, im).
+
+    Contracts (z, y) first with one small matmul per point (rows are contiguous),
+    then x; k = 1 without Jacobian, 4 with it."""
     n = rows.shape[0]
-    wx, wzy = _cubic_weights(t, jac)
-    kx = wx.shape[-1]
-    sx = torch.bmm(rows.view(n, 32, 4), wx).view(n, 16, 2 * kx)  # (row, [re, im] x kx)
-    out = torch.bmm(sx.transpose(1, 2), wzy)  # (n, 2 kx, kzy): index c * kx + dx
+    w, d = _bspline(t)  # (n, 3, 4) over (x, y, z)
+    wx, wy, wz = w[:, 0], w[:, 1], w[:, 2]
     if not jac:
-        return out.view(n, 1, 2)
-    value = out[:, 0::2, 0]  # dx = 0 -> (n, 2) over (re, im)
-    return torch.stack((value, out[:, 1::2, 0], out[:, 0::2, 1], out[:, 0::2, 2]), dim=1)
+        wzy = (wz[:, :, None] * wy[:, None, :]).view(n, 1, 16)
+        zy = torch.bmm(wzy, rows).view(n, 2, 4)  # (re, im) x 4 x-taps
+        return torch.bmm(zy, wx[:, :, None]).view(n, 1, 2)
+    wzy = torch.stack(
+        (wz[:, :, None] * wy[:, None, :], wz[:, :, None] * d[:, 1, None, :], d[:, 2, :, None] * wy[:, None, :]),
+        dim=1,
+    ).view(n, 3, 16)
+    zy = torch.bmm(wzy, rows).view(n, 6, 4)  # ([w, dy, dz] x (re, im)) x 4 x-taps
+    xs = torch.bmm(zy, torch.stack((wx, d[:, 0]), dim=-1)).view(n, 3, 2, 2)  # (zy, c, [wx, dwx])
+    return torch.stack((xs[:, 0, :, 0], xs[:, 0, :, 1], xs[:, 1, :, 0], xs[:, 2, :, 0]), dim=1)
 
 
 class _SampleCubic(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
-        jac = ctx.needs_input_grad[1]
-        sign, c = _mirror(coords)
         shape = tuple(table.shape)
         flat = table.detach().view(-1, 8)
         offs = _offsets(shape, 4, table.device)
-        vals, jacs = [], []
-        for s in range(0, c.shape[0], _CHUNK_CUBIC):
-            base, t = _cubic_cells(c[s : s + _CHUNK_CUBIC], shape)
+
+        def evaluate(c: Tensor, jac: bool) -> Tensor:
+            base, t = _cubic_cells(c, shape)
             rows = flat.index_select(0, (base[:, None] + offs).reshape(-1)).view(-1, 16, 8)
-            out = _finish(_cubic_contract(rows, t, jac), sign[s : s + _CHUNK_CUBIC])
-            vals.append(out[:, 0])
-            if jac:
-                jacs.append(out[:, 1:])
-        ctx.save_for_backward(coords.detach(), torch.cat(jacs) if jac else table.new_empty(0))
+            return _cubic_contract(rows, t, jac)
+
         ctx.shape = shape
-        dtype = torch.complex64 if table.dtype == torch.float32 else torch.complex128
-        return torch.cat(vals) if vals else table.new_zeros(0, dtype=dtype)
+        return _run_chunks(ctx, coords, _CHUNK_CUBIC, evaluate, _complex_dtype(table.dtype))
 
     @staticmethod
     @once_differentiable

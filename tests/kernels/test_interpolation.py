@@ -1,0 +1,141 @@
+"""Trilinear and cubic B-spline samplers against independent direct evaluations on
+a full (periodic, Friedel-symmetric) DFT, gradchecks and bad inputs."""
+
+import numpy as np
+import pytest
+import torch
+
+from mrepo.kernels.gridding import gather, half_grid_shape, trilinear_stencil
+from mrepo.kernels.interpolation import (
+    bspline_table,
+    bspline_table_shape,
+    sample_cubic,
+    sample_linear,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def random_volume_ft(big: int, seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Full DFT (D, D, D) numpy of a random real volume, its rfftn and its centred half-transform."""
+    vol = np.random.default_rng(seed).standard_normal((big, big, big))
+    full = np.fft.fftn(vol)
+    rfft = torch.tensor(np.fft.rfftn(vol))
+    h = big // 2
+    idx = (torch.arange(2 * h + 1) - h) % big
+    return full, rfft, rfft.index_select(0, idx).index_select(1, idx)
+
+
+def bspline3(u: np.ndarray) -> np.ndarray:
+    """Centred cubic B-spline β3(u)."""
+    a = np.abs(u)
+    return np.where(a < 1, 2 / 3 - a**2 + a**3 / 2, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
+
+
+def direct_cubic(full: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Σ_j β3(k - j) F(j) over all integer j near k, F periodic (full DFT)."""
+    big = full.shape[0]
+    out = np.zeros(len(coords), dtype=complex)
+    for m, (x, y, z) in enumerate(coords):
+        for jz in range(int(np.floor(z)) - 1, int(np.floor(z)) + 3):
+            for jy in range(int(np.floor(y)) - 1, int(np.floor(y)) + 3):
+                for jx in range(int(np.floor(x)) - 1, int(np.floor(x)) + 3):
+                    w = bspline3(x - jx) * bspline3(y - jy) * bspline3(z - jz)
+                    out[m] += w * full[jz % big, jy % big, jx % big]
+    return out
+
+
+def random_coords(n: int, h: float, seed: int) -> torch.Tensor:
+    """Points uniform in the ball |k| <= h, plus the ball's poles and the origin."""
+    g = np.random.default_rng(seed)
+    u = g.standard_normal((n, 3))
+    u *= (h * g.uniform(0, 1, n) ** (1 / 3) / np.linalg.norm(u, axis=1))[:, None]
+    poles = np.array([[h, 0, 0], [-h, 0, 0], [0, h, 0], [0, 0, -h], [0, 0, 0], [0.0, 2.5, -1.5]])
+    return torch.tensor(np.concatenate((u, poles)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("big", [8, 9])
+def test_cubic_matches_direct_bspline_sum(device, big):
+    # the row table's periodic continuation and Friedel mates equal the full DFT
+    full, rfft, _ = random_volume_ft(big, big)
+    coords = random_coords(40, big // 2, 1)
+    table = bspline_table(rfft.to(device))
+    assert table.shape == bspline_table_shape(big)
+    got = sample_cubic(table, coords.to(device)).cpu().numpy()
+    np.testing.assert_allclose(got, direct_cubic(full, coords.numpy()), rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_matches_stencil_gather(device):
+    _, _, grid = random_volume_ft(10, 3)
+    coords = random_coords(200, 5, 2)
+    ref = gather(grid, trilinear_stencil(coords, half_grid_shape(10)))
+    got = sample_linear(grid.to(device), coords.to(device)).cpu()
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_is_exact_on_grid_points():
+    _, _, grid = random_volume_ft(8, 4)
+    pts = torch.tensor([[1.0, -2.0, 3.0], [-1.0, 2.0, -3.0], [0.0, 4.0, -4.0]], dtype=torch.float64)
+    got = sample_linear(grid, pts)
+    h = 4
+    ref = torch.stack(
+        (grid[3 + h, -2 + h, 1], grid[3 + h, -2 + h, 1].conj(), grid[-4 + h, 4 + h, 0])
+    )
+    torch.testing.assert_close(got, ref)
+
+
+def test_gradcheck_wrt_coordinates():
+    big = 8
+    _, rfft, grid = random_volume_ft(big, 5)
+    table = bspline_table(rfft)
+    # keep points away from trilinear cell faces, where the gradient jumps
+    coords = torch.tensor(
+        [[1.3, -0.6, 2.2], [-2.4, 1.7, -0.3], [0.2, 3.1, -1.6], [-0.45, -0.35, 0.55]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    assert torch.autograd.gradcheck(lambda c: sample_linear(grid, c), (coords,))
+    assert torch.autograd.gradcheck(lambda c: sample_cubic(table, c), (coords,))
+
+
+def test_gradcheck_wrt_volume():
+    # through rfftn and the table/half-transform layouts back to a small real volume
+    big, h = 4, 2
+    vol = torch.randn(big, big, big, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    coords = torch.tensor([[1.3, -0.6, 1.2], [-1.4, 0.7, -0.3], [0.2, -1.1, 0.6]], dtype=torch.float64)
+    idx = (torch.arange(2 * h + 1) - h) % big
+
+    def linear(v):
+        ft = torch.fft.rfftn(v)
+        return sample_linear(ft.index_select(0, idx).index_select(1, idx), coords)
+
+    def cubic(v):
+        return sample_cubic(bspline_table(torch.fft.rfftn(v)), coords)
+
+    v = vol.requires_grad_(True)
+    assert torch.autograd.gradcheck(linear, (v,))
+    assert torch.autograd.gradcheck(cubic, (v,))
+
+
+def test_cubic_gradient_is_continuous_across_cells():
+    # C² spline: the analytic coordinate gradient does not jump at integer x
+    _, rfft, _ = random_volume_ft(8, 6)
+    table = bspline_table(rfft)
+    c = torch.tensor([[2 - 1e-7, 0.3, -1.2], [2 + 1e-7, 0.3, -1.2]], dtype=torch.float64, requires_grad=True)
+    v = sample_cubic(table, c)
+    (g,) = torch.autograd.grad(v.real.sum(), c)
+    torch.testing.assert_close(g[0], g[1], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs_raise():
+    _, rfft, grid = random_volume_ft(8, 7)
+    with pytest.raises(ValueError, match="coords"):
+        sample_linear(grid, torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="grid"):
+        sample_linear(grid.real, torch.zeros(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="table"):
+        sample_cubic(grid, torch.zeros(4, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="rfft"):
+        bspline_table(rfft[:, :, :3])
