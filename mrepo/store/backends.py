@@ -276,23 +276,18 @@ def _short(token: Token) -> str:
 # ----------------------------------------------------------------------------- memory
 
 
-class MemoryBackend(Backend):
-    """fsspec's in-process memory file system (``memory://name``); for tests and scratch work."""
+class FsspecBackend(Backend):
+    """Shared key/value access through an fsspec file system rooted at ``self._root``."""
 
-    _locks: ClassVar[dict[str, threading.Lock]] = {}
-    _global = threading.Lock()
-
-    def __init__(self, url: str):
-        import fsspec
-
-        self.url = url.rstrip("/")
-        self.fs = fsspec.filesystem("memory")
-        self._root = "/" + self.url[len("memory://"):].strip("/")
-        with self._global:
-            self._lock = self._locks.setdefault(self.url, threading.Lock())
+    fs: Any
+    _root: str
 
     def _p(self, key: str) -> str:
         return f"{self._root}/{key}"
+
+    def _mtime(self, info: dict[str, Any]) -> float:
+        """Modification time (epoch seconds) from an fsspec ``find(detail=True)`` entry."""
+        raise NotImplementedError
 
     def get(self, key: str) -> bytes:
         try:
@@ -302,16 +297,6 @@ class MemoryBackend(Backend):
 
     def put(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self._p(key), bytes(data))
-
-    def exists(self, key: str) -> bool:
-        return self.fs.isfile(self._p(key))
-
-    def touch(self, key: str) -> bool:
-        try:
-            self.fs.pipe_file(self._p(key), self.fs.cat_file(self._p(key)))  # resets "created"
-            return True
-        except FileNotFoundError:
-            return False
 
     def delete(self, key: str) -> None:
         try:
@@ -326,9 +311,39 @@ class MemoryBackend(Backend):
         except FileNotFoundError:
             return
         for path, info in found.items():
-            created = info.get("created")
-            mtime = created.timestamp() if hasattr(created, "timestamp") else float(created or 0.0)
-            yield Entry(path[len(self._root) + 1:], int(info.get("size") or 0), mtime)
+            if info.get("type") == "directory":
+                continue
+            yield Entry(path[len(self._root) + 1:], int(info.get("size") or 0), self._mtime(info))
+
+
+class MemoryBackend(FsspecBackend):
+    """fsspec's in-process memory file system (``memory://name``); for tests and scratch work."""
+
+    _locks: ClassVar[dict[str, threading.Lock]] = {}
+    _global = threading.Lock()
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs = fsspec.filesystem("memory")
+        self._root = "/" + self.url[len("memory://"):].strip("/")
+        with self._global:
+            self._lock = self._locks.setdefault(self.url, threading.Lock())
+
+    def _mtime(self, info: dict[str, Any]) -> float:
+        created = info.get("created")
+        return created.timestamp() if hasattr(created, "timestamp") else float(created or 0.0)
+
+    def exists(self, key: str) -> bool:
+        return self.fs.isfile(self._p(key))
+
+    def touch(self, key: str) -> bool:
+        try:
+            self.fs.pipe_file(self._p(key), self.fs.cat_file(self._p(key)))  # resets "created"
+            return True
+        except FileNotFoundError:
+            return False
 
     def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
         try:
@@ -375,7 +390,7 @@ def s3_options_from_env(options: dict[str, Any] | None = None) -> dict[str, Any]
     return opts
 
 
-class S3Backend(Backend):
+class S3Backend(FsspecBackend):
     """An S3 (or S3-protocol) bucket and prefix through s3fs, with conditional PUTs for refs."""
 
     def __init__(self, url: str, options: dict[str, Any] | None = None):
@@ -388,20 +403,12 @@ class S3Backend(Backend):
         self._root = path
         self.fs = s3fs.S3FileSystem(**s3_options_from_env(options))
 
-    def _p(self, key: str) -> str:
-        return f"{self._root}/{key}"
-
-    def get(self, key: str) -> bytes:
-        try:
-            return self.fs.cat_file(self._p(key))
-        except FileNotFoundError:
-            raise ObjectNotFound(f"{key} not found in {self.url}") from None
-
-    def put(self, key: str, data: bytes) -> None:
-        self.fs.pipe_file(self._p(key), bytes(data))
-
     def put_file(self, key: str, path: str | Path) -> None:
         self.fs.put_file(str(path), self._p(key))
+
+    def _mtime(self, info: dict[str, Any]) -> float:
+        modified = info.get("LastModified")
+        return modified.timestamp() if hasattr(modified, "timestamp") else 0.0
 
     def _head(self, key: str) -> dict[str, Any] | None:
         """HEAD one object (a single request; ``fs.info`` would add a listing on a miss)."""
@@ -435,25 +442,6 @@ class S3Backend(Backend):
         if head is None:
             raise ObjectNotFound(f"{key} not found in {self.url}")
         return int(head["ContentLength"])
-
-    def delete(self, key: str) -> None:
-        try:
-            self.fs.rm_file(self._p(key))
-        except FileNotFoundError:
-            pass
-
-    def list(self, prefix: str) -> Iterator[Entry]:
-        base = self._p(prefix).rstrip("/")
-        try:
-            found = self.fs.find(base, detail=True)
-        except FileNotFoundError:
-            return
-        for path, info in found.items():
-            if info.get("type") == "directory":
-                continue
-            modified = info.get("LastModified")
-            mtime = modified.timestamp() if hasattr(modified, "timestamp") else 0.0
-            yield Entry(path[len(self._root) + 1:], int(info.get("size") or 0), mtime)
 
     def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
         from botocore.exceptions import ClientError
