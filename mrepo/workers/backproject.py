@@ -3,7 +3,7 @@
 Images are re-extracted from the original frames/tilts at the aliasing-free box for the
 reconstruction resolution, premultiplied by the CTF, cropped to the species box b,
 weighted by the exposure weights W_i, and inserted (data += W CTF I, weight += W² CTF²
-band-limited) at every symmetry copy of their pose (M paper, Methods: Map reconstruction).
+band-limited, clamped at 0) at every symmetry copy of their pose (M paper, Methods: Map reconstruction).
 Grids: centred half-transforms of :mod:`mrepo.kernels.gridding`, float64, (2h+1, 2h+1, h+1),
 h = pad * b // 2.
 """
@@ -39,7 +39,9 @@ def backproject_species(model: ItemModel, stack: Tensor, geo: Geometry, index: T
             (group,) = extract_groups(stack, centres, box, big, sizes, model.pixel_size)
             du, dv, ang = geo.defocus_u[idx], geo.defocus_v[idx], geo.astigmatism
             images = premultiply(model, group, pos - centres, du, dv, ang) * weight
-            ctf2 = ctf_squared(model, group, du, dv, ang) * weight**2
+            # band-limited CTF² rings slightly below 0 near CTF zeros; a negative weight lets sums of
+            # several items cancel to ~0 where data remain, so the Wiener division blows up
+            ctf2 = ctf_squared(model, group, du, dv, ang).clamp_min(0) * weight**2
             rot = geo.rotations[idx]
             for h in (1, 2):
                 m = hs == h

@@ -47,7 +47,8 @@ def model_errors(sim, geo_positions: np.ndarray, geo_defocus: np.ndarray, geo_po
 
 def item_errors(repo: Repository, sim, item_hash: str, particles: dict[str, str] | None = None) -> dict[str, float]:
     """Errors of the item version ``item_hash``; particle trajectories from the ``item-particles``
-    records ``particles`` (species -> hash) or, if None, from the head population's tables."""
+    records ``particles`` (species -> hash) or, if None, from the head population's tables.
+    NaN errors when the item holds none of these particles."""
     item = Item.load(repo.objects, item_hash)
     model = load_item_model(repo.objects, item)
     ids, coords, angles = [], [], []
@@ -61,6 +62,8 @@ def item_errors(repo: Repository, sim, item_hash: str, particles: dict[str, str]
             table = repo.particles(repo.species(pop.species[name]).particles)
             sel = table.item_keys() == item.key
             ids.append(table.ids[sel]), coords.append(table.coordinates[sel]), angles.append(table.angles[sel])
+    if sum(len(i) for i in ids) == 0:
+        return {k: float("nan") for k in ("shift_rms_px", "position_rms_px", "defocus_rms_A", "angle_median_deg")}
     t = max(c.shape[1] for c in coords)
     if any(c.shape[1] != t for c in coords):
         raise ValueError("species with different temporal samples are not supported here")
