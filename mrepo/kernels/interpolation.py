@@ -77,18 +77,16 @@ def _mirror(coords: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _finish(out: Tensor, sign: Tensor) -> Tensor:
-    """(n, k, 2) real [value, d/dx, d/dy, d/dz][:k] of the mirrored points -> (n, k)
+    """(k, n, 2) real [value, d/dx, d/dy, d/dz][:k] of the mirrored points -> (k, n)
     complex of the original points: conjugate where mirrored, chain rule of -k."""
     fac = torch.ones_like(out)
-    fac[:, 0, 1] = sign
-    fac[:, 1:, 0] = sign[:, None]
+    fac[0, :, 1] = sign
+    fac[1:, :, 0] = sign
     return torch.view_as_complex(out.mul_(fac))
 
 
-def _run_chunks(
-    ctx, coords: Tensor, chunk: int, evaluate, dtype: torch.dtype
-) -> Tensor:
-    """Evaluate ``evaluate(mirrored coords, jac) -> (n, k, 2)`` over chunks of points;
+def _run_chunks(ctx, coords: Tensor, chunk: int, evaluate, dtype: torch.dtype) -> Tensor:
+    """Evaluate ``evaluate(mirrored coords, jac) -> (k, n, 2)`` over chunks of points;
     save the Jacobian (M, 3) complex for backward; return the values (M,) complex."""
     jac = ctx.needs_input_grad[1]
     sign, c = _mirror(coords)
@@ -97,11 +95,16 @@ def _run_chunks(
     jacs = torch.empty((m, 3) if jac else (0, 3), dtype=dtype, device=c.device)
     for s in range(0, m, chunk):
         out = _finish(evaluate(c[s : s + chunk], jac), sign[s : s + chunk])
-        vals[s : s + chunk] = out[:, 0]
+        vals[s : s + chunk] = out[0]
         if jac:
-            jacs[s : s + chunk] = out[:, 1:]
+            jacs[s : s + chunk] = out[1:].t()
     ctx.save_for_backward(coords.detach(), jacs)
     return vals
+
+
+def _gather_index(base: Tensor, offsets: Tensor) -> Tensor:
+    """Flat indices (taps * n,), taps-major, of every point's neighbourhood."""
+    return (offsets[:, None] + base[None, :]).reshape(-1)
 
 
 def _complex_dtype(real: torch.dtype) -> torch.dtype:
@@ -131,20 +134,18 @@ def _linear_cells(c: Tensor, shape: tuple[int, int, int]) -> tuple[Tensor, Tenso
 
 
 def _linear_weights(t: Tensor, jac: bool) -> Tensor:
-    """(n, 1 or 4, 8) trilinear weights [w, dw/dx, dw/dy, dw/dz], taps (z, y, x) x fastest."""
-    one = torch.ones_like(t)
-    w = torch.stack((1 - t, t), dim=-1)  # (n, 3, 2)
-    wx, wy, wz = w[:, 0], w[:, 1], w[:, 2]
-
-    def outer(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
-        return (a[:, :, None, None] * b[:, None, :, None] * c[:, None, None, :]).reshape(-1, 8)
-
-    if not jac:
-        return outer(wz, wy, wx)[:, None]
-    d = torch.stack((-one[:, 0], one[:, 0]), dim=-1)
-    return torch.stack(
-        (outer(wz, wy, wx), outer(wz, wy, d), outer(wz, d, wx), outer(d, wy, wx)), dim=1
-    )
+    """(1 or 4, 8, n) trilinear weights [w, dw/dx, dw/dy, dw/dz] of the taps (z, y, x),
+    x fastest, for fractions ``t`` (n, 3). Built from contiguous (n,) columns and
+    stacked taps-major: broadcasting over tiny trailing dimensions is slow on CPU."""
+    tx, ty, tz = t.t().contiguous().unbind(0)
+    ux, uy, uz = 1 - tx, 1 - ty, 1 - tz
+    zy = (uz * uy, uz * ty, tz * uy, tz * ty)
+    cols = [q for p in zy for q in (p * ux, p * tx)]
+    if jac:
+        cols += [q for p in zy for q in (-p, p)]
+        cols += [q for p in (-uz, uz, -tz, tz) for q in (p * ux, p * tx)]
+        cols += [q for p in (-uy, -ty, uy, ty) for q in (p * ux, p * tx)]
+    return torch.stack(cols).view(-1, 8, t.shape[0])
 
 
 class _SampleLinear(torch.autograd.Function):
@@ -156,8 +157,8 @@ class _SampleLinear(torch.autograd.Function):
 
         def evaluate(c: Tensor, jac: bool) -> Tensor:
             base, t = _linear_cells(c, shape)
-            taps = flat.index_select(0, (base[:, None] + offs).reshape(-1)).view(-1, 8, 2)
-            return torch.bmm(_linear_weights(t, jac), taps)
+            taps = flat.index_select(0, _gather_index(base, offs)).view(8, -1, 2)
+            return (_linear_weights(t, jac)[..., None] * taps).sum(1)
 
         ctx.shape = shape
         return _run_chunks(ctx, coords, _CHUNK_LINEAR, evaluate, grid.dtype)
@@ -172,12 +173,12 @@ class _SampleLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             sign, c = _mirror(coords)
             base, t = _linear_cells(c, ctx.shape)
-            w = _linear_weights(t, False)[:, 0]
+            w = _linear_weights(t, False)[0]  # (8, n)
             g = torch.view_as_real(grad).clone()
             g[:, 1] *= sign  # conjugate where mirrored
-            contrib = (w[:, :, None] * g[:, None, :]).reshape(-1, 2)
+            contrib = (w[:, :, None] * g[None]).reshape(-1, 2)
             g_grid = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
-            index = (base[:, None] + _offsets(ctx.shape, 2, grad.device)).reshape(-1)
+            index = _gather_index(base, _offsets(ctx.shape, 2, grad.device))
             torch.view_as_real(g_grid).view(-1, 2).index_add_(0, index, contrib.to(g.dtype))
         return g_grid, g_coords
 
@@ -195,33 +196,33 @@ def _cubic_cells(c: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
 
 
 def _bspline(t: Tensor) -> tuple[Tensor, Tensor]:
-    """Cubic B-spline weights and derivatives (..., 4) at fractions ``t`` (...)."""
-    t2, t3 = t * t, t * t * t
+    """Cubic B-spline weights and derivatives (4, n) of the taps at fractions ``t`` (n,)."""
+    t2 = t * t
+    t3 = t2 * t
     s = 1 - t
-    w = torch.stack((s * s * s, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3), dim=-1) / 6
-    d = torch.stack((-0.5 * s * s, 1.5 * t2 - 2 * t, -1.5 * t2 + t + 0.5, 0.5 * t2), dim=-1)
+    w = torch.stack((s * s * s, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3)) / 6
+    d = torch.stack((-0.5 * s * s, 1.5 * t2 - 2 * t, -1.5 * t2 + t + 0.5, 0.5 * t2))
     return w, d
 
 
 def _cubic_contract(rows: Tensor, t: Tensor, jac: bool) -> Tensor:
-    """(n, 16, 8) gathered rows -> (n, k, 2) [value, d/dx, d/dy, d/dz][:k] of (re, im).
+    """(16, n, 8) gathered rows (taps-major) -> (k, n, 2) [value, d/dx, d/dy, d/dz][:k]
+    of (re, im); contracts (z, y) first, then x; k = 1 without Jacobian, 4 with it."""
+    n = rows.shape[1]
+    (wx, dx), (wy, dy), (wz, dz) = (_bspline(c) for c in t.t().contiguous().unbind(0))
+    zy = [wz[:, None] * wy[None]]
+    if jac:
+        zy += [wz[:, None] * dy[None], dz[:, None] * wy[None]]
+    wzy = torch.stack(zy).view(-1, 16, n, 1)
+    acc = (wzy * rows).sum(1).view(-1, n, 2, 4)  # (len(zy), n, (re, im), x taps)
 
-    Contracts (z, y) first with one small matmul per point (rows are contiguous),
-    then x; k = 1 without Jacobian, 4 with it."""
-    n = rows.shape[0]
-    w, d = _bspline(t)  # (n, 3, 4) over (x, y, z)
-    wx, wy, wz = w[:, 0], w[:, 1], w[:, 2]
+    def along_x(a: Tensor, w: Tensor) -> Tensor:
+        return a[..., 0] * w[0, :, None] + a[..., 1] * w[1, :, None] + a[..., 2] * w[2, :, None] + a[..., 3] * w[3, :, None]
+
+    out = along_x(acc, wx)
     if not jac:
-        wzy = (wz[:, :, None] * wy[:, None, :]).view(n, 1, 16)
-        zy = torch.bmm(wzy, rows).view(n, 2, 4)  # (re, im) x 4 x-taps
-        return torch.bmm(zy, wx[:, :, None]).view(n, 1, 2)
-    wzy = torch.stack(
-        (wz[:, :, None] * wy[:, None, :], wz[:, :, None] * d[:, 1, None, :], d[:, 2, :, None] * wy[:, None, :]),
-        dim=1,
-    ).view(n, 3, 16)
-    zy = torch.bmm(wzy, rows).view(n, 6, 4)  # ([w, dy, dz] x (re, im)) x 4 x-taps
-    xs = torch.bmm(zy, torch.stack((wx, d[:, 0]), dim=-1)).view(n, 3, 2, 2)  # (zy, c, [wx, dwx])
-    return torch.stack((xs[:, 0, :, 0], xs[:, 0, :, 1], xs[:, 1, :, 0], xs[:, 2, :, 0]), dim=1)
+        return out
+    return torch.cat((out[:1], along_x(acc[:1], dx), out[1:]))
 
 
 class _SampleCubic(torch.autograd.Function):
@@ -233,7 +234,7 @@ class _SampleCubic(torch.autograd.Function):
 
         def evaluate(c: Tensor, jac: bool) -> Tensor:
             base, t = _cubic_cells(c, shape)
-            rows = flat.index_select(0, (base[:, None] + offs).reshape(-1)).view(-1, 16, 8)
+            rows = flat.index_select(0, _gather_index(base, offs)).view(16, -1, 8)
             return _cubic_contract(rows, t, jac)
 
         ctx.shape = shape
@@ -249,15 +250,14 @@ class _SampleCubic(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             sign, c = _mirror(coords)
             base, t = _cubic_cells(c, ctx.shape)
-            w, _ = _bspline(t)
-            wzy = (w[:, 2, :, None] * w[:, 1, None, :]).reshape(-1, 16)
+            (wx, _), (wy, _), (wz, _) = (_bspline(q) for q in t.t().contiguous().unbind(0))
             g = torch.view_as_real(grad).clone()
-            g[:, 1] *= sign
-            # row (16) x [re, im] (2) x kx (4)
-            contrib = wzy[:, :, None, None] * g[:, None, :, None] * w[:, 0, None, None, :]
+            g[:, 1] *= sign  # conjugate where mirrored
+            gx = (g[:, :, None] * wx.t()[:, None, :]).reshape(-1, 8)  # (n, [re, im] x 4 taps)
+            wzy = (wz[:, None] * wy[None]).view(16, -1, 1)
             g_table = torch.zeros(ctx.shape, dtype=g.dtype, device=grad.device)
-            index = (base[:, None] + _offsets(ctx.shape, 4, grad.device)).reshape(-1)
-            g_table.view(-1, 8).index_add_(0, index, contrib.reshape(-1, 8))
+            index = _gather_index(base, _offsets(ctx.shape, 4, grad.device))
+            g_table.view(-1, 8).index_add_(0, index, (wzy * gx[None]).reshape(-1, 8))
         return g_table, g_coords
 
 
