@@ -207,22 +207,19 @@ def _bspline(t: Tensor) -> tuple[Tensor, Tensor]:
 
 def _cubic_contract(rows: Tensor, t: Tensor, jac: bool) -> Tensor:
     """(16, n, 8) gathered rows (taps-major) -> (k, n, 2) [value, d/dx, d/dy, d/dz][:k]
-    of (re, im); contracts (z, y) first, then x; k = 1 without Jacobian, 4 with it."""
+    of (re, im); contracts (z, y) first, then x; k = 1 without Jacobian, 4 with it.
+    Points are kept innermost so that every product is a contiguous vector op."""
     n = rows.shape[1]
     (wx, dx), (wy, dy), (wz, dz) = (_bspline(c) for c in t.t().contiguous().unbind(0))
     zy = [wz[:, None] * wy[None]]
     if jac:
         zy += [wz[:, None] * dy[None], dz[:, None] * wy[None]]
-    wzy = torch.stack(zy).view(-1, 16, n, 1)
-    acc = (wzy * rows).sum(1).view(-1, n, 2, 4)  # (len(zy), n, (re, im), x taps)
-
-    def along_x(a: Tensor, w: Tensor) -> Tensor:
-        return a[..., 0] * w[0, :, None] + a[..., 1] * w[1, :, None] + a[..., 2] * w[2, :, None] + a[..., 3] * w[3, :, None]
-
-    out = along_x(acc, wx)
-    if not jac:
-        return out
-    return torch.cat((out[:1], along_x(acc[:1], dx), out[1:]))
+    wzy = torch.stack(zy).view(-1, 16, 1, n)
+    acc = (wzy * rows.transpose(1, 2).contiguous()).sum(1).view(-1, 2, 4, n)  # (k, (re, im), x, n)
+    out = (acc * wx).sum(2)  # (k, 2, n)
+    if jac:
+        out = torch.cat((out[:1], (acc[:1] * dx).sum(2), out[1:]))
+    return out.transpose(1, 2).contiguous()
 
 
 class _SampleCubic(torch.autograd.Function):
