@@ -5,7 +5,8 @@ Run: ``.venv/bin/python benchmarks/bench_ray.py [--quick]``; prints a table and 
 benchmarks/results/bench_ray.json. Items are small simulated frame series (4 frames of
 96x96 px, 2-4 particles, box 24, shifts by 2 L-BFGS iterations, then back-projection),
 refined by the real ``refine_item`` with the result cache off. Every timing is of a warm
-run: actors started, references resident, one untimed run first. The numbers depend on
+run (actors started, references resident, one untimed run first), Ray and local runs
+interleaved, best of several. The numbers depend on
 what else runs on the machine (the load average is recorded).
 """
 
@@ -31,20 +32,16 @@ from mrepo.workers.executors import LocalExecutor, tree_reduce  # noqa: E402
 from tests.workers.test_executors import build_population, make_tasks  # noqa: E402
 
 
-def _timed_run(executor, tasks, repeats: int) -> tuple[float, float]:
-    """Best of ``repeats`` warm runs after one untimed run: (wall seconds, seconds spent inside
-    the workers' item runs), so that wall - inside / workers is the dispatch overhead."""
-    executor.run(tasks)
-    best = (float("inf"), 0.0)
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = executor.run(tasks)
-        wall = time.perf_counter() - t
-        best = min(best, (wall, sum(float(r.stats["seconds_total"]) for r in out.results)))
-    return best
+def _time(executor, tasks) -> tuple[float, float]:
+    """(wall seconds, seconds spent inside the workers' item runs) of one run."""
+    t = time.perf_counter()
+    out = executor.run(tasks)
+    return time.perf_counter() - t, sum(float(r.stats["seconds_total"]) for r in out.results)
 
 
 def bench_executors(n_items: int, workers: list[int], repeats: int) -> dict:
+    """Warm runs of the same items, Ray and local interleaved so that both see the same machine
+    load; best of ``repeats`` each. ``dispatch_overhead`` = (wall - in-worker time / workers) / wall."""
     import ray
 
     from mrepo.workers.executors import RayExecutor
@@ -53,18 +50,24 @@ def bench_executors(n_items: int, workers: list[int], repeats: int) -> dict:
         repo = Repository.init(str(Path(d) / "repo"))
         tasks = make_tasks(repo, build_population(repo, n_items))
         local = LocalExecutor(use_cache=False)
-        t_local, inner_local = _timed_run(local, tasks, repeats)
-        local.close()
+        local.run(tasks)
         ray.init(num_cpus=max(workers), include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-        rows = []
+        rows, local_runs = [], []
         try:
             for w in workers:
                 with RayExecutor(workers=w, use_cache=False) as ex:
-                    t, inner = _timed_run(ex, tasks, repeats)
+                    ex.run(tasks)
+                    runs = []
+                    for _ in range(repeats):
+                        runs.append(_time(ex, tasks))
+                        local_runs.append(_time(local, tasks))
+                t, inner = min(runs)
                 rows.append({"workers": w, "seconds": t, "items_per_hour": n_items / t * 3600,
                              "worker_seconds": inner, "dispatch_overhead": (t - inner / w) / t})
         finally:
             ray.shutdown()
+            local.close()
+    t_local, inner_local = min(local_runs)
     one = next(r for r in rows if r["workers"] == 1)
     return {"items": n_items, "particles": sum(t.particles_total for t in tasks), "local_seconds": t_local,
             "local_items_per_hour": n_items / t_local * 3600, "local_worker_seconds": inner_local, "ray": rows,
@@ -97,12 +100,12 @@ def bench_reduction(items: list[int], species: list[int], box: int, pad: int = 2
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 items, 1 repeat, small reduction grid")
+    parser.add_argument("--quick", action="store_true", help="8 items, 2 repeats, box 24 reduction only")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    n_items, repeats = (8, 1) if args.quick else (16, 2)
+    n_items, repeats = (8, 2) if args.quick else (16, 4)
     load = os.getloadavg()[0]
     ex = bench_executors(n_items, [1, 2], repeats)
     red = bench_reduction([8, 64] if args.quick else [8, 64, 256], [1, 2, 4], 24)

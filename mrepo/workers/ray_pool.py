@@ -79,6 +79,20 @@ class ItemWorker:
                 "reference_loads": self.runner.references.loads}
 
 
+def _pool_size(workers: int | None, gpus_per_worker: int | None) -> tuple[int, int]:
+    """(gpus per worker, workers) for the connected cluster; InvalidInput when it cannot hold them."""
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0))
+    per = (1 if gpus >= 1 else 0) if gpus_per_worker is None else int(gpus_per_worker)
+    if per and gpus < 1:
+        raise InvalidInput("gpus_per_worker=1 but the Ray cluster has no GPU")
+    slots = int(gpus) if per else int(resources.get("CPU", 0))
+    n = int(workers) if workers is not None else max(1, slots)
+    if n > slots:
+        raise InvalidInput(f"{n} workers asked for but the Ray cluster has {slots} {'GPU' if per else 'CPU'} slots")
+    return per, n
+
+
 def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
 
@@ -102,6 +116,7 @@ class RayExecutor:
             raise InvalidInput(f"workers must be >= 1, got {workers}")
         if gpus_per_worker is not None and float(gpus_per_worker) not in (0.0, 1.0):
             raise InvalidInput(f"gpus_per_worker must be 0 or 1, got {gpus_per_worker}")
+        self._actors: list[Any] = []
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             opts: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False,
@@ -111,21 +126,15 @@ class RayExecutor:
                 ray.init(address=address, **opts)
             else:
                 ray.init(num_cpus=int(workers or os.cpu_count() or 1), **opts)
-        resources = ray.cluster_resources()
-        gpus = float(resources.get("GPU", 0))
-        self.gpus_per_worker = (1 if gpus >= 1 else 0) if gpus_per_worker is None else int(gpus_per_worker)
-        if self.gpus_per_worker and gpus < 1:
-            raise InvalidInput("gpus_per_worker=1 but the Ray cluster has no GPU")
-        slots = int(gpus) if self.gpus_per_worker else int(resources.get("CPU", 0))
-        self.workers = int(workers) if workers is not None else max(1, slots)
-        if self.workers > slots:
-            raise InvalidInput(f"{self.workers} workers asked for but the Ray cluster has "
-                               f"{slots} {'GPU' if self.gpus_per_worker else 'CPU'} slots")
+        try:
+            self.gpus_per_worker, self.workers = _pool_size(workers, gpus_per_worker)
+        except BaseException:
+            self.close()
+            raise
         self.use_cache = use_cache
         self.max_failures = 3 * self.workers if max_failures is None else int(max_failures)
         self.max_task_failures = int(max_task_failures)
         self._refine, self._load = refine, load_references
-        self._actors: list[Any] = []
         self.failures = 0  # actor deaths seen in the last run
 
     # ------------------------------------------------------------------ pool

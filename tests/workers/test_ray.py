@@ -122,3 +122,15 @@ def test_too_many_worker_deaths_fail_without_a_commit(executor, tmp_path: Path) 
     assert repo.head("main") == head  # no partial commit
     (c,) = refine_population(repo, "main", 1, settings, executor)  # the pool is rebuilt; cache hits
     assert repo.get_commit(c).parents == (head,)
+
+
+def test_pool_size_is_checked_against_the_cluster(ray_session) -> None:
+    from mrepo.workers.executors import RayExecutor
+
+    with pytest.raises(InvalidInput, match="4 CPU slots"):
+        RayExecutor(workers=99)
+    with pytest.raises(InvalidInput, match="no GPU"):
+        RayExecutor(gpus_per_worker=1)
+    with pytest.raises(InvalidInput, match="0 or 1"):
+        RayExecutor(gpus_per_worker=0.5)
+    assert ray.is_initialized()  # a Ray the executor did not start is left running
