@@ -122,12 +122,23 @@ def _offsets(shape: tuple[int, ...], taps: int, device: torch.device) -> Tensor:
     return (o[:, None] * (ny * nx) + o[None, :] * nx).reshape(-1)
 
 
+@functools.lru_cache(maxsize=32)
+def _bounds(
+    shift: tuple[float, ...], upper: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Constant (3,) tensors: index shift of (x, y, z) and the largest valid start."""
+    return (
+        torch.tensor(shift, dtype=dtype, device=device),
+        torch.tensor(upper, dtype=dtype, device=device),
+    )
+
+
 def _linear_cells(c: Tensor, shape: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
     """Flat index of each lower corner (n,) and fractions (n, 3) as (x, y, z)."""
     nz, ny, nx = shape
     h = nx - 1
-    pos = c + torch.tensor([0.0, h, h], dtype=c.dtype, device=c.device)
-    hi = torch.tensor([nx - 2, ny - 2, nz - 2], dtype=c.dtype, device=c.device)
+    shift, hi = _bounds((0.0, h, h), (nx - 2, ny - 2, nz - 2), c.dtype, c.device)
+    pos = c + shift
     low = torch.minimum(torch.floor(pos).clamp_(min=0), hi)
     base = ((low[:, 2] * ny + low[:, 1]) * nx + low[:, 0]).long()
     return base, pos - low
@@ -152,12 +163,12 @@ class _SampleLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grid: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
         shape = tuple(grid.shape)
-        flat = torch.view_as_real(grid.detach()).reshape(-1, 2)
+        flat = grid.detach().reshape(-1)  # one complex element per tap: index_select costs per element
         offs = _offsets(shape, 2, grid.device)
 
         def evaluate(c: Tensor, jac: bool) -> Tensor:
             base, t = _linear_cells(c, shape)
-            taps = flat.index_select(0, _gather_index(base, offs)).view(8, -1, 2)
+            taps = torch.view_as_real(flat.index_select(0, _gather_index(base, offs))).view(8, -1, 2)
             return (_linear_weights(t, jac)[..., None] * taps).sum(1)
 
         ctx.shape = shape
@@ -188,15 +199,14 @@ def _cubic_cells(c: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     nz, ny, nx, _ = shape
     h = (nz - 6) // 2
     cell = torch.floor(c)
-    start = cell + torch.tensor([0.0, h + 1, h + 1], dtype=c.dtype, device=c.device)
-    hi = torch.tensor([nx - 1, ny - 4, nz - 4], dtype=c.dtype, device=c.device)
-    start = torch.minimum(start.clamp_(min=0), hi)
+    shift, hi = _bounds((0.0, h + 1, h + 1), (nx - 1, ny - 4, nz - 4), c.dtype, c.device)
+    start = torch.minimum((cell + shift).clamp_(min=0), hi)
     base = ((start[:, 2] * ny + start[:, 1]) * nx + start[:, 0]).long()
     return base, c - cell
 
 
 def _bspline(t: Tensor) -> tuple[Tensor, Tensor]:
-    """Cubic B-spline weights and derivatives (4, n) of the taps at fractions ``t`` (n,)."""
+    """Cubic B-spline weights and derivatives (4, ...) of the taps at fractions ``t`` (...)."""
     t2 = t * t
     t3 = t2 * t
     s = 1 - t
@@ -210,7 +220,8 @@ def _cubic_contract(rows: Tensor, t: Tensor, jac: bool) -> Tensor:
     of (re, im); contracts (z, y) first, then x; k = 1 without Jacobian, 4 with it.
     Points are kept innermost so that every product is a contiguous vector op."""
     n = rows.shape[1]
-    (wx, dx), (wy, dy), (wz, dz) = (_bspline(c) for c in t.t().contiguous().unbind(0))
+    w, d = _bspline(t.t().contiguous())  # (4, 3, n): taps, (x, y, z), points
+    (wx, wy, wz), (dx, dy, dz) = w.unbind(1), d.unbind(1)
     zy = [wz[:, None] * wy[None]]
     if jac:
         zy += [wz[:, None] * dy[None], dz[:, None] * wy[None]]
@@ -226,12 +237,13 @@ class _SampleCubic(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
         shape = tuple(table.shape)
-        flat = table.detach().view(-1, 8)
+        # rows viewed as complex128 (2 or 4 elements): index_select costs per element
+        flat = table.detach().view(-1, 8).view(torch.complex128)
         offs = _offsets(shape, 4, table.device)
 
         def evaluate(c: Tensor, jac: bool) -> Tensor:
             base, t = _cubic_cells(c, shape)
-            rows = flat.index_select(0, _gather_index(base, offs)).view(16, -1, 8)
+            rows = flat.index_select(0, _gather_index(base, offs)).view(table.dtype).view(16, -1, 8)
             return _cubic_contract(rows, t, jac)
 
         ctx.shape = shape
@@ -247,7 +259,7 @@ class _SampleCubic(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             sign, c = _mirror(coords)
             base, t = _cubic_cells(c, ctx.shape)
-            (wx, _), (wy, _), (wz, _) = (_bspline(q) for q in t.t().contiguous().unbind(0))
+            wx, wy, wz = _bspline(t.t().contiguous())[0].unbind(1)
             g = torch.view_as_real(grad).clone()
             g[:, 1] *= sign  # conjugate where mirrored
             gx = (g[:, :, None] * wx.t()[:, None, :]).reshape(-1, 8)  # (n, [re, im] x 4 taps)
