@@ -125,7 +125,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return await blocking(_store_object, h, data)
 
     def _store_object(h: str, data: bytes) -> JSONResponse:
-        if objects.has_object(h):
+        if objects.freshen("record", h):  # present: refresh its gc age, store nothing
             return JSONResponse({"hash": h, "stored": False}, status_code=200)
         if data.startswith(RECORD_TAG):
             try:
@@ -169,7 +169,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return await blocking(_store_array_file, h, path, upload, data)
 
     def _store_array_file(h: str, path: str, upload: str, data: bytes) -> JSONResponse:
-        if objects.has_array(h):
+        if objects.freshen("array", h):  # complete already: refresh its gc age, store nothing
             return JSONResponse({"hash": h, "stored": False}, status_code=200)
         if path != "zarr.json":
             ctx.staging.stage(h, upload, path, data)
