@@ -64,6 +64,7 @@ from mrepo.kernels.interpolation import (
     bspline_table_shape,
     sample_cubic,
     sample_linear,
+    sample_quadratic,
 )
 from mrepo.kernels.rotations import (
     axis_angle_to_matrix,
@@ -129,6 +130,7 @@ __all__ = [
     "bspline_table_shape",
     "sample_cubic",
     "sample_linear",
+    "sample_quadratic",
     # shifts
     "phase_ramp",
     "phase_shift",

@@ -1,5 +1,6 @@
-"""Trilinear gridding on a centred 3D half-transform (shared by slice extraction
-and insertion).
+"""The centred 3D half-transform layout, trilinear stencils for insertion and the
+gridding corrections (real-space transforms of the interpolation kernels).
+Extraction samples this layout with :mod:`mrepo.kernels.interpolation`.
 
 Fourier layout ("centred half-transform with duplicated Nyquist"): for a padded
 real-space box of size ``D`` and ``h = D // 2``, a grid of shape

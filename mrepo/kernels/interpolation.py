@@ -1,4 +1,5 @@
-"""Point sampling of a 3D Friedel-symmetric Fourier grid: trilinear and cubic B-spline.
+"""Point sampling of a 3D Friedel-symmetric Fourier grid: trilinear, quadratic and
+cubic B-spline.
 
 Both samplers are ``torch.autograd.Function`` s whose forward pass computes, from
 the same gathered neighbours, the value and (when the coordinates need a gradient)
@@ -11,7 +12,7 @@ voxels, real-space origin at voxel ``D // 2``):
 
 * linear: the centred half-transform of :mod:`mrepo.kernels.gridding`, complex
   ``(2h+1, 2h+1, h+1)``, ``[iz, iy, ix]`` = ``F(iz - h, iy - h, ix)``.
-* cubic ("B-spline row table"): real ``(2h+6, 2h+6, h+2, 8)``; entry
+* quadratic and cubic ("B-spline row table"): real ``(2h+6, 2h+6, h+2, 8)``; entry
   ``[iz, iy, ix]`` holds ``Re F(kz, ky, kx + j)`` for ``j = 0..3`` then
   ``Im F(kz, ky, kx + j)`` for ``j = 0..3``, with ``kz = iz - h - 2``,
   ``ky = iy - h - 2``, ``kx = ix - 1``. Values outside ``[-h, h]`` are the DFT's
@@ -22,8 +23,9 @@ voxels, real-space origin at voxel ``D // 2``):
 Coordinates: ``(M, 3)`` real as ``(x, y, z)`` frequency indices; points with
 ``x < 0`` are read at ``-k`` and conjugated (``F(-k) = conj F(k)``).
 
-The cubic B-spline is not interpolating: it smooths the samples with a kernel whose
-real-space transform is ``sinc⁴(r / D)`` (trilinear: ``sinc²``), so the volume must
+B-splines are not interpolating: they smooth the samples with a kernel whose
+real-space transform is ``sinc⁴(r / D)`` (cubic; quadratic ``sinc³``, trilinear
+``sinc²``), so the volume must
 be divided by that before the 3D FFT (see :func:`mrepo.kernels.gridding.gridding_correction`).
 Its periodic ghosts at distance ``D`` are attenuated as ``(sinc(1 - r/D)/sinc(r/D))⁴``
 instead of squared, which is what makes pad-2 projections accurate everywhere in
@@ -39,7 +41,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 _CHUNK_LINEAR = 32768
-_CHUNK_CUBIC = 8192
+_CHUNK_SPLINE = 8192
 
 
 def bspline_table_shape(padded_size: int) -> tuple[int, int, int, int]:
@@ -194,20 +196,24 @@ class _SampleLinear(torch.autograd.Function):
         return g_grid, g_coords
 
 
-def _cubic_cells(c: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """Flat row index of each neighbourhood's first row (n,) and fractions (n, 3)."""
+def _spline_cells(c: Tensor, shape: tuple[int, ...], degree: int) -> tuple[Tensor, Tensor]:
+    """Flat row index of each neighbourhood's first row (n,) and offsets ``t`` (n, 3)
+    from the centre cell: ``t`` in [0, 1) (cubic) or [-0.5, 0.5) (quadratic)."""
     nz, ny, nx, _ = shape
     h = (nz - 6) // 2
-    cell = torch.floor(c)
+    cell = torch.floor(c + 0.5) if degree == 2 else torch.floor(c)
     shift, hi = _bounds((0.0, h + 1, h + 1), (nx - 1, ny - 4, nz - 4), c.dtype, c.device)
     start = torch.minimum((cell + shift).clamp_(min=0), hi)
     base = ((start[:, 2] * ny + start[:, 1]) * nx + start[:, 0]).long()
     return base, c - cell
 
 
-def _bspline(t: Tensor) -> tuple[Tensor, Tensor]:
-    """Cubic B-spline weights and derivatives (4, ...) of the taps at fractions ``t`` (...)."""
+def _bspline(t: Tensor, degree: int) -> tuple[Tensor, Tensor]:
+    """B-spline weights and derivatives (degree + 1, ...) of the taps at offsets ``t`` (...)."""
     t2 = t * t
+    if degree == 2:
+        a, b = 0.5 - t, 0.5 + t
+        return torch.stack((0.5 * a * a, 0.75 - t2, 0.5 * b * b)), torch.stack((-a, -2 * t, b))
     t3 = t2 * t
     s = 1 - t
     w = torch.stack((s * s * s, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3)) / 6
@@ -215,59 +221,66 @@ def _bspline(t: Tensor) -> tuple[Tensor, Tensor]:
     return w, d
 
 
-def _cubic_contract(rows: Tensor, t: Tensor, jac: bool) -> Tensor:
-    """(16, n, 8) gathered rows (taps-major) -> (k, n, 2) [value, d/dx, d/dy, d/dz][:k]
-    of (re, im); contracts (z, y) first, then x; k = 1 without Jacobian, 4 with it.
-    Points are kept innermost so that every product is a contiguous vector op."""
+def _x_taps(w: Tensor) -> Tensor:
+    """Pad (taps, n) x weights to the table rows' 4 taps."""
+    return w if w.shape[0] == 4 else torch.cat((w, w.new_zeros(4 - w.shape[0], w.shape[1])))
+
+
+def _spline_contract(rows: Tensor, t: Tensor, degree: int, jac: bool) -> Tensor:
+    """(T², n, 8) gathered rows (taps-major, T = degree + 1) -> (k, n, 2)
+    [value, d/dx, d/dy, d/dz][:k] of (re, im); contracts (z, y) first, then x;
+    k = 1 without Jacobian, 4 with it. Points are kept innermost so that every
+    product is a contiguous vector op."""
     n = rows.shape[1]
-    w, d = _bspline(t.t().contiguous())  # (4, 3, n): taps, (x, y, z), points
+    w, d = _bspline(t.t().contiguous(), degree)  # (T, 3, n): taps, (x, y, z), points
     (wx, wy, wz), (dx, dy, dz) = w.unbind(1), d.unbind(1)
     zy = [wz[:, None] * wy[None]]
     if jac:
         zy += [wz[:, None] * dy[None], dz[:, None] * wy[None]]
-    wzy = torch.stack(zy).view(-1, 16, 1, n)
+    wzy = torch.stack(zy).view(len(zy), -1, 1, n)
     acc = (wzy * rows.transpose(1, 2).contiguous()).sum(1).view(-1, 2, 4, n)  # (k, (re, im), x, n)
-    out = (acc * wx).sum(2)  # (k, 2, n)
+    out = (acc * _x_taps(wx)).sum(2)  # (k, 2, n)
     if jac:
-        out = torch.cat((out[:1], (acc[:1] * dx).sum(2), out[1:]))
+        out = torch.cat((out[:1], (acc[:1] * _x_taps(dx)).sum(2), out[1:]))
     return out.transpose(1, 2).contiguous()
 
 
-class _SampleCubic(torch.autograd.Function):
+class _SampleSpline(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, table: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, table: Tensor, coords: Tensor, degree: int) -> Tensor:  # type: ignore[override]
         shape = tuple(table.shape)
+        taps = degree + 1
         # rows viewed as complex128 (2 or 4 elements): index_select costs per element
         flat = table.detach().view(-1, 8).view(torch.complex128)
-        offs = _offsets(shape, 4, table.device)
+        offs = _offsets(shape, taps, table.device)
 
         def evaluate(c: Tensor, jac: bool) -> Tensor:
-            base, t = _cubic_cells(c, shape)
-            rows = flat.index_select(0, _gather_index(base, offs)).view(table.dtype).view(16, -1, 8)
-            return _cubic_contract(rows, t, jac)
+            base, t = _spline_cells(c, shape, degree)
+            rows = flat.index_select(0, _gather_index(base, offs)).view(table.dtype)
+            return _spline_contract(rows.view(taps * taps, -1, 8), t, degree, jac)
 
-        ctx.shape = shape
-        return _run_chunks(ctx, coords, _CHUNK_CUBIC, evaluate, _complex_dtype(table.dtype))
+        ctx.shape, ctx.degree = shape, degree
+        return _run_chunks(ctx, coords, _CHUNK_SPLINE, evaluate, _complex_dtype(table.dtype))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
         coords, jac = ctx.saved_tensors
         g_table = g_coords = None
         if ctx.needs_input_grad[1]:
             g_coords = (grad.real[:, None] * jac.real + grad.imag[:, None] * jac.imag).to(coords.dtype)
         if ctx.needs_input_grad[0]:
             sign, c = _mirror(coords)
-            base, t = _cubic_cells(c, ctx.shape)
-            wx, wy, wz = _bspline(t.t().contiguous())[0].unbind(1)
+            base, t = _spline_cells(c, ctx.shape, ctx.degree)
+            wx, wy, wz = _bspline(t.t().contiguous(), ctx.degree)[0].unbind(1)
             g = torch.view_as_real(grad).clone()
             g[:, 1] *= sign  # conjugate where mirrored
-            gx = (g[:, :, None] * wx.t()[:, None, :]).reshape(-1, 8)  # (n, [re, im] x 4 taps)
-            wzy = (wz[:, None] * wy[None]).view(16, -1, 1)
+            gx = (g[:, :, None] * _x_taps(wx).t()[:, None, :]).reshape(-1, 8)  # (n, [re, im] x 4 taps)
+            wzy = (wz[:, None] * wy[None]).view(-1, c.shape[0], 1)
             g_table = torch.zeros(ctx.shape, dtype=g.dtype, device=grad.device)
-            index = _gather_index(base, _offsets(ctx.shape, 4, grad.device))
+            index = _gather_index(base, _offsets(ctx.shape, ctx.degree + 1, grad.device))
             g_table.view(-1, 8).index_add_(0, index, (wzy * gx[None]).reshape(-1, 8))
-        return g_table, g_coords
+        return g_table, g_coords, None
 
 
 def sample_linear(grid: Tensor, coords: Tensor) -> Tensor:
@@ -281,15 +294,28 @@ def sample_linear(grid: Tensor, coords: Tensor) -> Tensor:
     return _SampleLinear.apply(grid.contiguous(), coords.to(grid.real.dtype))
 
 
+def _check_table(table: Tensor) -> None:
+    h = (table.shape[0] - 6) // 2 if table.ndim == 4 else -1
+    if table.ndim != 4 or table.is_complex() or h < 1 or tuple(table.shape) != bspline_table_shape(2 * h):
+        raise ValueError(f"table must be a real B-spline row table (2h+6, 2h+6, h+2, 8), got {tuple(table.shape)}")
+
+
 def sample_cubic(table: Tensor, coords: Tensor) -> Tensor:
     """Cubic B-spline values (M,) complex of a row ``table`` (:func:`bspline_table`)
-    at ``coords`` (M, 3) (x, y, z), ``|k| <= h + 1``. Differentiable w.r.t. both."""
-    if table.ndim != 4 or table.is_complex() or tuple(table.shape) != bspline_table_shape(
-        2 * ((table.shape[0] - 6) // 2)
-    ):
-        raise ValueError(f"table must be a real B-spline row table (2h+6, 2h+6, h+2, 8), got {tuple(table.shape)}")
+    at ``coords`` (M, 3) (x, y, z), ``|k| <= h + 1``; 64 taps, C² in ``coords``.
+    Differentiable w.r.t. both."""
+    _check_table(table)
     _check_coords(coords)
-    return _SampleCubic.apply(table.contiguous(), coords.to(table.dtype))
+    return _SampleSpline.apply(table.contiguous(), coords.to(table.dtype), 3)
+
+
+def sample_quadratic(table: Tensor, coords: Tensor) -> Tensor:
+    """Quadratic B-spline values (M,) complex of a row ``table`` (:func:`bspline_table`)
+    at ``coords`` (M, 3) (x, y, z), ``|k| <= h + 1``; 27 taps, C¹ in ``coords``, real-space
+    transform sinc³. Differentiable w.r.t. both."""
+    _check_table(table)
+    _check_coords(coords)
+    return _SampleSpline.apply(table.contiguous(), coords.to(table.dtype), 2)
 
 
 def _check_coords(coords: Tensor) -> None:

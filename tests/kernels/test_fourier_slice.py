@@ -110,10 +110,10 @@ def test_cubic_projection_accurate_anywhere_in_sphere(device, seed):
     r = torch.tensor(rots, dtype=torch.float32, device=device)
     err = {
         k: np.linalg.norm(project(vol, r, 2, k).cpu().double().numpy() - ref) / np.linalg.norm(ref)
-        for k in ("linear", "cubic")
+        for k in ("linear", "quadratic", "cubic")
     }
     assert err["cubic"] < 5e-3
-    assert err["linear"] < 5e-2
+    assert err["cubic"] < err["quadratic"] < err["linear"] < 5e-2
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -197,7 +197,7 @@ def test_symmetry_expansion_by_broadcast_rotations():
     torch.testing.assert_close(sym_w, exp_w)
 
 
-@pytest.mark.parametrize("kernel", ["linear", "cubic"])
+@pytest.mark.parametrize("kernel", ["linear", "quadratic", "cubic"])
 def test_extract_slices_gradcheck_wrt_rotation(kernel):
     d = 8
     vol = torch.tensor(blob_volume(d, *blobs(3, n=3, spread=1.5)))

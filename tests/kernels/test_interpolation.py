@@ -11,6 +11,7 @@ from mrepo.kernels.interpolation import (
     bspline_table_shape,
     sample_cubic,
     sample_linear,
+    sample_quadratic,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -32,15 +33,22 @@ def bspline3(u: np.ndarray) -> np.ndarray:
     return np.where(a < 1, 2 / 3 - a**2 + a**3 / 2, np.where(a < 2, (2 - a) ** 3 / 6, 0.0))
 
 
-def direct_cubic(full: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """Σ_j β3(k - j) F(j) over all integer j near k, F periodic (full DFT)."""
+def bspline2(u: np.ndarray) -> np.ndarray:
+    """Centred quadratic B-spline β2(u)."""
+    a = np.abs(u)
+    return np.where(a < 0.5, 0.75 - a**2, np.where(a < 1.5, (1.5 - a) ** 2 / 2, 0.0))
+
+
+def direct_spline(full: np.ndarray, coords: np.ndarray, beta) -> np.ndarray:
+    """Σ_j β(k - j) F(j) over all integers j within 2 of k, F periodic (full DFT)."""
     big = full.shape[0]
     out = np.zeros(len(coords), dtype=complex)
     for m, (x, y, z) in enumerate(coords):
-        for jz in range(int(np.floor(z)) - 1, int(np.floor(z)) + 3):
-            for jy in range(int(np.floor(y)) - 1, int(np.floor(y)) + 3):
-                for jx in range(int(np.floor(x)) - 1, int(np.floor(x)) + 3):
-                    w = bspline3(x - jx) * bspline3(y - jy) * bspline3(z - jz)
+        near = [range(int(np.floor(v)) - 2, int(np.floor(v)) + 4) for v in (x, y, z)]
+        for jz in near[2]:
+            for jy in near[1]:
+                for jx in near[0]:
+                    w = beta(x - jx) * beta(y - jy) * beta(z - jz)
                     out[m] += w * full[jz % big, jy % big, jx % big]
     return out
 
@@ -56,14 +64,15 @@ def random_coords(n: int, h: float, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("big", [8, 9])
-def test_cubic_matches_direct_bspline_sum(device, big):
+@pytest.mark.parametrize("sample,beta", [(sample_cubic, bspline3), (sample_quadratic, bspline2)])
+def test_splines_match_direct_bspline_sum(device, big, sample, beta):
     # the row table's periodic continuation and Friedel mates equal the full DFT
     full, rfft, _ = random_volume_ft(big, big)
-    coords = random_coords(40, big // 2, 1)
+    coords = random_coords(30, big // 2, 1)
     table = bspline_table(rfft.to(device))
     assert table.shape == bspline_table_shape(big)
-    got = sample_cubic(table, coords.to(device)).cpu().numpy()
-    np.testing.assert_allclose(got, direct_cubic(full, coords.numpy()), rtol=1e-10, atol=1e-9)
+    got = sample(table, coords.to(device)).cpu().numpy()
+    np.testing.assert_allclose(got, direct_spline(full, coords.numpy(), beta), rtol=1e-10, atol=1e-9)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -98,6 +107,7 @@ def test_gradcheck_wrt_coordinates():
     )
     assert torch.autograd.gradcheck(lambda c: sample_linear(grid, c), (coords,))
     assert torch.autograd.gradcheck(lambda c: sample_cubic(table, c), (coords,))
+    assert torch.autograd.gradcheck(lambda c: sample_quadratic(table, c), (coords,))
 
 
 def test_gradcheck_wrt_volume():
@@ -117,14 +127,16 @@ def test_gradcheck_wrt_volume():
     v = vol.requires_grad_(True)
     assert torch.autograd.gradcheck(linear, (v,))
     assert torch.autograd.gradcheck(cubic, (v,))
+    assert torch.autograd.gradcheck(lambda v: sample_quadratic(bspline_table(torch.fft.rfftn(v)), coords), (v,))
 
 
-def test_cubic_gradient_is_continuous_across_cells():
-    # C² spline: the analytic coordinate gradient does not jump at integer x
+@pytest.mark.parametrize("sample,knot", [(sample_cubic, 2.0), (sample_quadratic, 2.5)])
+def test_spline_gradient_is_continuous_across_cells(sample, knot):
+    # C² (cubic) / C¹ (quadratic) splines: the coordinate gradient does not jump at knots
     _, rfft, _ = random_volume_ft(8, 6)
     table = bspline_table(rfft)
-    c = torch.tensor([[2 - 1e-7, 0.3, -1.2], [2 + 1e-7, 0.3, -1.2]], dtype=torch.float64, requires_grad=True)
-    v = sample_cubic(table, c)
+    c = torch.tensor([[knot - 1e-7, 0.3, -1.2], [knot + 1e-7, 0.3, -1.2]], dtype=torch.float64, requires_grad=True)
+    v = sample(table, c)
     (g,) = torch.autograd.grad(v.real.sum(), c)
     torch.testing.assert_close(g[0], g[1], rtol=1e-5, atol=1e-6)
 
