@@ -7,21 +7,23 @@ benchmarks/results/bench_ray.json. Items are small simulated frame series (4 fra
 refined by the real ``refine_item`` with the result cache off. Every timing is of a warm
 run (actors started, references resident, one untimed run first), Ray and local runs
 interleaved, best of several. The numbers depend on
-what else runs on the machine (the load average is recorded).
+what else runs on the machine (the load average is recorded). ``OMP_NUM_THREADS=1`` is set
+here as Ray sets it in each actor, so both executors compute with the same thread counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # as Ray gives each num_cpus=1 actor: same BLAS threads both sides
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,13 +47,14 @@ def bench_executors(n_items: int, workers: list[int], repeats: int) -> dict:
     import ray
 
     from mrepo.workers.executors import RayExecutor
+    from mrepo.workers.ray_pool import local_ray_options
 
     with tempfile.TemporaryDirectory() as d:
         repo = Repository.init(str(Path(d) / "repo"))
         tasks = make_tasks(repo, build_population(repo, n_items))
         local = LocalExecutor(use_cache=False)
         local.run(tasks)
-        ray.init(num_cpus=max(workers), include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(**local_ray_options(max(workers)))
         rows, local_runs = [], []
         try:
             for w in workers:

@@ -4,7 +4,6 @@ and a failed iteration that commits nothing. Items are refined by the real ``ref
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from pathlib import Path
@@ -29,7 +28,9 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def ray_session():
     """One local Ray for the module (4 logical CPUs on this 2-core machine: room for replacements)."""
-    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    from mrepo.workers.ray_pool import local_ray_options
+
+    ray.init(**local_ray_options(4))
     yield
     ray.shutdown()
 
