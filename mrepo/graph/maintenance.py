@@ -11,10 +11,25 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..store import CorruptObject, ObjectNotFound, Storage, references, zarr_codec
+from ..store import Backend, CorruptObject, Entry, ObjectNotFound, Storage, is_hash, references, zarr_codec
 from ..store.objects import ObjectType, array_prefix, object_key
 
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
+#: Write-once pointer files (e.g. the refinement result cache ``cache/items/<inputs>``), each
+#: holding one record hash: roots for gc while younger than the grace period, swept after.
+CACHE_PREFIX = "cache/"
+
+
+def cache_pointers(backend: Backend) -> list[tuple[Entry, str | None]]:
+    """Every pointer under ``cache/`` with the record hash it holds (None when unreadable)."""
+    out: list[tuple[Entry, str | None]] = []
+    for entry in backend.list(CACHE_PREFIX):
+        try:
+            text = backend.get(entry.key).decode("ascii").strip()
+        except (ObjectNotFound, UnicodeDecodeError):
+            text = ""
+        out.append((entry, text if is_hash(text) else None))
+    return out
 Progress = Callable[[str, int, int], None]
 
 
@@ -79,7 +94,7 @@ def _verify_array(storage: Storage, h: str) -> str | None:
 def verify(storage: Storage, *, workers: int = 8, progress: Progress | None = None) -> VerifyReport:
     """Recompute the hash of every reachable object; report missing or corrupt ones."""
     report = VerifyReport()
-    storage.objects._cache.clear()  # re-read everything from the backend
+    storage.objects.clear_cache()  # re-read everything from the backend
     objs = reachable(storage, on_problem=report.problems.append)
 
     def check(item: tuple[str, ObjectType]) -> str | None:
@@ -114,6 +129,7 @@ class GcReport:
     deleted_arrays: int = 0
     deleted_bytes: int = 0
     kept_young: int = 0
+    deleted_pointers: int = 0
 
 
 def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,
@@ -138,8 +154,15 @@ def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_ru
     from_refs = reachable(storage, on_problem=lambda _: None)
     report.reachable = len(from_refs)
     # Young records are roots too: what a concurrent writer stored (or freshened) and is about to
-    # reference keeps everything it reaches.
-    live = reachable(storage, extra_roots=young_records, on_problem=lambda _: None)
+    # reference keeps everything it reaches; so are the records young cache pointers name.
+    pointers = cache_pointers(storage.backend)
+    young_pointers = [h for e, h in pointers if h is not None and e.mtime > cutoff]
+    live = reachable(storage, extra_roots=young_records + young_pointers, on_problem=lambda _: None)
+    for entry, h in pointers:
+        if h is None or entry.mtime <= cutoff:
+            report.deleted_pointers += 1
+            if not dry_run:
+                storage.backend.delete(entry.key)
 
     for entry in entries:
         h = entry.key.removeprefix("objects/").replace("/", "")
@@ -170,4 +193,6 @@ def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_ru
             # zarr.json first, so a half-deleted array reads as incomplete, never as complete-but-wrong.
             for e in sorted(entries, key=lambda e: not e.key.endswith("zarr.json")):
                 storage.backend.delete(e.key)
+    if not dry_run:
+        storage.objects.clear_cache()
     return report

@@ -114,6 +114,11 @@ class ObjectStore:
             self._pool = None
         self.backend.close()
 
+    def clear_cache(self) -> None:
+        """Forget decoded records (after objects were deleted or may have been damaged)."""
+        with self._lock:
+            self._cache.clear()
+
     def _cache_put(self, h: str, value: tuple[str, Any]) -> None:
         with self._lock:
             self._cache[h] = value

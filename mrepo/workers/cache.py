@@ -23,7 +23,8 @@ no ref, so ``gc`` sweeps them once they are older than its grace period (24 h by
 default), and the refined item records of an iteration that was never committed go
 with them. :func:`prune_cache` removes pointers older than a grace period or dangling;
 :func:`cache_roots` lists the record hashes of younger pointers, which ``gc`` should
-mark as roots so that a resumed iteration keeps its finished work (see the report).
+are roots for ``gc`` (mrepo.graph.maintenance: young pointers under ``cache/`` keep what
+they reach; old or unreadable pointers are deleted), so a resumed iteration keeps its work.
 """
 
 from __future__ import annotations
@@ -181,16 +182,11 @@ class ResultCache:
 
 
 def cache_entries(backend: Backend) -> list[CacheEntry]:
-    """Every cache pointer of a repository (unreadable pointers are skipped)."""
-    out = []
-    for e in backend.list(CACHE_PREFIX):
-        try:
-            h = backend.get(e.key).decode().strip()
-            check_hash(h)
-        except _DAMAGED:  # a damaged pointer is pruned, not listed
-            continue
-        out.append(CacheEntry(e.key.removeprefix(CACHE_PREFIX), h, e.mtime))
-    return out
+    """Every result-cache pointer of a repository (unreadable pointers are skipped)."""
+    from ..graph.maintenance import cache_pointers
+
+    return [CacheEntry(e.key.removeprefix(CACHE_PREFIX), h, e.mtime)
+            for e, h in cache_pointers(backend) if h is not None and e.key.startswith(CACHE_PREFIX)]
 
 
 def cache_roots(backend: Backend, *, grace_seconds: float, now: float | None = None) -> set[str]:

@@ -43,7 +43,7 @@ def test_rewriting_an_old_object_freshens_it(tmp_path) -> None:
     dry = gc(repo.storage, grace_seconds=3600, dry_run=True)
     assert (dry.deleted_objects, dry.deleted_arrays) == (1, 1)
     # The same content stored again (e.g. by a commit about to reference it) is young again.
-    repo.objects._cache.clear()
+    repo.objects.clear_cache()
     assert repo.objects.put_record("note", {"x": 1}) == r
     assert repo.objects.put_array(np.ones((4, 4))) == a
     report = gc(repo.storage, grace_seconds=3600)
@@ -60,3 +60,19 @@ def test_unreachable_old_closure_is_swept(tmp_path) -> None:
     report = gc(repo.storage, grace_seconds=3600)
     assert (report.deleted_objects, report.deleted_arrays) == (1, 1)
     assert not repo.objects.has_array(h)
+
+
+def test_young_cache_pointers_are_roots_and_old_ones_are_swept(tmp_path) -> None:
+    repo = Repository.init(str(tmp_path / "r"))
+    kept = repo.objects.put_record("item-result", {"sums": array_ref(repo.objects.put_array(np.ones(3)))})
+    stale = repo.objects.put_record("item-result", {"n": 2})
+    for key in [object_key(kept), object_key(stale), *(e.key for e in repo.storage.backend.list("arrays/"))]:
+        _age(repo, key, 10 * 3600)
+    repo.storage.backend.put("cache/items/young", (kept + "\n").encode())
+    repo.storage.backend.put("cache/items/old", (stale + "\n").encode())
+    repo.storage.backend.put("cache/items/garbage", b"not a hash")
+    _age(repo, "cache/items/old", 10 * 3600)
+    report = gc(repo.storage, grace_seconds=3600)
+    assert report.deleted_pointers == 2 and report.deleted_objects == 1 and report.deleted_arrays == 0
+    assert repo.objects.has_object(kept) and not repo.objects.has_object(stale)
+    assert [e.key for e in repo.storage.backend.list("cache/")] == ["cache/items/young"]
