@@ -2,7 +2,9 @@
 
 Each size runs in a fresh subprocess: a frame series (6 frames, 1.5 Å/px, box 48, 5 Å
 refinement limit) refined with shifts, poses, defocus and astigmatism (M's staged order),
-1 thread. Reported per size: refine_item wall time; peak RSS of the process and its growth
+1 thread. Reported per size: refine_item wall time (its L-BFGS iteration counts vary); the
+time of one evaluation of the target with its gradient (CTF not frozen: extraction-size
+FFTs included); peak RSS of the process and its growth
 during refine_item (ru_maxrss after minus before); and the bytes of the extracted particle
 patches the target keeps (complex64, all crop groups) with per-exposure Fourier cropping,
 next to what they would take without it (every exposure at the full extraction box).
@@ -45,14 +47,21 @@ subs = ctx.subsets(Parameters.zeros(ctx.model, ctx.particles, None))
 cropped = sum(st.group.ft.numel() * 8 for sub in subs for st in sub.groups)
 full = sum(len(sub.index) * ctx.model.n * (sub.groups[0].group.big * sub.box // sub.groups[0].group.size) ** 2 * 4
            for sub in subs)  # complex64 rfft2 (M, M // 2 + 1) ~ M^2 / 2 values of 8 bytes
-del ctx, subs
+params = Parameters.zeros(ctx.model, ctx.particles, None)
+ctx.sums(subs, params, ctf_frozen=False).target()  # warm-up
+tensors = params.select(["shifts", "translation", "rotation", "defocus", "astigmatism"])
+t = time.perf_counter()
+for _ in range(3):
+    ctx.sums(subs, params, ctf_frozen=False).target().backward()
+per_eval = (time.perf_counter() - t) / 3
+del ctx, subs, params, tensors
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()
 refine_item(task)
 sec = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"particles": n, "image_px": size, "seconds": sec, "peak_rss_mib": peak,
-                  "rss_growth_mib": peak - before, "patch_mib": cropped / 2**20,
+                  "rss_growth_mib": peak - before, "seconds_per_evaluation": per_eval, "patch_mib": cropped / 2**20,
                   "patch_uncropped_mib": full / 2**20}}))
 """
 
@@ -64,7 +73,7 @@ def main(sizes: list[int]) -> None:
                              text=True, check=True).stdout.strip().splitlines()[-1]
         row = json.loads(out)
         rows.append(row)
-        print(f"{n:6d} particles  {row['seconds']:8.2f} s  peak {row['peak_rss_mib']:8.1f} MiB  growth "
+        print(f"{n:6d} particles  {row['seconds']:8.2f} s  {row['seconds_per_evaluation']:6.3f} s/eval  peak {row['peak_rss_mib']:8.1f} MiB  growth "
               f"{row['rss_growth_mib']:7.1f} MiB  patches {row['patch_mib']:6.2f} MiB "
               f"(uncropped {row['patch_uncropped_mib']:6.2f} MiB)", flush=True)
     path = ROOT / "benchmarks" / "results" / "bench_refine.json"
@@ -76,4 +85,4 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [8, 16, 32, 64])
+    main([int(a) for a in sys.argv[1:]] or [8, 16, 32, 64, 128])

@@ -94,3 +94,16 @@ def test_refine_population_commits_one_iteration():
         assert sp.contributors == (item_hash,)
         assert sp.resolution is not None and 4.0 <= sp.resolution < 60
         assert sr.repo.objects.get_array(sp.fsc).shape == (sp.box // 2 + 1,)
+
+
+def test_refinement_resolution_ramps_from_the_first_iteration_fraction():
+    from mrepo.graph import Species
+    from mrepo.workers.references import refinement_resolution
+
+    sp = Species("a", 100.0, "C1", 1.5, 48, "0" * 64, "0" * 64, "0" * 64, "0" * 64, resolution=6.0)
+    s = RefineSettings(resolution_fraction=0.6, resolution_ramp=3)
+    got = [refinement_resolution(sp, s, it) for it in (1, 2, 3, 4, 9)]
+    # frequency fraction 0.6, 0.733, 0.867, 1, 1 of 1/6 Å⁻¹
+    assert np.allclose(got, [6 / 0.6, 6 / (0.6 + 0.4 / 3), 6 / (0.6 + 0.8 / 3), 6.0, 6.0])
+    assert refinement_resolution(Species("b", 100.0, "C1", 1.5, 48, "0" * 64, "0" * 64, "0" * 64, "0" * 64,
+                                         resolution=2.0), s, 9) == 3.0  # never beyond Nyquist
