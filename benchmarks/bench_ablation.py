@@ -206,6 +206,11 @@ def main() -> None:
     ap.add_argument("--only", choices=["frames", "tilts", "multi"], action="append")
     ap.add_argument("--refine-res", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--multi-items", type=int, default=6)
+    ap.add_argument("--multi-particles", type=int, default=40)
+    ap.add_argument("--multi-snr", type=float, default=0.3)
+    ap.add_argument("--multi-groups", default="shifts,warp,poses,ctf",
+                    help="groups refined in both multi-species rows (shifts,warp,poses,ctf)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     q = a.quick
@@ -225,11 +230,15 @@ def main() -> None:
         log["tilts_setup"] = f"{len(sims)} tilt series x {sims[0].config.n_particles} particles, 11 tilts ±30°"
         ablation("tilts", sims, base, (3, 3, 1), a.refine_res, log)
     if "multi" in only:
-        seeds = [11, 12] if q else list(range(11, 17))
-        sims = frames_sims(seeds, 16 if q else 40, 192 if q else 320, fractions=(0.05, 0.95), species=2, snr=0.3)
-        log["multi_setup"] = (f"{len(sims)} frame series x {sims[0].config.n_particles} particles, SNR 0.3, species "
-                              "fractions 5/95 %, both rows refine shifts, warp 3x3x3, poses, defocus, astigmatism")
-        full = base.replace(image_warp=[3, 3, 3], refine_poses=True, refine_defocus=True, refine_astigmatism=True)
+        seeds = [11, 12] if q else list(range(11, 11 + a.multi_items))
+        n = 16 if q else a.multi_particles
+        size = int(96 + 36 * n ** 0.5)
+        sims = frames_sims(seeds, n, size, fractions=(0.05, 0.95), species=2, snr=a.multi_snr)
+        g = set(a.multi_groups.split(","))
+        full = base.replace(image_warp=[3, 3, 3] if "warp" in g else None, refine_shifts="shifts" in g,
+                            refine_poses="poses" in g, refine_defocus="ctf" in g, refine_astigmatism="ctf" in g)
+        log["multi_setup"] = (f"{len(sims)} frame series x {n} particles ({size}² px), SNR {a.multi_snr}, species "
+                              f"fractions 5/95 %, both rows refine {a.multi_groups}")
         multi_species(sims, full, a.refine_res, log)
     save(log)
     write_doc(merge_parts())
