@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrepo.kernels.fsc import fsc, resolution_at  # noqa: E402
-from mrepo.sim import (FrameSeriesConfig, Optics, TiltSeriesConfig, simulate_frame_series,  # noqa: E402
-                       simulate_tilt_series)
+from mrepo.sim import FrameSeriesConfig, Optics, TiltSeriesConfig, simulate_frame_series, simulate_tilt_series  # noqa: E402
 from mrepo.workers.api import HalfSums, ItemTask  # noqa: E402
 from mrepo.workers.reconstruct import reconstruct_species  # noqa: E402
 from mrepo.workers.refine_item import refine_item  # noqa: E402

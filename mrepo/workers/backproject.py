@@ -16,7 +16,14 @@ from torch import Tensor
 from mrepo.kernels.fourier_slice import empty_grids, insert_slices
 from mrepo.workers.api import HalfSums
 from mrepo.workers.geometry import Geometry
-from mrepo.workers.imaging import big_box, ctf_squared, exposure_weight_grid, exposure_sizes, extract_groups, premultiply
+from mrepo.workers.imaging import (
+    big_box,
+    ctf_squared,
+    exposure_sizes,
+    exposure_weight_grid,
+    extract_groups,
+    premultiply,
+)
 from mrepo.workers.item_model import ItemModel
 
 __all__ = ["backproject_species"]

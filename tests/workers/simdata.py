@@ -14,8 +14,15 @@ import mrcfile
 import numpy as np
 
 from mrepo.graph import DataSource, Item, ParticleTable, Population, RawData, Repository, Species
-from mrepo.sim import (FrameSeriesConfig, SimulatedFrameSeries, SimulatedTiltSeries, SpeciesSpec, TiltSeriesConfig,
-                       simulate_frame_series, simulate_tilt_series)
+from mrepo.sim import (
+    FrameSeriesConfig,
+    SimulatedFrameSeries,
+    SimulatedTiltSeries,
+    SpeciesSpec,
+    TiltSeriesConfig,
+    simulate_frame_series,
+    simulate_tilt_series,
+)
 
 _counter = itertools.count()
 

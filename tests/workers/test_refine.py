@@ -89,7 +89,7 @@ def test_refine_population_commits_one_iteration():
     assert RefineSettings.from_json(c.operation["settings"]) == OFF
     pop = sr.repo.population()
     item_hash = sr.repo.source(pop.sources["sim"]).items[sr.item_key]
-    for name, h in pop.species.items():
+    for h in pop.species.values():
         sp = sr.repo.species(h)
         assert sp.contributors == (item_hash,)
         assert sp.resolution is not None and 4.0 <= sp.resolution < 60
