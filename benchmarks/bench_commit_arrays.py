@@ -66,7 +66,6 @@ def main() -> None:
     if args.quick:
         args.n, args.side = 50, 32
     import icechunk
-
     from _moto import start_moto
 
     server, endpoint = start_moto(BUCKET)
@@ -75,7 +74,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-commit-"))
     rows = []
     try:
-        for rep in range(args.repeat):
+        for _ in range(args.repeat):
             tag = uuid.uuid4().hex[:8]
             local_m = mrepo_commit(str(tmp / f"mrepo-{tag}"), arrays)
             local_i = icechunk_commit(icechunk.local_filesystem_storage(str(tmp / f"ic-{tag}")), arrays)

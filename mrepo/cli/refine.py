@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import RepoOption, console, open_repo
+from .common import RepoOption, console, err_console, open_repo
 
 
 def register(app: typer.Typer) -> None:
@@ -56,9 +56,16 @@ def register(app: typer.Typer) -> None:
             ex = RayExecutor(**kwargs)
         else:
             raise typer.BadParameter(f"--executor must be 'local' or 'ray', got {executor!r}")
+        from mrepo.workers.ray_progress import iteration_progress, summary_table
+
+        def report(iteration: int, resolutions: dict, stats: dict) -> None:
+            console.print(summary_table(iteration, resolutions, stats))
+
         try:
-            commits = refine_population(r, branch or r.default_branch, iterations, settings, ex,
-                                        sources=sources or None, species=species or None)
+            with iteration_progress("refine", console=err_console) as progress:
+                commits = refine_population(r, branch or r.default_branch, iterations, settings, ex,
+                                            sources=sources or None, species=species or None,
+                                            progress=progress, on_iteration=report)
         finally:
             ex.close()
         for h in commits:

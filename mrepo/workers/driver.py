@@ -66,8 +66,19 @@ def _new_table(repo: Repository, table: ParticleTable, name: str, results: list[
 
 def refine_population(repo: Repository, branch: str, iterations: int, settings: RefineSettings, executor: Executor,
                       *, sources: list[str] | None = None, species: list[str] | None = None, progress: Any = None,
-                      author: str | None = None) -> list[str]:
-    """Run ``iterations`` refinement iterations on ``branch``; returns the new commit hashes."""
+                      author: str | None = None, on_iteration: Any = None) -> list[str]:
+    """Run ``iterations`` refinement iterations on ``branch``; returns the new commit hashes.
+
+    ``progress`` is handed to the executor (per-item ``ProgressEvent`` callbacks);
+    ``on_iteration(iteration, {species: (resolution before, after)}, stats)`` is called after
+    each commit (stats: see :func:`mrepo.workers.ray_progress.iteration_stats`).
+    """
+    import time
+
+    import torch
+
+    from mrepo.workers.ray_progress import iteration_stats
+
     if iterations < 1:
         raise InvalidInput(f"iterations must be >= 1, got {iterations}")
     commits = []
@@ -88,7 +99,11 @@ def refine_population(repo: Repository, branch: str, iterations: int, settings: 
         tasks = build_tasks(repo, pop, sp_hashes, settings, it, src_names)
         if not tasks:
             raise InvalidInput("no item holds particles of the selected species")
+        started = time.perf_counter()
         out = executor.run(tasks, progress=progress)
+        # The reconstruction's float results depend on torch's thread count: fix it, so that every
+        # executor (and a resumed run) commits bit-identical maps.
+        torch.set_num_threads(settings.threads)
         new_sources = dict(pop.sources)
         by_source: dict[str, dict[str, str]] = {}
         for r in out.results:
@@ -117,4 +132,9 @@ def refine_population(repo: Repository, branch: str, iterations: int, settings: 
         res = ", ".join(f"{n} {repo.species(new_species[n]).resolution or float('nan'):.2f} Å" for n in names)
         commits.append(repo.commit(new_pop, message=f"refine iteration {it}/{iterations}: {res}", branch=branch,
                                    operation=op, author=author, expected_head=head))
+        if on_iteration is not None:
+            before = {n: repo.species(sp_hashes[n]).resolution for n in names}
+            after = {n: repo.species(new_species[n]).resolution for n in names}
+            on_iteration(it, {n: (before[n], after[n]) for n in names},
+                         iteration_stats(out, time.perf_counter() - started))
     return commits

@@ -55,7 +55,7 @@ def fit_exposure_weights(nc: np.ndarray, frequencies: np.ndarray, *, shell_range
             mean = (y * g).sum(0) / g.sum(0).clamp_min(1e-12)
         opt = torch.optim.LBFGS([b, logw], lr=1, max_iter=50, line_search_fn="strong_wolfe")
 
-        def closure() -> torch.Tensor:
+        def closure(opt: torch.optim.LBFGS = opt, mean: torch.Tensor = mean) -> torch.Tensor:
             opt.zero_grad()
             model = mean[None] * torch.exp(-25.0 * b[:, None] * k2) * torch.exp(logw)[:, None]
             loss = torch.sqrt((y - model) ** 2 + 1e-8).sum()

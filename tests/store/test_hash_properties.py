@@ -35,7 +35,7 @@ def memory_store() -> ObjectStore:
 def reference_hash(arr: np.ndarray) -> str:
     """Independent statement of DESIGN.md's array hash: tag, canonical header, C-order LE bytes."""
     le = arr.astype(arr.dtype.newbyteorder("<")) if arr.dtype.byteorder == ">" else arr
-    header = '{"dtype":"%s","shape":[%s]}' % (le.dtype.str, ",".join(str(s) for s in arr.shape))
+    header = '{"dtype":"%s","shape":[%s]}' % (le.dtype.str, ",".join(str(s) for s in arr.shape))  # noqa: UP031
     return blake3.blake3(ARRAY_TAG + header.encode() + b"\0" + np.ascontiguousarray(le).tobytes()).hexdigest()
 
 

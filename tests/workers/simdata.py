@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-import mrcfile
 import numpy as np
 
 from mrepo.graph import DataSource, Item, ParticleTable, Population, RawData, Repository, Species
+from mrepo.io.mrc import write_mrc
 from mrepo.sim import (
     FrameSeriesConfig,
     SimulatedFrameSeries,
@@ -42,9 +42,7 @@ def mrc_bytes(stack: np.ndarray, pixel_size: float) -> bytes:
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "stack.mrc"
-        with mrcfile.new(path) as m:
-            m.set_data(np.ascontiguousarray(stack, dtype=np.float32))
-            m.voxel_size = pixel_size
+        write_mrc(path, stack, pixel_size)  # deterministic bytes: the raw-data hash is reproducible
         return path.read_bytes()
 
 
