@@ -20,10 +20,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrepo.kernels.rotations import axis_angle_to_matrix, euler_to_matrix, matrix_to_axis_angle, matrix_to_euler
+from mrepo.kernels.rotations import (
+    axis_angle_to_matrix,
+    euler_to_matrix,
+    matrix_to_axis_angle,
+    matrix_to_euler,
+    xyz_to_matrix,
+)
 from mrepo.kernels.splines import CubicSplineGrid
 from mrepo.kernels.tilt_geometry import tilt_matrices
-from mrepo.kernels.rotations import xyz_to_matrix
 from mrepo.workers.item_model import ItemModel
 
 __all__ = ["Parameters", "ParticleSet", "Geometry", "particle_geometry", "resample_trajectory", "DEFOCUS_UNIT"]

@@ -28,8 +28,15 @@ from mrepo.kernels.fourier_slice import extract_slices
 from mrepo.kernels.fsc import normalized_cross_correlation_per_shell
 from mrepo.kernels.shifts import phase_shift
 from mrepo.workers.geometry import Geometry
-from mrepo.workers.imaging import (PatchGroup, circular_mask, ctf_squared, exposure_weight_grid, premultiply,
-                                   raw_crop, shell_average)
+from mrepo.workers.imaging import (
+    PatchGroup,
+    circular_mask,
+    ctf_squared,
+    exposure_weight_grid,
+    premultiply,
+    raw_crop,
+    shell_average,
+)
 from mrepo.workers.item_model import ItemModel
 from mrepo.workers.references import REFERENCE_PAD
 

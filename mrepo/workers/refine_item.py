@@ -22,8 +22,15 @@ from mrepo.graph import Item, Repository
 from mrepo.store import ObjectStore, array_ref
 from mrepo.workers.api import ItemResult, ItemTask
 from mrepo.workers.backproject import backproject_species
-from mrepo.workers.geometry import (DEFOCUS_UNIT, Parameters, ParticleSet, particle_geometry, resample_trajectory,
-                                    updated_models, updated_particles)
+from mrepo.workers.geometry import (
+    DEFOCUS_UNIT,
+    Parameters,
+    ParticleSet,
+    particle_geometry,
+    resample_trajectory,
+    updated_models,
+    updated_particles,
+)
 from mrepo.workers.imaging import big_box, exposure_sizes, extract_groups
 from mrepo.workers.item_model import ItemModel, load_item_model
 from mrepo.workers.objective import Subset, Sums, build_group_state, evaluate
