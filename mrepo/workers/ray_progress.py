@@ -75,7 +75,8 @@ def summary_table(iteration: int, resolutions: dict[str, tuple[float | None, flo
                   stats: dict[str, Any]) -> Table:
     """Per-iteration summary: resolution (Å) before -> after per species, then the run statistics."""
     table = Table(title=f"iteration {iteration}: {stats['items']} items ({stats['cached']} cached), "
-                        f"{stats['particles']} particles, {stats['seconds']:.1f} s", title_justify="left")
+                        f"{stats['particles']} particles, {stats['seconds']:.1f} s", title_justify="left",
+                  min_width=64)
     table.add_column("species")
     table.add_column("resolution before (Å)", justify="right")
     table.add_column("after (Å)", justify="right")
