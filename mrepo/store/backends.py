@@ -250,21 +250,25 @@ class LocalBackend(Backend):
         lock = self._lock_path(key)
         self._acquire(lock)
         try:
-            _, current = self.read_versioned(key)
-            if current != expected:
-                raise RefConflict(
-                    f"{key} changed concurrently (expected {_short(expected)}, found {_short(current)})"
-                )
-            if data is None:
-                self.delete(key)
-                return None
-            self.put(key, data)
-            return data.decode("utf-8", "replace")
+            return _swap_under_lock(self, key, expected, data)
         finally:
             try:
                 lock.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _swap_under_lock(backend: Backend, key: str, expected: Token, data: bytes | None) -> Token:
+    """The compare-and-swap step once the caller holds the key's exclusive lock; the token of
+    a locally stored ref is its content."""
+    _, current = backend.read_versioned(key)
+    if current != expected:
+        raise RefConflict(f"{key} changed concurrently (expected {_short(expected)}, found {_short(current)})")
+    if data is None:
+        backend.delete(key)
+        return None
+    backend.put(key, data)
+    return data.decode("utf-8", "replace")
 
 
 def _short(token: Token) -> str:
@@ -354,16 +358,7 @@ class MemoryBackend(FsspecBackend):
 
     def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
         with self._lock:
-            _, current = self.read_versioned(key)
-            if current != expected:
-                raise RefConflict(
-                    f"{key} changed concurrently (expected {_short(expected)}, found {_short(current)})"
-                )
-            if data is None:
-                self.delete(key)
-                return None
-            self.put(key, data)
-            return data.decode("utf-8", "replace")
+            return _swap_under_lock(self, key, expected, data)
 
 
 # ----------------------------------------------------------------------------- s3
