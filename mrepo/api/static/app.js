@@ -151,7 +151,7 @@ async function showSpecies(pop) {
     const card = el("div", { class: "card species" });
     const meta = el("div", { class: "meta" }, el("b", {}, s.name), el("br"),
       `${s.particles} particles, box ${s.box}, ${s.pixel_size} Å/px, ${s.symmetry}`, el("br"),
-      `diameter ${s.diameter} Å, resolution ${s.resolution == null ? "–" : s.resolution + " Å"}`, el("br"),
+      `diameter ${s.diameter} Å, resolution ${s.resolution == null ? "–" : s.resolution.toFixed(2) + " Å"}`, el("br"),
       el("span", { class: "hash" }, short(s.hash)));
     card.append(meta);
     for (const [label, h] of [["half-map 1", s.half1], ["half-map 2", s.half2]]) {
