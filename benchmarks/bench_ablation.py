@@ -30,7 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mrepo.kernels.fsc import fsc, resolution_at  # noqa: E402
-from mrepo.sim import FrameSeriesConfig, Optics, TiltSeriesConfig, simulate_frame_series, simulate_tilt_series  # noqa: E402
+from mrepo.sim import (  # noqa: E402
+    FrameSeriesConfig,
+    Optics,
+    Perturbation,
+    TiltSeriesConfig,
+    simulate_frame_series,
+    simulate_tilt_series,
+)
 from mrepo.workers.api import HalfSums, ItemTask  # noqa: E402
 from mrepo.workers.reconstruct import reconstruct_species  # noqa: E402
 from mrepo.workers.refine_item import refine_item  # noqa: E402
@@ -38,16 +45,19 @@ from mrepo.workers.settings import RefineSettings  # noqa: E402
 from tests.workers.simdata import SimRepo, build_population, small_species  # noqa: E402
 from tests.workers.truth import item_errors  # noqa: E402
 
+FSC_SHELLS_A = (10.0, 8.0, 6.0, 5.0, 4.0, 3.5)  # resolutions (Å) at which the multi table reports FSC values
 RESULTS = ROOT / "benchmarks" / "results" / "bench_ablation.json"
 DOC = ROOT / "docs" / "ablation.md"
 PIXEL, BOX = 1.5, 48
 
 
 def frames_sims(seeds: list[int], n: int, size: int, fractions: tuple[float, ...] = (), snr: float = 1.0,
-                species: int = 1) -> list:
-    cfg = FrameSeriesConfig(image_size=(size, size), n_frames=6, optics=Optics(pixel_size=PIXEL),
+                species: int = 1, n_frames: int = 6, **overrides: Any) -> list:
+    """Frame series with the ablation's fixed optics; ``overrides`` are further FrameSeriesConfig fields
+    (e.g. warp_px, drift_px, perturbation) and default to the simulator's values."""
+    cfg = FrameSeriesConfig(image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=PIXEL),
                             species=small_species(BOX, PIXEL)[:species], box=BOX, n_particles=n, snr=snr, pad=3,
-                            defocus=10000.0, species_seed=7, species_fractions=fractions)
+                            defocus=10000.0, species_seed=7, species_fractions=fractions, **overrides)
     return [simulate_frame_series(cfg, s) for s in seeds]
 
 
@@ -86,9 +96,16 @@ def run_row(sims: list, settings: RefineSettings, *, truth: bool | str, resoluti
         vs_truth = fsc(avg, torch.from_numpy(sp.map), torch.from_numpy(sp.mask)).double()
         shells = np.arange(len(vs_truth)) / (BOX * PIXEL)
         band = (shells >= 1 / 8.0) & (shells <= 1 / (2 * PIXEL))
+        half = np.asarray(rec.fsc, dtype=np.float64)
         out["species"][name] = {"particles": sums[name].particles, "fsc_0143_A": rec.resolution,
                                 "truth_fsc_05_A": resolution_at(vs_truth, PIXEL, BOX, 0.5),
-                                "truth_fsc_8A_nyquist": float(vs_truth.numpy()[band].mean())}
+                                "truth_fsc_8A_nyquist": float(vs_truth.numpy()[band].mean()),
+                                "half_fsc_curve": [round(float(v), 4) for v in half],
+                                "truth_fsc_curve": [round(float(v), 4) for v in vs_truth.numpy()],
+                                "half_fsc_at": {f"{r:g}": round(float(np.interp(1 / r, shells, half)), 3)
+                                                for r in FSC_SHELLS_A},
+                                "truth_fsc_at": {f"{r:g}": round(float(np.interp(1 / r, shells, vs_truth.numpy())), 3)
+                                                 for r in FSC_SHELLS_A}}
     return out
 
 
@@ -138,6 +155,7 @@ def multi_species(sims: list, settings: RefineSettings, resolution: float, log: 
               f"vs truth {sp['truth_fsc_05_A']:6.2f} Å  mean FSC vs truth 8 Å-Nyquist "
               f"{sp['truth_fsc_8A_nyquist']:.3f}  alpha shift {row['shift_rms_px']:.3f} px  position "
               f"{row['position_rms_px']:.3f} px  angle {row['angle_median_deg']:.2f}°", flush=True)
+        print(f"       half-map FSC at {sp['half_fsc_at']}  vs truth {sp['truth_fsc_at']}", flush=True)
         log["multi"] = out
         save(log)
     return out
@@ -189,6 +207,14 @@ def write_doc(log: dict) -> None:
             sp = r["species"]["alpha"]
             parts.append(f"| {r['label']} | {sp['particles']} | {sp['fsc_0143_A']:.2f} | {sp['truth_fsc_05_A']:.2f} | "
                          f"{sp.get('truth_fsc_8A_nyquist', float('nan')):.3f} | {r['shift_rms_px']:.3f} | {r['position_rms_px']:.3f} | {r['angle_median_deg']:.2f} |")
+        parts += ["", "FSC of alpha at fixed resolutions (half-map FSC / FSC of the half-map average vs the true map):", "",
+                  "| refined with | " + " | ".join(f"{r:g} Å" for r in FSC_SHELLS_A) + " |",
+                  "| --- |" + " --- |" * len(FSC_SHELLS_A)]
+        for r in log["multi"].values():
+            sp = r["species"]["alpha"]
+            if "half_fsc_at" in sp:
+                parts.append(f"| {r['label']} | " + " | ".join(
+                    f"{sp['half_fsc_at'][f'{x:g}']:.3f} / {sp['truth_fsc_at'][f'{x:g}']:.3f}" for x in FSC_SHELLS_A) + " |")
         parts.append("")
     text = DOC.read_text() if DOC.exists() else "# Ablation\n\n<!-- bench_ablation -->\n<!-- /bench_ablation -->\n"
     start, end = "<!-- bench_ablation -->", "<!-- /bench_ablation -->"
@@ -210,6 +236,17 @@ def main() -> None:
     ap.add_argument("--multi-snr", type=float, default=0.3)
     ap.add_argument("--multi-groups", default="shifts,warp,poses,ctf",
                     help="groups refined in both multi-species rows (shifts,warp,poses,ctf)")
+    ap.add_argument("--multi-warp-grid", type=int, nargs=3, default=[3, 3, 3], metavar=("X", "Y", "T"),
+                    help="image-warp spline grid refined in multi mode (nodes in x, y, time)")
+    ap.add_argument("--multi-frames", type=int, default=6, help="frames per series (multi mode)")
+    ap.add_argument("--multi-warp-px", type=float, default=None, help="local warp amplitude (px); simulator default if unset")
+    ap.add_argument("--multi-drift-px", type=float, default=None, help="global drift (px); simulator default if unset")
+    ap.add_argument("--multi-shift-error", type=float, default=None,
+                    help="sigma of the initial per-frame shift errors (px); simulator default if unset")
+    ap.add_argument("--multi-pose-error", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="initial per-particle rotation error range (°); simulator default if unset")
+    ap.add_argument("--multi-position-error", type=float, default=None,
+                    help="sigma of the initial particle xy errors (px); simulator default if unset")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     q = a.quick
@@ -232,12 +269,22 @@ def main() -> None:
         seeds = [11, 12] if q else list(range(11, 11 + a.multi_items))
         n = 16 if q else a.multi_particles
         size = int(96 + 36 * n ** 0.5)
-        sims = frames_sims(seeds, n, size, fractions=(0.05, 0.95), species=2, snr=a.multi_snr)
+        pert = Perturbation()
+        pert = Perturbation(shift_px=pert.shift_px if a.multi_shift_error is None else a.multi_shift_error,
+                            pose_deg=pert.pose_deg if a.multi_pose_error is None else tuple(a.multi_pose_error),
+                            position_px=pert.position_px if a.multi_position_error is None else a.multi_position_error)
+        motion = {k: v for k, v in (("warp_px", a.multi_warp_px), ("drift_px", a.multi_drift_px)) if v is not None}
+        sims = frames_sims(seeds, n, size, fractions=(0.05, 0.95), species=2, snr=a.multi_snr,
+                           n_frames=a.multi_frames, perturbation=pert, **motion)
         g = set(a.multi_groups.split(","))
-        full = base.replace(image_warp=[3, 3, 3] if "warp" in g else None, refine_shifts="shifts" in g,
+        full = base.replace(image_warp=list(a.multi_warp_grid) if "warp" in g else None, refine_shifts="shifts" in g,
                             refine_poses="poses" in g, refine_defocus="ctf" in g, refine_astigmatism="ctf" in g)
         log["multi_setup"] = (f"{len(sims)} frame series x {n} particles ({size}² px), SNR {a.multi_snr}, species "
-                              f"fractions 5/95 %, both rows refine {a.multi_groups}")
+                              f"fractions 5/95 %, both rows refine {a.multi_groups} (warp grid "
+                              f"{'x'.join(map(str, a.multi_warp_grid))}); {a.multi_frames} frames, warp "
+                              f"{sims[0].config.warp_px} px, drift {sims[0].config.drift_px} px, initial errors: shifts "
+                              f"{pert.shift_px} px, poses {pert.pose_deg[0]}-{pert.pose_deg[1]}°, positions "
+                              f"{pert.position_px} px")
         multi_species(sims, full, a.refine_res, log)
     save(log)
     write_doc(merge_parts())
