@@ -176,7 +176,8 @@ def merge_parts() -> dict:
         if path.exists():
             log = json.loads(path.read_text())
             merged.setdefault("commands", []).append(log.pop("command"))
-            merged.update({k: v for k, v in log.items() if k != "part"})
+            merged.setdefault("setup", log.pop("setup"))  # the first part's; multi_setup states its own limit
+            merged.update({k: v for k, v in log.items() if k not in ("part", "setup")})
     RESULTS.write_text(json.dumps(merged, indent=1) + "\n")
     return merged
 
@@ -284,7 +285,7 @@ def main() -> None:
                               f"{'x'.join(map(str, a.multi_warp_grid))}); {a.multi_frames} frames, warp "
                               f"{sims[0].config.warp_px} px, drift {sims[0].config.drift_px} px, initial errors: shifts "
                               f"{pert.shift_px} px, poses {pert.pose_deg[0]}-{pert.pose_deg[1]}°, positions "
-                              f"{pert.position_px} px")
+                              f"{pert.position_px} px; refinement limit {a.refine_res} Å")
         multi_species(sims, full, a.refine_res, log)
     save(log)
     write_doc(merge_parts())
