@@ -226,38 +226,43 @@ def _x_taps(w: Tensor) -> Tensor:
     return w if w.shape[0] == 4 else torch.cat((w, w.new_zeros(4 - w.shape[0], w.shape[1])))
 
 
-def _spline_contract(rows: Tensor, t: Tensor, degree: int, jac: bool) -> Tensor:
-    """(T², n, 8) gathered rows (taps-major, T = degree + 1) -> (k, n, 2)
-    [value, d/dx, d/dy, d/dz][:k] of (re, im); contracts (z, y) first, then x;
-    k = 1 without Jacobian, 4 with it. Points are kept innermost so that every
-    product is a contiguous vector op."""
-    n = rows.shape[1]
-    w, d = _bspline(t.t().contiguous(), degree)  # (T, 3, n): taps, (x, y, z), points
-    (wx, wy, wz), (dx, dy, dz) = w.unbind(1), d.unbind(1)
-    zy = [wz[:, None] * wy[None]]
+def _row_sums(rows: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sums (n, 8) of table rows: ``sum_j weights[:, j] * rows[index[:, j]]``
+    for ``rows`` (R, 8), ``index`` (n, T²) and ``weights`` (n, T²). One fused
+    gather-and-accumulate (``embedding_bag``): no (n, T², 8) intermediate is built."""
+    return torch.nn.functional.embedding_bag(index, rows, per_sample_weights=weights, mode="sum")
+
+
+def _spline_evaluate(rows: Tensor, index: Tensor, t: Tensor, degree: int, jac: bool) -> Tensor:
+    """B-spline values of the mirrored points: table ``rows`` (R, 8), each point's
+    T² row indices ``index`` (n, T²) (z-major, then y; T = degree + 1) and offsets
+    ``t`` (n, 3) -> (k, n, 2) [value, d/dx, d/dy, d/dz][:k] of (re, im), k = 1
+    without Jacobian, 4 with it. Contracts (z, y) while gathering, then x."""
+    n, taps = t.shape[0], degree + 1
+    w, d = _bspline(t, degree)  # (T, n, 3): taps, points, (x, y, z)
+    wx, wy, wz = w.permute(2, 1, 0).contiguous().unbind(0)  # (n, T) each
+    zy = [wz[:, :, None] * wy[:, None, :]]
     if jac:
-        zy += [wz[:, None] * dy[None], dz[:, None] * wy[None]]
-    wzy = torch.stack(zy).view(len(zy), -1, 1, n)
-    acc = (wzy * rows.transpose(1, 2).contiguous()).sum(1).view(-1, 2, 4, n)  # (k, (re, im), x, n)
-    out = (acc * _x_taps(wx)).sum(2)  # (k, 2, n)
+        dx, dy, dz = d.permute(2, 1, 0).contiguous().unbind(0)
+        zy += [wz[:, :, None] * dy[:, None, :], dz[:, :, None] * wy[:, None, :]]
+    acc = torch.stack([_row_sums(rows, index, q.view(n, taps * taps)) for q in zy])
+    acc = acc.view(len(zy), n, 2, 4)[..., :taps]  # (k', n, (re, im), x taps)
+    out = (acc * wx[None, :, None, :]).sum(-1)  # (k', n, 2)
     if jac:
-        out = torch.cat((out[:1], (acc[:1] * _x_taps(dx)).sum(2), out[1:]))
-    return out.transpose(1, 2).contiguous()
+        out = torch.cat((out[:1], (acc[:1] * dx[None, :, None, :]).sum(-1), out[1:]))
+    return out
 
 
 class _SampleSpline(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: Tensor, coords: Tensor, degree: int) -> Tensor:  # type: ignore[override]
         shape = tuple(table.shape)
-        taps = degree + 1
-        # rows viewed as complex128 (2 or 4 elements): index_select costs per element
-        flat = table.detach().view(-1, 8).view(torch.complex128)
-        offs = _offsets(shape, taps, table.device)
+        rows = table.detach().view(-1, 8)
+        offs = _offsets(shape, degree + 1, table.device)
 
         def evaluate(c: Tensor, jac: bool) -> Tensor:
             base, t = _spline_cells(c, shape, degree)
-            rows = flat.index_select(0, _gather_index(base, offs)).view(table.dtype)
-            return _spline_contract(rows.view(taps * taps, -1, 8), t, degree, jac)
+            return _spline_evaluate(rows, base[:, None] + offs[None, :], t, degree, jac)
 
         ctx.shape, ctx.degree = shape, degree
         return _run_chunks(ctx, coords, _CHUNK_SPLINE, evaluate, _complex_dtype(table.dtype))
