@@ -237,20 +237,21 @@ def _spline_evaluate(rows: Tensor, index: Tensor, t: Tensor, degree: int, jac: b
     """B-spline values of the mirrored points: table ``rows`` (R, 8), each point's
     T² row indices ``index`` (n, T²) (z-major, then y; T = degree + 1) and offsets
     ``t`` (n, 3) -> (k, n, 2) [value, d/dx, d/dy, d/dz][:k] of (re, im), k = 1
-    without Jacobian, 4 with it. Contracts (z, y) while gathering, then x."""
+    without Jacobian, 4 with it. Contracts (z, y) while gathering, then x. Weights
+    are built as contiguous (n,) columns: broadcasting over tiny trailing
+    dimensions is slow on CPU."""
     n, taps = t.shape[0], degree + 1
-    w, d = _bspline(t, degree)  # (T, n, 3): taps, points, (x, y, z)
-    wx, wy, wz = w.permute(2, 1, 0).contiguous().unbind(0)  # (n, T) each
-    zy = [wz[:, :, None] * wy[:, None, :]]
+    w, d = _bspline(t.t().contiguous(), degree)  # (T, 3, n): taps, (x, y, z), points
+    (wx, wy, wz), (dx, dy, dz) = w.unbind(1), d.unbind(1)
+    zy = [wz[:, None] * wy[None]]
     if jac:
-        dx, dy, dz = d.permute(2, 1, 0).contiguous().unbind(0)
-        zy += [wz[:, :, None] * dy[:, None, :], dz[:, :, None] * wy[:, None, :]]
-    acc = torch.stack([_row_sums(rows, index, q.view(n, taps * taps)) for q in zy])
-    acc = acc.view(len(zy), n, 2, 4)[..., :taps]  # (k', n, (re, im), x taps)
-    out = (acc * wx[None, :, None, :]).sum(-1)  # (k', n, 2)
+        zy += [wz[:, None] * dy[None], dz[:, None] * wy[None]]
+    sums = [_row_sums(rows, index, q.view(taps * taps, n).t().contiguous()) for q in zy]
+    acc = torch.stack(sums).transpose(1, 2).reshape(len(zy), 2, 4, n)[:, :, :taps]  # (k', (re, im), x, n)
+    out = (acc * wx).sum(2)  # (k', 2, n)
     if jac:
-        out = torch.cat((out[:1], (acc[:1] * dx[None, :, None, :]).sum(-1), out[1:]))
-    return out
+        out = torch.cat((out[:1], (acc[:1] * dx).sum(2), out[1:]))
+    return out.transpose(1, 2).contiguous()
 
 
 class _SampleSpline(torch.autograd.Function):
