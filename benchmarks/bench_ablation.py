@@ -239,6 +239,7 @@ def main() -> None:
                     help="groups refined in both multi-species rows (shifts,warp,poses,ctf)")
     ap.add_argument("--multi-warp-grid", type=int, nargs=3, default=[3, 3, 3], metavar=("X", "Y", "T"),
                     help="image-warp spline grid refined in multi mode (nodes in x, y, time)")
+    ap.add_argument("--multi-first-seed", type=int, default=11, help="item seeds start here (multi mode)")
     ap.add_argument("--multi-frames", type=int, default=6, help="frames per series (multi mode)")
     ap.add_argument("--multi-warp-px", type=float, default=None, help="local warp amplitude (px); simulator default if unset")
     ap.add_argument("--multi-drift-px", type=float, default=None, help="global drift (px); simulator default if unset")
@@ -267,7 +268,7 @@ def main() -> None:
         log["tilts_setup"] = f"{len(sims)} tilt series x {sims[0].config.n_particles} particles, 11 tilts ±30°"
         ablation("tilts", sims, base, (3, 3, 1), a.refine_res, log)
     if "multi" in only:
-        seeds = [11, 12] if q else list(range(11, 11 + a.multi_items))
+        seeds = [11, 12] if q else list(range(a.multi_first_seed, a.multi_first_seed + a.multi_items))
         n = 16 if q else a.multi_particles
         size = int(96 + 36 * n ** 0.5)
         pert = Perturbation()
@@ -280,7 +281,7 @@ def main() -> None:
         g = set(a.multi_groups.split(","))
         full = base.replace(image_warp=list(a.multi_warp_grid) if "warp" in g else None, refine_shifts="shifts" in g,
                             refine_poses="poses" in g, refine_defocus="ctf" in g, refine_astigmatism="ctf" in g)
-        log["multi_setup"] = (f"{len(sims)} frame series x {n} particles ({size}² px), SNR {a.multi_snr}, species "
+        log["multi_setup"] = (f"{len(sims)} frame series (seeds {seeds[0]}–{seeds[-1]}) x {n} particles ({size}² px), SNR {a.multi_snr}, species "
                               f"fractions 5/95 %, both rows refine {a.multi_groups} (warp grid "
                               f"{'x'.join(map(str, a.multi_warp_grid))}); {a.multi_frames} frames, warp "
                               f"{sims[0].config.warp_px} px, drift {sims[0].config.drift_px} px, initial errors: shifts "
