@@ -37,9 +37,17 @@ test-all: install browser
 demo: install
 	$(PY) scripts/demo.py
 
+# Quick sizes of every benchmark (benchmarks/README.md has the full-size commands).
 bench: install
 	$(PIP) install -e '.[bench]'
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+	$(PY) benchmarks/bench_transfer.py --quick
+	$(PY) benchmarks/bench_commit_arrays.py --quick
+	$(PY) benchmarks/bench_projection.py --boxes 64 --repeats 2 --threads 1
+	$(PY) benchmarks/bench_collisions.py --items 200
+	$(PY) benchmarks/bench_refine.py 8 16
+	$(PY) benchmarks/bench_ray.py --quick
+	$(PY) benchmarks/bench_server.py --seconds 2
+	$(PY) benchmarks/bench_ablation.py --quick
 
 lint: install
 	$(VENV)/bin/ruff check mrepo tests benchmarks scripts

@@ -85,4 +85,8 @@ def main(sizes: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [8, 16, 32, 64, 128])
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[8, 16, 32, 64, 128], help="particle counts")
+    main(parser.parse_args().sizes)
