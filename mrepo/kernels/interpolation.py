@@ -5,7 +5,10 @@ Both samplers are ``torch.autograd.Function`` s whose forward pass computes, fro
 the same gathered neighbours, the value and (when the coordinates need a gradient)
 its analytic Jacobian w.r.t. the coordinates; backward is then a cheap product,
 avoiding autograd's generic index backward. Points are processed in chunks so that
-no (points × taps) intermediate is ever larger than a few MiB.
+no (points × taps) intermediate is ever larger than a few MiB. The B-spline samplers
+gather each point's T² table rows and contract them over (z, y) in one fused
+``embedding_bag`` (weighted sum of rows), then over the row's x taps; the forward
+without a coordinate gradient builds no derivative weights at all.
 
 Fourier layouts (``D`` padded box, ``h = D // 2``, frequencies in cycles per ``D``
 voxels, real-space origin at voxel ``D // 2``):
