@@ -84,10 +84,9 @@ def _mirror(coords: Tensor) -> tuple[Tensor, Tensor]:
 def _finish(out: Tensor, sign: Tensor) -> Tensor:
     """(k, n, 2) real [value, d/dx, d/dy, d/dz][:k] of the mirrored points -> (k, n)
     complex of the original points: conjugate where mirrored, chain rule of -k."""
-    fac = torch.ones_like(out)
-    fac[0, :, 1] = sign
-    fac[1:, :, 0] = sign
-    return torch.view_as_complex(out.mul_(fac))
+    out[0, :, 1] *= sign
+    out[1:, :, 0] *= sign
+    return torch.view_as_complex(out)
 
 
 def _run_chunks(ctx, coords: Tensor, chunk: int, evaluate, dtype: torch.dtype) -> Tensor:
@@ -211,17 +210,20 @@ def _spline_cells(c: Tensor, shape: tuple[int, ...], degree: int) -> tuple[Tenso
     return base, c - cell
 
 
-def _bspline(t: Tensor, degree: int) -> tuple[Tensor, Tensor]:
-    """B-spline weights and derivatives (degree + 1, ...) of the taps at offsets ``t`` (...)."""
+def _bspline(t: Tensor, degree: int, deriv: bool = True) -> tuple[Tensor, Tensor | None]:
+    """B-spline weights and derivatives (degree + 1, ...) of the taps at offsets ``t`` (...);
+    derivatives None unless ``deriv``."""
     t2 = t * t
     if degree == 2:
         a, b = 0.5 - t, 0.5 + t
-        return torch.stack((0.5 * a * a, 0.75 - t2, 0.5 * b * b)), torch.stack((-a, -2 * t, b))
+        w = torch.stack((0.5 * a * a, 0.75 - t2, 0.5 * b * b))
+        return w, torch.stack((-a, -2 * t, b)) if deriv else None
     t3 = t2 * t
     s = 1 - t
     w = torch.stack((s * s * s, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3)) / 6
-    d = torch.stack((-0.5 * s * s, 1.5 * t2 - 2 * t, -1.5 * t2 + t + 0.5, 0.5 * t2))
-    return w, d
+    if not deriv:
+        return w, None
+    return w, torch.stack((-0.5 * s * s, 1.5 * t2 - 2 * t, -1.5 * t2 + t + 0.5, 0.5 * t2))
 
 
 def _x_taps(w: Tensor) -> Tensor:
@@ -244,15 +246,21 @@ def _spline_evaluate(rows: Tensor, index: Tensor, t: Tensor, degree: int, jac: b
     are built as contiguous (n,) columns: broadcasting over tiny trailing
     dimensions is slow on CPU."""
     n, taps = t.shape[0], degree + 1
-    w, d = _bspline(t.t().contiguous(), degree)  # (T, 3, n): taps, (x, y, z), points
-    (wx, wy, wz), (dx, dy, dz) = w.unbind(1), d.unbind(1)
+    w, d = _bspline(t.t().contiguous(), degree, jac)  # (T, 3, n): taps, (x, y, z), points
+    wx, wy, wz = w.unbind(1)
     zy = [wz[:, None] * wy[None]]
-    if jac:
+    if d is not None:
+        dx, dy, dz = d.unbind(1)
         zy += [wz[:, None] * dy[None], dz[:, None] * wy[None]]
-    sums = [_row_sums(rows, index, q.view(taps * taps, n).t().contiguous()) for q in zy]
-    acc = torch.stack(sums).transpose(1, 2).reshape(len(zy), 2, 4, n)[:, :, :taps]  # (k', (re, im), x, n)
-    out = (acc * wx).sum(2)  # (k', 2, n)
-    if jac:
+    k = len(zy)
+    # one bag per (point, weight set), a point's k bags adjacent: its rows are gathered
+    # k times in a row, from cache after the first
+    wts = torch.stack(zy).view(k, taps * taps, n).permute(2, 0, 1).reshape(n * k, taps * taps)
+    idx = index if k == 1 else index[:, None, :].expand(n, k, taps * taps).reshape(n * k, -1)
+    sums = _row_sums(rows, idx, wts).view(n, k, 8)
+    acc = sums.permute(1, 2, 0).reshape(k, 2, 4, n)[:, :, :taps]  # (k, (re, im), x, n)
+    out = (acc * wx).sum(2)  # (k, 2, n)
+    if d is not None:
         out = torch.cat((out[:1], (acc[:1] * dx).sum(2), out[1:]))
     return out.transpose(1, 2).contiguous()
 
@@ -281,7 +289,7 @@ class _SampleSpline(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             sign, c = _mirror(coords)
             base, t = _spline_cells(c, ctx.shape, ctx.degree)
-            wx, wy, wz = _bspline(t.t().contiguous(), ctx.degree)[0].unbind(1)
+            wx, wy, wz = _bspline(t.t().contiguous(), ctx.degree, False)[0].unbind(1)
             g = torch.view_as_real(grad).clone()
             g[:, 1] *= sign  # conjugate where mirrored
             gx = (g[:, :, None] * _x_taps(wx).t()[:, None, :]).reshape(-1, 8)  # (n, [re, im] x 4 taps)
