@@ -37,7 +37,7 @@ Extraction kernels (the matching gridding pre-correction is applied in
   ~0.05% near the centre, up to ~0.7% at the edge of the inscribed sphere.
 * ``"cubic"`` (accurate): cubic B-spline (64 taps), sinc⁴ correction, ghosts ~``(r/D)⁴``:
   < 0.1% anywhere in the inscribed sphere at pad 2 (box 64, blobs of σ 2-3.5 px),
-  C² in the pose, 4× the prepared-volume memory, ~3-4× the linear cost.
+  C² in the pose, 4× the prepared-volume memory, ~1.5-2× the linear forward cost (CPU).
 
 Insertion is trilinear in the ``pad``-times oversampled transform, with the sinc²
 post-correction in :func:`reconstruct`.
