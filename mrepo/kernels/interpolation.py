@@ -258,11 +258,20 @@ def _spline_evaluate(rows: Tensor, index: Tensor, t: Tensor, degree: int, jac: b
     wts = torch.stack(zy).view(k, taps * taps, n).permute(2, 0, 1).reshape(n * k, taps * taps)
     idx = index if k == 1 else index[:, None, :].expand(n, k, taps * taps).reshape(n * k, -1)
     sums = _row_sums(rows, idx, wts).view(n, k, 8)
-    acc = sums.permute(1, 2, 0).reshape(k, 2, 4, n)[:, :, :taps]  # (k, (re, im), x, n)
-    out = (acc * wx).sum(2)  # (k, 2, n)
+    out = [_x_contract(sums[:, 0], wx)]
     if d is not None:
-        out = torch.cat((out[:1], (acc[:1] * dx).sum(2), out[1:]))
-    return out.transpose(1, 2).contiguous()
+        out += [_x_contract(sums[:, 0], dx), _x_contract(sums[:, 1], wx), _x_contract(sums[:, 2], wx)]
+    return torch.stack(out)
+
+
+def _x_contract(acc: Tensor, wx: Tensor) -> Tensor:
+    """Row sums ``acc`` (n, 8) [re x 4 taps, im x 4 taps] (a strided view is fine) and
+    x weights ``wx`` (T, n) -> (n, 2) [re, im]: multiply-adds on (n,) columns."""
+    re, im = acc[:, 0] * wx[0], acc[:, 4] * wx[0]
+    for j in range(1, wx.shape[0]):
+        re.addcmul_(acc[:, j], wx[j])
+        im.addcmul_(acc[:, 4 + j], wx[j])
+    return torch.stack((re, im), dim=-1)
 
 
 class _SampleSpline(torch.autograd.Function):
