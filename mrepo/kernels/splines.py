@@ -96,6 +96,16 @@ def evaluate_grid(node_values: Tensor, weights: Tensor, grid_shape: tuple[int, .
     return out.reshape(*batch, *pshape)
 
 
+def _linear_axis_weights(t: Tensor, n: int) -> Tensor:
+    """Weights (..., n) of linear interpolation between the n nodes of one axis on [0, 1]
+    (a single node: constant)."""
+    if n == 1:
+        return torch.ones(*t.shape, 1, dtype=t.dtype, device=t.device)
+    i, b = _interval(t, n)
+    eye = torch.eye(n, dtype=t.dtype, device=t.device)
+    return (1.0 - b)[..., None] * eye[i] + b[..., None] * eye[i + 1]
+
+
 class CubicSplineGrid:
     """Interpolating natural cubic spline grid on [0, 1]^D (tensor product of 1D splines).
 
@@ -117,13 +127,10 @@ class CubicSplineGrid:
         return math.prod(self.grid_shape)
 
     def _axis_weights(self, t: Tensor, n: int) -> Tensor:
-        if n == 1:
-            return torch.ones(*t.shape, 1, dtype=t.dtype, device=t.device)
-        i, b = _interval(t, n)
-        a = 1.0 - b
-        eye = torch.eye(n, dtype=t.dtype, device=t.device)
-        w = a[..., None] * eye[i] + b[..., None] * eye[i + 1]
+        w = _linear_axis_weights(t, n)
         if n >= 3:
+            i, b = _interval(t, n)
+            a = 1.0 - b
             key = (n, t.dtype, t.device)
             if key not in self._spline:
                 self._spline[key] = natural_spline_matrix(n, dtype=t.dtype, device=t.device)
@@ -167,11 +174,7 @@ class LinearGrid:
         return math.prod(self.grid_shape)
 
     def _axis_weights(self, t: Tensor, n: int) -> Tensor:
-        if n == 1:
-            return torch.ones(*t.shape, 1, dtype=t.dtype, device=t.device)
-        i, b = _interval(t, n)
-        eye = torch.eye(n, dtype=t.dtype, device=t.device)
-        return (1.0 - b)[..., None] * eye[i] + b[..., None] * eye[i + 1]
+        return _linear_axis_weights(t, n)
 
     def weights(self, points: Tensor, sparse: bool = False) -> Tensor:
         """Weights (..., N) (dense) or sparse COO (P, N) for points (..., D) in [0, 1]."""

@@ -6,16 +6,7 @@ import torch
 
 from mrepo.kernels.extraction import extract_patches, extract_patches_ft
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def gaussian(h, w, cx, cy, sigma=2.0, device="cpu"):
-    y, x = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64, device=device),
-        torch.arange(w, dtype=torch.float64, device=device),
-        indexing="ij",
-    )
-    return torch.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2))
+from .analytic import DEVICES, gaussian
 
 
 @pytest.mark.parametrize("device", DEVICES)
