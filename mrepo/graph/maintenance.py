@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..store import Backend, CorruptObject, Entry, ObjectNotFound, Storage, is_hash, references, zarr_codec
 from ..store.objects import ObjectType, array_prefix, object_key
+from .transfer import Progress
 
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
 #: Write-once pointer files (e.g. the refinement result cache ``cache/items/<inputs>``), each
@@ -30,7 +31,6 @@ def cache_pointers(backend: Backend) -> list[tuple[Entry, str | None]]:
             text = ""
         out.append((entry, text if is_hash(text) else None))
     return out
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass

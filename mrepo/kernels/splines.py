@@ -106,17 +106,11 @@ def _linear_axis_weights(t: Tensor, n: int) -> Tensor:
     return (1.0 - b)[..., None] * eye[i] + b[..., None] * eye[i + 1]
 
 
-class CubicSplineGrid:
-    """Interpolating natural cubic spline grid on [0, 1]^D (tensor product of 1D splines).
-
-    Passes through the node values; second derivative zero at both ends of every
-    axis; outside [0, 1] the end cubic is extended (like scipy's CubicSpline).
-    Axes with 2 nodes are linear, with 1 node constant.
-    """
+class _Grid:
+    """A regular node grid on [0, 1]^D: shape, dimensionality and node count."""
 
     def __init__(self, grid_shape: tuple[int, ...]):
         self.grid_shape = _check_shape(grid_shape)
-        self._spline = {}
 
     @property
     def ndim(self) -> int:
@@ -125,6 +119,19 @@ class CubicSplineGrid:
     @property
     def num_nodes(self) -> int:
         return math.prod(self.grid_shape)
+
+
+class CubicSplineGrid(_Grid):
+    """Interpolating natural cubic spline grid on [0, 1]^D (tensor product of 1D splines).
+
+    Passes through the node values; second derivative zero at both ends of every
+    axis; outside [0, 1] the end cubic is extended (like scipy's CubicSpline).
+    Axes with 2 nodes are linear, with 1 node constant.
+    """
+
+    def __init__(self, grid_shape: tuple[int, ...]):
+        super().__init__(grid_shape)
+        self._spline = {}
 
     def _axis_weights(self, t: Tensor, n: int) -> Tensor:
         w = _linear_axis_weights(t, n)
@@ -154,24 +161,13 @@ class CubicSplineGrid:
         return self.evaluate(node_values, self.weights(points.to(node_values.dtype)))
 
 
-class LinearGrid:
+class LinearGrid(_Grid):
     """Multilinear grid on [0, 1]^D (quadrilinear for D = 4: M's volume-warp grid).
 
     Same weights/evaluate split as :class:`CubicSplineGrid`; outside [0, 1] the end
     cells are extrapolated linearly. ``weights(points, sparse=True)`` returns a
     sparse COO (P, N) matrix with 2^D entries per point (points flattened to P).
     """
-
-    def __init__(self, grid_shape: tuple[int, ...]):
-        self.grid_shape = _check_shape(grid_shape)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.grid_shape)
-
-    @property
-    def num_nodes(self) -> int:
-        return math.prod(self.grid_shape)
 
     def _axis_weights(self, t: Tensor, n: int) -> Tensor:
         return _linear_axis_weights(t, n)

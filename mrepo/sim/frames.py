@@ -35,7 +35,7 @@ from mrepo.sim.motion import (
 from mrepo.sim.records import Particles, Perturbation, assign_half_sets
 from mrepo.sim.records import species_labels as _species_labels
 from mrepo.sim.render import Optics, ParticleImages, render_stack
-from mrepo.sim.species import SimSpecies, SpeciesSpec, build_species, default_species
+from mrepo.sim.species import SimSpecies, SpeciesChoice, SpeciesSpec, build_species
 
 __all__ = [
     "FrameSeriesConfig",
@@ -50,7 +50,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class FrameSeriesConfig:
+class FrameSeriesConfig(SpeciesChoice):
     """Settings of a simulated frame series (lengths Å, images px, exposure e-/Å^2)."""
 
     image_size: tuple[int, int] = (256, 256)  # (width, height) px
@@ -74,11 +74,6 @@ class FrameSeriesConfig:
     species_seed: int | None = None  # species atoms from this seed (same species across items); None: item seed
     species_fractions: tuple[float, ...] = ()  # probability of each species per particle; (): uniform
     name: str = "fs"
-
-    def species_specs(self) -> tuple[SpeciesSpec, ...]:
-        if self.species:
-            return self.species
-        return tuple(default_species(self.n_species, self.box, self.optics.pixel_size))
 
 
 @dataclass

@@ -13,7 +13,7 @@ import numpy as np
 from mrepo.sim.atoms import PseudoAtomicModel, pseudo_atomic_species
 from mrepo.sim.maps import render_map, soft_sphere_mask
 
-__all__ = ["SpeciesSpec", "SimSpecies", "build_species", "default_species"]
+__all__ = ["SpeciesChoice", "SpeciesSpec", "SimSpecies", "build_species", "default_species"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,13 @@ def default_species(n: int, box: int, pixel_size: float) -> list[SpeciesSpec]:
         diameter = round(box * pixel_size * (0.7 - 0.08 * (i % 3)), 1)
         out.append(SpeciesSpec(f"species{i + 1}", diameter, sym, 480, box, shell))
     return out
+
+
+class SpeciesChoice:
+    """Mixin of the simulator configs: the species to simulate, given explicitly in
+    ``species`` or made by :func:`default_species` from ``n_species``, ``box`` and the optics."""
+
+    def species_specs(self) -> tuple[SpeciesSpec, ...]:
+        if self.species:  # type: ignore[attr-defined]
+            return self.species  # type: ignore[attr-defined]
+        return tuple(default_species(self.n_species, self.box, self.optics.pixel_size))  # type: ignore[attr-defined]

@@ -35,7 +35,7 @@ from mrepo.sim.motion import SmoothWarp, perturb_angles, place_non_overlapping, 
 from mrepo.sim.records import Particles, Perturbation, assign_half_sets
 from mrepo.sim.records import species_labels as _species_labels
 from mrepo.sim.render import Optics, ParticleImages, render_stack
-from mrepo.sim.species import SimSpecies, SpeciesSpec, build_species, default_species
+from mrepo.sim.species import SimSpecies, SpeciesChoice, SpeciesSpec, build_species
 
 __all__ = [
     "TiltSeriesConfig",
@@ -75,7 +75,7 @@ def dose_symmetric_scheme(max_angle: float, step: float, group_size: int = 2) ->
 
 
 @dataclass(frozen=True)
-class TiltSeriesConfig:
+class TiltSeriesConfig(SpeciesChoice):
     """Settings of a simulated tilt series (lengths Å, images px, angles degrees, exposure e-/Å^2)."""
 
     image_size: tuple[int, int] = (256, 256)  # (width, height) px
@@ -106,11 +106,6 @@ class TiltSeriesConfig:
     species_seed: int | None = None  # species atoms from this seed (same species across items); None: item seed
     species_fractions: tuple[float, ...] = ()  # probability of each species per particle; (): uniform
     name: str = "ts"
-
-    def species_specs(self) -> tuple[SpeciesSpec, ...]:
-        if self.species:
-            return self.species
-        return tuple(default_species(self.n_species, self.box, self.optics.pixel_size))
 
     def volume_size_A(self) -> np.ndarray:
         p = self.optics.pixel_size
