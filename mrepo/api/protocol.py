@@ -18,7 +18,7 @@ import blake3
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from ..store import CorruptObject, InvalidInput, ObjectNotFound, RefConflict, check_name, references
+from ..store import CorruptObject, InvalidInput, ObjectNotFound, RefConflict, check_name, references, reflog
 from ..store.hashing import BLOB_TAG, RECORD_TAG, hash_bytes, is_hash, parse_record_bytes
 from ..store.objects import array_prefix, object_key
 from ..store.refs import HEAD_KEY
@@ -29,6 +29,7 @@ from .errors import ApiError
 from .staging import UPLOAD_ID
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
+REFLOG_ENTRY = re.compile(r"^=[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8}\.json$")
 ARRAY_PATH = re.compile(r"^(zarr\.json|c(/[0-9]{1,9}){0,32})$")
 MAX_LIST = 1000
 OCTET = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
@@ -70,9 +71,18 @@ def check_list_prefix(prefix: str) -> str:
             return prefix
         except InvalidInput:
             pass
+    if prefix.startswith("logs/refs/") and prefix.endswith("/"):
+        try:
+            check_name(prefix[10:-1], "reflog prefix")
+            return prefix
+        except InvalidInput:
+            pass
+    if prefix == "logs/":
+        return prefix
     if re.fullmatch(r"arrays/[0-9a-f]{64}/", prefix) or re.fullmatch(r"objects/[0-9a-f]{2}/", prefix):
         return prefix
-    raise ApiError(400, f"cannot list {prefix[:80]!r}: use refs/.../, arrays/<hash>/ or objects/<2 hex>/")
+    raise ApiError(400, f"cannot list {prefix[:80]!r}: use refs/.../, logs/refs/.../, arrays/<hash>/ or "
+                   "objects/<2 hex>/")
 
 
 def build_router(ctx: ServerContext) -> APIRouter:
@@ -215,29 +225,42 @@ def build_router(ctx: ServerContext) -> APIRouter:
             raise ApiError(404, f"{key} does not exist")
         return Response(data, media_type="text/plain", headers={"etag": etag(data)})
 
+    @get_and_head("/logs/refs/{name:path}", dependencies=[reader],
+                      summary="One reflog entry (JSON: ref, old, new, who, when, operation)")
+    def get_reflog_entry(name: str, request: Request) -> Response:
+        ref_part, _, entry = name.rpartition("/")
+        if not REFLOG_ENTRY.match(entry):
+            raise ApiError(404, f"no reflog entry {entry[:80]!r}")
+        key = ref_key(ref_part)
+        response = raw(f"logs/{key}/{entry}", request.method)
+        response.headers["content-type"] = "application/json"
+        return response
+
     @router.put("/refs/{name:path}", openapi_extra=BINARY_BODY,
                 summary="Compare-and-swap a ref (If-Match: <etag> or If-None-Match: *)",
                 responses={409: {"description": "the ref moved"}, 403: {"description": "protected or read-only"}})
     async def put_ref(name: str, request: Request, who=writer,
                       if_match: Annotated[str | None, Header(max_length=200)] = None,
-                      if_none_match: Annotated[str | None, Header(max_length=200)] = None) -> Response:
+                      if_none_match: Annotated[str | None, Header(max_length=200)] = None,
+                      x_mrepo_operation: Annotated[str | None, Header(max_length=200)] = None) -> Response:
         key = ref_key(name)
         data = await read_body(request, 4096)
         target = data.decode("ascii", "replace").strip()
         if not is_hash(target) or data.strip() != data.rstrip(b"\n"):
             raise ApiError(400, f"a ref holds one hash and a newline, got {data[:80]!r}")
         expected = _expected(if_match, if_none_match)
-        return await blocking(_swap, key, expected, (target + "\n").encode(), who)
+        return await blocking(_swap, key, expected, (target + "\n").encode(), who, x_mrepo_operation)
 
     @router.delete("/refs/{name:path}", summary="Delete a ref by compare-and-swap (If-Match: <etag>)")
-    def delete_ref(name: str, who=maintainer, if_match: Annotated[str | None, Header(max_length=200)] = None
-                   ) -> Response:
+    def delete_ref(name: str, who=maintainer, if_match: Annotated[str | None, Header(max_length=200)] = None,
+                   x_mrepo_operation: Annotated[str | None, Header(max_length=200)] = None) -> Response:
         key = ref_key(name)
         if if_match is None:
             raise ApiError(428, "deleting a ref needs If-Match: <etag>")
-        return _swap(key, if_match, None, who)
+        return _swap(key, if_match, None, who, x_mrepo_operation)
 
-    def _swap(key: str, expected: str | None, data: bytes | None, who) -> Response:  # noqa: ANN001
+    def _swap(key: str, expected: str | None, data: bytes | None, who, operation: str | None = None  # noqa: ANN001
+              ) -> Response:
         namespace = key.split("/")[1]
         branch = key.removeprefix("refs/heads/") if namespace == "heads" else None
         current, token = backend.read_versioned(key)
@@ -259,6 +282,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
             backend.cas(key, token, data)
         except RefConflict as exc:
             raise ApiError(409, str(exc)) from None
+        old = None if current is None else current.decode("ascii", "replace").strip()
+        reflog.append(backend, key, old, None if data is None else data.decode().strip(),
+                      operation=operation or ("delete" if data is None else "update"), who=who.name)
         if data is None:
             return Response(status_code=204)
         return Response(data, status_code=201 if current is None else 200, media_type="text/plain",

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..graph import MERGE_POLICIES, Repository, gc, verify
@@ -29,12 +30,29 @@ def register(app: typer.Typer) -> None:
     @app.command("log")
     def log_cmd(rev: str = typer.Argument(None, help="Revision (default: the default branch)."),
                 limit: int = typer.Option(None, "-n", "--limit", help="Show at most N commits."),
+                graph: bool = typer.Option(False, "--graph", help="Draw the commit graph (merges as lanes), "
+                                           "one line per commit, as git log --graph --oneline."),
                 repo: str = RepoOption, json: bool = JsonOption) -> None:
         """Show the commit history."""
         r = open_repo(repo)
         entries = r.log(rev, limit)
         if json:
             print_json([{"commit": h, **c.to_body()} for h, c in entries])
+            return
+        if graph:
+            from .log_graph import graph_rows, topological_order
+
+            commits = {h: c for h, c in entries}
+            order = topological_order([(h, c.parents, c.time) for h, c in entries])
+            labels = _ref_labels(r)
+            for lanes, h in graph_rows(order, {h: c.parents for h, c in commits.items()}):
+                if h is None:
+                    console.print(lanes, markup=False, highlight=False)
+                    continue
+                c = commits[h]
+                names = f" ({', '.join(labels[h])})" if h in labels else ""
+                console.print(f"{lanes}  [yellow]{h[:12]}[/]{names} {escape(c.message.splitlines()[0] if c.message else '')}"
+                              f" [dim]{c.time} {escape(c.author)}[/]", highlight=False, soft_wrap=True)
             return
         for h, c in entries:
             parents = " ".join(p[:12] for p in c.parents)
@@ -102,9 +120,22 @@ def register(app: typer.Typer) -> None:
                rev: str = typer.Argument(None, help="Where it starts (default: the default branch)."),
                delete: bool = typer.Option(False, "--delete", "-d", help="Delete the branch."),
                force: bool = typer.Option(False, "--force", "-f", help="Move an existing branch."),
+               restore: bool = typer.Option(False, "--restore", help="Undo the last move of branch NAME (a "
+                                            "deletion, a forced move) from the reflog; NAME@{n} restores where "
+                                            "it was n moves ago. Works until gc's grace period has passed."),
                repo: str = RepoOption, json: bool = JsonOption) -> None:
-        """List, create or delete branches."""
+        """List, create, delete or restore branches."""
         r = open_repo(repo)
+        if restore:
+            if name is None:
+                fail("branch --restore needs a branch name (NAME or NAME@{n})", 2)
+            m = re.fullmatch(r"(?P<name>.+?)(@\{(?P<n>\d+)\})?", name)
+            h = r.restore_branch(m["name"], None if m["n"] is None else int(m["n"]))
+            if json:
+                print_json({"branch": m["name"], "commit": h})
+            else:
+                console.print(f"Branch {m['name']} restored at {h[:12]}")
+            return
         if name is None:
             branches = r.branches()
             if json:
@@ -191,6 +222,23 @@ def register(app: typer.Typer) -> None:
                       f"{report.deleted_arrays} array(s), {report.deleted_bytes} bytes; "
                       f"{report.kept_young} unreachable but younger than the grace period")
 
+    @app.command("reflog")
+    def reflog_cmd(ref: str = typer.Argument(None, help="Branch, tag or refs/... key (default: every ref)."),
+                   limit: int = typer.Option(None, "-n", "--limit", help="Show at most N entries."),
+                   repo: str = RepoOption, json: bool = JsonOption) -> None:
+        """Every recorded move of a ref, newest first: old -> new commit, who, when, operation."""
+        r = open_repo(repo)
+        entries = r.reflog(ref)[:limit]
+        if json:
+            print_json([e.to_json() for e in entries])
+            return
+        for n, e in enumerate(entries):
+            label = f"{e.ref.removeprefix('refs/heads/')}@{{{n}}}" if ref else e.ref
+            old = e.old[:12] if e.old else "(none)"
+            new = e.new[:12] if e.new else "(deleted)"
+            console.print(f"[yellow]{label:24}[/] {old:>12} -> {new:12} {e.when}  {escape(e.who)}: "
+                          f"{escape(e.operation)}", highlight=False, soft_wrap=True)
+
     remote_app = typer.Typer(help="Named remotes (other repositories).", no_args_is_help=True)
     app.add_typer(remote_app, name="remote")
 
@@ -208,6 +256,16 @@ def register(app: typer.Typer) -> None:
             return
         for name, url in remotes.items():
             console.print(f"{name:20} {url}")
+
+
+def _ref_labels(r: Repository) -> dict[str, list[str]]:
+    """Commit -> names of the branches and tags at it (``tag: v1`` for tags)."""
+    labels: dict[str, list[str]] = {}
+    for name, h in r.branches().items():
+        labels.setdefault(h, []).append(name)
+    for name, h in r.tags().items():
+        labels.setdefault(h, []).append(f"tag: {name}")
+    return labels
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")

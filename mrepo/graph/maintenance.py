@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..store import Backend, CorruptObject, Entry, ObjectNotFound, Storage, is_hash, references, zarr_codec
+from ..store import Backend, CorruptObject, Entry, ObjectNotFound, Storage, is_hash, references, reflog, zarr_codec
 from ..store.objects import ObjectType, array_prefix, object_key
 from .transfer import Progress
 
@@ -130,6 +130,8 @@ class GcReport:
     deleted_bytes: int = 0
     kept_young: int = 0
     deleted_pointers: int = 0
+    #: Commits kept because a reflog entry younger than the grace period names them.
+    reflog_roots: list[str] = field(default_factory=list)
 
 
 def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False,
@@ -157,7 +159,12 @@ def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_ru
     # reference keeps everything it reaches; so are the records young cache pointers name.
     pointers = cache_pointers(storage.backend)
     young_pointers = [h for e, h in pointers if h is not None and e.mtime > cutoff]
-    live = reachable(storage, extra_roots=young_records + young_pointers, on_problem=lambda _: None)
+    # Commits a ref held within the grace period (reflog) survive, so a deleted branch or a forced
+    # move can be undone (``mrepo branch --restore``) until the period ends.
+    report.reflog_roots = sorted({h for e in reflog.read_all(storage.backend) if e.timestamp > cutoff
+                                  for h in (e.old, e.new) if h and storage.objects.has_object(h)})
+    live = reachable(storage, extra_roots=young_records + young_pointers + report.reflog_roots,
+                     on_problem=lambda _: None)
     for entry, h in pointers:
         if h is None or entry.mtime <= cutoff:
             report.deleted_pointers += 1

@@ -159,7 +159,7 @@ def _update(repo: Repository, number: int, change: Any, time: str | None = None)
         new = replace(new, previous=old_h, updated=time or utc_now())
         h = repo.objects.put_record(PullRequest.KIND, new.to_body())
         try:
-            repo.refs.update(key, h, old_h)
+            repo.refs.update(key, h, old_h, operation=f"pr update ({new.state})")
             return new
         except RefConflict:
             continue
@@ -215,7 +215,7 @@ def open_pull(repo: Repository, source: str, into: str, title: str, *, descripti
                          created=now, updated=now, description=description)
         h = repo.objects.put_record(PullRequest.KIND, pr.to_body())
         try:
-            repo.refs.update(pull_key(number), h, None)
+            repo.refs.update(pull_key(number), h, None, operation="pr open")
             return pr
         except RefConflict:
             number += 1

@@ -39,7 +39,10 @@ from .merge import MergePolicy, MergeReport, merge_populations
 from .model import Commit, DataSource, Item, ParticleTable, Population, Species
 
 CONFIG_KEY = "config.json"
-_REV = re.compile(r"^(?P<base>[^~]+)(~(?P<n>\d+))?$")
+#: A revision: a base name or hash, then any chain of ``~N`` / ``~`` (N first parents) and
+#: ``^N`` / ``^`` (the N-th parent; ``^0`` the commit itself), as in git.
+_REV = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:[~^]\d*)*)$")
+_REV_STEP = re.compile(r"([~^])(\d*)")
 
 
 def utc_now() -> str:
@@ -187,11 +190,23 @@ class Repository:
         if not m:
             raise InvalidInput(f"invalid revision {rev!r}")
         h = self._resolve_base(m.group("base"))
-        for _ in range(int(m.group("n") or 0)):
-            parents = Commit.load(self.objects, h).parents
-            if not parents:
-                raise RefNotFound(f"revision {rev!r} goes past the first commit")
-            h = parents[0]
+        for op, digits in _REV_STEP.findall(m.group("suffix")):
+            n = int(digits) if digits else 1
+            if op == "^":
+                if n == 0:
+                    continue
+                parents = Commit.load(self.objects, h).parents
+                if not parents:
+                    raise RefNotFound(f"revision {rev!r} goes past the first commit")
+                if len(parents) < n:
+                    raise RefNotFound(f"revision {rev!r}: commit {h[:12]} has {len(parents)} parent(s), not {n}")
+                h = parents[n - 1]
+                continue
+            for _ in range(n):
+                parents = Commit.load(self.objects, h).parents
+                if not parents:
+                    raise RefNotFound(f"revision {rev!r} goes past the first commit")
+                h = parents[0]
         return h
 
     def _resolve_base(self, base: str) -> str:

@@ -173,9 +173,10 @@ def clone(src_url: str, dst_url: str, *, src_options: dict | None = None, dst_op
     refs = _ref_updates_for(src, ("refs/heads/", "refs/tags/", "refs/pulls/"))
     stats = copy_closure(src.storage, dst.storage, refs.values(), workers=workers, progress=progress)
     for key, value in sorted(refs.items()):
-        dst.refs.update(key, value, None)
+        dst.refs.update(key, value, None, operation=f"clone from {src_url}")
         if key.startswith("refs/heads/"):
-            dst.refs.update("refs/remotes/origin/" + key.removeprefix("refs/heads/"), value, None)
+            dst.refs.update("refs/remotes/origin/" + key.removeprefix("refs/heads/"), value, None,
+                            operation=f"clone from {src_url}")
     dst.add_remote("origin", src_url)
     stats.refs = refs
     src.close()
@@ -216,7 +217,7 @@ def fetch(repo: Repository, remote: str, *, options: dict | None = None, workers
                 continue
             current = repo.refs.get(local)
             if current != value:
-                repo.refs.update(local, value, current)
+                repo.refs.update(local, value, current, operation=f"fetch {remote}")
             stats.refs[local] = value
         return stats
     finally:
@@ -247,11 +248,11 @@ def push(repo: Repository, remote: str, branch: str | None = None, *, remote_bra
                 )
         stats = copy_closure(repo.storage, other.storage, [head], workers=workers, progress=progress)
         if current != head:
-            other.refs.update(key, head, current)
+            other.refs.update(key, head, current, operation=f"push {branch}" + (" --force" if force else ""))
         stats.refs[key] = head
         if remote in repo.remotes():
             tracking = f"refs/remotes/{remote}/{remote_branch}"
-            repo.refs.update(tracking, head, repo.refs.get(tracking))
+            repo.refs.update(tracking, head, repo.refs.get(tracking), operation=f"push {remote}")
         return stats
     finally:
         other.close()

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from .backends import Backend, Entry, Token
-from .errors import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, RefConflict
+from .errors import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, RefConflict, Unreachable
 
 LIST_PAGE = 1000
 UPLOAD_HEADER = "X-Mrepo-Upload"
@@ -46,7 +46,7 @@ class AccessDenied(MrepoError):
     exit_code = 5
 
 
-class ServerError(MrepoError):
+class ServerError(Unreachable):
     """The server could not be reached or failed (after retries)."""
 
     exit_code = 6

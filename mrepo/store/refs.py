@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from . import reflog
 from .backends import Backend, Token
 from .errors import InvalidInput, InvalidName, RefConflict, RefNotFound
 from .hashing import check_hash, is_hash
@@ -75,10 +76,14 @@ class RefStore:
             raise RefNotFound(f"{key} does not exist")
         return value
 
-    def update(self, key: str, new: str | None, expected: str | None) -> None:
+    def update(self, key: str, new: str | None, expected: str | None, *, operation: str = "update",
+               who: str | None = None) -> None:
         """Set ref ``key`` to ``new`` (delete when None) if it still holds ``expected``.
 
-        Raises RefConflict when the ref holds anything else (None: must not exist).
+        Raises RefConflict when the ref holds anything else (None: must not exist). After the
+        swap, the move is recorded in the reflog (:mod:`mrepo.store.reflog`) with ``operation``
+        and ``who`` (default ``$MREPO_AUTHOR`` or user@host); a backend whose server records
+        moves itself (``logs_ref_moves``) gets ``operation`` with the swap instead.
         """
         if new is not None:
             check_hash(new, "ref target")
@@ -88,13 +93,19 @@ class RefStore:
                 f"{key} is at {_abbrev(current)}, expected {_abbrev(expected)}: another writer changed it; "
                 "fetch and retry"
             )
+        data = None if new is None else (new + "\n").encode()
         try:
-            self.backend.cas(key, tok, None if new is None else (new + "\n").encode())
+            if self.backend.logs_ref_moves:
+                self.backend.cas(key, tok, data, operation=operation)  # type: ignore[call-arg]
+            else:
+                self.backend.cas(key, tok, data)
         except RefConflict:
             raise RefConflict(
                 f"{key} changed while updating from {_abbrev(expected)} to {_abbrev(new)}: another writer won; "
                 "fetch and retry"
             ) from None
+        if not self.backend.logs_ref_moves:
+            reflog.append(self.backend, key, expected, new, operation=operation, who=who)
 
     def list(self, prefix: str = "refs/") -> Iterator[tuple[str, str]]:
         """(key, hash) of every ref below ``prefix``, sorted by key."""
