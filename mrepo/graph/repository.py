@@ -31,6 +31,7 @@ from ..store import (
     check_name,
     is_hash,
     record_ref,
+    reflog,
     tag_key,
 )
 from .diff import PopulationDiff, diff_populations
@@ -41,8 +42,15 @@ from .model import Commit, DataSource, Item, ParticleTable, Population, Species
 CONFIG_KEY = "config.json"
 #: A revision: a base name or hash, then any chain of ``~N`` / ``~`` (N first parents) and
 #: ``^N`` / ``^`` (the N-th parent; ``^0`` the commit itself), as in git.
+_AT_N = re.compile(r"^(?P<ref>[^@{}]+(?:@[^{][^@{}]*)*)@\{(?P<n>\d+)\}$")
 _REV = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:[~^]\d*)*)$")
 _REV_STEP = re.compile(r"([~^])(\d*)")
+
+
+def _commit_operation(operation: dict[str, Any]) -> str:
+    """Reflog label of a commit: ``commit`` or ``commit (<operation name>)``."""
+    name = str(operation.get("name", "commit"))
+    return "commit" if name == "commit" else f"commit ({name})"
 
 
 def utc_now() -> str:
@@ -154,7 +162,7 @@ class Repository:
         current = self.refs.get(key)
         if current is not None and not force:
             raise InvalidInput(f"branch {name!r} already exists (use force to move it)")
-        self.refs.update(key, target, current)
+        self.refs.update(key, target, current, operation="branch --force" if current is not None else "branch")
         return target
 
     def delete_branch(self, name: str) -> None:
@@ -164,14 +172,14 @@ class Repository:
             raise RefNotFound(f"branch {name!r} does not exist")
         if name == self.default_branch:
             raise InvalidInput(f"branch {name!r} is the default branch and cannot be deleted")
-        self.refs.update(key, None, current)
+        self.refs.update(key, None, current, operation="branch --delete")
 
     def create_tag(self, name: str, rev: str | None = None) -> str:
         key = tag_key(name)
         target = self.resolve(rev or self.default_branch)
         if self.refs.get(key) is not None:
             raise InvalidInput(f"tag {name!r} already exists")
-        self.refs.update(key, target, None)
+        self.refs.update(key, target, None, operation="tag")
         return target
 
     def delete_tag(self, name: str) -> None:
@@ -179,7 +187,60 @@ class Repository:
         current = self.refs.get(key)
         if current is None:
             raise RefNotFound(f"tag {name!r} does not exist")
-        self.refs.update(key, None, current)
+        self.refs.update(key, None, current, operation="tag --delete")
+
+    # ------------------------------------------------------------------ reflog
+    def reflog(self, ref: str | None = None) -> list[reflog.ReflogEntry]:
+        """Recorded moves of ``ref`` (a branch, tag or ``refs/...``; every ref when None), newest first."""
+        if ref is None:
+            return reflog.read_all(self.storage.backend)
+        return reflog.read(self.storage.backend, self._ref_key_for_log(ref))
+
+    def _ref_key_for_log(self, ref: str) -> str:
+        if ref.startswith("refs/"):
+            return check_name(ref, "ref")
+        if ref == "HEAD":
+            ref = self.default_branch
+        key = branch_key(ref)
+        if self.refs.get(key) is None and self.refs.get(tag_key(ref)) is not None:
+            return tag_key(ref)
+        return key
+
+    def reflog_value(self, ref: str, n: int) -> str:
+        """Where ``ref`` pointed ``n`` moves ago (``ref@{n}``; 0 is now)."""
+        entries = self.reflog(ref)
+        if n >= len(entries):
+            raise RefNotFound(f"{ref}@{{{n}}}: the reflog of {ref!r} has only {len(entries)} entr"
+                              f"{'y' if len(entries) == 1 else 'ies'}")
+        value = entries[n].new
+        if value is None:
+            raise RefNotFound(f"{ref}@{{{n}}} is the deletion of {ref!r} ({entries[n].when}); "
+                              f"use {ref}@{{{n + 1}}}")
+        return value
+
+    def restore_branch(self, name: str, n: int | None = None) -> str:
+        """Move branch ``name`` back to ``name@{n}`` (default: where it was before its last move,
+        e.g. before a deletion or a forced move); recreates a deleted branch. Returns the commit."""
+        key = branch_key(name)
+        entries = reflog.read(self.storage.backend, key)
+        if not entries:
+            raise RefNotFound(f"branch {name!r} has no reflog entries: nothing to restore")
+        if n is None:
+            target = entries[0].old
+            if target is None:
+                raise InvalidInput(f"the last move of branch {name!r} created it ({entries[0].when}): "
+                                   "nothing before it to restore")
+            label = f"{name} before '{entries[0].operation}' at {entries[0].when}"
+        else:
+            target = self.reflog_value(name, n)
+            label = f"{name}@{{{n}}}"
+        if not self.objects.has_object(target):
+            raise RefNotFound(f"{label} is commit {target[:12]}, which gc removed (older than the grace period)")
+        current = self.refs.get(key)
+        if current == target:
+            return target
+        self.refs.update(key, target, current, operation=f"branch --restore {label}")
+        return target
 
     # ------------------------------------------------------------------ revisions
     def resolve(self, rev: str) -> str:
@@ -210,6 +271,9 @@ class Repository:
         return h
 
     def _resolve_base(self, base: str) -> str:
+        at = _AT_N.match(base)
+        if at:  # ref@{n}: where the ref pointed n moves ago (reflog)
+            return self.reflog_value(at.group("ref"), int(at.group("n")))
         if base == "HEAD":
             base = self.default_branch
         if base == self.default_branch and self.head(base) is None and not self.branches():
@@ -291,7 +355,7 @@ class Repository:
             mrepo_version=__version__,
         )
         h = commit.save(self.objects)
-        self.refs.update(key, h, expected)
+        self.refs.update(key, h, expected, operation=_commit_operation(commit.operation), who=commit.author)
         return h
 
     def merge(self, theirs: str, *, into: str | None = None, policy: MergePolicy = "fail",
@@ -302,12 +366,12 @@ class Repository:
         ours_h = self.refs.get(branch_key(into))
         theirs_h = self.resolve(theirs)
         if ours_h is None:
-            self.refs.update(branch_key(into), theirs_h, None)
+            self.refs.update(branch_key(into), theirs_h, None, operation=f"merge {theirs} (fast-forward)")
             return MergeResult(theirs_h, "fast-forward")
         if is_ancestor(self.objects, theirs_h, ours_h):
             return MergeResult(ours_h, "up-to-date")
         if allow_fast_forward and is_ancestor(self.objects, ours_h, theirs_h):
-            self.refs.update(branch_key(into), theirs_h, ours_h)
+            self.refs.update(branch_key(into), theirs_h, ours_h, operation=f"merge {theirs} (fast-forward)")
             return MergeResult(theirs_h, "fast-forward")
         base_h = merge_base(self.objects, ours_h, theirs_h)
         base = Population.load(self.objects, Commit.load(self.objects, base_h).population) if base_h else None

@@ -87,6 +87,10 @@ class Backend(ABC):
     #: True where rewriting a small object costs less than checking for it first (S3).
     cheap_overwrite: bool = False
 
+    #: True where the other side records ref moves in the reflog itself (an mrepo server):
+    #: :meth:`cas` then takes ``operation=`` and clients write no ``logs/`` entries.
+    logs_ref_moves: bool = False
+
     def touch(self, key: str) -> bool:
         """Refresh the modification time of an existing key ("freshen", as git does), so that
         ``gc`` treats it as young; False when the key does not exist. Backends that cannot

@@ -38,6 +38,7 @@ from .errors import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, Ref
 
 LIST_PAGE = 1000
 UPLOAD_HEADER = "X-Mrepo-Upload"
+OPERATION_HEADER = "X-Mrepo-Operation"
 
 
 class AccessDenied(MrepoError):
@@ -97,7 +98,7 @@ class HttpBackend(Backend):
         if key.startswith("objects/"):
             rest = key[len("objects/"):].replace("/", "")
             return f"objects/{rest}"
-        if key.startswith(("arrays/", "refs/")):
+        if key.startswith(("arrays/", "refs/", "logs/")):
             return key
         raise InvalidInput(f"key {key!r} cannot be addressed through the HTTP protocol")
 
@@ -219,10 +220,15 @@ class HttpBackend(Backend):
         self._raise(resp, key)
         return resp.content, resp.headers.get("etag")
 
-    def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
+    #: The server writes the reflog entry of every ref it swaps (``X-Mrepo-Operation`` names it).
+    logs_ref_moves = True
+
+    def cas(self, key: str, expected: Token, data: bytes | None, operation: str | None = None) -> Token:
         if not key.startswith("refs/"):
             raise AccessDenied(f"{key} cannot be changed through the server")
         headers = {"If-None-Match": "*"} if expected is None else {"If-Match": expected}
+        if operation:
+            headers[OPERATION_HEADER] = " ".join(operation.split())[:120].encode("ascii", "replace").decode()
         try:
             if data is None:
                 resp = self._request("DELETE", key, idempotent=False, headers=headers)
