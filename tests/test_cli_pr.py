@@ -38,12 +38,12 @@ def test_pr_lifecycle_on_the_command_line(url: str) -> None:
     assert "#1" in run(url, "pr", "list") and "Add B" in run(url, "pr", "list")
     shown = json.loads(run(url, "pr", "show", "1", "--json"))
     assert shown["state"] == "open" and shown["report"] is None and shown["head"] == Repository.open(url).head("feature")
-    checked = json.loads(run(url, "pr", "check", "1", "--json"))
+    checked = json.loads(run(url, "pr", "check", "1", "--json", code=9))  # not clean: exit 9
     assert checked["counts"] == {"conflicts": 0, "collisions": 2, "duplicates": 1, "reclassifications": 1,
                                  "id_clashes": 0}
     assert checked["per_pair"] == {"B|A": 2, "B|B": 1} and not checked["clean"]
     assert [(c["incoming_id"], c["existing_id"]) for c in checked["collisions"]] == [(101, 1), (104, 2)]
-    human = run(url, "pr", "check", "1", "--overlap-factor", "0.5")
+    human = run(url, "pr", "check", "1", "--overlap-factor", "0.5", code=9)
     assert "per species pair" in human and "distance histogram" in human and "B:101" in human
     assert "reclassified (not collisions): A -> B: 1" in human
     assert json.loads(run(url, "pr", "show", "1", "--json"))["report"]["hash"] == checked["report_hash"]
@@ -64,8 +64,8 @@ def test_pr_lifecycle_on_the_command_line(url: str) -> None:
 
 
 def test_pr_errors_are_one_line(url: str) -> None:
-    assert "no pull request #3" in run(url, "pr", "show", "3", code=1)
-    out = run(url, "pr", "open", "--from", "nope", "--into", "main", "--title", "x", code=1)
+    assert "no pull request #3" in run(url, "pr", "show", "3", code=7)
+    out = run(url, "pr", "open", "--from", "nope", "--into", "main", "--title", "x", code=7)
     assert "unknown pull request source 'nope'" in out and out.strip().count("\n") == 0
     run(url, "pr", "open", "--from", "feature", "--title", "x")
     assert "Closed pull request #1" in run(url, "pr", "close", "1")

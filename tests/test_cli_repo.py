@@ -103,6 +103,7 @@ def test_verify_and_gc(populated) -> None:
     assert as_json("gc", "--grace", "0", "--repo", url)["deleted_objects"] == 1
     assert as_json("gc", "--grace", "0", "--repo", url)["deleted_objects"] == 0
     mrepo("gc", "--grace", "soon", "--repo", url, code=2)
+    assert "unit" in one_line_error(mrepo("gc", "--grace", "30", "--repo", url, code=2))
 
 
 def test_remote_clone_fetch_push_pull(populated, tmp_path: Path) -> None:
@@ -151,8 +152,8 @@ def one_line_error(result) -> str:
 @pytest.mark.parametrize("args,code,message", [
     (["log", "--repo", "ftp://host/repo"], 2, "unknown URL scheme"),
     (["init", "gopher://x"], 2, "unknown URL scheme"),
-    (["show", "nosuchbranch"], 1, "unknown revision"),
-    (["show", "refs/heads/nope"], 1, "does not exist"),
+    (["show", "nosuchbranch"], 7, "unknown revision"),
+    (["show", "refs/heads/nope"], 7, "does not exist"),
     (["branch", "../x"], 2, "invalid branch name"),
     (["branch", ""], 2, "invalid branch name"),
     (["branch", "a\x01b"], 2, "invalid branch name"),
@@ -160,7 +161,7 @@ def one_line_error(result) -> str:
     (["tag", "bad..name"], 2, "invalid tag name"),
     (["tag", "x.lock"], 2, "invalid tag name"),
     (["remote", "add", "bad name", "/tmp/x"], 2, "invalid remote name"),
-    (["merge", "nosuch"], 1, "unknown revision"),
+    (["merge", "nosuch"], 7, "unknown revision"),
     (["gc", "--grace", "-1"], 2, "invalid duration"),
     (["push", "nowhere"], 2, "unknown remote"),
 ])
@@ -177,10 +178,10 @@ def test_bad_input_is_one_line_error_and_writes_nothing(populated, args, code: i
 def test_missing_repository(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
     for command in (["log"], ["show"], ["verify"], ["branch"], ["gc"]):
-        result = mrepo(*command, "--repo", str(missing), code=1)
+        result = mrepo(*command, "--repo", str(missing), code=7)
         assert "no mrepo repository" in one_line_error(result)
     assert not missing.exists()
-    mrepo("clone", str(missing), str(tmp_path / "dst"), code=1)
+    mrepo("clone", str(missing), str(tmp_path / "dst"), code=7)
 
 
 def test_corrupt_object_is_reported(populated) -> None:
@@ -190,8 +191,8 @@ def test_corrupt_object_is_reported(populated) -> None:
     data[-3] ^= 0x20
     path.write_bytes(bytes(data))
     before = listing(url)
-    assert "is corrupt" in one_line_error(mrepo("show", "--repo", url, code=1))
-    report = json.loads(mrepo("verify", "--json", "--repo", url, code=1).stdout)
+    assert "is corrupt" in one_line_error(mrepo("show", "--repo", url, code=8))
+    report = json.loads(mrepo("verify", "--json", "--repo", url, code=8).stdout)
     assert not report["ok"] and any(second in p for p in report["problems"])
     assert listing(url) == before
 

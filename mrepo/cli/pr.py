@@ -27,6 +27,7 @@ from ..graph.pulls import (
 )
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, open_repo, print_json
+from .exit_codes import ExitCode
 
 app = typer.Typer(help="Pull requests: propose a branch, check collisions, merge.", no_args_is_help=True)
 dedup_app = typer.Typer(help="Deduplicate a species.", no_args_is_help=True)
@@ -153,16 +154,21 @@ def check_cmd(number: int = typer.Argument(..., help="Pull request number."),
               overlap_factor: float = FactorOption, reclass_tolerance: float = ReclassOption,
               duplicate_tolerance: float = DupOption, limit: int = LimitOption,
               repo: str = RepoOption, json: bool = JsonOption) -> None:
-    """Check merge conflicts, item references, collisions, duplicates and reclassifications; store the report."""
+    """Check merge conflicts, item references, collisions, duplicates and reclassifications; store the report.
+
+    Exits 0 when the check is clean and 9 (CHECK_NOT_CLEAN) when it has findings."""
     r = open_repo(repo)
     c = check_pull(r, number, overlap_factor=overlap_factor, reclass_tolerance=reclass_tolerance,
                    duplicate_tolerance=duplicate_tolerance)
     if json:
         print_json({"pr": number, "report_hash": c.report_hash, "clean": c.report.clean, "target": c.target,
                     "head": c.head, "base": c.base, **c.report.to_json()})
-        return
-    console.print(f"Pull request #{number}: report {c.report_hash[:12]} (target {c.target[:12]}, head {c.head[:12]})")
-    _print_report(c.report, limit)
+    else:
+        console.print(f"Pull request #{number}: report {c.report_hash[:12]} (target {c.target[:12]}, "
+                      f"head {c.head[:12]})")
+        _print_report(c.report, limit)
+    if not c.report.clean:
+        raise typer.Exit(ExitCode.CHECK_NOT_CLEAN)
 
 
 @app.command("merge")

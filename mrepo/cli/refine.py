@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from .common import RepoOption, console, err_console, open_repo
+from ..store import RefNotFound
+from .common import JsonOption, RepoOption, console, err_console, open_repo, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -16,20 +17,31 @@ def register(app: typer.Typer) -> None:
         iterations: int = typer.Option(1, "--iterations", "-n", min=1, help="Number of iterations (one commit each)."),
         sources: list[str] = typer.Option(None, "--sources", help="Data sources to refine (default all)."),
         species: list[str] = typer.Option(None, "--species", help="Species to refine (default all)."),
-        refine_shifts: bool = typer.Option(True, "--refine-shifts/--no-refine-shifts"),
+        refine_shifts: bool = typer.Option(True, "--refine-shifts/--no-refine-shifts",
+                                           help="Refine per-particle shift trajectories."),
         refine_imagewarp: str = typer.Option(None, "--refine-imagewarp", help="Image-warp grid XxYxT, e.g. 6x4x10."),
-        refine_poses: bool = typer.Option(False, "--refine-poses"),
-        refine_defocus: bool = typer.Option(False, "--refine-defocus"),
-        refine_astigmatism: bool = typer.Option(False, "--refine-astigmatism"),
-        refine_stage_angles: bool = typer.Option(False, "--refine-stage-angles"),
+        refine_poses: bool = typer.Option(False, "--refine-poses", help="Refine particle orientations."),
+        refine_defocus: bool = typer.Option(False, "--refine-defocus",
+                                            help="Refine defocus per item (per tilt for tilt series)."),
+        refine_astigmatism: bool = typer.Option(False, "--refine-astigmatism",
+                                                help="Refine astigmatism (magnitude and angle) with defocus."),
+        refine_stage_angles: bool = typer.Option(False, "--refine-stage-angles",
+                                                 help="Refine tilt-series stage angles (tilt series only)."),
         weights: bool = typer.Option(False, "--weights", help="Fit and apply data-driven exposure weights."),
-        resolution_fraction: float = typer.Option(0.8, "--resolution-fraction"),
-        temporal_samples: int = typer.Option(1, "--temporal-samples", min=1),
-        threads: int = typer.Option(1, "--threads", min=1),
-        executor: str = typer.Option("local", "--executor", help="local | ray"),
-        address: str = typer.Option(None, "--address", help="Ray cluster address."),
-        workers: int = typer.Option(None, "--workers", help="Ray actors."),
-        gpus_per_worker: float = typer.Option(0, "--gpus-per-worker"),
+        resolution_fraction: float = typer.Option(0.8, "--resolution-fraction",
+                                                  help="Use spatial frequencies up to this fraction of the "
+                                                  "species' current FSC resolution (0-1]."),
+        temporal_samples: int = typer.Option(1, "--temporal-samples", min=1,
+                                             help="Temporal samples per particle trajectory (1: static)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="CPU threads per worker (torch)."),
+        executor: str = typer.Option("local", "--executor", help="Where items run: local (this process) or ray."),
+        address: str = typer.Option(None, "--address", help="Ray cluster address (default: start a local one).",
+                                    show_default=False),
+        workers: int = typer.Option(None, "--workers", help="Ray actors (default: one per GPU, else per CPU).",
+                                    show_default=False),
+        gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", help="GPUs reserved per Ray actor "
+                                              "(fractions share a GPU; 0: CPU only)."),
+        json: bool = JsonOption,
     ) -> None:
         """Refine the population on a branch and commit once per iteration."""
         from mrepo.workers.driver import refine_population
@@ -44,6 +56,9 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         r = open_repo(repo)
+        target = branch or r.default_branch
+        if r.head(target) is None:
+            raise RefNotFound(f"branch {target!r} does not exist (branches: {', '.join(r.branches()) or '-'})")
         if executor == "local":
             from mrepo.workers.executors import LocalExecutor
 
@@ -58,15 +73,29 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--executor must be 'local' or 'ray', got {executor!r}")
         from mrepo.workers.ray_progress import iteration_progress, summary_table
 
+        iterations_json: list[dict] = []
+
         def report(iteration: int, resolutions: dict, stats: dict) -> None:
-            console.print(summary_table(iteration, resolutions, stats))
+            if json:
+                iterations_json.append({
+                    "iteration": iteration,
+                    "resolution_A": {n: after for n, (_, after) in resolutions.items()},
+                    "resolution_before_A": {n: before for n, (before, _) in resolutions.items()},
+                    "stats": stats})
+            else:
+                console.print(summary_table(iteration, resolutions, stats))
 
         try:
             with iteration_progress("refine", console=err_console) as progress:
-                commits = refine_population(r, branch or r.default_branch, iterations, settings, ex,
+                commits = refine_population(r, target, iterations, settings, ex,
                                             sources=sources or None, species=species or None,
                                             progress=progress, on_iteration=report)
         finally:
             ex.close()
+        if json:
+            for entry, h in zip(iterations_json, commits):
+                entry["commit"] = h
+            print_json({"branch": target, "commits": commits, "iterations": iterations_json})
+            return
         for h in commits:
             console.print(f"{h[:12]} {r.get_commit(h).message}")

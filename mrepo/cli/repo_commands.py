@@ -13,6 +13,7 @@ from ..graph import MERGE_POLICIES, Repository, gc, verify
 from ..graph.maintenance import DEFAULT_GRACE_SECONDS
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, fail, open_repo, print_json, progress_bar, repo_url
+from .exit_codes import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -205,10 +206,11 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[red]{p}[/]")
             console.print(f"{report.checked} objects checked, {len(report.problems)} problem(s)")
         if not report.ok:
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.CORRUPT)
 
     @app.command("gc")
-    def gc_cmd(grace: str = typer.Option("24h", help="Keep unreachable objects younger than this (e.g. 30m, 2h, 0)."),
+    def gc_cmd(grace: str = typer.Option("24h", help="Keep unreachable objects younger than this: a number "
+                                         "and a unit s, m, h or d (30m, 24h, 7d), or 0."),
                dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted."),
                repo: str = RepoOption, json: bool = JsonOption) -> None:
         """Delete objects no ref reaches and that are older than the grace period."""
@@ -268,14 +270,17 @@ def _ref_labels(r: Repository) -> dict[str, list[str]]:
     return labels
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``30m``, ``2h``, ``7d``."""
+    """Seconds in ``90s``, ``30m``, ``2h``, ``7d`` (a unit is required: ``--grace 30`` is ambiguous); ``0``."""
+    if text.strip() == "0":
+        return 0.0
     m = _DURATION.match(text.strip().lower())
     if not m:
-        raise InvalidInput(f"invalid duration {text!r}: use e.g. 0, 90s, 30m, 24h or 7d")
+        raise InvalidInput(f"invalid duration {text!r}: a number and a unit s, m, h or d (e.g. 90s, 30m, 24h, 7d), "
+                           "or 0")
     scale: dict[str, Any] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
     return float(m.group(1)) * scale[m.group(2)]
 

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..store import InvalidInput
+
 app = typer.Typer(help="Simulate cryo-EM frame or tilt series with exact ground truth.", no_args_is_help=True)
 console = Console()
+
+
+def _check(size: int, pixel_size: float, box: int, snr: float, particles: int, species: int) -> None:
+    """Refuse impossible numbers in one line (exit 2) before any work is done."""
+    def bad(option: str, value: object, need: str) -> InvalidInput:
+        return InvalidInput(f"{option} {value}: {need}")
+
+    if size < 16:
+        raise bad("--size", size, "the image must be at least 16 pixels wide")
+    if not math.isfinite(pixel_size) or pixel_size <= 0:
+        raise bad("--pixel-size", pixel_size, "must be a positive number of Å")
+    if box < 8:
+        raise bad("--box", box, "the species box must be at least 8 pixels")
+    if box > size:
+        raise bad("--box", box, f"the species box is larger than the {size}-pixel image (--size)")
+    if not math.isfinite(snr) or snr <= 0:
+        raise bad("--snr", snr, "must be a positive, finite signal/noise variance ratio")
+    if particles < 1:
+        raise bad("--particles", particles, "need at least one particle")
+    if species < 1:
+        raise bad("--species", species, "need at least one species")
 
 
 def _summary(kind: str, sim, manifest: Path) -> None:
@@ -38,13 +62,19 @@ def frames(
     box: int = typer.Option(48, help="species box in pixels"),
 ) -> None:
     """Simulate one frame series and write it to OUT."""
+    _check(size, pixel_size, box, snr, particles, species)
+    if n_frames < 2:
+        raise InvalidInput(f"--frames {n_frames}: a frame series needs at least 2 frames")
     from mrepo.sim import FrameSeriesConfig, Optics, simulate_frame_series, write_dataset  # torch: import lazily
 
-    config = FrameSeriesConfig(
-        image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=pixel_size),
-        n_species=species, box=box, n_particles=particles, snr=snr,
-    )
-    sim = simulate_frame_series(config, seed)
+    try:
+        config = FrameSeriesConfig(
+            image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=pixel_size),
+            n_species=species, box=box, n_particles=particles, snr=snr,
+        )
+        sim = simulate_frame_series(config, seed)
+    except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
+        raise InvalidInput(str(exc)) from None
     _summary("frame series", sim, write_dataset(sim, out))
 
 
@@ -62,11 +92,19 @@ def tilts(
     box: int = typer.Option(48, help="species box in pixels"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
+    _check(size, pixel_size, box, snr, particles, species)
+    if not math.isfinite(max_tilt) or not 0 <= max_tilt < 90:
+        raise InvalidInput(f"--max-tilt {max_tilt}: must be at least 0 and below 90 degrees")
+    if not math.isfinite(step) or step <= 0:
+        raise InvalidInput(f"--step {step}: the tilt increment must be a positive number of degrees")
     from mrepo.sim import Optics, TiltSeriesConfig, simulate_tilt_series, write_dataset  # torch: import lazily
 
-    config = TiltSeriesConfig(
-        image_size=(size, size), optics=Optics(pixel_size=pixel_size), n_species=species, box=box,
-        n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr,
-    )
-    sim = simulate_tilt_series(config, seed)
+    try:
+        config = TiltSeriesConfig(
+            image_size=(size, size), optics=Optics(pixel_size=pixel_size), n_species=species, box=box,
+            n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr,
+        )
+        sim = simulate_tilt_series(config, seed)
+    except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
+        raise InvalidInput(str(exc)) from None
     _summary("tilt series", sim, write_dataset(sim, out))

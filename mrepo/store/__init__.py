@@ -9,11 +9,14 @@ from .errors import (
     InvalidInput,
     InvalidName,
     MergeConflict,
+    MissingExtra,
     MrepoError,
     ObjectNotFound,
     RefConflict,
     RefNotFound,
     RepositoryNotFound,
+    Unreachable,
+    require_extra,
 )
 from .hashing import (
     canonical_json,
@@ -35,4 +38,5 @@ __all__ = [
     "RepositoryNotFound", "S3Backend", "Storage", "array_ref", "blob_ref", "branch_key", "canonical_json",
     "check_hash", "check_name", "deref", "hash_array", "hash_blob", "hash_bytes", "hash_file", "hash_record",
     "is_hash", "open_backend", "record_ref", "references", "remote_key", "tag_key",
+    "MissingExtra", "Unreachable", "require_extra",
 ]

@@ -1,4 +1,7 @@
-"""Exceptions of mrepo. Every message is one line that names what was wrong."""
+"""Exceptions of mrepo. Every message is one line that names what was wrong.
+
+Each class carries the exit code of the ``mrepo`` command (the table: :mod:`mrepo.cli.exit_codes`).
+"""
 
 from __future__ import annotations
 
@@ -22,9 +25,13 @@ class InvalidName(InvalidInput):
 class RepositoryNotFound(MrepoError):
     """No mrepo repository at the given URL."""
 
+    exit_code = 7
+
 
 class ObjectNotFound(MrepoError, KeyError):
     """A record, blob or array that is not in the store."""
+
+    exit_code = 7
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "object not found"
@@ -33,9 +40,13 @@ class ObjectNotFound(MrepoError, KeyError):
 class CorruptObject(MrepoError):
     """A stored object whose content does not match its hash."""
 
+    exit_code = 8
+
 
 class RefNotFound(MrepoError, KeyError):
     """A branch, tag or revision that does not exist."""
+
+    exit_code = 7
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "ref not found"
@@ -51,3 +62,32 @@ class MergeConflict(MrepoError):
     """A merge that could not be resolved by the chosen policy."""
 
     exit_code = 4
+
+
+class Unreachable(MrepoError):
+    """A remote (HTTP server, S3 endpoint or bucket) that cannot be reached or does not exist."""
+
+    exit_code = 6
+
+
+class MissingExtra(MrepoError):
+    """An optional dependency group (``pip install mrepo[<extra>]``) is not installed."""
+
+    exit_code = 10
+
+
+def require_extra(module: str, extra: str, purpose: str) -> None:
+    """Raise :class:`MissingExtra` naming ``pip install mrepo[extra]`` when ``module`` cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(f"{purpose} needs the optional package {module!r}: pip install 'mrepo[{extra}]' "
+                           "(or 'mrepo[all]')")
+
+
+class InvalidRecord(CorruptObject, InvalidInput):
+    """A record whose bytes match its hash but that is malformed: not canonical JSON, an unknown
+    kind, or a body that breaks its kind's schema (:mod:`mrepo.graph.schema`). Caught as
+    CorruptObject by transfers and ``verify``, as InvalidInput by the server (HTTP 400)."""
+
+    exit_code = 8
