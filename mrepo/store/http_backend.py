@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from .backends import Backend, Entry, Token
-from .errors import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, RefConflict, Unreachable
+from .errors import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, RefConflict
 
 LIST_PAGE = 1000
 UPLOAD_HEADER = "X-Mrepo-Upload"
@@ -47,7 +47,7 @@ class AccessDenied(MrepoError):
     exit_code = 5
 
 
-class ServerError(Unreachable):
+class ServerError(MrepoError):
     """The server could not be reached or failed (after retries)."""
 
     exit_code = 6
