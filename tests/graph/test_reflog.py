@@ -17,11 +17,11 @@ from tests.factories import make_population
 
 def _history(repo: Repository) -> dict[str, str]:
     """base -> (main work, side work) -> merge on main; returns the commit hashes."""
-    base = repo.commit(make_population(repo), message="base")
+    base = repo.commit(make_population(repo), message="base", time="2026-01-01T00:00:00Z")
     repo.create_branch("side")
-    side = repo.commit(make_population(repo, seed=5), message="side work", branch="side")
-    work = repo.commit(make_population(repo, seed=9), message="main work")
-    merged = repo.merge("side", policy="theirs").commit
+    side = repo.commit(make_population(repo, seed=5), message="side work", branch="side", time="2026-01-01T00:00:01Z")
+    work = repo.commit(make_population(repo, seed=9), message="main work", time="2026-01-01T00:00:02Z")
+    merged = repo.merge("side", policy="theirs", time="2026-01-01T00:00:03Z").commit
     return {"base": base, "side": side, "work": work, "merge": merged}
 
 
