@@ -38,11 +38,12 @@ from .diff import PopulationDiff, diff_populations
 from .history import is_ancestor, log, merge_base
 from .merge import MergePolicy, MergeReport, merge_populations
 from .model import Commit, DataSource, Item, ParticleTable, Population, Species
+from .schema import check_ref_target
 
 CONFIG_KEY = "config.json"
+_AT_N = re.compile(r"^(?P<ref>[^@{}]+(?:@[^{][^@{}]*)*)@\{(?P<n>\d+)\}$")
 #: A revision: a base name or hash, then any chain of ``~N`` / ``~`` (N first parents) and
 #: ``^N`` / ``^`` (the N-th parent; ``^0`` the commit itself), as in git.
-_AT_N = re.compile(r"^(?P<ref>[^@{}]+(?:@[^{][^@{}]*)*)@\{(?P<n>\d+)\}$")
 _REV = re.compile(r"^(?P<base>[^~^]+)(?P<suffix>(?:[~^]\d*)*)$")
 _REV_STEP = re.compile(r"([~^])(\d*)")
 
@@ -78,6 +79,9 @@ class Repository:
 
     def __init__(self, storage: Storage):
         self.storage = storage
+        if not storage.backend.checks_writes:  # a server checks ref targets itself
+            # a ref points only at a record of its kind: branches and tags -> commits (graph.schema)
+            storage.refs.check_target = lambda key, h: check_ref_target(storage.objects, key, h)
 
     # ------------------------------------------------------------------ opening
     @classmethod

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import InvalidInput, ObjectNotFound, RefConflict
+from .errors import InvalidInput, InvalidName, ObjectNotFound, RefConflict
+from .names import check_key
 
 #: Ref "version token" returned by :meth:`Backend.read_versioned`; opaque to callers.
 Token = str | None
@@ -91,6 +92,10 @@ class Backend(ABC):
     #: :meth:`cas` then takes ``operation=`` and clients write no ``logs/`` entries.
     logs_ref_moves: bool = False
 
+    #: True where the other side checks what it is sent (an mrepo server verifies uploads, record
+    #: schemas and ref targets itself), so a client need not read its uploads back to check them.
+    checks_writes: bool = False
+
     def touch(self, key: str) -> bool:
         """Refresh the modification time of an existing key ("freshen", as git does), so that
         ``gc`` treats it as young; False when the key does not exist. Backends that cannot
@@ -127,9 +132,20 @@ class LocalBackend(Backend):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
+        self._inside = str(self.root).rstrip(os.sep) + os.sep
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        """The file of ``key``; InvalidName unless ``key`` is a safe key (:func:`check_key`) whose
+        resolved path (symbolic links followed) stays inside the root, whatever the caller."""
+        path = self.root / check_key(key)
+        real = os.path.realpath(path)
+        if not real.startswith(self._inside):
+            raise InvalidName(f"key {key!r} resolves to {real}, outside the repository root {self.root}")
+        return path
+
+    def _folder(self, prefix: str) -> Path:
+        """The folder of a listing prefix (``""`` is the root; ``a/b/`` is ``a/b``)."""
+        return self.root if prefix in ("", "/") else self._path(prefix.removesuffix("/"))
 
     def get(self, key: str) -> bytes:
         try:
@@ -185,7 +201,7 @@ class LocalBackend(Backend):
             raise ObjectNotFound(f"{key} not found in {self.url}") from None
 
     def list(self, prefix: str) -> Iterator[Entry]:
-        base = self._path(prefix)
+        base = self._folder(prefix)
         if not base.is_dir():
             return
         for dirpath, _dirs, files in os.walk(base):
@@ -291,7 +307,7 @@ class FsspecBackend(Backend):
     _root: str
 
     def _p(self, key: str) -> str:
-        return f"{self._root}/{key}"
+        return f"{self._root}/{check_key(key)}"
 
     def _mtime(self, info: dict[str, Any]) -> float:
         """Modification time (epoch seconds) from an fsspec ``find(detail=True)`` entry."""
@@ -313,7 +329,7 @@ class FsspecBackend(Backend):
             pass
 
     def list(self, prefix: str) -> Iterator[Entry]:
-        base = self._p(prefix).rstrip("/")
+        base = self._root if prefix in ("", "/") else self._p(prefix.removesuffix("/"))
         try:
             found = self.fs.find(base, detail=True)
         except FileNotFoundError:

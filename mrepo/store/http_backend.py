@@ -33,12 +33,16 @@ from typing import Any
 
 import httpx
 
+from . import protocol_names as names
 from .backends import Backend, Entry, Token
-from .errors import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, RefConflict
+from .batch_client import BatchClient, BatchUnsupported, RecordBuffer
+from .errors import CorruptObject, InvalidInput, InvalidName, MrepoError, ObjectNotFound, RefConflict, Unreachable
+from .hashing import RECORD_TAG
+from .names import check_key, check_object_key
 
 LIST_PAGE = 1000
-UPLOAD_HEADER = "X-Mrepo-Upload"
-OPERATION_HEADER = "X-Mrepo-Operation"
+UPLOAD_HEADER = names.UPLOAD_HEADER
+OPERATION_HEADER = names.OPERATION_HEADER
 
 
 class AccessDenied(MrepoError):
@@ -47,7 +51,7 @@ class AccessDenied(MrepoError):
     exit_code = 5
 
 
-class ServerError(MrepoError):
+class ServerError(Unreachable):
     """The server could not be reached or failed (after retries)."""
 
     exit_code = 6
@@ -89,16 +93,24 @@ class HttpBackend(Backend):
         self.upload_id = uuid.uuid4().hex
         self._complete_arrays: dict[str, bool] = {}
         self._lock = threading.Lock()
+        #: Batch protocol requests (mrepo.store.batch_client).
+        self.batch = BatchClient(self)
+        #: Records written but not yet sent: they go in dependency order before the next ref swap.
+        self.records = RecordBuffer()
+        self.defer_records = bool(opts.get("defer_records", True))
 
     # ------------------------------------------------------------------ plumbing
     def _path(self, key: str) -> str:
         """Server path (relative to the URL) for a backend key; InvalidInput for unknown keys."""
         if key in ("mrepo.json", "HEAD", "config.json"):
             return key
-        if key.startswith("objects/"):
-            rest = key[len("objects/"):].replace("/", "")
-            return f"objects/{rest}"
-        if key.startswith(("arrays/", "refs/", "logs/")):
+        check_key(key)  # the same key rules as every backend (mrepo.store.names)
+        if key.startswith(("objects/", "arrays/")):
+            check_object_key(key)
+            if key.startswith("objects/"):
+                return "objects/" + key[len("objects/"):].replace("/", "")
+            return key
+        if key.startswith(("refs/", "logs/")):
             return key
         raise InvalidInput(f"key {key!r} cannot be addressed through the HTTP protocol")
 
@@ -140,11 +152,16 @@ class HttpBackend(Backend):
 
     # ------------------------------------------------------------------ Backend API
     def get(self, key: str) -> bytes:
+        held = self.records.get(key)
+        if held is not None:
+            return held
         resp = self._request("GET", self._path(key))
         self._raise(resp, key)
         return resp.content
 
     def exists(self, key: str) -> bool:
+        if self.records.get(key) is not None:
+            return True
         resp = self._request("HEAD", self._path(key))
         if resp.status_code == 404:
             return False
@@ -152,6 +169,9 @@ class HttpBackend(Backend):
         return True
 
     def get_size(self, key: str) -> int:
+        held = self.records.get(key)
+        if held is not None:
+            return len(held)
         resp = self._request("HEAD", self._path(key))
         self._raise(resp, key)
         return int(resp.headers.get("content-length", "0"))
@@ -163,7 +183,9 @@ class HttpBackend(Backend):
         path = self._path(key)
         headers: dict[str, str] = {"Content-Type": "application/octet-stream"}
         if key.startswith("objects/"):
-            pass
+            if self.defer_records and bytes(data[:len(RECORD_TAG)]) == RECORD_TAG:
+                self.records.add(key, data)  # sent, leaves first, before the next ref swap
+                return
         elif key.startswith("arrays/"):
             h = key.split("/")[1]
             if not key.endswith("/zarr.json") and self._array_complete(h):
@@ -208,7 +230,14 @@ class HttpBackend(Backend):
             self._raise(resp, prefix)
             doc = resp.json()
             for e in doc["entries"]:
-                yield Entry(e["key"], int(e["size"]), float(e["mtime"]))
+                key = e["key"]
+                if not isinstance(key, str) or not key.startswith(prefix):
+                    raise InvalidName(f"{self.url} listed {str(key)[:80]!r} under {prefix!r}: refused")
+                try:
+                    check_key(key)
+                except InvalidName as exc:
+                    raise InvalidName(f"{self.url} listed an invalid key: {exc}") from None
+                yield Entry(key, int(e["size"]), float(e["mtime"]))
             after = doc.get("next")
             if not after:
                 return
@@ -222,10 +251,13 @@ class HttpBackend(Backend):
 
     #: The server writes the reflog entry of every ref it swaps (``X-Mrepo-Operation`` names it).
     logs_ref_moves = True
+    #: The server verifies every upload, record schema and ref target (mrepo.api.protocol).
+    checks_writes = True
 
     def cas(self, key: str, expected: Token, data: bytes | None, operation: str | None = None) -> Token:
         if not key.startswith("refs/"):
             raise AccessDenied(f"{key} cannot be changed through the server")
+        self.flush_records()
         headers = {"If-None-Match": "*"} if expected is None else {"If-Match": expected}
         if operation:
             headers[OPERATION_HEADER] = " ".join(operation.split())[:120].encode("ascii", "replace").decode()
@@ -243,6 +275,19 @@ class HttpBackend(Backend):
             raise
         self._raise(resp, key)
         return None if data is None else resp.headers.get("etag")
+
+    def flush_records(self) -> None:
+        """Send the held records, leaves first: one pack, or one PUT each from an older server."""
+        def send(frames: list[tuple[str, bytes]]) -> None:
+            try:
+                self.batch.upload(frames)
+            except BatchUnsupported:
+                for key, data in frames:
+                    resp = self._request("PUT", self._path(key), content=data,
+                                         headers={"Content-Type": "application/octet-stream"})
+                    self._raise(resp, key)
+
+        self.records.drain(send)
 
     def close(self) -> None:
         self._client.close()

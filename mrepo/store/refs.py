@@ -4,39 +4,41 @@ Keys: ``refs/heads/<branch>``, ``refs/tags/<tag>``, ``refs/remotes/<remote>/<bra
 ``refs/pulls/<n>``; each file holds one hash and a newline. ``HEAD`` names the
 default branch (``ref: refs/heads/main``).
 
-Name rules (a subset of git's ``check-ref-format``): non-empty components of
-ASCII letters, digits and ``._-+@``, none starting with ``.`` or ending with
-``.lock``, no ``..``, at most 200 characters in all.
+Name rules: :func:`mrepo.store.names.check_ref_name` (a subset of git's
+``check-ref-format``). Namespaces do not overlap: ``heads/main`` and
+``heads/main/x`` cannot both exist (:func:`check_ref_namespace`).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import reflog
 from .backends import Backend, Token
-from .errors import InvalidInput, InvalidName, RefConflict, RefNotFound
+from .errors import InvalidInput, RefConflict, RefNotFound
 from .hashing import check_hash, is_hash
+from .names import MAX_NAME_LENGTH, check_ref_key, check_ref_name  # noqa: F401 - re-exported
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9_+@-][A-Za-z0-9._+@-]*$")
-MAX_NAME_LENGTH = 200
 HEAD_KEY = "HEAD"
 
+#: The name rules live in :mod:`mrepo.store.names` (one place for client, backends and server).
+check_name = check_ref_name
 
-def check_name(name: object, what: str = "name") -> str:
-    """Validate a branch/tag/remote name (may contain ``/``); raises InvalidName."""
-    if not isinstance(name, str) or not name:
-        raise InvalidName(f"invalid {what} {name!r}: empty")
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidName(f"invalid {what} {name[:40]!r}...: longer than {MAX_NAME_LENGTH} characters")
-    for part in name.split("/"):
-        if not part or part in (".", "..") or ".." in part or part.endswith(".lock") or not _COMPONENT.match(part):
-            raise InvalidName(
-                f"invalid {what} {name!r}: use letters, digits and ._-+@ in /-separated parts, "
-                "no '..', no leading '.'"
-            )
-    return name
+
+def check_ref_namespace(backend: Backend, key: str) -> None:
+    """Refuse to create ``key`` when it would clash with an existing ref (RefConflict): a ref
+    cannot also be a folder of refs, so ``refs/heads/main`` and ``refs/heads/main/x`` (or
+    ``dev`` and ``dev/sub``) never both exist. Checked before a ref is created; two writers
+    creating clashing names at the same instant can still both succeed on S3 (no transaction
+    spans two keys), which readers then see as two refs."""
+    parts = key.split("/")
+    first = 4 if len(parts) > 3 and parts[1] == "remotes" else 3  # refs/remotes/<remote>/<name...>
+    for i in range(first, len(parts)):
+        above = "/".join(parts[:i])
+        if backend.exists(above):
+            raise RefConflict(f"cannot create {key}: {above} exists (a ref cannot also be a folder of refs)")
+    for entry in backend.list(key + "/"):
+        raise RefConflict(f"cannot create {key}: {entry.key} exists below it (a ref cannot also be a folder of refs)")
 
 
 def branch_key(name: str) -> str:
@@ -56,6 +58,9 @@ class RefStore:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        #: Called as ``check_target(key, new)`` before a ref is set; raises when ``new`` may not be
+        #: the target of ``key`` (the Repository checks the record kind: branches and tags -> commits).
+        self.check_target: Callable[[str, str], None] | None = None
 
     def read(self, key: str) -> tuple[str | None, Token]:
         """(hash, token) of ref ``key``; (None, None) when absent."""
@@ -85,6 +90,7 @@ class RefStore:
         and ``who`` (default ``$MREPO_AUTHOR`` or user@host); a backend whose server records
         moves itself (``logs_ref_moves``) gets ``operation`` with the swap instead.
         """
+        check_ref_key(key)
         if new is not None:
             check_hash(new, "ref target")
         current, tok = self.read(key)
@@ -93,6 +99,10 @@ class RefStore:
                 f"{key} is at {_abbrev(current)}, expected {_abbrev(expected)}: another writer changed it; "
                 "fetch and retry"
             )
+        if new is not None and self.check_target is not None:
+            self.check_target(key, new)
+        if current is None and new is not None:
+            check_ref_namespace(self.backend, key)
         data = None if new is None else (new + "\n").encode()
         try:
             if self.backend.logs_ref_moves:

@@ -295,10 +295,10 @@ def test_sources_from_a_fetched_remote_branch_and_from_a_url(tmp_path) -> None:
     pr = open_pull(down, "origin/feature", "main", "Add B", time=TM)
     assert pr.source_ref == "refs/remotes/origin/feature" and pr.head == up.head("feature")
     fresh = Repository.init(str(tmp_path / "fresh"))
-    fresh.refs.update("refs/heads/main", up.head("main"), None)
     from mrepo.graph import copy_closure
 
     copy_closure(up.storage, fresh.storage, [up.head("main")])
+    fresh.refs.update("refs/heads/main", up.head("main"), None)  # objects before refs
     assert not fresh.objects.has_object(up.head("feature"))
     pr = open_pull(fresh, f"{tmp_path / 'up'}#feature", "main", "Add B", time=TM)  # same title: same message
     assert pr.source_ref is None and fresh.objects.has_object(pr.head)

@@ -1,0 +1,183 @@
+"""Checks of received bytes against their names: nothing from another store is trusted.
+
+A transfer (and the server, on upload) passes every object through these functions
+before writing it under its final name:
+
+- records and blobs (:func:`check_object_bytes`): BLAKE3 of the bytes equals the name
+  and the bytes carry a known tag; records are parsed strictly
+  (:func:`parse_canonical_record`: no duplicate keys, no NaN/Infinity, the bytes are
+  exactly the canonical JSON of the parsed body);
+- arrays (:func:`check_array_metadata`, :class:`ArrayReceiver`): ``zarr.json`` is
+  exactly the document mrepo writes for that shape, dtype and chunking, names the array's
+  hash and lists a digest for exactly every chunk of the grid; each chunk's BLAKE3 equals
+  its digest, it decodes to exactly one chunk of data with zero padding, and the assembled
+  array's hash equals the name. Chunks are checked as they stream through (one read).
+
+Every failure is a one-line :class:`CorruptObject` (or :class:`InvalidRecord`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from typing import Any
+
+import numpy as np
+from numcodecs import Zstd
+
+from . import zarr_codec
+from .errors import CorruptObject, InvalidInput, InvalidRecord
+from .hashing import ALLOWED_DTYPES, BLOB_TAG, RECORD_TAG, canonical_json, hash_array, hash_bytes, is_hash
+
+#: Largest array (declared uncompressed bytes) a store accepts from another one.
+MAX_ARRAY_BYTES = 16 << 30
+#: Largest number of chunks one array may have.
+MAX_CHUNKS = 1 << 20
+_KIND = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+
+
+def check_object_bytes(h: str, data: bytes) -> str:
+    """``"record"`` or ``"blob"`` when ``data`` hashes to ``h`` with a known tag; else CorruptObject."""
+    if hash_bytes(data) != h:
+        raise CorruptObject(f"object {h} is corrupt: its content does not match its hash")
+    if data.startswith(RECORD_TAG):
+        return "record"
+    if data.startswith(BLOB_TAG):
+        return "blob"
+    raise CorruptObject(f"object {h} is neither a record nor a blob (unknown tag)")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k[:40]!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def parse_canonical_record(data: bytes, h: str = "") -> tuple[str, Any]:
+    """(kind, body) of record bytes, refusing anything that is not exactly canonical
+    (InvalidRecord): kind ``[a-z][a-z0-9-]*``, UTF-8 JSON without duplicate keys or
+    NaN/Infinity whose canonical form is the stored payload byte for byte."""
+    where = f"record {h}" if h else "record"
+    if not data.startswith(RECORD_TAG):
+        raise InvalidRecord(f"{where} does not start with the record tag")
+    kind_bytes, sep, payload = data[len(RECORD_TAG):].partition(b"\0")
+    kind = kind_bytes.decode("ascii", "replace")
+    if not sep or not _KIND.match(kind):
+        raise InvalidRecord(f"{where}: invalid record kind {kind[:40]!r}")
+    try:
+        body = json.loads(payload.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        canonical = canonical_json(body)
+    except (ValueError, InvalidInput, RecursionError) as exc:
+        raise InvalidRecord(f"{where} ({kind}) is not canonical JSON: {exc}") from None
+    if canonical != payload:
+        raise InvalidRecord(f"{where} ({kind}) is not in canonical form (sorted keys, no white space, "
+                            "shortest floats)")
+    return kind, body
+
+
+# ----------------------------------------------------------------------------- arrays
+
+
+def _shape_stub(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A zero-stride array with the given dtype and shape (for :func:`zarr_codec.metadata_document`)."""
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
+def check_array_metadata(h: str, data: bytes, *, max_bytes: int = MAX_ARRAY_BYTES) -> zarr_codec.ArrayMeta:
+    """Parse and check the ``zarr.json`` of array ``h`` (see module docstring); CorruptObject."""
+    where = f"array {h}"
+    meta = zarr_codec.parse_metadata(data, where)
+    if meta.hash != h:
+        raise CorruptObject(f"{where}: zarr.json names hash {str(meta.hash)[:70]!r}")
+    if meta.dtype not in ALLOWED_DTYPES:
+        raise CorruptObject(f"{where}: dtype {meta.dtype!r} is not allowed")
+    if len(meta.chunks) != len(meta.shape) or any(s < 0 for s in meta.shape) or any(c < 1 for c in meta.chunks):
+        raise CorruptObject(f"{where}: chunk shape {meta.chunks} does not fit shape {meta.shape}")
+    nbytes = math.prod(meta.shape) * np.dtype(meta.dtype).itemsize
+    if nbytes > max_bytes:
+        raise CorruptObject(f"{where}: declares {nbytes} bytes, more than the {max_bytes} accepted")
+    if math.prod(meta.chunks) * np.dtype(meta.dtype).itemsize > max(max_bytes, 1):
+        raise CorruptObject(f"{where}: chunk shape {meta.chunks} is larger than accepted")
+    n_chunks = math.prod(math.ceil(s / c) for s, c in zip(meta.shape, meta.chunks)) if meta.shape else 1
+    if n_chunks > MAX_CHUNKS or n_chunks != len(meta.chunk_digests):
+        raise CorruptObject(f"{where}: zarr.json lists {len(meta.chunk_digests)} chunk digests for "
+                            f"{n_chunks} chunks")
+    grid = {zarr_codec.chunk_key(i) for i in zarr_codec.chunk_grid(meta.shape, meta.chunks)} if meta.shape \
+        else {"c"}
+    if set(meta.chunk_digests) != grid or not all(is_hash(d) for d in meta.chunk_digests.values()):
+        raise CorruptObject(f"{where}: zarr.json chunk digests do not name exactly the chunk grid")
+    expected = zarr_codec.metadata_document(_shape_stub(meta.dtype, meta.shape), meta.chunks, h,
+                                            meta.chunk_digests)
+    if data != expected:
+        raise CorruptObject(f"{where}: zarr.json is not in mrepo's canonical form")
+    return meta
+
+
+class ArrayReceiver:
+    """Check the chunks of one array as they arrive and its hash once all are in.
+
+    ``add`` may be called from several threads (each chunk fills its own region of the
+    assembled array, allocated at the first chunk); ``finish`` raises CorruptObject
+    unless every chunk arrived and the array hashes to its name.
+    """
+
+    def __init__(self, h: str, meta: zarr_codec.ArrayMeta):
+        self.h = h
+        self.meta = meta
+        self._pending = set(meta.chunk_digests)
+        self._out: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def add(self, key: str, data: bytes) -> None:
+        """Verify one chunk file (digest, size, padding) and place its data; CorruptObject."""
+        meta, where = self.meta, f"array {self.h} chunk {key}"
+        expected = meta.chunk_digests.get(key)
+        if expected is None:
+            raise CorruptObject(f"{where}: not a chunk of this array")
+        if zarr_codec.chunk_digest(data) != expected:
+            raise CorruptObject(f"{where} is corrupt: its content does not match its digest in zarr.json")
+        shape = meta.chunks if meta.shape else ()
+        block = np.empty(shape, dtype=meta.dtype)
+        try:
+            if meta.zstd:
+                Zstd().decode(data, out=block.reshape(-1).view(np.uint8))
+            elif len(data) == block.nbytes:
+                block.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8)
+            else:
+                raise ValueError(f"holds {len(data)} bytes, expected {block.nbytes}")
+        except Exception as exc:  # the decompressor raises RuntimeError/ValueError on damaged frames
+            raise CorruptObject(f"{where} does not decode: {exc}") from None
+        with self._lock:
+            self._pending.discard(key)
+            if self._out is None:
+                self._out = np.empty(meta.shape, dtype=meta.dtype)
+            out = self._out
+        if not meta.shape:
+            out[()] = block[()]
+            return
+        index = tuple(int(i) for i in key.split("/")[1:])
+        sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, meta.chunks, meta.shape))
+        valid = tuple(slice(0, x.stop - x.start) for x in sl)
+        for axis, v in enumerate(valid):
+            if v.stop < meta.chunks[axis] and block[(slice(None),) * axis + (slice(v.stop, None),)].any():
+                raise CorruptObject(f"{where}: padding beyond the array edge is not zero")
+        out[sl] = block[valid]
+
+    def finish(self) -> None:
+        """Raise CorruptObject unless every chunk arrived and the data hashes to the name."""
+        if self._pending:
+            raise CorruptObject(f"array {self.h}: {len(self._pending)} chunk(s) missing, e.g. "
+                                f"{sorted(self._pending)[0]}")
+        arr = self._out if self._out is not None else np.empty(self.meta.shape, dtype=self.meta.dtype)
+        self._out = None
+        if hash_array(arr) != self.h:
+            raise CorruptObject(f"array {self.h} is corrupt: its content does not match its hash")
