@@ -104,8 +104,10 @@ def merge_populations(objects: ObjectStore, base: Population | None, ours: Popul
         st = DataSource.load(objects, ht) if ht else DataSource(name)
         items = _merge_maps(sb.items, so.items, st.items, "item", name, policy, report)
         meta = _metadata(sb.metadata, so.metadata, st.metadata, "source-metadata", "metadata", name, policy, report)
+        polarity = _metadata(sb.polarity, so.polarity, st.polarity, "source-metadata", "polarity", name, policy,
+                             report) or "light"
         if items or ho or ht:
-            sources[name] = DataSource(name, items, meta).save(objects)
+            sources[name] = DataSource(name, items, meta, polarity).save(objects)
 
     species = _merge_maps(base.species, ours.species, theirs.species, "species", None, policy, report)
     meta = _metadata(base.metadata, ours.metadata, theirs.metadata, "population-metadata", "metadata", None,

@@ -136,27 +136,49 @@ class Item:
 # ----------------------------------------------------------------------------- DataSource
 
 
+Polarity = Literal["light", "dark"]
+POLARITIES: tuple[str, ...] = ("light", "dark")
+
+
+def check_polarity(value: object, what: str = "contrast polarity") -> str:
+    """``"dark"`` (particles darker than the background: counting detectors) or ``"light"``."""
+    if value not in POLARITIES:
+        raise InvalidInput(f"invalid {what} {value!r}: use 'dark' or 'light'")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class DataSource:
-    """A set of items from one grid and session, keyed by raw data hash (values: item hashes)."""
+    """A set of items from one grid and session, keyed by raw data hash (values: item hashes).
+
+    ``polarity``: how particles appear in the raw data, ``"dark"`` (counting detectors: dark on a
+    positive mean; image paths multiply by -1) or ``"light"`` (used as is). Written to the record
+    only when ``"dark"``, so records made before the field existed keep their hashes and meaning.
+    Rebuild a source with ``dataclasses.replace`` so the polarity is kept.
+    """
 
     name: str
     items: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    polarity: Polarity = "light"
 
     KIND = "source"
 
     def to_body(self) -> dict[str, Any]:
         check_object_name(self.name, "data source")
-        return {
+        body = {
             "name": self.name,
             "items": {check_hash(k, "item key"): record_ref(v) for k, v in sorted(self.items.items())},
             "metadata": self.metadata,
         }
+        if check_polarity(self.polarity, f"data source {self.name!r} polarity") != "light":
+            body["polarity"] = self.polarity
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> DataSource:
-        return cls(body["name"], {k: deref(v) for k, v in body["items"].items()}, body.get("metadata", {}))
+        return cls(body["name"], {k: deref(v) for k, v in body["items"].items()}, body.get("metadata", {}),
+                   check_polarity(body.get("polarity", "light"), f"data source {body['name']!r} polarity"))
 
     def save(self, objects: ObjectStore) -> str:
         return objects.put_record(self.KIND, self.to_body())

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from ..graph import DataSource, Item, Repository
+from ..graph.model import check_polarity
 from ..store import InvalidInput
 from .relion_particles import ParticleRows
 from .species_build import build_species, read_species_maps
-from .staging import ImportResult, Staging, raw_data
+from .staging import ImportResult, Staging, raw_data, raw_manifest
 from .star import check_path
 
 __all__ = ["import_sim"]
@@ -44,7 +45,15 @@ def _get(d: dict, key: str, where: str) -> Any:
     return d[key]
 
 
-def _item(folder: Path, stack: str, truth_item: dict, model: dict, optics: dict, staging: Staging,
+def _raw(folder: Path, entry: dict, staging: Staging, copy: bool):
+    """The stack file, or a manifest of one file per image (``images`` in dataset.json)."""
+    if "images" in entry:
+        return raw_manifest([folder / p for p in entry["images"]], copy=copy, staging=staging)
+    return raw_data(folder / _get(entry, "stack", f"{folder}/dataset.json item {entry.get('name')!r}"), copy=copy,
+                    staging=staging)
+
+
+def _item(folder: Path, entry: dict, truth_item: dict, model: dict, optics: dict, staging: Staging,
           copy: bool) -> Item:
     where = f"{folder}/truth.json item {truth_item.get('name')!r}"
     kind = _get(truth_item, "kind", where)
@@ -72,12 +81,16 @@ def _item(folder: Path, stack: str, truth_item: dict, model: dict, optics: dict,
                   "global_shifts": put(np.asarray(model["shifts_A"], np.float64))}
     else:
         raise InvalidInput(f"{where}: unknown kind {kind!r}")
-    return Item(kind, truth_item["name"], raw_data(folder / stack, copy=copy, staging=staging), imaging, models)
+    return Item(kind, truth_item["name"], _raw(folder, entry, staging, copy), imaging, models)
 
 
 def import_sim(repo: Repository, folder: str | Path, *, truth: bool = False, source: str = "sim", copy: bool = False,
-               population: str = "population", branch: str | None = None) -> ImportResult:
-    """Import a simulated dataset (initial parameters, or the ground truth with ``truth``) in one commit."""
+               population: str = "population", branch: str | None = None,
+               contrast: str | None = None) -> ImportResult:
+    """Import a simulated dataset (initial parameters, or the ground truth with ``truth``) in one commit.
+
+    The source's polarity is ``contrast`` when given, else the dataset's recorded contrast
+    (datasets written before it was recorded were light)."""
     folder = Path(folder)
     manifest = _load(folder / "dataset.json")
     truth_rec = _load(folder / "truth.json")
@@ -91,10 +104,11 @@ def import_sim(repo: Repository, folder: str | Path, *, truth: bool = False, sou
             name = entry["name"]
             if name not in truth_items or name not in model_items:
                 raise InvalidInput(f"{folder}: item {name!r} of dataset.json is missing from truth/initial JSON")
-            it = _item(folder, entry["stack"], truth_items[name], model_items[name], truth_rec["optics"], staging,
+            it = _item(folder, entry, truth_items[name], model_items[name], truth_rec["optics"], staging,
                        copy)
             items[name] = (it, it.save(staging.objects))
-        ds = DataSource(source, {it.key: h for it, h in items.values()}, {"origin": "mrepo-sim"})
+        ds = DataSource(source, {it.key: h for it, h in items.values()}, {"origin": "mrepo-sim"},
+                        polarity=check_polarity(contrast or manifest.get("contrast", "light"), "contrast"))
         species = {}
         for sp in truth_rec["species"]:
             rows = [p for p in params["particles"] if p["species"] == sp["name"]]
@@ -114,7 +128,7 @@ def import_sim(repo: Repository, folder: str | Path, *, truth: bool = False, sou
                 contributors=sorted(h for it, h in items.values() if it.key in used),
                 metadata={"sim_ids": [int(p["id"]) for p in rows]})
         op = {"name": "import-sim", "folder": str(folder), "truth": truth, "source": source, "copy": copy,
-              "seed": manifest.get("seed")}
+              "seed": manifest.get("seed"), "polarity": ds.polarity}
         return staging.commit(population_name=population, sources={source: ds}, species=species, operation=op,
                               branch=branch, message=f"Import simulated {manifest.get('kind')} "
                                                      f"({'truth' if truth else 'initial'}) as source {source!r}")

@@ -14,8 +14,10 @@ Geometry of one frame series (all truth, see :class:`FrameSeriesTruth`):
 
 SNR = variance of the noise-free signal over all pixels within the particle
 discs (radius diameter / 2 around each particle's frame-0 position, all
-frames) divided by the variance of the white Gaussian noise added to every
-pixel of every frame.
+frames) divided by the variance of the noise of every pixel of every frame.
+The detector (:mod:`mrepo.sim.detector`, ``config.contrast``) records particles dark on
+a positive mean with Poisson counts (default) or, with ``"light"``, adds white Gaussian
+noise to the rendered images.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mrepo.sim.detector import record_images
 from mrepo.sim.motion import (
     SmoothWarp,
     doming,
@@ -68,6 +71,8 @@ class FrameSeriesConfig(SpeciesChoice):
     warp_px: float = 1.5
     doming_A: float = 40.0
     snr: float = 0.1
+    contrast: str = "dark"  # detector contrast (mrepo.sim.detector): "dark" counts on a mean, or "light"
+    mean_counts: float = 19.0  # dark data: mean counts per pixel and image
     half_sets: str = "alternate"
     pad: int = 3
     perturbation: Perturbation = Perturbation()
@@ -103,6 +108,7 @@ class FrameSeriesTruth:
     particles: Particles
     plan: ParticleImages
     noise_sigma: float
+    signal_scale: float = 1.0  # dark data: expectation = mean_counts - signal_scale * rendered image
 
 
 @dataclass
@@ -239,10 +245,10 @@ def simulate_frame_series(config: FrameSeriesConfig, seed: int) -> SimulatedFram
         ice_z, particles, plan, 0.0,
     )
     clean = render_frames(truth, species, config.pad)
-    sigma = noise_sigma_for_snr(clean, xy0, radii_px, config.snr)
-    truth.noise_sigma = sigma
-    noise = rng.normal(0.0, sigma, clean.shape)
-    data = (clean + noise).astype(np.float32)
+    recorded = record_images(clean, noise_sigma_for_snr(clean, xy0, radii_px, config.snr), rng,
+                             contrast=config.contrast, mean_counts=config.mean_counts)
+    truth.noise_sigma, truth.signal_scale = recorded.noise_sigma, recorded.signal_scale
+    data, noise = recorded.data, recorded.noise
 
     pert = config.perturbation
     d_def = rng.normal(0, pert.defocus_A)
@@ -257,4 +263,4 @@ def simulate_frame_series(config: FrameSeriesConfig, seed: int) -> SimulatedFram
         Particles(item, particles.ids.copy(), sp.copy(), half.copy(), init_coords,
                   perturb_angles(rng, angles, *pert.pose_deg)[:, None]),
     )
-    return SimulatedFrameSeries(config, seed, species, data, noise.astype(np.float32), truth, initial)
+    return SimulatedFrameSeries(config, seed, species, data, noise, truth, initial)

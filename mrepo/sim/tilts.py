@@ -30,6 +30,7 @@ import torch
 
 from mrepo.kernels.rotations import euler_to_matrix, matrix_to_euler
 from mrepo.kernels.tilt_geometry import depth_defocus, pose_in_tilt, project_points, tilt_matrices
+from mrepo.sim.detector import record_images
 from mrepo.sim.frames import noise_sigma_for_snr
 from mrepo.sim.motion import SmoothWarp, perturb_angles, place_non_overlapping, random_smooth_warp
 from mrepo.sim.records import Particles, Perturbation, assign_half_sets
@@ -100,6 +101,8 @@ class TiltSeriesConfig(SpeciesChoice):
     warp_px: float = 1.0
     handedness: float = 1.0
     snr: float = 0.1
+    contrast: str = "dark"  # detector contrast (mrepo.sim.detector): "dark" counts on a mean, or "light"
+    mean_counts: float = 19.0  # dark data: mean counts per pixel and image
     half_sets: str = "alternate"
     pad: int = 3
     perturbation: Perturbation = Perturbation()
@@ -144,6 +147,7 @@ class TiltSeriesTruth:
     particles: Particles
     plan: ParticleImages
     noise_sigma: float
+    signal_scale: float = 1.0  # dark data: expectation = mean_counts - signal_scale * rendered image
 
 
 @dataclass
@@ -255,10 +259,10 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
     truth.plan = tilt_plan(truth)
     clean = render_tilts(truth, species, config.pad)
     pos = truth.plan.positions_px  # (N, I, 2)
-    sigma = noise_sigma_for_snr(clean, pos, radii / pix, config.snr)
-    truth.noise_sigma = sigma
-    noise = rng.normal(0.0, sigma, clean.shape)
-    data = (clean + noise).astype(np.float32)
+    recorded = record_images(clean, noise_sigma_for_snr(clean, pos, radii / pix, config.snr), rng,
+                             contrast=config.contrast, mean_counts=config.mean_counts)
+    truth.noise_sigma, truth.signal_scale = recorded.noise_sigma, recorded.signal_scale
+    data, noise = recorded.data, recorded.noise
 
     pert = config.perturbation
     d_def = rng.normal(0, pert.defocus_A, n_i)
@@ -275,4 +279,4 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
         Particles(item, particles.ids.copy(), sp.copy(), half.copy(), init_coords[:, None],
                   perturb_angles(rng, angles, *pert.pose_deg)[:, None]),
     )
-    return SimulatedTiltSeries(config, seed, species, data, noise.astype(np.float32), truth, initial)
+    return SimulatedTiltSeries(config, seed, species, data, noise, truth, initial)

@@ -6,10 +6,16 @@ Folder layout::
     <out>/<kind>/<item>.mrc        data stack (I, H, W) float32, voxel size = pixel size
                                    (kind "frames": frames in acquisition order;
                                     kind "tilts": tilts in ascending nominal angle)
+    <out>/<kind>/<item>/<item>_<k>.mrc  instead, with ``one_file_per_image``: image k (1-based,
+                                   stack order) as its own MRC file (as RELION 5 lists tilts)
     <out>/species/<name>/map.mrc   true map (box, box, box) float32, mass per voxel
     <out>/species/<name>/mask.mrc  soft spherical mask
     <out>/truth.json               ground truth (optics, species, item models, particles)
     <out>/initial.json             perturbed starting parameters (what upstream delivers)
+
+``dataset.json`` and ``truth.json`` record the detector contrast (``"dark"``: particles dark on
+``mean_counts``, expectation = mean_counts - signal_scale * rendered image; ``"light"``), see
+:mod:`mrepo.sim.detector`.
 
 JSON conventions: lengths Å, angles degrees (ZYZ poses, ``euler_to_matrix``
 convention), defocus Å positive underfocus, exposure e-/Å^2, image positions
@@ -93,6 +99,9 @@ def truth_record(sim: SimulatedFrameSeries | SimulatedTiltSeries) -> dict:
         "bfactor_per_exposure_A2": 4.0,
         "noise_sigma": t.noise_sigma,
         "snr": sim.config.snr,
+        "contrast": sim.config.contrast,
+        "mean_counts": sim.config.mean_counts if sim.config.contrast == "dark" else 0.0,
+        "signal_scale": t.signal_scale,
     }
     if isinstance(sim, SimulatedFrameSeries):
         item.update(
@@ -155,13 +164,21 @@ def _dump(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n")
 
 
-def write_dataset(sim: SimulatedFrameSeries | SimulatedTiltSeries, out_dir: str | Path) -> Path:
+def write_dataset(sim: SimulatedFrameSeries | SimulatedTiltSeries, out_dir: str | Path, *,
+                  one_file_per_image: bool = False) -> Path:
     """Write ``sim`` into ``out_dir`` (layout in the module docstring); returns the manifest path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pix = sim.truth.optics.pixel_size
-    stack = f"{sim.kind}/{sim.truth.name}.mrc"
-    _write_mrc(out / stack, sim.data, pix)
+    name = sim.truth.name
+    entry: dict = {"name": name, "n_images": int(sim.data.shape[0])}
+    if one_file_per_image:
+        entry["images"] = [f"{sim.kind}/{name}/{name}_{k + 1:03d}.mrc" for k in range(sim.data.shape[0])]
+        for path, image in zip(entry["images"], sim.data):
+            _write_mrc(out / path, image, pix)
+    else:
+        entry["stack"] = f"{sim.kind}/{name}.mrc"
+        _write_mrc(out / entry["stack"], sim.data, pix)
     for s in sim.species:
         _write_mrc(out / "species" / s.spec.name / "map.mrc", s.map, pix)
         _write_mrc(out / "species" / s.spec.name / "mask.mrc", s.mask, pix)
@@ -171,7 +188,8 @@ def write_dataset(sim: SimulatedFrameSeries | SimulatedTiltSeries, out_dir: str 
         "format": FORMAT,
         "kind": sim.kind,
         "seed": sim.seed,
-        "items": [{"name": sim.truth.name, "stack": stack, "n_images": int(sim.data.shape[0])}],
+        "contrast": sim.config.contrast,
+        "items": [entry],
         "species": [{"name": s.spec.name, "map": f"species/{s.spec.name}/map.mrc",
                      "mask": f"species/{s.spec.name}/mask.mrc"} for s in sim.species],
         "truth": "truth.json",

@@ -37,7 +37,8 @@ class ItemTask:
     ``species``: species name -> species record hash (the versions used as references);
     ``settings``: the JSON form of the refinement settings (hashable, recorded in the commit);
     ``repo_url``: where the worker reads raw data and writes results (any store URL);
-    ``particles_total``: number of particles in the item (for scheduling, largest first).
+    ``particles_total``: number of particles in the item (for scheduling, largest first);
+    ``polarity``: the data source's contrast polarity (``"dark"`` images are inverted).
     """
 
     repo_url: str
@@ -48,6 +49,7 @@ class ItemTask:
     settings: dict[str, Any]
     iteration: int
     particles_total: int = 0
+    polarity: str = "light"
 
 
 #: Quantum of the fixed-point sums (2**-24): integer addition is associative, so the reduced

@@ -83,6 +83,7 @@ def cache_inputs(task: ItemTask) -> dict[str, Any]:
         "species": {name: check_hash(h, f"species {name!r} hash") for name, h in sorted(task.species.items())},
         "settings": task.settings,
         "iteration": int(task.iteration),
+        "polarity": task.polarity,
         "code": code_version(),
     }
 

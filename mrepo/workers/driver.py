@@ -10,19 +10,22 @@ refined items) and new item versions, and commits with ``operation = {"name": "r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from mrepo.graph import DataSource, ParticleTable, Population, Repository, Species
+from mrepo.graph import ParticleTable, Population, Repository, Species
 from mrepo.store import InvalidInput, array_ref
 from mrepo.workers.api import Executor, ItemTask
 from mrepo.workers.geometry import resample_trajectory
-from mrepo.workers.reconstruct import reconstruct_species
+from mrepo.workers.movement import divergence, item_version_moves, settled, species_moves, summarise
+from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species
+from mrepo.workers.references import remasked
 from mrepo.workers.refine_item import load_item_particles
 from mrepo.workers.settings import RefineSettings
 
-__all__ = ["refine_population", "build_tasks"]
+__all__ = ["refine_population", "build_tasks", "DivergenceError"]
 
 
 def build_tasks(repo: Repository, pop: Population, species: dict[str, str], settings: RefineSettings,
@@ -40,7 +43,7 @@ def build_tasks(repo: Repository, pop: Population, species: dict[str, str], sett
         for key, ih in sorted(src.items.items()):
             if counts.get(key):
                 tasks.append(ItemTask(repo.url, name, key, ih, dict(species), settings.to_json(), iteration,
-                                      counts[key]))
+                                      counts[key], src.polarity))
     return tasks
 
 
@@ -64,14 +67,21 @@ def _new_table(repo: Repository, table: ParticleTable, name: str, results: list[
     return ParticleTable(table.ids, table.item_index, table.items, coords, angles, table.half, dict(table.extra))
 
 
-def refine_population(repo: Repository, branch: str, iterations: int, settings: RefineSettings, executor: Executor,
-                      *, sources: list[str] | None = None, species: list[str] | None = None, progress: Any = None,
-                      author: str | None = None, on_iteration: Any = None) -> list[str]:
+def refine_population(repo: Repository, branch: str, iterations: int | str, settings: RefineSettings,
+                      executor: Executor, *, sources: list[str] | None = None, species: list[str] | None = None,
+                      progress: Any = None, author: str | None = None, on_iteration: Any = None,
+                      max_iterations: int = 10) -> list[str]:
     """Run ``iterations`` refinement iterations on ``branch``; returns the new commit hashes.
 
+    ``iterations="auto"``: iterate until resolution and parameters settle
+    (:func:`mrepo.workers.movement.settled`), at most ``max_iterations``.
+    Each commit's operation records per group how far the parameters moved (median, 95th
+    percentile; :mod:`mrepo.workers.movement`); an iteration whose moves exceed what the
+    previous resolution allows raises :class:`DivergenceError` and is not committed.
     ``progress`` is handed to the executor (per-item ``ProgressEvent`` callbacks);
     ``on_iteration(iteration, {species: (resolution before, after)}, stats)`` is called after
-    each commit (stats: see :func:`mrepo.workers.ray_progress.iteration_stats`).
+    each commit (stats: see :func:`mrepo.workers.ray_progress.iteration_stats`, plus
+    ``"movement"``).
     """
     import time
 
@@ -79,10 +89,12 @@ def refine_population(repo: Repository, branch: str, iterations: int, settings: 
 
     from mrepo.workers.ray_progress import iteration_stats
 
-    if iterations < 1:
-        raise InvalidInput(f"iterations must be >= 1, got {iterations}")
+    auto = iterations == "auto"
+    if not auto and (not isinstance(iterations, int) or iterations < 1):
+        raise InvalidInput(f"iterations must be >= 1 or 'auto', got {iterations!r}")
+    last = max_iterations if auto else int(iterations)
     commits = []
-    for it in range(1, iterations + 1):
+    for it in range(1, last + 1):
         head = repo.head(branch)
         if head is None:
             raise InvalidInput(f"branch {branch!r} has no commits")
@@ -110,31 +122,76 @@ def refine_population(repo: Repository, branch: str, iterations: int, settings: 
             by_source.setdefault(r.task.source, {})[r.task.item_key] = r.item_hash
         for s, items in by_source.items():
             src = repo.source(pop.sources[s])
-            new_sources[s] = DataSource(src.name, {**src.items, **items}, src.metadata).save(repo.objects)
+            new_sources[s] = replace(src, items={**src.items, **items}).save(repo.objects)
         new_species = dict(pop.species)
+        moves: list[dict[str, np.ndarray]] = []
+        kinds: dict[str, str] = {}
+        for r in out.results:
+            kind, m = item_version_moves(repo.objects, r.task.item_hash, r.item_hash)
+            kinds[r.task.item_key] = kind
+            moves.append(m)
+        reasons = []
         for n in names:
             sp = repo.species(sp_hashes[n])
             table = repo.particles(sp.particles)
             mask = repo.objects.get_array(sp.mask)
             rec = reconstruct_species(out.sums[n], sp.box, sp.pixel_size, mask, pad=settings.reconstruction_pad,
                                       wiener_fraction=settings.wiener_fraction)
-            contributors = tuple(sorted(r.item_hash for r in out.results if n in r.particles))
+            # refuse (no commit) a map that anti-correlates with its reference or shares only an artefact
+            check_reconstruction(rec, mask, sp.pixel_size, name=n, reference=(
+                np.asarray(repo.objects.get_array(sp.half1), np.float64)
+                + np.asarray(repo.objects.get_array(sp.half2), np.float64)) / 2)
             put = repo.objects.put_array
+            mask_hash = sp.mask
+            if settings.mask_follows_map:
+                new_mask, rec = remasked(rec, sp.pixel_size, sp.diameter)
+                mask_hash = put(new_mask)
+            new_table = _new_table(repo, table, n, out.results)
+            sp_moves = species_moves(table, new_table, kinds, sp.pixel_size)
+            moves.extend(sp_moves)
+            reason = divergence(summarise(sp_moves), sp.resolution, sp.diameter / 2, sp.pixel_size,
+                                _voltage(repo, out.results))
+            if reason:
+                reasons.append(f"species {n!r}: {reason}")
+            contributors = tuple(sorted(r.item_hash for r in out.results if n in r.particles))
             new = Species(sp.name, sp.diameter, sp.symmetry, sp.pixel_size, sp.box, put(rec.half1), put(rec.half2),
-                          sp.mask, _new_table(repo, table, n, out.results).save(repo.objects),
+                          mask_hash, new_table.save(repo.objects),
                           max(sp.temporal_samples, settings.temporal_samples if settings.refine_poses else 1),
                           float(rec.resolution) if np.isfinite(rec.resolution) else None, sp.denoiser,
                           put(rec.fsc), contributors, {**sp.metadata, "filtered": array_ref(put(rec.filtered))})
             new_species[n] = new.save(repo.objects)
+        movement = summarise(moves)
+        finest = min((repo.species(sp_hashes[n]).resolution or np.inf) for n in names)
+        item_reason = divergence({k: v for k, v in movement.items() if k == "defocus"}, finest, 1.0, 1.0,
+                                 _voltage(repo, out.results))
+        if item_reason:
+            reasons.append(f"items: {item_reason}")
+        if reasons:
+            raise DivergenceError(f"refine iteration {it} diverged, nothing committed: {'; '.join(reasons)}")
         new_pop = Population(pop.name, new_sources, new_species, pop.metadata)
         op = {"name": "refine", "iteration": it, "settings": settings.to_json(), "species": names,
-              "sources": src_names}
+              "sources": src_names, "movement": movement}
         res = ", ".join(f"{n} {repo.species(new_species[n]).resolution or float('nan'):.2f} Å" for n in names)
-        commits.append(repo.commit(new_pop, message=f"refine iteration {it}/{iterations}: {res}", branch=branch,
-                                   operation=op, author=author, expected_head=head))
+        commits.append(repo.commit(new_pop, message=f"refine iteration {it}/{'auto' if auto else last}: {res}",
+                                   branch=branch, operation=op, author=author, expected_head=head))
+        before = {n: repo.species(sp_hashes[n]).resolution for n in names}
+        after = {n: repo.species(new_species[n]).resolution for n in names}
         if on_iteration is not None:
-            before = {n: repo.species(sp_hashes[n]).resolution for n in names}
-            after = {n: repo.species(new_species[n]).resolution for n in names}
             on_iteration(it, {n: (before[n], after[n]) for n in names},
-                         iteration_stats(out, time.perf_counter() - started))
+                         {**iteration_stats(out, time.perf_counter() - started), "movement": movement})
+        if auto and settled(movement, before, after):
+            break
     return commits
+
+
+class DivergenceError(InvalidInput):
+    """A refinement iteration moved parameters further than the previous resolution allows."""
+
+
+def _voltage(repo: Repository, results: list[Any]) -> float:
+    """Acceleration voltage (kV) of the first refined item (300 when unknown)."""
+    from mrepo.graph import Item
+
+    for r in results:
+        return float(Item.load(repo.objects, r.item_hash).imaging.get("voltage", 300.0))
+    return 300.0

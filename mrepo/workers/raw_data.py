@@ -1,54 +1,236 @@
-"""Read an item's raw data (an MRC stack of frames or tilts) from the store or its URI.
+"""An item's raw data (frames or tilts), read lazily per exposure and normalised as M does.
 
-Returns (n, y, x) float32 in stack order. The bytes are verified against the item's
-BLAKE3 raw-data hash (blob hash, ``mrepo.store.hash_blob``/``hash_file``) before use.
-No Fourier layout here.
+Layouts (``item.raw.format``):
+
+- ``mrc``: one MRC stack (n, y, x) (or one image), stored in the repository or in place (``uri``);
+- ``manifest``: a stored JSON list of files in stack order (:func:`mrepo.io.staging.raw_manifest`),
+  one image each (RELION 5's one MRC per tilt, Warp's ``average/`` tilt images) or sections
+  ``k`` of a stack (``"section"``, 0-based: RELION's ``k@stack`` references in any order or subset).
+
+Every file is verified against its BLAKE3 blob hash (streamed, never loaded whole), then
+memory-mapped, so an exposure costs memory only when it is read (:class:`RawStack`).
+
+Normalisation (:func:`normalised_exposures`), following MCore's data loading
+(``Movie.MPARefinement.cs`` / ``TiltSeries.MPARefinement.cs``, options ``Invert``,
+``NormalizeInput``): tilts — each tilt minus its mean, divided by its standard deviation;
+frames — the plane fitted to the frame average is subtracted from every frame, and all frames
+are divided by the standard deviation of the average (frames keep their relative scale). Images
+from a ``"dark"`` source are then multiplied by -1 so particles are positive density, like the
+references. Arrays are (n, y, x) float32; no Fourier layout here.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import warnings
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import mrcfile
 import numpy as np
+import torch
+from mrcfile.mrcinterpreter import MrcInterpreter
 
 from mrepo.graph import Item
-from mrepo.store import CorruptObject, InvalidInput, ObjectStore, hash_blob, hash_file
+from mrepo.graph.model import check_polarity
+from mrepo.store import CorruptObject, InvalidInput, ObjectStore, hash_file
+from mrepo.store.backends import LocalBackend
+from mrepo.store.objects import object_key
 
-__all__ = ["read_raw"]
+__all__ = ["RawStack", "read_raw", "read_exposures", "normalised_exposures", "exposure_statistics"]
+
+_BLOB_PREFIX = len(b"blob\0")
 
 
-def _parse_mrc(data: bytes, what: str) -> np.ndarray:
+def _local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+    return None
+
+
+def _hash_stored(path: Path, chunk_size: int = 8 << 20) -> str:
+    """BLAKE3 of a stored object file (it holds exactly the hashed bytes, tag included)."""
+    import blake3
+
+    h = blake3.blake3()
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _header(raw: bytes, what: str) -> tuple[int, np.dtype, tuple[int, ...]]:
+    """(data offset, dtype, shape) of the MRC whose first bytes are ``raw``."""
     try:
-        with mrcfile.mrcinterpreter.MrcInterpreter(iostream=io.BytesIO(data), permissive=False) as mrc:
-            stack = np.asarray(mrc.data, dtype=np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with MrcInterpreter(iostream=io.BytesIO(raw[:1024]), header_only=True, permissive=True) as m:
+                nsymbt = int(m.header.nsymbt)
+        with MrcInterpreter(iostream=io.BytesIO(raw[:1024 + nsymbt]), header_only=True, permissive=False) as m:
+            header = m.header
+            dtype = mrcfile.utils.data_dtype_from_header(header)
+            shape = mrcfile.utils.data_shape_from_header(header)
     except Exception as exc:  # mrcfile raises ValueError and others on bad headers
         raise InvalidInput(f"{what} is not a readable MRC file: {exc}") from exc
-    return stack[None] if stack.ndim == 2 else stack
+    return 1024 + nsymbt, dtype, tuple(int(s) for s in shape)
+
+
+def _as_stack(data: np.ndarray) -> np.ndarray:
+    return data[None] if data.ndim == 2 else data
+
+
+class _MrcFile:
+    """One verified MRC file, memory-mapped (local) or held as bytes (remote stores): (k, y, x)."""
+
+    def __init__(self, objects: ObjectStore, h: str, uri: str | None, stored: bool, what: str):
+        path = _local_path(uri) if uri else None
+        self.what = what
+        if path is not None and path.is_file():
+            if hash_file(path) != h:
+                raise CorruptObject(f"{what}: raw data {path} does not match its hash {h[:12]}")
+            self.data = self._map(path, 0)
+        elif stored or objects.has_object(h):
+            backend = objects.backend
+            if isinstance(backend, LocalBackend):
+                blob = backend._path(object_key(h))
+                if _hash_stored(blob) != h:
+                    raise CorruptObject(f"{what}: stored raw data {h[:12]} is corrupt")
+                self.data = self._map(blob, _BLOB_PREFIX)
+            else:
+                data = objects.get_blob(h, verify=True)
+                offset, dtype, shape = _header(data, what)
+                self.data = _as_stack(np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)),
+                                                    offset=offset).reshape(shape))
+        elif path is not None:
+            raise InvalidInput(f"{what}: raw data file {path} not found")
+        else:
+            raise InvalidInput(f"{what}: raw data is neither stored nor has a local uri ({uri})")
+        if self.data.ndim != 3:
+            raise InvalidInput(f"{what}: raw data must be images (n, y, x), got shape {self.data.shape}")
+
+    def _map(self, path: Path, prefix: int) -> np.ndarray:
+        with path.open("rb") as f:
+            f.seek(prefix)
+            head = f.read(1024)
+            offset, _, _ = _header(head, self.what)
+            f.seek(prefix)
+            head = f.read(offset)
+        offset, dtype, shape = _header(head, f"{self.what} ({path})")
+        need = prefix + offset + int(np.prod(shape)) * dtype.itemsize
+        if path.stat().st_size < need:
+            raise InvalidInput(f"{self.what}: {path} is truncated ({path.stat().st_size} bytes, header needs {need})")
+        return _as_stack(np.memmap(path, dtype=dtype, mode="r", offset=prefix + offset, shape=shape))
+
+
+class RawStack:
+    """The n exposures of an item in stack order, each read on demand as (y, x) float32."""
+
+    def __init__(self, sections: list[tuple[_MrcFile, int]], name: str):
+        self.name = name
+        self._sections = sections
+        shapes = {f.data.shape[1:] for f, _ in sections}
+        if len(shapes) != 1:
+            raise InvalidInput(f"item {name!r}: raw images differ in size: {sorted(shapes)}")
+        self.shape: tuple[int, int] = shapes.pop()
+
+    @classmethod
+    def open(cls, objects: ObjectStore, item: Item) -> RawStack:
+        """Verify and map the item's raw files (see the module docstring for layouts)."""
+        raw, what = item.raw, f"item {item.name!r}"
+        fmt = raw.format.lower()
+        if fmt in ("mrc", "mrcs", "st"):
+            f = _MrcFile(objects, raw.hash, raw.uri, raw.stored, what)
+            return cls([(f, k) for k in range(f.data.shape[0])], item.name)
+        if fmt != "manifest":
+            raise InvalidInput(f"{what}: raw format {raw.format!r} is not supported (mrc stacks and manifests "
+                               "of MRC images)")
+        try:
+            entries = json.loads(objects.get_blob(raw.hash))["files"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput(f"{what}: raw data manifest {raw.hash[:12]} is not readable: {exc}") from None
+        files: dict[str, _MrcFile] = {}
+        sections = []
+        for k, e in enumerate(entries):
+            if e["hash"] not in files:
+                files[e["hash"]] = _MrcFile(objects, e["hash"], e.get("uri"), bool(e.get("stored")),
+                                            f"{what} image {k + 1}")
+            f = files[e["hash"]]
+            s = int(e.get("section", 0))
+            if not 0 <= s < f.data.shape[0]:
+                raise InvalidInput(f"{what} image {k + 1}: section {s + 1} of {e.get('uri')} does not exist "
+                                   f"(the file holds {f.data.shape[0]})")
+            sections.append((f, s))
+        return cls(sections, item.name)
+
+    @property
+    def n(self) -> int:
+        return len(self._sections)
+
+    def exposure(self, i: int) -> np.ndarray:
+        """Raw exposure ``i`` (y, x) float32 (a copy; only this exposure is read)."""
+        f, s = self._sections[i]
+        return np.array(f.data[s], dtype=np.float32)
+
+    def stack(self) -> np.ndarray:
+        """All exposures (n, y, x) float32, raw."""
+        return np.stack([self.exposure(i) for i in range(self.n)])
 
 
 def read_raw(objects: ObjectStore, item: Item) -> np.ndarray:
-    """The item's stack (n, y, x) float32, verified against ``item.raw.hash``."""
-    raw = item.raw
-    if raw.format.lower() != "mrc":
-        raise InvalidInput(f"item {item.name!r}: raw format {raw.format!r} is not supported (only mrc)")
-    if raw.stored:
-        data = objects.get_blob(raw.hash, verify=True)
-    else:
-        if not raw.uri:
-            raise InvalidInput(f"item {item.name!r}: raw data is neither stored nor has a uri")
-        parsed = urlparse(raw.uri)
-        path = Path(parsed.path if parsed.scheme == "file" else raw.uri)
-        if not path.exists():
-            raise InvalidInput(f"item {item.name!r}: raw data file {raw.uri} not found")
-        if hash_file(path) != raw.hash:
-            raise CorruptObject(f"item {item.name!r}: raw data {raw.uri} does not match its hash {raw.hash}")
-        data = path.read_bytes()
-        if hash_blob(data) != raw.hash:  # changed between hashing and reading
-            raise CorruptObject(f"item {item.name!r}: raw data {raw.uri} changed while reading")
-    stack = _parse_mrc(data, f"item {item.name!r} raw data")
-    if stack.ndim != 3:
-        raise InvalidInput(f"item {item.name!r}: raw data must be a stack (n, y, x), got {stack.shape}")
-    return stack
+    """The item's raw stack (n, y, x) float32, verified against its hash(es), not normalised."""
+    return RawStack.open(objects, item).stack()
+
+
+def _plane(image: np.ndarray) -> np.ndarray:
+    """Least-squares plane a + b x + c y fitted to ``image`` (y, x), evaluated on its grid (float64)."""
+    h, w = image.shape
+    y, x = np.mgrid[0:h, 0:w]
+    x = (x - (w - 1) / 2) / max(w, 1)
+    y = (y - (h - 1) / 2) / max(h, 1)
+    a = np.stack([np.ones(h * w), x.ravel(), y.ravel()], 1)
+    coef = np.linalg.lstsq(a, image.ravel().astype(np.float64), rcond=None)[0]
+    return (a @ coef).reshape(h, w)
+
+
+def exposure_statistics(raw: RawStack, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-exposure offset images and scales as M normalises (module docstring).
+
+    Returns ``offset`` (n, y, x) or (n, 1, 1) float64 and ``scale`` (n,) float64 such that the
+    normalised exposure is ``(raw_i - offset_i) / scale_i`` (before the polarity). Streams the
+    exposures once."""
+    n = raw.n
+    if kind == "frames":
+        total = np.zeros(raw.shape, np.float64)
+        for i in range(n):
+            total += raw.exposure(i)
+        average = total / max(n, 1)
+        plane = _plane(average)
+        residual = average - plane
+        scale = float(residual.std())
+        offset = plane + residual.mean()
+        return np.broadcast_to(offset, (n, *raw.shape)), np.full(n, scale if scale > 0 else 1.0)
+    offsets, scales = np.zeros((n, 1, 1)), np.ones(n)
+    for i in range(n):
+        e = raw.exposure(i).astype(np.float64)
+        offsets[i] = e.mean()
+        s = float(e.std())
+        scales[i] = s if s > 0 else 1.0
+    return offsets, scales
+
+
+def normalised_exposures(raw: RawStack, kind: str, polarity: str) -> torch.Tensor:
+    """(n, y, x) float32: every exposure normalised (:func:`exposure_statistics`) and multiplied
+    by -1 for ``polarity="dark"``, so particles are positive density."""
+    sign = -1.0 if check_polarity(polarity) == "dark" else 1.0
+    offset, scale = exposure_statistics(raw, kind)
+    out = np.empty((raw.n, *raw.shape), np.float32)
+    for i in range(raw.n):
+        out[i] = (raw.exposure(i) - offset[i]) * (sign / scale[i])
+    return torch.from_numpy(out)
+
+
+def read_exposures(objects: ObjectStore, item: Item, polarity: str) -> torch.Tensor:
+    """The item's exposures ready for every image path: (n, y, x) float32, normalised, positive density."""
+    return normalised_exposures(RawStack.open(objects, item), item.kind, polarity)

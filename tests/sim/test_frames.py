@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from mrepo.sim import FrameSeriesConfig, Optics, SpeciesSpec, render_frames, simulate_frame_series, write_dataset
 
 torch.set_num_threads(1)
-SMALL = FrameSeriesConfig(image_size=(160, 128), n_frames=5, n_particles=8, box=40, snr=0.5)
+SMALL = FrameSeriesConfig(image_size=(160, 128), n_frames=5, n_particles=8, box=40, snr=0.5, contrast="light")
 
 
 def _digest(folder: Path) -> dict[str, str]:

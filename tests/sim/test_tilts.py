@@ -19,7 +19,8 @@ from mrepo.sim import (
 )
 
 torch.set_num_threads(1)
-SMALL = TiltSeriesConfig(image_size=(128, 128), n_particles=5, box=40, max_tilt=40.0, tilt_step=10.0, snr=0.5)
+SMALL = TiltSeriesConfig(image_size=(128, 128), n_particles=5, box=40, max_tilt=40.0, tilt_step=10.0, snr=0.5,
+                         contrast="light")
 
 
 def test_dose_symmetric_scheme() -> None:

@@ -153,7 +153,8 @@ def build_population(sims: list, *, truth: bool | str = False, resolution: float
                      put(s.mask.astype(np.float32)), table.save(repo.objects), resolution=resolution)
         sp_hashes[s.spec.name] = sp.save(repo.objects)
         names.append(s.spec.name)
-    source = DataSource("sim", items)
+    source = DataSource("sim", items, polarity="dark" if getattr(first.config, "contrast", "light") == "dark"
+                        else "light")
     pop = Population("simpop", {"sim": source.save(repo.objects)}, sp_hashes)
     repo.commit(pop, message="simulated population", operation={"name": "import-sim"})
     return SimRepo(repo, first, next(iter(items)), names, list(items))
@@ -167,8 +168,10 @@ def build_repo(sim: SimulatedFrameSeries | SimulatedTiltSeries, *, truth: bool =
 
 def frames_sim(seed: int = 1, n_particles: int = 12, n_frames: int = 6, size: int = 160, box: int = 32,
                pixel: float = 2.0, snr: float = 0.5, **kw) -> SimulatedFrameSeries:
+    """A small frame series; ``contrast`` defaults to "light" here (pass ``contrast="dark"`` for detector data)."""
     from mrepo.sim import Optics
 
+    kw.setdefault("contrast", "light")
     cfg = FrameSeriesConfig(image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=pixel),
                             species=small_species(box, pixel), box=box, n_particles=n_particles, snr=snr,
                             pad=2, **kw)
@@ -177,8 +180,10 @@ def frames_sim(seed: int = 1, n_particles: int = 12, n_frames: int = 6, size: in
 
 def tilts_sim(seed: int = 1, n_particles: int = 10, size: int = 160, box: int = 32, pixel: float = 2.0,
               max_tilt: float = 30.0, tilt_step: float = 6.0, snr: float = 0.5, **kw) -> SimulatedTiltSeries:
+    """A small tilt series; ``contrast`` defaults to "light" here (pass ``contrast="dark"`` for detector data)."""
     from mrepo.sim import Optics
 
+    kw.setdefault("contrast", "light")
     cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=64, optics=Optics(pixel_size=pixel),
                            species=small_species(box, pixel), box=box, n_particles=n_particles, max_tilt=max_tilt,
                            tilt_step=tilt_step, snr=snr, pad=2, slab_thickness=60.0, **kw)

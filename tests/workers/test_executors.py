@@ -53,7 +53,7 @@ def build_population(repo: Repository, n_items: int = 4, *, seed: int = 0) -> Po
     items, keys, ids, coords, angles, halves, first = [], [], [], [], [], [], None
     for i in range(n_items):
         cfg = FrameSeriesConfig(image_size=(96, 96), n_frames=4, optics=Optics(pixel_size=1.5), species=(spec,),
-                                box=24, n_particles=2 + i % 3, snr=1.0, pad=2, name="mic")
+                                box=24, n_particles=2 + i % 3, snr=1.0, pad=2, name="mic", contrast="light")
         sim = simulate_frame_series(cfg, seed + i)
         first = first or sim.species[0]
         raw = _mrc_bytes(sim.data, 1.5)

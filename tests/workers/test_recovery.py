@@ -31,14 +31,15 @@ PIXEL, BOX = 1.5, 48
 def _frames(n: int = 10, frames: int = 4, size: int = 192, seed: int = 3, snr: float = 1.0, **kw):
     cfg = FrameSeriesConfig(image_size=(size, size), n_frames=frames, optics=Optics(pixel_size=PIXEL),
                             species=small_species(BOX, PIXEL)[:1], box=BOX, n_particles=n, snr=snr, pad=3,
-                            defocus=10000.0, **kw)
+                            defocus=10000.0, **{"contrast": "light", **kw})
     return simulate_frame_series(cfg, seed)
 
 
 def _tilts(n: int = 8, size: int = 192, seed: int = 3, snr: float = 1.0, max_tilt: float = 30.0, step: float = 10.0):
     cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=96, optics=Optics(pixel_size=PIXEL),
                            species=small_species(BOX, PIXEL)[:1], box=BOX, n_particles=n, max_tilt=max_tilt,
-                           tilt_step=step, snr=snr, pad=3, slab_thickness=60.0, defocus=10000.0)
+                           tilt_step=step, snr=snr, pad=3, slab_thickness=60.0, defocus=10000.0,
+                           contrast="light")
     return simulate_tilt_series(cfg, seed)
 
 
