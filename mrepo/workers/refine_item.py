@@ -34,7 +34,7 @@ from mrepo.workers.geometry import (
 from mrepo.workers.imaging import big_box, exposure_sizes, extract_groups
 from mrepo.workers.item_model import ItemModel, load_item_model
 from mrepo.workers.objective import Subset, Sums, build_group_state, evaluate
-from mrepo.workers.raw_data import read_raw
+from mrepo.workers.raw_data import read_exposures
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
 from mrepo.workers.settings import RefineSettings
 from mrepo.workers.weights import fit_exposure_weights, nc_spectra
@@ -64,11 +64,11 @@ class _Context:
         self.settings = settings
         self.item = Item.load(objects, task.item_hash)
         self.model: ItemModel = load_item_model(objects, self.item)
-        stack = read_raw(objects, self.item)
-        if stack.shape[0] != self.model.n:
-            raise ValueError(f"item {self.item.name!r}: raw stack has {stack.shape[0]} images, "
+        # normalised exposures, particles as positive density (the source's polarity applied)
+        self.stack = read_exposures(objects, self.item, task.polarity)
+        if self.stack.shape[0] != self.model.n:
+            raise ValueError(f"item {self.item.name!r}: raw stack has {self.stack.shape[0]} images, "
                              f"imaging exposure lists {self.model.n}")
-        self.stack = torch.from_numpy(stack)
         self.refs = {name: refs[name] for name in sorted(task.species)}
         coords, angles, self.rows = [], [], {}
         t_max = max([r.particles.temporal_samples for r in self.refs.values()] + [1])
