@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..graph import Repository
 from ..store import InvalidInput, check_name
-from . import protocol, webview
+from . import named_api, protocol, webview
 from .auth import AccessPolicy
 from .context import ServerContext
 from .errors import install_error_handlers
@@ -72,6 +72,7 @@ def create_app(repo_url: str, tokens_path: str | Path | None = None, anonymous_r
 
         app.include_router(pulls_api.build_router(ctx))
     app.include_router(webview.build_router(ctx))
+    app.include_router(named_api.build_router(ctx))
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
