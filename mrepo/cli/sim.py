@@ -45,8 +45,16 @@ def _summary(kind: str, sim, manifest: Path) -> None:
     table.add_row("particles", str(len(sim.truth.particles.ids)))
     table.add_row("species", ", ".join(f"{s.spec.name} ({s.spec.symmetry}, {s.spec.diameter} Å)" for s in sim.species))
     table.add_row("noise sigma", f"{sim.truth.noise_sigma:.4g} (SNR {sim.config.snr})")
+    table.add_row("contrast", f"{sim.config.contrast}" + (f" on {sim.config.mean_counts:g} counts/px"
+                                                          if sim.config.contrast == "dark" else ""))
     table.add_row("manifest", str(manifest))
     console.print(table)
+
+
+def _contrast(value: str) -> str:
+    if value not in ("dark", "light"):
+        raise typer.BadParameter(f"--contrast must be 'dark' or 'light', got {value!r}")
+    return value
 
 
 @app.command()
@@ -60,6 +68,10 @@ def frames(
     size: int = typer.Option(256, help="frame width and height in pixels"),
     pixel_size: float = typer.Option(1.5, help="pixel size in Å"),
     box: int = typer.Option(48, help="species box in pixels"),
+    contrast: str = typer.Option("dark", help="detector contrast: dark (particles dark on ~19 counts/px, "
+                                 "Poisson noise, as counting detectors) or light (bright on zero, Gaussian noise)"),
+    one_file_per_image: bool = typer.Option(False, "--one-file-per-image",
+                                            help="write each frame/tilt as its own MRC file"),
 ) -> None:
     """Simulate one frame series and write it to OUT."""
     _check(size, pixel_size, box, snr, particles, species)
@@ -70,12 +82,12 @@ def frames(
     try:
         config = FrameSeriesConfig(
             image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=pixel_size),
-            n_species=species, box=box, n_particles=particles, snr=snr,
+            n_species=species, box=box, n_particles=particles, snr=snr, contrast=_contrast(contrast),
         )
         sim = simulate_frame_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
         raise InvalidInput(str(exc)) from None
-    _summary("frame series", sim, write_dataset(sim, out))
+    _summary("frame series", sim, write_dataset(sim, out, one_file_per_image=one_file_per_image))
 
 
 @app.command()
@@ -90,6 +102,10 @@ def tilts(
     size: int = typer.Option(256, help="tilt image width and height in pixels"),
     pixel_size: float = typer.Option(1.5, help="pixel size in Å"),
     box: int = typer.Option(48, help="species box in pixels"),
+    contrast: str = typer.Option("dark", help="detector contrast: dark (particles dark on ~19 counts/px, "
+                                 "Poisson noise, as counting detectors) or light (bright on zero, Gaussian noise)"),
+    one_file_per_image: bool = typer.Option(False, "--one-file-per-image",
+                                            help="write each frame/tilt as its own MRC file"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
     _check(size, pixel_size, box, snr, particles, species)
@@ -102,9 +118,9 @@ def tilts(
     try:
         config = TiltSeriesConfig(
             image_size=(size, size), optics=Optics(pixel_size=pixel_size), n_species=species, box=box,
-            n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr,
+            n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr, contrast=_contrast(contrast),
         )
         sim = simulate_tilt_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
         raise InvalidInput(str(exc)) from None
-    _summary("tilt series", sim, write_dataset(sim, out))
+    _summary("tilt series", sim, write_dataset(sim, out, one_file_per_image=one_file_per_image))
