@@ -1,7 +1,9 @@
 """Transfers between repositories: clone, fetch, push, pull.
 
-Only objects the destination lacks are copied, several in parallel, arrays as
-their stored Zarr files (no re-encoding). Write order keeps the invariant that a
+Only objects the destination lacks (or holds damaged) are copied, several in
+parallel, arrays as their stored Zarr files (no re-encoding). Nothing received is
+trusted: every object is checked against its name while it streams through, and
+every ref name against the receiving side's rules, before it becomes visible. Write order keeps the invariant that a
 record present in a repository has its whole closure there: arrays and blobs
 first, then records from the leaves up (a record is written only after every
 record it references), then the ref by compare-and-swap. An interrupted transfer,
@@ -11,14 +13,29 @@ run again, finds the complete objects and copies only what is still missing.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..store import InvalidInput, ObjectNotFound, RefConflict, Storage, branch_key, references
+from ..store import (
+    CorruptObject,
+    InvalidInput,
+    InvalidName,
+    ObjectNotFound,
+    RefConflict,
+    Storage,
+    branch_key,
+    check_hash,
+    references,
+)
+from ..store.integrity import ArrayReceiver, check_array_metadata, check_object_bytes
+from ..store.names import check_shared_ref_key
 from ..store.objects import array_prefix, object_key
 from .history import is_ancestor
 from .repository import MergeResult, Repository
+from .schema import check_record_bytes
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -42,116 +59,232 @@ class TransferStats:
         self.array_bytes += other.array_bytes
 
 
-def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: ThreadPoolExecutor
-                     ) -> tuple[dict[str, list[str]], set[str], set[str]]:
-    """Records missing at ``dst`` (hash -> missing child records), missing arrays and blobs.
+def _record_intact(dst: Storage, h: str) -> bool:
+    """Record ``h`` is present at ``dst`` (freshened for gc) and its bytes still hash to ``h``."""
+    if not dst.objects.freshen("record", h):
+        return False
+    if dst.backend.checks_writes:  # a server verified it on upload and checks its own store
+        return True
+    try:
+        return check_object_bytes(h, dst.backend.get(object_key(h))) == "record"
+    except (ObjectNotFound, CorruptObject):
+        return False
 
-    A record already at ``dst`` is not descended into: its closure is there by invariant.
+
+def _array_intact(dst: Storage, h: str) -> bool:
+    """Array ``h`` is present at ``dst`` (freshened) with a canonical ``zarr.json`` naming it and
+    every chunk file it lists. Chunk contents are not reread here: ``verify`` does that, and
+    ``verify --repair REMOTE`` replaces what it finds damaged."""
+    if not dst.objects.freshen("array", h):
+        return False
+    if dst.backend.checks_writes:
+        return True
+    prefix = array_prefix(h)
+    try:
+        meta = check_array_metadata(h, dst.backend.get(prefix + "zarr.json"))
+        listed = {e.key[len(prefix):] for e in dst.backend.list(prefix)}
+    except (ObjectNotFound, CorruptObject):
+        return False
+    return set(meta.chunk_digests) <= listed
+
+
+def _receive_record(src: Storage, h: str) -> tuple[bytes, Any]:
+    """Bytes and body of record ``h`` read from ``src``, checked (hash, canonical form, schema)."""
+    data = src.backend.get(object_key(h))
+    return data, check_record_bytes(h, data)[1]
+
+
+def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: ThreadPoolExecutor
+                     ) -> tuple[dict[str, bytes], dict[str, list[str]], set[str], set[str]]:
+    """Records ``dst`` lacks (or holds damaged) with their verified bytes, the edges between
+    them (hash -> missing child records), and the arrays and blobs ``dst`` lacks or holds damaged.
+
+    A record intact at ``dst`` is not descended into: its closure is there by invariant.
     """
-    records: dict[str, list[str]] = {}
+    records: dict[str, bytes] = {}
+    children: dict[str, list[str]] = {}
     arrays: set[str] = set()
     blobs: set[str] = set()
-    frontier = [h for h in dict.fromkeys(roots)]
+    frontier = [check_hash(h, "root") for h in dict.fromkeys(roots)]
     seen: set[str] = set(frontier)
     while frontier:
         # Records and arrays found present are freshened (see ObjectStore.freshen): gc keeps young
         # objects and their closures, so nothing this transfer relies on can be swept under it.
-        present = list(pool.map(lambda h: dst.objects.freshen("record", h), frontier))
+        present = list(pool.map(lambda h: _record_intact(dst, h), frontier))
         missing = [h for h, p in zip(frontier, present) if not p]
-        bodies = list(pool.map(src.objects.get_record, missing))
+        received = list(pool.map(lambda h: _receive_record(src, h), missing))
         next_records: list[str] = []
         checks: list[tuple[str, str]] = []
-        for h, body in zip(missing, bodies):
-            children = []
+        for h, (data, body) in zip(missing, received):
+            records[h] = data
+            kids = []
             for kind, child in references(body):
                 if kind == "record":
-                    children.append(child)
+                    kids.append(child)
                     if child not in seen:
                         seen.add(child)
                         next_records.append(child)
                 elif child not in seen:
                     seen.add(child)
                     checks.append((kind, child))
-            records[h] = children
-        has = list(pool.map(lambda kc: dst.objects.freshen("array", kc[1]) if kc[0] == "array"
-                            else dst.objects.has_object(kc[1]), checks))
+            children[h] = kids
+        has = list(pool.map(lambda kc: _array_intact(dst, kc[1]) if kc[0] == "array"
+                            else dst.objects.freshen("blob", kc[1]), checks))
         for (kind, child), ok in zip(checks, has):
             if not ok:
                 (arrays if kind == "array" else blobs).add(child)
         frontier = next_records
     # Only keep edges to records that are themselves missing.
-    for h, children in records.items():
-        records[h] = [c for c in children if c in records]
-    return records, arrays, blobs
+    for h, kids in children.items():
+        children[h] = [c for c in kids if c in records]
+    return records, children, arrays, blobs
+
+
+def _record_levels(children: dict[str, list[str]]) -> list[list[str]]:
+    """Records grouped by height (leaves first): a record comes after every record it references."""
+    height: dict[str, int] = {}
+    for root in children:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in height:
+                continue
+            kids = children[node]
+            if expanded or not kids:
+                height[node] = 1 + max((height[c] for c in kids), default=-1)
+            else:
+                stack.append((node, True))
+                stack.extend((c, False) for c in kids if c not in height)
+    levels: dict[int, list[str]] = {}
+    for h, level in height.items():
+        levels.setdefault(level, []).append(h)
+    return [sorted(levels[k]) for k in sorted(levels)]
+
+
+class _ArrayCopy:
+    """One array on its way from ``src`` to ``dst``: chunks are verified as they pass and written
+    under their final keys (invisible until ``zarr.json``); ``zarr.json`` is written only after
+    the whole array hashed to its name."""
+
+    def __init__(self, h: str, metadata: bytes):
+        self.h = h
+        self.metadata = metadata
+        self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
+        self.keys = self.receiver.keys()
+        self._left = len(self.keys)
+        self._lock = threading.Lock()
+
+    def copy_chunk(self, src: Storage, dst: Storage, key: str) -> tuple[int, bool]:
+        """Copy one chunk; the call that completes the array checks its hash and publishes it.
+        Returns (chunk bytes, whether the array was published)."""
+        full = array_prefix(self.h) + key
+        data = src.backend.get(full)
+        self.receiver.add(key, data)
+        dst.backend.put(full, data)
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self.publish(dst)
+        return len(data), last
+
+    def publish(self, dst: Storage) -> None:
+        self.receiver.finish()
+        dst.backend.put(array_prefix(self.h) + "zarr.json", self.metadata)
 
 
 def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
                  progress: Progress | None = None) -> TransferStats:
-    """Copy every object reachable from ``roots`` (record hashes) that ``dst`` lacks."""
+    """Copy every object reachable from ``roots`` (record hashes) that ``dst`` lacks or holds damaged.
+
+    Nothing received is trusted: a record's bytes must hash to its name, be canonical JSON and
+    match its kind's schema (:mod:`mrepo.graph.schema`); a blob must hash to its name; an
+    array's ``zarr.json`` must be canonical and name it, each chunk must match its digest and
+    the assembled array must hash to its name (:mod:`mrepo.store.integrity`), all checked while
+    the bytes stream through. An object becomes visible at ``dst`` only after its check; a
+    failed check raises CorruptObject (or InvalidRecord) naming the object and ``src``, and no
+    record or ref is written. A present object that fails its check is replaced.
+    """
+    try:
+        from . import batch_transfer  # a server on either side: the batch protocol (few requests, verified)
+    except ImportError:  # not in this checkout yet
+        batch_transfer = None
+    if batch_transfer is not None and batch_transfer.supports(src, dst):
+        return batch_transfer.copy_closure(src, dst, roots, workers=workers, progress=progress)
+    try:
+        return _copy_closure(src, dst, roots, workers=workers, progress=progress)
+    except CorruptObject as exc:
+        raise type(exc)(f"{exc} (received from {src.url}; refused, nothing referencing it was stored)") from None
+
+
+def _copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int,
+                  progress: Progress | None) -> TransferStats:
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="mrepo-transfer")
+    try:
+        return _copy_with(pool, src, dst, roots, progress)
+    finally:  # on a refused object, stop at once: cancel what has not started
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _copy_with(pool: ThreadPoolExecutor, src: Storage, dst: Storage, roots: Iterable[str],
+               progress: Progress | None) -> TransferStats:
     stats = TransferStats()
-    with ThreadPoolExecutor(workers, thread_name_prefix="mrepo-transfer") as pool:
-        records, arrays, blobs = _missing_closure(src, dst, roots, pool)
+    records, children, arrays, blobs = _missing_closure(src, dst, roots, pool)
 
-        # Arrays: chunk files first, zarr.json last (per array).
-        array_files: list[tuple[str, list[str]]] = []
-        for h in sorted(arrays):
-            keys = [e.key for e in src.backend.list(array_prefix(h))]
-            meta = array_prefix(h) + "zarr.json"
-            if meta not in keys:
-                raise ObjectNotFound(f"array {h} is missing or incomplete in {src.url}")
-            array_files.append((h, sorted(k for k in keys if k != meta)))
-        total = sum(len(ks) + 1 for _, ks in array_files) + len(blobs) + len(records)
-        done = 0
+    def start_array(h: str) -> _ArrayCopy:
+        try:
+            return _ArrayCopy(h, src.backend.get(array_prefix(h) + "zarr.json"))
+        except ObjectNotFound:
+            raise ObjectNotFound(f"array {h} is missing or incomplete in {src.url}") from None
 
-        def tick(n: int = 1) -> None:
-            nonlocal done
-            done += n
-            if progress:
-                progress("objects", done, total)
+    copies = list(pool.map(start_array, sorted(arrays)))
+    total = sum(len(c.keys) + 1 for c in copies) + len(blobs) + len(records)
+    done = 0
 
-        def copy_key(key: str) -> int:
-            data = src.backend.get(key)
-            dst.backend.put(key, data)
-            return len(data)
+    def tick(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("objects", done, total)
 
-        chunk_keys = [k for _, ks in array_files for k in ks] + [object_key(b) for b in sorted(blobs)]
-        for key, n in zip(chunk_keys, pool.map(copy_key, chunk_keys)):
-            stats.bytes += n
-            if key.startswith("arrays/"):
-                stats.array_bytes += n
+    def copy_blob(h: str) -> int:
+        data = src.backend.get(object_key(h))
+        if check_object_bytes(h, data) != "blob":
+            raise CorruptObject(f"object {h} is a record where a blob is referenced")
+        dst.backend.put(object_key(h), data)
+        return len(data)
+
+    # Arrays: chunks in grid order (verified and hashed as they pass), zarr.json after the hash.
+    tasks = [(c, k) for c in copies for k in c.keys]
+    for c in copies:
+        if not c.keys:  # an empty array: nothing to wait for
+            c.publish(dst)
+    for c in copies:
+        stats.bytes += len(c.metadata)
+        if not c.keys:
             tick()
-        metas = [array_prefix(h) + "zarr.json" for h, _ in array_files]
-        for n in pool.map(copy_key, metas):
+    for (n, published) in pool.map(lambda t: t[0].copy_chunk(src, dst, t[1]), tasks):
+        stats.bytes += n
+        stats.array_bytes += n
+        tick()
+        if published:
+            tick()  # its zarr.json
+    for n in pool.map(copy_blob, sorted(blobs)):
+        stats.bytes += n
+        tick()
+    stats.arrays, stats.blobs = len(copies), len(blobs)
+
+    def put_record(h: str) -> int:
+        dst.backend.put(object_key(h), records[h])
+        return len(records[h])
+
+    # Records by height: leaves first (bytes already received and checked while walking).
+    for level in _record_levels(children):
+        for n in pool.map(put_record, level):
             stats.bytes += n
             tick()
-        stats.arrays, stats.blobs = len(array_files), len(blobs)
-
-        # Records by height: leaves first.
-        height: dict[str, int] = {}
-
-        def h_of(h: str) -> int:
-            stack = [(h, False)]
-            while stack:
-                node, expanded = stack.pop()
-                if node in height:
-                    continue
-                kids = records[node]
-                if expanded or not kids:
-                    height[node] = 1 + max((height[c] for c in kids), default=-1)
-                else:
-                    stack.append((node, True))
-                    stack.extend((c, False) for c in kids if c not in height)
-            return height[h]
-
-        levels: dict[int, list[str]] = {}
-        for h in records:
-            levels.setdefault(h_of(h), []).append(h)
-        for level in sorted(levels):
-            keys = [object_key(h) for h in levels[level]]
-            for n in pool.map(copy_key, keys):
-                stats.bytes += n
-                tick()
-        stats.records = len(records)
+    stats.records = len(records)
+    dst.objects.clear_cache()  # records it held damaged may have been replaced
     return stats
 
 
@@ -159,9 +292,16 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
 
 
 def _ref_updates_for(src: Repository, prefixes: tuple[str, ...]) -> dict[str, str]:
+    """The refs of ``src`` below ``prefixes``, every name checked by the receiving side's rules
+    (:func:`mrepo.store.names.check_shared_ref_key`) before anything is copied."""
     out: dict[str, str] = {}
     for prefix in prefixes:
-        out.update(dict(src.refs.list(prefix)))
+        for key, value in src.refs.list(prefix):
+            try:
+                check_shared_ref_key(key)
+            except InvalidName as exc:
+                raise InvalidName(f"{src.url} lists a ref with an invalid name: {exc}") from None
+            out[key] = value
     return out
 
 

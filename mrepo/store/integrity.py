@@ -24,12 +24,13 @@ import re
 import threading
 from typing import Any
 
+import blake3
 import numpy as np
 from numcodecs import Zstd
 
 from . import zarr_codec
 from .errors import CorruptObject, InvalidInput, InvalidRecord
-from .hashing import ALLOWED_DTYPES, BLOB_TAG, RECORD_TAG, canonical_json, hash_array, hash_bytes, is_hash
+from .hashing import ALLOWED_DTYPES, BLOB_TAG, RECORD_TAG, array_header, canonical_json, hash_bytes, is_hash
 
 #: Largest array (declared uncompressed bytes) a store accepts from another one.
 MAX_ARRAY_BYTES = 16 << 30
@@ -123,19 +124,33 @@ def check_array_metadata(h: str, data: bytes, *, max_bytes: int = MAX_ARRAY_BYTE
 
 
 class ArrayReceiver:
-    """Check the chunks of one array as they arrive and its hash once all are in.
+    """Check the chunks of one array as they stream in, and its hash once all are in.
 
-    ``add`` may be called from several threads (each chunk fills its own region of the
-    assembled array, allocated at the first chunk); ``finish`` raises CorruptObject
-    unless every chunk arrived and the array hashes to its name.
+    ``add`` may be called from several threads, in any order. Decoded chunks are placed in
+    slabs (chunk rows x the full trailing axes); each complete slab is hashed in C order as
+    soon as all slabs before it are hashed, then dropped, so memory holds the slabs in
+    flight rather than the whole array when chunks arrive roughly in grid order
+    (:meth:`keys` gives that order). ``finish`` raises CorruptObject unless every chunk
+    arrived and the array hashes to its name.
     """
 
     def __init__(self, h: str, meta: zarr_codec.ArrayMeta):
         self.h = h
         self.meta = meta
         self._pending = set(meta.chunk_digests)
-        self._out: np.ndarray | None = None
+        self._hasher = blake3.blake3(array_header(np.dtype(meta.dtype), meta.shape))
+        rest = [math.ceil(s / c) for s, c in zip(meta.shape[1:], meta.chunks[1:])]
+        self._per_slab = math.prod(rest)
+        self._slabs: dict[int, list[Any]] = {}  # slab index -> [array, chunks still missing]
+        self._next = 0
         self._lock = threading.Lock()
+        self._hash_lock = threading.Lock()
+
+    def keys(self) -> list[str]:
+        """Chunk keys in grid (C) order, the order that keeps the fewest slabs in memory."""
+        if not self.meta.shape:
+            return ["c"]
+        return [zarr_codec.chunk_key(i) for i in zarr_codec.chunk_grid(self.meta.shape, self.meta.chunks)]
 
     def add(self, key: str, data: bytes) -> None:
         """Verify one chunk file (digest, size, padding) and place its data; CorruptObject."""
@@ -145,10 +160,9 @@ class ArrayReceiver:
             raise CorruptObject(f"{where}: not a chunk of this array")
         if zarr_codec.chunk_digest(data) != expected:
             raise CorruptObject(f"{where} is corrupt: its content does not match its digest in zarr.json")
-        shape = meta.chunks if meta.shape else ()
-        block = np.empty(shape, dtype=meta.dtype)
+        block = np.empty(meta.chunks if meta.shape else (), dtype=meta.dtype)
         try:
-            if meta.zstd:
+            if meta.zstd:  # an output buffer of exactly one chunk: no decompression bomb
                 Zstd().decode(data, out=block.reshape(-1).view(np.uint8))
             elif len(data) == block.nbytes:
                 block.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8)
@@ -156,13 +170,11 @@ class ArrayReceiver:
                 raise ValueError(f"holds {len(data)} bytes, expected {block.nbytes}")
         except Exception as exc:  # the decompressor raises RuntimeError/ValueError on damaged frames
             raise CorruptObject(f"{where} does not decode: {exc}") from None
-        with self._lock:
-            self._pending.discard(key)
-            if self._out is None:
-                self._out = np.empty(meta.shape, dtype=meta.dtype)
-            out = self._out
         if not meta.shape:
-            out[()] = block[()]
+            with self._lock:
+                self._pending.discard(key)
+                self._slabs[0] = [block, 0]
+            self._hash_ready()
             return
         index = tuple(int(i) for i in key.split("/")[1:])
         sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, meta.chunks, meta.shape))
@@ -170,14 +182,38 @@ class ArrayReceiver:
         for axis, v in enumerate(valid):
             if v.stop < meta.chunks[axis] and block[(slice(None),) * axis + (slice(v.stop, None),)].any():
                 raise CorruptObject(f"{where}: padding beyond the array edge is not zero")
-        out[sl] = block[valid]
+        with self._lock:
+            if key not in self._pending:
+                return  # a repeated chunk (identical bytes, by its digest)
+            self._pending.discard(key)
+            slab = self._slabs.get(index[0])
+            if slab is None:
+                rows = sl[0].stop - sl[0].start
+                slab = self._slabs[index[0]] = [np.empty((rows, *meta.shape[1:]), dtype=meta.dtype),
+                                                self._per_slab]
+        slab[0][(slice(None), *sl[1:])] = block[valid]
+        with self._lock:
+            slab[1] -= 1
+        self._hash_ready()
+
+    def _hash_ready(self) -> None:
+        """Hash every complete slab that follows the last hashed one, in order."""
+        with self._hash_lock:
+            while True:
+                with self._lock:
+                    slab = self._slabs.get(self._next)
+                    if slab is None or slab[1] > 0:
+                        return
+                    del self._slabs[self._next]
+                    self._next += 1
+                self._hasher.update(memoryview(np.ascontiguousarray(slab[0])).cast("B") if slab[0].size else b"")
 
     def finish(self) -> None:
         """Raise CorruptObject unless every chunk arrived and the data hashes to the name."""
         if self._pending:
             raise CorruptObject(f"array {self.h}: {len(self._pending)} chunk(s) missing, e.g. "
                                 f"{sorted(self._pending)[0]}")
-        arr = self._out if self._out is not None else np.empty(self.meta.shape, dtype=self.meta.dtype)
-        self._out = None
-        if hash_array(arr) != self.h:
+        if self._slabs:
+            raise CorruptObject(f"array {self.h}: incomplete slabs after all chunks arrived")
+        if self._hasher.hexdigest() != self.h:
             raise CorruptObject(f"array {self.h} is corrupt: its content does not match its hash")
