@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import io_commands, pr, refine, repo_commands, serve, sim, source, species, transfer_commands
+from . import io_commands, pr, reconstruct, refine, repo_commands, serve, sim, source, species, transfer_commands
 from .common import GLOBAL_REPO, MrepoGroup, console
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ pr.register_dedup(species.app)  # `mrepo species dedup` shares the collision cod
 app.add_typer(pr.app, name="pr")
 io_commands.register(app)
 refine.register(app)
+reconstruct.register(app)
 serve.register(app)
 
 
