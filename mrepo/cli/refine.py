@@ -14,7 +14,15 @@ def register(app: typer.Typer) -> None:
     def refine(
         repo: str = RepoOption,
         branch: str = typer.Option(None, "--branch", "-b", help="Branch to refine (default branch when omitted)."),
-        iterations: int = typer.Option(1, "--iterations", "-n", min=1, help="Number of iterations (one commit each)."),
+        iterations: str = typer.Option("1", "--iterations", "-n",
+                                       help="Number of iterations (one commit each), or 'auto': until resolution "
+                                       "and parameters settle (at most --max-iterations)."),
+        max_iterations: int = typer.Option(10, "--max-iterations", min=1, help="Cap for --iterations auto."),
+        ctf_min_resolution: float = typer.Option(8.0, "--ctf-min-resolution",
+                                                 help="Refine defocus/astigmatism only with species whose "
+                                                 "refinement limit reaches this resolution (Å; MCore: 8)."),
+        min_particles: int = typer.Option(1, "--min-particles", min=1,
+                                          help="Refine only items with at least this many particles (MCore)."),
         sources: list[str] = typer.Option(None, "--sources", help="Data sources to refine (default all)."),
         species: list[str] = typer.Option(None, "--species", help="Species to refine (default all)."),
         refine_shifts: bool = typer.Option(True, "--refine-shifts/--no-refine-shifts",
@@ -52,9 +60,18 @@ def register(app: typer.Typer) -> None:
                 refine_shifts=refine_shifts, image_warp=refine_imagewarp, refine_poses=refine_poses,
                 refine_defocus=refine_defocus, refine_astigmatism=refine_astigmatism,
                 refine_stage_angles=refine_stage_angles, weights=weights, resolution_fraction=resolution_fraction,
-                temporal_samples=temporal_samples, threads=threads)
+                temporal_samples=temporal_samples, threads=threads, ctf_min_resolution=ctf_min_resolution,
+                min_particles_per_item=min_particles)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        n_iter: int | str = iterations.strip().lower()
+        if n_iter != "auto":
+            try:
+                n_iter = int(n_iter)
+            except ValueError:
+                n_iter = 0
+            if n_iter < 1:
+                raise typer.BadParameter(f"--iterations must be a positive number or 'auto', got {iterations!r}")
         r = open_repo(repo)
         target = branch or r.default_branch
         if r.head(target) is None:
@@ -84,12 +101,14 @@ def register(app: typer.Typer) -> None:
                     "stats": stats})
             else:
                 console.print(summary_table(iteration, resolutions, stats))
+                if stats.get("movement"):
+                    console.print(movement_table(stats["movement"]))
 
         try:
             with iteration_progress("refine", console=err_console) as progress:
-                commits = refine_population(r, target, iterations, settings, ex,
+                commits = refine_population(r, target, n_iter, settings, ex,
                                             sources=sources or None, species=species or None,
-                                            progress=progress, on_iteration=report)
+                                            progress=progress, on_iteration=report, max_iterations=max_iterations)
         finally:
             ex.close()
         if json:
@@ -99,3 +118,17 @@ def register(app: typer.Typer) -> None:
             return
         for h in commits:
             console.print(f"{h[:12]} {r.get_commit(h).message}")
+
+
+def movement_table(movement: dict):
+    """Rich table: per parameter group, how far this iteration moved it (median, 95th percentile, max)."""
+    from rich.table import Table
+
+    table = Table(title="parameter moves", title_justify="left", min_width=64)
+    for col in ("group", "median", "95th percentile", "max", "values"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for name, m in sorted(movement.items()):
+        unit = m.get("unit", "")
+        table.add_row(name, f"{m['median']:.3g} {unit}", f"{m['p95']:.3g} {unit}", f"{m['max']:.3g} {unit}",
+                      str(m["n"]))
+    return table

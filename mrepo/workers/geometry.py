@@ -66,10 +66,15 @@ class Parameters:
     """Refinable offsets (all float64 tensors, zero = current model).
 
     shifts (n, 2) px; warp (2, gx, gy, gt) px (absolute node values) or None; translation
-    (P, T, 2) px trajectory offsets (frames: x, y; tilts: x, y of the tomogram frame);
+    (P, T, 2) px trajectory offsets for frames (x, y), (P, T, 3) for tilts (x, y, z of the
+    tomogram frame: a particle's depth is refined, it is what per-tilt defocus sees);
     rotation (P, T, 3) deg rotation-vector offsets (map side); defocus (P,) frames / (n,)
     tilts in 100 Å; astigmatism (2,) frames / (n, 2) tilts: (half difference in 100 Å,
     angle in deg); stage (n, 3) deg xyz corrections (tilts).
+
+    ``bounds`` {group: b} (units of the group) makes a group's applied offset ``b tanh(x / b)``:
+    a hard physical bound that L-BFGS cannot leave (e.g. defocus inside its search window).
+    ``gauge`` groups have their particle-mean change since ``anchor`` removed (see :meth:`effective`).
     """
 
     shifts: Tensor
@@ -80,6 +85,8 @@ class Parameters:
     stage: Tensor
     warp: Tensor | None = None
     gauge: set[str] = field(default_factory=set)
+    bounds: dict[str, float] = field(default_factory=dict)
+    anchor: dict[str, Tensor] = field(default_factory=dict)
 
     @classmethod
     def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None) -> Parameters:
@@ -96,23 +103,51 @@ class Parameters:
             warp = torch.from_numpy(model.image_warp / model.pixel_size).clone()
         frames = model.kind == "frames"
         return cls(
-            shifts=torch.zeros((n, 2), dtype=_DT), translation=torch.zeros((p, t, 2), dtype=_DT),
+            shifts=torch.zeros((n, 2), dtype=_DT), translation=torch.zeros((p, t, 2 if frames else 3), dtype=_DT),
             rotation=torch.zeros((p, t, 3), dtype=_DT),
             defocus=torch.zeros((p,) if frames else (n,), dtype=_DT),
             astigmatism=torch.zeros((2,) if frames else (n, 2), dtype=_DT),
             stage=torch.zeros((n, 3), dtype=_DT), warp=warp,
         )
 
+    def value(self, name: str) -> Tensor:
+        """The applied offset of group ``name``: bounded (``b tanh(x / b)``) when it has a bound."""
+        x = getattr(self, name)
+        b = self.bounds.get(name)
+        return x if not b else b * torch.tanh(x / b)
+
+    def raw_for(self, name: str, value: Tensor) -> Tensor:
+        """The parameter giving the applied offset ``value`` (inverse of :meth:`value`, clipped inside the bound)."""
+        b = self.bounds.get(name)
+        if not b:
+            return value
+        return b * torch.atanh((value / b).clamp(-0.999, 0.999))
+
     def effective(self) -> tuple[Tensor, Tensor]:
-        """Translation and rotation offsets with the gauge fixed: their mean over particles is
-        removed when they are refined together with global shifts / stage corrections (which
-        otherwise absorb the same common motion)."""
-        t, r = self.translation, self.rotation
+        """Translation and rotation offsets with the gauge fixed: when they are refined together
+        with global shifts / stage corrections (which otherwise absorb the same common motion),
+        the particle-mean of their change since :attr:`anchor` is removed."""
+        t, r = self.value("translation"), self.value("rotation")
         if "translation" in self.gauge and t.shape[0]:
-            t = t - t.mean(0, keepdim=True)
+            t = t - (t - self.anchor.get("translation", torch.zeros_like(t))).mean(0, keepdim=True)
         if "rotation" in self.gauge and r.shape[0]:
-            r = r - r.mean(0, keepdim=True)
+            r = r - (r - self.anchor.get("rotation", torch.zeros_like(r))).mean(0, keepdim=True)
         return t, r
+
+    def set_anchor(self) -> None:
+        """Start a new gauge: the current applied translation/rotation become the reference."""
+        with torch.no_grad():
+            self.anchor = {k: self.value(k).detach().clone() for k in ("translation", "rotation")}
+
+    def bake(self) -> None:
+        """Replace every group by its applied offset (bounds and gauge folded in; both cleared)."""
+        with torch.no_grad():
+            t, r = self.effective()
+            vals = {k: self.value(k).detach().clone() for k in ("shifts", "defocus", "astigmatism", "stage")}
+            self.translation, self.rotation = t.detach().clone(), r.detach().clone()
+            for k, v in vals.items():
+                setattr(self, k, v)
+        self.bounds, self.gauge, self.anchor = {}, set(), {}
 
     def named(self) -> dict[str, Tensor]:
         out = {"shifts": self.shifts, "translation": self.translation, "rotation": self.rotation,
@@ -134,7 +169,17 @@ class Parameters:
     def detached(self) -> Parameters:
         d = {k: v.detach().clone() for k, v in self.named().items()}
         return Parameters(d["shifts"], d["translation"], d["rotation"], d["defocus"], d["astigmatism"],
-                          d["stage"], d.get("warp"), set(self.gauge))
+                          d["stage"], d.get("warp"), set(self.gauge), dict(self.bounds),
+                          {k: v.clone() for k, v in self.anchor.items()})
+
+    def assign(self, other: Parameters) -> None:
+        """Copy ``other``'s values, bounds and gauge into these tensors (in place)."""
+        with torch.no_grad():
+            mine = self.named()
+            for k, v in other.named().items():
+                mine[k].copy_(v)
+        self.gauge, self.bounds = set(other.gauge), dict(other.bounds)
+        self.anchor = {k: v.clone() for k, v in other.anchor.items()}
 
 
 @dataclass
@@ -188,7 +233,7 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
     coords = torch.from_numpy(particles.coordinates).to(_DT)
     xyz = traj(coords)  # (P, n, 3) Å
     translation, rotation = params.effective()
-    dxy = traj(translation)  # (P, n, 2) px
+    dxy = traj(translation)  # (P, n, 2) px frames, (P, n, 3) tilts
     r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
     rotvec = traj(rel + torch.deg2rad(rotation))
     poses = r0[:, None] @ axis_angle_to_matrix(rotvec)  # (P, n, 3, 3)
@@ -198,33 +243,35 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
         shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts  # (n, 2) px
         base = xyz[..., :2] / ps + dxy
         pos = base + shifts[None] + _warp(model, params.warp, base, t_idx[None, :])
-        z = xyz[..., 2] + DEFOCUS_UNIT * params.defocus[:, None]
-        dev = DEFOCUS_UNIT * params.astigmatism[0]
+        z = xyz[..., 2] + DEFOCUS_UNIT * params.value("defocus")[:, None]
+        astig = params.value("astigmatism")
+        dev = DEFOCUS_UNIT * astig[0]
         du = ctf[None, :, 0] + z + dev
         dv = ctf[None, :, 1] + z - dev
-        ang = torch.deg2rad(ctf[:, 2] + params.astigmatism[1])
+        ang = torch.deg2rad(ctf[:, 2] + astig[1])
         return Geometry(pos, poses, du, dv, ang)
     stage = torch.deg2rad(torch.from_numpy(model.stage_angles).to(_DT))
     a = tilt_matrices(stage[:, 0], stage[:, 1], stage[:, 2])  # (n, 3, 3)
     centred = xyz - torch.from_numpy(model.volume_size).to(_DT) / 2
-    centred = centred + torch.cat([dxy * ps, torch.zeros_like(dxy[..., :1])], dim=-1)
+    centred = centred + dxy * ps
     rotated = torch.einsum("nij,pnj->pni", a, centred)
     centre = torch.tensor([model.width // 2, model.height // 2], dtype=_DT)
     shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts
     base = rotated[..., :2] / ps + shifts[None] + centre
     t_tilt = torch.linspace(0, 1, n, dtype=_DT) if n > 1 else torch.zeros(1, dtype=_DT)
     pos = base + _warp(model, params.warp, base, t_tilt[None, :])
-    corr = torch.deg2rad(params.stage)
+    corr = torch.deg2rad(params.value("stage"))
     if model.stage_corrections is not None:
         corr = corr + torch.deg2rad(torch.from_numpy(model.stage_corrections).to(_DT))
     a_corr = xyz_to_matrix(corr) @ a
     poses = poses @ a_corr.transpose(-1, -2)[None]
     depth = rotated[..., 2]
-    mean = DEFOCUS_UNIT * params.defocus
-    dev = DEFOCUS_UNIT * params.astigmatism[:, 0]
+    mean = DEFOCUS_UNIT * params.value("defocus")
+    astig = params.value("astigmatism")
+    dev = DEFOCUS_UNIT * astig[:, 0]
     du = ctf[None, :, 0] + (mean + dev)[None] + model.hand * depth
     dv = ctf[None, :, 1] + (mean - dev)[None] + model.hand * depth
-    ang = torch.deg2rad(ctf[:, 2] + params.astigmatism[:, 1])
+    ang = torch.deg2rad(ctf[:, 2] + astig[:, 1])
     return Geometry(pos, poses, du, dv, ang)
 
 
@@ -233,9 +280,9 @@ def updated_particles(particles: ParticleSet, params: Parameters, model: ItemMod
     coords = particles.coordinates.copy()
     translation, rotation = params.effective()
     tr = translation.detach().numpy() * model.pixel_size
-    coords[..., :2] += tr
+    coords[..., :tr.shape[-1]] += tr
     if model.kind == "frames":
-        coords[..., 2] += DEFOCUS_UNIT * params.defocus.detach().numpy()[:, None]
+        coords[..., 2] += DEFOCUS_UNIT * params.value("defocus").detach().numpy()[:, None]
     r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
     mats = r0[:, None] @ axis_angle_to_matrix(rel + torch.deg2rad(rotation.detach()))
     angles = torch.rad2deg(matrix_to_euler(mats)).numpy()
@@ -245,6 +292,7 @@ def updated_particles(particles: ParticleSet, params: Parameters, model: ItemMod
 def updated_models(model: ItemModel, params: Parameters) -> dict[str, np.ndarray]:
     """New model arrays (names of :mod:`mrepo.workers.item_model`) with the offsets applied."""
     p = params.detached()
+    p.bake()
     ps = model.pixel_size
     out: dict[str, np.ndarray] = {"global_shifts": model.global_shifts + p.shifts.numpy() * ps}
     ctf = model.ctf.copy()

@@ -17,6 +17,7 @@ and are Fourier-cropped to b_g.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,7 @@ from mrepo.workers.imaging import (
 from mrepo.workers.item_model import ItemModel
 from mrepo.workers.references import REFERENCE_PAD
 
-__all__ = ["Subset", "GroupState", "Sums", "evaluate"]
+__all__ = ["Subset", "GroupState", "Sums", "evaluate", "backward_target", "build_group_state", "group_amplitudes"]
 
 
 @dataclass
@@ -81,16 +82,32 @@ class Sums:
     power_b: Tensor
     spectra: dict[str, Tensor] | None = None
 
-    def target(self) -> Tensor:
-        return self.cross.sum() / torch.sqrt(self.power_a.sum() * self.power_b.sum()).clamp_min(1e-30)
+    def target(self, rows: Tensor | None = None) -> Tensor:
+        """M's target over all particles, or over the particle ``rows`` only."""
+        c, a, b = (self.cross, self.power_a, self.power_b) if rows is None else (
+            self.cross[rows], self.power_a[rows], self.power_b[rows])
+        return c.sum() / torch.sqrt(a.sum() * b.sum()).clamp_min(1e-30)
+
+    def particle_scores(self) -> Tensor:
+        """Each particle's own normalised correlation over its exposures (P,)."""
+        return self.cross.sum(1) / torch.sqrt(self.power_a.sum(1) * self.power_b.sum(1)).clamp_min(1e-30)
+
+
+def group_amplitudes(group: PatchGroup) -> Tensor:
+    """Mean amplitude per shell and exposure of a group's raw crops (g, b_g, w): M's AS_i."""
+    return shell_average(raw_crop(group), group.size)
 
 
 def build_group_state(model: ItemModel, group: PatchGroup, diameter: float, resolution: float, box: int,
-                      whiten: bool, use_weights: bool) -> GroupState:
+                      whiten: bool, use_weights: bool, amplitudes: Tensor | None = None) -> GroupState:
+    """Fixed quantities of one group; ``amplitudes`` (g, b_g, w): AS_i averaged over more particles
+    than this group holds (particle batches of one half-set), else from this group alone."""
     size, pixel = group.size, group.pixel
     weight = exposure_weight_grid(model, group.exposures, size, pixel, use_weights)
-    inv_as = 1.0 / shell_average(raw_crop(group), size) if whiten else torch.ones(len(group.exposures), size,
-                                                                                      size // 2 + 1)
+    if not whiten:
+        inv_as = torch.ones(len(group.exposures), size, size // 2 + 1)
+    else:
+        inv_as = 1.0 / (amplitudes if amplitudes is not None else group_amplitudes(group))
     limit = min(size // 2, int(np.floor(box * model.pixel_size / resolution)))
     mask = circular_mask(size, pixel, diameter)
     raw = torch.fft.rfft2(torch.fft.irfft2(raw_crop(group), s=(size, size)) * mask)
@@ -157,3 +174,35 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
                 for j, part in enumerate((s.cross, s.power_a, s.power_b)):
                     t[j, g.exposures, :k] += part.detach().sum(0).double()
     return Sums(cross, pa, pb, spec if spectra else None)
+
+
+def _geometry_tensors(geo: Geometry) -> list[Tensor]:
+    return [geo.positions, geo.rotations, geo.defocus_u, geo.defocus_v, geo.astigmatism]
+
+
+def backward_target(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool,
+                    scale: float) -> float:
+    """M's target T over ``subsets``; adds the gradient of ``-scale · T`` to whatever ``geo`` was
+    computed from (``backward``), holding one subset's autograd graph at a time.
+
+    T = C / sqrt(A B) is not a sum over particles, so a first pass without gradients gives the
+    totals C, A, B; the second pass back-propagates each subset's part of the linearisation
+    dT = (dC − C dA / (2A)) / sqrt(A B) (B is fixed) into detached copies of the geometry,
+    and one final backward carries their gradients through the geometry model. Memory is
+    that of the largest subset (particle batch), time about 4/3 of one joint pass."""
+    tensors = _geometry_tensors(geo)
+    leaves = [t.detach().requires_grad_(t.requires_grad) for t in tensors]
+    leaf_geo = Geometry(*leaves)
+    with torch.no_grad():
+        total = evaluate(model, subsets, leaf_geo, n_particles, ctf_frozen=ctf_frozen)
+    c, a, b = (float(x.sum()) for x in (total.cross, total.power_a, total.power_b))
+    norm = math.sqrt(max(a * b, 1e-300))
+    for sub in subsets:
+        sm = evaluate(model, [sub], leaf_geo, n_particles, ctf_frozen=ctf_frozen)
+        part = (sm.cross.sum() - (c / (2 * a)) * sm.power_a.sum()) / norm
+        if part.requires_grad:
+            (-scale * part).backward()
+    pairs = [(t, leaf.grad) for t, leaf in zip(tensors, leaves) if t.requires_grad and leaf.grad is not None]
+    if pairs:
+        torch.autograd.backward([p[0] for p in pairs], [p[1] for p in pairs])
+    return c / norm

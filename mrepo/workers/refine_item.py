@@ -12,6 +12,7 @@ stores the new item, models and per-species ``item-particles`` records itself.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -33,9 +34,17 @@ from mrepo.workers.geometry import (
 )
 from mrepo.workers.imaging import big_box, exposure_sizes, extract_groups
 from mrepo.workers.item_model import ItemModel, load_item_model
-from mrepo.workers.objective import Subset, Sums, build_group_state, evaluate
+from mrepo.workers.objective import (
+    Subset,
+    Sums,
+    backward_target,
+    build_group_state,
+    evaluate,
+    group_amplitudes,
+)
 from mrepo.workers.raw_data import read_exposures
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
+from mrepo.workers.schedule import plan_schedule, stage_prior_weight
 from mrepo.workers.settings import RefineSettings
 from mrepo.workers.weights import fit_exposure_weights, nc_spectra
 
@@ -92,61 +101,118 @@ class _Context:
                                      np.concatenate(angles) if angles else np.zeros((0, t_max, 3)))
         self.iteration = task.iteration
         self.resolution = {n: refinement_resolution(r.species, settings, task.iteration) for n, r in self.refs.items()}
+        self.half = torch.zeros(self.n_particles, dtype=torch.int64)
+        for _, index, half in self.rows.values():
+            self.half[index] = half
+        present = {n: r for n, r in self.refs.items() if len(self.rows[n][0])}
+        self.schedule = plan_schedule(settings, self.model.kind, True, {n: self.resolution[n] for n in present},
+                                      {n: r.species.diameter / 2 for n, r in present.items()},
+                                      self.model.pixel_size, self.model.voltage, self.n_particles) if present else None
+        tilts = self.model.kind == "tilts"
+        geometry = self.schedule.geometry if self.schedule else ()
+        #: groups whose particle-mean change is removed during L-BFGS (the shared models carry it)
+        self.gauge = {g for g, shared in (("translation", "shifts"), ("rotation", "stage"))
+                      if g in geometry and shared in geometry and (g == "translation" or tilts)}
+        self.prior_weight = 0.0
+
+    def in_target(self, subsets: list[Subset]) -> torch.Tensor:
+        """(P,) bool: particles that some subset scores."""
+        mask = torch.zeros(self.n_particles, dtype=torch.bool)
+        for sub in subsets:
+            mask[sub.index] = True
+        return mask
+
+    def half_rows(self, subsets: list[Subset]) -> dict[int, torch.Tensor]:
+        """Half-set -> particle rows scored by ``subsets``."""
+        mask = self.in_target(subsets)
+        return {h: torch.nonzero(mask & (self.half == h)).flatten() for h in (1, 2)
+                if bool((mask & (self.half == h)).any())}
 
     def subsets(self, params: Parameters) -> list[Subset]:
+        """Particle batches per species and half-set, each scored against its own half-map."""
+        return self.subset_pairs(params)[0]
+
+    def subset_pairs(self, params: Parameters) -> tuple[list[Subset], list[Subset]]:
+        """Particle batches (≤ ``particle_batch``) per species and half-set, each scored against its
+        own half-map, and the same batches against the other half-map (cross-validation)."""
         with torch.no_grad():
             geo = particle_geometry(self.model, self.particles, params)
-        out = []
+        own, other = [], []
+        batch = self.settings.particle_batch
         for name, ref in self.refs.items():
             _, index, half = self.rows[name]
             if len(index) == 0:
                 continue
             res = self.resolution[name]
             max_def = float(torch.maximum(geo.defocus_u[index], geo.defocus_v[index]).abs().max())
-            max_def += self.settings.defocus_search_range if self.settings.refine_defocus else 0.0
+            max_def += self.schedule.defocus_range if "defocus" in self.schedule.ctf else 0.0
             big = big_box(self.model, ref.box, ref.species.diameter, res, max_def, self.settings.min_box_factor)
             sizes = exposure_sizes(self.model, ref.box, res)
             for h in (1, 2):
                 idx = index[half == h]
                 if len(idx) == 0:
                     continue
-                groups = extract_groups(self.stack, torch.round(geo.positions[idx]), ref.box, big, sizes,
-                                        self.model.pixel_size)
-                states = [build_group_state(self.model, g, ref.species.diameter, res, ref.box, self.settings.whiten,
-                                            self.settings.weights) for g in groups]
-                out.append(Subset(name, h, ref.box, idx, ref.volumes_ft[h - 1], states))
-        return out
+                chunks = [idx[i:i + batch] for i in range(0, len(idx), batch)]
+                groups = [extract_groups(self.stack, torch.round(geo.positions[c]), ref.box, big, sizes,
+                                         self.model.pixel_size) for c in chunks]
+                # M's AS_i: mean amplitudes over all particles of this species and half-set
+                amps = [sum(group_amplitudes(gs[j]) * len(c) for gs, c in zip(groups, chunks)) / len(idx)
+                        for j in range(len(groups[0]))]
+                for c, gs in zip(chunks, groups):
+                    states = [build_group_state(self.model, g, ref.species.diameter, res, ref.box, self.settings.whiten,
+                                                self.settings.weights, amps[j]) for j, g in enumerate(gs)]
+                    own.append(Subset(name, h, ref.box, c, ref.volumes_ft[h - 1], states))
+                    other.append(Subset(name, h, ref.box, c, ref.volumes_ft[2 - h], states))
+        return own, other
 
     def sums(self, subsets: list[Subset], params: Parameters, ctf_frozen: bool, spectra: bool = False) -> Sums:
         geo = particle_geometry(self.model, self.particles, params)
         return evaluate(self.model, subsets, geo, self.n_particles, ctf_frozen=ctf_frozen, spectra=spectra)
+
+    def loss(self, subsets: list[Subset], params: Parameters, ctf_frozen: bool) -> torch.Tensor:
+        """``-1000 · target`` plus the stage-angle prior; gradients added to the selected groups."""
+        geo = particle_geometry(self.model, self.particles, params)
+        target = backward_target(self.model, subsets, geo, self.n_particles, ctf_frozen=ctf_frozen, scale=1000.0)
+        loss = -1000.0 * target
+        if self.prior_weight and params.stage.requires_grad:
+            prior = 0.5 * self.prior_weight * ((params.value("stage") / self.settings.stage_prior_deg) ** 2).sum()
+            prior.backward()
+            loss += float(prior)
+        return torch.tensor(loss, dtype=torch.float64)
 
 
 def _lbfgs(ctx: _Context, subsets: list[Subset], params: Parameters, groups: list[str], ctf_frozen: bool) -> None:
     tensors = params.select(groups)
     if not tensors or ctx.settings.lbfgs_iterations == 0:
         return
+    params.gauge = set(ctx.gauge) & set(groups)
+    params.set_anchor()
     opt = torch.optim.LBFGS(tensors, lr=1.0, max_iter=ctx.settings.lbfgs_iterations, history_size=20,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = -1000.0 * ctx.sums(subsets, params, ctf_frozen).target()
-        loss.backward()
-        return loss
+        return ctx.loss(subsets, params, ctf_frozen)
 
     opt.step(closure)
     params.select([])
+    with torch.no_grad():  # fold the gauge into the values: later stages start from what was applied
+        t, r = params.effective()
+        params.translation.copy_(params.raw_for("translation", t))
+        params.rotation.copy_(params.raw_for("rotation", r))
+    params.gauge = set()
 
 
 def _defocus_search(ctx: _Context, subsets: list[Subset], params: Parameters) -> None:
-    """M's exhaustive defocus search: ±range in steps, then halved steps around the two best
-    values, per particle (frames) or per tilt (tilts), scored by its own NCC."""
-    s = ctx.settings
+    """M's exhaustive defocus search: ±window in steps, then halved steps around the two best
+    values, per particle (frames) or per tilt (tilts), scored by its own NCC. The window and
+    step come from the schedule (what the refinement limit resolves)."""
+    s, sched = ctx.settings, ctx.schedule
     frames = ctx.model.kind == "frames"
-    base = params.defocus.detach().clone()
-    step = s.defocus_search_step / DEFOCUS_UNIT
-    r = s.defocus_search_range / DEFOCUS_UNIT
+    with torch.no_grad():
+        base = params.value("defocus").detach().clone()
+    step = sched.defocus_step / DEFOCUS_UNIT
+    r = sched.defocus_range / DEFOCUS_UNIT
     grid = torch.arange(-r, r + 1e-9, step, dtype=torch.float64)
     cands = grid[None].expand(len(base), -1)
     best_two = None
@@ -154,11 +220,11 @@ def _defocus_search(ctx: _Context, subsets: list[Subset], params: Parameters) ->
         if it > 0:
             step /= 2
             offs = torch.tensor([-step, 0.0, step], dtype=torch.float64)
-            cands = (best_two[:, :, None] + offs).reshape(len(base), -1)
+            cands = (best_two[:, :, None] + offs).reshape(len(base), -1).clamp(-r, r)
         scores = torch.empty_like(cands)
         with torch.no_grad():
             for j in range(cands.shape[1]):
-                params.defocus.copy_(base + cands[:, j])
+                params.defocus.copy_(params.raw_for("defocus", base + cands[:, j]))
                 sm = ctx.sums(subsets, params, ctf_frozen=False)
                 dim = 1 if frames else 0
                 c, a, b = sm.cross.sum(dim), sm.power_a.sum(dim), sm.power_b.sum(dim)
@@ -166,35 +232,107 @@ def _defocus_search(ctx: _Context, subsets: list[Subset], params: Parameters) ->
         order = torch.argsort(scores, dim=1, descending=True)
         best_two = torch.gather(cands, 1, order[:, :2])
     with torch.no_grad():
-        params.defocus.copy_(base + best_two[:, 0])
+        params.defocus.copy_(params.raw_for("defocus", base + best_two[:, 0]))
 
 
-def _refine(ctx: _Context, params: Parameters) -> dict[str, float]:
-    s = ctx.settings
-    tilts = ctx.model.kind == "tilts"
-    geometry = [g for g, on in (("shifts", s.refine_shifts), ("warp", params.warp is not None and s.image_warp),
-                                ("translation", s.refine_poses), ("rotation", s.refine_poses),
-                                ("stage", s.refine_stage_angles and tilts)) if on]
-    ctf = [g for g, on in (("defocus", s.refine_defocus), ("astigmatism", s.refine_astigmatism)) if on]
-    if s.refine_shifts and s.refine_poses:
-        params.gauge.add("translation")
-    if s.refine_stage_angles and s.refine_poses and tilts:
-        params.gauge.add("rotation")
-    subsets = ctx.subsets(params)
+def _restore_groups(params: Parameters, before: Parameters, groups: list[str]) -> None:
     with torch.no_grad():
-        before = float(ctx.sums(subsets, params, ctf_frozen=False).target())
+        mine, old = params.named(), before.named()
+        for g in groups:
+            mine[g].copy_(old[g])
+
+
+def _accept(ctx: _Context, own: list[Subset], other: list[Subset], params: Parameters, before: Parameters,
+            scores0: tuple[Sums, Sums], groups: list[str], ctf_frozen: bool, log: dict[str, Any]) -> None:
+    """Keep a stage's update only where it improves: a particle's per-particle groups where its
+    score rose against both half-maps, the shared groups where the target of each half-set
+    (against its own half-map) rose; otherwise the values from before the stage."""
+    own0, other0 = scores0
+    per_particle = [g for g in groups if g in ctx.schedule.per_particle(ctx.model.kind)]
+    shared = [g for g in groups if g not in per_particle]
+    with torch.no_grad():
+        rejected = torch.zeros(ctx.n_particles, dtype=torch.bool)
+        if per_particle:
+            own1, other1 = ctx.sums(own, params, ctf_frozen), ctx.sums(other, params, ctf_frozen)
+            worse = (own1.particle_scores() < own0.particle_scores()) | (
+                other1.particle_scores() < other0.particle_scores())
+            rejected = worse & ctx.in_target(own)
+            for g in per_particle:
+                getattr(params, g)[rejected] = getattr(before, g)[rejected]
+        log["particles_rejected"] = log.get("particles_rejected", 0) + int(rejected.sum())
+        if not shared and not per_particle:
+            return
+        now = ctx.sums(own, params, ctf_frozen)
+        halves = ctx.half_rows(own)
+        worse_half = [h for h, rows in halves.items() if float(now.target(rows)) < float(own0.target(rows))]
+        if worse_half and shared:
+            _restore_groups(params, before, shared)
+            log.setdefault("shared_rejected", []).append(",".join(shared))
+            now = ctx.sums(own, params, ctf_frozen)
+            worse_half = [h for h, rows in halves.items() if float(now.target(rows)) < float(own0.target(rows))]
+        if worse_half:
+            _restore_groups(params, before, groups)
+            log.setdefault("stage_rejected", []).append(",".join(groups))
+
+
+def _stage(ctx: _Context, own: list[Subset], other: list[Subset], params: Parameters, groups: list[str],
+           ctf_frozen: bool, log: dict[str, Any], search: bool = False) -> None:
+    if not groups:
+        return
+    before = params.detached()
+    guard = ctx.settings.require_both_halves
+    if guard:
+        with torch.no_grad():
+            scores0 = (ctx.sums(own, params, ctf_frozen), ctx.sums(other, params, ctf_frozen))
+    if search:
+        _defocus_search(ctx, own, params)
+    _lbfgs(ctx, own, params, groups, ctf_frozen)
+    if guard:
+        _accept(ctx, own, other, params, before, scores0, groups, ctf_frozen, log)
+
+
+def _refine(ctx: _Context, params: Parameters) -> dict[str, Any]:
+    s, sched = ctx.settings, ctx.schedule
+    params.bounds = dict(sched.bounds)
+    own, other = ctx.subset_pairs(params)
+    ctf_own = [x for x in own if x.species in sched.ctf_species]
+    ctf_other = [x for x in other if x.species in sched.ctf_species]
+    with torch.no_grad():
+        before = float(ctx.sums(own, params, ctf_frozen=False).target())
+    ctx.prior_weight = stage_prior_weight(s, ctx.n_particles, abs(before)) if "stage" in sched.geometry else 0.0
+    log: dict[str, Any] = {}
     for rnd in range(s.rounds):
-        for sub in subsets:
+        for sub in own:
             for st in sub.groups:
                 st.cached = None
-        _lbfgs(ctx, subsets, params, geometry, ctf_frozen=True)
-        if ctf:
-            if s.refine_defocus and rnd == 0 and s.defocus_search_range > 0:
-                _defocus_search(ctx, subsets, params)
-            _lbfgs(ctx, subsets, params, ctf + geometry, ctf_frozen=False)
+        _stage(ctx, own, other, params, list(sched.geometry), True, log)
+        if sched.ctf and ctf_own:
+            search = "defocus" in sched.ctf and rnd == 0 and sched.defocus_range > 0
+            _stage(ctx, ctf_own, ctf_other, params, list(sched.ctf) + list(sched.geometry), False, log, search)
+    params.bake()
+    if not s.allow_negative_defocus:
+        log["negative_defocus_reset"] = _keep_defocus_positive(ctx, params)
     with torch.no_grad():
-        after = float(ctx.sums(subsets, params, ctf_frozen=False).target())
-    return {"target_before": before, "target_after": after}
+        after = float(ctx.sums(own, params, ctf_frozen=False).target())
+    return {"target_before": before, "target_after": after, "schedule": {
+        "geometry": list(sched.geometry), "ctf": list(sched.ctf), "ctf_species": list(sched.ctf_species),
+        "defocus_window_A": sched.defocus_range, "skipped": sched.skipped}, "acceptance": log}
+
+
+def _keep_defocus_positive(ctx: _Context, params: Parameters) -> int:
+    """Undo defocus offsets that make any particle's defocus negative (per particle for frames,
+    per tilt for tilts); returns how many were undone."""
+    with torch.no_grad():
+        geo = particle_geometry(ctx.model, ctx.particles, params)
+        low = torch.minimum(geo.defocus_u, geo.defocus_v) < 0  # (P, n)
+        if ctx.model.kind == "frames":
+            bad = low.any(1)
+            params.defocus[bad] = 0.0
+        else:
+            bad = low.any(0)
+            params.defocus[bad] = 0.0
+            params.astigmatism[bad] = 0.0
+    return int(bad.sum())
 
 
 def _spectra(ctx: _Context, params: Parameters) -> np.ndarray | None:
@@ -214,7 +352,7 @@ def _spectra(ctx: _Context, params: Parameters) -> np.ndarray | None:
 def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> ItemResult:
     """Refine one item and back-project it (see module docstring); returns hashes and half-set sums."""
     t0 = time.perf_counter()
-    settings = RefineSettings.from_json(task.settings)
+    settings = RefineSettings.parse(task.settings)
     torch.set_num_threads(settings.threads)
     repo = Repository.open(task.repo_url)
     objects = repo.objects
@@ -226,7 +364,10 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     model = ctx.model
     params = Parameters.zeros(model, ctx.particles, settings.image_warp)
     stats: dict[str, Any] = {"particles": ctx.n_particles, "refine_resolution": ctx.resolution}
-    if settings.refines_anything and ctx.n_particles:
+    sched = ctx.schedule
+    if sched is not None and sched.skipped.get("all"):
+        stats["skipped"] = sched.skipped["all"]
+    elif settings.refines_anything and ctx.n_particles and sched is not None and (sched.geometry or sched.ctf):
         stats.update(_refine(ctx, params))
     new_models = {k: v for k, v in updated_models(model, params).items()}
     nc_hash = None
@@ -262,8 +403,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     changed = new_models if settings.refines_anything or settings.weights else {}
     for k, v in changed.items():
         models[k] = objects.put_array(np.ascontiguousarray(v, dtype=np.float64))
-    item = Item(ctx.item.kind, ctx.item.name, ctx.item.raw, ctx.item.imaging, models,
-                tuple(sorted(task.species.values())), ctx.item.metadata)
+    item = dataclasses.replace(ctx.item, models=models, refined_with=tuple(sorted(task.species.values())))
     item_hash = item.save(objects)
     stats["seconds"] = time.perf_counter() - t0
     return ItemResult(task, item_hash, particle_hashes, sums, nc_hash, stats)

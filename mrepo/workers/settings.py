@@ -5,6 +5,9 @@ Units: resolutions in Å, defocus in Å, angles in degrees. No Fourier layout he
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -30,6 +33,23 @@ class RefineSettings:
     this fraction of the species' resolution frequency; it rises linearly to 1 at the
     last iteration (``resolution_limit``). ``temporal_samples``: per-particle
     trajectory samples used when refining poses (species keep their own if larger).
+
+    Safety schedule (M, Methods: Optimization procedure; MCore defaults): defocus and
+    astigmatism are refined only with species whose refinement limit reaches
+    ``ctf_min_resolution`` Å (MCore ``--ctf_minresolution`` 8 Å); the defocus search range
+    shrinks to what the limit resolves (±d²/(2λ), the defocus that turns the CTF phase at
+    1/d by π) and is a hard bound, and defocus never becomes negative unless
+    ``allow_negative_defocus``. Items with fewer than ``min_particles_per_item`` particles
+    are not refined (MCore ``--min_particles``, default 1), only back-projected. With
+    ``require_both_halves`` an update of shared parameters is kept only if the target of
+    each half-set (against its own half-map) improves, and a particle's pose/defocus only
+    if its score improves against both half-maps; otherwise the old values stay.
+    ``stage_prior_deg``: Gaussian prior (σ, degrees) on stage-angle corrections whose
+    weight relative to the data falls as 1 / particles. ``particle_batch``: particles per
+    evaluation batch (bounds the memory of the autograd graph).
+    ``fsc_weighted_references``: half-maps weighted by sqrt(2FSC/(1+FSC)) before use;
+    ``mask_follows_map``: each iteration's mask is made from its map
+    (:func:`mrepo.workers.references.follow_mask`).
     """
 
     refine_shifts: bool = True
@@ -53,17 +73,29 @@ class RefineSettings:
     whiten: bool = True
     symmetrize: bool = True
     wiener_fraction: float = 1e-3
+    ctf_min_resolution: float = 8.0
+    min_particles_per_item: int = 1
+    require_both_halves: bool = True
+    allow_negative_defocus: bool = False
+    stage_prior_deg: float = 0.5
+    particle_batch: int = 64
+    fsc_weighted_references: bool = True
+    mask_follows_map: bool = True
 
     def __post_init__(self) -> None:
         if self.image_warp is not None:
             object.__setattr__(self, "image_warp", _grid(self.image_warp, "image_warp"))
         if not 0 < self.resolution_fraction <= 1:
             raise ValueError(f"resolution_fraction must be in (0, 1], got {self.resolution_fraction}")
-        for name in ("threads", "temporal_samples", "rounds", "reconstruction_pad", "defocus_search_iterations"):
+        for name in ("threads", "temporal_samples", "rounds", "reconstruction_pad", "defocus_search_iterations",
+                     "min_particles_per_item", "particle_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lbfgs_iterations < 0 or self.defocus_search_range < 0 or self.defocus_search_step <= 0:
             raise ValueError("lbfgs_iterations and defocus_search_range must be >= 0, defocus_search_step > 0")
+        if self.ctf_min_resolution <= 0 or self.stage_prior_deg < 0:
+            raise ValueError(f"ctf_min_resolution must be > 0 and stage_prior_deg >= 0, got "
+                             f"{self.ctf_min_resolution}, {self.stage_prior_deg}")
 
     @property
     def refines_anything(self) -> bool:
@@ -76,6 +108,13 @@ class RefineSettings:
         return d
 
     @classmethod
+    def parse(cls, body: dict[str, Any]) -> RefineSettings:
+        """:meth:`from_json`, parsed once per distinct body (workers see the same settings for every item)."""
+        from mrepo.store import canonical_json
+
+        return _parse_cached(canonical_json(body))
+
+    @classmethod
     def from_json(cls, body: dict[str, Any]) -> RefineSettings:
         known = {f.name for f in fields(cls)}
         unknown = set(body) - known
@@ -84,4 +123,10 @@ class RefineSettings:
         return cls(**body)
 
     def replace(self, **changes: Any) -> RefineSettings:
-        return RefineSettings.from_json({**self.to_json(), **changes})
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_cached(body: bytes) -> RefineSettings:
+    return RefineSettings.from_json(json.loads(body))

@@ -1,0 +1,110 @@
+"""Which parameter groups one item refines at the current refinement limit, and how far they may move.
+
+M refines a group only when the data at the current limit can determine it (M paper,
+Methods: Optimization procedure; MCore: CTF only with species at ``--ctf_minresolution``,
+8 Å by default). Starting from a 15–20 Å reference, refining defocus or fitting a ±3,000 Å
+search window lets noise choose the parameters. The rules here, all in the units of
+:class:`mrepo.workers.geometry.Parameters`:
+
+- **CTF** (defocus, astigmatism): only species whose limit d ≤ ``ctf_min_resolution``
+  contribute; none → the CTF is not refined this iteration. The defocus search range is
+  ``min(defocus_search_range, d² / (2λ))`` — the defocus change that moves the CTF phase at
+  1/d by π (λ: electron wavelength, Å) — so the search never jumps a CTF ring the data
+  cannot see; the step shrinks with it (≥ 10 steps per side). The range is a hard bound
+  (``1.25 ×`` as a tanh bound, so L-BFGS cannot leave it either).
+- **Poses**: translation bound ``max(2, d / pixel)`` px, rotation bound
+  ``clip(deg(d / r), 2°, 15°)`` (r: particle radius, Å): a particle never moves further than
+  the limit resolves.
+- **Stage angles** (tilts): bound 2°, and a Gaussian prior of σ ``stage_prior_deg`` whose
+  weight relative to M's (intensive, normalised) target falls as 1 / particles, like the
+  data's noise; see :func:`stage_prior_weight`.
+- Items with fewer particles than ``min_particles_per_item`` are not refined (MCore
+  ``--min_particles``).
+
+No Fourier layout here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mrepo.kernels.ctf import electron_wavelength
+from mrepo.workers.geometry import DEFOCUS_UNIT
+from mrepo.workers.settings import RefineSettings
+
+__all__ = ["Schedule", "plan_schedule", "defocus_window", "stage_prior_weight", "PER_PARTICLE_GROUPS"]
+
+#: groups with one value per particle (frames' defocus is per particle, too; see :meth:`Schedule.per_particle`)
+PER_PARTICLE_GROUPS = ("translation", "rotation")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What one item refines: ``geometry`` groups (CTF frozen), then ``ctf`` groups (with the
+    geometry), the species whose particles enter the CTF target, the defocus search window
+    (Å) and step (Å), and per-group tanh ``bounds`` (units of the groups)."""
+
+    geometry: tuple[str, ...]
+    ctf: tuple[str, ...]
+    ctf_species: tuple[str, ...]
+    defocus_range: float
+    defocus_step: float
+    bounds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def per_particle(self, kind: str) -> tuple[str, ...]:
+        """Groups with one value per particle for an item of ``kind`` (frames | tilts)."""
+        return PER_PARTICLE_GROUPS + (("defocus",) if kind == "frames" else ())
+
+
+def defocus_window(resolution: float, voltage_kv: float, requested: float) -> float:
+    """Defocus search half-range (Å) the limit ``resolution`` (Å) can resolve: min(requested, d²/(2λ))."""
+    lam = float(electron_wavelength(voltage_kv))
+    return float(min(requested, resolution**2 / (2 * lam)))
+
+
+def stage_prior_weight(settings: RefineSettings, particles: int, target_scale: float) -> float:
+    """Weight of ``Σ (stage / σ)² / 2`` in the loss ``-1000 · target``: ``1000 · target_scale / particles``.
+
+    M's target is a normalised correlation (independent of the particle count), while its
+    noise falls as 1 / √particles; a prior whose weight falls as 1 / particles keeps the
+    same balance between data and prior that a likelihood would have. ``target_scale``: the
+    target at the start (≈ the correlation per particle)."""
+    if settings.stage_prior_deg <= 0 or particles <= 0:
+        return 0.0
+    return 1000.0 * max(target_scale, 1e-6) / particles
+
+
+def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: dict[str, float],
+                  radii: dict[str, float], pixel_size: float, voltage_kv: float, particles: int) -> Schedule:
+    """The schedule of one item: ``limits`` {species: refinement limit Å}, ``radii`` {species: Å}."""
+    s = settings
+    tilts = kind == "tilts"
+    skipped: dict[str, str] = {}
+    if particles < s.min_particles_per_item:
+        return Schedule((), (), (), 0.0, s.defocus_search_step,
+                        skipped={"all": f"{particles} particles < min_particles_per_item {s.min_particles_per_item}"})
+    geometry = tuple(g for g, on in (("shifts", s.refine_shifts), ("warp", has_warp and s.image_warp is not None),
+                                     ("translation", s.refine_poses), ("rotation", s.refine_poses),
+                                     ("stage", s.refine_stage_angles and tilts)) if on)
+    ctf_species = tuple(sorted(n for n, d in limits.items() if d <= s.ctf_min_resolution + 1e-9))
+    wants_ctf = s.refine_defocus or s.refine_astigmatism
+    ctf: tuple[str, ...] = ()
+    if wants_ctf and not ctf_species:
+        skipped["ctf"] = (f"refinement limit {min(limits.values()):.1f} Å is coarser than ctf_min_resolution "
+                          f"{s.ctf_min_resolution:g} Å")
+    elif wants_ctf:
+        ctf = tuple(g for g, on in (("defocus", s.refine_defocus), ("astigmatism", s.refine_astigmatism)) if on)
+    best = min(limits[n] for n in ctf_species) if ctf_species else min(limits.values())
+    window = defocus_window(best, voltage_kv, s.defocus_search_range)
+    step = min(s.defocus_search_step, window / 10) if window > 0 else s.defocus_search_step
+    finest = min(limits.values())
+    radius = max(radii.values()) if radii else 50.0
+    bounds = {"translation": max(2.0, finest / pixel_size),
+              "rotation": float(min(15.0, max(2.0, math.degrees(finest / max(radius, 1.0)))))}
+    if tilts:
+        bounds["stage"] = 2.0
+    if "defocus" in ctf and window > 0:
+        bounds["defocus"] = 1.25 * window / DEFOCUS_UNIT
+    return Schedule(geometry, ctf, ctf_species, window, step, bounds, skipped)
