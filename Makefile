@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.mrepo-installed
 
-.PHONY: install test test-all demo bench lint browser clean
+.PHONY: install test test-all wheel-check demo bench lint browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[all,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +29,11 @@ browser:
 
 test: install browser
 	$(PY) -m pytest -q -ra
+
+# The package as a user installs it: build the wheel, install it with [all] into a fresh venv
+# (torch==2.13.0 first), then mrepo serve + a page request + a clone (scripts/check_wheel.sh; ~2 min).
+wheel-check:
+	PYTHON=$(PYTHON) scripts/check_wheel.sh
 
 # Includes tests marked slow (long benchmarks-like checks).
 test-all: install browser

@@ -13,6 +13,7 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
@@ -58,7 +59,7 @@ def print_json(value: Any) -> None:
 
 def fail(message: str, code: int = 1) -> None:
     """Print a one-line error and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -85,5 +86,5 @@ class MrepoGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except MrepoError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # "[s3]" is not markup
             ctx.exit(exc.exit_code)

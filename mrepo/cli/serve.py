@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import typer
@@ -22,9 +23,9 @@ def serve(repo: str = RepoOption,
           no_access_log: bool = typer.Option(False, "--no-access-log", help="Do not write JSON access lines.")
           ) -> None:
     """Serve a repository over HTTP: clone/fetch/push/pull from http://HOST:PORT/repo, web view at /."""
-    import uvicorn
+    from ..api import create_app  # first: names "pip install 'mrepo[server]'" when the server extra is missing
 
-    from ..api import create_app
+    uvicorn = importlib.import_module("uvicorn")
 
     app = create_app(repo_url(repo), tokens, anonymous_read, tuple(protect), max_body,
                      access_log=False if no_access_log else None)

@@ -77,12 +77,14 @@ class MissingExtra(MrepoError):
 
 
 def require_extra(module: str, extra: str, purpose: str) -> None:
-    """Raise :class:`MissingExtra` naming ``pip install mrepo[extra]`` when ``module`` cannot be imported."""
-    import importlib.util
+    """Import ``module``; raise :class:`MissingExtra` naming ``pip install mrepo[extra]`` when it cannot be."""
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
         raise MissingExtra(f"{purpose} needs the optional package {module!r}: pip install 'mrepo[{extra}]' "
-                           "(or 'mrepo[all]')")
+                           "(or 'mrepo[all]')") from None
 
 
 class InvalidRecord(CorruptObject, InvalidInput):

@@ -32,8 +32,14 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
-import ray
-from ray.exceptions import RayActorError
+try:
+    import ray
+    from ray.exceptions import RayActorError
+except ImportError:  # one line naming the extra instead of a traceback
+    from ..store import MissingExtra
+
+    raise MissingExtra("the Ray executor (--executor ray) needs the optional package 'ray': "
+                       "pip install 'mrepo[ray]' (or 'mrepo[all]')") from None
 
 from ..store import InvalidInput, MrepoError
 from .api import HalfSums, ItemResult, ItemTask, IterationOutput, largest_first
