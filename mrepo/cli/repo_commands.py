@@ -194,16 +194,40 @@ def register(app: typer.Typer) -> None:
             console.print(f"{len(result.report.conflicts)} conflict(s) resolved with '{policy}'")
 
     @app.command("verify")
-    def verify_cmd(repo: str = RepoOption, json: bool = JsonOption) -> None:
-        """Recompute the hash of every reachable object; non-zero exit on problems."""
+    def verify_cmd(repo: str = RepoOption, json: bool = JsonOption,
+                   repair_from: str = typer.Option(None, "--repair", metavar="REMOTE",
+                                                   help="Replace every damaged object by a verified copy "
+                                                        "from this remote (a name or URL).")) -> None:
+        """Recompute the hash of every reachable object and check record schemas; non-zero exit on
+        problems (after --repair: on problems left)."""
         r = open_repo(repo)
+        repaired = None
         with progress_bar("verify", not json) as progress:
-            report = verify(r.storage, progress=progress)
+            if repair_from is None:
+                report = verify(r.storage, progress=progress)
+            else:
+                from ..graph.maintenance import repair
+                from ..graph.transfer import remote_url
+
+                other = Repository.open(remote_url(r, repair_from))
+                try:
+                    repaired, report = repair(r.storage, other.storage, progress=progress)
+                finally:
+                    other.close()
         if json:
-            print_json({"ok": report.ok, "checked": report.checked, "problems": report.problems})
+            doc = {"ok": report.ok, "checked": report.checked, "problems": report.problems}
+            if repaired is not None:
+                doc["repaired"] = [f"{k} {h}" for k, h in repaired.repaired]
+                doc["repair_failed"] = repaired.failed
+            print_json(doc)
         else:
+            if repaired is not None:
+                for k, h in repaired.repaired:
+                    console.print(f"[green]repaired {k} {h}[/]")
+                for p in repaired.failed:
+                    console.print(f"[red]could not repair {escape(p)}[/]")
             for p in report.problems:
-                console.print(f"[red]{p}[/]")
+                console.print(f"[red]{escape(p)}[/]")
             console.print(f"{report.checked} objects checked, {len(report.problems)} problem(s)")
         if not report.ok:
             raise typer.Exit(ExitCode.CORRUPT)

@@ -1,4 +1,6 @@
-"""Maintenance: ``verify`` recomputes every reachable hash; ``gc`` sweeps unreachable objects.
+"""Maintenance: ``verify`` recomputes every reachable hash and checks record schemas; ``repair``
+replaces damaged objects by verified copies from another repository; ``gc`` sweeps unreachable
+objects.
 
 Reachability starts at every ref (branches, tags, remote-tracking refs, pull
 requests) and follows the reference objects inside records.
@@ -11,8 +13,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..store import Backend, CorruptObject, Entry, ObjectNotFound, Storage, is_hash, references, reflog, zarr_codec
+from ..store import Backend, CorruptObject, Entry, ObjectNotFound, Storage, is_hash, references, reflog
+from ..store.errors import InvalidRecord
+from ..store.integrity import ArrayReceiver, check_array_metadata, check_object_bytes
 from ..store.objects import ObjectType, array_prefix, object_key
+from .raw_verify import verify_in_place
+from .schema import check_record_bytes, ref_target_kind
 from .transfer import Progress
 
 DEFAULT_GRACE_SECONDS = 24 * 3600.0
@@ -35,8 +41,11 @@ def cache_pointers(backend: Backend) -> list[tuple[Entry, str | None]]:
 
 @dataclass
 class VerifyReport:
+    """What ``verify`` found: one-line problems, and the damaged objects as (type, hash)."""
+
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    damaged: list[tuple[ObjectType, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -74,45 +83,174 @@ def reachable(storage: Storage, *, on_problem: Callable[[str], None] | None = No
     return found
 
 
-def _verify_array(storage: Storage, h: str) -> str | None:
-    """Check an array's data hash and that its zarr.json is exactly what mrepo writes."""
+def check_array(backend: Backend, h: str) -> None:
+    """Array ``h`` on ``backend``: canonical ``zarr.json`` naming it, every chunk matching its
+    digest and decoding with zero padding, the data hashing to ``h`` (one streaming pass, one
+    slab in memory). Raises ObjectNotFound or CorruptObject."""
+    prefix = array_prefix(h)
     try:
-        arr = storage.objects.get_array(h, verify=True)
-        meta = storage.objects.array_meta(h)
-        expected = zarr_codec.metadata_document(arr, meta.chunks, h, meta.chunk_digests)
-        if storage.backend.get(array_prefix(h) + "zarr.json") != expected:
-            return f"array {h}: corrupt (zarr.json differs from its canonical form)"
+        metadata = backend.get(prefix + "zarr.json")
+    except ObjectNotFound:
+        raise ObjectNotFound(f"array {h}: missing") from None
+    receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
+    for key in receiver.keys():
+        try:
+            receiver.add(key, backend.get(prefix + key))
+        except ObjectNotFound:
+            raise CorruptObject(f"array {h}: chunk {key} is missing") from None
+    receiver.finish()
+
+
+def _verify_array(storage: Storage, h: str) -> str | None:
+    """None when the array is intact (see :func:`check_array`), else a one-line problem."""
+    try:
+        check_array(storage.backend, h)
     except ObjectNotFound:
         return f"array {h}: missing"
-    except (CorruptObject, ValueError) as exc:
+    except CorruptObject as exc:
         return f"array {h}: corrupt ({exc})"
-    except Exception as exc:  # a damaged chunk can make the decompressor raise anything
-        return f"array {h}: corrupt ({type(exc).__name__}: {exc})"
     return None
 
 
-def verify(storage: Storage, *, workers: int = 8, progress: Progress | None = None) -> VerifyReport:
-    """Recompute the hash of every reachable object; report missing or corrupt ones."""
+def _verify_record(storage: Storage, h: str) -> str | None:
+    """None when record ``h`` hashes to its name, is canonical and matches its kind's schema."""
+    try:
+        check_record_bytes(h, storage.backend.get(object_key(h)))
+    except ObjectNotFound:
+        return f"record {h}: missing"
+    except InvalidRecord as exc:
+        return f"record {h}: invalid ({exc})"
+    except CorruptObject as exc:
+        return f"record {h}: corrupt ({exc})"
+    return None
+
+
+def _verify_ref_targets(storage: Storage) -> list[str]:
+    """Refs that point at a record of the wrong kind (branches and tags -> commits, pulls -> pull requests)."""
+    problems = []
+    for key, h in storage.refs.list("refs/"):
+        try:
+            kind, _ = storage.objects.get_record_with_kind(h)
+        except (ObjectNotFound, CorruptObject, ValueError):
+            continue  # reported as a damaged record
+        expected = ref_target_kind(key)
+        if kind != expected:
+            problems.append(f"{key}: points at a {kind} record {h}, not a {expected}")
+    return problems
+
+
+def verify(storage: Storage, *, workers: int = 8, progress: Progress | None = None,
+           raw: bool = True) -> VerifyReport:
+    """Recompute the hash of every reachable object, check record schemas and ref target kinds;
+    report missing, corrupt or invalid objects (``report.damaged`` lists them for repair).
+
+    With ``raw`` (default), raw data that items reference in place (imported without ``--copy``)
+    is hashed whole and compared with its item key (:mod:`mrepo.graph.raw_verify`).
+    """
     report = VerifyReport()
     storage.objects.clear_cache()  # re-read everything from the backend
     objs = reachable(storage, on_problem=report.problems.append)
+    report.problems.extend(_verify_ref_targets(storage))
 
     def check(item: tuple[str, ObjectType]) -> str | None:
         h, kind = item
         if kind == "array":
             return _verify_array(storage, h)
+        if kind == "record":
+            return _verify_record(storage, h)
         return storage.objects.verify_object(kind, h)
 
     items = sorted(objs.items())
     with ThreadPoolExecutor(workers) as pool:
-        for i, problem in enumerate(pool.map(check, items), 1):
-            if problem and problem not in report.problems:
-                report.problems.append(problem)
+        for i, ((h, kind), problem) in enumerate(zip(items, pool.map(check, items)), 1):
+            if problem:
+                report.damaged.append((kind, h))
+                if not any(p.startswith(f"{kind} {h}:") for p in report.problems):
+                    report.problems.append(problem)
             if progress:
                 progress("verify", i, len(items))
     report.checked = len(items)
+    if raw:
+        raw_checked, raw_problems = verify_in_place([h for h, k in items if k == "record"], storage=storage,
+                                                    workers=workers, progress=progress)
+        report.checked += raw_checked
+        report.problems.extend(raw_problems)
     report.problems.sort()
     return report
+
+
+@dataclass
+class RepairReport:
+    """What ``repair`` did: objects replaced by verified copies, and those it could not repair."""
+
+    repaired: list[tuple[ObjectType, str]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    rounds: int = 0
+
+
+def repair(storage: Storage, remote: Storage, *, workers: int = 8, max_rounds: int = 8,
+           progress: Progress | None = None) -> tuple[RepairReport, VerifyReport]:
+    """Replace every damaged object of ``storage`` by a verified copy from ``remote``.
+
+    Rounds of verify-then-fetch until nothing damaged is left or a round repairs nothing (a
+    record fetched whole may reveal missing objects below it). Records come with whatever of
+    their closure is missing (:func:`~mrepo.graph.transfer.copy_closure`); arrays and blobs are
+    replaced by copies checked against their names (:mod:`mrepo.store.integrity`). Returns the
+    repair report and the final verify report.
+    """
+    from .transfer import copy_closure
+
+    out = RepairReport()
+    report = verify(storage, workers=workers, progress=progress)
+    while report.damaged and out.rounds < max_rounds:
+        out.rounds += 1
+        before = len(out.repaired)
+        for kind, h in report.damaged:
+            try:
+                if kind == "record":
+                    copy_closure(remote, storage, [h], workers=workers)
+                    # copy_closure skips a present record whose bytes hash right (e.g. a malformed one)
+                    if _verify_record(storage, h) is not None:
+                        data = remote.backend.get(object_key(h))
+                        check_record_bytes(h, data)
+                        storage.backend.put(object_key(h), data)
+                elif kind == "array":
+                    _replace_array(remote, storage, h)
+                else:
+                    data = remote.backend.get(object_key(h))
+                    if check_object_bytes(h, data) != "blob":
+                        raise CorruptObject(f"object {h} is a record at the remote, not a blob")
+                    storage.backend.put(object_key(h), data)
+                out.repaired.append((kind, h))
+            except (ObjectNotFound, CorruptObject) as exc:
+                out.failed.append(f"{kind} {h}: {exc}")
+        storage.objects.clear_cache()
+        report = verify(storage, workers=workers, progress=progress)
+        if len(out.repaired) == before:
+            break
+    out.failed = sorted(set(out.failed))
+    return out, report
+
+
+def _replace_array(remote: Storage, storage: Storage, h: str) -> None:
+    """Copy array ``h`` from ``remote`` over the local one, chunk by chunk, each checked as it passes;
+    ``zarr.json`` last, after the array hashed to ``h``."""
+    prefix = array_prefix(h)
+    try:
+        metadata = remote.backend.get(prefix + "zarr.json")
+    except ObjectNotFound:
+        raise ObjectNotFound(f"array {h} is not at {remote.url}") from None
+    receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
+    chunks = []
+    for key in receiver.keys():
+        data = remote.backend.get(prefix + key)
+        receiver.add(key, data)
+        chunks.append((key, data))
+    receiver.finish()
+    storage.backend.delete(prefix + "zarr.json")  # incomplete while its chunks are rewritten
+    for key, data in chunks:
+        storage.backend.put(prefix + key, data)
+    storage.backend.put(prefix + "zarr.json", metadata)
 
 
 def _is_record(storage: Storage, key: str) -> bool:
