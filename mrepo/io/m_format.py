@@ -30,23 +30,26 @@ to items already in the repository by wrpSourceHash (mrepo item key) or else wrp
 
 from __future__ import annotations
 
+import json
 import uuid
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..graph import DataSource, Item, ParticleTable, Repository, Species
+from ..graph import DataSource, Item, ParticleTable, Population, Repository, Species
 from ..store import InvalidInput
-from .export_relion import _order, population_items
+from .export_relion import population_items
+from .identity import M_ID_COLUMN, import_context, read_id_column
 from .mrc import write_mrc
 from .raw_access import raw_paths
 from .relion_particles import ParticleRows
-from .species_build import build_species, read_species_maps
-from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items, name_key, particle_ids
+from .species_build import build_species, read_species_maps, species_ids
+from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items, name_key
 from .star import integers, numeric, read_star, require_columns, strings, write_star
-from .warp_export import write_item_xml
+from .warp_export import SIDECAR, item_warp_meta, write_item_xml
 from .warp_import import warp_item
 from .warp_xml import read_warp_xml
 
@@ -84,6 +87,31 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
     proot = ET.Element("Population")
     _params(proot, {"Name": pop.name})
     sp_el, src_el = ET.SubElement(proot, "Species"), ET.SubElement(proot, "Sources")
+    m_hashes: dict[str, str] = {}
+    for it in items.values():  # refuses what M cannot represent before anything else is written
+        item_warp_meta(repo, it)
+    for key, it in sorted(items.items()):
+        files, m_hashes[key] = write_item_xml(repo, it, out)
+        written += files
+    for sname, sh in sorted(pop.sources.items()):
+        src = repo.source(sh)
+        its = [items[k] for k in sorted(src.items)]
+        first = its[0].imaging if its else {}
+        guid = guid_for(sh)
+        ET.SubElement(src_el, "Source", GUID=guid, Path=f"{sname}.source")
+        root = ET.Element("DataSource")
+        dims = first.get("volume_dimensions") or [v * first.get("pixel_size", 1.0)
+                                                  for v in first.get("dimensions", [0, 0, 0])[:2]] + [0]
+        _params(root, {"GUID": guid, "Version": sh[:8], "DontVersion": "False", "PreviousVersion": "",
+                       "Name": sname, "RelativeWeight": 1, "PixelSize": repr(float(first.get("pixel_size", 1.0))),
+                       "DimensionsX": dims[0], "DimensionsY": dims[1], "DimensionsZ": dims[2], "FrameLimit": -1,
+                       "DosePerAngstromFrame": repr(float((first.get("exposure") or [0.0])[0])),
+                       "GainPath": "", "DefectsPath": ""})
+        ET.SubElement(root, "UsedSpecies")
+        files = ET.SubElement(root, "Files")
+        for it in its:
+            ET.SubElement(files, "File", Hash=m_hashes[it.key], Name=_file_name(repo, it))
+        written.append(_write_xml(root, out / f"{sname}.source"))
     for name, h in sorted(pop.species.items()):
         sp = repo.species(h)
         guid = guid_for(h)
@@ -102,7 +130,8 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
         for suffix, ah in (("half1", sp.half1), ("half2", sp.half2), ("mask", sp.mask)):
             written.append(write_mrc(folder / f"{name}_{suffix}.mrc", repo.objects.get_array(ah), sp.pixel_size))
         table = repo.particles(sp.particles)
-        order = _order(table, items)
+        names = np.array([items[k].name for k in table.item_keys().tolist()], dtype=object)
+        order = np.lexsort((table.ids, names)) if len(table) else np.zeros(0, np.int64)  # ids of one import: file order
         keys = table.item_keys()[order].tolist()
         cols: dict[str, object] = {}
         for t in range(table.temporal_samples):
@@ -113,30 +142,38 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
                 cols[f"wrpAngle{a}{t + 1}"] = table.angles[order, t, i]
         cols["wrpRandomSubset"] = table.half[order].astype(np.int64)
         cols["wrpSourceName"] = [_file_name(repo, items[k]) for k in keys]
-        cols["wrpSourceHash"] = keys
+        cols["wrpSourceHash"] = [m_hashes[k] for k in keys]
+        cols[M_ID_COLUMN] = table.ids[order]
         written.append(write_star(folder / f"{name}_particles.star", {"": pd.DataFrame(cols)}))
-    for sname, sh in sorted(pop.sources.items()):
-        src = repo.source(sh)
-        its = [items[k] for k in sorted(src.items)]
-        first = its[0].imaging if its else {}
-        guid = guid_for(sh)
-        ET.SubElement(src_el, "Source", GUID=guid, Path=f"{sname}.source")
-        root = ET.Element("DataSource")
-        dims = first.get("volume_dimensions") or [v * first.get("pixel_size", 1.0)
-                                                  for v in first.get("dimensions", [0, 0, 0])[:2]] + [0]
-        _params(root, {"GUID": guid, "Version": sh[:8], "DontVersion": "False", "PreviousVersion": "",
-                       "Name": sname, "RelativeWeight": 1, "PixelSize": repr(float(first.get("pixel_size", 1.0))),
-                       "DimensionsX": dims[0], "DimensionsY": dims[1], "DimensionsZ": dims[2], "FrameLimit": -1,
-                       "DosePerAngstromFrame": repr(float((first.get("exposure") or [0.0])[0])),
-                       "GainPath": "", "DefectsPath": ""})
-        ET.SubElement(root, "UsedSpecies")
-        files = ET.SubElement(root, "Files")
-        for it in its:
-            ET.SubElement(files, "File", Hash=it.key, Name=_file_name(repo, it))
-            written += write_item_xml(repo, it, out)
-        written.append(_write_xml(root, out / f"{sname}.source"))
+        written.append(_write_species_sidecar(sp, table, folder / f"{name}{SIDECAR}"))
     written.append(_write_xml(proot, out / f"{pop.name}.population"))
     return written
+
+
+def _write_species_sidecar(sp: Species, table: ParticleTable, path: Path) -> Path:
+    """Species metadata and the extra particle columns (by particle id), which M's files do not hold."""
+    extra = {k: {"dtype": v.dtype.str, "values": v.tolist()} for k, v in sorted(table.extra.items())}
+    body = {"format": "mrepo-m-species/1", "metadata": sp.metadata, "ids": table.ids.tolist(), "extra": extra}
+    path.write_text(json.dumps(body, sort_keys=True))
+    return path
+
+
+def _read_species_sidecar(path: Path, rows: ParticleRows) -> dict:
+    """Species metadata from an mrepo sidecar; fills ``rows.extra`` when every particle id is in it."""
+    if not path.is_file():
+        return {}
+    try:
+        body = json.loads(path.read_text())
+        if body.get("format") != "mrepo-m-species/1":
+            raise ValueError("unknown format")
+        where = {int(i): r for r, i in enumerate(body["ids"])}
+        extra = {k: np.asarray(v["values"], dtype=np.dtype(v["dtype"])) for k, v in body["extra"].items()}
+    except (ValueError, KeyError, TypeError, OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: not an mrepo species sidecar ({exc})") from None
+    if rows.ids is not None and all(int(i) in where for i in rows.ids):
+        take = np.array([where[int(i)] for i in rows.ids], dtype=np.int64)
+        rows.extra = {**{k: v[take] if len(v) else v for k, v in extra.items()}, **rows.extra}
+    return dict(body.get("metadata", {}))
 
 
 def _parse_xml(path: Path, tag: str) -> ET.Element:
@@ -156,8 +193,15 @@ def _param(root: ET.Element, name: str, path: Path) -> str:
     raise InvalidInput(f"{path}: no <Param Name=\"{name}\">")
 
 
-def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict, ignore_unmatched: bool
-            ) -> tuple[ParticleRows, int]:
+def _source_name(name: str) -> str:
+    """A wrpSourceName as an item name: tilt series are ``<name>.tomostar``, movies keep their file name."""
+    return name[: -len(".tomostar")] if name.endswith(".tomostar") else name
+
+
+def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict, ignore_unmatched: bool,
+            m_keys: dict[str, str]) -> tuple[ParticleRows, int]:
+    """Particles of an M species; each links to an item by wrpSourceHash (M's data hash, through the
+    .source ``<File Hash>`` list in ``m_keys``, or an mrepo item key), else by wrpSourceName."""
     blocks = read_star(star)
     df = next(iter(blocks.values()))
     bname = next(iter(blocks))
@@ -168,7 +212,7 @@ def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict,
         samples += 1
     hashes = strings(df, "wrpSourceHash", star, bname)
     names = strings(df, "wrpSourceName", star, bname)
-    resolved = [h if h in repo_items else n for h, n in zip(hashes, names)]
+    resolved = [h if h in repo_items else m_keys.get(h) or _source_name(n) for h, n in zip(hashes, names)]
     by_key = {k: [("", "", it)] for k, it in repo_items.items()}
     keep, matched = match_items(resolved, {**index, **by_key}, where=str(star), ignore_unmatched=ignore_unmatched)
     coords = np.stack([np.stack([numeric(df, f"wrpCoordinate{a}{t + 1}", star, bname) if
@@ -177,15 +221,20 @@ def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict,
     angles = np.stack([np.stack([numeric(df, f"wrpAngle{a}{min(t, samples - 1) + 1}", star, bname)
                                  for a in ("Rot", "Tilt", "Psi")], 1) for t in range(samples)], 1)
     half = integers(df, "wrpRandomSubset", star, bname)
+    ids = read_id_column(df, star, bname, M_ID_COLUMN)
     kept = [it for it, k in zip(matched, keep) if k]
     rows = ParticleRows([it.key for it in kept], coords[keep][:, 0], angles[keep][:, 0], half[keep], {}, kept,
                         coordinates_t=coords[keep], angles_t=angles[keep])
+    rows.ids = None if ids is None else ids[keep]
     return rows, samples
 
 
 def _m_species(root: ET.Element, pfile: Path, items: dict[str, Item], index: dict, staging: Staging,
-               ignore_unmatched: bool) -> dict[str, Species]:
-    """Every species listed by a .population, built into ``staging`` (particles linked to ``items``)."""
+               ignore_unmatched: bool, m_keys: dict[str, str], repo: Repository, pop: Population | None,
+               parent: str | None) -> dict[str, Species]:
+    """Every species listed by a .population, built into ``staging`` (particles linked to ``items``).
+
+    Ids come from the M_ID_COLUMN (``wrpMrepoParticleId``) when present, else are new for this import."""
     new: dict[str, Species] = {}
     for el in root.findall("Species/Species"):
         spath = pfile.parent / el.get("Path", "")
@@ -201,25 +250,35 @@ def _m_species(root: ET.Element, pfile: Path, items: dict[str, Item], index: dic
         folder = spath.parent
         maps = read_species_maps(folder / f"{name}_half1.mrc", folder / f"{name}_half2.mrc",
                                  folder / f"{name}_mask.mrc")
-        rows, samples = _m_rows(folder / f"{name}_particles.star", temporal, items, index, ignore_unmatched)
+        star = folder / f"{name}_particles.star"
+        rows, samples = _m_rows(star, temporal, items, index, ignore_unmatched, m_keys)
+        metadata = _read_species_sidecar(folder / f"{name}{SIDECAR}", rows)
         used = {it.key for it in rows.items}
         contributors = sorted({h for e in index.values() for _, h, it in e if it.key in used})
         sp = build_species(staging.objects, name=name, maps=maps, rows=rows, diameter=diameter,
                            symmetry=_param(sroot, "Symmetry", spath), temporal_samples=1,
-                           star_path=folder / f"{name}_particles.star", contributors=contributors)
+                           star_path=star, contributors=contributors, metadata=metadata,
+                           id_context=import_context(repo, pop, parent, star))
         if samples > 1 or temporal > 1:
             t = max(samples, temporal)
             assert rows.coordinates_t is not None and rows.angles_t is not None
             c = np.repeat(rows.coordinates_t, t // samples, axis=1) if samples < t else rows.coordinates_t
             a = np.repeat(rows.angles_t, t // samples, axis=1) if samples < t else rows.angles_t
-            table = ParticleTable.build(particle_ids(rows.item_keys), rows.item_keys, c, a, rows.half)
+            ids = ParticleTable.load(staging.objects, sp.particles).ids  # sorted; rows sorted alike below
+            order = np.argsort(species_ids(name, rows, star, import_context(repo, pop, parent, star)), kind="stable")
+            keys = np.asarray(rows.item_keys, dtype=object)[order].tolist()
+            table = ParticleTable.build(ids, keys, c[order], a[order], rows.half[order],
+                                        {k: v[order] for k, v in rows.extra.items()})
             sp = sp.evolve(particles=table.save(staging.objects), temporal_samples=t)
         new[name] = sp
     return new
 
 
-def _m_source(spath: Path, staging: Staging, copy: bool) -> DataSource:
-    """A .source file (DataSource.cs ``Load``) and its items' Warp XML (``<folder>/<RootName>.xml``)."""
+def _m_source(spath: Path, staging: Staging, copy: bool, m_keys: dict[str, str]) -> DataSource:
+    """A .source file (DataSource.cs ``Load``) and its items' Warp XML (``<folder>/<RootName>.xml``);
+    records M's data hash of each item (``<File Hash>``) -> item key in ``m_keys``. An item sidecar
+    ``<name>.mrepo.json`` written by mrepo's M export restores what M does not hold when its raw hash
+    matches (:func:`~mrepo.io.warp_export.write_item_xml`)."""
     sroot = _parse_xml(spath, "DataSource")
     name = _param(sroot, "Name", spath)
     files = sroot.findall("Files/File")
@@ -239,13 +298,33 @@ def _m_source(spath: Path, staging: Staging, copy: bool) -> DataSource:
             movie = base / fname
             if not movie.is_file():
                 raise InvalidInput(f"{spath}: item {fname!r}: raw movie {movie} does not exist")
-        items.append(warp_item(xml, staging, movie=movie, copy=copy, name=stem,
-                               settings={"Import": {"DosePerAngstromFrame": _param_or(sroot, "DosePerAngstromFrame",
-                                                                                      "0")}}))
+        item = warp_item(xml, staging, movie=movie, copy=copy, name=stem,
+                         settings={"Import": {"DosePerAngstromFrame": _param_or(sroot, "DosePerAngstromFrame", "0")}})
+        item = _with_sidecar(item, spath.parent / f"{stem}{SIDECAR}")
+        m_keys[f.get("Hash", "")] = item.key
+        items.append(item)
     ds = DataSource(name, {it.key: it.save(staging.objects) for it in items}, {"origin": "m"})
     if len(ds.items) != len(items):
         raise InvalidInput(f"{spath}: two items have identical raw data")
     return ds
+
+
+def _with_sidecar(item: Item, path: Path) -> Item:
+    """``item`` with the nominal tilt angles, imaging fields and metadata an mrepo sidecar kept."""
+    if not path.is_file():
+        return item
+    try:
+        body = json.loads(path.read_text())
+        if body.get("format") != "mrepo-m-sidecar/1":
+            raise ValueError("unknown format")
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path}: not an mrepo sidecar ({exc})") from None
+    if body.get("raw_hash") != item.key:
+        return item  # the raw data changed: the sidecar describes another item
+    imaging = {**{k: v for k, v in body.get("imaging", {}).items() if k not in item.imaging}, **item.imaging}
+    if "tilt_angles" in body.get("imaging", {}):
+        imaging["tilt_angles"] = body["imaging"]["tilt_angles"]
+    return replace(item, imaging=imaging, metadata={**body.get("metadata", {}), **item.metadata})
 
 
 def _param_or(root: ET.Element, name: str, default: str) -> str:
@@ -266,8 +345,9 @@ def import_m(repo: Repository, population_file: str | Path, *, copy: bool = Fals
     staging = Staging(repo)
     try:
         sources: dict[str, DataSource] = {}
+        m_keys: dict[str, str] = {}
         for el in root.findall("Sources/Source"):
-            ds = _m_source(pfile.parent / el.get("Path", ""), staging, copy)
+            ds = _m_source(pfile.parent / el.get("Path", ""), staging, copy, m_keys)
             if ds.name in sources:
                 raise InvalidInput(f"{pfile}: two sources are named {ds.name!r}")
             sources[ds.name] = ds
@@ -280,7 +360,7 @@ def import_m(repo: Repository, population_file: str | Path, *, copy: bool = Fals
                 it = Item.load(staging.objects, ih)
                 items[it.key] = it
                 index.setdefault(name_key(it.name), []).append((sname, ih, it))
-        new = _m_species(root, pfile, items, index, staging, ignore_unmatched)
+        new = _m_species(root, pfile, items, index, staging, ignore_unmatched, m_keys, repo, pop, repo.head(branch))
         op = {"name": "import-m", "population": str(pfile), "ignore_unmatched": ignore_unmatched, "copy": copy}
         pname = _param_or(root, "Name", "population") if pop is None else pop.name
         what = ", ".join([*sorted(sources), *sorted(new)])
@@ -288,6 +368,17 @@ def import_m(repo: Repository, population_file: str | Path, *, copy: bool = Fals
                               message=f"Import M population {pfile.name} ({what})")
     finally:
         staging.close()
+
+
+def _source_hashes(pfile: Path) -> dict[str, str]:
+    """M data hash -> item name (``<File Hash Name>`` of the population's .source files that exist)."""
+    out: dict[str, str] = {}
+    for el in _parse_xml(pfile, "Population").findall("Sources/Source"):
+        spath = pfile.parent / el.get("Path", "")
+        if spath.is_file():
+            for f in _parse_xml(spath, "DataSource").findall("Files/File"):
+                out[f.get("Hash", "")] = _source_name(f.get("Name", ""))
+    return out
 
 
 def import_m_species(repo: Repository, population_file: str | Path, *, ignore_unmatched: bool = False,
@@ -302,7 +393,8 @@ def import_m_species(repo: Repository, population_file: str | Path, *, ignore_un
     index = item_index_by_name(repo, pop)
     staging = Staging(repo)
     try:
-        new = _m_species(root, pfile, items, index, staging, ignore_unmatched)
+        new = _m_species(root, pfile, items, index, staging, ignore_unmatched, _source_hashes(pfile), repo, pop,
+                         repo.head(branch))
         op = {"name": "import-m", "population": str(pfile), "ignore_unmatched": ignore_unmatched}
         return staging.commit(population_name=pop.name, species=new, operation=op, branch=branch,
                               message=f"Import M species {', '.join(sorted(new))} from {pfile.name}")

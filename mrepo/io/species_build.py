@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import blake3
 import numpy as np
 
 from ..graph import ParticleTable, Species
-from ..store import InvalidInput, ObjectStore
+from ..store import InvalidInput, ObjectStore, hash_file
+from .identity import IdContext, new_particle_ids
 from .mrc import read_map
 from .relion_particles import ParticleRows
-from .staging import particle_ids
 
-__all__ = ["read_species_maps", "build_species", "PIXEL_TOLERANCE"]
+__all__ = ["read_species_maps", "build_species", "species_ids", "PIXEL_TOLERANCE"]
 
 PIXEL_TOLERANCE = 1e-3  # relative
 
@@ -39,11 +40,26 @@ def read_species_maps(half1: str | Path, half2: str | Path, mask: str | Path
     return h1, h2, m, p1
 
 
+def species_ids(name: str, rows: ParticleRows, star_path: str | Path, context: IdContext | None) -> np.ndarray:
+    """Ids of ``rows``: inherited from the file's id column, else new (see :mod:`mrepo.io.identity`)."""
+    ids = getattr(rows, "ids", None)
+    if ids is not None:
+        return np.asarray(ids, dtype=np.int64)
+    if context is None:
+        path = Path(star_path)
+        context = IdContext(None, hash_file(path) if path.is_file() else blake3.blake3(str(star_path).encode()
+                                                                                            ).hexdigest())
+    return new_particle_ids(np.arange(len(rows.item_keys)), species=name, context=context)
+
+
 def build_species(objects: ObjectStore, *, name: str, maps: tuple[np.ndarray, np.ndarray, np.ndarray, float],
                   rows: ParticleRows, diameter: float, symmetry: str, temporal_samples: int = 1,
                   star_path: str | Path = "particles", contributors: list[str] | None = None,
-                  metadata: dict | None = None) -> Species:
-    """Species record (saved children into ``objects``); particles replicated over ``temporal_samples``."""
+                  metadata: dict | None = None, id_context: IdContext | None = None) -> Species:
+    """Species record (saved children into ``objects``); particles replicated over ``temporal_samples``.
+
+    Particle ids (:mod:`mrepo.io.identity`): ``rows.ids`` when the file carried them, else new ids from
+    ``id_context`` (default: no parent commit, the BLAKE3 of ``star_path``) and each kept row's ordinal."""
     h1, h2, m, pixel = maps
     if rows.image_pixel_size is not None and not same_pixel(rows.image_pixel_size, pixel):
         raise InvalidInput(f"{star_path}: data_optics rlnImagePixelSize {rows.image_pixel_size} Å disagrees with "
@@ -55,10 +71,11 @@ def build_species(objects: ObjectStore, *, name: str, maps: tuple[np.ndarray, np
     t = temporal_samples
     coords = np.repeat(rows.coordinates[:, None, :], t, axis=1)
     angles = np.repeat(rows.angles[:, None, :], t, axis=1)
-    table = ParticleTable.build(particle_ids(rows.item_keys), rows.item_keys, coords, angles, rows.half, rows.extra)
+    table = ParticleTable.build(species_ids(name, rows, star_path, id_context), rows.item_keys, coords, angles,
+                                rows.half, rows.extra)
     sp = Species(name, diameter, symmetry, pixel, int(h1.shape[0]),
                  objects.put_array(h1, what=f"{name} half-map 1"), objects.put_array(h2, what=f"{name} half-map 2"),
                  objects.put_array(m, what=f"{name} mask"), table.save(objects), temporal_samples=t,
-                 contributors=tuple(contributors or ()), metadata=metadata or {})
+                 contributors=tuple(contributors or ()), metadata={**rows.metadata, **(metadata or {})})
     sp.to_body()  # validate name, symmetry, diameter now
     return sp

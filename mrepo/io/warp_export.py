@@ -2,36 +2,73 @@
 
 What M needs (warpem/warp WarpLib/Sociology/DataSource.cs, Movie.cs, TiltSeries.cs): for each
 ``<File Name=...>`` of a .source, the item XML ``<source folder>/<RootName>.xml``; for frame series the
-movie at ``DataDirectory/<Name>`` (``Movie.DataPath``); for tilt series ``<name>.tomostar`` and the
-tilt images (``tiltstack/<name>/<name>.st`` or <MoviePath>).
+movie at ``DataDirectory/<Name>`` (``Movie.DataPath``); for tilt series ``<name>.tomostar`` and, per tilt,
+the movie ``TiltMoviePaths[t]`` (relative to the series' folder) whose image M reads from
+``<movie folder>/average/<movie root>.mrc`` (``TiltSeries.LoadMovieData``); the first movie's bytes also
+make M's data hash (:mod:`mrepo.io.m_hash`).
 
-What we write: ``<RootName>.xml`` with ``DataDirectory`` = the folder holding the raw movie; tilt series
-also ``<name>.tomostar`` (wrpMovieName, wrpAngleTilt, wrpDose) and a symbolic link
-``tiltstack/<name>/<name>.st`` to the raw stack. When the item still carries the Warp metadata it was
-imported with and its models equal those the metadata implies, that metadata is written back verbatim
-(bit-exact round trip); otherwise the XML is synthesised from the models: frames GridCTF (1, 1, n) from
-the mean of defocus U/V, DefocusDelta/Angle of frame 0, GridMovementX/Y = −global_shifts; tilts
-Angles = tilt_angles, Dose = pre_exposure, AxisAngle = zrot, AxisOffset = global_shifts, per-tilt
-GridCTF/DefocusDelta/DefocusAngle — which drops xtilt and any ytilt that differs from −tilt angle.
-Items whose raw data is a manifest of tilt images get MoviePath with absolute paths.
+What we write (:func:`write_item_xml`): frames ``<RootName>.xml`` with ``DataDirectory`` = the raw movie's
+folder. Tilts ``<name>.xml``, ``<name>.tomostar`` (wrpMovieName, wrpAngleTilt, wrpDose), per tilt
+``tilts/<name>/<name>_<t>.mrc`` (a link to the tilt image, or the tilt's section of the raw stack written out)
+with ``tilts/<name>/average/<name>_<t>.mrc`` linking to it, a link ``tiltstack/<name>/<name>.st`` to a raw
+stack (so a re-import finds the same raw data and item key), and ``<name>.mrepo.json``: what M does not
+hold (nominal tilt angles, imaging fields and metadata of other formats), read back by the M importer when
+the raw data hash matches.
+
+The XML: when the item still carries the Warp metadata it was imported with and its models (and hand)
+equal those the metadata implies, that metadata is written back verbatim (only MoviePath points at the
+files above); otherwise it is synthesised from the models, exactly invertible by
+:func:`~mrepo.io.warp_import.models_from_warp`:
+
+- frames: GridCTF (1, 1, n) = mean of defocus U/V (µm), <CTF> DefocusDelta/Angle of frame 0,
+  GridMovementX/Y = -global_shifts, GridLocalMovementX/Y = -image_warp;
+- tilts: M's geometry is ``Rz(AxisAngle) Ry(-(Angle + LevelAngleY)) Rx(LevelAngleX)`` with ONE LevelAngleX
+  per series, so stage_angles (xtilt, ytilt, zrot) map to LevelAngleX = xtilt (equal for every tilt),
+  LevelAngleY = 0, Angles = -ytilt, AxisAngle = zrot; AxisOffset = global_shifts minus the centre terms
+  of :func:`~mrepo.io.warp_import.centre_terms`; hand -1 -> AreAnglesInverted="True"; per-tilt
+  GridCTF/DefocusDelta/DefocusAngle/Phase; GridMovementX/Y 0 (omitted);
+- both: weights (B, scale) -> GridDoseBfacs = -B (M's B is <= 0), GridDoseWeights = scale.
+
+- tilts: stage_corrections -> GridAngleX/Y/Z (1, 1, n); image_warp (2, gx, gy, n) -> GridMovementX/Y
+  (gx, gy, n) = -image_warp (then the whole per-tilt shift is in AxisOffset); frames per-frame astigmatism
+  and phase -> GridCTFDefocusDelta/Angle/Phase (1, 1, n).
+
+What M cannot represent is refused (:class:`MCannotRepresent`, an InvalidInput, exit 2): x-tilts that
+differ between tilts, a tilt image-warp grid without one node per tilt, and model arrays M has no slot for.
 No Fourier layout is involved in this module.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pandas as pd
 
 from ..graph import Item, Repository
+from ..store import InvalidInput
+from .m_hash import m_data_hash
+from .mrc import write_mrc
 from .raw_access import raw_paths
 from .star import write_star
-from .warp_import import models_from_warp
+from .warp_import import centre_terms, models_from_warp
 from .warp_xml import WarpGrid, WarpMeta, write_warp_xml
 
-__all__ = ["write_item_xml", "item_warp_meta"]
+__all__ = ["write_item_xml", "item_warp_meta", "MCannotRepresent", "M_MODELS", "XTILT_TOLERANCE"]
+
+#: model arrays an M export carries, per item kind
+M_MODELS = {"frames": {"ctf", "global_shifts", "image_warp", "phase_shift", "weights"},
+            "tilts": {"ctf", "global_shifts", "stage_angles", "stage_corrections", "image_warp", "phase_shift",
+                      "weights"}}
+XTILT_TOLERANCE = 1e-9  # degrees
+SIDECAR = ".mrepo.json"
+
+
+class MCannotRepresent(InvalidInput):
+    """The item holds something M's metadata has no place for; the export is refused."""
 
 
 def _arr(repo: Repository, item: Item, name: str) -> np.ndarray | None:
@@ -43,6 +80,16 @@ def _g(values: np.ndarray) -> list[WarpGrid]:
     return [WarpGrid((1, 1, len(values)), ("0", "0", "0"), tuple(repr(float(v)) for v in values))]
 
 
+def _grid3(values: np.ndarray) -> list[WarpGrid]:
+    """A (gx, gy, gt) array as a Warp grid (nodes flat in z-y-x order)."""
+    gx, gy, gt = values.shape
+    return [WarpGrid((gx, gy, gt), ("0", "0", "0"), tuple(repr(float(v)) for v in values.transpose(2, 1, 0).ravel()))]
+
+
+def _hand(item: Item) -> float:
+    return float(item.imaging.get("hand", 1.0))
+
+
 def _stored_matches(repo: Repository, item: Item, meta: WarpMeta) -> bool:
     im = item.imaging
     n = int(im["dimensions"][2])
@@ -52,13 +99,35 @@ def _stored_matches(repo: Repository, item: Item, meta: WarpMeta) -> bool:
                                   image_px=(int(im["dimensions"][0]), int(im["dimensions"][1])), volume_A=vol)
     except Exception:  # noqa: BLE001 - any inconsistency means "synthesise"
         return False
+    if item.kind == "tilts":
+        inverted = meta.attributes.get("AreAnglesInverted", "False").lower() == "true"
+        if inverted != (_hand(item) < 0):
+            return False
     if set(models) != set(item.models):
         return False
     return all(np.array_equal(v, _arr(repo, item, k)) for k, v in models.items())
 
 
+def check_m_representable(repo: Repository, item: Item) -> None:
+    """Raise :class:`MCannotRepresent` naming the item and what M cannot hold."""
+    extra = sorted(set(item.models) - M_MODELS[item.kind])
+    if extra:
+        why = " (M's tilt series move whole tilts only)" if "image_warp" in extra and item.kind == "tilts" else ""
+        raise MCannotRepresent(f"item {item.name!r}: M has no place for model(s) {', '.join(extra)}{why}; "
+                               "export to RELION instead or drop them")
+    stage = _arr(repo, item, "stage_angles")
+    if stage is not None and len(stage) and np.ptp(stage[:, 0]) > XTILT_TOLERANCE:
+        raise MCannotRepresent(f"item {item.name!r}: x-tilt (rlnTomoXTilt) varies between tilts "
+                               f"({stage[:, 0].min():.6g} to {stage[:, 0].max():.6g} deg) but M's TiltSeries has one "
+                               "LevelAngleX per series")
+    hand = _hand(item)
+    if item.kind == "tilts" and hand not in (1.0, -1.0):
+        raise MCannotRepresent(f"item {item.name!r}: hand {hand!r} is not +1 or -1")
+
+
 def item_warp_meta(repo: Repository, item: Item) -> WarpMeta:
     """The Warp metadata to write for ``item`` (stored verbatim, or synthesised from its models)."""
+    check_m_representable(repo, item)
     stored = item.metadata.get("warp")
     if stored is not None:
         meta = WarpMeta.from_json(stored)
@@ -79,43 +148,109 @@ def item_warp_meta(repo: Repository, item: Item) -> WarpMeta:
                     ctf={k: repr(float(v)) for k, v in params.items()})
     shifts = _arr(repo, item, "global_shifts")
     shifts = shifts if shifts is not None else np.zeros((n, 2))
+    weights = _arr(repo, item, "weights")
+    if weights is not None:
+        meta.grids.update({"GridDoseBfacs": _g(-weights[:, 0]), "GridDoseWeights": _g(weights[:, 1])})
     if item.kind == "frames":
-        meta.grids = {"GridCTF": _g(d), "GridMovementX": _g(-shifts[:, 0]), "GridMovementY": _g(-shifts[:, 1])}
+        meta.grids.update({"GridCTF": _g(d), "GridCTFDefocusDelta": _g(dd), "GridCTFDefocusAngle": _g(ctf[:, 2]),
+                           "GridMovementX": _g(-shifts[:, 0]), "GridMovementY": _g(-shifts[:, 1])})
+        if phase is not None:
+            meta.grids["GridCTFPhase"] = _g(phase / 180.0)
+        warp = _arr(repo, item, "image_warp")
+        if warp is not None:
+            meta.grids.update({"GridLocalMovementX": _grid3(-warp[0]), "GridLocalMovementY": _grid3(-warp[1])})
         return meta
     stage = _arr(repo, item, "stage_angles")
-    zrot = stage[:, 2] if stage is not None else np.zeros(n)
-    vol = ",".join(repr(float(v)) for v in im["volume_dimensions"])
-    meta.attributes = {"AreAnglesInverted": "False", "LevelAngleX": "0", "LevelAngleY": "0",
-                       "VolumeDimensionsAngstrom": vol}
-    meta.per_tilt = {"Angles": [repr(float(v)) for v in im["tilt_angles"]],
+    stage = stage if stage is not None else np.stack([np.zeros(n), -np.asarray(im["tilt_angles"], float),
+                                                      np.zeros(n)], 1)
+    level_x = float(stage[0, 0]) if n else 0.0
+    angles, axis = -stage[:, 1], stage[:, 2]
+    from .warp_import import warp_tilt_matrices
+
+    pix = float(im["pixel_size"])
+    vol = np.asarray(im["volume_dimensions"], np.float64)
+    image_px = (int(im["dimensions"][0]), int(im["dimensions"][1]))
+    offsets = shifts - centre_terms(warp_tilt_matrices(angles, axis, level_x, 0.0), pix, image_px, vol)
+    meta.attributes = {"AreAnglesInverted": "True" if _hand(item) < 0 else "False", "LevelAngleX": repr(level_x),
+                       "LevelAngleY": "0", "ImageDimensionsAngstrom": f"{image_px[0] * pix!r},{image_px[1] * pix!r}",
+                       "VolumeDimensionsAngstrom": ",".join(repr(float(v)) for v in vol)}
+    meta.per_tilt = {"Angles": [repr(float(v)) for v in angles],
                      "Dose": [repr(float(v)) for v in im.get("pre_exposure", [0.0] * n)],
-                     "UseTilt": ["True"] * n, "AxisAngle": [repr(float(v)) for v in zrot],
-                     "AxisOffsetX": [repr(float(v)) for v in shifts[:, 0]],
-                     "AxisOffsetY": [repr(float(v)) for v in shifts[:, 1]],
-                     "MoviePath": [str(p) for p in raw_paths(repo, item)] if item.raw.format == "manifest"
-                     else [f"{item.name}_{i:03d}" for i in range(n)]}
-    meta.grids = {"GridCTF": _g(d), "GridCTFDefocusDelta": _g(dd), "GridCTFDefocusAngle": _g(ctf[:, 2])}
+                     "UseTilt": ["True"] * n, "AxisAngle": [repr(float(v)) for v in axis],
+                     "AxisOffsetX": [repr(float(v)) for v in offsets[:, 0]],
+                     "AxisOffsetY": [repr(float(v)) for v in offsets[:, 1]]}
+    meta.grids.update({"GridCTF": _g(d), "GridCTFDefocusDelta": _g(dd), "GridCTFDefocusAngle": _g(ctf[:, 2])})
     if phase is not None:
         meta.grids["GridCTFPhase"] = _g(phase / 180.0)
+    corrections = _arr(repo, item, "stage_corrections")
+    if corrections is not None:
+        meta.grids.update({f"GridAngle{a}": _g(corrections[:, i]) for i, a in enumerate("XYZ")})
+    warp = _arr(repo, item, "image_warp")
+    if warp is not None:
+        if warp.shape[3] != n or warp.shape[1] * warp.shape[2] < 2:
+            raise MCannotRepresent(f"item {item.name!r}: image warp grid {warp.shape[1:]} needs one node per tilt "
+                                   f"({n}) and more than one spatial node to be M's GridMovementX/Y")
+        meta.grids.update({"GridMovementX": _grid3(-warp[0]), "GridMovementY": _grid3(-warp[1])})
     return meta
 
 
-def write_item_xml(repo: Repository, item: Item, out: Path) -> list[Path]:
-    """Write the XML (and for tilt series the .tomostar and stack link) of one item into ``out``."""
+def _link(target: Path, link: Path) -> Path:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(target.resolve(), link)
+    return link
+
+
+def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], list[Path]]:
+    """Per-tilt movies M opens (MoviePath relative to ``out``) and their average/ links; returns
+    (MoviePath list, written paths)."""
+    paths = raw_paths(repo, item)
+    n = int(item.imaging["dimensions"][2])
+    folder = out / "tilts" / item.name
+    names, written = [], []
+    stack = None
+    if item.raw.format != "manifest":
+        stack = mrcfile.mmap(paths[0], mode="r", permissive=True)
+    try:
+        for t in range(n):
+            movie = folder / f"{item.name}_{t:03d}.mrc"
+            if stack is None:
+                written.append(_link(paths[t], movie))
+            else:
+                written.append(write_mrc(movie, np.asarray(stack.data[t])[None], float(item.imaging["pixel_size"]),
+                                         volume=False))
+            written.append(_link(movie, folder / "average" / movie.name))
+            names.append(movie.relative_to(out).as_posix())
+    finally:
+        if stack is not None:
+            stack.close()
+    return names, written
+
+
+def _sidecar(item: Item, path: Path) -> Path:
+    """What M does not hold, keyed by the raw data hash (read back by the M importer)."""
+    body = {"format": "mrepo-m-sidecar/1", "raw_hash": item.key, "imaging": item.imaging,
+            "metadata": {k: v for k, v in item.metadata.items() if k != "warp"}}
+    path.write_text(json.dumps(body, sort_keys=True, indent=1))
+    return path
+
+
+def write_item_xml(repo: Repository, item: Item, out: Path) -> tuple[list[Path], str]:
+    """Write the XML and the files M opens for one item into ``out``; returns (written paths, M's data hash)."""
     meta = item_warp_meta(repo, item)
     paths = raw_paths(repo, item)
     if item.kind == "frames":
-        return [write_warp_xml(meta, out / f"{paths[0].stem}.xml", data_directory=str(paths[0].parent))]
-    written = [write_warp_xml(meta, out / f"{item.name}.xml")]
-    tomostar = pd.DataFrame({"wrpMovieName": meta.per_tilt["MoviePath"],
+        written = [write_warp_xml(meta, out / f"{paths[0].stem}.xml", data_directory=str(paths[0].parent))]
+        return written, m_data_hash(paths[0].stem, paths[0])
+    movies, written = _tilt_files(repo, item, out)
+    meta.per_tilt["MoviePath"] = movies
+    written.append(write_warp_xml(meta, out / f"{item.name}.xml"))
+    tomostar = pd.DataFrame({"wrpMovieName": movies,
                              "wrpAngleTilt": [float(v) for v in meta.per_tilt["Angles"]],
                              "wrpDose": [float(v) for v in meta.per_tilt["Dose"]]})
     written.append(write_star(out / f"{item.name}.tomostar", {"": tomostar}))
     if item.raw.format != "manifest":
-        link = out / "tiltstack" / item.name / f"{item.name}.st"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        os.symlink(paths[0], link)
-        written.append(link)
-    return written
+        written.append(_link(paths[0], out / "tiltstack" / item.name / f"{item.name}.st"))
+    written.append(_sidecar(item, out / f"{item.name}{SIDECAR}"))
+    return written, m_data_hash(item.name, out / movies[0])

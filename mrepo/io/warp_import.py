@@ -12,13 +12,19 @@ Item fields from a Warp XML (:mod:`mrepo.io.warp_xml`; sources cited there) and 
   (2, gx, gy, gt) = −GridLocalMovementX/Y when not a single node (Warp's einspline vs mrepo's natural
   spline: same nodes, interpolation may differ between nodes).
 - tilts: tilt_angles = <Angles>, pre_exposure = <Dose>, exposure/acquisition_order from it;
-  volume_dimensions = VolumeDimensionsAngstrom; hand = +1 (Warp adds depth to defocus,
-  ``GetPositionInAllTilts``). ctf from per-tilt GridCTF/DefocusDelta/DefocusAngle ``FlatValues[t]``;
+  volume_dimensions = VolumeDimensionsAngstrom, or when the XML lacks it (older Warp) the settings file's
+  Tomo DimensionsX/Y/Z (unbinned px) x Import PixelSize (Warp's ``DimensionsPhysical``);
+  hand = +1 (Warp adds depth to defocus, ``GetPositionInAllTilts``) or -1 with AreAnglesInverted="True"
+  (Warp then takes the depth from ``Euler(0, -(Angle + LevelAngleY), -AxisAngle) . RotateX(-LevelAngleX)``
+  applied to (x, y, -z), which is exactly minus the normal depth). ctf from per-tilt
+  GridCTF/DefocusDelta/DefocusAngle ``FlatValues[t]``;
   stage_angles = (xtilt, ytilt, zrot) with ``Rz Ry Rx`` equal to Warp's
-  ``Euler(0, Angle + LevelAngleY, −AxisAngle) · RotateX(LevelAngleX)`` (Matrix3.cs);
-  global_shifts = AxisOffset − GridMovement(node t) plus the centre difference between Warp
+  ``Euler(0, Angle + LevelAngleY, -AxisAngle) . RotateX(LevelAngleX)`` (Matrix3.cs);
+  global_shifts = AxisOffset - GridMovement(node t) plus the centre difference between Warp
   (Size/2 in Å) and RELION (int(Size/2) px). Raw data: ``tiltstack/<name>/<name>.st`` when present,
-  else a manifest of the <MoviePath> images.
+  else a manifest of the tilt images: each <MoviePath> (relative to DataDirectory or the XML's folder)
+  when it is an MRC, else (.tif/.eer movies) Warp's average ``<movie folder>/average/<movie stem>.mrc``,
+  the image TiltSeries.LoadMovieData reads.
 - phase_shift (n,) deg = PhaseShift · 180 when non-zero. Everything else (grids without a model slot,
   attributes, per-tilt lists, CTF params) is kept verbatim in ``Item.metadata["warp"]`` so that
   :func:`~mrepo.io.m_format.export_m` can write the XML back unchanged.
@@ -41,7 +47,8 @@ from .species_build import same_pixel
 from .staging import ImportResult, Staging, raw_data, raw_manifest
 from .warp_xml import WarpMeta, read_settings, read_warp_xml
 
-__all__ = ["warp_item", "import_warp", "models_from_warp", "find_movie"]
+__all__ = ["warp_item", "import_warp", "models_from_warp", "find_movie", "warp_tilt_matrices", "centre_terms",
+           "tilt_image_path"]
 
 MOVIE_EXTENSIONS = (".mrc", ".mrcs", ".tif", ".tiff", ".eer", ".em")
 
@@ -80,6 +87,22 @@ def _rotate_x(a: float) -> np.ndarray:
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
+def warp_tilt_matrices(angles: np.ndarray, axis: np.ndarray, level_x: float, level_y: float) -> np.ndarray:
+    """(n, 3, 3) Warp tilt matrices ``Euler(0, Angle + LevelAngleY, -AxisAngle) . RotateX(LevelAngleX)`` (deg in)."""
+    return np.stack([_warp_euler(0.0, np.deg2rad(a + level_y), np.deg2rad(-z)) @ _rotate_x(np.deg2rad(level_x))
+                     for a, z in zip(np.asarray(angles, float), np.asarray(axis, float))]).reshape(-1, 3, 3)
+
+
+def centre_terms(mats: np.ndarray, pixel: float, image_px: tuple[int, int], volume_A: np.ndarray) -> np.ndarray:
+    """(n, 2) Å added to Warp's image-space offsets to get RELION-convention shifts: Warp rotates about
+    ``Size/2`` (Å) and centres images at ``Size/2``; RELION rotates about ``int(Size/2)`` px and centres
+    images at ``int(width/2)`` px."""
+    size_px = np.rint(volume_A / pixel)
+    rot_centre = np.floor(size_px / 2) * pixel
+    image_diff = np.array(image_px, float) / 2 * pixel - np.floor(np.array(image_px) / 2) * pixel
+    return image_diff + np.einsum("nij,j->ni", mats, rot_centre - volume_A / 2)[:, :2]
+
+
 def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_px: tuple[int, int] = (0, 0),
                      volume_A: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Model arrays (see module docstring) of one item with n frames/tilts."""
@@ -92,7 +115,8 @@ def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_
             d = _grid_nodes(meta, "GridCTF", n, path)
         else:
             d = np.full(n, meta.ctf_value("Defocus", 0.0, path))
-        models["ctf"] = np.stack([(d + delta / 2) * 1e4, (d - delta / 2) * 1e4, np.full(n, angle)], 1)
+        dd, da = _per_frame(meta, "GridCTFDefocusDelta", n, delta), _per_frame(meta, "GridCTFDefocusAngle", n, angle)
+        models["ctf"] = np.stack([(d + dd / 2) * 1e4, (d - dd / 2) * 1e4, da], 1)
         models["global_shifts"] = -np.stack([_grid_nodes(meta, "GridMovementX", n, path),
                                              _grid_nodes(meta, "GridMovementY", n, path)], 1)
         lx, ly = meta.grid("GridLocalMovementX"), meta.grid("GridLocalMovementY")
@@ -100,7 +124,7 @@ def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_
             if lx.dims != ly.dims:
                 raise InvalidInput(f"{path}: GridLocalMovementX {lx.dims} and GridLocalMovementY {ly.dims} differ")
             models["image_warp"] = -np.stack([lx.array().transpose(2, 1, 0), ly.array().transpose(2, 1, 0)])
-        phase = np.full(n, meta.ctf_value("PhaseShift", 0.0, path) * 180.0)
+        phase = _per_frame(meta, "GridCTFPhase", n, meta.ctf_value("PhaseShift", 0.0, path)) * 180.0
     else:
         d = _tilt_values(meta, "GridCTF", n)
         dd = _tilt_values(meta, "GridCTFDefocusDelta", n)
@@ -111,21 +135,40 @@ def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_
               ("Angles", "AxisAngle", "AxisOffsetX", "AxisOffsetY")}
         lx = float(meta.attributes.get("LevelAngleX", "0") or 0)
         ly = float(meta.attributes.get("LevelAngleY", "0") or 0)
-        mats = [_warp_euler(0.0, np.deg2rad(pt["Angles"][t] + ly), np.deg2rad(-pt["AxisAngle"][t]))
-                @ _rotate_x(np.deg2rad(lx)) for t in range(n)]
-        zyx = Rotation.from_matrix(np.stack(mats)).as_euler("ZYX", degrees=True)  # R = Rz Ry Rx
+        mats = warp_tilt_matrices(pt["Angles"], pt["AxisAngle"], lx, ly)
+        zyx = Rotation.from_matrix(mats).as_euler("ZYX", degrees=True)  # R = Rz Ry Rx
         models["stage_angles"] = np.stack([zyx[:, 2], zyx[:, 1], zyx[:, 0]], 1)
         assert volume_A is not None
-        size_px = np.rint(volume_A / pixel)
-        rot_centre = np.floor(size_px / 2) * pixel  # RELION's projection centre int(Size/2)
-        image_diff = np.array(image_px, float) / 2 * pixel - np.floor(np.array(image_px) / 2) * pixel
-        move = np.stack([_grid_nodes(meta, "GridMovementX", n, path), _grid_nodes(meta, "GridMovementY", n, path)], 1)
-        shifts = np.stack([pt["AxisOffsetX"], pt["AxisOffsetY"]], 1) - move + image_diff
-        shifts = shifts + np.stack([m @ (rot_centre - volume_A / 2) for m in mats])[:, :2]
-        models["global_shifts"] = shifts
+        gx, gy = meta.grid("GridMovementX"), meta.grid("GridMovementY")
+        if gx is not None and gy is not None and gx.dims[2] == n and gx.dims[0] * gx.dims[1] > 1:
+            if gx.dims != gy.dims:
+                raise InvalidInput(f"{path}: GridMovementX {gx.dims} and GridMovementY {gy.dims} differ")
+            models["image_warp"] = -np.stack([gx.array().transpose(2, 1, 0), gy.array().transpose(2, 1, 0)])
+            move = np.zeros((n, 2))
+        else:
+            move = np.stack([_grid_nodes(meta, "GridMovementX", n, path),
+                             _grid_nodes(meta, "GridMovementY", n, path)], 1)
+        corrections = np.stack([_tilt_values(meta, f"GridAngle{a}", n) for a in "XYZ"], 1)
+        if np.any(corrections != 0):
+            models["stage_corrections"] = corrections
+        shifts = np.stack([pt["AxisOffsetX"], pt["AxisOffsetY"]], 1) - move
+        models["global_shifts"] = shifts + centre_terms(mats, pixel, image_px, volume_A)
     if np.any(phase != 0):
         models["phase_shift"] = phase
+    bfacs, scales = meta.grid("GridDoseBfacs"), meta.grid("GridDoseWeights")
+    if bfacs is not None and scales is not None and bfacs.dims == scales.dims == (1, 1, n):
+        weights = np.stack([-bfacs.flat(), scales.flat()], 1)  # M's dose B-factors are <= 0
+        if np.any(weights != [0.0, 1.0]):
+            models["weights"] = weights
     return models
+
+
+def _per_frame(meta: WarpMeta, name: str, n: int, default: float) -> np.ndarray:
+    """A frame series' per-frame grid (1, 1, n), n > 1, else ``default`` for every frame."""
+    g = meta.grid(name)
+    if g is not None and n > 1 and g.dims == (1, 1, n):
+        return g.flat()
+    return np.full(n, default)
 
 
 def find_movie(xml: Path, meta: WarpMeta, extension: str | None = None) -> Path:
@@ -142,6 +185,15 @@ def find_movie(xml: Path, meta: WarpMeta, extension: str | None = None) -> Path:
     return found[0]
 
 
+def tilt_image_path(movie: Path) -> Path:
+    """The image Warp/M read for one tilt whose MoviePath resolves to ``movie``: the file itself when it is
+    an MRC image, else (a .tif/.eer movie) Warp's motion-corrected average ``<folder>/average/<stem>.mrc``
+    (Movie.AveragePath, read by TiltSeries.LoadMovieData)."""
+    if movie.suffix.lower() in (".mrc", ".mrcs", ".st"):
+        return movie
+    return movie.parent / "average" / f"{movie.stem}.mrc"
+
+
 def _tilt_raw(xml: Path, meta: WarpMeta, n: int, staging: Staging, copy: bool) -> tuple[RawData, int, int, float]:
     stack = xml.parent / "tiltstack" / xml.stem / f"{xml.stem}.st"
     if stack.is_file():
@@ -150,16 +202,49 @@ def _tilt_raw(xml: Path, meta: WarpMeta, n: int, staging: Staging, copy: bool) -
             raise InvalidInput(f"{stack}: {info.nz} images but {xml} lists {n} tilts")
         return raw_data(stack, copy=copy, staging=staging), info.nx, info.ny, info.voxel_size
     names = meta.per_tilt.get("MoviePath")
-    if not names:
-        raise InvalidInput(f"{xml}: no tilt stack {stack} and no <MoviePath> list")
+    if not names or not any(names):
+        raise InvalidInput(f"{xml}: expected a tilt stack {stack} or a <MoviePath> list; found neither")
     base = xml.parent / meta.data_directory if meta.data_directory else xml.parent
-    paths = [base / p for p in names]
+    paths = [tilt_image_path(base / p) for p in names]
+    for name, p in zip(names, paths):
+        if not p.is_file():
+            what = "image" if p.name == Path(name).name else f"Warp average of movie {name}"
+            raise InvalidInput(f"{xml}: expected the tilt {what} at {p} (or a tilt stack {stack}); "
+                               "found neither")
     infos = [mrc_info(p) for p in paths]
     for p, i in zip(paths, infos):
         if (i.nx, i.ny, i.nz) != (infos[0].nx, infos[0].ny, 1):
             raise InvalidInput(f"{p}: tilt image is {i.nx} x {i.ny} x {i.nz}, expected {infos[0].nx} x "
                                f"{infos[0].ny} x 1")
     return raw_manifest(paths, copy=copy, staging=staging), infos[0].nx, infos[0].ny, infos[0].voxel_size
+
+
+def _volume_A(xml: Path, meta: WarpMeta, settings: dict[str, dict[str, str]]) -> np.ndarray:
+    """VolumeDimensionsAngstrom, else the settings' Tomo DimensionsX/Y/Z (unbinned px) x Import.PixelSize, as
+    Warp's ``DimensionsPhysical`` (TiltSeries.cs)."""
+    vol = meta.attributes.get("VolumeDimensionsAngstrom")
+    if vol:
+        where = "attribute VolumeDimensionsAngstrom"
+        try:
+            volume = np.array([float(v) for v in vol.split(",")])
+        except ValueError:
+            raise InvalidInput(f"{xml}: {where} {vol!r} is not 'x,y,z'") from None
+    else:
+        tomo, imp = settings.get("Tomo", {}), settings.get("Import", {})
+        keys = ("DimensionsX", "DimensionsY", "DimensionsZ")
+        if not all(k in tomo for k in keys) or "PixelSize" not in imp:
+            raise InvalidInput(f"{xml}: expected attribute VolumeDimensionsAngstrom on <TiltSeries> or a settings "
+                               "file with Tomo DimensionsX/Y/Z and Import PixelSize; found neither")
+        where = "settings Tomo DimensionsX/Y/Z x Import PixelSize"
+        try:
+            volume = np.array([float(tomo[k]) for k in keys]) * float(imp["PixelSize"])
+        except ValueError:
+            raise InvalidInput(f"{xml}: {where}: {[tomo[k] for k in keys]} or {imp['PixelSize']!r} is not a "
+                               "number") from None
+        vol = ",".join(repr(float(v)) for v in volume)
+    if volume.shape != (3,) or not np.all(np.isfinite(volume)) or not np.all(volume > 0):
+        raise InvalidInput(f"{xml}: {where} {vol!r} is not three positive numbers")
+    return volume
 
 
 def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str, str]] | None = None,
@@ -193,22 +278,16 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
         models = models_from_warp(meta, n, xml, pixel=pix)
         kind = "frames"
     else:
-        if meta.attributes.get("AreAnglesInverted", "False").lower() == "true":
-            raise InvalidInput(f"{xml}: AreAnglesInverted=\"True\" is not supported")
+        inverted = meta.attributes.get("AreAnglesInverted", "False")
+        if inverted.lower() not in ("true", "false"):
+            raise InvalidInput(f"{xml}: attribute AreAnglesInverted is {inverted!r}, expected True or False")
         n = len(meta.per_tilt["Angles"])
-        vol = meta.attributes.get("VolumeDimensionsAngstrom")
-        if not vol:
-            raise InvalidInput(f"{xml}: <TiltSeries> lacks attribute VolumeDimensionsAngstrom")
-        try:
-            volume = np.array([float(v) for v in vol.split(",")])
-        except ValueError:
-            raise InvalidInput(f"{xml}: attribute VolumeDimensionsAngstrom {vol!r} is not 'x,y,z'") from None
-        if volume.shape != (3,) or not np.all(volume > 0):
-            raise InvalidInput(f"{xml}: attribute VolumeDimensionsAngstrom {vol!r} is not three positive numbers")
+        volume = _volume_A(xml, meta, settings)
         raw, w, h, voxel = _tilt_raw(xml, meta, n, staging, copy)
         pre = np.array([float(v) for v in meta.per_tilt.get("Dose", ["0"] * n)])
         dose, order = exposure_from_pre(pre)
-        imaging.update(dimensions=[w, h, n], volume_dimensions=volume.tolist(), hand=1.0,
+        imaging.update(dimensions=[w, h, n], volume_dimensions=volume.tolist(),
+                       hand=-1.0 if inverted.lower() == "true" else 1.0,
                        tilt_angles=[float(v) for v in meta.per_tilt["Angles"]], pre_exposure=pre.tolist(),
                        exposure=dose.tolist(), acquisition_order=order)
         models = models_from_warp(meta, n, xml, pixel=pix, image_px=(w, h), volume_A=volume)

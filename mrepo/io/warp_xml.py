@@ -138,8 +138,15 @@ def _grid(el: ET.Element, path: Path) -> WarpGrid:
     for a, m in zip(("MarginX", "MarginY", "MarginZ"), margins):
         _float(m, path, f"<{tag}> attribute {a}")
     w, h, d = dims
+    nodes = el.findall("Node")
+    if w * h * d > len(nodes):  # checked before allocating: a tiny file may declare a huge grid
+        held = {(node.get("X"), node.get("Y"), node.get("Z")) for node in nodes}
+        i = next(i for i in range(len(nodes) + 1)
+                 if (str(i % w), str((i // w) % h), str(i // (w * h))) not in held)
+        raise InvalidInput(f"{path}: <{tag}> lacks node ({i % w}, {(i // w) % h}, {i // (w * h)}): it declares a "
+                           f"{w} x {h} x {d} grid ({w * h * d} nodes) but holds {len(nodes)} <Node> elements")
     values: list[str | None] = [None] * (w * h * d)
-    for node in el.findall("Node"):
+    for node in nodes:
         x, y, z = (_int(node.get(a), path, f"<{tag}> <Node> attribute {a}") for a in "XYZ")
         if not (0 <= x < w and 0 <= y < h and 0 <= z < d):
             raise InvalidInput(f"{path}: <{tag}> node ({x}, {y}, {z}) outside its {w} x {h} x {d} grid")

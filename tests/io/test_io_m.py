@@ -15,8 +15,18 @@ from mrepo.io.m_format import export_m, guid_for, import_m_species
 from mrepo.store import InvalidInput
 
 
+def constant_xtilt(proj_root, value: float = 0.3) -> None:
+    """Give every tilt of the RELION 5 project the same rlnTomoXTilt (M holds one LevelAngleX per series)."""
+    for star in sorted((proj_root / "AlignTiltSeries/job005/tilt_series").glob("*.star")):
+        blocks = starfile.read(star, always_dict=True)
+        for df in blocks.values():
+            df["rlnTomoXTilt"] = value
+        starfile.write(blocks, star)
+
+
 def _setup(tmp_path):
     proj = relion5_tomo(tmp_path / "proj")
+    constant_xtilt(tmp_path / "proj")
     sp = SpeciesFiles("ribo", proj["half1"], proj["half2"], proj["mask"], 250.0, "C1")
     repo = Repository.init(str(tmp_path / "repo"))
     res = import_relion5_tomo(repo, proj["tomograms"], source="ts", project=tmp_path / "proj",
