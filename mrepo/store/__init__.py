@@ -3,7 +3,7 @@
 Imports nothing else of mrepo.
 """
 
-from .backends import Backend, Entry, LocalBackend, MemoryBackend, S3Backend, open_backend
+from .backends import Backend, Entry, LocalBackend, MemoryBackend, S3Backend, open_backend, register_backend
 from .errors import (
     CorruptObject,
     InvalidInput,
@@ -32,11 +32,22 @@ from .objects import ObjectStore, array_ref, blob_ref, deref, record_ref, refere
 from .refs import RefStore, branch_key, check_name, remote_key, tag_key
 from .repo_store import Storage
 
+
+def _http_backend(url: str, options: dict | None) -> Backend:
+    """``http(s)://``: a repository served by ``mrepo serve`` (imported on first use)."""
+    from .http_backend import HttpBackend
+
+    return HttpBackend(url, options)
+
+
+register_backend("http", _http_backend)
+register_backend("https", _http_backend)
+
 __all__ = [
     "Backend", "CorruptObject", "Entry", "InvalidInput", "InvalidName", "LocalBackend", "MemoryBackend",
     "MergeConflict", "MrepoError", "ObjectNotFound", "ObjectStore", "RefConflict", "RefNotFound", "RefStore",
     "RepositoryNotFound", "S3Backend", "Storage", "array_ref", "blob_ref", "branch_key", "canonical_json",
     "check_hash", "check_name", "deref", "hash_array", "hash_blob", "hash_bytes", "hash_file", "hash_record",
-    "is_hash", "open_backend", "record_ref", "references", "remote_key", "tag_key",
+    "is_hash", "open_backend", "register_backend", "record_ref", "references", "remote_key", "tag_key",
     "MissingExtra", "Unreachable", "require_extra",
 ]

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -527,23 +527,44 @@ def _is_precondition_failure(exc: BaseException) -> bool:
 # ----------------------------------------------------------------------------- factory
 
 
+BackendFactory = Callable[[str, "dict[str, Any] | None"], Backend]
+#: URL scheme -> factory. The built-in schemes are below; other backends (the HTTP client of
+#: ``mrepo serve``, third-party stores) register themselves with :func:`register_backend` or are
+#: found through the ``mrepo.backends`` entry-point group, so this module names none of them.
+_FACTORIES: dict[str, BackendFactory] = {
+    "file": lambda url, options: LocalBackend(url[len("file://"):]),
+    "s3": lambda url, options: S3Backend(url, options),
+    "memory": lambda url, options: MemoryBackend(url),
+}
+
+
+def register_backend(scheme: str, factory: BackendFactory) -> None:
+    """Open URLs ``<scheme>://...`` with ``factory(url, options)``."""
+    _FACTORIES[scheme.lower()] = factory
+
+
+def _plugin(scheme: str) -> BackendFactory | None:
+    """A factory from the ``mrepo.backends`` entry points (name = scheme), if one is installed."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="mrepo.backends"):
+        if ep.name.lower() == scheme:
+            factory = ep.load()
+            register_backend(scheme, factory)
+            return factory
+    return None
+
+
 def open_backend(url: str, options: dict[str, Any] | None = None) -> Backend:
-    """A backend for ``url``: local path / ``file://``, ``s3://``, ``memory://``, ``http(s)://``."""
+    """A backend for ``url``: a local path or ``file://``, ``s3://``, ``memory://``, or any
+    registered scheme (``http(s)://`` is registered by :mod:`mrepo.store`)."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidInput("empty repository URL")
     if "://" not in url:
         return LocalBackend(url)
     scheme = url.split("://", 1)[0].lower()
-    if scheme == "file":
-        return LocalBackend(url[len("file://"):])
-    if scheme == "s3":
-        return S3Backend(url, options)
-    if scheme == "memory":
-        return MemoryBackend(url)
-    if scheme in ("http", "https"):
-        try:
-            from .http_backend import HttpBackend
-        except ImportError:
-            raise InvalidInput(f"URL scheme {scheme!r} is not available in this build") from None
-        return HttpBackend(url, options)
-    raise InvalidInput(f"unknown URL scheme {scheme!r} in {url!r} (use a path, file://, s3:// or memory://)")
+    factory = _FACTORIES.get(scheme) or _plugin(scheme)
+    if factory is None:
+        known = ", ".join(f"{s}://" for s in sorted(_FACTORIES))
+        raise InvalidInput(f"unknown URL scheme {scheme!r} in {url!r} (use a path or one of {known})")
+    return factory(url, options)
