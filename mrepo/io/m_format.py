@@ -47,7 +47,15 @@ from .mrc import write_mrc
 from .raw_access import raw_paths
 from .relion_particles import ParticleRows
 from .species_build import build_species, read_species_maps, species_ids
-from .staging import ImportResult, Staging, current_population, item_index_by_name, match_items, name_key
+from .staging import (
+    ImportResult,
+    PolarityChoice,
+    Staging,
+    current_population,
+    item_index_by_name,
+    match_items,
+    name_key,
+)
 from .star import integers, numeric, read_star, require_columns, strings, write_star
 from .warp_export import SIDECAR, item_warp_meta, write_item_xml
 from .warp_import import warp_item
@@ -335,7 +343,7 @@ def _param_or(root: ET.Element, name: str, default: str) -> str:
 
 
 def import_m(repo: Repository, population_file: str | Path, *, copy: bool = False, ignore_unmatched: bool = False,
-             branch: str | None = None) -> ImportResult:
+             branch: str | None = None, polarity: PolarityChoice | None = None) -> ImportResult:
     """An M population: its sources (.source + per-item Warp XML) and species, in one commit.
 
     Without ``<Sources>`` only the species are added and their items must already be in the repository."""
@@ -365,6 +373,7 @@ def import_m(repo: Repository, population_file: str | Path, *, copy: bool = Fals
         pname = _param_or(root, "Name", "population") if pop is None else pop.name
         what = ", ".join([*sorted(sources), *sorted(new)])
         return staging.commit(population_name=pname, sources=sources, species=new, operation=op, branch=branch,
+                              polarity=polarity,
                               message=f"Import M population {pfile.name} ({what})")
     finally:
         staging.close()

@@ -24,7 +24,7 @@ from ..store import InvalidInput
 from .mrc import mrc_info
 from .relion_particles import read_relion_particles
 from .species_build import build_species, read_species_maps, same_pixel
-from .staging import ImportResult, Staging, name_key, raw_data
+from .staging import ImportResult, PolarityChoice, Staging, name_key, raw_data
 from .star import block, numeric, read_star, require_columns, strings
 
 __all__ = ["SpeciesFiles", "import_relion_spa", "optics_by_group"]
@@ -120,6 +120,7 @@ def spa_items(names: list[str], info: dict[str, dict], project: Path, staging: S
 
 
 def import_relion_spa(repo: Repository, particles: str | Path, *, source: str, project: str | Path = ".",
+                      polarity: PolarityChoice | None = None,
                       micrographs: str | Path | None = None, species: SpeciesFiles | None = None,
                       copy: bool = False, dose_per_frame: float = 0.0, ignore_unmatched: bool = False,
                       population: str = "population", branch: str | None = None,
@@ -149,6 +150,6 @@ def import_relion_spa(repo: Repository, particles: str | Path, *, source: str, p
               "species": species.name if species else None}
         return staging.commit(population_name=population, sources={source: ds}, species=new_species,
                               message=message or f"Import RELION single-particle data as source {source!r}",
-                              operation=op, branch=branch)
+                              operation=op, branch=branch, polarity=polarity)
     finally:
         staging.close()

@@ -32,7 +32,7 @@ from .mrc import mrc_info
 from .relion_particles import read_relion_particles
 from .relion_spa import SpeciesFiles
 from .species_build import build_species, read_species_maps, same_pixel
-from .staging import ImportResult, Staging, raw_data, raw_manifest
+from .staging import ImportResult, PolarityChoice, Staging, raw_data, raw_manifest
 from .star import block, numeric, read_star, require_columns, strings
 
 __all__ = ["import_relion5_tomo", "tomo_items", "exposure_from_pre"]
@@ -135,6 +135,7 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
 
 
 def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str, project: str | Path = ".",
+                        polarity: PolarityChoice | None = None,
                         particles: str | Path | None = None, species: SpeciesFiles | None = None,
                         copy: bool = False, ignore_unmatched: bool = False, population: str = "population",
                         branch: str | None = None, message: str | None = None) -> ImportResult:
@@ -162,6 +163,6 @@ def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str,
               "species": species.name if species else None}
         return staging.commit(population_name=population, sources={source: ds}, species=new_species,
                               message=message or f"Import RELION 5 tilt series as source {source!r}",
-                              operation=op, branch=branch)
+                              operation=op, branch=branch, polarity=polarity)
     finally:
         staging.close()

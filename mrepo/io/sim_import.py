@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..graph import DataSource, Item, Repository
-from ..graph.model import check_polarity
 from ..store import InvalidInput
+from .contrast import PolarityChoice
 from .relion_particles import ParticleRows
 from .species_build import build_species, read_species_maps
 from .staging import ImportResult, Staging, raw_data, raw_manifest
@@ -107,8 +107,8 @@ def import_sim(repo: Repository, folder: str | Path, *, truth: bool = False, sou
             it = _item(folder, entry, truth_items[name], model_items[name], truth_rec["optics"], staging,
                        copy)
             items[name] = (it, it.save(staging.objects))
-        ds = DataSource(source, {it.key: h for it, h in items.values()}, {"origin": "mrepo-sim"},
-                        polarity=check_polarity(contrast or manifest.get("contrast", "light"), "contrast"))
+        ds = DataSource(source, {it.key: h for it, h in items.values()}, {"origin": "mrepo-sim"})
+        recorded = PolarityChoice(contrast=contrast or manifest.get("contrast", "light"))
         species = {}
         for sp in truth_rec["species"]:
             rows = [p for p in params["particles"] if p["species"] == sp["name"]]
@@ -128,9 +128,9 @@ def import_sim(repo: Repository, folder: str | Path, *, truth: bool = False, sou
                 contributors=sorted(h for it, h in items.values() if it.key in used),
                 metadata={"sim_ids": [int(p["id"]) for p in rows]})
         op = {"name": "import-sim", "folder": str(folder), "truth": truth, "source": source, "copy": copy,
-              "seed": manifest.get("seed"), "polarity": ds.polarity}
+              "seed": manifest.get("seed")}
         return staging.commit(population_name=population, sources={source: ds}, species=species, operation=op,
-                              branch=branch, message=f"Import simulated {manifest.get('kind')} "
+                              branch=branch, polarity=recorded, message=f"Import simulated {manifest.get('kind')} "
                                                      f"({'truth' if truth else 'initial'}) as source {source!r}")
     finally:
         staging.close()

@@ -17,7 +17,7 @@ from ..graph import DataSource, Item, Repository
 from ..store import InvalidInput
 from .mrc import mrc_info
 from .species_build import same_pixel
-from .staging import ImportResult, Staging, name_key, raw_data
+from .staging import ImportResult, PolarityChoice, Staging, name_key, raw_data
 
 __all__ = ["add_source"]
 
@@ -26,7 +26,8 @@ def add_source(repo: Repository, name: str, files: Sequence[str | Path], *, kind
                pixel_size: float | None = None, voltage: float = 300.0, cs: float = 2.7,
                amplitude_contrast: float = 0.07, dose: float = 0.0, defocus: float | None = None,
                tilt_angles: Sequence[float] | None = None, volume_dimensions: Sequence[float] | None = None,
-               hand: float = 1.0, population: str = "population", branch: str | None = None) -> ImportResult:
+               hand: float = 1.0, population: str = "population", branch: str | None = None,
+               polarity: PolarityChoice | None = None) -> ImportResult:
     """One item per file (validated before anything is written); one new commit."""
     if kind not in ("frames", "tilts"):
         raise InvalidInput(f"--kind must be 'frames' or 'tilts', got {kind!r}")
@@ -70,6 +71,7 @@ def add_source(repo: Repository, name: str, files: Sequence[str | Path], *, kind
         op = {"name": "source-add", "source": name, "kind": kind, "files": [str(f) for f in files], "copy": copy,
               "voltage": voltage, "cs": cs, "amplitude_contrast": amplitude_contrast, "dose": dose}
         return staging.commit(population_name=population, sources={name: ds}, operation=op, branch=branch,
+                              polarity=polarity,
                               message=f"Add source {name!r} ({len(items)} {kind} items)")
     finally:
         staging.close()

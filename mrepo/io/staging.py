@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..graph import DataSource, Item, Population, RawData, Repository
 from ..store import InvalidInput, MemoryBackend, ObjectStore, RefNotFound, hash_file
+from .contrast import PolarityChoice, choose_polarity
 from .star import check_path
 
 __all__ = ["Staging", "ImportResult", "raw_data", "particle_ids", "split_particle_id", "item_index_by_name",
@@ -81,9 +82,17 @@ class Staging:
 
     def commit(self, *, population_name: str, sources: dict[str, DataSource] | None = None,
                species: dict[str, Any] | None = None, replace_species: bool = False, message: str,
-               operation: dict[str, Any], branch: str | None = None) -> ImportResult:
-        """Add sources/species (objects already valid) to the branch's population and commit."""
+               operation: dict[str, Any], branch: str | None = None,
+               polarity: PolarityChoice | None = None) -> ImportResult:
+        """Add sources/species (objects already valid) to the branch's population and commit.
+
+        Every new source gets its contrast polarity from ``polarity`` (:mod:`mrepo.io.contrast`:
+        ``--contrast``, else detection against the imported species, else dark)."""
         sources, species = sources or {}, species or {}
+        if sources:
+            chosen = {n: choose_polarity(polarity, self.objects, s, species) for n, s in sources.items()}
+            sources = {n: replace(s, polarity=chosen[n][0]) for n, s in sources.items()}
+            operation = {**operation, "polarity": {n: {"polarity": p, **facts} for n, (p, facts) in chosen.items()}}
         head_pop = current_population(self.repo, branch)
         base = head_pop or Population(population_name)
         for name in sources:

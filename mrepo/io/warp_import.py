@@ -44,7 +44,7 @@ from ..store import InvalidInput
 from .mrc import mrc_info
 from .relion_tomo import exposure_from_pre
 from .species_build import same_pixel
-from .staging import ImportResult, Staging, raw_data, raw_manifest
+from .staging import ImportResult, PolarityChoice, Staging, raw_data, raw_manifest
 from .warp_xml import WarpMeta, read_settings, read_warp_xml
 
 __all__ = ["warp_item", "import_warp", "models_from_warp", "find_movie", "warp_tilt_matrices", "centre_terms",
@@ -302,7 +302,8 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
 
 
 def import_warp(repo: Repository, folder: str | Path, *, source: str, settings: str | Path | None = None,
-                copy: bool = False, population: str = "population", branch: str | None = None) -> ImportResult:
+                copy: bool = False, population: str = "population", branch: str | None = None,
+                polarity: PolarityChoice | None = None) -> ImportResult:
     """Every ``*.xml`` of a Warp processing folder (one item each) as a new source, in one commit."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -327,6 +328,7 @@ def import_warp(repo: Repository, folder: str | Path, *, source: str, settings: 
         op = {"name": "import-warp", "folder": str(folder), "settings": str(settings) if settings else None,
               "source": source, "copy": copy}
         return staging.commit(population_name=population, sources={source: ds}, operation=op, branch=branch,
+                              polarity=polarity,
                               message=f"Import Warp folder {folder.name} as source {source!r} ({len(items)} items)")
     finally:
         staging.close()
