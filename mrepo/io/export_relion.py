@@ -29,7 +29,7 @@ from ..graph import Item, ParticleTable, Population, Repository, Species
 from ..store import InvalidInput
 from .exact import invert_exact
 from .mrc import write_mrc
-from .raw_access import raw_paths
+from .raw_access import exports_raw_data, raw_paths
 from .relion_particles import tomo_centre
 from .staging import split_particle_id
 from .star import write_star
@@ -194,6 +194,7 @@ def write_species_files(repo: Repository, species: Species, items: dict[str, Ite
     return written
 
 
+@exports_raw_data
 def export_relion(repo: Repository, rev: str, out: str | Path) -> list[Path]:
     """Write the population at ``rev`` as RELION files under ``out``; returns the written paths."""
     out = Path(out)

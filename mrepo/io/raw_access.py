@@ -7,14 +7,24 @@ is involved in this module.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from ..graph import Item, RawData, Repository
+from ..graph import DataSource, Item, RawData, Repository
 from ..store import CorruptObject, InvalidInput, hash_file
 
-__all__ = ["raw_paths", "uri_path", "verify_raw"]
+__all__ = ["exports_raw_data", "raw_export_into", "raw_paths", "uri_path", "verify_raw"]
+
+#: Folder (below an export's output) where raw data stored only in the repository is written.
+RAW_EXPORT_DIR = "raw"
 
 
 def uri_path(uri: str | None) -> Path:
@@ -28,7 +38,13 @@ def uri_path(uri: str | None) -> Path:
 
 
 def raw_paths(repo: Repository, item: Item) -> list[Path]:
-    """The file(s) holding an item's raw data in stack order: one stack, or the manifest's tilt images."""
+    """The file(s) holding an item's raw data in stack order: one stack, or the manifest's tilt images.
+
+    Inside :func:`raw_export_into` (an export), raw data held in the repository is written out
+    and its copy returned, so an export never points at a file that only was there at import."""
+    exporter = _EXPORT.get()
+    if exporter is not None:
+        return exporter.paths(item)
     if item.raw.format == "manifest":
         manifest = json.loads(repo.objects.get_blob(item.raw.hash))
         return [uri_path(f["uri"]) for f in manifest["files"]]
@@ -46,3 +62,90 @@ def verify_raw(repo: Repository, raw: RawData) -> None:
         raise InvalidInput(f"raw data {path} is missing")
     if hash_file(path) != raw.hash:
         raise CorruptObject(f"raw data {path} changed: its BLAKE3 hash no longer matches {raw.hash[:12]}")
+
+
+# ----------------------------------------------------------------------------- exports
+
+
+def _raw_files(repo: Repository, raw: RawData) -> list[dict[str, Any]]:
+    """``{hash, uri, ...}`` of each file of ``raw`` in stack order."""
+    if raw.format == "manifest":
+        return list(json.loads(repo.objects.get_blob(raw.hash))["files"])
+    return [raw.to_body()]
+
+
+class _RawExport:
+    """Where each raw file of an export comes from: a copy written from the repository under
+    ``<out>/raw/<hash[:16]>/<file name>`` when the repository holds its bytes, else the file in place."""
+
+    def __init__(self, repo: Repository, out: Path):
+        self.repo = repo
+        self.out = out
+        self._done: dict[str, Path] = {}
+
+    def check(self, item: Item) -> None:
+        """Refuse (InvalidInput) an item whose raw data is neither stored nor at its uri."""
+        for f in _raw_files(self.repo, item.raw):
+            if self.repo.objects.has_object(f["hash"]):
+                continue
+            path = uri_path(f.get("uri")) if f.get("uri") else None
+            if path is None or not path.is_file():
+                raise InvalidInput(
+                    f"item {item.name!r}: its raw data lives neither in the repository nor at "
+                    f"{path or 'a known path'} (imported in place); restore the file or re-import with --copy")
+
+    def paths(self, item: Item) -> list[Path]:
+        out: list[Path] = []
+        for f in _raw_files(self.repo, item.raw):
+            h = f["hash"]
+            if h in self._done:
+                out.append(self._done[h])
+            elif self.repo.objects.has_object(h):
+                name = Path(uri_path(f["uri"]).name if f.get("uri") else f"{item.name}.{f.get('format', 'mrc')}")
+                dest = self.out / RAW_EXPORT_DIR / h[:16] / name.name
+                if not (dest.is_file() and dest.stat().st_size == int(f["size"])):
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+                    tmp.write_bytes(self.repo.objects.get_blob(h))
+                    os.replace(tmp, dest)
+                self._done[h] = dest
+                out.append(dest)
+            else:
+                self.check(item)
+                out.append(uri_path(f["uri"]))
+        return out
+
+
+_EXPORT: contextvars.ContextVar[_RawExport | None] = contextvars.ContextVar("mrepo_raw_export", default=None)
+
+
+@contextmanager
+def raw_export_into(repo: Repository, out: Path, items: list[Item] | None = None) -> Iterator[None]:
+    """Within the block, :func:`raw_paths` writes repository-held raw data under ``out/raw/``.
+    ``items`` are checked first, so an export that cannot reach some raw data writes nothing."""
+    exporter = _RawExport(repo, Path(out))
+    for item in items or []:
+        exporter.check(item)
+    token = _EXPORT.set(exporter)
+    try:
+        yield
+    finally:
+        _EXPORT.reset(token)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exports_raw_data(fn: F) -> F:
+    """Decorator of ``export(repo, rev, out, ...)`` functions: runs them inside
+    :func:`raw_export_into` with every item of the population at ``rev`` checked first."""
+
+    @functools.wraps(fn)
+    def wrapper(repo: Repository, rev: str, out: str | Path, *args: Any, **kwargs: Any) -> Any:
+        pop = repo.population(rev)
+        items = [Item.load(repo.objects, h) for s in pop.sources.values()
+                 for h in DataSource.load(repo.objects, s).items.values()]
+        with raw_export_into(repo, Path(out), items):
+            return fn(repo, rev, out, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
