@@ -1,40 +1,71 @@
-"""RELION particle STAR files <-> mrepo particle arrays (single-particle and RELION 5 tomography).
+"""RELION particle STAR files <-> mrepo particle arrays (single-particle and tomography).
 
-Columns follow RELION's src/metadata_label.h. Single particle (RELION 3.1+):
-data_optics (rlnOpticsGroup, rlnImagePixelSize, ...), data_particles with
-rlnMicrographName, rlnCoordinateX/Y (micrograph pixels), rlnOriginX/YAngst (Å),
-rlnAngleRot/Tilt/Psi, rlnRandomSubset, optional rlnDefocusU/V/Angle, rlnPhaseShift.
-RELION 5 tomography: data_general, data_optics, data_particles with rlnTomoName,
-rlnCenteredCoordinateX/Y/ZAngst (Å from the tomogram centre), optional
-rlnOriginX/Y/ZAngst, rlnAngleRot/Tilt/Psi, optional rlnTomoSubtomogramRot/Tilt/Psi,
-rlnRandomSubset.
+Columns follow RELION's src/metadata_label.h; layouts (3.0, 3.1+, per-particle optics
+columns) are normalised by :mod:`~mrepo.io.relion_layouts`.
+
+Single particle: rlnMicrographName, rlnCoordinateX/Y (micrograph pixels), rlnOriginX/YAngst (Å),
+rlnAngleRot/Tilt/Psi, optional rlnRandomSubset, per-particle CTF rlnDefocusU/V/Angle,
+rlnPhaseShift, rlnCtfBfactor, rlnCtfScalefactor.
+Tomography: rlnTomoName and either RELION 5 rlnCenteredCoordinateX/Y/ZAngst (Å from the
+tomogram centre) or pixel coordinates rlnCoordinateX/Y/Z (RELION 4, pickers, WarpTools), optional
+rlnOriginX/Y/ZAngst, rlnAngleRot/Tilt/Psi, optional rlnTomoSubtomogramRot/Tilt/Psi.
 
 Conversions to mrepo's item frame (Å):
-- frames: ``x = rlnCoordinateX * pixel - rlnOriginXAngst`` (pixel = the item's
-  micrograph pixel size), same for y, ``z = 0``;
-- tilts: ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (SizeX / 2) * pixel``
-  (the tomogram centre of RELION 5, tilt-series pixel size), same for y, z. RELION 5
-  decentres with ``Tomogram::centre = (w0/2.0, h0/2.0, d0/2.0)`` (real division,
-  src/jaz/tomography/tomogram_set.cpp ``loadTomogram``; used by
-  ``ParticleSet::getParticleCoordDecenteredPixel`` in particle_set.cpp), not ``Size // 2``.
-Particles are linked to items by name (:func:`~mrepo.io.staging.match_items`) and
-get stable ids from :func:`~mrepo.io.staging.particle_ids`.
-No Fourier layout is involved in this module.
+
+- frames: ``x = rlnCoordinateX * pixel - rlnOriginXAngst`` (pixel = the item's micrograph pixel
+  size), same for y; the height ``z`` carries the particle's own defocus:
+  ``z = (U + V) / 2 - (U_item + V_item) / 2`` (refinement's defocus is ``ctf + z``), and
+  ``extra["ctf_residual"]`` (N, 2) = (half-astigmatism ``(U - V)/2`` minus the item's, angle minus
+  the item's angle) keeps the rest; ``phase_shift``, ``ctf_bfactor``, ``ctf_scale`` (N,) are kept
+  per particle;
+- tilts, RELION 5: ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (SizeX / 2) * pixel``
+  (RELION 5's ``Tomogram::centre`` is ``w0 / 2.0``, real division, tomogram_set.cpp);
+- tilts, pixel coordinates: ``x = rlnCoordinateX * cpix - rlnOriginXAngst`` from voxel 0, where
+  ``cpix`` is, in order: the caller's ``coordinate_pixel_size``; data_optics
+  rlnTomoTiltSeriesPixelSize (RELION 4: unbinned tilt-series pixels); the tomogram's binned pixel
+  size (tilt-series pixel * rlnTomoTomogramBinning of tomograms.star). Otherwise refused.
+
+Names: a particle's rlnTomoName / rlnMicrographName links to an item by
+:func:`~mrepo.io.staging.name_key`; ``*.tomostar`` (WarpTools, M) is stripped, and a name that
+extends exactly one item name after ``_``, ``.`` or ``-`` (picker names such as
+``TS_01_10.00Apx``) links to that item.
+
+Halves: rlnRandomSubset when given; otherwise ``1 + (row mod 2)`` in file order, recorded in the
+species metadata and the commit. Ids: column :data:`ID_COLUMN` when given (written by mrepo's
+exporter), else generated. Columns not modelled are kept as ``relion.<label>`` extra columns
+(:mod:`~mrepo.io.relion_passthrough`) and every optics group (all columns) in the species
+metadata. No Fourier layout is involved in this module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..graph import Item
-from ..store import InvalidInput
+from ..store import InvalidInput, ObjectStore
 from .poses import compose_subtomogram
-from .star import block, integers, numeric, read_star, require_columns, strings
+from .relion_layouts import read_particle_blocks
+from .relion_passthrough import json_value, particle_columns
+from .star import integers, numeric, require_columns, strings
 
-__all__ = ["ParticleRows", "read_relion_particles", "tomo_centre"]
+__all__ = ["ParticleRows", "read_relion_particles", "tomo_centre", "ID_COLUMN", "HALVES_RULE", "resolve_names",
+           "astigmatism_residual", "tomogram_binning"]
+
+#: RELION column carrying mrepo's stable particle id (int64); RELION keeps unknown labels as they are.
+ID_COLUMN = "rlnMrepoParticleId"
+HALVES_RULE = "no rlnRandomSubset: half = 1 + (row mod 2), rows in file order"
+
+_ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
+_SPA_MODELLED = {"rlnMicrographName", *_ANGLES, "rlnRandomSubset", "rlnOriginXAngst", "rlnOriginYAngst",
+                 "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnPhaseShift", "rlnCtfBfactor",
+                 "rlnCtfScalefactor", ID_COLUMN}
+_TOMO_MODELLED = {"rlnTomoName", *_ANGLES, "rlnRandomSubset", "rlnOriginXAngst", "rlnOriginYAngst",
+                  "rlnOriginZAngst", ID_COLUMN}
 
 
 @dataclass
@@ -42,7 +73,8 @@ class ParticleRows:
     """Matched particles: item keys (N,), coordinates (N, 3) Å, angles (N, 3) deg, half (N,),
     extra columns, the items they refer to, the optics image pixel size (Å) if given, rows skipped,
     and optionally whole trajectories: ``coordinates_t``/``angles_t`` (N, T, 3) (M's temporal
-    samples; ``coordinates``/``angles`` are then sample 0)."""
+    samples; ``coordinates``/``angles`` are then sample 0); ``ids`` (N,) when the file carried
+    them; ``metadata`` for the species record (optics groups, layout, halves rule)."""
 
     item_keys: list[str]
     coordinates: np.ndarray
@@ -54,6 +86,8 @@ class ParticleRows:
     skipped: int = 0
     coordinates_t: np.ndarray | None = None
     angles_t: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def tomo_centre(item: Item) -> np.ndarray:
@@ -65,51 +99,179 @@ def tomo_centre(item: Item) -> np.ndarray:
     return (size / 2) * pix
 
 
-def read_relion_particles(path: str | Path, index: dict, *, ignore_unmatched: bool = False) -> ParticleRows:
-    """Parse a particle STAR file and link rows to items via ``index`` (from item_index_by_name)."""
+def tomogram_binning(item: Item) -> float | None:
+    """rlnTomoTomogramBinning of the item's tomograms.star row, when it was given."""
+    v = item.metadata.get("relion_tomogram", {}).get("rlnTomoTomogramBinning")
+    return None if v is None else float(v)
+
+
+def resolve_names(names: list[str], index: dict) -> list[str]:
+    """Names rewritten so :func:`~mrepo.io.staging.match_items` finds their item: ``*.tomostar``
+    stripped; a name extending exactly one item name (then ``_``, ``.`` or ``-``) becomes that name."""
+    from .staging import name_key
+
+    out, cache = [], {}
+    for n in names:
+        if n in cache:
+            out.append(cache[n])
+            continue
+        key = name_key(n)
+        if key.lower().endswith(".tomostar"):
+            key = key[: -len(".tomostar")]
+        if key not in index:
+            longer = [k for k in index if key.startswith(k) and len(key) > len(k) and key[len(k)] in "_.-"]
+            longest = [k for k in longer if len(k) == max(len(x) for x in longer)]
+            if len(longest) == 1:
+                key = longest[0]
+        cache[n] = key
+        out.append(key)
+    return out
+
+
+def astigmatism_residual(ctf: np.ndarray, item_ctf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-particle (z, residual (N, 2)) from particle CTFs (N, 3) and their items' CTFs (N, 3)."""
+    z = (ctf[:, 0] + ctf[:, 1]) / 2 - (item_ctf[:, 0] + item_ctf[:, 1]) / 2
+    half = (ctf[:, 0] - ctf[:, 1]) / 2 - (item_ctf[:, 0] - item_ctf[:, 1]) / 2
+    return z, np.stack([half, ctf[:, 2] - item_ctf[:, 2]], axis=1)
+
+
+def _optics_metadata(optics: pd.DataFrame) -> list[dict[str, object]]:
+    return [{c: json_value(optics[c].iloc[r]) for c in optics.columns} for r in range(len(optics))]
+
+
+def _halves(df: pd.DataFrame, path: Path) -> tuple[np.ndarray, str | None]:
+    if "rlnRandomSubset" not in df.columns:
+        return (np.arange(len(df)) % 2 + 1).astype(np.int64), HALVES_RULE
+    half = integers(df, "rlnRandomSubset", path, "particles")
+    bad = np.nonzero(~np.isin(half, (1, 2)))[0]
+    if len(bad):
+        raise InvalidInput(f"{path}: data_particles column rlnRandomSubset row {bad[0] + 1}: {half[bad[0]]} "
+                           "is not 1 or 2")
+    return half, None
+
+
+def _id_column(df: pd.DataFrame, path: Path) -> np.ndarray:
+    """rlnMrepoParticleId as exact int64 (float64 would round 63-bit ids)."""
+    out = np.empty(len(df), dtype=np.int64)
+    for i, v in enumerate(df[ID_COLUMN].tolist()):
+        try:
+            out[i] = int(str(v))
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInput(f"{path}: data_particles column {ID_COLUMN} row {i + 1}: {v!r} is not an integer id") \
+                from None
+        if out[i] <= 0:
+            raise InvalidInput(f"{path}: data_particles column {ID_COLUMN} row {i + 1}: {v!r} is not a positive id")
+    return out
+
+
+def _col(df: pd.DataFrame, name: str, path: Path) -> np.ndarray:
+    return numeric(df, name, path, "particles") if name in df.columns else np.zeros(len(df))
+
+
+def _tomo_coordinates(df: pd.DataFrame, items: list[Item | None], optics: pd.DataFrame, path: Path,
+                      coordinate_pixel_size: float | None) -> np.ndarray:
+    origin = np.stack([_col(df, f"rlnOrigin{a}Angst", path) for a in "XYZ"], 1)
+    if all(f"rlnCenteredCoordinate{a}Angst" in df.columns for a in "XYZ"):
+        centred = np.stack([numeric(df, f"rlnCenteredCoordinate{a}Angst", path, "particles") for a in "XYZ"], 1)
+        centre = np.stack([tomo_centre(it) if it is not None else np.zeros(3) for it in items]) if items \
+            else np.zeros((0, 3))
+        return np.where(origin != 0, centred - origin, centred) + centre
+    if not all(f"rlnCoordinate{a}" in df.columns for a in "XYZ"):
+        raise InvalidInput(f"{path}: data_particles needs rlnCenteredCoordinateX/Y/ZAngst (RELION 5) or "
+                           f"rlnCoordinateX/Y/Z (pixels); found {', '.join(c for c in df.columns if 'Coord' in c)}")
+    px = np.stack([numeric(df, f"rlnCoordinate{a}", path, "particles") for a in "XYZ"], 1)
+    if coordinate_pixel_size is not None:
+        if not np.isfinite(coordinate_pixel_size) or coordinate_pixel_size <= 0:
+            raise InvalidInput(f"coordinate pixel size must be a positive number of Å, got {coordinate_pixel_size}")
+        cpix = np.full(len(df), float(coordinate_pixel_size))
+    elif "rlnTomoTiltSeriesPixelSize" in optics.columns:
+        by_group = dict(zip(integers(optics, "rlnOpticsGroup", path, "optics").tolist(),
+                            numeric(optics, "rlnTomoTiltSeriesPixelSize", path, "optics").tolist()))
+        cpix = np.array([by_group[g] for g in integers(df, "rlnOpticsGroup", path, "particles").tolist()])
+    else:
+        cpix = np.empty(len(df))
+        for i, it in enumerate(items):
+            if it is None:
+                cpix[i] = 1.0
+                continue
+            binning = tomogram_binning(it)
+            if binning is None or binning <= 0:
+                raise InvalidInput(f"{path}: data_particles row {i + 1}: pixel coordinates rlnCoordinateX/Y/Z need "
+                                   "their pixel size: expected rlnTomoTiltSeriesPixelSize in data_optics (RELION 4), "
+                                   f"rlnTomoTomogramBinning for {it.name!r} in tomograms.star, or "
+                                   "--coordinate-pixel-size; found none")
+            cpix[i] = float(it.imaging["pixel_size"]) * binning
+    xyz = px * cpix[:, None]
+    return np.where(origin != 0, xyz - origin, xyz)
+
+
+def _spa_ctf(df: pd.DataFrame, items: list[Item | None], objects: ObjectStore | None, path: Path,
+             extra: dict[str, np.ndarray]) -> np.ndarray:
+    """Height z (N,) from per-particle defocus; fills the CTF extra columns."""
+    n = len(df)
+    z = np.zeros(n)
+    if all(c in df.columns for c in ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")):
+        ctf = np.stack([numeric(df, c, path, "particles") for c in ("rlnDefocusU", "rlnDefocusV",
+                                                                    "rlnDefocusAngle")], 1)
+        for j, c in enumerate(("rlnDefocusU", "rlnDefocusV")):
+            bad = np.nonzero(ctf[:, j] < 0)[0]
+            if len(bad):
+                raise InvalidInput(f"{path}: data_particles column {c} row {bad[0] + 1}: {ctf[bad[0], j]} Å is "
+                                   "negative (RELION defocus is positive for underfocus)")
+        if objects is None:
+            raise InvalidInput(f"{path}: per-particle defocus needs the items' CTF models")
+        cache: dict[str, np.ndarray] = {}
+        item_ctf = np.zeros((n, 3))
+        for i, it in enumerate(items):
+            if it is None:
+                item_ctf[i] = ctf[i]
+                continue
+            if it.key not in cache:
+                cache[it.key] = np.asarray(objects.get_array(it.models["ctf"]), np.float64)[0]
+            item_ctf[i] = cache[it.key]
+        z, extra["ctf_residual"] = astigmatism_residual(ctf, item_ctf)
+    for col, name in (("rlnPhaseShift", "phase_shift"), ("rlnCtfBfactor", "ctf_bfactor"),
+                      ("rlnCtfScalefactor", "ctf_scale")):
+        if col in df.columns:
+            extra[name] = numeric(df, col, path, "particles")
+    return z
+
+
+def read_relion_particles(path: str | Path, index: dict, *, ignore_unmatched: bool = False,
+                          objects: ObjectStore | None = None,
+                          coordinate_pixel_size: float | None = None) -> ParticleRows:
+    """Parse a particle STAR file and link rows to items via ``index`` (from item_index_by_name).
+
+    ``objects`` holds the items' model arrays (needed for per-particle defocus of frame series)."""
     from .staging import match_items
 
-    blocks = read_star(path)
-    df = block(blocks, "particles", path)
+    path = Path(path)
+    blocks, layout = read_particle_blocks(path)
+    df, optics = blocks["particles"], blocks["optics"]
     tomo = "rlnTomoName" in df.columns
-    optics = blocks.get("optics")
     image_pixel = None
-    if optics is not None and "rlnImagePixelSize" in optics.columns:
+    if "rlnImagePixelSize" in optics.columns:
         values = numeric(optics, "rlnImagePixelSize", path, "optics")
         if len(set(values.tolist())) > 1:
             raise InvalidInput(f"{path}: data_optics rlnImagePixelSize differs between optics groups "
                                f"({sorted(set(values.tolist()))}); one species has one pixel size")
         image_pixel = float(values[0]) if len(values) else None
     name_col = "rlnTomoName" if tomo else "rlnMicrographName"
-    require_columns(df, [name_col, "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnRandomSubset"], path,
-                    "particles")
+    require_columns(df, [name_col, *_ANGLES], path, "particles")
     names = strings(df, name_col, path, "particles")
-    keep, matched = match_items(names, index, where=str(path), ignore_unmatched=ignore_unmatched)
-    half = integers(df, "rlnRandomSubset", path, "particles")
-    bad = np.nonzero(~np.isin(half, (1, 2)))[0]
-    if len(bad):
-        raise InvalidInput(f"{path}: data_particles column rlnRandomSubset row {bad[0] + 1}: {half[bad[0]]} "
-                           "is not 1 or 2")
-    angles = np.stack([numeric(df, c, path, "particles") for c in ("rlnAngleRot", "rlnAngleTilt",
-                                                                   "rlnAnglePsi")], axis=1)
-
-    def col(name: str) -> np.ndarray:
-        return numeric(df, name, path, "particles") if name in df.columns else np.zeros(len(df))
-
-    items = [m for m in matched]
+    keep, items = match_items(resolve_names(names, index), index, where=str(path), ignore_unmatched=ignore_unmatched)
+    half, halves_rule = _halves(df, path)
+    angles = np.stack([numeric(df, c, path, "particles") for c in _ANGLES], axis=1)
+    extra: dict[str, np.ndarray] = {}
     if tomo:
-        require_columns(df, [f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"], path, "particles")
         for n, it in zip(names, items):
             if it is not None and it.kind != "tilts":
                 raise InvalidInput(f"{path}: rlnTomoName {n!r} names item {it.name!r}, which is not a tilt series")
-        centred = np.stack([numeric(df, f"rlnCenteredCoordinate{a}Angst", path, "particles") for a in "XYZ"], 1)
-        origin = np.stack([col(f"rlnOrigin{a}Angst") for a in "XYZ"], 1)
-        centre = np.stack([tomo_centre(it) if it is not None else np.zeros(3) for it in items]) if len(items) \
-            else np.zeros((0, 3))
-        coords = np.where(origin != 0, centred - origin, centred) + centre
+        coords = _tomo_coordinates(df, items, optics, path, coordinate_pixel_size)
         if all(f"rlnTomoSubtomogram{a}" in df.columns for a in ("Rot", "Tilt", "Psi")):
-            sub = np.stack([col(f"rlnTomoSubtomogram{a}") for a in ("Rot", "Tilt", "Psi")], 1)
+            sub = np.stack([_col(df, f"rlnTomoSubtomogram{a}", path) for a in ("Rot", "Tilt", "Psi")], 1)
             angles = compose_subtomogram(angles, sub)
+        modelled = _TOMO_MODELLED
     else:
         require_columns(df, ["rlnCoordinateX", "rlnCoordinateY"], path, "particles")
         for n, it in zip(names, items):
@@ -118,15 +280,27 @@ def read_relion_particles(path: str | Path, index: dict, *, ignore_unmatched: bo
         pix = np.array([float(it.imaging["pixel_size"]) if it is not None else 1.0 for it in items])
         xy = np.stack([numeric(df, "rlnCoordinateX", path, "particles"),
                        numeric(df, "rlnCoordinateY", path, "particles")], 1) * pix[:, None]
-        origin = np.stack([col("rlnOriginXAngst"), col("rlnOriginYAngst")], 1)
+        origin = np.stack([_col(df, "rlnOriginXAngst", path), _col(df, "rlnOriginYAngst", path)], 1)
         xy = np.where(origin != 0, xy - origin, xy)
-        coords = np.concatenate([xy, np.zeros((len(df), 1))], axis=1)
-    extra: dict[str, np.ndarray] = {}
-    if not tomo and all(c in df.columns for c in ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")):
-        extra["defocus"] = np.stack([numeric(df, c, path, "particles")
-                                     for c in ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")], 1)
-    if not tomo and "rlnPhaseShift" in df.columns:
-        extra["phase_shift"] = numeric(df, "rlnPhaseShift", path, "particles")
+        z = _spa_ctf(df, items, objects, path, extra)
+        coords = np.concatenate([xy, z[:, None]], axis=1)
+        modelled = _SPA_MODELLED
+    ids = _id_column(df, path) if ID_COLUMN in df.columns else None
+    origins = [c for c in ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst") if c in df.columns]
+    if not origins:  # without origins the coordinate is the position itself: nothing to pass through
+        modelled = modelled | {"rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ",
+                               "rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
+                               "rlnCenteredCoordinateZAngst"}
+    groups = integers(df, "rlnOpticsGroup", path, "particles")
+    if len(groups) and (len(optics) > 1 or groups[0] != 1):  # the default (one group, number 1) is not stored
+        extra["optics_group"] = groups
+    extra.update(particle_columns(df, modelled | {"rlnOpticsGroup"}))
+    metadata: dict[str, Any] = {"relion": {"layout": layout, "optics": _optics_metadata(optics)}}
+    if "general" in blocks:
+        metadata["relion"]["general"] = {c: json_value(blocks["general"][c].iloc[0]) for c in blocks["general"]}
+    if halves_rule:
+        metadata["relion"]["halves"] = halves_rule
     kept = [it for it, k in zip(items, keep) if k]
     return ParticleRows([it.key for it in kept], coords[keep], angles[keep], half[keep],
-                        {k: v[keep] for k, v in extra.items()}, kept, image_pixel, int((~keep).sum()))
+                        {k: v[keep] for k, v in extra.items()}, kept, image_pixel, int((~keep).sum()),
+                        ids=None if ids is None else ids[keep], metadata=metadata)

@@ -30,6 +30,7 @@ from ..graph import DataSource, Item, Repository
 from ..store import InvalidInput
 from .mrc import mrc_info
 from .relion_particles import read_relion_particles
+from .relion_passthrough import row_values, table_values
 from .relion_spa import SpeciesFiles
 from .species_build import build_species, read_species_maps, same_pixel
 from .staging import ImportResult, PolarityChoice, Staging, raw_data, raw_manifest
@@ -86,14 +87,46 @@ def _tilt_raw(names: list[str], project: Path, staging: Staging, copy: bool, whe
         (infos[0].nx, infos[0].ny, len(files), infos[0].voxel_size)
 
 
-def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) -> list[Item]:
-    """One tilt-series Item per row of tomograms.star (validated; arrays go to the staging store)."""
-    blocks = read_star(tomograms)
+_TILT_MODELLED = set(_TILT) | {"rlnTomoNominalStageTiltAngle", "rlnPhaseShift"}
+_GLOBAL_MODELLED = set(_GLOBAL)
+
+
+def _check_positive(values: np.ndarray, path: Path, block_name: str, column: str, *, allow_zero: bool = False) -> None:
+    bad = np.nonzero(values < 0 if allow_zero else values <= 0)[0]
+    if len(bad):
+        what = "negative" if allow_zero else "not positive"
+        raise InvalidInput(f"{path}: data_{block_name} column {column} row {bad[0] + 1}: {values[bad[0]]} is {what}")
+
+
+def _global_block(blocks: dict, tomograms: Path):
     g = block(blocks, "global", tomograms)
+    if "rlnTomoTiltSeriesStarFile" not in g.columns:
+        found = "RELION 4 layout (per-tomogram blocks in tomograms.star)" if len(blocks) > 1 else \
+            f"columns {', '.join(g.columns[:6])}"
+        raise InvalidInput(f"{tomograms}: expected RELION 5 tomograms.star (data_global with "
+                           f"rlnTomoTiltSeriesStarFile naming one STAR file per tilt series), found {found}")
     require_columns(g, _GLOBAL, tomograms, "global")
+    return g
+
+
+def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) -> list[Item]:
+    """One tilt-series Item per row of tomograms.star (validated; arrays go to the staging store).
+
+    Unmodelled columns are kept: the tomograms.star row in ``Item.metadata["relion_tomogram"]``
+    (rlnTomoReconstructedTomogram, rlnTomoTomogramBinning, rlnMtfFileName,
+    rlnMicrographOriginalPixelSize, ...), per-tilt columns in ``["relion_tilts"]`` (label -> list in
+    stack order: movie names, frame counts, CTF-fit statistics, rlnTomoProj*, ...)."""
+    blocks = read_star(tomograms)
+    g = _global_block(blocks, tomograms)
     names = strings(g, "rlnTomoName", tomograms, "global")
     stars = strings(g, "rlnTomoTiltSeriesStarFile", tomograms, "global")
     num = {c: numeric(g, c, tomograms, "global") for c in _GLOBAL[2:]}
+    for c in ("rlnVoltage", "rlnTomoTiltSeriesPixelSize", "rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ"):
+        _check_positive(num[c], tomograms, "global", c)
+    bad = np.nonzero(~np.isin(num["rlnTomoHand"], (-1.0, 1.0)))[0]
+    if len(bad):
+        raise InvalidInput(f"{tomograms}: data_global column rlnTomoHand row {bad[0] + 1}: "
+                           f"{num['rlnTomoHand'][bad[0]]} is not -1 or 1")
     if len(set(names)) != len(names):
         raise InvalidInput(f"{tomograms}: rlnTomoName values are not unique")
     items = []
@@ -103,8 +136,6 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
         df = block(ts_blocks, name, ts_path)
         require_columns(df, _TILT, ts_path, name)
         pix = float(num["rlnTomoTiltSeriesPixelSize"][r])
-        if pix <= 0:
-            raise InvalidInput(f"{tomograms}: rlnTomoTiltSeriesPixelSize of {name} is {pix}, not positive")
         raw, (nx, ny, n, voxel) = _tilt_raw(strings(df, "rlnMicrographName", ts_path, name), project, staging,
                                             copy, f"{ts_path} data_{name}")
         if n != len(df):
@@ -113,6 +144,9 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
             raise InvalidInput(f"{ts_path}: tilt images have voxel size {voxel} Å but {tomograms} gives "
                                f"rlnTomoTiltSeriesPixelSize {pix} Å for {name}")
         col = {c: numeric(df, c, ts_path, name) for c in _TILT[1:]}
+        for c in ("rlnDefocusU", "rlnDefocusV"):
+            _check_positive(col[c], ts_path, name, c, allow_zero=True)
+        _check_positive(col["rlnMicrographPreExposure"], ts_path, name, "rlnMicrographPreExposure", allow_zero=True)
         pre = col["rlnMicrographPreExposure"]
         dose, order = exposure_from_pre(pre)
         nominal = numeric(df, "rlnTomoNominalStageTiltAngle", ts_path, name) \
@@ -130,7 +164,10 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
                   "global_shifts": put(np.stack([col["rlnTomoXShiftAngst"], col["rlnTomoYShiftAngst"]], 1))}
         if "rlnPhaseShift" in df.columns:
             models["phase_shift"] = put(numeric(df, "rlnPhaseShift", ts_path, name))
-        items.append(Item("tilts", name, raw, imaging, models))
+        metadata = {"relion_tomogram": row_values(g, r, _GLOBAL_MODELLED),
+                    "relion_tilts": table_values(df, _TILT_MODELLED)}
+        metadata = {k: v for k, v in metadata.items() if v}
+        items.append(Item("tilts", name, raw, imaging, models, metadata=metadata))
     return items
 
 
@@ -138,7 +175,8 @@ def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str,
                         polarity: PolarityChoice | None = None,
                         particles: str | Path | None = None, species: SpeciesFiles | None = None,
                         copy: bool = False, ignore_unmatched: bool = False, population: str = "population",
-                        branch: str | None = None, message: str | None = None) -> ImportResult:
+                        branch: str | None = None, message: str | None = None,
+                        coordinate_pixel_size: float | None = None) -> ImportResult:
     """Import the tilt series of a tomograms.star (and a species from ``particles`` + maps) in one commit."""
     tomograms, project = Path(tomograms), Path(project)
     if (species is None) != (particles is None):
@@ -151,7 +189,8 @@ def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str,
         new_species = {}
         if species is not None and particles is not None:
             index = {it.name: [(source, h, it)] for it, h in zip(items, hashes)}
-            rows = read_relion_particles(particles, index, ignore_unmatched=ignore_unmatched)
+            rows = read_relion_particles(particles, index, ignore_unmatched=ignore_unmatched,
+                                         objects=staging.objects, coordinate_pixel_size=coordinate_pixel_size)
             maps = read_species_maps(species.half1, species.half2, species.mask)
             used = {it.key for it in rows.items}
             new_species[species.name] = build_species(
@@ -161,6 +200,8 @@ def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str,
         op = {"name": "import-relion5-tomo", "tomograms": str(tomograms), "project": str(project),
               "particles": str(particles) if particles else None, "source": source, "copy": copy,
               "species": species.name if species else None}
+        if new_species and rows.metadata.get("relion", {}).get("halves"):
+            op["halves"] = rows.metadata["relion"]["halves"]
         return staging.commit(population_name=population, sources={source: ds}, species=new_species,
                               message=message or f"Import RELION 5 tilt series as source {source!r}",
                               operation=op, branch=branch, polarity=polarity)

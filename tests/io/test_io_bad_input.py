@@ -35,8 +35,8 @@ def _truncate(path: Path, keep: int) -> None:
 # (mutation on the project, substring(s) the message must contain)
 TOMO_CASES = {
     "ragged_row": (lambda r, p: _replace(p["particles"], "TS_02\t0.0", "TS_02\t0.0\t0.0"), ["run_data.star", "line"]),
-    "missing_column": (lambda r, p: _replace(p["particles"], "_rlnRandomSubset", "_rlnRandomSubsetX"),
-                       ["rlnRandomSubset"]),
+    "missing_column": (lambda r, p: _replace(p["particles"], "_rlnAngleTilt ", "_rlnAngleTiltX "),
+                       ["rlnAngleTilt"]),
     "not_a_number": (lambda r, p: _replace(p["particles"], "10.5", "abc"),
                      ["rlnCenteredCoordinateXAngst", "row 1", "'abc'"]),
     "unknown_tomogram": (lambda r, p: _replace(p["particles"], "TS_02\t", "TS_99\t"), ["TS_99"]),

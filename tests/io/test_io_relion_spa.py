@@ -7,7 +7,8 @@ import pytest
 from io_projects import PIX, SPA_PARTICLES, relion_spa
 
 from mrepo.graph import Repository
-from mrepo.io import SpeciesFiles, add_species, import_relion_spa, particle_ids
+from mrepo.io import SpeciesFiles, add_species, import_relion_spa
+from mrepo.io.relion_passthrough import decode_text
 from mrepo.store import InvalidInput
 
 
@@ -26,18 +27,31 @@ def test_spa_fields(tmp_path):
     m1 = items["mic_001"]
     assert m1.kind == "frames" and m1.imaging == {"pixel_size": PIX, "voltage": 300.0, "cs": 2.7,
                                                   "amplitude_contrast": 0.1, "dimensions": [32, 24, 1],
-                                                  "exposure": [1.5]}
+                                                  "exposure": [1.5], "optics_group": 1,
+                                                  "optics_group_name": "opticsGroup1"}
+    # unmodelled optics columns are kept, rlnMicrographOriginalPixelSize included
+    assert m1.metadata["relion_optics"] == {"rlnMicrographOriginalPixelSize": PIX, "rlnImagePixelSize": 4.0,
+                                            "rlnImageSize": 8, "rlnImageDimensionality": 2}
     np.testing.assert_array_equal(repo.objects.get_array(m1.models["ctf"]), [[15000.0, 14800.0, 30.0]])
     sp = repo.species(res.species["apo"])
     assert (sp.symmetry, sp.pixel_size, sp.box, sp.diameter) == ("C2", 4.0, 8, 120.0)
     t = repo.particles(sp.particles)
-    ids = particle_ids([items[r[0].split("/")[-1][:-4]].key for r in SPA_PARTICLES])
-    for r, i in zip(SPA_PARTICLES, ids):
-        row = int(np.nonzero(t.ids == i)[0][0])
-        np.testing.assert_array_equal(t.coordinates[row, 0], [r[1] * PIX - r[3], r[2] * PIX - r[4], 0.0])
+    item_ctf = {"mic_001": np.array([15000.0, 14800.0, 30.0]), "mic_002": np.array([20000.0, 19900.0, 10.0])}
+    names = decode_text(t.extra["relion.rlnImageName"])
+    for i, r in enumerate(SPA_PARTICLES):
+        row = names.index(f"{i + 1:06d}@Extract/job007/particles.mrcs")
+        mic = r[0].split("/")[-1][:-4]
+        ictf = item_ctf[mic]
+        # per-particle defocus: height z = mean defocus - the micrograph's; astigmatism residual kept
+        z = (r[8] + r[9]) / 2 - (ictf[0] + ictf[1]) / 2
+        np.testing.assert_array_equal(t.coordinates[row, 0], [r[1] * PIX - r[3], r[2] * PIX - r[4], z])
         np.testing.assert_array_equal(t.angles[row, 0], r[5:8])
-        np.testing.assert_array_equal(t.extra["defocus"][row], r[8:11])
-        assert t.half[row] == r[11]
+        np.testing.assert_allclose(t.extra["ctf_residual"][row],
+                                   [(r[8] - r[9]) / 2 - (ictf[0] - ictf[1]) / 2, r[10] - ictf[2]])
+        assert t.half[row] == r[11] and t.item_keys()[row] == items[mic].key
+        np.testing.assert_array_equal([t.extra["relion.rlnCoordinateX"][row], t.extra["relion.rlnCoordinateY"][row]],
+                                      r[1:3])
+    assert sp.metadata["relion"]["optics"][0]["rlnOpticsGroupName"] == "opticsGroup1"
 
 
 def test_species_add_matching(tmp_path):

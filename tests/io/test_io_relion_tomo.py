@@ -8,7 +8,7 @@ from io_projects import PIX, TOMO_PARTICLES, relion5_tomo
 from scipy.spatial.transform import Rotation
 
 from mrepo.graph import Repository
-from mrepo.io import SpeciesFiles, import_relion5_tomo, particle_ids
+from mrepo.io import SpeciesFiles, import_relion5_tomo
 from mrepo.io.raw_access import raw_paths, verify_raw
 from mrepo.store import hash_file
 
@@ -54,17 +54,17 @@ def test_particles_fields(tmp_path):
     sp = repo.species(pop.species["ribo"])
     assert (sp.pixel_size, sp.box, sp.diameter, sp.symmetry) == (4.0, 8, 250.0, "C1")
     t = repo.particles(sp.particles)
+    assert len(t) == len(TOMO_PARTICLES) and len(set(t.ids.tolist())) == len(t)
     items = {repo.item(h).name: repo.item(h) for h in repo.source(pop.sources["ts"]).items.values()}
-    keys = [items[r[0]].key for r in TOMO_PARTICLES]
-    expected_ids = particle_ids(keys)
-    assert sorted(t.ids.tolist()) == sorted(expected_ids.tolist())
     assert sorted(sp.contributors) == sorted(repo.source(pop.sources["ts"]).items.values())
-    centre = np.array([16, 12, 5]) * PIX  # (Size // 2) * pixel
-    for r, i in zip(TOMO_PARTICLES, expected_ids):
-        row = int(np.nonzero(t.ids == i)[0][0])
+    centre = np.array([16, 12, 5]) * PIX  # (Size / 2) * pixel
+    for r in TOMO_PARTICLES:
+        row = int(np.nonzero((t.angles[:, 0] == r[4:7]).all(1))[0][0])
         np.testing.assert_allclose(t.coordinates[row, 0], np.array(r[1:4]) + centre, rtol=0, atol=1e-12)
-        np.testing.assert_array_equal(t.angles[row, 0], r[4:7])
         assert t.half[row] == r[10] and t.item_keys()[row] == items[r[0]].key
+    # every optics group and the general block are kept with the species
+    assert sp.metadata["relion"]["general"] == {"rlnTomoSubTomosAre2DStacks": 1}
+    assert sp.metadata["relion"]["optics"][0]["rlnTomoSubtomogramBinning"] == 2.0
 
 
 def test_subtomogram_angles_compose(tmp_path):
