@@ -1,0 +1,162 @@
+"""RELION 5 -> mrepo -> M -> mrepo -> RELION 5: tilt alignment, hand, ids survive; M finds its particles.
+
+The RELION 5 project is hand-written (io_projects.relion5_tomo, one x-tilt per series); what M reads is
+checked against M's own rules (warpem/warp TiltSeries.cs / Movie.cs / Species.cs), not against mrepo's reader.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import starfile
+from io_projects import relion5_tomo
+from test_io_bad_input import listing
+from test_io_m import _setup, constant_xtilt
+
+from mrepo.graph import Repository
+from mrepo.io import SpeciesFiles, import_relion5_tomo
+from mrepo.io.export_relion import export_relion
+from mrepo.io.m_format import export_m, import_m
+from mrepo.io.m_hash import m_data_hash
+from mrepo.io.warp_export import MCannotRepresent
+from mrepo.store import InvalidInput
+
+TILT_COLUMNS = ["rlnTomoXTilt", "rlnTomoYTilt", "rlnTomoZRot", "rlnTomoXShiftAngst", "rlnTomoYShiftAngst",
+                "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"]
+
+
+def _items(repo):
+    pop = repo.population()
+    return {it.name: it for sh in pop.sources.values() for it in (repo.item(h) for h in repo.source(sh).items.values())}
+
+
+def _params(root) -> dict[str, str]:
+    return {p.get("Name"): p.get("Value") for p in root.findall("Param")}
+
+
+def test_m_data_hash_follows_getdatahash(tmp_path):
+    """SHA-1 over UTF-16LE(RootName) + first 512 KiB, base64 without '=' and with '/'->'-', '+'->'_'."""
+    data = bytes(range(256)) * 4096  # 1 MiB: only the first half counts
+    f = tmp_path / "TS_01_001.mrc"
+    f.write_bytes(data)
+    name = "TS_01"
+    utf16 = b"".join(bytes([ord(c), 0]) for c in name)  # C# char[] on little-endian: code unit, low byte first
+    digest = hashlib.sha1(utf16 + data[: 1 << 19]).digest()
+    expected = base64.b64encode(digest).decode().rstrip("=").replace("/", "-").replace("+", "_")
+    assert m_data_hash(name, f) == expected and len(expected) == 27
+    f.write_bytes(data[: 1 << 19] + b"other tail")
+    assert m_data_hash(name, f) == expected  # bytes past 512 KiB do not count
+    assert m_data_hash("TS_02", f) != expected
+    small = tmp_path / "small.mrc"
+    small.write_bytes(b"abc")
+    assert m_data_hash("x", small) == base64.b64encode(hashlib.sha1(b"x\0abc").digest()).decode().rstrip("=") \
+        .replace("/", "-").replace("+", "_")
+
+
+def test_m_export_is_what_m_reads(tmp_path):
+    """Particles carry M's data hash of their item; every file M opens for a tilt series exists."""
+    _, repo, _ = _setup(tmp_path)
+    out = tmp_path / "m"
+    export_m(repo, "main", out)
+    pop = ET.parse(out / "population.population").getroot()
+    src = ET.parse(out / pop.find("Sources/Source").get("Path")).getroot()
+    files = {f.get("Name"): f.get("Hash") for f in src.findall("Files/File")}
+    assert set(files) == {"TS_01.tomostar", "TS_02.tomostar"}
+    for name, h in files.items():
+        root_name = name[: -len(".tomostar")]
+        series = ET.parse(out / f"{root_name}.xml").getroot()  # TiltSeries.XMLPath: <folder>/<RootName>.xml
+        movies = series.find("MoviePath").text.split("\n")
+        base = out / series.get("DataDirectory") if series.get("DataDirectory") else out
+        assert len(movies) == 3
+        for m in movies:  # LoadMovieData: movie header, then <movie folder>/average/<movie root>.mrc
+            movie = base / m
+            assert movie.is_file() and (movie.parent / "average" / f"{movie.stem}.mrc").is_file()
+        assert h == m_data_hash(root_name, base / movies[0])  # TiltSeries.GetDataHash: first tilt movie
+    sp_path = out / pop.find("Species/Species").get("Path")
+    parts = starfile.read(sp_path.parent / "ribo_particles.star")
+    assert set(parts["wrpSourceHash"]) <= set(files.values())  # Species.GetParticles(GetDataHash())
+    for name, h in files.items():  # each particle's hash is the hash of its own item
+        assert set(parts.loc[parts["wrpSourceName"] == name, "wrpSourceHash"]) <= {h}
+    table = repo.particles(repo.species(repo.population().species["ribo"]).particles)
+    assert sorted(parts["wrpMrepoParticleId"].tolist()) == sorted(table.ids.tolist())
+
+
+def test_tilt_alignment_and_hand_survive_relion_m_relion(tmp_path):
+    proj, repo, _ = _setup(tmp_path)  # hand -1, XTilt 0.3 everywhere, YTilt = tilt + 0.5, ZRot 85.5, shifts
+    export_m(repo, "main", tmp_path / "m")
+    ts = ET.parse(tmp_path / "m/TS_02.xml").getroot()
+    assert ts.get("AreAnglesInverted") == "True" and float(ts.get("LevelAngleX")) == pytest.approx(0.3)
+    np.testing.assert_allclose([float(v) for v in ts.find("Angles").text.split("\n")], [2.5, -0.5, -3.5])
+    np.testing.assert_allclose([float(v) for v in ts.find("AxisAngle").text.split("\n")], [85.5] * 3)
+    repo2 = Repository.init(str(tmp_path / "repo2"))
+    import_m(repo2, tmp_path / "m/population.population")
+    a, b = _items(repo), _items(repo2)
+    assert set(a) == set(b)
+    for name in a:
+        assert b[name].key == a[name].key  # same raw data, same identity
+        assert b[name].imaging["hand"] == a[name].imaging["hand"] == -1.0
+        assert b[name].imaging["tilt_angles"] == a[name].imaging["tilt_angles"]
+        for model in ("stage_angles", "global_shifts", "ctf"):
+            np.testing.assert_allclose(repo2.objects.get_array(b[name].models[model]),
+                                       repo.objects.get_array(a[name].models[model]), rtol=0, atol=1e-9,
+                                       err_msg=f"{name} {model}")
+    t1 = repo.particles(repo.species(repo.population().species["ribo"]).particles)
+    t2 = repo2.particles(repo2.species(repo2.population().species["ribo"]).particles)
+    np.testing.assert_array_equal(t2.ids, t1.ids)
+    np.testing.assert_allclose(t2.coordinates, t1.coordinates, atol=1e-5)  # M writes F5
+    export_relion(repo2, "main", tmp_path / "rel", project=tmp_path / "proj")
+    for name in ("TS_01", "TS_02"):
+        original = starfile.read(tmp_path / f"proj/AlignTiltSeries/job005/tilt_series/{name}.star")
+        (back_path,) = [p for p in (tmp_path / "rel").rglob(f"{name}.star")]
+        back = starfile.read(back_path)
+        for col in TILT_COLUMNS:
+            np.testing.assert_allclose(back[col].to_numpy(float), original[col].to_numpy(float), rtol=0, atol=1e-6,
+                                       err_msg=f"{name} {col}")
+
+
+def test_varying_xtilt_refused_and_nothing_written(tmp_path):
+    proj = relion5_tomo(tmp_path / "proj")  # rlnTomoXTilt 0, 0.1, 0.2: M has one LevelAngleX per series
+    sp = SpeciesFiles("ribo", proj["half1"], proj["half2"], proj["mask"], 250.0, "C1")
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion5_tomo(repo, proj["tomograms"], source="ts", project=tmp_path / "proj",
+                        particles=proj["particles"], species=sp)
+    out = tmp_path / "m"
+    out.mkdir()
+    with pytest.raises(MCannotRepresent, match=r"item 'TS_0[12]': x-tilt \(rlnTomoXTilt\) varies between tilts "
+                                               r"\(0 to 0.2 deg\).*one LevelAngleX"):
+        export_m(repo, "main", out)
+    assert listing(out) == []
+    assert issubclass(MCannotRepresent, InvalidInput)  # exit code 2 in the CLI
+
+
+def test_cli_export_m_refusal_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from mrepo.cli import app
+
+    proj = relion5_tomo(tmp_path / "proj")
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion5_tomo(repo, proj["tomograms"], source="ts", project=tmp_path / "proj")
+    res = CliRunner().invoke(app, ["export", "m", "--repo", str(tmp_path / "repo"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "LevelAngleX" in res.output
+
+
+def test_hand_plus_one_written_not_inverted(tmp_path):
+    proj = relion5_tomo(tmp_path / "proj")
+    constant_xtilt(tmp_path / "proj", 0.0)
+    tomograms = proj["tomograms"]
+    blocks = starfile.read(tomograms, always_dict=True)
+    blocks["global"]["rlnTomoHand"] = 1.0
+    starfile.write(blocks, tomograms)
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion5_tomo(repo, tomograms, source="ts", project=tmp_path / "proj")
+    assert {it.imaging["hand"] for it in _items(repo).values()} == {1.0}
+    export_m(repo, "main", tmp_path / "m")
+    assert ET.parse(tmp_path / "m/TS_01.xml").getroot().get("AreAnglesInverted") == "False"
+    repo2 = Repository.init(str(tmp_path / "repo2"))
+    import_m(repo2, tmp_path / "m/population.population")
+    assert {it.imaging["hand"] for it in _items(repo2).values()} == {1.0}
