@@ -450,6 +450,7 @@ def _warp_sidecar(repo: Repository, it: Item, out: Path) -> Path | None:
 
 
 @exports_raw_data
+@exports_raw_data
 def export_relion(repo: Repository, rev: str, out: str | Path, *, project: str | Path | None = None) -> list[Path]:
     """Write the population at ``rev`` as RELION files under ``out``; returns the written paths.
 
