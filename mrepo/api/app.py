@@ -20,7 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from .. import __version__
 from ..graph import Repository
 from ..store import InvalidInput, check_name
-from . import named_api, protocol, webview
+from ..store import protocol_names as names
+from . import batch, named_api, protocol, webview
 from .auth import AccessPolicy
 from .context import ServerContext
 from .errors import install_error_handlers
@@ -63,9 +64,11 @@ def create_app(repo_url: str, tokens_path: str | Path | None = None, anonymous_r
     app.state.mrepo = ctx
     install_error_handlers(app)
     log = None if access_log is False else AccessLog(access_log if not isinstance(access_log, bool) else None)
-    app.add_middleware(AccessLogAndLimit, log=log, max_body_bytes=max_body_bytes)
+    app.add_middleware(AccessLogAndLimit, log=log, max_body_bytes=max_body_bytes,
+                       streamed_paths=(f"{names.MOUNT}/{names.BATCH_UPLOAD_PATH}",))
 
     app.include_router(protocol.build_router(ctx))
+    app.include_router(batch.build_router(ctx))
     pulls_enabled = _pulls_available()
     if pulls_enabled:
         from . import pulls_api

@@ -47,10 +47,13 @@ class BodyTooLarge(Exception):
 class AccessLogAndLimit:
     """Log every HTTP request and refuse bodies larger than ``max_body_bytes`` with 413."""
 
-    def __init__(self, app: ASGIApp, log: AccessLog | None, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, log: AccessLog | None, max_body_bytes: int,
+                 streamed_paths: tuple[str, ...] = ()):
         self.app = app
         self.log = log
         self.max_body_bytes = max_body_bytes
+        #: Paths whose bodies are consumed frame by frame with their own per-frame limit (batch upload).
+        self.streamed_paths = frozenset(streamed_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +64,7 @@ class AccessLogAndLimit:
         start = time.perf_counter()
         status = {"code": 500, "sent": False}
         received = {"bytes": 0}
+        limit = None if scope.get("path") in self.streamed_paths else self.max_body_bytes
 
         async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -72,13 +76,13 @@ class AccessLogAndLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received["bytes"] += len(message.get("body", b""))
-                if received["bytes"] > self.max_body_bytes:
+                if limit is not None and received["bytes"] > limit:
                     raise BodyTooLarge
             return message
 
         try:
             length = _content_length(scope)
-            if length is not None and length > self.max_body_bytes:
+            if limit is not None and length is not None and length > limit:
                 await self._too_large(scope, receive, send_logged)
             else:
                 try:

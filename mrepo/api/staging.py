@@ -1,9 +1,10 @@
 """Staged array uploads: chunks wait under ``staging/<hash>/<upload>/`` until ``zarr.json`` arrives.
 
 A chunk cannot be verified alone, so an array becomes visible under
-``arrays/<hash>/`` only when its ``zarr.json`` has been uploaded and the staged
-copy decodes to the hash in its name (``ObjectStore.get_array(verify=True)``)
-with a ``zarr.json`` in exactly mrepo's canonical form. Then the chunk files are
+``arrays/<hash>/`` only when its ``zarr.json`` has been uploaded, is in exactly mrepo's
+canonical form within the declared-size limit, and the staged chunks match their digests
+and decode (bounded by the declared chunk size) to the hash in its name, slab by slab
+(:func:`mrepo.store.array_verify.verify_array`: memory holds one slab, never the array). Then the chunk files are
 copied (chunks first, ``zarr.json`` last) and the staging folder is removed.
 Uploads are keyed by the client's upload id, so two clients sending the same
 array with different chunkings never mix their files.
@@ -11,16 +12,13 @@ array with different chunkings never mix their files.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
-from collections.abc import Iterator
 
-import numpy as np
-
-from ..store import Backend, CorruptObject, Entry, InvalidInput, ObjectStore, Storage, zarr_codec
-from ..store.backends import Token
+from ..store import CorruptObject, ObjectNotFound, Storage, zarr_codec
+from ..store.array_verify import check_slab_size, verify_array
+from ..store.integrity import check_array_metadata
 from ..store.objects import array_prefix
 
 STAGING = "staging/"
@@ -29,43 +27,6 @@ UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 def staging_prefix(h: str, upload: str) -> str:
     return f"{STAGING}{h}/{upload}/"
-
-
-class StagedView(Backend):
-    """Read-only view of one staged upload that looks like ``arrays/<hash>/`` to an ObjectStore."""
-
-    def __init__(self, base: Backend, h: str, upload: str):
-        self.base = base
-        self.url = f"{base.url} (staged {h[:12]}/{upload})"
-        self._from = array_prefix(h)
-        self._to = staging_prefix(h, upload)
-
-    def _key(self, key: str) -> str:
-        if not key.startswith(self._from):
-            raise InvalidInput(f"staged view has no key {key!r}")
-        return self._to + key[len(self._from):]
-
-    def get(self, key: str) -> bytes:
-        return self.base.get(self._key(key))
-
-    def exists(self, key: str) -> bool:
-        return self.base.exists(self._key(key))
-
-    def list(self, prefix: str) -> Iterator[Entry]:
-        for e in self.base.list(self._key(prefix)):
-            yield Entry(self._from + e.key[len(self._to):], e.size, e.mtime)
-
-    def put(self, key: str, data: bytes) -> None:
-        raise InvalidInput("staged view is read-only")
-
-    def delete(self, key: str) -> None:
-        raise InvalidInput("staged view is read-only")
-
-    def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
-        raise InvalidInput("staged view has no refs")
-
-    def cas(self, key: str, expected: Token, data: bytes | None) -> Token:
-        raise InvalidInput("staged view has no refs")
 
 
 class ArrayStaging:
@@ -77,7 +38,8 @@ class ArrayStaging:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def _lock(self, h: str) -> threading.Lock:
+    def lock(self, h: str) -> threading.Lock:
+        """The lock that serialises publishing array ``h``."""
         with self._guard:
             return self._locks.setdefault(h, threading.Lock())
 
@@ -91,7 +53,7 @@ class ArrayStaging:
         Returns False when the array was already complete (nothing stored). Raises
         CorruptObject (nothing published, the upload discarded) when it does not verify.
         """
-        with self._lock(h):
+        with self.lock(h):
             try:
                 if self.storage.objects.has_array(h):
                     return False
@@ -102,26 +64,13 @@ class ArrayStaging:
                 self.discard(h, upload)
 
     def _verify(self, h: str, upload: str, metadata: bytes) -> None:
-        meta = zarr_codec.parse_metadata(metadata, f"array {h}")
-        if meta.hash != h:
-            raise CorruptObject(f"array {h}: zarr.json names hash {meta.hash!r}")
-        nbytes = math.prod(meta.shape) * np.dtype(meta.dtype).itemsize
-        if nbytes > self.max_array_bytes:
-            raise CorruptObject(f"array {h}: {nbytes} bytes is more than this server accepts ({self.max_array_bytes})")
-        if len(meta.chunks) != len(meta.shape) or any(c < 1 for c in meta.chunks):
-            raise CorruptObject(f"array {h}: chunk shape {meta.chunks} does not fit shape {meta.shape}")
-        self.storage.backend.put(staging_prefix(h, upload) + "zarr.json", metadata)
-        staged = ObjectStore(StagedView(self.storage.backend, h, upload), max_workers=4)
+        meta = check_array_metadata(h, metadata, max_bytes=self.max_array_bytes)
+        check_slab_size(h, meta)
+        prefix = staging_prefix(h, upload)
         try:
-            arr = staged.get_array(h, verify=True)
-        except CorruptObject:
-            raise
-        except Exception as exc:  # a damaged chunk can make the decompressor raise anything
-            raise CorruptObject(f"array {h}: staged upload does not decode ({type(exc).__name__}: {exc})") from None
-        finally:
-            staged.close()
-        if zarr_codec.metadata_document(arr, meta.chunks, h, meta.chunk_digests) != metadata:
-            raise CorruptObject(f"array {h}: zarr.json is not in mrepo's canonical form")
+            verify_array(h, meta, lambda key: self.storage.backend.get(prefix + key))
+        except ObjectNotFound:
+            raise CorruptObject(f"array {h}: the upload lacks chunks listed in its zarr.json") from None
 
     def _copy(self, h: str, upload: str, metadata: bytes) -> None:
         backend = self.storage.backend

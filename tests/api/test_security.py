@@ -53,6 +53,12 @@ def endpoints(head: str) -> list[tuple[str, str, str, dict]]:
         ("GET", "/api/population?rev=dev", "read", {}), ("GET", f"/api/species/{H}", "read", {}),
         ("GET", f"/api/sources/{H}", "read", {}), ("GET", f"/api/arrays/{H}/slice.png", "read", {}),
         ("GET", "/api/pulls", "read", {}), ("GET", "/api/pulls/1", "read", {}),
+        ("POST", "/repo/batch/have", "write", {"json": {"objects": [head], "arrays": []}}),
+        ("POST", "/repo/batch/upload", "write", {"content": b"MRPK1\n\0\0"}),
+        ("POST", "/repo/batch/download", "read", {"json": {"objects": [head], "arrays": []}}),
+        ("GET", "/repo/logs/refs/heads/dev/=20250101T000000.000000Z-00000000.json", "read", {}),
+        ("HEAD", "/repo/logs/refs/heads/dev/=20250101T000000.000000Z-00000000.json", "read", {}),
+        ("GET", "/repo/named/dev/species/apo/half1/zarr.json", "read", {}),
     ]
 
 

@@ -1,0 +1,303 @@
+"""Transfers through ``mrepo serve`` over the batch protocol (:mod:`mrepo.api.batch`).
+
+:func:`copy_closure` is what :func:`mrepo.graph.transfer.copy_closure` runs when either side is
+an HTTP remote. Instead of one request per object it
+
+- **push** (to a server): walks the closure level by level, asking the server once per level
+  which records it lacks (``batch/have``; present ones are freshened and not descended into),
+  asks once which arrays and blobs it lacks, then sends one pack in write order: arrays
+  (``zarr.json``, then chunks), blobs, records from the leaves up. The server verifies every
+  frame before it becomes visible;
+- **pull** (from a server): walks the closure level by level, downloading the records the
+  destination lacks in one pack per level, then the missing arrays and blobs in one pack. Every
+  received object is verified before it is written: records and blobs by hash (records also in
+  canonical form and by schema), arrays chunk by chunk against their ``zarr.json`` digests and by
+  the array hash (bounded memory). Records are written last, leaves first.
+
+Both are resumable: what was stored before a failure stays stored, and a rerun (or the
+automatic retry after a lost connection) negotiates again and moves only the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..store import CorruptObject, ObjectNotFound, Storage, references
+from ..store.array_verify import check_chunk, check_slab_size, verify_array
+from ..store.hashing import parse_record_bytes
+from ..store.http_backend import HttpBackend, ServerError
+from ..store.integrity import MAX_ARRAY_BYTES, check_array_metadata, check_object_bytes, parse_canonical_record
+from ..store.objects import array_prefix, object_key
+from .transfer import Progress, TransferStats
+
+
+def supports(src: Storage, dst: Storage) -> bool:
+    """True when one side is an mrepo server (the batch protocol applies)."""
+    return isinstance(dst.backend, HttpBackend) or isinstance(src.backend, HttpBackend)
+
+
+def _check_record(h: str, data: bytes) -> tuple[str, Any]:
+    """(kind, body) of received record bytes: hash, canonical form and (when available) schema."""
+    try:
+        from .schema import check_record_bytes
+    except ImportError:
+        check_object_bytes(h, data)
+        return parse_canonical_record(data, h)
+    return check_record_bytes(h, data)
+
+
+def _window(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, size: int = 16) -> Iterator:
+    """``fn`` over ``items`` in order with at most ``size`` calls running ahead (bounded memory)."""
+    futures = []
+    for item in items:
+        futures.append(pool.submit(fn, item))
+        if len(futures) >= size:
+            yield futures.pop(0).result()
+    for f in futures:
+        yield f.result()
+
+
+def _leaves_first(records: dict[str, list[str]]) -> list[str]:
+    """Record hashes ordered so that each comes after every record (of ``records``) it names."""
+    out: list[str] = []
+    done: set[str] = set()
+    for root in records:
+        stack = [(root, False)]
+        while stack:
+            h, expanded = stack.pop()
+            if h in done:
+                continue
+            if expanded:
+                done.add(h)
+                out.append(h)
+            else:
+                stack.append((h, True))
+                stack.extend((c, False) for c in records[h] if c in records and c not in done)
+    return out
+
+
+def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
+                 progress: Progress | None = None) -> TransferStats:
+    """Copy every object reachable from ``roots`` that ``dst`` lacks, through the batch protocol."""
+    roots = list(dict.fromkeys(roots))
+    http = dst.backend if isinstance(dst.backend, HttpBackend) else src.backend
+    assert isinstance(http, HttpBackend)
+    delay = http.backoff
+    for attempt in range(http.retries):
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="mrepo-batch") as pool:
+                if isinstance(dst.backend, HttpBackend):
+                    dst.backend.flush_records()
+                    return _push(src, dst.backend, roots, pool, progress)
+                return _pull(src.backend, dst, roots, pool, progress)
+        except ServerError:
+            if attempt == http.retries - 1:
+                raise
+            time.sleep(delay)  # the server went away: negotiate again, send only what is still missing
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExecutor,
+          progress: Progress | None) -> TransferStats:
+    stats = TransferStats()
+    records: dict[str, list[str]] = {}
+    data_of: dict[str, bytes] = {}
+    arrays: set[str] = set()
+    blobs: set[str] = set()
+    seen: set[str] = set(roots)
+    frontier = roots
+    while frontier:
+        lacking, _ = http.batch.missing(frontier, [])
+        missing = [h for h in frontier if h in lacking]
+        bodies = list(pool.map(lambda h: src.backend.get(object_key(h)), missing))
+        frontier = []
+        for h, data in zip(missing, bodies):
+            _, body = parse_record_bytes(data)
+            data_of[h] = data
+            children = []
+            for kind, child in references(body):
+                if kind == "record":
+                    children.append(child)
+                    if child not in seen:
+                        seen.add(child)
+                        frontier.append(child)
+                elif child not in seen:
+                    seen.add(child)
+                    (arrays if kind == "array" else blobs).add(child)
+            records[h] = children
+    lacking_blobs, lacking_arrays = http.batch.missing(sorted(blobs), sorted(arrays))
+    order = _leaves_first(records)
+    total = len(lacking_arrays) + len(lacking_blobs) + len(order)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress("objects", done, total)
+
+    def frames() -> Iterator[tuple[str, bytes]]:
+        for h in sorted(lacking_arrays):
+            prefix = array_prefix(h)
+            metadata = src.backend.get(prefix + "zarr.json")
+            yield prefix + "zarr.json", metadata
+            stats.bytes += len(metadata)
+            keys = sorted(src.objects.array_meta(h).chunk_digests) or sorted(
+                e.key[len(prefix):] for e in src.backend.list(prefix) if not e.key.endswith("zarr.json"))
+            for key, data in _window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys):
+                stats.bytes += len(data)
+                stats.array_bytes += len(data)
+                yield prefix + key, data
+            stats.arrays += 1
+            tick()
+        for key, data in _window(pool, lambda h: (object_key(h), src.backend.get(object_key(h))),
+                                 sorted(lacking_blobs)):
+            stats.bytes += len(data)
+            stats.blobs += 1
+            tick()
+            yield key, data
+        for h in order:
+            stats.bytes += len(data_of[h])
+            stats.records += 1
+            tick()
+            yield object_key(h), data_of[h]
+
+    if total:
+        http.batch.upload(frames())
+    return stats
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+class _ArrayIn:
+    """An array arriving in a download: its checked metadata and chunks so far."""
+
+    def __init__(self, h: str, metadata: bytes):
+        self.h = h
+        self.metadata = metadata
+        self.meta = check_array_metadata(h, metadata, max_bytes=MAX_ARRAY_BYTES)
+        check_slab_size(h, self.meta)
+        self.chunks: dict[str, bytes] = {}
+
+    @property
+    def complete(self) -> bool:
+        return len(self.chunks) == len(self.meta.chunk_digests)
+
+
+def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExecutor,
+          progress: Progress | None) -> TransferStats:
+    stats = TransferStats()
+    records: dict[str, list[str]] = {}
+    data_of: dict[str, bytes] = {}
+    arrays: set[str] = set()
+    blobs: set[str] = set()
+    seen: set[str] = set(roots)
+    frontier = roots
+    where = http.url
+    while frontier:
+        present = list(pool.map(lambda h: dst.objects.freshen("record", h), frontier))
+        missing = [h for h, p in zip(frontier, present) if not p]
+        wanted = {object_key(h): h for h in missing}
+        got: dict[str, bytes] = {}
+        for key, data in http.batch.download(missing, []):
+            if key not in wanted:
+                raise CorruptObject(f"{where} sent {key}, which was not asked for")
+            got[key] = data
+        frontier = []
+        for h in missing:
+            data = got.get(object_key(h))
+            if data is None:
+                raise ObjectNotFound(f"record {h} is missing on {where}")
+            _, body = _check_record(h, data)
+            data_of[h] = data
+            children = []
+            for ref_kind, child in references(body):
+                if ref_kind == "record":
+                    children.append(child)
+                    if child not in seen:
+                        seen.add(child)
+                        frontier.append(child)
+                elif child not in seen:
+                    seen.add(child)
+                    (arrays if ref_kind == "array" else blobs).add(child)
+            records[h] = children
+    need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: dst.objects.freshen("array", h),
+                                                              sorted(arrays))) if not p]
+    need_blobs = [h for h, p in zip(sorted(blobs), pool.map(dst.objects.has_object, sorted(blobs))) if not p]
+    order = _leaves_first(records)
+    total = len(need_arrays) + len(need_blobs) + len(order)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress("objects", done, total)
+
+    if need_arrays or need_blobs:
+        wanted_blobs = {object_key(h): h for h in need_blobs}
+        wanted_arrays = set(need_arrays)
+        current: _ArrayIn | None = None
+        for key, data in http.batch.download(need_blobs, need_arrays):
+            if key.startswith("objects/"):
+                h = wanted_blobs.pop(key, None)
+                if h is None or current is not None:
+                    raise CorruptObject(f"{where} sent {key} out of order or unasked")
+                if check_object_bytes(h, data) != "blob":
+                    raise CorruptObject(f"object {h} from {where} is a record where a blob was referenced")
+                dst.backend.put(key, data)
+                stats.blobs += 1
+                stats.bytes += len(data)
+                tick()
+                continue
+            _, h, path = key.split("/", 2)
+            if path == "zarr.json":
+                if h not in wanted_arrays or current is not None:
+                    raise CorruptObject(f"{where} sent {key} out of order or unasked")
+                wanted_arrays.discard(h)
+                current = _ArrayIn(h, data)
+                stats.bytes += len(data)
+            else:
+                if current is None or current.h != h or path in current.chunks:
+                    raise CorruptObject(f"{where} sent chunk {key} out of order or unasked")
+                check_chunk(current.meta, path, data, f"array {h} from {where}")
+                current.chunks[path] = data
+                stats.bytes += len(data)
+                stats.array_bytes += len(data)
+            if current is not None and current.complete:
+                _store_array(dst, current, pool)
+                current = None
+                stats.arrays += 1
+                tick()
+        if current is not None or wanted_arrays or wanted_blobs:
+            lacking = sorted(wanted_arrays | set(wanted_blobs.values()) | ({current.h} if current else set()))
+            raise ObjectNotFound(f"{where} did not send {len(lacking)} object(s), e.g. {lacking[0]}")
+    # Records last, leaves first (level by level, each level in parallel): a record present here
+    # always has its whole closure here.
+    height: dict[str, int] = {}
+    for h in order:
+        height[h] = 1 + max((height[c] for c in records[h] if c in height), default=-1)
+    for level in range(max(height.values(), default=-1) + 1):
+        batch = [h for h in order if height[h] == level]
+        list(pool.map(lambda h: dst.backend.put(object_key(h), data_of[h]), batch))
+        for h in batch:
+            stats.records += 1
+            stats.bytes += len(data_of[h])
+            tick()
+    return stats
+
+
+def _store_array(dst: Storage, arr: _ArrayIn, pool: ThreadPoolExecutor) -> None:
+    """Verify a received array (hash, slab by slab) and write it: chunks first, ``zarr.json`` last."""
+    verify_array(arr.h, arr.meta, arr.chunks.__getitem__)
+    prefix = array_prefix(arr.h)
+    list(pool.map(lambda kv: dst.backend.put(prefix + kv[0], kv[1]), sorted(arr.chunks.items())))
+    dst.backend.put(prefix + "zarr.json", arr.metadata)

@@ -1,0 +1,126 @@
+"""The batch stream ("pack") of the HTTP protocol: many store files in one request or answer.
+
+Layout: the magic ``MRPK1\\n``, then frames, then an end frame::
+
+    frame = key length (u16, big-endian) | key (UTF-8) | data length (u64, big-endian) | data
+    end   = key length 0
+
+Keys are store keys: ``objects/ab/<62 hex>`` (a record or blob) and ``arrays/<hash>/zarr.json`` or
+``arrays/<hash>/c/i/j…`` (a file of a Zarr v3 array). In a pack an array's ``zarr.json`` comes
+first and its chunk files follow, so the receiver knows every chunk's digest before it arrives.
+The reader is incremental (:meth:`PackReader.feed`), bounds every frame's size and validates
+every key, so a hostile peer can neither make it buffer without limit nor name a path
+outside the store.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable, Iterator
+
+from .errors import InvalidInput
+
+MAGIC = b"MRPK1\n"
+_KEY_LEN = struct.Struct(">H")
+_DATA_LEN = struct.Struct(">Q")
+OBJECT_KEY = re.compile(r"^objects/([0-9a-f]{2})/([0-9a-f]{62})$")
+ARRAY_KEY = re.compile(r"^arrays/([0-9a-f]{64})/(zarr\.json|c(?:/[0-9]{1,9}){0,32})$")
+
+
+def check_pack_key(key: str) -> str:
+    """``key`` when it names an object or an array file; InvalidInput otherwise."""
+    if OBJECT_KEY.match(key) or ARRAY_KEY.match(key):
+        return key
+    raise InvalidInput(f"pack names an invalid key {key[:100]!r}")
+
+
+def frame(key: str, data: bytes) -> bytes:
+    """One encoded frame."""
+    k = key.encode("utf-8")
+    return _KEY_LEN.pack(len(k)) + k + _DATA_LEN.pack(len(data)) + data
+
+
+def frame_header(key: str, size: int) -> bytes:
+    """The bytes before a frame's data (for writers that stream the data separately)."""
+    k = key.encode("utf-8")
+    return _KEY_LEN.pack(len(k)) + k + _DATA_LEN.pack(size)
+
+
+END = _KEY_LEN.pack(0)
+
+
+def encode(frames: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
+    """The pack of ``frames`` as byte pieces (magic, frames, end)."""
+    yield MAGIC
+    for key, data in frames:
+        yield frame_header(key, len(data))
+        yield data
+    yield END
+
+
+class PackReader:
+    """Incremental decoder: :meth:`feed` bytes, get complete ``(key, data)`` frames back."""
+
+    def __init__(self, max_frame: int):
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._magic = False
+        self.done = False
+        self.received = 0
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        if self.done:
+            if data:
+                raise InvalidInput("pack has data after its end frame")
+            return []
+        self.received += len(data)
+        self._buf += data
+        out: list[tuple[str, bytes]] = []
+        if not self._magic:
+            if len(self._buf) < len(MAGIC):
+                return out
+            if bytes(self._buf[:len(MAGIC)]) != MAGIC:
+                raise InvalidInput("not an mrepo pack (bad magic)")
+            del self._buf[:len(MAGIC)]
+            self._magic = True
+        while True:
+            if len(self._buf) < 2:
+                return out
+            (klen,) = _KEY_LEN.unpack_from(self._buf)
+            if klen == 0:
+                if len(self._buf) > 2:
+                    raise InvalidInput("pack has data after its end frame")
+                del self._buf[:2]
+                self.done = True
+                return out
+            if klen > 200:
+                raise InvalidInput(f"pack frame key of {klen} bytes is too long")
+            if len(self._buf) < 2 + klen + 8:
+                return out
+            try:
+                key = bytes(self._buf[2:2 + klen]).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInput("pack frame key is not UTF-8") from None
+            check_pack_key(key)
+            (size,) = _DATA_LEN.unpack_from(self._buf, 2 + klen)
+            if size > self.max_frame:
+                raise InvalidInput(f"pack frame {key} of {size} bytes is larger than the limit ({self.max_frame})")
+            start = 2 + klen + 8
+            if len(self._buf) < start + size:
+                return out
+            out.append((key, bytes(self._buf[start:start + size])))
+            del self._buf[:start + size]
+
+    def finish(self) -> None:
+        """Raise InvalidInput when the stream ended before the end frame."""
+        if not self.done:
+            raise InvalidInput("pack ended early (truncated stream)")
+
+
+def decode(pieces: Iterable[bytes], max_frame: int) -> Iterator[tuple[str, bytes]]:
+    """Frames of a pack delivered as byte pieces (raises InvalidInput on a truncated or bad pack)."""
+    reader = PackReader(max_frame)
+    for piece in pieces:
+        yield from reader.feed(piece)
+    reader.finish()

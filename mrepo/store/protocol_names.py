@@ -1,0 +1,55 @@
+"""Names of the HTTP remote protocol, defined once for the client and the server.
+
+The client (:mod:`mrepo.store.http_backend`) and the server (:mod:`mrepo.api`) both import
+these; the store is the bottom layer, so both may. Paths are relative to the served
+repository's URL (``http://host:port/repo``); :data:`MOUNT` is where the server mounts it.
+"""
+
+from __future__ import annotations
+
+#: Where the server mounts the repository (the client's URL ends with it).
+MOUNT = "/repo"
+
+# ----------------------------------------------------------------------------- paths (relative to MOUNT)
+FORMAT_PATH = "mrepo.json"
+HEAD_PATH = "HEAD"
+OBJECTS_PATH = "objects"  # objects/<hash>
+ARRAYS_PATH = "arrays"  # arrays/<hash>/<zarr file>
+REFS_PATH = "refs"  # refs/<namespace>/<name>
+LIST_PATH = "list"
+PULLS_PATH = "pulls"  # pulls, pulls/<n>, pulls/<n>/check|merge|close
+BATCH_HAVE_PATH = "batch/have"
+BATCH_UPLOAD_PATH = "batch/upload"
+BATCH_DOWNLOAD_PATH = "batch/download"
+
+# ----------------------------------------------------------------------------- headers
+#: Upload session id: the server stages one client's array chunks under it.
+UPLOAD_HEADER = "X-Mrepo-Upload"
+#: Operation name recorded in the server's reflog for a ref swap.
+OPERATION_HEADER = "X-Mrepo-Operation"
+#: Media type of a batch stream (see :mod:`mrepo.store.pack`).
+PACK_MEDIA_TYPE = "application/x-mrepo-pack"
+
+# ----------------------------------------------------------------------------- JSON fields
+#: Request of ``batch/have`` and ``batch/download``: object hashes (records, blobs) and array hashes.
+F_OBJECTS = "objects"
+F_ARRAYS = "arrays"
+#: Answer of ``batch/have``: what the server lacks.
+F_MISSING_OBJECTS = "missing_objects"
+F_MISSING_ARRAYS = "missing_arrays"
+#: Answer of ``batch/upload``: frames stored, already present (skipped), bytes received.
+F_STORED = "stored"
+F_PRESENT = "present"
+F_BYTES = "bytes"
+#: Listings.
+F_ENTRIES = "entries"
+F_NEXT = "next"
+#: Error bodies: ``{"error": <code>, "detail": <message>}``.
+F_ERROR = "error"
+F_DETAIL = "detail"
+#: Pull-request endpoints.
+F_PULL = "pull"
+F_PULLS = "pulls"
+
+#: Most hashes in one ``batch/have`` or ``batch/download`` request.
+MAX_BATCH_HASHES = 10000
