@@ -16,6 +16,20 @@ export_app = typer.Typer(help="Export a commit as RELION files or an M populatio
 
 BranchOption = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default branch).")
 CopyOption = typer.Option(False, "--copy", help="Copy raw data into the repository (default: reference in place).")
+ContrastOption = typer.Option(None, "--contrast", help="How particles look in the raw data: dark (counting detectors) "
+                              "or light. Default: detected against the imported species' maps when given, else dark.",
+                              show_default=False)
+
+
+def _polarity(contrast: str | None, detect: bool = False) -> PolarityChoice:  # noqa: F821
+    """The import's polarity choice (:mod:`mrepo.io.contrast`); detection runs only without --contrast."""
+    from ..io.contrast import PolarityChoice
+    if contrast is not None and contrast not in ("dark", "light"):
+        raise InvalidInput(f"--contrast {contrast!r}: use dark or light")
+    if contrast is None and detect:
+        from ..workers.polarity import detect_polarity
+        return PolarityChoice(None, detect_polarity)
+    return PolarityChoice(contrast)
 
 
 def _species(name: str | None, half1: Path | None, half2: Path | None, mask: Path | None, diameter: float | None,
@@ -48,13 +62,14 @@ def relion5_tomo(tomograms: Path = typer.Argument(..., help="tomograms.star"),
                  symmetry: str = typer.Option("C1"), temporal_samples: int = typer.Option(1),
                  ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"),
                  copy: bool = CopyOption, population: str = typer.Option("population"),
+                 contrast: str = ContrastOption,
                  branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import RELION 5 tilt series (and optionally a species) into a new commit."""
     from ..io import import_relion5_tomo
     sp = _species(species, half1, half2, mask, diameter, symmetry, temporal_samples)
     res = import_relion5_tomo(open_repo(repo), tomograms, source=source, project=project, particles=particles,
                               species=sp, copy=copy, ignore_unmatched=ignore_unmatched, population=population,
-                              branch=branch)
+                              branch=branch, polarity=_polarity(contrast, sp is not None))
     _report(res, json)
 
 
@@ -69,13 +84,13 @@ def relion_spa(particles: Path = typer.Argument(..., help="Particle STAR file (r
                dose_per_frame: float = typer.Option(0.0, help="Dose per frame in e⁻/Å²."),
                ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), copy: bool = CopyOption,
                population: str = typer.Option("population"), branch: str = BranchOption, repo: str = RepoOption,
-               json: bool = JsonOption) -> None:
+               contrast: str = ContrastOption, json: bool = JsonOption) -> None:
     """Import RELION single-particle micrographs (and optionally a species) into a new commit."""
     from ..io import import_relion_spa
     sp = _species(species, half1, half2, mask, diameter, symmetry, temporal_samples)
     res = import_relion_spa(open_repo(repo), particles, source=source, project=project, micrographs=micrographs,
                             species=sp, copy=copy, dose_per_frame=dose_per_frame, ignore_unmatched=ignore_unmatched,
-                            population=population, branch=branch)
+                            population=population, branch=branch, polarity=_polarity(contrast, sp is not None))
     _report(res, json)
 
 
@@ -83,11 +98,13 @@ def relion_spa(particles: Path = typer.Argument(..., help="Particle STAR file (r
 def sim(folder: Path = typer.Argument(..., help="Folder written by `mrepo sim`."),
         truth: bool = typer.Option(False, "--truth", help="Import the ground truth instead of the initial values."),
         source: str = typer.Option("sim"), copy: bool = CopyOption, population: str = typer.Option("population"),
+        contrast: str = typer.Option(None, "--contrast", help="Override the dataset's recorded contrast "
+                                     "(dark | light).", show_default=False),
         branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import a simulated dataset into a new commit."""
     from ..io import import_sim
     _report(import_sim(open_repo(repo), folder, truth=truth, source=source, copy=copy, population=population,
-                       branch=branch), json)
+                       branch=branch, contrast=_polarity(contrast).contrast), json)
 
 
 @import_app.command("warp")
@@ -95,21 +112,22 @@ def warp(folder: Path = typer.Argument(..., help="Warp processing folder (one XM
          source: str = typer.Option("warp", "--source", help="Name of the new data source."),
          settings: Path = typer.Option(None, "--settings", help="Warp settings file (e.g. previous.settings)."),
          copy: bool = CopyOption, population: str = typer.Option("population"), branch: str = BranchOption,
-         repo: str = RepoOption, json: bool = JsonOption) -> None:
+         contrast: str = ContrastOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import a Warp processing folder as a new data source (one item per XML)."""
     from ..io.warp_import import import_warp
     _report(import_warp(open_repo(repo), folder, source=source, settings=settings, copy=copy, population=population,
-                        branch=branch), json)
+                        branch=branch, polarity=_polarity(contrast)), json)
 
 
 @import_app.command("m")
 def m(population_file: Path = typer.Argument(..., help="M .population file."),
       ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), copy: bool = CopyOption,
+      contrast: str = ContrastOption,
       branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import an M population: its sources (.source + per-item Warp XML) and species, in one commit."""
     from ..io.m_format import import_m
-    _report(import_m(open_repo(repo), population_file, copy=copy, ignore_unmatched=ignore_unmatched, branch=branch),
-            json)
+    _report(import_m(open_repo(repo), population_file, copy=copy, ignore_unmatched=ignore_unmatched, branch=branch,
+                     polarity=_polarity(contrast, True)), json)
 
 
 @export_app.command("m")

@@ -27,13 +27,16 @@ def add(name: str = typer.Argument(..., help="Name of the new data source."),
         tilt_angles: str = typer.Option(None, help="Comma-separated nominal tilt angles (deg, stack order)."),
         volume_dimensions: str = typer.Option(None, help="Comma-separated tomogram size x,y,z in Å."),
         hand: float = typer.Option(1.0), branch: str = typer.Option(None, "--branch", "-b"),
+        contrast: str = typer.Option("dark", "--contrast", help="How particles look in the raw data: dark "
+                                     "(counting detectors) or light."),
         repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Add a data source with one item per file, in a new commit."""
+    from ..io.contrast import PolarityChoice
     from ..io.source_add import add_source
     res = add_source(open_repo(repo), name, files, kind=kind, copy=copy, pixel_size=pixel_size, voltage=voltage,
                      cs=cs, amplitude_contrast=amplitude_contrast, dose=dose, defocus=defocus,
                      tilt_angles=_floats(tilt_angles), volume_dimensions=_floats(volume_dimensions), hand=hand,
-                     branch=branch)
+                     branch=branch, polarity=PolarityChoice(contrast))
     if json:
         print_json(res)
     else:
@@ -50,11 +53,24 @@ def list_sources(rev: str = typer.Argument(None, help="Revision (default: the de
     for name, h in sorted(pop.sources.items()):
         src = r.source(h)
         kinds = sorted({r.item(ih).kind for ih in src.items.values()})
-        rows.append({"name": name, "hash": h, "items": len(src.items), "kinds": kinds})
+        rows.append({"name": name, "hash": h, "items": len(src.items), "kinds": kinds, "contrast": src.polarity})
     if json:
         print_json(rows)
         return
-    table = Table("name", "hash", "items", "kind")
+    table = Table("name", "hash", "items", "kind", "contrast")
     for row in rows:
-        table.add_row(row["name"], row["hash"][:12], str(row["items"]), ",".join(row["kinds"]))
+        table.add_row(row["name"], row["hash"][:12], str(row["items"]), ",".join(row["kinds"]), row["contrast"])
     console.print(table)
+
+
+@app.command("contrast")
+def contrast(name: str = typer.Argument(..., help="Data source."),
+             polarity: str = typer.Argument(..., help="dark (particles dark on a positive mean) or light."),
+             branch: str = typer.Option(None, "--branch", "-b"), repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Set how particles look in a source's raw data (every image path inverts dark data), in a new commit."""
+    from ..io.contrast import set_source_polarity
+    h = set_source_polarity(open_repo(repo), name, polarity, branch=branch)
+    if json:
+        print_json({"commit": h, "source": name, "contrast": polarity})
+    else:
+        console.print(f"commit {h}: source {name!r} contrast {polarity}")
