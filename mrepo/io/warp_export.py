@@ -245,6 +245,9 @@ def write_item_xml(repo: Repository, item: Item, out: Path) -> tuple[list[Path],
         return written, m_data_hash(paths[0].stem, paths[0])
     movies, written = _tilt_files(repo, item, out)
     meta.per_tilt["MoviePath"] = movies
+    if not meta.attributes.get("VolumeDimensionsAngstrom"):  # older Warp XML: the size came from the settings
+        meta.attributes["VolumeDimensionsAngstrom"] = ",".join(repr(float(v))
+                                                               for v in item.imaging["volume_dimensions"])
     written.append(write_warp_xml(meta, out / f"{item.name}.xml"))
     tomostar = pd.DataFrame({"wrpMovieName": movies,
                              "wrpAngleTilt": [float(v) for v in meta.per_tilt["Angles"]],

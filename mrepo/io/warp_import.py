@@ -284,6 +284,13 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
         n = len(meta.per_tilt["Angles"])
         volume = _volume_A(xml, meta, settings)
         raw, w, h, voxel = _tilt_raw(xml, meta, n, staging, copy)
+        if raw.format == "manifest" and "PixelSize" in imp and any(
+                tilt_image_path(Path(m)) != Path(m) for m in meta.per_tilt.get("MoviePath", [])):
+            try:  # Warp writes averages at PixelSize * 2^BinTimes (ProcessingOptions.BinnedPixelSizeMean)
+                pix = pix * 2.0 ** float(imp.get("BinTimes", "0"))
+            except ValueError:
+                raise InvalidInput(f"{xml}: settings Import BinTimes {imp.get('BinTimes')!r} is not a number") from None
+            imaging["pixel_size"] = pix
         pre = np.array([float(v) for v in meta.per_tilt.get("Dose", ["0"] * n)])
         dose, order = exposure_from_pre(pre)
         imaging.update(dimensions=[w, h, n], volume_dimensions=volume.tolist(),
