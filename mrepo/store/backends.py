@@ -150,7 +150,7 @@ class LocalBackend(Backend):
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFound(f"{key} not found in {self.url}") from None
 
     def put(self, key: str, data: bytes) -> None:
@@ -185,7 +185,7 @@ class LocalBackend(Backend):
         try:
             os.utime(self._path(key))
             return True
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return False
 
     def delete(self, key: str) -> None:
@@ -218,7 +218,7 @@ class LocalBackend(Backend):
     def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
         try:
             data = self._path(key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None, None
         return data, data.decode("utf-8", "replace")
 
