@@ -66,25 +66,31 @@ def _split_name(name: str) -> tuple[int | None, str]:
 
 
 def _tilt_raw(names: list[str], project: Path, staging: Staging, copy: bool, where: str):
-    """Raw data and (nx, ny, n, voxel) for the tilt images of one series."""
+    """Raw data and (nx, ny, n, voxel) for the tilt images of one series.
+
+    A stack listed whole and in order (``1@s.mrcs`` .. ``n@s.mrcs``) is referenced as it is; any
+    other listing — one MRC per tilt (RELION 5's usual layout), ``k@stack`` sections in another
+    order or a subset (excluded tilts), several stacks, or a mix — becomes a manifest of
+    (file, section) entries in rlnMicrographName order (:func:`~mrepo.io.staging.raw_manifest`)."""
     parts = [_split_name(n) for n in names]
     files = [f for _, f in parts]
-    if len(set(files)) == 1 and all(k is not None for k, _ in parts):
-        info = mrc_info(project / files[0])
-        ks = [k for k, _ in parts]
-        if ks != list(range(1, len(ks) + 1)) or info.nz != len(ks):
-            raise InvalidInput(f"{where}: rlnMicrographName must list {files[0]} images 1..{info.nz} in order, "
-                               f"got {ks[:5]}...")
-        return raw_data(project / files[0], copy=copy, staging=staging), (info.nx, info.ny, info.nz, info.voxel_size)
-    if any(k is not None for k, _ in parts):
-        raise InvalidInput(f"{where}: mixes stack references (k@file) with tilt files")
-    infos = [mrc_info(project / f) for f in files]
-    for f, i in zip(files, infos):
-        if (i.nx, i.ny, i.nz) != (infos[0].nx, infos[0].ny, 1):
-            raise InvalidInput(f"{project / f}: tilt image is {i.nx} x {i.ny} x {i.nz}, expected "
-                               f"{infos[0].nx} x {infos[0].ny} x 1")
-    return raw_manifest([project / f for f in files], copy=copy, staging=staging), \
-        (infos[0].nx, infos[0].ny, len(files), infos[0].voxel_size)
+    infos = {f: mrc_info(project / f) for f in dict.fromkeys(files)}
+    first = infos[files[0]]
+    if len(infos) == 1 and [k for k, _ in parts] == list(range(1, first.nz + 1)):
+        return raw_data(project / files[0], copy=copy, staging=staging), (first.nx, first.ny, first.nz,
+                                                                          first.voxel_size)
+    for row, (k, f) in enumerate(parts, 1):
+        i = infos[f]
+        if (i.nx, i.ny) != (first.nx, first.ny):
+            raise InvalidInput(f"{where} row {row}: {project / f} images are {i.nx} x {i.ny}, expected "
+                               f"{first.nx} x {first.ny} like {files[0]}")
+        if k is None and i.nz != 1:
+            raise InvalidInput(f"{where} row {row}: {project / f} holds {i.nz} images; name one as k@{f}")
+        if k is not None and not 1 <= k <= i.nz:
+            raise InvalidInput(f"{where} row {row}: rlnMicrographName {k}@{f} but the file holds {i.nz} images")
+    sections = [None if k is None else k - 1 for k, _ in parts]
+    return raw_manifest([project / f for f in files], copy=copy, staging=staging, sections=sections), \
+        (first.nx, first.ny, len(files), first.voxel_size)
 
 
 _TILT_MODELLED = set(_TILT) | {"rlnTomoNominalStageTiltAngle", "rlnPhaseShift"}

@@ -132,16 +132,28 @@ def raw_data(path: str | Path, *, copy: bool, staging: Staging, fmt: str = "mrc"
     return RawData(h, p.stat().st_size, fmt, uri=p.as_uri(), stored=copy)
 
 
-def raw_manifest(paths: list[Path], *, copy: bool, staging: Staging) -> RawData:
-    """Raw data made of several files (one tilt image each): a small JSON manifest blob, always stored.
+def raw_manifest(paths: list[Path], *, copy: bool, staging: Staging, sections: list[int | None] | None = None
+                 ) -> RawData:
+    """Raw data made of several files (one tilt image each, or sections of stacks): a small JSON
+    manifest blob, always stored.
 
-    The manifest lists each file's uri, size and blob hash in stack order; its hash is the item key.
+    The manifest lists each image's file uri, size and blob hash in stack order, plus ``section``
+    (0-based image within the file) where ``sections`` gives one (RELION ``k@stack``); its hash is
+    the item key. Each file is hashed once however many of its sections are listed.
     """
     import json
 
-    entries = [raw_data(p, copy=copy, staging=staging).to_body() for p in paths]
-    for e in entries:
-        e.pop("blob", None)
+    files: dict[Path, dict] = {}
+    entries = []
+    for i, p in enumerate(paths):
+        key = Path(p).resolve()
+        if key not in files:
+            files[key] = raw_data(p, copy=copy, staging=staging).to_body()
+            files[key].pop("blob", None)
+        entry = dict(files[key])
+        if sections is not None and sections[i] is not None:
+            entry["section"] = int(sections[i])
+        entries.append(entry)
     data = json.dumps({"format": "mrepo-raw-manifest/1", "files": entries}, sort_keys=True).encode()
     h = staging.objects.put_blob(data)
     return RawData(h, len(data), "manifest", uri=None, stored=True)
