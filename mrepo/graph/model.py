@@ -33,11 +33,27 @@ def check_object_name(name: object, what: str) -> str:
     return name
 
 
+#: largest n of C<n> / D<n>: larger groups have no macromolecule and would expand to n (2n) operators
+MAX_SYMMETRY_ORDER = 1000
+#: largest species diameter (Å): 1 µm is beyond any particle a tilt series resolves
+MAX_DIAMETER = 10000.0
+
+
 def check_symmetry(symbol: object) -> str:
-    """Point-group symbols C<n>, D<n>, T, O, I (I1-I5 orientations)."""
+    """Point-group symbols C<n>, D<n> (n <= MAX_SYMMETRY_ORDER), T, O, I (I1-I5 orientations)."""
     if not isinstance(symbol, str) or not _SYMMETRY.match(symbol.upper()):
         raise InvalidInput(f"unknown symmetry {symbol!r}: use C<n>, D<n>, T, O or I")
+    if symbol.upper()[0] in "CD" and int(symbol[1:]) > MAX_SYMMETRY_ORDER:
+        raise InvalidInput(f"symmetry {symbol!r}: order {int(symbol[1:])} is larger than {MAX_SYMMETRY_ORDER}")
     return symbol.upper()
+
+
+def check_diameter(value: object, what: str) -> float:
+    """A species diameter in Å: positive, finite, at most MAX_DIAMETER."""
+    v = _positive(value, what)  # type: ignore[arg-type]
+    if v > MAX_DIAMETER:
+        raise InvalidInput(f"{what} {value!r} Å is larger than {MAX_DIAMETER:g} Å")
+    return v
 
 
 def _positive(value: float, what: str) -> float:
@@ -352,7 +368,7 @@ class Species:
             raise InvalidInput(f"species {self.name!r}: temporal samples must be >= 1")
         return {
             "name": self.name,
-            "diameter": _positive(self.diameter, f"species {self.name!r} diameter"),
+            "diameter": check_diameter(self.diameter, f"species {self.name!r} diameter"),
             "symmetry": check_symmetry(self.symmetry),
             "pixel_size": _positive(self.pixel_size, f"species {self.name!r} pixel size"),
             "box": int(self.box),
