@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -14,7 +12,6 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from typer.core import TyperGroup
 
 from ..graph import Repository
@@ -63,20 +60,12 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-@contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar fed by ``(phase, done, total)`` callbacks (hidden when not a terminal)."""
-    if not enabled or not err_console.is_terminal:
-        yield lambda phase, done, total: None
-        return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
-        task = progress.add_task(description, total=None)
+def progress_bar(description: str, enabled: bool = True):  # noqa: ANN201 - a context manager
+    """The command line's progress display (:mod:`mrepo.cli.progress`) fed by ``(phase, done, total)``:
+    a bar on a terminal, timestamped log lines otherwise."""
+    from .progress import progress_display
 
-        def update(phase: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, description=f"{description} {phase}")
-
-        yield update
+    return progress_display(description, enabled, console=err_console)
 
 
 class MrepoGroup(TyperGroup):

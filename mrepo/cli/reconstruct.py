@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
             ex = RayExecutor(**{k: v for k, v in (("address", address), ("workers", workers)) if v})
         else:
             raise typer.BadParameter(f"--executor must be 'local' or 'ray', got {executor!r}")
-        from mrepo.workers.ray_progress import iteration_progress
+        from .progress import iteration_progress
 
         try:
             with iteration_progress("reconstruct", console=err_console) as progress:

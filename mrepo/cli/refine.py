@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
             ex = RayExecutor(**kwargs)
         else:
             raise typer.BadParameter(f"--executor must be 'local' or 'ray', got {executor!r}")
-        from mrepo.workers.ray_progress import iteration_progress, summary_table
+        from .progress import iteration_progress, summary_table
 
         iterations_json: list[dict] = []
 

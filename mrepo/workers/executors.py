@@ -13,8 +13,8 @@ how many workers, or in which order items finished. Layout of the sums: see
 :mod:`mrepo.workers.api` (centred half-transform grids of :mod:`mrepo.kernels.gridding`).
 
 Progress: ``run(tasks, progress=callback)`` calls ``callback(ProgressEvent)`` in the
-calling thread after each finished item (see :mod:`mrepo.workers.ray_progress` for a
-rich progress bar built on it).
+calling thread after each finished item (the command line displays them:
+:mod:`mrepo.cli.progress`).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from mrepo.workers.raw_data import read_exposures
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
 from mrepo.workers.schedule import plan_schedule, stage_prior_weight
 from mrepo.workers.settings import RefineSettings
+from mrepo.workers.stages import report_stage
 from mrepo.workers.weights import fit_exposure_weights, nc_spectra
 
 __all__ = ["refine_item", "ItemParticles", "load_item_particles", "ITEM_PARTICLES_KIND"]
@@ -190,8 +191,11 @@ def _lbfgs(ctx: _Context, subsets: list[Subset], params: Parameters, groups: lis
     opt = torch.optim.LBFGS(tensors, lr=1.0, max_iter=ctx.settings.lbfgs_iterations, history_size=20,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
 
+    steps, label = ctx.settings.lbfgs_iterations, "L-BFGS " + ",".join(groups)
+
     def closure() -> torch.Tensor:
         opt.zero_grad()
+        report_stage(ctx.item, label, min(int(opt.state[tensors[0]].get("n_iter", 0)) + 1, steps), steps)
         return ctx.loss(subsets, params, ctf_frozen)
 
     opt.step(closure)
@@ -217,6 +221,7 @@ def _defocus_search(ctx: _Context, subsets: list[Subset], params: Parameters) ->
     cands = grid[None].expand(len(base), -1)
     best_two = None
     for it in range(s.defocus_search_iterations):
+        report_stage(ctx.item, "defocus search", it + 1, s.defocus_search_iterations)
         if it > 0:
             step /= 2
             offs = torch.tensor([-step, 0.0, step], dtype=torch.float64)
@@ -361,6 +366,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     if missing:
         refs.update(load_references_from(objects, {n: task.species[n] for n in missing}, settings))
     ctx = _Context(task, settings, objects, refs)
+    report_stage(ctx.item, "refine")
     model = ctx.model
     params = Parameters.zeros(model, ctx.particles, settings.image_warp)
     stats: dict[str, Any] = {"particles": ctx.n_particles, "refine_resolution": ctx.resolution}
@@ -386,6 +392,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
         geo = particle_geometry(model, ctx.particles, params)
     new_particles = updated_particles(ctx.particles, params, model)
     sums, particle_hashes = {}, {}
+    report_stage(ctx.item, "back-projection")
     for name, ref in ctx.refs.items():
         sel, index, half = ctx.rows[name]
         res = ref.species.resolution or 2 * model.pixel_size

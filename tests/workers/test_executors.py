@@ -15,13 +15,14 @@ import pytest
 import torch
 from rich.console import Console
 
+from mrepo.cli.progress import eta_seconds, iteration_progress, summary_table
 from mrepo.graph import DataSource, Item, ParticleTable, Population, RawData, Repository, Species
 from mrepo.sim import FrameSeriesConfig, Optics, SpeciesSpec, simulate_frame_series
 from mrepo.store.objects import array_prefix
 from mrepo.workers.api import FIXED_POINT_BITS, HalfSums, ItemTask, IterationOutput
 from mrepo.workers.cache import CACHE_PREFIX, ResultCache, cache_key, cache_roots, prune_cache
 from mrepo.workers.executors import LocalExecutor, ProgressEvent, check_tasks, merge_sums, tree_reduce
-from mrepo.workers.ray_progress import eta_seconds, iteration_progress, iteration_stats, summary_table
+from mrepo.workers.ray_progress import iteration_stats
 from mrepo.workers.refine_item import refine_item
 from mrepo.workers.settings import RefineSettings
 
