@@ -144,3 +144,20 @@ def test_missing_bucket_is_one_line(moto_endpoint: str) -> None:
     for args in (["log", "--repo", "s3://no-such-bucket/lab"], ["init", "s3://no-such-bucket/lab"]):
         message = one_line_error(mrepo(*args, code=ExitCode.UNREACHABLE))
         assert "S3 bucket 'no-such-bucket' does not exist at " + moto_endpoint in message
+
+
+def test_clone_stores_an_absolute_origin_and_refuses_memory(repo_with_history, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = repo_with_history
+    monkeypatch.chdir(tmp_path)
+    mrepo("clone", "repo", "mine")  # relative paths, as typed
+    assert Repository.open(str(tmp_path / "mine")).remotes()["origin"] == str(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    mine = str(tmp_path / "mine")
+    mrepo("branch", "side", "--repo", mine)
+    mrepo("push", "origin", "side", "--repo", mine)  # origin still resolves from another folder
+    assert Repository.open(url).head("side") == Repository.open(mine).head("side")
+    for args in (["clone", url, "memory://copy"], ["init", "memory://scratch"]):
+        assert "dies with the process" in one_line_error(mrepo(*args, code=ExitCode.BAD_INPUT))

@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..graph import Repository
-from ..store import MrepoError
+from ..store import InvalidInput, MrepoError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -36,6 +36,14 @@ def repo_url(url: str | None) -> str:
 
 def open_repo(url: str | None) -> Repository:
     return Repository.open(repo_url(url))
+
+
+def refuse_memory(url: str, action: str) -> None:
+    """A ``memory://`` repository lives only as long as one process: creating one from the command line
+    would report success and lose the data, so ``init`` and ``clone`` refuse it (exit 2)."""
+    if url.startswith("memory://"):
+        raise InvalidInput(f"cannot {action} {url}: a memory:// repository dies with the process; "
+                           "use a folder or s3://bucket/prefix")
 
 
 def to_jsonable(value: Any) -> Any:

@@ -12,7 +12,17 @@ from rich.table import Table
 from ..graph import MERGE_POLICIES, Repository, gc, verify
 from ..graph.maintenance import DEFAULT_GRACE_SECONDS
 from ..store import InvalidInput
-from .common import JsonOption, RepoOption, console, fail, open_repo, print_json, progress_bar, repo_url
+from .common import (
+    JsonOption,
+    RepoOption,
+    console,
+    fail,
+    open_repo,
+    print_json,
+    progress_bar,
+    refuse_memory,
+    repo_url,
+)
 from .exit_codes import ExitCode
 
 
@@ -22,10 +32,15 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def init(url: str = typer.Argument(None, help="Where to create it (default: --repo / $MREPO_REPO / here)."),
              repo: str = RepoOption,
-             default_branch: str = typer.Option("main", help="Name of the default branch.")) -> None:
+             default_branch: str = typer.Option("main", help="Name of the default branch."),
+             json: bool = JsonOption) -> None:
         """Create an empty repository."""
         target = url or repo_url(repo)
+        refuse_memory(target, "create a repository at")
         Repository.init(target, default_branch=default_branch)
+        if json:
+            print_json({"url": target, "default_branch": default_branch})
+            return
         console.print(f"Initialised empty mrepo repository at {target}")
 
     @app.command("log")

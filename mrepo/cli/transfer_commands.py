@@ -6,7 +6,7 @@ import typer
 
 from ..graph import MERGE_POLICIES, clone, fetch, pull, push
 from ..graph.transfer import TransferStats
-from .common import JsonOption, RepoOption, console, fail, open_repo, print_json, progress_bar
+from .common import JsonOption, RepoOption, console, fail, open_repo, print_json, progress_bar, refuse_memory
 
 WorkersOption = typer.Option(16, "--workers", "-j", help="Objects copied in parallel.")
 
@@ -18,10 +18,13 @@ def _summary(stats: TransferStats) -> str:
 
 def register(app: typer.Typer) -> None:
     @app.command("clone")
-    def clone_cmd(source: str = typer.Argument(..., help="Repository to copy (path or URL)."),
-                  destination: str = typer.Argument(..., help="Where to create the copy."),
+    def clone_cmd(source: str = typer.Argument(..., help="Repository to copy: a folder, s3://bucket/prefix or "
+                                                "http(s)://host/repo."),
+                  destination: str = typer.Argument(..., help="Where to create the copy: a new folder or "
+                                                    "s3://bucket/prefix."),
                   workers: int = WorkersOption, json: bool = JsonOption) -> None:
-        """Copy a repository with all branches, tags and pull requests."""
+        """Copy a repository with all branches, tags and pull requests (its remote 'origin' is SOURCE)."""
+        refuse_memory(destination, "clone into")
         with progress_bar("clone", not json) as progress:
             _, stats = clone(source, destination, workers=workers, progress=progress)
         if json:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -146,7 +147,10 @@ class Repository:
         return dict(self.config().get("remotes", {}))
 
     def add_remote(self, name: str, url: str) -> None:
+        """Remember ``url`` as ``name``; a local path is stored absolute, so the remote works from any folder."""
         check_name(name, "remote name")
+        if "://" not in url:
+            url = os.path.abspath(os.path.expanduser(url))
         self.update_config(lambda cfg: cfg.setdefault("remotes", {}).__setitem__(name, url))
 
     # ------------------------------------------------------------------ refs
