@@ -39,20 +39,20 @@ def test_pr_lifecycle_on_the_command_line(url: str) -> None:
     shown = json.loads(run(url, "pr", "show", "1", "--json"))
     assert shown["state"] == "open" and shown["report"] is None and shown["head"] == Repository.open(url).head("feature")
     checked = json.loads(run(url, "pr", "check", "1", "--json", code=9))  # not clean: exit 9
-    assert checked["counts"] == {"conflicts": 0, "collisions": 2, "duplicates": 1, "reclassifications": 1,
-                                 "id_clashes": 0}
+    assert checked["counts"] == {"conflicts": 0, "collisions": 2, "duplicates": 1, "shared": 1,
+                                 "reclassifications": 0, "id_clashes": 0}
     assert checked["per_pair"] == {"B|A": 2, "B|B": 1} and not checked["clean"]
     assert [(c["incoming_id"], c["existing_id"]) for c in checked["collisions"]] == [(101, 1), (104, 2)]
     human = run(url, "pr", "check", "1", "--overlap-factor", "0.5", code=9)
     assert "per species pair" in human and "distance histogram" in human and "B:101" in human
-    assert "reclassified (not collisions): A -> B: 1" in human
+    assert "shared" in human and "B:5" in human  # id 5 would be in A and in B
     assert json.loads(run(url, "pr", "show", "1", "--json"))["report"]["hash"] == checked["report_hash"]
 
     refused = run(url, "pr", "merge", "1", "--policy", "fail", code=4)
     assert "merge refused" in refused and refused.strip().count("\n") == 0
     assert "unknown pull request policy" in run(url, "pr", "merge", "1", "--policy", "nope", code=2)
     merged = json.loads(run(url, "pr", "merge", "1", "--policy", "drop-incoming", "-F", "0.5", "--json"))
-    assert merged["kind"] == "merge" and merged["dropped"] == {"B": 3}
+    assert merged["kind"] == "merge" and merged["dropped"] == {"B": 4}
     r = Repository.open(url)
     assert r.head("main") == merged["commit"]
     assert r.get_commit(merged["commit"]).operation["report"] == {"@record": merged["report_hash"]}

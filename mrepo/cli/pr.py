@@ -82,6 +82,8 @@ def _print_report(report: CollisionReport, limit: int) -> None:
               f"{d.threshold:.1f}") for d in report.duplicates]
     rows += [("id clash", k.incoming_item[:16], f"{k.incoming}:{k.id}", f"{k.existing}:{k.id}",
               "-" if k.distance is None else f"{k.distance:.1f}", "") for k in report.id_clashes]
+    rows += [("shared", k.item[:16], f"{k.incoming}:{k.id}", f"{k.existing}:{k.id}", f"{k.distance:.1f}", "")
+             for k in report.shared]  # one pick in two species after the merge
     if rows:
         t = Table("kind", "item", "particle", "other", "distance (Å)", "threshold (Å)", title="pairs")
         for row in rows[: limit or None]:

@@ -6,19 +6,30 @@ In a tilt series (``Item.kind == "tilts"``) distances are 3D; in a frame series
 (``"frames"``) z is a height that the projection does not resolve, so distances use
 (x, y) only.
 
-Rules (F = ``overlap_factor``, r = species diameter / 2, all lengths in Å):
+Rules (F = ``overlap_factor``, r = species diameter / 2, all lengths in Å). An id names one pick
+(:mod:`mrepo.io.identity`): independent picks never share an id, a species derived from another's
+particles inherits theirs. "Existing" species are the other species the target holds, in the version
+the merge produces; "previous" ones are the target's versions of species the source changed or deleted.
 
-- **collision**: an incoming particle a and a particle b of *another*, existing
-  species in the same item with distance d(a, b) < F · (r_a + r_b);
-- **duplicate**: two particles of one species in the same item with
+- **collision**: an incoming particle a and a particle b of *another* existing species with a
+  *different* id, in the same item, with distance d(a, b) < F · (r_a + r_b). An exact duplicate
+  imported without its id (same position, new id) is a collision at d = 0;
+- **duplicate**: two particles of one incoming species in the same item with
   d < F · diameter (the collision rule with both radii equal: two picks of one
   particle), or d < ``duplicate_tolerance`` Å when that is given;
-- **reclassification**: the same stable particle id in an existing and an
-  incoming species, in the same item, with positions within
-  ``reclass_tolerance`` Å (default: that pair's collision threshold F · (r_a + r_b)).
-  It is the particle moving to a new state, not a collision;
-- **id clash**: the same id in both but in different items or farther apart than
-  the tolerance: reported, never counted as a collision.
+- **shared**: the same id in an incoming and an existing species, in the same item, within
+  ``reclass_tolerance`` Å (default: that pair's collision threshold F · (r_a + r_b)): one pick that
+  would belong to two species after the merge (a subset copied rather than moved). It blocks like a
+  collision but is never counted as one;
+- **reclassification**: an id of an incoming species that a *previous* species held (same item, within
+  the tolerance) and whose merged version no longer holds: the particle moved to a new state.
+  Informative only;
+- **id clash**: the same id in an incoming and an existing species but in different items or
+  farther apart than the tolerance: two different particles under one id. Blocks.
+
+When both species of a pair are incoming (the source changed a species the target holds and added or
+changed another), the pair is compared once, the later name counting as incoming. Incoming species the
+target does not hold are not compared with each other.
 
 Neighbour search: one ``scipy.spatial.cKDTree`` per (species, item), built once and
 reused for every species pair; pairs come from dual-tree ``sparse_distance_matrix``
@@ -83,6 +94,17 @@ class Reclassification:
 
 
 @dataclass(frozen=True)
+class Shared:
+    """Particle ``id`` in both existing species ``existing`` and incoming species ``incoming`` (one pick)."""
+
+    id: int
+    existing: str
+    incoming: str
+    item: str
+    distance: float
+
+
+@dataclass(frozen=True)
 class IdClash:
     """The same id in an existing and an incoming species, but not the same particle.
 
@@ -111,11 +133,12 @@ class CollisionReport:
     duplicates: list[Duplicate] = field(default_factory=list)
     reclassifications: list[Reclassification] = field(default_factory=list)
     id_clashes: list[IdClash] = field(default_factory=list)
+    shared: list[Shared] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
         """True when nothing would block a merge with policy ``fail``."""
-        return not (self.conflicts or self.collisions or self.duplicates or self.id_clashes)
+        return not (self.conflicts or self.collisions or self.duplicates or self.id_clashes or self.shared)
 
     def per_item(self) -> dict[str, dict[str, int]]:
         """item key -> {"collisions": n, "duplicates": n} (items with findings only)."""
@@ -143,8 +166,8 @@ class CollisionReport:
 
     def counts(self) -> dict[str, int]:
         return {"conflicts": len(self.conflicts), "collisions": len(self.collisions),
-                "duplicates": len(self.duplicates), "reclassifications": len(self.reclassifications),
-                "id_clashes": len(self.id_clashes)}
+                "duplicates": len(self.duplicates), "shared": len(self.shared),
+                "reclassifications": len(self.reclassifications), "id_clashes": len(self.id_clashes)}
 
     def summary(self) -> str:
         """One line: the counts that are not zero."""
@@ -167,6 +190,7 @@ class CollisionReport:
             "duplicates": [dict(vars(d)) for d in self.duplicates],
             "reclassifications": [dict(vars(r)) for r in self.reclassifications],
             "id_clashes": [dict(vars(c)) for c in self.id_clashes],
+            "shared": [dict(vars(c)) for c in self.shared],
         }
 
     @classmethod
@@ -179,6 +203,7 @@ class CollisionReport:
             duplicates=[Duplicate(**d) for d in body["duplicates"]],
             reclassifications=[Reclassification(**r) for r in body["reclassifications"]],
             id_clashes=[IdClash(**c) for c in body["id_clashes"]],
+            shared=[Shared(**c) for c in body.get("shared", [])],
         )
 
 
@@ -308,10 +333,12 @@ SpeciesSet = Mapping[str, tuple[Species, ParticleTable]]
 
 def check_collisions(incoming: SpeciesSet, existing: SpeciesSet, item_kinds: Mapping[str, str], *,
                      overlap_factor: float = DEFAULT_OVERLAP_FACTOR, reclass_tolerance: float | None = None,
-                     duplicate_tolerance: float | None = None) -> CollisionReport:
+                     duplicate_tolerance: float | None = None, previous: SpeciesSet | None = None) -> CollisionReport:
     """Collisions of ``incoming`` species against *other* ``existing`` species, duplicates inside each
-    incoming species, reclassifications and id clashes (rules in the module docstring).
+    incoming species, shared particles, id clashes and reclassifications (rules in the module docstring).
 
+    ``existing``: the target's species as merged (may repeat incoming names: a species the source
+    changed); ``previous``: the target's versions of species the source changed or deleted.
     ``item_kinds``: item key (raw data hash) -> "frames" | "tilts"; every particle's item must be in it.
     Raises InvalidInput for bad parameters or species (see :func:`check_species_particles`).
     """
@@ -343,16 +370,34 @@ def check_collisions(incoming: SpeciesSet, existing: SpeciesSet, item_kinds: Map
             report.duplicates.append(Duplicate(keys[a.item[i]], in_name, int(a.ids[i]), int(a.ids[j]), float(d),
                                                float(cutoff)))
         for ex_name in sorted(existing):
-            if ex_name == in_name:
-                continue
+            if ex_name == in_name or (ex_name in incoming and ex_name > in_name):
+                continue  # a pair of incoming species is compared once, the later name as incoming
             b = get("ex", ex_name, *existing[ex_name])
             _compare(a, b, factor, reclass_tolerance, keys, report)
+        for old_name in sorted(previous or {}):
+            if old_name != in_name:
+                _moved(a, get("old", old_name, *previous[old_name]), existing.get(old_name), factor,
+                       reclass_tolerance, keys, report)
     return report
+
+
+def _moved(a: Placed, old: Placed, now: tuple[Species, ParticleTable] | None, factor: float,
+           reclass_tolerance: float | None, keys: list[str], report: CollisionReport) -> None:
+    """Reclassifications: ids of incoming ``a`` that ``old`` (a previous species) held and its merged
+    version ``now`` no longer holds, in the same item within the tolerance."""
+    tol = factor * (a.radius + old.radius) if reclass_tolerance is None else reclass_tolerance
+    _, ra, rb = np.intersect1d(a.ids, old.ids, assume_unique=True, return_indices=True)
+    still = np.isin(a.ids[ra], now[1].ids) if now is not None else np.zeros(len(ra), bool)
+    for i, j in zip(ra[~still], rb[~still]):
+        if a.item[i] == old.item[j]:
+            d = float(np.linalg.norm(a.positions[i] - old.positions[j]))
+            if d <= tol:
+                report.reclassifications.append(Reclassification(int(a.ids[i]), old.name, a.name, keys[a.item[i]], d))
 
 
 def _compare(a: Placed, b: Placed, factor: float, reclass_tolerance: float | None, keys: list[str],
              report: CollisionReport) -> None:
-    """Collisions, reclassifications and id clashes of incoming ``a`` against existing ``b``."""
+    """Collisions, shared particles and id clashes of incoming ``a`` against existing ``b``."""
     cutoff = factor * (a.radius + b.radius)
     tol = cutoff if reclass_tolerance is None else reclass_tolerance
     _, ra, rb = np.intersect1d(a.ids, b.ids, assume_unique=True, return_indices=True)
@@ -360,11 +405,11 @@ def _compare(a: Placed, b: Placed, factor: float, reclass_tolerance: float | Non
         same_item = a.item[i] == b.item[j]
         d = float(np.linalg.norm(a.positions[i] - b.positions[j])) if same_item else None
         if d is not None and d <= tol:
-            report.reclassifications.append(Reclassification(int(a.ids[i]), b.name, a.name, keys[a.item[i]], d))
+            report.shared.append(Shared(int(a.ids[i]), b.name, a.name, keys[a.item[i]], d))
         else:
             report.id_clashes.append(IdClash(int(a.ids[i]), b.name, a.name, keys[b.item[j]], keys[a.item[i]], d))
     pi, pj, pd = cross_pairs(a, b, cutoff)
-    keep = a.ids[pi] != b.ids[pj]  # a shared id is a reclassification or an id clash, never a collision
+    keep = a.ids[pi] != b.ids[pj]  # a shared id is a shared particle or an id clash, never a collision
     pi, pj, pd = pi[keep], pj[keep], pd[keep]
     order = np.lexsort((b.ids[pj], a.ids[pi]))
     for i, j, d in zip(pi[order].tolist(), pj[order].tolist(), pd[order].tolist()):

@@ -15,11 +15,39 @@ remote-tracking sources are followed: a check or merge uses the branch's current
 Checks (see :mod:`mrepo.graph.collisions` for the geometry): the 3-way merge's conflicts;
 references: every particle of an incoming species must name an item of the merged population
 (the target's items plus those the source adds), else InvalidInput and nothing is written;
-collisions, duplicates and reclassifications. "Incoming" species are
-those added or changed on the source side relative to the merge base; "existing"
-species are the target's species at check time that the merge keeps. A merge commit has the target head
-and the proposed commit as parents and records policy, overlap factor and the report's
+collisions, duplicates, shared particles, id clashes and reclassifications. "Incoming" species are
+those added or changed on the source side relative to the merge base; "existing" species are the
+target's species that the merge keeps, *in the version the merge produces* (so particles the source
+removed from a species it changed hit nothing); "previous" species are the target's versions of the
+species the source changed or deleted (where reclassified particles came from). A merge commit has the
+target head and the proposed commit as parents and records policy, overlap factor and the report's
 hash; its hash therefore depends on the author and time given to :func:`merge_pull`.
+
+Particle identity (DESIGN.md; :mod:`mrepo.io.identity`): an id names one pick. Independently imported
+picks never share an id; a species derived from another's particles keeps their ids. Hence:
+
+- same id, same item, within the tolerance, and the existing species still holds it -> **shared**: one
+  pick in two species after the merge (a subset copied instead of moved). Blocks ``fail``.
+- same id that a previous species held and the merged version no longer holds -> **reclassification**
+  (the particle moved). Never blocks, never a collision.
+- same id in another item or farther than the tolerance -> **id clash** (two particles, one id). Blocks.
+- different ids closer than F (r_a + r_b) -> **collision**; an exact duplicate imported without its id
+  (same position, new id) is a collision at distance 0. Blocks.
+- two particles of one incoming species closer than F · diameter -> **duplicate**. Blocks.
+
+What a policy removes (and nothing else):
+
+- ``fail``: nothing; the merge is refused unless the report is clean (no conflict, collision,
+  duplicate, shared particle or id clash).
+- ``drop-incoming``: the incoming particle of every collision, shared particle and id clash; then, of
+  each group of duplicates in an incoming species, every particle but the lowest id (non-maximum
+  suppression by id, so a chain a-b-c keeps a and c). Existing species are untouched; an incoming
+  particle that is in no finding is always kept.
+- ``drop-existing``: the existing particle of every collision, shared particle and id clash (its species
+  is marked ``needs_refinement``), and the incoming duplicates as above.
+- ``allow``: nothing; the merge is made as is.
+
+A policy that would empty a species refuses the merge. 3-way merge conflicts always refuse.
 """
 
 from __future__ import annotations
@@ -284,13 +312,20 @@ def analyse(repo: Repository, target: str, head: str, *, overlap_factor: float =
         conflicts = [{**asdict(c), "resolution": None} for c in mreport.conflicts]
     base_species = base.species if base else {}
     incoming = _species_set(repo, {n: h for n, h in theirs.species.items() if base_species.get(n) != h})
-    # the target's species that the merge keeps (one the source deleted cannot be hit); empty ones hit nothing
-    kept = {n: h for n, h in ours.species.items() if n in merged.species}
+    # the target's species in the version the merge keeps (one the source deleted cannot be hit; one the
+    # source changed is compared as merged, so particles the source removed hit nothing); empty ones hit nothing
+    kept = {n: merged.species[n] for n in ours.species if n in merged.species}
     existing = {n: v for n, v in _species_set(repo, kept).items() if len(v[1])}
+    # the target's versions of species the source changed or deleted: where reclassified particles came from
+    changed = {n: h for n, h in ours.species.items() if merged.species.get(n) != h}
+    previous = {n: v for n, v in _species_set(repo, changed).items() if len(v[1])}
     needed = {k for _, t in (*incoming.values(), *existing.values()) for k in t.items}
-    kinds = item_kinds(repo, merged, needed)
+    kinds = item_kinds(repo, merged, needed | {k for _, t in previous.values() for k in t.items})
+    previous = {n: (sp, t.select(np.isin(t.item_keys(), list(kinds)))) for n, (sp, t) in previous.items()}
+    previous = {n: v for n, v in previous.items() if len(v[1])}
     report = check_collisions(incoming, existing, kinds, overlap_factor=overlap_factor,
-                              reclass_tolerance=reclass_tolerance, duplicate_tolerance=duplicate_tolerance)
+                              reclass_tolerance=reclass_tolerance, duplicate_tolerance=duplicate_tolerance,
+                              previous=previous)
     report.conflicts = conflicts
     return _Analysis(target, head, base_h, merged, report)
 
@@ -356,11 +391,12 @@ def merge_pull(repo: Repository, number: int, *, policy: PullPolicy = "fail",
                time: str | None = None) -> PullMerge:
     """Check and merge pull request ``number`` into its target branch with a two-parent merge commit.
 
-    Policies for collisions, duplicates and id clashes: ``fail`` refuses (MergeConflict, no ref
-    written); ``drop-incoming`` removes the incoming particles involved (and, of each group of
-    duplicates, all but the lowest id); ``drop-existing`` removes the existing particles involved,
-    marks their species ``needs_refinement`` and dedups incoming species likewise; ``allow`` merges
-    as is. 3-way merge conflicts always refuse. Merging a merged pull request changes nothing.
+    Policies (module docstring): ``fail`` refuses unless clean (MergeConflict, no ref written);
+    ``drop-incoming`` removes the incoming particle of each collision, shared particle and id clash
+    and, of each group of duplicates, all but the lowest id; ``drop-existing`` removes the existing
+    particles instead, marks their species ``needs_refinement`` and dedups incoming species likewise;
+    ``allow`` merges as is. 3-way merge conflicts always refuse. Merging a merged pull request changes
+    nothing.
     """
     if policy not in PULL_POLICIES:
         raise InvalidInput(f"unknown pull request policy {policy!r}: use one of {', '.join(PULL_POLICIES)}")
@@ -406,12 +442,12 @@ def _apply_drops(repo: Repository, number: int, pop: Population, r: CollisionRep
     if policy == "drop-incoming":
         for c in r.collisions:
             gone.setdefault(c.incoming, set()).add(c.incoming_id)
-        for k in r.id_clashes:
+        for k in (*r.id_clashes, *r.shared):
             gone.setdefault(k.incoming, set()).add(k.id)
     else:
         for c in r.collisions:
             gone.setdefault(c.existing, set()).add(c.existing_id)
-        for k in r.id_clashes:
+        for k in (*r.id_clashes, *r.shared):
             gone.setdefault(k.existing, set()).add(k.id)
         existing_side = set(gone)
     for name in r.incoming:

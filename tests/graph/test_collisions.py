@@ -42,7 +42,7 @@ INCOMING = {"B": (species("B", 60.0), table([
     (102, TILT, (0, 41, 0)),        # 41 Å from A:1 -> none
     (103, TILT, (0, 0, 100)),       # 100 Å in 3D -> none (tilts are 3D)
     (104, FRAME, (20, 0, 500)),     # 20 Å in (x, y) from A:2 -> collision (frames are 2D)
-    (5, TILT, (1002, 1000, 0)),     # same id as A:5, 2 Å away -> reclassification
+    (5, TILT, (1002, 1000, 0)),     # same id as A:5, 2 Å away, A keeps it -> shared (one pick, two species)
     (6, TILT, (2000, 200, 0)),      # same id as A:6, 200 Å away -> id clash
     (7, TILT, (0, 3000, 0)),        # same id as A:7 but another item -> id clash (distance None)
     (201, TILT, (500, 500, 500)),   # 201/202: 20 Å apart -> duplicate (B-B threshold 30 Å)
@@ -60,7 +60,8 @@ def test_hand_built_population_reports_exactly_the_known_pairs() -> None:
     assert all(c.threshold == pytest.approx(40.0) for c in r.collisions)
     assert [(d.id_a, d.id_b, d.distance) for d in r.duplicates] == [(201, 202, pytest.approx(20.0))]
     assert r.duplicates[0].threshold == pytest.approx(30.0)
-    assert [(x.id, x.source, x.target, x.distance) for x in r.reclassifications] == [(5, "A", "B", pytest.approx(2.0))]
+    assert [(x.id, x.existing, x.incoming, x.distance) for x in r.shared] == [(5, "A", "B", pytest.approx(2.0))]
+    assert r.reclassifications == []  # A still holds 5: nothing moved
     assert [(x.id, x.distance) for x in r.id_clashes] == [(6, pytest.approx(200.0)), (7, None)]
     assert r.id_clashes[1].existing_item == OTHER and r.id_clashes[1].incoming_item == TILT
     assert not r.clean
@@ -76,7 +77,7 @@ def test_overlap_factor_scales_the_threshold() -> None:
 
 def test_explicit_tolerances() -> None:
     r = check_collisions(INCOMING, EXISTING, KINDS, reclass_tolerance=1.0, duplicate_tolerance=40.0)
-    assert r.reclassifications == []
+    assert r.shared == [] and r.reclassifications == []
     assert [x.id for x in r.id_clashes] == [5, 6, 7]  # 2 Å > 1 Å: no longer the same particle
     assert [c.incoming_id for c in r.collisions] == [101, 104]  # a shared id never counts as a collision
     assert [(d.id_a, d.id_b) for d in r.duplicates] == [(201, 202), (203, 204)]
@@ -95,7 +96,20 @@ def test_positions_are_the_mean_over_temporal_samples() -> None:
 
 def test_species_is_not_checked_against_itself_and_same_name_existing_is_skipped() -> None:
     r = check_collisions({"A": EXISTING["A"]}, EXISTING, KINDS)
-    assert r.collisions == [] and r.reclassifications == [] and r.id_clashes == []
+    assert r.collisions == [] and r.reclassifications == [] and r.id_clashes == [] and r.shared == []
+
+
+def test_moved_particles_are_reclassifications_not_findings() -> None:
+    """A previous version of A held 5 and 6; the merged A keeps 6 only: 5 moved (reclassification),
+    6 is shared (blocking), and B's 101 is not hit by A:1, which the merged A no longer holds."""
+    previous = {"A": EXISTING["A"]}
+    merged_a = {"A": (species("A", 100.0), table([(6, TILT, (2000, 0, 0))]))}
+    inc = {"B": (species("B", 60.0), table([(5, TILT, (1001, 1000, 0)), (6, TILT, (2000, 1, 0)),
+                                            (101, TILT, (39, 0, 0))]))}
+    r = check_collisions(inc, merged_a, KINDS, previous=previous)
+    assert [(x.id, x.source, x.target) for x in r.reclassifications] == [(5, "A", "B")]
+    assert [(x.id, x.existing) for x in r.shared] == [(6, "A")]
+    assert r.collisions == [] and r.id_clashes == [] and not r.clean
 
 
 def _brute_force(inc: ParticleTable, ex: ParticleTable, cutoff: float) -> set[tuple[int, int]]:
@@ -139,7 +153,7 @@ def test_report_json_round_trip_is_canonical_json() -> None:
     body = json.loads(json.dumps(r.to_json(), allow_nan=False))
     back = CollisionReport.from_json(body)
     assert back == r
-    assert body["counts"] == {"conflicts": 0, "collisions": 2, "duplicates": 1, "reclassifications": 1,
+    assert body["counts"] == {"conflicts": 0, "collisions": 2, "duplicates": 1, "shared": 1, "reclassifications": 0,
                               "id_clashes": 2}
     assert sum(body["histogram"]["collisions"]) == 2 and sum(body["histogram"]["duplicates"]) == 1
     assert body["histogram"]["edges"][-1] == pytest.approx(40.0)

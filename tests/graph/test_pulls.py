@@ -125,7 +125,9 @@ def test_check_stores_the_report_with_exactly_the_known_pairs(mem: Repository) -
     assert r.incoming == ["B"] and r.existing == ["A", "C"] and r.conflicts == []
     assert [(x.incoming_id, x.existing_id, x.item) for x in r.collisions] == [(101, 1, ts), (104, 2, fr)]
     assert [(d.id_a, d.id_b) for d in r.duplicates] == [(201, 202)]
-    assert [(x.id, x.source, x.target) for x in r.reclassifications] == [(5, "A", "B")]
+    # id 5 stays in A and would also be in B: one pick in two species (a copy, not a move)
+    assert [(x.id, x.existing, x.incoming) for x in r.shared] == [(5, "A", "B")] and r.reclassifications == []
+    assert r.id_clashes == []
     assert get_pull(mem, 1)[1].check == c.report_hash
     assert load_report(mem, c.report_hash) == r
     body = mem.objects.get_record(c.report_hash, "collision-report")
@@ -151,7 +153,7 @@ def test_fail_refuses_and_writes_no_ref(mem: Repository) -> None:
     moved = mem.commit(mem.population("feature"), message="same population, new commit", branch="feature",
                        author="t", time=T2)  # followed by the check, but a refused merge records nothing
     before = dict(mem.refs.list())
-    with pytest.raises(MergeConflict, match=r"#1: 2 collisions, 1 duplicates; merge refused"):
+    with pytest.raises(MergeConflict, match=r"#1: 2 collisions, 1 duplicates, 1 shared; merge refused"):
         merge_pull(mem, 1, policy="fail")
     assert dict(mem.refs.list()) == before
     assert get_pull(mem, 1)[1].head != moved
@@ -163,14 +165,14 @@ def test_drop_incoming_merge_commit_and_idempotence(mem: Repository) -> None:
     open_pull(mem, "feature", "main", "Add B", time=TM)
     target, head = mem.head("main"), mem.head("feature")
     m = merge_pull(mem, 1, policy="drop-incoming", author="t", time=TM)
-    assert m.kind == "merge" and mem.head("main") == m.commit and m.dropped == {"B": 3}
+    assert m.kind == "merge" and mem.head("main") == m.commit and m.dropped == {"B": 4}
     commit = mem.get_commit(m.commit)
     assert commit.parents == (target, head)
     op = commit.operation
     assert (op["name"], op["pr"], op["policy"], op["overlap_factor"]) == ("pr-merge", 1, "drop-incoming", 0.5)
     assert op["report"] == {"@record": m.report_hash}
     _, b = table_of(mem, "main", "B")
-    assert sorted(b.ids.tolist()) == [5, 102, 201, 203]  # 101, 104 collided; 202 duplicated 201
+    assert sorted(b.ids.tolist()) == [102, 201, 203]  # 101, 104 collided; 5 stays A's; 202 duplicated 201
     assert table_of(mem, "main", "A")[0] == table_of(mem, target, "A")[0]
     pr = get_pull(mem, 1)[1]
     assert (pr.state, pr.merge_commit, pr.check) == ("merged", m.commit, m.report_hash)
@@ -185,9 +187,9 @@ def test_drop_existing_marks_species_for_refinement(mem: Repository) -> None:
     setup(mem)
     open_pull(mem, "feature", "main", "Add B", time=TM)
     m = merge_pull(mem, 1, policy="drop-existing", author="t", time=TM)
-    assert m.dropped == {"A": 2, "B": 1}
+    assert m.dropped == {"A": 3, "B": 1}
     sp_a, a = table_of(mem, "main", "A")
-    assert sorted(a.ids.tolist()) == [5, 6]
+    assert sorted(a.ids.tolist()) == [6]  # 1, 2 collided with B; 5 moves to B
     assert sp_a.metadata["needs_refinement"] is True and "#1" in sp_a.metadata["needs_refinement_reason"]
     _, b = table_of(mem, "main", "B")
     assert sorted(b.ids.tolist()) == [5, 101, 102, 104, 201, 203]
@@ -354,7 +356,8 @@ def test_species_the_source_deletes_cannot_be_hit(mem: Repository) -> None:
                branch="feature", author="t", time=T2)
     open_pull(mem, "feature", "main", "A becomes B", time=TM)
     r = check_pull(mem, 1).report
-    assert r.existing == ["C"] and r.collisions == [] and r.reclassifications == []
+    assert r.existing == ["C"] and r.collisions == [] and r.shared == []
+    assert [(x.id, x.source, x.target) for x in r.reclassifications] == [(5, "A", "B")]  # A's particle 5 moved
     m = merge_pull(mem, 1, policy="drop-incoming", author="t", time=TM)
     assert sorted(mem.population(m.commit).species) == ["B", "C"] and m.dropped == {"B": 1}  # 202 duplicates 201
 
