@@ -10,6 +10,7 @@ Layouts accepted (each refused one names what was expected and what was found):
   ``10000 * rlnDetectorPixelSize / rlnMagnification`` Å (or rlnImagePixelSize given per
   particle); rlnOriginX/Y/Z (pixels) become rlnOriginX/Y/ZAngst; rlnMagnification and
   rlnDetectorPixelSize are dropped (they are the pixel size);
+* particles only (pickers: no data_optics and no optics columns): one optics group 1 without values;
 * optics columns given per particle in a 3.1 file (``data_particles`` holds rlnImagePixelSize,
   rlnVoltage, ...): moved into their optics group, refusing groups whose rows disagree.
 
@@ -113,16 +114,28 @@ def _move_optics_columns(optics: pd.DataFrame, df: pd.DataFrame, path: Path) -> 
     return optics, df.drop(columns=moved)
 
 
+def _has_30_optics(df: pd.DataFrame) -> bool:
+    """A RELION 3.0 table carries its optics per particle (voltage and a pixel size)."""
+    return "rlnVoltage" in df.columns or "rlnMagnification" in df.columns or "rlnImagePixelSize" in df.columns
+
+
 def read_particle_blocks(path: str | Path) -> tuple[dict[str, pd.DataFrame], str]:
     """(``{"optics", "particles"[, "general"]}`` in RELION 3.1+ form, the layout read:
-    ``"relion-3.0"`` or ``"relion-3.1+"``)."""
+    ``"relion-3.0"``, ``"relion-3.1+"`` or ``"particles-only"`` (a picker's table without optics: one
+    empty optics group 1))."""
     path = Path(path)
     blocks = read_star(path)
     bname, df = _particles_block(blocks, path)
     out: dict[str, pd.DataFrame] = {}
     if "general" in blocks:
         out["general"] = blocks["general"]
-    if "optics" not in blocks:
+    if "optics" not in blocks and not _has_30_optics(df):
+        # pickers (pytom, cylindra, ...) write particles only: one optics group without values
+        optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"]})
+        df = df.copy()
+        df["rlnOpticsGroup"] = 1
+        layout = "particles-only"
+    elif "optics" not in blocks:
         optics, df = _upgrade_30(df, path, bname or "")
         layout = "relion-3.0"
     else:
