@@ -25,17 +25,18 @@ Particle coordinates (Å, item frame):
   tilts: x, y, z from voxel 0 of the tomogram; RELION 5 centred coordinates convert as
   ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (rlnTomoSizeX / 2) * pixel`` (real division,
   as RELION 5's ``Tomogram::centre``).
-Particle ids: 43 bits of BLAKE3(item raw hash) and 20 bits of the row's rank within its
-item (:func:`~mrepo.io.staging.particle_ids`), so re-import gives the same hashes.
+Particle ids (:mod:`mrepo.io.identity`): one id per pick, unique across independent imports,
+inherited from the ``rlnMrepoParticleId`` / ``wrpMrepoParticleId`` column when a file carries it.
 Item names: the micrograph file name without folders and extension, or rlnTomoName;
 particles link to items by that name.
 """
 
+from .identity import new_particle_ids
 from .relion_spa import SpeciesFiles, import_relion_spa
 from .relion_tomo import import_relion5_tomo
 from .sim_import import import_sim
 from .species_add import add_species
-from .staging import ImportResult, particle_ids
+from .staging import ImportResult
 
 __all__ = ["ImportResult", "SpeciesFiles", "add_species", "import_relion5_tomo", "import_relion_spa", "import_sim",
-           "particle_ids"]
+           "new_particle_ids"]

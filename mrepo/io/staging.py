@@ -7,8 +7,8 @@ which copies raw blobs, then arrays, then records into the repository, and
 finally commits the new population (CAS on the branch). A failed import
 therefore leaves the repository's file listing unchanged.
 
-Also here: raw-data references (:func:`raw_data`), stable particle ids
-(:func:`particle_ids`) and name matching of particles to items.
+Also here: raw-data references (:func:`raw_data`) and name matching of particles to items
+(particle ids: :mod:`mrepo.io.identity`).
 No Fourier layout is involved in this module.
 """
 
@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import blake3
 import numpy as np
 
 from ..graph import DataSource, Item, Population, RawData, Repository
@@ -29,10 +27,9 @@ from ..store import InvalidInput, MemoryBackend, ObjectStore, RefNotFound, hash_
 from .contrast import PolarityChoice, choose_polarity
 from .star import check_path
 
-__all__ = ["Staging", "ImportResult", "raw_data", "particle_ids", "split_particle_id", "item_index_by_name",
+__all__ = ["Staging", "ImportResult", "raw_data", "item_index_by_name",
            "match_items", "current_population"]
 
-ROW_BITS = 20
 _counter = itertools.count()
 
 
@@ -157,30 +154,6 @@ def raw_manifest(paths: list[Path], *, copy: bool, staging: Staging, sections: l
     data = json.dumps({"format": "mrepo-raw-manifest/1", "files": entries}, sort_keys=True).encode()
     h = staging.objects.put_blob(data)
     return RawData(h, len(data), "manifest", uri=None, stored=True)
-
-
-def particle_ids(item_keys: Iterable[str]) -> np.ndarray:
-    """Stable ids: 43 bits of BLAKE3(item key) then 20 bits of the particle's rank within its item.
-
-    The rank counts a particle's appearance among the rows of its item in file order,
-    so the same file imports to the same ids, and exporters write rows of an item in
-    rank order (:func:`split_particle_id`) so that re-import reproduces them.
-    """
-    counts: dict[str, int] = {}
-    out = []
-    for key in item_keys:
-        k = counts.get(key, 0)
-        if k >= 1 << ROW_BITS:
-            raise InvalidInput(f"more than {1 << ROW_BITS} particles in one item ({key[:12]})")
-        counts[key] = k + 1
-        top = int.from_bytes(blake3.blake3(key.encode()).digest()[:8], "big") >> (64 - 43)
-        out.append((top << ROW_BITS) | k)
-    return np.asarray(out, dtype=np.int64)
-
-
-def split_particle_id(ids: np.ndarray) -> np.ndarray:
-    """The within-item rank encoded in ids from :func:`particle_ids`."""
-    return np.asarray(ids, dtype=np.int64) & ((1 << ROW_BITS) - 1)
 
 
 def name_key(name: str) -> str:
