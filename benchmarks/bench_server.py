@@ -1,16 +1,27 @@
-"""Throughput of ``mrepo serve``: push/pull through the server versus directly to a local store,
-and requests per second for small-object reads with several concurrent clients.
+"""Throughput of ``mrepo serve`` (batch protocol) versus the same store directly, small reads, and
+server memory under many concurrent readers.
 
-    .venv/bin/python benchmarks/bench_server.py [--species 6] [--box 48] [--clients 8] [--seconds 5]
+    .venv/bin/python benchmarks/bench_server.py [--items 2000] [--arrays 3] [--array-mb 64]
+                                                [--clients 8] [--load-clients 64] [--seconds 5]
 
-The server runs as a subprocess (uvicorn, one process) on 127.0.0.1 over a local folder.
-Prints a table and writes benchmarks/results/bench_server.json.
+Two payloads, each pushed and then cloned (pulled) once directly (local folder to local folder)
+and once through a server (uvicorn subprocess on 127.0.0.1 over a local folder):
+
+- ``small``: many small objects: ``--items`` items, each with a 4 KiB raw blob and a small model
+  array, in one data source (about 3 objects per item);
+- ``large``: ``--arrays`` species maps of ``--array-mb`` MiB each (float32 volumes).
+
+Then requests/s for small-object GETs with ``--clients`` threads, and the server's resident memory
+(VmRSS, sampled every 50 ms) before and during ``--load-clients`` concurrent readers that fetch
+records and whole arrays. Prints a table and writes benchmarks/results/bench_server.json.
+Goal: push and pull through the server within 1.5x of direct (ideally 1.2x).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import socket
@@ -29,28 +40,38 @@ from mrepo.graph import DataSource, Item, ParticleTable, Population, RawData, Re
 
 LAUNCH = ("import sys, uvicorn; from mrepo.api import create_app; "
           "uvicorn.run(create_app(sys.argv[1], sys.argv[2], access_log=False), host='127.0.0.1', "
-          "port=int(sys.argv[3]), log_level='warning', access_log=False)")
+          "port=int(sys.argv[3]), log_level='warning', access_log=False, limit_concurrency=1000)")
 
 
-def population(repo: Repository, n_species: int, box: int, n_items: int = 20) -> Population:
-    """Items with small models, and species with (box³ float32) half-maps and masks."""
+def small_population(repo: Repository, n_items: int) -> Population:
+    """``n_items`` items, each with a 4 KiB raw blob and a (40, 2) float32 model array."""
     rng = np.random.default_rng(0)
     items = []
     for i in range(n_items):
         raw = rng.integers(0, 255, 4096, dtype=np.uint8).tobytes()
         h = repo.objects.put_blob(raw)
         shifts = repo.objects.put_array(rng.normal(size=(40, 2)).astype(np.float32))
-        items.append(Item("frames", f"m{i:03d}", RawData(h, len(raw), stored=True), {"pixel_size": 1.0},
+        items.append(Item("frames", f"m{i:05d}", RawData(h, len(raw), stored=True), {"pixel_size": 1.0},
                           {"global_shifts": shifts}))
     source = DataSource("grid", {it.key: it.save(repo.objects) for it in items})
+    return Population("small", {"grid": source.save(repo.objects)}, {})
+
+
+def large_population(repo: Repository, n_arrays: int, mb: int) -> Population:
+    """One species whose half-maps/mask (and further species) are ``mb`` MiB float32 volumes."""
+    rng = np.random.default_rng(1)
+    box = round((mb * 2 ** 20 / 4) ** (1 / 3))
+    raw = rng.integers(0, 255, 4096, dtype=np.uint8).tobytes()
+    item = Item("frames", "m0", RawData(repo.objects.put_blob(raw), len(raw), stored=True), {"pixel_size": 1.0}, {})
+    source = DataSource("grid", {item.key: item.save(repo.objects)})
+    maps = [repo.objects.put_array(rng.normal(size=(box, box, box)).astype(np.float32)) for _ in range(n_arrays)]
     species = {}
-    for s in range(n_species):
-        n = 500
-        table = ParticleTable.build(np.arange(n) + 10_000 * s, [items[i % n_items].key for i in range(n)],
-                                    rng.uniform(0, 4000, (n, 3)), rng.uniform(-180, 180, (n, 3)), 1 + np.arange(n) % 2)
-        maps = [repo.objects.put_array(rng.normal(size=(box, box, box)).astype(np.float32)) for _ in range(3)]
-        species[f"s{s}"] = Species(f"s{s}", 150.0, "C1", 1.0, box, *maps, table.save(repo.objects)).save(repo.objects)
-    return Population("bench", {"grid": source.save(repo.objects)}, species)
+    for s in range(0, n_arrays, 3):
+        trio = (maps[s:s + 3] * 3)[:3]
+        table = ParticleTable.build(np.arange(10) + 100 * s, [item.key] * 10, rng.uniform(0, 400, (10, 3)),
+                                    rng.uniform(-180, 180, (10, 3)), 1 + np.arange(10) % 2)
+        species[f"s{s}"] = Species(f"s{s}", 150.0, "C1", 1.0, box, *trio, table.save(repo.objects)).save(repo.objects)
+    return Population("large", {"grid": source.save(repo.objects)}, species)
 
 
 def free_port() -> int:
@@ -74,26 +95,34 @@ def start_server(root: Path, tokens: Path) -> tuple[subprocess.Popen, str]:
     raise TimeoutError("server did not start")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def timed(fn) -> float:  # noqa: ANN001
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
-def read_rps(base: str, token: str, hashes: list[str], clients: int, seconds: float) -> tuple[float, float]:
-    """(requests per second, median latency ms) for GET /repo/objects/<hash> from ``clients`` threads."""
+def read_rps(base: str, token: str, paths: list[str], clients: int, seconds: float) -> tuple[float, float]:
+    """(requests per second, median latency ms) for GETs of ``paths`` from ``clients`` threads."""
     counts = [0] * clients
     latencies: list[list[float]] = [[] for _ in range(clients)]
     stop = time.monotonic() + seconds
 
     def worker(k: int) -> None:
         rnd = random.Random(k)
-        with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as c:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                r = c.get(f"{base}/repo/objects/{rnd.choice(hashes)}")
+                r = c.get(f"{base}{rnd.choice(paths)}")
                 latencies[k].append(time.perf_counter() - t0)
-                assert r.status_code == 200
+                assert r.status_code == 200, r.status_code
                 counts[k] += 1
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
@@ -106,63 +135,96 @@ def read_rps(base: str, token: str, hashes: list[str], clients: int, seconds: fl
     return sum(counts) / elapsed, 1000 * float(np.median([x for lat in latencies for x in lat]))
 
 
+def transfer_pair(tmp: Path, name: str, src: Repository, base: str, token: str) -> dict:
+    """Push then clone ``src``'s ``dev`` directly and through the server (fresh targets each)."""
+    opts = {"token": token}
+    Repository.init(str(tmp / f"{name}-direct")).close()
+    t_push_direct = timed(lambda: push(src, str(tmp / f"{name}-direct"), "dev"))
+    holder = {}
+    t_push_server = timed(lambda: holder.setdefault("s", push(src, base + "/repo", "dev", options=opts)))
+    stats = holder["s"]
+    t_pull_direct = timed(lambda: clone(str(tmp / f"{name}-direct"), str(tmp / f"{name}-pull-direct")))
+    t_pull_server = timed(lambda: clone(base + "/repo", str(tmp / f"{name}-pull-server"), src_options=opts))
+    mb = stats.bytes / 1e6
+    return {"objects": stats.records + stats.blobs + stats.arrays, "MB": mb,
+            "push": {"direct_s": t_push_direct, "server_s": t_push_server, "ratio": t_push_server / t_push_direct},
+            "pull": {"direct_s": t_pull_direct, "server_s": t_pull_server, "ratio": t_pull_server / t_pull_direct}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--species", type=int, default=6)
-    ap.add_argument("--box", type=int, default=48)
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--arrays", type=int, default=3)
+    ap.add_argument("--array-mb", type=int, default=64)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--load-clients", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mrepo-bench-server-"))
-    src = Repository.init(str(tmp / "src"))
-    src.commit(population(src, args.species, args.box), message="bench", branch="dev", author="b",
-               time="2025-01-01T00:00:00Z")
-    Repository.init(str(tmp / "served")).close()
+    small = Repository.init(str(tmp / "small-src"))
+    small.commit(small_population(small, args.items), message="small", branch="dev", author="b",
+                 time="2025-01-01T00:00:00Z")
+    large = Repository.init(str(tmp / "large-src"))
+    large.commit(large_population(large, args.arrays, args.array_mb), message="large", branch="dev", author="b",
+                 time="2025-01-01T00:00:00Z")
     token = add_token(tmp / "tokens.toml", "bench", "write")
-    proc, base = start_server(tmp / "served", tmp / "tokens.toml")
-    opts = {"token": token}
-    try:
-        Repository.init(str(tmp / "direct")).close()
-        t_push_direct = timed(lambda: push(src, str(tmp / "direct"), "dev"))
-        holder = {}
-        t_push_server = timed(lambda: holder.setdefault("stats", push(src, base + "/repo", "dev", options=opts)))
-        stats = holder["stats"]
-        total_mb = stats.bytes / 1e6
-        t_pull_direct = timed(lambda: clone(str(tmp / "direct"), str(tmp / "pull-direct")))
-        t_pull_server = timed(lambda: clone(base + "/repo", str(tmp / "pull-server"), src_options=opts))
-        records = [e.key.removeprefix("objects/").replace("/", "") for e in
-                   Repository.open(str(tmp / "served")).storage.backend.list("objects/")]
-        rps, latency = read_rps(base, token, records, args.clients, args.seconds)
-        rps1, latency1 = read_rps(base, token, records, 1, min(args.seconds, 3.0))
-    finally:
-        proc.kill()
-        proc.wait()
-    n_objects = stats.records + stats.blobs + stats.arrays
-    result = {
-        "setup": {"species": args.species, "box": args.box, "bytes": stats.bytes, "objects": n_objects,
-                  "clients": args.clients, "cpu_count": __import__("os").cpu_count(),
-                  "python": platform.python_version()},
-        "push": {"direct_s": t_push_direct, "server_s": t_push_server,
-                 "direct_MBps": total_mb / t_push_direct, "server_MBps": total_mb / t_push_server,
-                 "ratio_server_over_direct_time": t_push_server / t_push_direct},
-        "pull": {"direct_s": t_pull_direct, "server_s": t_pull_server,
-                 "direct_MBps": total_mb / t_pull_direct, "server_MBps": total_mb / t_pull_server,
-                 "ratio_server_over_direct_time": t_pull_server / t_pull_direct},
-        "small_reads": {"clients": args.clients, "rps": rps, "median_ms": latency, "rps_1_client": rps1,
-                        "median_ms_1_client": latency1},
-    }
+    results: dict = {}
+    for name, src in (("small", small), ("large", large)):
+        Repository.init(str(tmp / f"{name}-served")).close()
+        proc, base = start_server(tmp / f"{name}-served", tmp / "tokens.toml")
+        try:
+            results[name] = transfer_pair(tmp, name, src, base, token)
+            if name == "small":
+                served = Repository.open(str(tmp / "small-served"))
+                paths = ["/repo/objects/" + e.key.removeprefix("objects/").replace("/", "")
+                         for e in served.storage.backend.list("objects/")]
+                rps, lat = read_rps(base, token, paths, args.clients, args.seconds)
+                rps1, lat1 = read_rps(base, token, paths, 1, min(args.seconds, 3.0))
+                results["small_reads"] = {"clients": args.clients, "rps": rps, "median_ms": lat,
+                                          "rps_1_client": rps1, "median_ms_1_client": lat1}
+            else:
+                served = Repository.open(str(tmp / "large-served"))
+                arrays = sorted({e.key.split("/")[1] for e in served.storage.backend.list("arrays/")})
+                chunk_paths = [f"/repo/{e.key}" for e in served.storage.backend.list("arrays/")]
+                idle = rss_mb(proc.pid)
+                peak = [idle]
+                stop = threading.Event()
+
+                def sample(pid: int = proc.pid) -> None:
+                    while not stop.is_set():
+                        peak.append(rss_mb(pid))
+                        time.sleep(0.05)
+
+                sampler = threading.Thread(target=sample)
+                sampler.start()
+                try:
+                    rps64, lat64 = read_rps(base, token, chunk_paths, args.load_clients, args.seconds)
+                finally:
+                    stop.set()
+                    sampler.join()
+                results["read_load"] = {"clients": args.load_clients, "arrays": len(arrays),
+                                        "files": len(chunk_paths), "rps": rps64, "median_ms": lat64,
+                                        "rss_idle_MiB": idle, "rss_peak_MiB": max(peak)}
+        finally:
+            proc.kill()
+            proc.wait()
+    results["setup"] = {"items": args.items, "arrays": args.arrays, "array_MiB": args.array_mb,
+                        "cpu_count": os.cpu_count(), "python": platform.python_version()}
     out = Path(__file__).parent / "results" / "bench_server.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"payload: {total_mb:.1f} MB in {n_objects} objects ({args.species} species, box {args.box})")
-    print(f"{'operation':<12}{'direct s':>10}{'server s':>10}{'direct MB/s':>13}{'server MB/s':>13}{'time ratio':>12}")
-    for name in ("push", "pull"):
-        r = result[name]
-        print(f"{name:<12}{r['direct_s']:>10.2f}{r['server_s']:>10.2f}{r['direct_MBps']:>13.1f}"
-              f"{r['server_MBps']:>13.1f}{r['ratio_server_over_direct_time']:>12.2f}")
-    s = result["small_reads"]
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{'payload':<8}{'objects':>9}{'MB':>8}{'op':>6}{'direct s':>10}{'server s':>10}{'server/direct':>15}")
+    for name in ("small", "large"):
+        r = results[name]
+        for op in ("push", "pull"):
+            print(f"{name:<8}{r['objects']:>9}{r['MB']:>8.1f}{op:>6}{r[op]['direct_s']:>10.2f}"
+                  f"{r[op]['server_s']:>10.2f}{r[op]['ratio']:>15.2f}")
+    s = results["small_reads"]
     print(f"small-object GETs: {s['rps']:.0f} req/s with {s['clients']} clients (median {s['median_ms']:.1f} ms), "
           f"{s['rps_1_client']:.0f} req/s with 1 client (median {s['median_ms_1_client']:.1f} ms)")
+    load = results["read_load"]
+    print(f"{load['clients']} clients reading array files: {load['rps']:.0f} req/s; server RSS "
+          f"{load['rss_idle_MiB']:.0f} MiB idle, {load['rss_peak_MiB']:.0f} MiB peak")
     print(f"wrote {out}")
 
 

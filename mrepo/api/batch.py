@@ -17,6 +17,7 @@ Like git's pack negotiation, in three requests instead of one per object:
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ from pydantic import BaseModel, Field, StringConstraints
 from ..store import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, pack
 from ..store import protocol_names as names
 from ..store.array_verify import check_chunk, check_slab_size, verify_array
+from ..store.errors import InvalidRecord
+from ..store.hashing import RECORD_TAG
 from ..store.integrity import check_array_metadata
 from ..store.objects import array_prefix, object_key
 from .auth import require
@@ -38,6 +41,7 @@ from .errors import ApiError
 from .ingest import store_object
 from .staging import UPLOAD_ID, staging_prefix
 
+_HASH_IN_JSON = re.compile(r"[0-9a-f]{64}")
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 #: Chunk bytes of one array kept in memory before they are spilled to the staging area.
 MEMORY_STAGE_BYTES = 64 << 20
@@ -74,8 +78,9 @@ class _OpenArray:
 class BatchReceiver:
     """Stores the frames of one upload stream, each verified before it becomes visible."""
 
-    def __init__(self, ctx: ServerContext, upload: str):
+    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor):
         self.ctx = ctx
+        self.pool = pool
         self.upload = upload
         self.backend = ctx.storage.backend
         self.objects = ctx.storage.objects
@@ -85,19 +90,35 @@ class BatchReceiver:
         self.present = 0
 
     def take(self, frames: list[tuple[str, bytes]]) -> None:
+        """Verify and store frames. Consecutive objects that do not name each other are checked and
+        written in parallel; a record that names an object of the running group waits for it."""
+        group: list[tuple[str, bytes]] = []
+        in_group: set[str] = set()
         for key, data in frames:
             if key.startswith("objects/"):
                 self._close_array_if_complete()
                 if self.array is not None:
                     raise InvalidInput(f"pack: {key} arrives before array {self.array.h} is complete")
                 h = key[len("objects/"):].replace("/", "")
-                if store_object(self.backend, self.objects, h, data, self.known):
-                    self.stored += 1
-                else:
-                    self.present += 1
-                self.known.add(h)
+                if in_group and data.startswith(RECORD_TAG) and _names_any(data, in_group):
+                    self._store_group(group)
+                    group, in_group = [], set()
+                group.append((h, data))
+                in_group.add(h)
             else:
+                self._store_group(group)
+                group, in_group = [], set()
                 self._take_array_file(key, data)
+        self._store_group(group)
+
+    def _store_group(self, group: list[tuple[str, bytes]]) -> None:
+        if not group:
+            return
+        known = self.known
+        fresh = list(self.pool.map(lambda hd: store_object(self.backend, self.objects, hd[0], hd[1], known), group))
+        self.stored += sum(fresh)
+        self.present += len(fresh) - sum(fresh)
+        self.known.update(h for h, _ in group)
 
     def _take_array_file(self, key: str, data: bytes) -> None:
         _, h, path = key.split("/", 2)
@@ -155,8 +176,8 @@ class BatchReceiver:
             else:
                 verify_array(arr.h, arr.meta, lambda k: self._chunk(arr, k))
                 prefix = array_prefix(arr.h)
-                for k in sorted(arr.meta.chunk_digests):
-                    self.backend.put(prefix + k, self._chunk(arr, k))
+                list(self.pool.map(lambda k: self.backend.put(prefix + k, self._chunk(arr, k)),
+                                   sorted(arr.meta.chunk_digests)))
                 self.backend.put(prefix + "zarr.json", arr.metadata)
                 self.stored += 1
         if arr.spilled:
@@ -173,6 +194,12 @@ class BatchReceiver:
         if self.array is not None and self.array.spilled:
             self.ctx.staging.discard(self.array.h, self.upload)
         self.array = None
+
+
+def _names_any(record: bytes, hashes: set[str]) -> bool:
+    """True when the record's bytes name any of ``hashes`` (a cheap over-approximation: any mention)."""
+    return any(h.encode() in record for h in hashes) if len(hashes) < 64 else \
+        any(m in hashes for m in _HASH_IN_JSON.findall(record.decode("utf-8", "replace")))
 
 
 def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExecutor) -> Iterator[tuple[str, bytes]]:
@@ -240,7 +267,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         upload_id = request.headers.get(names.UPLOAD_HEADER) or uuid.uuid4().hex
         if not UPLOAD_ID.match(upload_id):
             raise ApiError(400, f"invalid {names.UPLOAD_HEADER} header")
-        receiver = BatchReceiver(ctx, upload_id)
+        receiver = BatchReceiver(ctx, upload_id, pool)
         reader_ = pack.PackReader(max_frame=ctx.max_body_bytes)
         error: Exception | None = None
         start = time.perf_counter()
@@ -263,7 +290,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
             await blocking(receiver.abandon)
         if error is not None:
             status = 400
-            code = "hash-mismatch" if isinstance(error, CorruptObject) else (
+            code = "invalid-record" if isinstance(error, InvalidRecord) else "hash-mismatch" if isinstance(
+                error, CorruptObject) else (
                 "missing-object" if isinstance(error, ObjectNotFound) else "bad-request")
             raise ApiError(status, f"{error} (stored before the error: {receiver.stored})", code)
         return JSONResponse({names.F_STORED: receiver.stored, names.F_PRESENT: receiver.present,

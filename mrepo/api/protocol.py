@@ -18,14 +18,17 @@ import blake3
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from ..store import CorruptObject, InvalidInput, ObjectNotFound, RefConflict, check_name, references, reflog
-from ..store.hashing import BLOB_TAG, RECORD_TAG, hash_bytes, is_hash, parse_record_bytes
+from ..store import CorruptObject, InvalidInput, ObjectNotFound, RefConflict, check_name, reflog
+from ..store.errors import InvalidRecord
+from ..store.hashing import hash_bytes, is_hash
+from ..store.names import check_ref_key
 from ..store.objects import array_prefix, object_key
-from ..store.refs import HEAD_KEY
+from ..store.refs import HEAD_KEY, check_ref_namespace
 from ..store.repo_store import FORMAT_KEY
 from .auth import require
 from .context import ServerContext, blocking, read_body
 from .errors import ApiError
+from .ingest import store_object
 from .staging import UPLOAD_ID
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
@@ -58,7 +61,10 @@ def ref_key(name: str) -> str:
         raise ApiError(400, str(exc)) from None
     if name.split("/", 1)[0] not in ("heads", "tags", "pulls", "remotes") or "/" not in name:
         raise ApiError(404, f"no ref namespace for {name[:80]!r} (heads/, tags/, pulls/, remotes/)")
-    return "refs/" + name
+    try:
+        return check_ref_key("refs/" + name)  # e.g. refs/pulls/0 or refs/pulls/01: 400
+    except InvalidInput as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def check_list_prefix(prefix: str) -> str:
@@ -135,22 +141,17 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return await blocking(_store_object, h, data)
 
     def _store_object(h: str, data: bytes) -> JSONResponse:
-        if objects.freshen("record", h):  # present: refresh its gc age, store nothing
-            return JSONResponse({"hash": h, "stored": False}, status_code=200)
-        if data.startswith(RECORD_TAG):
-            try:
-                _, body = parse_record_bytes(data)
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, f"record {h} is not a valid record (tag, kind, canonical JSON)") from None
-            missing = [f"{k} {c}" for k, c in references(body)
-                       if not is_hash(c) or not (objects.has_array(c) if k == "array" else objects.has_object(c))]
-            if missing:
-                raise ApiError(400, f"record {h} refers to objects the server lacks (upload them first): "
-                               f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", "missing-object")
-        elif not data.startswith(BLOB_TAG):
-            raise ApiError(400, f"object {h} is neither a record nor a blob")
-        backend.put(object_key(h), data)
-        return JSONResponse({"hash": h, "stored": True}, status_code=201)
+        """Checked by :func:`mrepo.api.ingest.store_object`: hash, canonical form and schema of a
+        record, references present; a damaged stored copy is replaced, an intact one freshened."""
+        try:
+            stored = store_object(backend, objects, h, data)
+        except ObjectNotFound as exc:
+            raise ApiError(400, str(exc), "missing-object") from None
+        except InvalidRecord as exc:
+            raise ApiError(400, str(exc), "invalid-record") from None
+        except CorruptObject as exc:
+            raise ApiError(400, str(exc), "hash-mismatch") from None
+        return JSONResponse({"hash": h, "stored": stored}, status_code=201 if stored else 200)
 
     # ------------------------------------------------------------------ arrays (Zarr v3, read-only to zarr clients)
     @get_and_head("/arrays/{h}/{path:path}", dependencies=[reader],
@@ -266,6 +267,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
         current, token = backend.read_versioned(key)
         if namespace == "remotes":
             raise ApiError(403, "remote-tracking refs are not writable through the server")
+        if namespace == "pulls":
+            raise ApiError(403, "pull requests change only through the pull-request endpoints (/repo/pulls): "
+                           "the server sets their number, state and author")
         if branch is not None and branch in ctx.protected and not (current is None and data is not None
                                                                    and who.allows("maintain")):
             raise ApiError(403, f"branch {branch!r} is protected: it changes only through a pull-request merge "
@@ -278,6 +282,11 @@ def build_router(ctx: ServerContext) -> APIRouter:
         if found != expected:
             raise ApiError(409, f"{key} changed: expected {expected or 'no ref'}, found {found or 'no ref'}; "
                            "fetch and retry")
+        if current is None and data is not None:
+            try:
+                check_ref_namespace(backend, key)  # heads/main vs heads/main/x: 409, never a 500
+            except RefConflict as exc:
+                raise ApiError(409, str(exc)) from None
         try:
             backend.cas(key, token, data)
         except RefConflict as exc:

@@ -8,8 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from mrepo.graph import Repository, clone, fetch, pull, push, verify
+from mrepo.graph import Population, Repository, clone, fetch, pull, push, verify
 from mrepo.store import RefConflict, hash_array, hash_bytes
+from mrepo.store.hashing import record_bytes
 from mrepo.store.http_backend import HttpBackend
 from tests.api.conftest import Served
 from tests.factories import make_population
@@ -89,9 +90,17 @@ def test_uploads_are_verified_and_idempotent(served: Served) -> None:
         assert c.put(url, content=body).status_code == 200  # already present: nothing stored
         assert c.get(url).content == body
         # A record whose children are absent is refused: the closure invariant holds.
-        rec = b"record\0thing\0" + json.dumps({"x": {"@record": "a" * 64}}, separators=(",", ":")).encode()
+        rec = record_bytes("population", Population("p", {"s": "a" * 64}, {}).to_body())
         r = c.put(f"{served.url}/objects/{hash_bytes(rec)}", content=rec)
         assert r.status_code == 400 and r.json()["error"] == "missing-object"
+        # Well-formed history only: unknown kinds, non-canonical JSON, NaN and duplicate keys are refused.
+        for bad in (b"record\0thing\0" + json.dumps({"x": {"@record": "a" * 64}}, separators=(",", ":")).encode(),
+                    b'record\0population\0{"name": "p", "sources": {}, "species": {}}',
+                    b'record\0population\0{"metadata":{"x":NaN},"name":"p","sources":{},"species":{}}',
+                    b'record\0population\0{"name":"p","name":"q","sources":{},"species":{}}'):
+            r = c.put(f"{served.url}/objects/{hash_bytes(bad)}", content=bad)
+            assert r.status_code == 400 and r.json()["error"] == "invalid-record", (bad, r.text)
+            assert c.head(f"{served.url}/objects/{hash_bytes(bad)}").status_code == 404
 
 
 def test_array_is_staged_until_it_verifies(served: Served, tmp_path) -> None:
