@@ -1,0 +1,147 @@
+"""Raw data as every image path sees it: layouts read lazily, verified, normalised, polarity applied."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+
+from mrepo.graph import DataSource, Item, Population, RawData, Repository
+from mrepo.graph.merge import merge_populations
+from mrepo.sim import render_tilts
+from mrepo.store import CorruptObject, InvalidInput, hash_file
+from mrepo.workers.raw_data import RawStack, exposure_statistics, read_exposures
+from tests.workers.simdata import frames_sim, tilts_sim
+
+
+def _mrc(path: Path, data: np.ndarray, voxel: float = 2.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with mrcfile.new(path, overwrite=True) as m:  # plain mrcfile, as other programs write them
+        m.set_data(np.asarray(data, dtype=np.float32))
+        m.voxel_size = voxel
+    return path
+
+
+def _in_place(path: Path) -> RawData:
+    return RawData(hash_file(path), path.stat().st_size, "mrc", uri=path.resolve().as_uri())
+
+
+def _manifest(repo: Repository, entries: list[tuple[Path, int | None]]) -> RawData:
+    files = []
+    for path, section in entries:
+        e = {"hash": hash_file(path), "size": path.stat().st_size, "format": "mrc", "uri": path.resolve().as_uri()}
+        if section is not None:
+            e["section"] = section
+        files.append(e)
+    data = json.dumps({"format": "mrepo-raw-manifest/1", "files": files}, sort_keys=True).encode()
+    return RawData(repo.objects.put_blob(data), len(data), "manifest", stored=True)
+
+
+def _item(raw: RawData, kind: str = "tilts") -> Item:
+    return Item(kind, "ts", raw, {"pixel_size": 2.0})
+
+
+@pytest.fixture()
+def stack(tmp_path: Path) -> np.ndarray:
+    return np.random.default_rng(0).normal(10.0, 2.0, (5, 24, 32)).astype(np.float32)
+
+
+def test_every_layout_reads_the_same_exposures(tmp_path: Path, stack: np.ndarray) -> None:
+    repo = Repository.init(str(tmp_path / "repo"))
+    whole = _mrc(tmp_path / "ts.mrcs", stack)
+    singles = [_mrc(tmp_path / f"tilt_{k}.mrc", stack[k]) for k in range(5)]  # 2-D MRC per tilt (RELION 5)
+    stored = RawData(repo.objects.put_blob_file(whole), whole.stat().st_size, "mrc", stored=True)
+    layouts = {
+        "stack in place": _in_place(whole),
+        "stack stored in the repository": stored,
+        "one file per tilt": _manifest(repo, [(p, None) for p in singles]),
+        "k@stack sections": _manifest(repo, [(whole, k) for k in range(5)]),
+    }
+    for what, raw in layouts.items():
+        raw_stack = RawStack.open(repo.objects, _item(raw))
+        assert raw_stack.n == 5 and raw_stack.shape == (24, 32), what
+        assert np.array_equal(raw_stack.stack(), stack), what
+    # sections in another order and a subset (an excluded tilt): exactly those images, in that order
+    picked = RawStack.open(repo.objects, _item(_manifest(repo, [(whole, 3), (whole, 0), (singles[4], None)])))
+    assert np.array_equal(picked.stack(), stack[[3, 0, 4]])
+
+
+def test_changed_or_missing_raw_files_are_refused(tmp_path: Path, stack: np.ndarray) -> None:
+    repo = Repository.init(str(tmp_path / "repo"))
+    path = _mrc(tmp_path / "ts.mrcs", stack)
+    raw = _in_place(path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptObject, match="does not match its hash"):
+        RawStack.open(repo.objects, _item(raw))
+    path.unlink()
+    with pytest.raises(InvalidInput, match="not found"):
+        RawStack.open(repo.objects, _item(raw))
+    with pytest.raises(InvalidInput, match="section 9 of"):
+        other = _mrc(tmp_path / "other.mrcs", stack)
+        RawStack.open(repo.objects, _item(_manifest(repo, [(other, 8)])))
+
+
+def test_exposures_are_read_lazily(tmp_path: Path) -> None:
+    big = np.zeros((16, 1024, 1024), np.float32)  # 64 MiB on disk
+    big[7] = 1.0
+    path = _mrc(tmp_path / "big.mrcs", big)
+    del big
+    repo = Repository.init(str(tmp_path / "repo"))
+    tracemalloc.start()
+    try:
+        raw = RawStack.open(repo.objects, _item(_in_place(path)))
+        image = raw.exposure(7)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert image.mean() == 1.0
+    # verification streams the file in 8 MiB chunks; the 64 MiB of data are never held
+    assert peak < 24 * 2**20, f"opening and reading one exposure allocated {peak / 2**20:.1f} MiB"
+
+
+def test_dark_tilts_become_unit_variance_positive_density(tmp_path: Path) -> None:
+    sim = tilts_sim(n_particles=6, size=128, contrast="dark")
+    clean = render_tilts(sim.truth, sim.species, 2)  # positive density convolved with the CTF
+    path = _mrc(tmp_path / "ts.mrc", sim.data)
+    repo = Repository.init(str(tmp_path / "repo"))
+    item = _item(_in_place(path))
+    for polarity, sign in (("dark", 1), ("light", -1)):
+        images = read_exposures(repo.objects, item, polarity).numpy().astype(np.float64)
+        for i in range(len(images)):
+            assert abs(images[i].mean()) < 1e-4 and abs(images[i].std() - 1) < 1e-4  # per tilt (M: TiltSeries)
+            r = np.corrcoef(images[i].ravel(), clean[i].ravel())[0, 1]
+            assert sign * r > 0.2, (polarity, i, r)
+
+
+def test_frames_share_the_scale_of_their_average(tmp_path: Path) -> None:
+    sim = frames_sim(n_particles=6, size=128, n_frames=4, contrast="dark")
+    path = _mrc(tmp_path / "fs.mrc", sim.data)
+    repo = Repository.init(str(tmp_path / "repo"))
+    raw = RawStack.open(repo.objects, _item(_in_place(path), "frames"))
+    offset, scale = exposure_statistics(raw, "frames")
+    assert np.all(scale == scale[0])  # M: one scale for all frames, from the average
+    images = read_exposures(repo.objects, _item(_in_place(path), "frames"), "dark").numpy().astype(np.float64)
+    average = images.mean(0)
+    assert abs(average.mean()) < 1e-4 and abs(average.std() - 1) < 1e-3
+    assert abs(images.mean()) < 1e-3 and images.std() > 1.5  # single frames are noisier than their average
+
+
+def test_source_polarity_record_keeps_old_hashes_and_merges(tmp_path: Path) -> None:
+    repo = Repository.init(str(tmp_path / "repo"))
+    light = DataSource("grid")
+    assert "polarity" not in light.to_body()  # records from before the field hash as they did
+    dark = DataSource("grid", polarity="dark")
+    h = dark.save(repo.objects)
+    assert DataSource.load(repo.objects, h).polarity == "dark" and h != light.save(repo.objects)
+    with pytest.raises(InvalidInput, match="use 'dark' or 'light'"):
+        DataSource("grid", polarity="bright").to_body()
+    base = Population("p", {"grid": light.save(repo.objects)})
+    ours = Population("p", {"grid": h})
+    merged, report = merge_populations(repo.objects, base, ours, base)
+    assert not report.conflicts and DataSource.load(repo.objects, merged.sources["grid"]).polarity == "dark"
