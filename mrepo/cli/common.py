@@ -76,6 +76,33 @@ def progress_bar(description: str, enabled: bool = True):  # noqa: ANN201 - a co
     return progress_display(description, enabled, console=err_console)
 
 
+_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "Path": "PATH"}
+
+
+def _classic_display_type(self: Any, ctx: Any) -> str | None:
+    """Value placeholders as scientists know them from click/argparse (``--size INTEGER``,
+    ``--out PATH``; flags show none) instead of typer's ``<int>``/``<bool>``."""
+    if getattr(self, "is_flag", False) or getattr(self, "count", False):
+        return None
+    label = _typer_display_type(self, ctx).strip("<>")
+    if label.startswith("list[") and label.endswith("]"):
+        label = label[5:-1]
+    return _TYPE_NAMES.get(label, label if "|" in label else label.upper())
+
+
+def _classic_usage_name(self: Any) -> str:
+    """Arguments in the usage line as ``NAME`` (required) or ``[NAME]`` instead of ``{name}``."""
+    name = self.display_name_raw.upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+_typer_display_type = getattr(typer.core._TyperParameter, "display_type", None)
+if _typer_display_type is not None and hasattr(typer.core.TyperArgument, "_usage_display_name"):
+    typer.core._TyperParameter.display_type = _classic_display_type
+    typer.core.TyperArgument._usage_display_name = _classic_usage_name
+
+
 class MrepoGroup(TyperGroup):
     """Top-level click group: mrepo errors become a one-line message and the error's exit code."""
 

@@ -16,6 +16,18 @@ export_app = typer.Typer(help="Export a commit as RELION files or an M populatio
 
 BranchOption = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default branch).")
 CopyOption = typer.Option(False, "--copy", help="Copy raw data into the repository (default: reference in place).")
+PopulationOption = typer.Option("population", help="Population name, used when the repository has none yet.")
+IgnoreUnmatchedOption = typer.Option(False, "--ignore-unmatched", help="Skip particles whose micrograph or "
+                                     "tomogram is not in the population (default: refuse).")
+SpeciesNameOption = typer.Option(None, "--species", help="Name of the species to create from the particle file "
+                                 "(with --half1, --half2, --mask and --diameter).", show_default=False)
+Half1Option = typer.Option(None, "--half1", help="Half-map 1 of the species (MRC).", show_default=False)
+Half2Option = typer.Option(None, "--half2", help="Half-map 2 of the species (MRC).", show_default=False)
+MaskOption = typer.Option(None, "--mask", help="Mask of the species (MRC).", show_default=False)
+DiameterOption = typer.Option(None, "--diameter", help="Species diameter in Å.", show_default=False)
+SymmetryOption = typer.Option("C1", "--symmetry", help="Point-group symmetry: Cn, Dn, T, O or I.")
+TemporalOption = typer.Option(1, "--temporal-samples", min=1, help="Temporal samples per particle trajectory "
+                              "(1: static particles).")
 ContrastOption = typer.Option(None, "--contrast", help="How particles look in the raw data: dark (counting detectors) "
                               "or light. Default: detected against the imported species' maps when given, else dark.",
                               show_default=False)
@@ -56,12 +68,12 @@ def relion5_tomo(tomograms: Path = typer.Argument(..., help="tomograms.star"),
                  source: str = typer.Option(..., help="Name of the new data source."),
                  project: Path = typer.Option(Path("."), help="RELION project folder (STAR paths are relative to it)."),
                  particles: Path = typer.Option(None, help="Particle STAR file (with --species and maps)."),
-                 species: str = typer.Option(None, help="Name of the species to create from --particles."),
-                 half1: Path = typer.Option(None), half2: Path = typer.Option(None), mask: Path = typer.Option(None),
-                 diameter: float = typer.Option(None, help="Species diameter in Å."),
-                 symmetry: str = typer.Option("C1"), temporal_samples: int = typer.Option(1),
-                 ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"),
-                 copy: bool = CopyOption, population: str = typer.Option("population"),
+                 species: str = SpeciesNameOption,
+                 half1: Path = Half1Option, half2: Path = Half2Option, mask: Path = MaskOption,
+                 diameter: float = DiameterOption,
+                 symmetry: str = SymmetryOption, temporal_samples: int = TemporalOption,
+                 ignore_unmatched: bool = IgnoreUnmatchedOption,
+                 copy: bool = CopyOption, population: str = PopulationOption,
                  contrast: str = ContrastOption,
                  branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import RELION 5 tilt series (and optionally a species) into a new commit."""
@@ -78,12 +90,12 @@ def relion_spa(particles: Path = typer.Argument(..., help="Particle STAR file (r
                source: str = typer.Option(..., help="Name of the new data source."),
                project: Path = typer.Option(Path("."), help="RELION project folder."),
                micrographs: Path = typer.Option(None, help="micrographs.star (per-micrograph CTF and pixel size)."),
-               species: str = typer.Option(None), half1: Path = typer.Option(None), half2: Path = typer.Option(None),
-               mask: Path = typer.Option(None), diameter: float = typer.Option(None),
-               symmetry: str = typer.Option("C1"), temporal_samples: int = typer.Option(1),
+               species: str = SpeciesNameOption, half1: Path = Half1Option, half2: Path = Half2Option,
+               mask: Path = MaskOption, diameter: float = DiameterOption,
+               symmetry: str = SymmetryOption, temporal_samples: int = TemporalOption,
                dose_per_frame: float = typer.Option(0.0, help="Dose per frame in e⁻/Å²."),
-               ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), copy: bool = CopyOption,
-               population: str = typer.Option("population"), branch: str = BranchOption, repo: str = RepoOption,
+               ignore_unmatched: bool = IgnoreUnmatchedOption, copy: bool = CopyOption,
+               population: str = PopulationOption, branch: str = BranchOption, repo: str = RepoOption,
                contrast: str = ContrastOption, json: bool = JsonOption) -> None:
     """Import RELION single-particle micrographs (and optionally a species) into a new commit."""
     from ..io import import_relion_spa
@@ -97,7 +109,8 @@ def relion_spa(particles: Path = typer.Argument(..., help="Particle STAR file (r
 @import_app.command("sim")
 def sim(folder: Path = typer.Argument(..., help="Folder written by `mrepo sim`."),
         truth: bool = typer.Option(False, "--truth", help="Import the ground truth instead of the initial values."),
-        source: str = typer.Option("sim"), copy: bool = CopyOption, population: str = typer.Option("population"),
+        source: str = typer.Option("sim", help="Name of the new data source."), copy: bool = CopyOption,
+        population: str = PopulationOption,
         contrast: str = typer.Option(None, "--contrast", help="Override the dataset's recorded contrast "
                                      "(dark | light).", show_default=False),
         branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
@@ -111,7 +124,7 @@ def sim(folder: Path = typer.Argument(..., help="Folder written by `mrepo sim`."
 def warp(folder: Path = typer.Argument(..., help="Warp processing folder (one XML per movie or tilt series)."),
          source: str = typer.Option("warp", "--source", help="Name of the new data source."),
          settings: Path = typer.Option(None, "--settings", help="Warp settings file (e.g. previous.settings)."),
-         copy: bool = CopyOption, population: str = typer.Option("population"), branch: str = BranchOption,
+         copy: bool = CopyOption, population: str = PopulationOption, branch: str = BranchOption,
          contrast: str = ContrastOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import a Warp processing folder as a new data source (one item per XML)."""
     from ..io.warp_import import import_warp
@@ -121,7 +134,7 @@ def warp(folder: Path = typer.Argument(..., help="Warp processing folder (one XM
 
 @import_app.command("m")
 def m(population_file: Path = typer.Argument(..., help="M .population file."),
-      ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched"), copy: bool = CopyOption,
+      ignore_unmatched: bool = IgnoreUnmatchedOption, copy: bool = CopyOption,
       contrast: str = ContrastOption,
       branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import an M population: its sources (.source + per-item Warp XML) and species, in one commit."""

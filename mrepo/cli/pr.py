@@ -38,6 +38,8 @@ ReclassOption = typer.Option(None, "--reclass-tolerance", help="Å within which 
                              "particle (default: the pair's collision threshold).", show_default=False)
 DupOption = typer.Option(None, "--duplicate-tolerance", help="Å below which two picks of one species are duplicates "
                          "(default: F x diameter).", show_default=False)
+MessageOption = typer.Option(None, "-m", "--message", help="Commit message (default: one naming the operation).",
+                             show_default=False)
 LimitOption = typer.Option(20, "--limit", "-n", help="Rows of colliding pairs to print (0: all).")
 
 
@@ -106,8 +108,8 @@ def _print_report(report: CollisionReport, limit: int) -> None:
 @app.command("open")
 def open_cmd(source: str = typer.Option(..., "--from", help="Branch, remote/branch or URL#branch to propose."),
              into: str = typer.Option(None, "--into", help="Target branch (default: the default branch)."),
-             title: str = typer.Option(..., "--title", "-t"),
-             description: str = typer.Option("", "--description", "-d"),
+             title: str = typer.Option(..., "--title", "-t", help="One-line title."),
+             description: str = typer.Option("", "--description", "-d", help="Longer description."),
              repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Open a pull request."""
     r = open_repo(repo)
@@ -177,7 +179,7 @@ def check_cmd(number: int = typer.Argument(..., help="Pull request number."),
 def merge_cmd(number: int = typer.Argument(..., help="Pull request number."),
               policy: str = typer.Option("fail", help=f"Collision policy: {' | '.join(PULL_POLICIES)}."),
               overlap_factor: float = FactorOption, reclass_tolerance: float = ReclassOption,
-              duplicate_tolerance: float = DupOption, message: str = typer.Option(None, "-m", "--message"),
+              duplicate_tolerance: float = DupOption, message: str = MessageOption,
               repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Merge a pull request (merge commit recording policy and report; 'fail' refuses on findings)."""
     r = open_repo(repo)
@@ -206,7 +208,7 @@ def dedup_cmd(name: str = typer.Argument(..., help="Species to deduplicate."),
               branch: str = typer.Option(None, "--branch", "-b", help="Branch (default: the default branch)."),
               keep: str = typer.Option("first", help="Which pick to keep: first | last | max:<column> | "
                                        "min:<column>."),
-              message: str = typer.Option(None, "-m", "--message"),
+              message: str = MessageOption,
               repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Remove duplicate picks of one species and commit the new species version."""
     res = dedup_species(open_repo(repo), name, branch=branch, tolerance=tolerance, keep=keep, message=message)

@@ -193,7 +193,8 @@ def register(app: typer.Typer) -> None:
     def merge(theirs: str = typer.Argument(..., help="Revision to merge in."),
               into: str = typer.Option(None, "--into", help="Branch to merge into (default: the default branch)."),
               policy: str = typer.Option("fail", help=f"Conflict policy: {' | '.join(MERGE_POLICIES)}."),
-              message: str = typer.Option(None, "-m", "--message"), repo: str = RepoOption,
+              message: str = typer.Option(None, "-m", "--message", help="Commit message (default: one "
+                                          "naming the merge).", show_default=False), repo: str = RepoOption,
               json: bool = JsonOption) -> None:
         """Three-way merge of populations (fast-forward when possible)."""
         if policy not in MERGE_POLICIES:
@@ -284,7 +285,10 @@ def register(app: typer.Typer) -> None:
     app.add_typer(remote_app, name="remote")
 
     @remote_app.command("add")
-    def remote_add(name: str, url: str, repo: str = RepoOption) -> None:
+    def remote_add(name: str = typer.Argument(..., help="Remote name (e.g. origin)."),
+                   url: str = typer.Argument(..., help="A folder (stored absolute), s3://bucket/prefix or "
+                                             "http(s)://host/repo."),
+                   repo: str = RepoOption) -> None:
         """Remember another repository under a name."""
         open_repo(repo).add_remote(name, url)
 

@@ -19,14 +19,16 @@ def _floats(text: str | None) -> list[float] | None:
 @app.command("add")
 def add(name: str = typer.Argument(..., help="Name of the new data source."),
         files: list[Path] = typer.Argument(..., help="MRC files, one item each."),
-        kind: str = typer.Option(..., help="frames | tilts"), copy: bool = typer.Option(False, "--copy"),
+        kind: str = typer.Option(..., help="frames | tilts"), copy: bool = typer.Option(False, "--copy", help="Copy the files into the "
+                                                                             "repository (default: reference in place)."),
         pixel_size: float = typer.Option(None, help="Å (default: the MRC header)."),
         voltage: float = typer.Option(300.0, help="kV"), cs: float = typer.Option(2.7, help="mm"),
-        amplitude_contrast: float = typer.Option(0.07), dose: float = typer.Option(0.0, help="e⁻/Å² per frame/tilt"),
+        amplitude_contrast: float = typer.Option(0.07, help="Amplitude contrast (fraction, 0-1)."), dose: float = typer.Option(0.0, help="e⁻/Å² per frame/tilt"),
         defocus: float = typer.Option(None, help="Initial defocus in Å."),
         tilt_angles: str = typer.Option(None, help="Comma-separated nominal tilt angles (deg, stack order)."),
         volume_dimensions: str = typer.Option(None, help="Comma-separated tomogram size x,y,z in Å."),
-        hand: float = typer.Option(1.0), branch: str = typer.Option(None, "--branch", "-b"),
+        hand: float = typer.Option(1.0, help="Tomogram handedness: 1 or -1 (RELION's rlnTomoHand)."),
+        branch: str = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default branch)."),
         contrast: str = typer.Option("dark", "--contrast", help="How particles look in the raw data: dark "
                                      "(counting detectors) or light."),
         repo: str = RepoOption, json: bool = JsonOption) -> None:
@@ -66,7 +68,9 @@ def list_sources(rev: str = typer.Argument(None, help="Revision (default: the de
 @app.command("contrast")
 def contrast(name: str = typer.Argument(..., help="Data source."),
              polarity: str = typer.Argument(..., help="dark (particles dark on a positive mean) or light."),
-             branch: str = typer.Option(None, "--branch", "-b"), repo: str = RepoOption, json: bool = JsonOption) -> None:
+             branch: str = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default "
+                                        "branch)."),
+             repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Set how particles look in a source's raw data (every image path inverts dark data), in a new commit."""
     from ..io.contrast import set_source_polarity
     h = set_source_polarity(open_repo(repo), name, polarity, branch=branch)

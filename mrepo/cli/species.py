@@ -18,11 +18,12 @@ def add(name: str = typer.Argument(..., help="Name of the new species."),
         half1: Path = typer.Option(..., help="Half-map 1 (MRC)."), half2: Path = typer.Option(..., help="Half-map 2."),
         mask: Path = typer.Option(..., help="Mask (MRC)."),
         particles: Path = typer.Option(..., help="RELION particle STAR file."),
-        diameter: float = typer.Option(..., help="Diameter in Å."), symmetry: str = typer.Option("C1"),
+        diameter: float = typer.Option(..., help="Diameter in Å."), symmetry: str = typer.Option("C1", help="Point-group symmetry: Cn, Dn, T, O or I."),
         temporal_samples: int = typer.Option(1, help="Temporal samples per particle trajectory."),
         ignore_unmatched: bool = typer.Option(False, "--ignore-unmatched",
                                               help="Skip particles whose micrograph/tomogram is not in the population."),
-        branch: str = typer.Option(None, "--branch", "-b"), repo: str = RepoOption, json: bool = JsonOption) -> None:
+        branch: str = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default branch)."),
+        repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Add a species, linking particles to items by micrograph or tomogram name."""
     from ..io import SpeciesFiles, add_species
     res = add_species(open_repo(repo), SpeciesFiles(name, half1, half2, mask, diameter, symmetry, temporal_samples),
@@ -58,7 +59,8 @@ def list_species(rev: str = typer.Argument(None, help="Revision (default: the de
 
 
 @app.command("show")
-def show(name: str = typer.Argument(...), rev: str = typer.Option(None, "--rev", help="Revision."),
+def show(name: str = typer.Argument(..., help="Species name."),
+         rev: str = typer.Option(None, "--rev", help="Revision (default: the default branch)."),
          repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Show one species: parameters, maps and particle count."""
     r = open_repo(repo)
