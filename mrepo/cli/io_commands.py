@@ -75,13 +75,18 @@ def relion5_tomo(tomograms: Path = typer.Argument(..., help="tomograms.star"),
                  ignore_unmatched: bool = IgnoreUnmatchedOption,
                  copy: bool = CopyOption, population: str = PopulationOption,
                  contrast: str = ContrastOption,
+                 coordinate_pixel_size: float = typer.Option(
+                     None, "--coordinate-pixel-size",
+                     help="Å per pixel of rlnCoordinateX/Y/Z picks (default: RELION 4 tilt-series pixel, else the "
+                          "tomogram's binned pixel from rlnTomoTomogramBinning)."),
                  branch: str = BranchOption, repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Import RELION 5 tilt series (and optionally a species) into a new commit."""
     from ..io import import_relion5_tomo
     sp = _species(species, half1, half2, mask, diameter, symmetry, temporal_samples)
     res = import_relion5_tomo(open_repo(repo), tomograms, source=source, project=project, particles=particles,
                               species=sp, copy=copy, ignore_unmatched=ignore_unmatched, population=population,
-                              branch=branch, polarity=_polarity(contrast, sp is not None))
+                              branch=branch, polarity=_polarity(contrast, sp is not None),
+                              coordinate_pixel_size=coordinate_pixel_size)
     _report(res, json)
 
 
@@ -145,20 +150,36 @@ def m(population_file: Path = typer.Argument(..., help="M .population file."),
 
 @export_app.command("m")
 def m_export(commit: str = typer.Option("main", "--commit", "-c", help="Revision to export."),
-             out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
+             out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption,
+             json: bool = JsonOption) -> None:
     """Write an M population folder (.population, .source, per-item Warp XML, .species and species folders)."""
     from ..io.m_format import export_m
-    paths = export_m(open_repo(repo), commit, out)
-    console.print(f"wrote {len(paths)} files under {out}")
+    r = open_repo(repo)
+    _wrote(r, commit, out, export_m(r, commit, out), json)
+
+
+def _wrote(r, rev: str, out: Path, paths: list, json: bool) -> None:
+    """Report written files: a line, or JSON ``{"commit", "out", "files"}`` (paths relative to OUT where inside it)."""
+    if json:
+        root = Path(out).resolve()
+        files = sorted(str(Path(p).resolve().relative_to(root)) if Path(p).resolve().is_relative_to(root) else str(p)
+                       for p in paths)
+        print_json({"commit": r.resolve(rev), "out": str(root), "files": files})
+    else:
+        console.print(f"wrote {len(paths)} files under {out}")
 
 
 @export_app.command("relion")
 def relion(commit: str = typer.Option("main", "--commit", "-c", help="Revision to export."),
-           out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
-    """Write tomograms.star, tilt-series STAR files, micrographs.star and per-species particles/maps."""
+           out: Path = typer.Option(..., help="Output folder."),
+           project: Path = typer.Option(None, help="RELION project folder the STAR paths are relative to "
+                                                   "(default: --out); the source project gives its own paths back."),
+           repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Write the refined state as RELION files: tomograms.star, tilt-series STARs, micrographs.star with motion
+    STARs, per-species particles/maps, image-warp sidecars; unmodelled columns come back as imported."""
     from ..io.export_relion import export_relion
-    paths = export_relion(open_repo(repo), commit, out)
-    console.print(f"wrote {len(paths)} files under {out}")
+    r = open_repo(repo)
+    _wrote(r, commit, out, export_relion(r, commit, out, project=project), json)
 
 
 def register(app: typer.Typer) -> None:
@@ -168,9 +189,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def checkout(rev: str = typer.Argument(..., help="Revision to materialise."),
-                 out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption) -> None:
+                 out: Path = typer.Option(..., help="Output folder."), repo: str = RepoOption,
+                 json: bool = JsonOption) -> None:
         """Write every species' maps (MRC) and particles (STAR) of a commit under OUT."""
         from ..io.checkout import checkout as checkout_files
 
-        paths = checkout_files(open_repo(repo), rev, out)
-        console.print(f"wrote {len(paths)} files under {out}")
+        r = open_repo(repo)
+        _wrote(r, rev, out, checkout_files(r, rev, out), json)
