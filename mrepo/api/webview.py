@@ -9,6 +9,12 @@
 - ``/api/sources/{hash}``: a data source's items, paginated
 - ``/api/arrays/{hash}/slice.png``: the central section of a 3-D (z, y, x) array as 8-bit
   grayscale PNG (row 0 at the top)
+- ``/api/arrays/{hash}/iso.png``: a shaded isosurface (``sigma`` above the mean) seen from
+  ``azimuth``/``elevation`` degrees (:mod:`mrepo.api.isosurface`)
+- ``/api/commits/{rev}``: a commit, its population summary and the diff to its first parent
+- ``/api/species-history``: a species' resolution (Å) along the first-parent history of a revision
+- ``/api/items/{hash}/thumbnail.png`` and ``/api/items/{hash}/ctf``: raw-data thumbnail and CTF
+  fit of an item (:mod:`mrepo.api.item_views`)
 - ``/api/pulls`` and ``/api/pulls/{n}``: pull requests with their collision reports
 """
 
@@ -28,10 +34,13 @@ from ..store import InvalidInput, MrepoError, ObjectNotFound, deref
 from .auth import require
 from .context import ServerContext
 from .errors import ApiError
+from .isosurface import render_isosurface, sigma_level
+from .item_views import ctf_fit, item_summary, raw_image, thumbnail
 from .png import central_slice, encode_png, to_uint8
 from .protocol import HASH_PATTERN
 
 MAX_SLICE_ELEMENTS = 512 ** 3
+MAX_ISO_ELEMENTS = 256 ** 3
 HashParam = Annotated[str, Path(pattern=HASH_PATTERN, description="BLAKE3 hex digest")]
 
 
@@ -96,11 +105,12 @@ def _neg(time: str) -> float:
         return 0.0
 
 
-def fsc_curve(ctx: ServerContext, sp: Species) -> dict[str, Any] | None:
-    """{"frequency": 1/Å, "fsc": values} of a species' ``fsc`` array, or None."""
-    if sp.fsc is None:
+def fsc_curve(ctx: ServerContext, sp: Species, array: str | None = None) -> dict[str, Any] | None:
+    """{"frequency": 1/Å, "fsc": values} of a species' ``fsc`` array (or of ``array``), or None."""
+    h = array or sp.fsc
+    if h is None:
         return None
-    arr = np.asarray(ctx.repo.objects.get_array(sp.fsc), dtype=np.float64)
+    arr = np.asarray(ctx.repo.objects.get_array(h), dtype=np.float64)
     if arr.ndim == 1:
         freq = np.arange(arr.size) / (sp.box * sp.pixel_size)
         values = arr
@@ -144,11 +154,69 @@ def build_router(ctx: ServerContext) -> APIRouter:
                             "particles": count, "half1": sp.half1, "half2": sp.half2, "has_fsc": sp.fsc is not None})
         return {"commit": commit, "name": pop.name, "sources": sources, "species": species}
 
-    @router.get("/species/{h}", summary="A species with its FSC curve")
+    @router.get("/species/{h}", summary="A species with its FSC curves and map hashes")
     def species(h: HashParam) -> dict:
         sp = Species.load(repo.objects, h)
         body = repo.objects.get_record(h, "species")
-        return {"hash": h, "record": body, "fsc": fsc_curve(ctx, sp)}
+        curves = []
+        if sp.fsc is not None:
+            curves.append({"name": "masked", **(fsc_curve(ctx, sp) or {})})
+        for name, ref in sorted((sp.metadata.get("fsc_curves") or {}).items()):
+            try:
+                curves.append({"name": name, **(fsc_curve(ctx, sp, deref(ref, "array")) or {})})
+            except (InvalidInput, MrepoError):
+                continue
+        maps = {"half1": sp.half1, "half2": sp.half2, "mask": sp.mask}
+        try:
+            if sp.metadata.get("filtered") is not None:
+                maps = {"filtered": deref(sp.metadata["filtered"], "array"), **maps}
+        except InvalidInput:
+            pass
+        return {"hash": h, "record": body, "fsc": fsc_curve(ctx, sp), "curves": curves, "maps": maps,
+                "resolution": sp.resolution, "pixel_size": sp.pixel_size, "box": sp.box}
+
+    @router.get("/species-history", summary="A species' resolution along the first-parent history")
+    def species_history(name: Annotated[str, Query(max_length=200)],
+                        rev: Annotated[str | None, Query(max_length=300)] = None,
+                        limit: Annotated[int, Query(ge=1, le=2000)] = 500) -> dict:
+        return species_history_of(ctx, rev or repo.default_branch, name, limit)
+
+    @router.get("/commits/{rev:path}", summary="A commit, its population and the diff to its first parent")
+    def commit_view(rev: str) -> dict:
+        return commit_detail(ctx, rev)
+
+    @router.get("/items/{h}", summary="An item's imaging summary (defocus, dose) and models")
+    def item_view(h: HashParam) -> dict:
+        it = Item.load(repo.objects, h)
+        return {"name": it.name, "kind": it.kind, "hash": h, "raw": it.raw.hash, "imaging": it.imaging,
+                "models": sorted(it.models), **item_summary(repo, it)}
+
+    @router.get("/items/{h}/thumbnail.png", summary="Thumbnail of an item's raw data (frame average)",
+                responses={200: {"content": {"image/png": {}}}})
+    def item_thumbnail(h: HashParam) -> Response:
+        png = cache.get((h, 10))
+        if png is None:
+            png = encode_png(to_uint8(thumbnail(raw_image(repo, Item.load(repo.objects, h)))))
+            cache.put((h, 10), png)
+        return Response(png, media_type="image/png", headers={"cache-control": "public, max-age=31536000"})
+
+    @router.get("/items/{h}/ctf", summary="CTF fit of an item: flattened power spectrum and CTF²")
+    def item_ctf(h: HashParam) -> dict:
+        return ctf_fit(repo, Item.load(repo.objects, h))
+
+    @router.get("/arrays/{h}/iso.png", summary="Shaded isosurface of a 3-D array as PNG",
+                responses={200: {"content": {"image/png": {}}}})
+    def iso_png(h: HashParam, azimuth: Annotated[float, Query(ge=-360, le=360)] = 30.0,
+                elevation: Annotated[float, Query(ge=-90, le=90)] = 20.0,
+                sigma: Annotated[float, Query(ge=-10, le=20)] = 2.0,
+                size: Annotated[int, Query(ge=32, le=512)] = 256) -> Response:
+        meta = repo.objects.array_meta(h)
+        if len(meta.shape) != 3 or int(np.prod(meta.shape)) > MAX_ISO_ELEMENTS or 0 in meta.shape:
+            raise ApiError(400, f"array {h} has shape {list(meta.shape)}: isosurfaces need a 3-D volume of at most "
+                           f"{MAX_ISO_ELEMENTS} voxels")
+        vol = np.asarray(repo.objects.get_array(h), dtype=np.float32)
+        img = render_isosurface(vol, sigma_level(vol, sigma), azimuth=azimuth, elevation=elevation, size=size)
+        return Response(encode_png(img), media_type="image/png", headers={"cache-control": "public, max-age=3600"})
 
     @router.get("/sources/{h}", summary="A data source's items")
     def source(h: HashParam, offset: Annotated[int, Query(ge=0)] = 0,
@@ -159,7 +227,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
         for key in keys[offset:offset + limit]:
             it = Item.load(repo.objects, src.items[key])
             items.append({"name": it.name, "kind": it.kind, "hash": src.items[key], "raw": it.raw.hash,
-                          "size": it.raw.size, "models": sorted(it.models), "refined_with": len(it.refined_with)})
+                          "size": it.raw.size, "models": sorted(it.models), "refined_with": len(it.refined_with),
+                          "stored": it.raw.stored, **item_summary(repo, it)})
         return {"name": src.name, "hash": h, "total": len(keys), "offset": offset, "items": items}
 
     @router.get("/arrays/{h}/slice.png", summary="Central section of a 3-D array as PNG",
@@ -193,10 +262,71 @@ def build_router(ctx: ServerContext) -> APIRouter:
         report = None
         check = summary.get("check")
         if check:
-            report = repo.objects.get_record(check)
+            report = _ids_as_text(repo.objects.get_record(check))
         return {**summary, "report": report}
 
     return router
+
+
+def species_history_of(ctx: ServerContext, rev: str, name: str, limit: int = 500) -> dict[str, Any]:
+    """Resolution (Å) of species ``name`` at each commit of the first-parent history of ``rev``,
+    oldest first; commits without the species are left out."""
+    repo = ctx.repo
+    h: str | None = repo.resolve(rev)
+    points: list[dict[str, Any]] = []
+    while h is not None and len(points) < limit:
+        c = Commit.load(repo.objects, h)
+        pop = Population.load(repo.objects, c.population)
+        if name in pop.species:
+            sp = Species.load(repo.objects, pop.species[name])
+            op = c.operation or {}
+            points.append({"commit": h, "time": c.time, "message": c.message, "operation": op.get("name"),
+                           "iteration": op.get("iteration"), "resolution": sp.resolution, "species": pop.species[name]})
+        h = c.parents[0] if c.parents else None
+    points.reverse()
+    return {"rev": rev, "name": name, "points": points}
+
+
+def commit_detail(ctx: ServerContext, rev: str) -> dict[str, Any]:
+    """A commit, the names in its population and the diff to its first parent (item keys named)."""
+    repo = ctx.repo
+    h = repo.resolve(rev)
+    c = Commit.load(repo.objects, h)
+    pop = Population.load(repo.objects, c.population)
+    out: dict[str, Any] = {"hash": h, **c.to_body(), "parents": list(c.parents),
+                           "population": {"name": pop.name, "hash": c.population,
+                                                                     "sources": sorted(pop.sources),
+                                                                     "species": sorted(pop.species)}}
+    if not c.parents:
+        out["diff"] = None
+        return out
+    d = repo.diff(c.parents[0], h).to_json()
+    names: dict[str, str] = {}
+    for pop_h in (c.population, Commit.load(repo.objects, c.parents[0]).population):
+        p = Population.load(repo.objects, pop_h)
+        for s_h in p.sources.values():
+            for key, item_h in DataSource.load(repo.objects, s_h).items.items():
+                names.setdefault(key, Item.load(repo.objects, item_h).name)
+    for field in ("items_added", "items_removed", "items_changed"):
+        d[field] = [{"source": s, "key": k, "name": names.get(k, k[:12])} for s, k in d.get(field, [])]
+    out["diff"] = {"parent": c.parents[0], **d}
+    return out
+
+
+_ID_FIELDS = ("id", "id_a", "id_b", "incoming_id", "existing_id")
+
+
+def _ids_as_text(report: Any) -> Any:
+    """Particle ids (63-bit integers) as decimal strings: JavaScript numbers keep only 53 bits."""
+    if not isinstance(report, dict):
+        return report
+    out = dict(report)
+    for key in ("collisions", "duplicates", "reclassifications", "id_clashes", "shared"):
+        rows = out.get(key)
+        if isinstance(rows, list):
+            out[key] = [{k: (str(v) if k in _ID_FIELDS and isinstance(v, int) else v) for k, v in r.items()}
+                        if isinstance(r, dict) else r for r in rows]
+    return out
 
 
 def _pull_summary(ctx: ServerContext, key: str, h: str) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
+import uuid
 from dataclasses import replace
 
 import httpx
@@ -78,18 +80,130 @@ def test_json_endpoints_and_slice(web) -> None:
                      headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_page_renders_in_headless_chromium(web, tmp_path) -> None:
-    base, *_ = web
-    shot = tmp_path / "page.png"
+def _chromium(url: str, tmp_path, *, shot=None, width: int = 900, height: int = 2600) -> str:
+    """Load ``url`` in headless Chromium (JS run for 10 s of virtual time); the DOM after it, and a
+    screenshot at ``shot`` when given."""
+    profile = tmp_path / f"profile-{uuid.uuid4().hex[:8]}"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
-           "--virtual-time-budget=8000", "--hide-scrollbars", base + "/"]
-    subprocess.run(cmd, check=True, timeout=120, capture_output=True)
-    img = np.asarray(Image.open(shot).convert("RGB"))
-    assert img.shape == (900, 1200, 3)
-    assert img.std() > 20 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # not blank
-    header = img[5:30, :, :].reshape(-1, 3).mean(axis=0)
-    assert header[2] > header[0] + 30  # the dark blue header bar was drawn
-    shutil.copy(shot, "/tmp/h7_webview.png")
+           f"--user-data-dir={profile}", f"--window-size={width},{height}", "--virtual-time-budget=10000",
+           "--hide-scrollbars"]
+    if shot is not None:
+        subprocess.run(cmd + [f"--screenshot={shot}", url], check=True, timeout=180, capture_output=True)
+    run = subprocess.run(cmd + ["--dump-dom", url], check=True, timeout=180, capture_output=True, text=True)
+    return run.stdout
+
+
+def _rects(dom: str, css_class: str) -> list[tuple[int, int, int, int]]:
+    """Page rectangles (x, y, w, h) the page recorded on its ``<img class=css_class>`` elements."""
+    out = []
+    for tag in re.findall(r"<img[^>]*>", dom):
+        if re.search(rf'class="[^"]*\b{css_class}\b', tag):
+            m = re.search(r'data-rect="(\d+),(\d+),(\d+),(\d+)"', tag)
+            if m and 'data-loaded="' in tag:
+                out.append(tuple(int(v) for v in m.groups()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def scientist(tmp_path_factory):
+    """A served repository with refinement history, FSC curves, maps, raw data and a checked pull request."""
+    from tests.api.webview_data import build, simulate
+
+    d = tmp_path_factory.mktemp("web")
+    repo = Repository.init(str(d / "r"))
+    names = build(repo, simulate(d / "sim"))
+    app = create_app(str(d / "r"), None, anonymous_read=True, access_log=False)
+    with thread_server(app) as base:
+        yield base, repo, names
+
+
+def test_views_a_scientist_uses(scientist) -> None:
+    base, repo, names = scientist
+    detail = httpx.get(f"{base}/api/commits/main").json()
+    assert detail["message"] == "refine iteration 2" and detail["diff"]["species_changed"] == [names["species"]]
+    parent = httpx.get(f"{base}/api/commits/{detail['parents'][0]}").json()
+    assert parent["message"] == "refine iteration 1"
+    hist = httpx.get(f"{base}/api/species-history", params={"name": names["species"], "rev": "main"}).json()
+    assert [(p["iteration"], p["resolution"]) for p in hist["points"]][-2:] == [(1, 9.0), (2, 6.5)]
+    sp = httpx.get(f"{base}/api/species/{repo.population().species[names['species']]}").json()
+    assert [c["name"] for c in sp["curves"]] == ["masked", "unmasked"] and set(sp["maps"]) == {
+        "filtered", "half1", "half2", "mask"}
+    iso = np.asarray(Image.open(io.BytesIO(httpx.get(f"{base}/api/arrays/{sp['maps']['filtered']}/iso.png").content)))
+    assert iso.shape == (256, 256) and 0.05 < (iso > 40).mean() < 0.9  # a lit surface on a dark background
+    src = repo.population().sources["sim"]
+    items = httpx.get(f"{base}/api/sources/{src}").json()["items"]
+    item = items[0]
+    truth = repo.item(item["hash"])
+    ctf_model = repo.objects.get_array(truth.models["ctf"])
+    assert item["defocus_A"] == pytest.approx(float(np.mean(ctf_model[:, :2])), abs=0.1)
+    assert item["dose_e_per_A2"] == pytest.approx(sum(truth.imaging["exposure"]))
+    thumb = np.asarray(Image.open(io.BytesIO(httpx.get(f"{base}/api/items/{item['hash']}/thumbnail.png").content)))
+    assert thumb.shape == (160, 160) and thumb.std() > 10
+    fit = httpx.get(f"{base}/api/items/{item['hash']}/ctf").json()
+    assert len(fit["frequency"]) == len(fit["power"]) == len(fit["ctf2"]) == 81
+    report = httpx.get(f"{base}/api/pulls/{names['pull']}").json()["report"]
+    assert report["counts"]["collisions"] > 0 and all(isinstance(c["incoming_id"], str) for c in report["collisions"])
+
+
+def test_ctf_curve_matches_the_kernel() -> None:
+    import torch
+
+    from mrepo.api.item_views import ctf_curve
+    from mrepo.kernels.ctf import ctf_at
+
+    f = np.linspace(0, 0.3, 50)
+    ours = ctf_curve(f, 15000.0, 300.0, 2.7, 0.07)
+    grid = torch.stack([torch.from_numpy(f), torch.zeros(50, dtype=torch.float64)], dim=-1)
+    kernel = ctf_at(grid, defocus_u=15000.0, defocus_v=15000.0, astigmatism_angle=0.0, voltage_kv=300.0, cs_mm=2.7,
+                    amplitude_contrast=0.07).numpy()
+    np.testing.assert_allclose(ours, kernel, atol=1e-6)
+
+
+def test_isosurface_of_an_ellipsoid_has_its_projected_area() -> None:
+    from mrepo.api.isosurface import render_isosurface
+
+    z, y, x = np.mgrid[:32, :32, :32] - 16
+    blob = ((x / 10) ** 2 + (y / 6) ** 2 + (z / 4) ** 2 < 1).astype(np.float32)
+    down_z = render_isosurface(blob, 0.5, azimuth=0, elevation=0, size=128)  # 4 px per voxel
+    assert (down_z > 24).sum() == pytest.approx(np.pi * 10 * 6 * 16, rel=0.03)
+    side = render_isosurface(blob, 0.5, azimuth=0, elevation=90, size=128)  # looking along y: x-z ellipse
+    assert (side > 24).sum() == pytest.approx(np.pi * 10 * 4 * 16, rel=0.08)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_page_in_headless_chromium_at_900_px(scientist, tmp_path) -> None:
+    base, repo, names = scientist
+    shot = tmp_path / "page.png"
+    dom = _chromium(base + "/", tmp_path, shot=shot)
+    assert 'data-ready="1"' in dom
+    text = re.sub(r"<[^>]+>", " ", dom)
+    for expected in ("refine iteration 2", "Changes from", f"species changed: {names['species']}", "resolution (Å)",
+                     "0.143", "6.50 Å", "z (y-x plane)", "x (z-y plane)", "filtered", "isosurface", "defocus (µm)",
+                     "e⁻/Å²", "Collisions (", "Duplicates (0)", "Id clashes (0)", "Reclassifications (0)",
+                     f"{names['second']} from lab 2"):
+        assert expected in text, expected
+    assert re.search(r'class="tick"[^>]*>\s*10\s*<', dom)  # Å tick labels on the FSC axis
+    assert dom.count('class="fsc-curve"') == 2 and 'class="resolution-mark"' in dom
+    img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
+    assert img.shape == (2600, 900)
+    slices = _rects(dom, "slice")
+    assert len(slices) == 12  # 4 maps x 3 orientations, all decoded
+    for x, y, w, h in slices + _rects(dom, "iso-image") + _rects(dom, "thumb"):
+        region = img[y + 2:y + h - 2, x + 2:x + w - 2]
+        assert region.size and region.std() > 8, (x, y, w, h)  # an image, not a blank box
+    width = re.search(r'data-scroll-width="(\d+)"', dom)
+    assert width and int(width.group(1)) <= 900  # no horizontal scrolling of the page at 900 px
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_private_server_shows_a_sign_in_page(tmp_path) -> None:
+    repo = Repository.init(str(tmp_path / "r"))
+    repo.commit(make_population(repo), message="secret work")
+    secret = add_token(tmp_path / "t.toml", "viewer", "read")
+    app = create_app(str(tmp_path / "r"), tmp_path / "t.toml", anonymous_read=False, access_log=False)
+    with thread_server(app) as base:
+        dom = _chromium(base + "/", tmp_path, height=900)
+        assert re.search(r'<section id="login">', dom) and re.search(r'<main id="main" hidden', dom)
+        assert "Sign in" in dom and "secret work" not in dom
+        assert httpx.get(f"{base}/api/overview", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
