@@ -50,6 +50,7 @@ from .identity import M_ID_COLUMN, import_context, read_id_column
 from .mrc import write_mrc
 from .raw_access import raw_paths
 from .relion_particles import ParticleRows
+from .relion_passthrough import PREFIX, columns_from_extra, particle_columns
 from .species_build import build_species, read_species_maps, species_ids
 from .staging import (
     ImportResult,
@@ -65,7 +66,9 @@ from .warp_export import SIDECAR, item_warp_meta, write_item_xml
 from .warp_import import warp_item
 from .warp_xml import read_warp_xml
 
-__all__ = ["export_m", "import_m", "import_m_species", "guid_for"]
+__all__ = ["export_m", "import_m", "import_m_species", "guid_for", "M_PREFIX"]
+
+M_PREFIX = "m."  # ParticleTable.extra names of M particle columns mrepo does not model (Particle.Extra)
 
 
 def guid_for(h: str) -> str:
@@ -156,6 +159,8 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
         cols["wrpSourceName"] = [_file_name(repo, items[k]) for k in keys]
         cols["wrpSourceHash"] = [m_hashes[k] for k in keys]
         cols[M_ID_COLUMN] = table.ids[order]
+        m_extra = {PREFIX + k[len(M_PREFIX):]: v for k, v in table.extra.items() if k.startswith(M_PREFIX)}
+        cols.update(columns_from_extra(m_extra, order))  # M's extra particle columns, back as they came
         written.append(write_star(folder / f"{name}_particles.star", {"": pd.DataFrame(cols)}))
         written.append(_write_species_sidecar(sp, table, folder / f"{name}{SIDECAR}"))
     written.append(_write_xml(proot, out / f"{pop.name}.population"))
@@ -234,8 +239,11 @@ def _m_rows(star: Path, temporal: int, repo_items: dict[str, Item], index: dict,
                                  for a in ("Rot", "Tilt", "Psi")], 1) for t in range(samples)], 1)
     half = integers(df, "wrpRandomSubset", star, bname)
     ids = read_id_column(df, star, bname, M_ID_COLUMN)
+    reserved = {c for c in df.columns if c.startswith(("wrpCoordinate", "wrpAngle"))}
+    reserved |= {"wrpRandomSubset", "wrpSourceName", "wrpSourceHash", M_ID_COLUMN}
+    extra = {M_PREFIX + k[len(PREFIX):]: v[keep] for k, v in particle_columns(df, reserved).items()}
     kept = [it for it, k in zip(matched, keep) if k]
-    rows = ParticleRows([it.key for it in kept], coords[keep][:, 0], angles[keep][:, 0], half[keep], {}, kept,
+    rows = ParticleRows([it.key for it in kept], coords[keep][:, 0], angles[keep][:, 0], half[keep], extra, kept,
                         coordinates_t=coords[keep], angles_t=angles[keep])
     rows.ids = None if ids is None else ids[keep]
     return rows, samples
