@@ -38,7 +38,8 @@ from mrepo.store import CorruptObject, InvalidInput, ObjectStore, hash_file
 from mrepo.store.backends import LocalBackend
 from mrepo.store.objects import object_key
 
-__all__ = ["RawStack", "read_raw", "read_exposures", "normalised_exposures", "exposure_statistics"]
+__all__ = ["RawStack", "NormalisedExposures", "read_raw", "read_exposures", "open_exposures", "normalised_exposures",
+           "exposure_statistics"]
 
 _BLOB_PREFIX = len(b"blob\0")
 
@@ -220,17 +221,53 @@ def exposure_statistics(raw: RawStack, kind: str) -> tuple[np.ndarray, np.ndarra
     return offsets, scales
 
 
+class NormalisedExposures:
+    """An item's exposures as every image path sees them, computed on demand: ``(raw - offset) * sign /
+    scale`` per exposure (:func:`exposure_statistics`; sign -1 for ``polarity="dark"``). Only the
+    statistics pass reads every exposure; :meth:`region` then reads just the pixels asked for."""
+
+    def __init__(self, raw: RawStack, kind: str, polarity: str):
+        self.raw = raw
+        self.sign = -1.0 if check_polarity(polarity) == "dark" else 1.0
+        self.offset, self.scale = exposure_statistics(raw, kind)
+
+    @property
+    def n(self) -> int:
+        return self.raw.n
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.raw.shape
+
+    def region(self, i: int, y: slice = slice(None), x: slice = slice(None)) -> np.ndarray:
+        """Normalised pixels ``[y, x]`` of exposure ``i`` (float32)."""
+        f, s = self.raw._sections[i]
+        offset = self.offset[i] if self.offset.shape[1:] == (1, 1) else self.offset[i][y, x]
+        return ((np.asarray(f.data[s][y, x], np.float64) - offset) * (self.sign / self.scale[i])).astype(np.float32)
+
+    def exposure(self, i: int) -> np.ndarray:
+        """Normalised exposure ``i`` (y, x) float32."""
+        return self.region(i)
+
+    def tensor(self) -> torch.Tensor:
+        """All exposures (n, y, x) float32."""
+        out = np.empty((self.n, *self.shape), np.float32)
+        for i in range(self.n):
+            out[i] = self.region(i)
+        return torch.from_numpy(out)
+
+
 def normalised_exposures(raw: RawStack, kind: str, polarity: str) -> torch.Tensor:
     """(n, y, x) float32: every exposure normalised (:func:`exposure_statistics`) and multiplied
     by -1 for ``polarity="dark"``, so particles are positive density."""
-    sign = -1.0 if check_polarity(polarity) == "dark" else 1.0
-    offset, scale = exposure_statistics(raw, kind)
-    out = np.empty((raw.n, *raw.shape), np.float32)
-    for i in range(raw.n):
-        out[i] = (raw.exposure(i) - offset[i]) * (sign / scale[i])
-    return torch.from_numpy(out)
+    return NormalisedExposures(raw, kind, polarity).tensor()
 
 
 def read_exposures(objects: ObjectStore, item: Item, polarity: str) -> torch.Tensor:
     """The item's exposures ready for every image path: (n, y, x) float32, normalised, positive density."""
     return normalised_exposures(RawStack.open(objects, item), item.kind, polarity)
+
+
+def open_exposures(objects: ObjectStore, item: Item, polarity: str) -> NormalisedExposures:
+    """Like :func:`read_exposures`, but lazy: exposures or regions of them on demand (bounded memory)."""
+    return NormalisedExposures(RawStack.open(objects, item), item.kind, polarity)

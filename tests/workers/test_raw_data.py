@@ -14,7 +14,7 @@ from mrepo.graph import DataSource, Item, Population, RawData, Repository
 from mrepo.graph.merge import merge_populations
 from mrepo.sim import render_tilts
 from mrepo.store import CorruptObject, InvalidInput, hash_file
-from mrepo.workers.raw_data import RawStack, exposure_statistics, read_exposures
+from mrepo.workers.raw_data import RawStack, exposure_statistics, open_exposures, read_exposures
 from tests.workers.simdata import frames_sim, tilts_sim
 
 
@@ -111,6 +111,8 @@ def test_dark_tilts_become_unit_variance_positive_density(tmp_path: Path) -> Non
     path = _mrc(tmp_path / "ts.mrc", sim.data)
     repo = Repository.init(str(tmp_path / "repo"))
     item = _item(_in_place(path))
+    lazy = open_exposures(repo.objects, item, "dark")
+    assert np.array_equal(lazy.region(2, slice(10, 40), slice(5, 70)), lazy.exposure(2)[10:40, 5:70])
     for polarity, sign in (("dark", 1), ("light", -1)):
         images = read_exposures(repo.objects, item, polarity).numpy().astype(np.float64)
         for i in range(len(images)):
@@ -127,6 +129,8 @@ def test_frames_share_the_scale_of_their_average(tmp_path: Path) -> None:
     offset, scale = exposure_statistics(raw, "frames")
     assert np.all(scale == scale[0])  # M: one scale for all frames, from the average
     images = read_exposures(repo.objects, _item(_in_place(path), "frames"), "dark").numpy().astype(np.float64)
+    lazy = open_exposures(repo.objects, _item(_in_place(path), "frames"), "dark")
+    assert np.allclose(lazy.region(1, slice(3, 50), slice(60, 90)), images[1, 3:50, 60:90], atol=1e-5)
     average = images.mean(0)
     assert abs(average.mean()) < 1e-4 and abs(average.std() - 1) < 1e-3
     assert abs(images.mean()) < 1e-3 and images.std() > 1.5  # single frames are noisier than their average
