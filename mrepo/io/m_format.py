@@ -48,7 +48,7 @@ from ..store import InvalidInput
 from .export_relion import population_items
 from .identity import M_ID_COLUMN, import_context, read_id_column
 from .mrc import write_mrc
-from .raw_access import raw_paths
+from .raw_access import exports_raw_data, raw_paths
 from .relion_particles import ParticleRows
 from .relion_passthrough import PREFIX, columns_from_extra, particle_columns
 from .species_build import build_species, read_species_maps, species_ids
@@ -92,8 +92,10 @@ def _file_name(repo: Repository, item: Item) -> str:
     return f"{item.name}.tomostar" if item.kind == "tilts" else raw_paths(repo, item)[0].name
 
 
+@exports_raw_data
 def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
-    """Write the population at ``rev`` as an M population folder; returns written paths."""
+    """Write the population at ``rev`` as an M population folder; returns written paths. Raw data held
+    only in the repository is written under ``<out>/raw/`` (:func:`~mrepo.io.raw_access.exports_raw_data`)."""
     out = Path(out)
     commit = repo.resolve(rev)
     pop = repo.population(commit)

@@ -202,29 +202,45 @@ def _link(target: Path, link: Path) -> Path:
     return link
 
 
+def _sections(repo: Repository, item: Item, n: int) -> list[int | None]:
+    """Per tilt: the section to extract from its file (a stack, or a manifest entry ``k@stack``), or None
+    when the file is the tilt's image itself."""
+    if item.raw.format != "manifest":
+        return list(range(n))
+    entries = json.loads(repo.objects.get_blob(item.raw.hash))["files"]
+    return [e.get("section") for e in entries]
+
+
 def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], list[Path]]:
     """Per-tilt movies M opens (MoviePath relative to ``out``) and their average/ links; returns
-    (MoviePath list, written paths)."""
+    (MoviePath list, written paths). A tilt that is a whole file is linked; a section of a stack is
+    written out as a one-image MRC (M reads one image per movie)."""
     paths = raw_paths(repo, item)
     n = int(item.imaging["dimensions"][2])
+    sections = _sections(repo, item, n)
+    if item.raw.format != "manifest":
+        paths = paths * n
+    if len(paths) != n or len(sections) != n:
+        raise MCannotRepresent(f"item {item.name!r}: raw data lists {len(paths)} images for {n} tilts")
     folder = out / "tilts" / item.name
     names, written = [], []
-    stack = None
-    if item.raw.format != "manifest":
-        stack = mrcfile.mmap(paths[0], mode="r", permissive=True)
+    stacks: dict[Path, mrcfile.mrcfile.MrcFile] = {}
     try:
-        for t in range(n):
+        for t, (path, section) in enumerate(zip(paths, sections)):
             movie = folder / f"{item.name}_{t:03d}.mrc"
-            if stack is None:
-                written.append(_link(paths[t], movie))
+            if section is None:
+                written.append(_link(path, movie))
             else:
-                written.append(write_mrc(movie, np.asarray(stack.data[t])[None], float(item.imaging["pixel_size"]),
-                                         volume=False))
+                if path not in stacks:
+                    stacks[path] = mrcfile.mmap(path, mode="r", permissive=True)
+                data = stacks[path].data
+                image = np.asarray(data[section] if data.ndim == 3 else data)
+                written.append(write_mrc(movie, image[None], float(item.imaging["pixel_size"]), volume=False))
             written.append(_link(movie, folder / "average" / movie.name))
             names.append(movie.relative_to(out).as_posix())
     finally:
-        if stack is not None:
-            stack.close()
+        for m in stacks.values():
+            m.close()
     return names, written
 
 

@@ -160,3 +160,30 @@ def test_hand_plus_one_written_not_inverted(tmp_path):
     repo2 = Repository.init(str(tmp_path / "repo2"))
     import_m(repo2, tmp_path / "m/population.population")
     assert {it.imaging["hand"] for it in _items(repo2).values()} == {1.0}
+
+
+def test_m_export_of_copied_raw_data_after_the_originals_are_gone(tmp_path):
+    """--copy imports: the M export writes the raw data out of the repository and M's files point there."""
+    proj = relion5_tomo(tmp_path / "proj")
+    constant_xtilt(tmp_path / "proj")
+    sp = SpeciesFiles("ribo", proj["half1"], proj["half2"], proj["mask"], 250.0, "C1")
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion5_tomo(repo, proj["tomograms"], source="ts", project=tmp_path / "proj", particles=proj["particles"],
+                        species=sp, copy=True)
+    (tmp_path / "proj").rename(tmp_path / "gone")
+    out = tmp_path / "m"
+    export_m(repo, "main", out)
+    src = ET.parse(out / "ts.source").getroot()
+    for f in src.findall("Files/File"):
+        root_name = f.get("Name")[: -len(".tomostar")]
+        first = (out / ET.parse(out / f"{root_name}.xml").getroot().find("MoviePath").text.split("\n")[0])
+        assert first.is_file() and f.get("Hash") == m_data_hash(root_name, first)
+        assert str(first.resolve()).startswith(str(out.resolve()))  # nothing points into the removed project
+    repo2 = Repository.init(str(tmp_path / "repo2"))
+    import_m(repo2, out / "population.population")
+    a, b = _items(repo), _items(repo2)
+    assert b["TS_02"].key == a["TS_02"].key  # one stack: same bytes, same identity
+    # TS_01's raw data is a manifest of per-tilt files, whose key includes where the files were (their uris):
+    # exported from the repository they now live under <out>/raw, so it comes back as a new item
+    t2 = repo2.particles(repo2.species(repo2.population().species["ribo"]).particles)
+    assert len(t2) == 3 and set(t2.items) == {b["TS_01"].key, b["TS_02"].key}
