@@ -187,3 +187,70 @@ def test_m_export_of_copied_raw_data_after_the_originals_are_gone(tmp_path):
     # exported from the repository they now live under <out>/raw, so it comes back as a new item
     t2 = repo2.particles(repo2.species(repo2.population().species["ribo"]).particles)
     assert len(t2) == 3 and set(t2.items) == {b["TS_01"].key, b["TS_02"].key}
+
+
+def _with_models(repo, models: dict[str, dict[str, np.ndarray]]) -> None:
+    """Commit the population with extra/replaced model arrays on named items (as refinement would)."""
+    from dataclasses import replace
+
+    pop = repo.population()
+    sources = {}
+    for sname, sh in pop.sources.items():
+        src = repo.source(sh)
+        items = {}
+        for key, ih in src.items.items():
+            it = repo.item(ih)
+            new = {k: repo.objects.put_array(np.ascontiguousarray(v, np.float64))
+                   for k, v in models.get(it.name, {}).items()}
+            items[key] = replace(it, models={**it.models, **new}).save(repo.objects)
+        sources[sname] = replace(src, items=items).save(repo.objects)
+    repo.commit(replace(pop, sources=sources), message="refined models")
+
+
+def test_refined_models_survive_m_roundtrip(tmp_path):
+    """Per-frame astigmatism, phase, image warp and exposure weights (frames); stage corrections, per-tilt
+    image warp and weights (tilts): written to M's grids and read back exactly."""
+    from warp_projects import warp_frames
+
+    from mrepo.io.warp_import import import_warp
+
+    rng = np.random.default_rng(3)
+    proj = warp_frames(tmp_path / "warp")
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_warp(repo, proj["folder"], source="movies", settings=proj["settings"])
+    frames = {"ctf": np.stack([15000 + rng.uniform(0, 50, 3), 14800 + rng.uniform(0, 50, 3),
+                               rng.uniform(0, 90, 3)], 1),
+              "phase_shift": rng.uniform(0, 90, 3), "weights": np.stack([rng.uniform(0, 40, 3), [1.0, 0.8, 0.5]], 1),
+              "image_warp": rng.normal(size=(2, 3, 2, 3)), "global_shifts": rng.normal(size=(3, 2))}
+    _with_models(repo, {"mov_001": frames})
+    export_m(repo, "main", tmp_path / "m")
+    repo2 = Repository.init(str(tmp_path / "repo2"))
+    import_m(repo2, tmp_path / "m/population.population")
+    it = _items(repo2)["mov_001"]
+    assert set(frames) <= set(it.models)
+    for k, v in frames.items():
+        np.testing.assert_allclose(repo2.objects.get_array(it.models[k]), v, rtol=0, atol=1e-9, err_msg=k)
+
+    _, trepo, _ = _setup(tmp_path / "t")
+    tilts = {"stage_corrections": rng.normal(size=(3, 3)), "image_warp": rng.normal(size=(2, 2, 2, 3)),
+             "weights": np.stack([rng.uniform(0, 40, 3), [1.0, 0.9, 0.7]], 1), "phase_shift": [10.0, 20.0, 30.0]}
+    _with_models(trepo, {"TS_02": tilts})
+    export_m(trepo, "main", tmp_path / "mt")
+    repo3 = Repository.init(str(tmp_path / "repo3"))
+    import_m(repo3, tmp_path / "mt/population.population")
+    a, b = _items(trepo)["TS_02"], _items(repo3)["TS_02"]
+    assert set(b.models) == set(a.models)
+    for k in a.models:
+        np.testing.assert_allclose(repo3.objects.get_array(b.models[k]), trepo.objects.get_array(a.models[k]),
+                                   rtol=0, atol=1e-9, err_msg=k)
+
+
+def test_models_m_has_no_place_for_are_refused(tmp_path):
+    _, repo, _ = _setup(tmp_path)
+    _with_models(repo, {"TS_01": {"beam_tilt": np.zeros((3, 2))}})
+    with pytest.raises(MCannotRepresent, match=r"item 'TS_01': M has no place for model\(s\) beam_tilt"):
+        export_m(repo, "main", tmp_path / "m")
+    _, repo2, _ = _setup(tmp_path / "b")
+    _with_models(repo2, {"TS_02": {"image_warp": np.zeros((2, 2, 2, 2))}})  # 2 temporal nodes for 3 tilts
+    with pytest.raises(MCannotRepresent, match=r"item 'TS_02': image warp grid .* one node per tilt \(3\)"):
+        export_m(repo2, "main", tmp_path / "m2")
