@@ -196,9 +196,12 @@ class ArrayReceiver:
             slab[1] -= 1
         self._hash_ready()
 
-    def _hash_ready(self) -> None:
-        """Hash every complete slab that follows the last hashed one, in order."""
-        with self._hash_lock:
+    def _hash_ready(self, wait: bool = False) -> None:
+        """Hash every complete slab that follows the last hashed one, in order. Without ``wait``,
+        a thread that finds another one hashing returns at once (``finish`` catches up)."""
+        if not self._hash_lock.acquire(blocking=wait):
+            return
+        try:
             while True:
                 with self._lock:
                     slab = self._slabs.get(self._next)
@@ -207,12 +210,15 @@ class ArrayReceiver:
                     del self._slabs[self._next]
                     self._next += 1
                 self._hasher.update(memoryview(np.ascontiguousarray(slab[0])).cast("B") if slab[0].size else b"")
+        finally:
+            self._hash_lock.release()
 
     def finish(self) -> None:
         """Raise CorruptObject unless every chunk arrived and the data hashes to the name."""
         if self._pending:
             raise CorruptObject(f"array {self.h}: {len(self._pending)} chunk(s) missing, e.g. "
                                 f"{sorted(self._pending)[0]}")
+        self._hash_ready(wait=True)
         if self._slabs:
             raise CorruptObject(f"array {self.h}: incomplete slabs after all chunks arrived")
         if self._hasher.hexdigest() != self.h:
