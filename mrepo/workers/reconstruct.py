@@ -153,7 +153,7 @@ def check_reconstruction(rec: Reconstruction, mask: np.ndarray, pixel_size: floa
         ref_corr = low_band_correlation(rec, mask, pixel_size, reference, low_resolution=low_resolution)[0]
     check = ReconstructionCheck(shells, half_corr, ref_corr, mean_fraction, fsc_low)
     band = f"shells 1-{shells}, to {box * pixel_size / shells:.1f} Å"
-    if half_corr < SHARED_STRUCTURE and (fsc_low > 0.5 or mean_fraction > 0.5):
+    if half_corr < SHARED_STRUCTURE and fsc_low > 0.5:
         raise ReconstructionError(
             f"species {name!r}: the half-maps agree only through a shared mean/low-frequency artefact (FSC "
             f"{fsc_low:.2f} at low frequency, but {half_corr:.2f} once each map's mean is removed; {band}): "
