@@ -92,9 +92,9 @@ def register(app: typer.Typer) -> None:
                 "commit": h, **commit.to_body(),
                 "population_record": {"name": pop.name, "hash": commit.population},
                 "sources": {n: {"hash": pop.sources[n], "items": len(s.items)} for n, s in sources.items()},
-                "species": {n: {"hash": pop.species[n], "particles": counts[n], "resolution": s.resolution,
-                                "symmetry": s.symmetry, "diameter": s.diameter, "box": s.box,
-                                "pixel_size": s.pixel_size} for n, s in species.items()},
+                "species": {n: {"hash": pop.species[n], "particles": counts[n], "resolution_A": s.resolution,
+                                "symmetry": s.symmetry, "diameter_A": s.diameter, "box_px": s.box,
+                                "pixel_size_A": s.pixel_size} for n, s in species.items()},
             })
             return
         console.print(f"[yellow]commit {h}[/]\nAuthor: {commit.author}\nDate:   {commit.time}\n\n    {commit.message}\n")
@@ -110,7 +110,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def diff(a: str = typer.Argument(..., help="Old revision."), b: str = typer.Argument(None, help="New revision."),
              repo: str = RepoOption, json: bool = JsonOption) -> None:
-        """Differences between two commits: sources, items, species, particles."""
+        """Differences between two commits by name: sources, items (and which fields), species (and what
+        changed: resolution, maps, particles), particle counts."""
         r = open_repo(repo)
         d = r.diff(a, b or r.default_branch)
         if json:
@@ -119,15 +120,20 @@ def register(app: typer.Typer) -> None:
         if d.empty:
             console.print("no differences")
             return
-        for label, values in (("source added", d.sources_added), ("source removed", d.sources_removed),
-                              ("species added", d.species_added), ("species removed", d.species_removed),
-                              ("species changed", d.species_changed)):
+        for label, values in (("source added", d.sources_added), ("source removed", d.sources_removed)):
             for v in values:
                 console.print(f"{label:16} {v}")
-        for label, values in (("item added", d.items_added), ("item removed", d.items_removed),
-                              ("item changed", d.items_changed)):
-            for src, key in values:
-                console.print(f"{label:16} {src}/{key[:16]}")
+        for name, fields in d.source_changes.items():
+            console.print(f"{'source changed':16} {name}: {', '.join(fields)}")
+        for e in d.items:
+            what = f": {', '.join(e['fields'])}" if e["fields"] else ""
+            console.print(f"{'item ' + e['change']:16} {e['source']}/{e['name']}{what}", soft_wrap=True)
+        for label, values in (("species added", d.species_added), ("species removed", d.species_removed)):
+            for v in values:
+                console.print(f"{label:16} {v}")
+        for name in d.species_changed:
+            console.print(f"{'species changed':16} {name}: {_species_change_text(d.species_changes.get(name, {}))}",
+                          soft_wrap=True)
         for name, p in d.particles.items():
             console.print(f"{'particles':16} {name}: +{p.added} -{p.removed} ({p.kept} kept)")
 
@@ -311,6 +317,24 @@ def _ref_labels(r: Repository) -> dict[str, list[str]]:
     for name, h in r.tags().items():
         labels.setdefault(h, []).append(f"tag: {name}")
     return labels
+
+
+_UNITS = {"_A": " Å", "_px": " px"}
+
+
+def _species_change_text(changes: dict[str, Any]) -> str:
+    """``resolution 8.74 -> 6.23 Å, half1, half2, particles`` from a diff's species changes."""
+    parts = []
+    for key, value in changes.items():
+        if value is True:
+            parts.append(key)
+            continue
+        old, new = value
+        unit = next((u for suffix, u in _UNITS.items() if key.endswith(suffix)), "")
+        label = key.removesuffix("_A").removesuffix("_px")
+        fmt = (lambda v: "n/a" if v is None else f"{v:.2f}") if label == "resolution" else (lambda v: f"{v}")
+        parts.append(f"{label} {fmt(old)} -> {fmt(new)}{unit}")
+    return ", ".join(parts) or "record changed"
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")

@@ -35,11 +35,12 @@ def add(name: str = typer.Argument(..., help="Name of the new species."),
 
 
 def _summary(r, name: str, h: str) -> dict:
+    """One species as JSON (units in the key names: docs/json.md)."""
     s = r.species(h)
     count = r.objects.get_record(s.particles, "particles")["count"]
-    return {"name": name, "hash": h, "particles": count, "diameter": s.diameter, "symmetry": s.symmetry,
-            "pixel_size": s.pixel_size, "box": s.box, "temporal_samples": s.temporal_samples,
-            "resolution": s.resolution, "contributors": len(s.contributors)}
+    return {"name": name, "hash": h, "particles": count, "diameter_A": s.diameter, "symmetry": s.symmetry,
+            "pixel_size_A": s.pixel_size, "box_px": s.box, "box_A": s.box * s.pixel_size,
+            "temporal_samples": s.temporal_samples, "resolution_A": s.resolution, "contributors": len(s.contributors)}
 
 
 @app.command("list")
@@ -51,10 +52,10 @@ def list_species(rev: str = typer.Argument(None, help="Revision (default: the de
     if json:
         print_json(rows)
         return
-    table = Table("name", "hash", "particles", "symmetry", "box", "pixel (Å)", "resolution (Å)")
+    table = Table("name", "hash", "particles", "symmetry", "box (px)", "pixel (Å)", "resolution (Å)")
     for s in rows:
-        table.add_row(s["name"], s["hash"][:12], str(s["particles"]), s["symmetry"], str(s["box"]),
-                      f"{s['pixel_size']:g}", "-" if s["resolution"] is None else f"{s['resolution']:.2f}")
+        table.add_row(s["name"], s["hash"][:12], str(s["particles"]), s["symmetry"], str(s["box_px"]),
+                      f"{s['pixel_size_A']:g}", "-" if s["resolution_A"] is None else f"{s['resolution_A']:.2f}")
     console.print(table)
 
 
@@ -73,5 +74,14 @@ def show(name: str = typer.Argument(..., help="Species name."),
     if json:
         print_json(info)
         return
-    for k, v in info.items():
-        console.print(f"{k:>17}: {v}")
+    res = "not measured" if info["resolution_A"] is None else f"{info['resolution_A']:.2f} Å (FSC 0.143)"
+    rows = [("name", name), ("hash", info["hash"]), ("particles", str(info["particles"])),
+            ("symmetry", info["symmetry"]), ("diameter", f"{info['diameter_A']:g} Å"),
+            ("pixel size", f"{info['pixel_size_A']:g} Å"),
+            ("box", f"{info['box_px']} px ({info['box_A']:g} Å)"),
+            ("temporal samples", str(info["temporal_samples"])), ("resolution", res),
+            ("contributors", f"{info['contributors']} item version(s)"),
+            ("half-map 1", sp.half1), ("half-map 2", sp.half2), ("mask", sp.mask),
+            ("particle table", sp.particles), ("FSC curve", sp.fsc or "-")]
+    for k, v in rows:
+        console.print(f"{k:>16}: {v}", soft_wrap=True)
