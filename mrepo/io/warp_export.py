@@ -29,7 +29,8 @@ files above); otherwise it is synthesised from the models, exactly invertible by
   GridCTF/DefocusDelta/DefocusAngle/Phase; GridMovementX/Y 0 (omitted);
 - both: weights (B, scale) -> GridDoseBfacs = -B (M's B is <= 0), GridDoseWeights = scale.
 
-- tilts: stage_corrections -> GridAngleX/Y/Z (1, 1, n); image_warp (2, gx, gy, n) -> GridMovementX/Y
+- tilts: stage_corrections (``Rx Ry Rz``) -> GridAngleX/Y/Z (1, 1, n) of the same rotation in M's
+  ``RotateZ RotateY RotateX`` order; image_warp (2, gx, gy, n) -> GridMovementX/Y
   (gx, gy, n) = -image_warp (then the whole per-tilt shift is in AxisOffset); frames per-frame astigmatism
   and phase -> GridCTFDefocusDelta/Angle/Phase (1, 1, n).
 
@@ -54,7 +55,7 @@ from .m_hash import m_data_hash
 from .mrc import write_mrc
 from .raw_access import raw_paths
 from .star import write_star
-from .warp_import import centre_terms, models_from_warp
+from .warp_import import centre_terms, corrections_to_m, models_from_warp
 from .warp_xml import WarpGrid, WarpMeta, write_warp_xml
 
 __all__ = ["write_item_xml", "item_warp_meta", "MCannotRepresent", "M_MODELS", "XTILT_TOLERANCE"]
@@ -184,7 +185,8 @@ def item_warp_meta(repo: Repository, item: Item) -> WarpMeta:
         meta.grids["GridCTFPhase"] = _g(phase / 180.0)
     corrections = _arr(repo, item, "stage_corrections")
     if corrections is not None:
-        meta.grids.update({f"GridAngle{a}": _g(corrections[:, i]) for i, a in enumerate("XYZ")})
+        m_angles = corrections_to_m(corrections)
+        meta.grids.update({f"GridAngle{a}": _g(m_angles[:, i]) for i, a in enumerate("XYZ")})
     warp = _arr(repo, item, "image_warp")
     if warp is not None:
         if warp.shape[3] != n or warp.shape[1] * warp.shape[2] < 2:

@@ -48,7 +48,7 @@ from .staging import ImportResult, PolarityChoice, Staging, raw_data, raw_manife
 from .warp_xml import WarpMeta, read_settings, read_warp_xml
 
 __all__ = ["warp_item", "import_warp", "models_from_warp", "find_movie", "warp_tilt_matrices", "centre_terms",
-           "tilt_image_path"]
+           "tilt_image_path", "corrections_from_m", "corrections_to_m"]
 
 MOVIE_EXTENSIONS = (".mrc", ".mrcs", ".tif", ".tiff", ".eer", ".em")
 
@@ -103,6 +103,19 @@ def centre_terms(mats: np.ndarray, pixel: float, image_px: tuple[int, int], volu
     return image_diff + np.einsum("nij,j->ni", mats, rot_centre - volume_A / 2)[:, :2]
 
 
+def corrections_from_m(m_angles: np.ndarray) -> np.ndarray:
+    """(n, 3) M GridAngleX/Y/Z (deg; M rotates by ``RotateZ(z) RotateY(y) RotateX(x)``, TiltSeries
+    ``GetAngleInAllTilts``) -> mrepo stage_corrections (deg; ``Rx Ry Rz``, :func:`mrepo.kernels.rotations.xyz_to_matrix`),
+    the same rotation matrices."""
+    mats = Rotation.from_euler("ZYX", m_angles[:, ::-1], degrees=True)
+    return mats.as_euler("XYZ", degrees=True)
+
+
+def corrections_to_m(corrections: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`corrections_from_m`: (n, 3) mrepo stage_corrections -> M GridAngleX/Y/Z."""
+    return Rotation.from_euler("XYZ", corrections, degrees=True).as_euler("ZYX", degrees=True)[:, ::-1]
+
+
 def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_px: tuple[int, int] = (0, 0),
                      volume_A: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Model arrays (see module docstring) of one item with n frames/tilts."""
@@ -148,9 +161,9 @@ def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_
         else:
             move = np.stack([_grid_nodes(meta, "GridMovementX", n, path),
                              _grid_nodes(meta, "GridMovementY", n, path)], 1)
-        corrections = np.stack([_tilt_values(meta, f"GridAngle{a}", n) for a in "XYZ"], 1)
-        if np.any(corrections != 0):
-            models["stage_corrections"] = corrections
+        m_angles = np.stack([_tilt_values(meta, f"GridAngle{a}", n) for a in "XYZ"], 1)
+        if np.any(m_angles != 0):
+            models["stage_corrections"] = corrections_from_m(m_angles)
         shifts = np.stack([pt["AxisOffsetX"], pt["AxisOffsetY"]], 1) - move
         models["global_shifts"] = shifts + centre_terms(mats, pixel, image_px, volume_A)
     if np.any(phase != 0):

@@ -254,3 +254,26 @@ def test_models_m_has_no_place_for_are_refused(tmp_path):
     _with_models(repo2, {"TS_02": {"image_warp": np.zeros((2, 2, 2, 2))}})  # 2 temporal nodes for 3 tilts
     with pytest.raises(MCannotRepresent, match=r"item 'TS_02': image warp grid .* one node per tilt \(3\)"):
         export_m(repo2, "main", tmp_path / "m2")
+
+
+def test_stage_corrections_are_the_rotation_m_applies():
+    """M: Rotation = RotateZ(z) RotateY(y) RotateX(x) . tilt (Matrix3.cs, column-major constructors, i.e.
+    the standard right-handed rotations); mrepo: xyz_to_matrix(ω) . tilt. Same matrices after conversion."""
+    import torch
+
+    from mrepo.io.warp_import import corrections_from_m, corrections_to_m
+    from mrepo.kernels.rotations import xyz_to_matrix
+
+    def rot(axis: int, deg: float) -> np.ndarray:
+        c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+        i, j = [(1, 2), (2, 0), (0, 1)][axis]
+        m = np.eye(3)
+        m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+        return m
+
+    m_angles = np.array([[0.5, -1.25, 2.0], [3.0, 0.0, -0.75], [-2.0, 1.5, 0.25]])
+    ours = corrections_from_m(m_angles)
+    for (x, y, z), w in zip(m_angles, ours):
+        m_matrix = rot(2, z) @ rot(1, y) @ rot(0, x)
+        np.testing.assert_allclose(xyz_to_matrix(torch.deg2rad(torch.tensor(w))).numpy(), m_matrix, atol=1e-12)
+    np.testing.assert_allclose(corrections_to_m(ours), m_angles, atol=1e-12)
