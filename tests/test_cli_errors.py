@@ -161,3 +161,22 @@ def test_clone_stores_an_absolute_origin_and_refuses_memory(repo_with_history, t
     assert Repository.open(url).head("side") == Repository.open(mine).head("side")
     for args in (["clone", url, "memory://copy"], ["init", "memory://scratch"]):
         assert "dies with the process" in one_line_error(mrepo(*args, code=ExitCode.BAD_INPUT))
+
+
+def test_http_clone_reads_anonymously_or_names_the_token(repo_with_history, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real server: without --anonymous-read a clone with no token is exit 5 naming MREPO_TOKEN and
+    writes nothing; with it the clone succeeds without a token."""
+    from mrepo.api import create_app
+    from tests.api.server import thread_server
+
+    url, commits = repo_with_history
+    monkeypatch.delenv("MREPO_TOKEN", raising=False)
+    tokens = tmp_path / "tokens.toml"
+    mrepo("token", "add", "alice", "--role", "read", "--tokens", str(tokens))
+    with thread_server(create_app(url, tokens)) as base:
+        message = one_line_error(mrepo("clone", f"{base}/repo", str(tmp_path / "denied"), code=ExitCode.ACCESS_DENIED))
+        assert "MREPO_TOKEN" in message and not (tmp_path / "denied").exists()
+    with thread_server(create_app(url, tokens, True)) as base:
+        mrepo("clone", f"{base}/repo", str(tmp_path / "copy"))
+    assert Repository.open(str(tmp_path / "copy")).head("main") == commits[-1]

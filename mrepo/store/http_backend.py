@@ -141,7 +141,9 @@ class HttpBackend(Backend):
         if code == 404:
             raise ObjectNotFound(f"{key} not found ({msg})")
         if code in (401, 403):
-            raise AccessDenied(msg)
+            sent = resp.request.headers.get("authorization")
+            raise AccessDenied(msg + ("" if sent else " (no token sent: set MREPO_TOKEN to a token from "
+                                      "'mrepo token add')"))
         if code in (409, 412, 428):
             raise RefConflict(msg) if key.startswith("refs/") else InvalidInput(msg)
         if code == 400 and key.startswith(("objects/", "arrays/")):
