@@ -51,7 +51,7 @@ from ..graph import Item, ParticleTable, Population, Repository, Species
 from ..store import InvalidInput
 from .exact import invert_exact
 from .mrc import read_mrc, write_mrc
-from .raw_access import exports_raw_data, raw_paths
+from .raw_access import exports_raw_data, raw_paths, raw_sections
 from .relion_geometry import fold_stage_corrections, particle_ctf_exact
 from .relion_particles import ID_COLUMN, tomo_centre
 from .relion_passthrough import columns_from_extra
@@ -102,7 +102,7 @@ def tilt_names(repo: Repository, item: Item, rel: _Paths) -> list[str]:
     n = int(item.imaging["dimensions"][2])
     if len(paths) == 1:
         return [f"{k}@{rel(paths[0])}" for k in range(1, n + 1)]
-    return [rel(p) for p in paths]
+    return [rel(p) if s is None else f"{s + 1}@{rel(p)}" for p, s in zip(paths, raw_sections(repo, item))]
 
 
 def _with_passthrough(modelled: dict[str, object], passthrough: dict[str, object]) -> dict[str, object]:

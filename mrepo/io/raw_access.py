@@ -37,6 +37,14 @@ def uri_path(uri: str | None) -> Path:
     raise InvalidInput(f"raw data uri {uri!r} is not a local file")
 
 
+def raw_sections(repo: Repository, item: Item) -> list[int | None]:
+    """Per entry of :func:`raw_paths`: the 0-based image within that file a manifest names (RELION's
+    ``k@stack`` is ``k - 1``), or None for a whole file (one image, or the item's whole stack)."""
+    if item.raw.format == "manifest":
+        return [f.get("section") for f in json.loads(repo.objects.get_blob(item.raw.hash))["files"]]
+    return [None]
+
+
 def raw_paths(repo: Repository, item: Item) -> list[Path]:
     """The file(s) holding an item's raw data in stack order: one stack, or the manifest's tilt images.
 
