@@ -42,6 +42,7 @@ except ImportError:  # one line naming the extra instead of a traceback
                        "pip install 'mrepo[ray]' (or 'mrepo[all]')") from None
 
 from ..store import InvalidInput, MrepoError
+from . import stages
 from .api import HalfSums, ItemResult, ItemTask, IterationOutput, largest_first
 from .executors import (
     ItemRunner,
@@ -73,8 +74,17 @@ class ItemWorker:
         os.environ.update(env)  # store endpoint and credentials of the driver (read when stores open)
         self.runner = ItemRunner(ResidentReferences(load), use_cache=use_cache, refine=refine)
 
-    def run(self, task: ItemTask) -> ItemResult:
-        return self.runner.run(task)
+    def run(self, task: ItemTask, relay: Any = None) -> ItemResult:
+        """Refine ``task``; with ``relay`` (a :class:`~mrepo.workers.stages.StageRelay` actor) its
+        stage events go to the driver."""
+        if relay is None:
+            return self.runner.run(task)
+        forward = stages.Forwarder(relay)
+        with stages.stage_hook(forward):
+            try:
+                return self.runner.run(task)
+            finally:
+                forward.flush()
 
     def take_sums(self) -> dict[str, HalfSums]:
         return self.runner.take_sums()
@@ -132,6 +142,7 @@ class RayExecutor:
         if gpus_per_worker is not None and float(gpus_per_worker) not in (0.0, 1.0):
             raise InvalidInput(f"gpus_per_worker must be 0 or 1, got {gpus_per_worker}")
         self._actors: list[Any] = []
+        self._relay: Any = None
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             if address:
@@ -199,6 +210,8 @@ class RayExecutor:
         results: dict[tuple[str, str], ItemResult] = {}
         parts: list[dict[str, HalfSums]] = []
         pending = deque(largest_first(tasks))
+        # item stages of the actors, re-reported here, only while someone listens
+        self._relay = ray.remote(num_cpus=0)(stages.StageRelay).remote() if stages.hooks_installed() else None
         try:
             while pending:
                 owner = self._schedule(pending, results, counter)
@@ -208,6 +221,10 @@ class RayExecutor:
         except BaseException:
             self._discard_pool()  # surviving actors may hold partial sums of this iteration
             raise
+        finally:
+            if self._relay is not None:
+                ray.kill(self._relay)
+                self._relay = None
         return IterationOutput([results[task_id(t)] for t in tasks], sums)
 
     def _schedule(self, pending: deque[ItemTask], results: dict[tuple[str, str], ItemResult],
@@ -220,8 +237,13 @@ class RayExecutor:
         while pending or inflight:
             while idle and pending:
                 slot, task = idle.popleft(), pending.popleft()
-                inflight[self._actors[slot].run.remote(task)] = (slot, task)
-            (ref,), _ = ray.wait(list(inflight), num_returns=1)
+                inflight[self._actors[slot].run.remote(task, self._relay)] = (slot, task)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=None if self._relay is None else 0.5)
+            if self._relay is not None:
+                stages.replay(ray.get(self._relay.drain.remote()))
+            if not ready:
+                continue
+            (ref,) = ready
             slot, task = inflight.pop(ref)
             try:
                 result = ray.get(ref)

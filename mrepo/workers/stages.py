@@ -4,13 +4,16 @@ A worker calls :func:`report_stage` at each stage of an item (``refine`` start, 
 search`` step k/n, ``L-BFGS <groups>`` iteration k/n, ``back-projection``); whoever runs the
 items in this process installs a hook with :func:`stage_hook` (the command line's progress
 display, :mod:`mrepo.cli.progress`). Without a hook, reporting costs one lookup. The hook
-is process-wide and may be called from several worker threads at once; items refined in
-other processes (Ray actors) report to their own process, i.e. to nobody.
+is process-wide and may be called from several worker threads at once. Items refined in
+Ray actors forward their events to a :class:`StageRelay` actor (batched, at most every
+``FORWARD_SECONDS``), which the driver drains while it waits and re-reports in its own
+process (:mod:`mrepo.workers.ray_pool`), so one hook sees the stages of every executor.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,3 +64,64 @@ def stage_hook(hook: StageHook) -> Iterator[None]:
     finally:
         with _lock:
             _hooks.remove(hook)
+
+
+def hooks_installed() -> bool:
+    """True while some hook listens (executors forward remote stages only then)."""
+    return bool(_hooks)
+
+
+#: Seconds between two batches a remote worker forwards to the driver.
+FORWARD_SECONDS = 0.5
+
+
+class StageRelay:
+    """Body of a small Ray actor: workers push event tuples, the driver drains them."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple] = []
+
+    def push(self, events: list[tuple]) -> None:
+        self._events.extend(events)
+
+    def drain(self) -> list[tuple]:
+        out, self._events = self._events, []
+        return out
+
+
+class Forwarder:
+    """A hook that batches events and sends them with ``relay.push.remote(batch)`` (a Ray actor
+    handle of :class:`StageRelay`) at most every :data:`FORWARD_SECONDS`; :meth:`flush` sends the rest."""
+
+    def __init__(self, relay: Any):
+        self.relay = relay
+        self._batch: list[tuple] = []
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: StageEvent) -> None:
+        with self._lock:
+            self._batch.append((event.item, event.stage, event.step, event.total, event.key))
+            if time.monotonic() - self._last >= FORWARD_SECONDS:
+                self._send()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._send()
+
+    def _send(self) -> None:
+        if self._batch:
+            self.relay.push.remote(self._batch)
+            self._batch = []
+        self._last = time.monotonic()
+
+
+def replay(events: list[tuple]) -> None:
+    """Report events drained from a :class:`StageRelay` to this process's hooks."""
+    for item, stage, step, total, key in events:
+        event = StageEvent(item, stage, step, total, key)
+        for hook in list(_hooks):
+            try:
+                hook(event)
+            except Exception:  # noqa: BLE001 - a display problem must never stop a refinement
+                pass
