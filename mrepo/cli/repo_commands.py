@@ -219,14 +219,17 @@ def register(app: typer.Typer) -> None:
     def verify_cmd(repo: str = RepoOption, json: bool = JsonOption,
                    repair_from: str = typer.Option(None, "--repair", metavar="REMOTE",
                                                    help="Replace every damaged object by a verified copy "
-                                                        "from this remote (a name or URL).")) -> None:
+                                                        "from this remote (a name or URL)."),
+                   no_raw: bool = typer.Option(False, "--no-raw", help="Do not hash raw data that items "
+                                               "reference in place (imported without --copy); by default every "
+                                               "such file is hashed whole and compared with its item key.")) -> None:
         """Recompute the hash of every reachable object and check record schemas; non-zero exit on
         problems (after --repair: on problems left)."""
         r = open_repo(repo)
         repaired = None
         with progress_bar("verify", not json) as progress:
             if repair_from is None:
-                report = verify(r.storage, progress=progress)
+                report = verify(r.storage, progress=progress, raw=not no_raw)
             else:
                 from ..graph.maintenance import repair
                 from ..graph.transfer import remote_url

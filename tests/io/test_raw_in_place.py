@@ -93,3 +93,20 @@ def test_export_refuses_raw_data_that_is_nowhere(simulated: Path, tmp_path: Path
     with pytest.raises(InvalidInput, match="lives neither in the repository nor at .*re-import with --copy"):
         export_relion(repo, "main", out)
     assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_cli_verify_reports_the_changed_file_and_no_raw_skips_it(simulated: Path, tmp_path: Path) -> None:
+    from mrepo.cli import app
+
+    data = tmp_path / "data"
+    shutil.copytree(simulated, data)
+    url = str(tmp_path / "r")
+    repo = Repository.init(url)
+    import_sim(repo, data, copy=False)
+    stack = _item_stack(repo)
+    with mrcfile.open(stack, mode="r+") as m:
+        m.data[0, 3, 3] *= 2.0
+    runner = CliRunner()
+    bad = runner.invoke(app, ["verify", "--repo", url])
+    assert bad.exit_code != 0 and str(stack) in bad.output.replace("\n", "") and "changed" in bad.output
+    assert runner.invoke(app, ["verify", "--no-raw", "--repo", url]).exit_code == 0
