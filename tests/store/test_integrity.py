@@ -1,0 +1,133 @@
+"""Checks of received bytes (mrepo.store.integrity) against crafted input: a sender that
+computes digests for what it sends, so only the checks against the *name* and the declared
+shapes can catch it."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from numcodecs import Zstd
+
+from mrepo.store import CorruptObject, ObjectStore, Storage, hash_array
+from mrepo.store.errors import InvalidRecord
+from mrepo.store.hashing import canonical_json
+from mrepo.store.integrity import (
+    ArrayReceiver,
+    check_array_metadata,
+    check_object_bytes,
+    parse_canonical_record,
+)
+from mrepo.store.objects import array_prefix
+from mrepo.store.zarr_codec import chunk_digest, metadata_document
+
+
+@pytest.fixture
+def store() -> ObjectStore:
+    return Storage.create("memory://integrity-" + str(random.random())).objects
+
+
+def stored(store: ObjectStore, arr: np.ndarray, chunks=None) -> tuple[str, bytes, dict[str, bytes]]:
+    h = store.put_array(arr, chunks=chunks)
+    meta = store.array_meta(h)
+    files = {k: store.backend.get(array_prefix(h) + k) for k in meta.chunk_digests}
+    return h, store.backend.get(array_prefix(h) + "zarr.json"), files
+
+
+def receive(h: str, metadata: bytes, files: dict[str, bytes], order=None) -> None:
+    receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
+    for key in order or receiver.keys():
+        receiver.add(key, files[key])
+    receiver.finish()
+
+
+@pytest.mark.parametrize("shape,chunks", [((), None), ((0, 4), None), ((7,), (3,)), ((5, 6, 7), (2, 4, 3)),
+                                          ((40, 3), (7, 3))])
+def test_any_order_of_chunks_verifies(store: ObjectStore, shape, chunks) -> None:
+    arr = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    h, meta, files = stored(store, arr, chunks)
+    order = list(files)
+    random.Random(3).shuffle(order)
+    receive(h, meta, files, order)
+
+
+def crafted(arr: np.ndarray, chunks: tuple[int, ...], name: str, blocks: dict[str, bytes]) -> bytes:
+    """A canonical zarr.json naming ``name`` with the digests of ``blocks`` (a lying sender)."""
+    return metadata_document(arr, chunks, name, {k: chunk_digest(v) for k, v in blocks.items()})
+
+
+def test_consistent_but_wrong_data_is_refused_by_the_array_hash(store: ObjectStore) -> None:
+    real = np.arange(12, dtype=np.float32).reshape(3, 4)
+    fake = real + 1
+    h = hash_array(real)
+    block = {"c/0/0": Zstd(level=1).encode(fake.tobytes())}
+    with pytest.raises(CorruptObject, match="does not match its hash"):
+        receive(h, crafted(real, (3, 4), h, block), block)
+
+
+def test_non_zero_padding_is_refused(store: ObjectStore) -> None:
+    arr = np.ones((3,), np.float32)
+    padded = np.array([1, 1, 1, 7], np.float32)
+    block = {"c/0": Zstd(level=1).encode(padded.tobytes())}
+    h = hash_array(arr)
+    with pytest.raises(CorruptObject, match="padding"):
+        receive(h, crafted(arr, (4,), h, block), block)
+
+
+def test_decompression_bomb_is_refused_before_it_grows(store: ObjectStore) -> None:
+    arr = np.zeros((1024,), np.uint8)
+    bomb = Zstd(level=1).encode(np.zeros(1 << 28, np.uint8).tobytes())  # 256 MiB of zeros in a few KB
+    assert len(bomb) < 64 << 10
+    h = hash_array(arr)
+    with pytest.raises(CorruptObject, match="does not decode"):
+        receive(h, crafted(arr, (1024,), h, {"c/0": bomb}), {"c/0": bomb})
+
+
+def test_zarr_json_must_be_canonical_and_complete(store: ObjectStore) -> None:
+    arr = np.arange(10, dtype=np.int32)
+    h, meta, files = stored(store, arr, (4,))
+    doc = json.loads(meta)
+    variants = {
+        "reordered": json.dumps(doc, indent=2, sort_keys=True).encode(),
+        "other name": meta.replace(h.encode(), b"0" * 64),
+        "missing digest": crafted(arr, (4,), h, {k: v for k, v in files.items() if k != "c/1"}),
+        "extra digest": crafted(arr, (4,), h, {**files, "c/9": b"x"}),
+        "huge": json.dumps({**doc, "shape": [1 << 40]}, indent=2).encode(),
+        "not json": b"{",
+    }
+    for what, data in variants.items():
+        with pytest.raises(CorruptObject):
+            check_array_metadata(h, data)
+        assert what
+
+
+def test_missing_and_foreign_chunks(store: ObjectStore) -> None:
+    arr = np.arange(10, dtype=np.int32)
+    h, meta, files = stored(store, arr, (4,))
+    receiver = ArrayReceiver(h, check_array_metadata(h, meta))
+    receiver.add("c/0", files["c/0"])
+    with pytest.raises(CorruptObject, match="not a chunk"):
+        receiver.add("c/7", files["c/0"])
+    with pytest.raises(CorruptObject, match="does not match its digest"):
+        receiver.add("c/1", files["c/0"])
+    with pytest.raises(CorruptObject, match="missing"):
+        receiver.finish()
+
+
+def test_objects_and_records() -> None:
+    data = b"blob\0abc"
+    from mrepo.store.hashing import hash_bytes
+
+    assert check_object_bytes(hash_bytes(data), data) == "blob"
+    with pytest.raises(CorruptObject):
+        check_object_bytes(hash_bytes(b"x"), data)
+    with pytest.raises(CorruptObject, match="neither a record nor a blob"):
+        check_object_bytes(hash_bytes(b"other"), b"other")
+    ok = b"record\0commit\0" + canonical_json({"b": [1.5, -0.0], "a": "\u00e9"})
+    assert parse_canonical_record(ok)[1] == {"a": "é", "b": [1.5, -0.0]}
+    for bad in (b"record\0commit\0" + b'{"a":"\\u00e9"}', b"record\0commit\0{\"a\":1.50}", b"record\0commit\0[1,]",
+                b"record\0commit", b"record\0Kind\0{}", b"record\0commit\0{\"a\":Infinity}"):
+        with pytest.raises(InvalidRecord):
+            parse_canonical_record(bad)
