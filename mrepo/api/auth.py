@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .errors import ApiError
 from .middleware import LOG_STATE
-from .tokens import ROLES, Principal, TokenStore
+from .tokens import ROLES, LiveTokens, Principal, TokenStore
 
 bearer = HTTPBearer(auto_error=False, description="A token made by `mrepo token add`.")
 ANONYMOUS = Principal("anonymous", "read")
@@ -18,7 +18,7 @@ ANONYMOUS = Principal("anonymous", "read")
 class AccessPolicy:
     """Tokens plus the anonymous-read switch of one server."""
 
-    def __init__(self, tokens: TokenStore, anonymous_read: bool):
+    def __init__(self, tokens: TokenStore | LiveTokens, anonymous_read: bool):
         self.tokens = tokens
         self.anonymous_read = anonymous_read
 

@@ -11,8 +11,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..store import (
     CorruptObject,
@@ -26,9 +27,11 @@ from ..store import (
 )
 
 log = logging.getLogger("mrepo.api")
+#: Key in the ASGI scope set by the access-log middleware when a request body arrived too slowly.
+BODY_TIMEOUT = "mrepo.body_timeout"
 
 CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-         409: "conflict", 411: "length-required", 412: "precondition-failed", 413: "too-large",
+         408: "timeout", 409: "conflict", 411: "length-required", 412: "precondition-failed", 413: "too-large",
          422: "invalid-request", 428: "precondition-required", 500: "server-error"}
 
 
@@ -80,6 +83,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return error_response(400, detail, "bad-request")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        if request.scope.get(BODY_TIMEOUT):
+            return error_response(408, "request body arrived too slowly; connection closed",
+                                  headers={"Connection": "close"})
+        log.info("client disconnected during %s %s", request.method, request.url.path)  # one line, no traceback
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

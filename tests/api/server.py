@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from mrepo.api.serving import server_config
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,11 +37,11 @@ def wait_up(base: str, timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def thread_server(app) -> Iterator[str]:  # noqa: ANN001
-    """Serve ``app`` on a free port in a thread; yields ``http://127.0.0.1:PORT``."""
+def thread_server(app, **kw) -> Iterator[str]:  # noqa: ANN001, ANN003
+    """Serve ``app`` on a free port in a thread, configured as ``mrepo serve`` does (header deadline,
+    keep-alive); yields ``http://127.0.0.1:PORT``."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                            limit_concurrency=200, timeout_keep_alive=5)
+    config = server_config(app, "127.0.0.1", port, limit_concurrency=kw.pop("limit_concurrency", 200), **kw)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -52,9 +54,8 @@ def thread_server(app) -> Iterator[str]:  # noqa: ANN001
         thread.join(10)
 
 
-LAUNCH = ("import sys, uvicorn; from mrepo.api import create_app; "
-          "uvicorn.run(create_app(sys.argv[1], sys.argv[2] or None), host='127.0.0.1', port=int(sys.argv[3]), "
-          "log_level='warning', access_log=False)")
+LAUNCH = ("import sys; from mrepo.api import create_app; from mrepo.api.serving import run; "
+          "run(create_app(sys.argv[1], sys.argv[2] or None), '127.0.0.1', int(sys.argv[3]))")
 
 
 def start_subprocess(repo: str | Path, port: int, tokens: Path | None, *, cli: bool = False,

@@ -26,7 +26,7 @@ def _app():
 
 
 APP, SECRET = _app()
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"Authorization": f"Bearer {SECRET}"})
 
 
 @schema.parametrize()

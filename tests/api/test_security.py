@@ -59,12 +59,18 @@ def endpoints(head: str) -> list[tuple[str, str, str, dict]]:
         ("GET", "/repo/logs/refs/heads/dev/=20250101T000000.000000Z-00000000.json", "read", {}),
         ("HEAD", "/repo/logs/refs/heads/dev/=20250101T000000.000000Z-00000000.json", "read", {}),
         ("GET", "/repo/named/dev/species/apo/half1/zarr.json", "read", {}),
+        ("GET", f"/api/arrays/{H}/iso.png", "read", {}), ("GET", "/api/commits/dev", "read", {}),
+        ("GET", f"/api/items/{H}", "read", {}), ("GET", f"/api/items/{H}/ctf", "read", {}),
+        ("GET", f"/api/items/{H}/thumbnail.png", "read", {}), ("GET", "/api/species-history", "read", {}),
     ]
 
 
 def test_endpoint_list_covers_the_schema(populated) -> None:
     served, head = populated
-    schema = httpx.get(served.base + "/openapi.json").json()
+    assert httpx.get(served.base + "/openapi.json").status_code == 401  # the schema follows the read rule
+    assert httpx.get(served.base + "/docs").status_code == 401
+    schema = httpx.get(served.base + "/openapi.json", headers=served.auth("read")).json()
+    assert "Swagger" in httpx.get(served.base + "/docs", headers=served.auth("read")).text
     documented = {(m.upper(), p) for p, ops in schema["paths"].items() for m in ops if p != "/health"}
     covered = set()
     for method, path, _, _ in endpoints(head):

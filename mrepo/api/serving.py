@@ -1,0 +1,79 @@
+"""Running the server: uvicorn with a deadline for request headers (slowloris) and idle keep-alive.
+
+uvicorn's ``timeout_keep_alive`` closes idle connections between requests, but a client that
+sends its request headers one byte at a time keeps a connection (and a slot) forever.
+:class:`GuardedH11Protocol` gives every request ``header_timeout`` seconds from the connection
+(or the end of the previous answer) until its headers are complete, then closes the
+connection. Slow bodies are cut by the ASGI middleware (:mod:`mrepo.api.middleware`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+#: Seconds a client has to send a request's headers.
+HEADER_TIMEOUT = 10.0
+#: Seconds an idle keep-alive connection stays open.
+KEEP_ALIVE = 5
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for request headers."""
+
+    header_timeout: float = HEADER_TIMEOUT
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _cancel_header_timer(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        waiting = self.conn.their_state is h11.IDLE and (self.cycle is None or self.cycle.response_complete)
+        if waiting and not self.transport.is_closing():
+            self.logger.info("closing a connection whose request headers did not arrive within %.0f s",
+                             self.header_timeout)
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # headers complete: the request is being handled
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_timer()  # the next request's headers get the same deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+
+def server_config(app: Any, host: str, port: int, *, header_timeout: float = HEADER_TIMEOUT,
+                  keep_alive: int = KEEP_ALIVE, limit_concurrency: int | None = 1000, **kw: Any) -> uvicorn.Config:
+    """uvicorn configuration of ``mrepo serve`` (access log off: the app writes its own)."""
+    protocol = type("GuardedH11", (GuardedH11Protocol,), {"header_timeout": header_timeout})
+    return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=keep_alive,
+                          limit_concurrency=limit_concurrency, log_level=kw.pop("log_level", "warning"),
+                          access_log=False, **kw)
+
+
+def run(app: Any, host: str, port: int, **kw: Any) -> None:
+    """Serve ``app`` until interrupted."""
+    uvicorn.Server(server_config(app, host, port, **kw)).run()
