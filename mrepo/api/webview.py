@@ -40,6 +40,8 @@ from .png import central_slice, encode_png, to_uint8
 from .protocol import HASH_PATTERN
 
 MAX_SLICE_ELEMENTS = 512 ** 3
+#: Largest curve (values of an FSC array) sent as JSON; larger ones are answered with an error field.
+MAX_CURVE_VALUES = 20000
 MAX_ISO_ELEMENTS = 256 ** 3
 HashParam = Annotated[str, Path(pattern=HASH_PATTERN, description="BLAKE3 hex digest")]
 
@@ -110,6 +112,10 @@ def fsc_curve(ctx: ServerContext, sp: Species, array: str | None = None) -> dict
     h = array or sp.fsc
     if h is None:
         return None
+    n = int(np.prod(ctx.repo.objects.array_meta(h).shape))
+    if n > MAX_CURVE_VALUES:  # a 4 M-entry "FSC" would cost hundreds of MiB of JSON: refused, not loaded
+        return {"error": f"FSC array {h[:12]} has {n} values; the web view draws curves of at most "
+                         f"{MAX_CURVE_VALUES}"}
     arr = np.asarray(ctx.repo.objects.get_array(h), dtype=np.float64)
     if arr.ndim == 1:
         freq = np.arange(arr.size) / (sp.box * sp.pixel_size)
