@@ -86,6 +86,14 @@ def json_value(v: object) -> object:
     return str(v)
 
 
+def _json_column(series: pd.Series) -> list:
+    if series.dtype.kind in "iu":
+        return series.to_numpy(dtype=np.int64).tolist()
+    if series.dtype.kind == "f" and np.isfinite(series.to_numpy()).all():
+        return series.to_numpy(dtype=np.float64).tolist()
+    return [json_value(v) for v in series.tolist()]
+
+
 def row_values(df: pd.DataFrame, row: int, modelled: Iterable[str]) -> dict[str, object]:
     """Unmodelled columns of one row (label -> value)."""
     skip = set(modelled)
@@ -95,4 +103,4 @@ def row_values(df: pd.DataFrame, row: int, modelled: Iterable[str]) -> dict[str,
 def table_values(df: pd.DataFrame, modelled: Iterable[str]) -> dict[str, list]:
     """Unmodelled columns of a whole table (label -> list of values in row order)."""
     skip = set(modelled)
-    return {c: [json_value(v) for v in df[c].tolist()] for c in df.columns if c not in skip}
+    return {c: _json_column(df[c]) for c in df.columns if c not in skip}

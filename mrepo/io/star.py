@@ -128,7 +128,11 @@ def _typed(values: list[str]) -> list | np.ndarray:
 
 def _frame(columns: list[str], rows: list[list[str]]) -> pd.DataFrame:
     cols = list(zip(*rows)) if rows else [() for _ in columns]
-    return pd.DataFrame({c: _typed(list(v)) for c, v in zip(columns, cols)}, columns=columns)
+    data = {}
+    for c, v in zip(columns, cols):
+        typed = _typed(list(v))
+        data[c] = typed if isinstance(typed, np.ndarray) else pd.Series(typed, dtype=object)
+    return pd.DataFrame(data, columns=columns)
 
 
 def _split(line: str, path: Path, number: int) -> list[str]:
@@ -164,7 +168,15 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], path: str | Path, 
 def numeric(df: pd.DataFrame, column: str, path: str | Path, block_name: str, *, finite: bool = True) -> np.ndarray:
     """Column as float64, naming row and value of the first non-numeric or non-finite entry."""
     require_columns(df, [column], path, block_name)
-    values = df[column].tolist()
+    series = df[column]
+    if series.dtype.kind in "iuf":  # typed by the parser: only finiteness is left to check
+        out = series.to_numpy(dtype=np.float64)
+        bad = np.nonzero(~np.isfinite(out))[0] if finite else []
+        if len(bad):
+            raise InvalidInput(f"{path}: data_{block_name} column {column} row {bad[0] + 1}: "
+                               f"{series.iloc[bad[0]]!r} is not finite")
+        return out
+    values = series.tolist()
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         try:
