@@ -74,6 +74,9 @@ class Parameters:
 
     ``bounds`` {group: b} (units of the group) makes a group's applied offset ``b tanh(x / b)``:
     a hard physical bound that L-BFGS cannot leave (e.g. defocus inside its search window).
+    ``scales`` {group: s}: the optimiser's variable is the offset divided by s (e.g. rotations
+    in units of the angle that moves the particle's edge by one pixel, so that L-BFGS sees
+    rotations and translations on one scale).
     ``gauge`` groups have their particle-mean change since ``anchor`` removed (see :meth:`effective`).
     """
 
@@ -87,6 +90,7 @@ class Parameters:
     gauge: set[str] = field(default_factory=set)
     bounds: dict[str, float] = field(default_factory=dict)
     anchor: dict[str, Tensor] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None) -> Parameters:
@@ -112,16 +116,17 @@ class Parameters:
 
     def value(self, name: str) -> Tensor:
         """The applied offset of group ``name``: bounded (``b tanh(x / b)``) when it has a bound."""
-        x = getattr(self, name)
+        x = getattr(self, name) * self.scales.get(name, 1.0)
         b = self.bounds.get(name)
         return x if not b else b * torch.tanh(x / b)
 
     def raw_for(self, name: str, value: Tensor) -> Tensor:
         """The parameter giving the applied offset ``value`` (inverse of :meth:`value`, clipped inside the bound)."""
         b = self.bounds.get(name)
+        s = self.scales.get(name, 1.0)
         if not b:
-            return value
-        return b * torch.atanh((value / b).clamp(-0.999, 0.999))
+            return value / s
+        return b * torch.atanh((value / b).clamp(-0.999, 0.999)) / s
 
     def effective(self) -> tuple[Tensor, Tensor]:
         """Translation and rotation offsets with the gauge fixed: when they are refined together
@@ -147,7 +152,7 @@ class Parameters:
             self.translation, self.rotation = t.detach().clone(), r.detach().clone()
             for k, v in vals.items():
                 setattr(self, k, v)
-        self.bounds, self.gauge, self.anchor = {}, set(), {}
+        self.bounds, self.gauge, self.anchor, self.scales = {}, set(), {}, {}
 
     def named(self) -> dict[str, Tensor]:
         out = {"shifts": self.shifts, "translation": self.translation, "rotation": self.rotation,
@@ -170,7 +175,7 @@ class Parameters:
         d = {k: v.detach().clone() for k, v in self.named().items()}
         return Parameters(d["shifts"], d["translation"], d["rotation"], d["defocus"], d["astigmatism"],
                           d["stage"], d.get("warp"), set(self.gauge), dict(self.bounds),
-                          {k: v.clone() for k, v in self.anchor.items()})
+                          {k: v.clone() for k, v in self.anchor.items()}, dict(self.scales))
 
     def assign(self, other: Parameters) -> None:
         """Copy ``other``'s values, bounds and gauge into these tensors (in place)."""
@@ -178,7 +183,7 @@ class Parameters:
             mine = self.named()
             for k, v in other.named().items():
                 mine[k].copy_(v)
-        self.gauge, self.bounds = set(other.gauge), dict(other.bounds)
+        self.gauge, self.bounds, self.scales = set(other.gauge), dict(other.bounds), dict(other.scales)
         self.anchor = {k: v.clone() for k, v in other.anchor.items()}
 
 

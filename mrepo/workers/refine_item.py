@@ -178,7 +178,7 @@ class _Context:
         if self.prior_weight and params.stage.requires_grad:
             prior = 0.5 * self.prior_weight * ((params.value("stage") / self.settings.stage_prior_deg) ** 2).sum()
             prior.backward()
-            loss += float(prior)
+            loss += float(prior.detach())
         return torch.tensor(loss, dtype=torch.float64)
 
 
@@ -299,6 +299,7 @@ def _stage(ctx: _Context, own: list[Subset], other: list[Subset], params: Parame
 def _refine(ctx: _Context, params: Parameters) -> dict[str, Any]:
     s, sched = ctx.settings, ctx.schedule
     params.bounds = dict(sched.bounds)
+    params.scales = dict(sched.scales)
     own, other = ctx.subset_pairs(params)
     ctf_own = [x for x in own if x.species in sched.ctf_species]
     ctf_other = [x for x in other if x.species in sched.ctf_species]

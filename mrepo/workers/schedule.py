@@ -43,7 +43,8 @@ PER_PARTICLE_GROUPS = ("translation", "rotation")
 class Schedule:
     """What one item refines: ``geometry`` groups (CTF frozen), then ``ctf`` groups (with the
     geometry), the species whose particles enter the CTF target, the defocus search window
-    (Å) and step (Å), and per-group tanh ``bounds`` (units of the groups)."""
+    (Å) and step (Å), per-group tanh ``bounds`` (units of the groups) and optimiser
+    ``scales`` (rotation: degrees that move the particle's edge by one pixel)."""
 
     geometry: tuple[str, ...]
     ctf: tuple[str, ...]
@@ -52,6 +53,7 @@ class Schedule:
     defocus_step: float
     bounds: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
 
     def per_particle(self, kind: str) -> tuple[str, ...]:
         """Groups with one value per particle for an item of ``kind`` (frames | tilts)."""
@@ -107,4 +109,5 @@ def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: d
         bounds["stage"] = 2.0
     if "defocus" in ctf and window > 0:
         bounds["defocus"] = 1.25 * window / DEFOCUS_UNIT
-    return Schedule(geometry, ctf, ctf_species, window, step, bounds, skipped)
+    scales = {"rotation": math.degrees(pixel_size / max(radius, pixel_size))}
+    return Schedule(geometry, ctf, ctf_species, window, step, bounds, skipped, scales)
