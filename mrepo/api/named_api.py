@@ -5,7 +5,8 @@ through fsspec's HTTP file system, napari, neuroglancer's ``zarr3://`` source). 
 ``zarr.json`` carries OME-Zarr multiscales metadata with the voxel size in Å (see
 :mod:`mrepo.graph.named`). Reads need role ``read``; every other method answers 405: named
 paths are views of immutable arrays. ``zarr.json`` is not cached by clients (a branch moves);
-chunks are (they are content-addressed).
+chunks are (they are content-addressed). With anonymous read, answers allow any origin (CORS), so
+a browser viewer served elsewhere (neuroglancer) can load public maps.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
         data, is_meta = await blocking(read, path)
         headers = {"cache-control": "no-cache" if is_meta else "public, max-age=31536000, immutable",
                    "content-length": str(len(data))}
+        if ctx.policy.anonymous_read:  # browser viewers on other origins (neuroglancer) may read public maps
+            headers["access-control-allow-origin"] = "*"
         media = "application/json" if is_meta else "application/octet-stream"
         if request.method == "HEAD":
             return Response(status_code=200, headers=headers, media_type=media)

@@ -100,9 +100,23 @@ def test_named_maps_over_http_with_zarr_python(tmp_path) -> None:
         auth = {"Authorization": f"Bearer {token}"}
         meta = httpx.get(f"{base}/repo/named/main/species/apo/half1/zarr.json", headers=auth)
         assert meta.status_code == 200 and meta.headers["cache-control"] == "no-cache"
+        assert "access-control-allow-origin" not in meta.headers  # private server: no cross-origin reads
         # no token: 401; writes: 405 whatever the token; unknown species: 404 naming it
         assert httpx.get(f"{base}/repo/named/main/species/apo/half1/zarr.json").status_code == 401
         put = httpx.put(f"{base}/repo/named/main/species/apo/half1/c/0/0/0", content=b"x", headers=auth)
         assert put.status_code == 405 and "read-only" in put.json()["detail"]
         missing = httpx.get(f"{base}/repo/named/main/species/nope/half1/zarr.json", headers=auth)
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def test_public_maps_are_readable_cross_origin(tmp_path) -> None:
+    from mrepo.api import create_app
+    from tests.api.server import thread_server
+
+    repo = Repository.init(str(tmp_path / "r"))
+    repo.commit(make_population(repo), message="x")
+    app = create_app(str(tmp_path / "r"), None, anonymous_read=True, access_log=False)
+    with thread_server(app) as base:
+        r = httpx.get(f"{base}/repo/named/main/species/apo/mask/zarr.json", headers={"Origin": "https://example.org"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+        assert r.json()["attributes"]["ome"]["multiscales"][0]["axes"][0]["unit"] == "angstrom"
