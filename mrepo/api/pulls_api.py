@@ -75,7 +75,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
     async def check_one(number: Number, body: CheckPull | None = None, _=Depends(writer)) -> dict:
         opts = _opts(body or CheckPull())
         result = await blocking(lambda: pulls.check_pull(repo, number, **opts))
-        return {"pull": result.pull.to_json(), "report_hash": result.report_hash, "report": result.report.to_json()}
+        return {"pull": result.pull.to_json(), "report_hash": result.report_hash, "report": result.report.to_json(),
+                "target": result.target, "head": result.head, "base": result.base}
 
     @router.post("/{number}/close", summary="Close an open pull request")
     async def close_one(number: Number, _=Depends(writer)) -> dict:

@@ -6,6 +6,7 @@ Thin layer over :mod:`mrepo.graph.pulls` and :mod:`mrepo.graph.dedup`. ``dedup_a
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import typer
@@ -28,6 +29,7 @@ from ..graph.pulls import (
 from ..store import InvalidInput
 from .common import JsonOption, RepoOption, console, open_repo, print_json
 from .exit_codes import ExitCode
+from .pr_remote import RemotePulls, is_remote
 
 app = typer.Typer(help="Pull requests: propose a branch, check collisions, merge.", no_args_is_help=True)
 dedup_app = typer.Typer(help="Deduplicate a species.", no_args_is_help=True)
@@ -113,7 +115,10 @@ def open_cmd(source: str = typer.Option(..., "--from", help="Branch, remote/bran
              repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Open a pull request."""
     r = open_repo(repo)
-    pr = open_pull(r, source, into or r.default_branch, title, description=description)
+    if is_remote(r.url):  # the server numbers the pull request and records the token as its author
+        pr = RemotePulls(r.url).open(source, into or r.default_branch, title, description)
+    else:
+        pr = open_pull(r, source, into or r.default_branch, title, description=description)
     if json:
         print_json(pr.to_json())
     else:
@@ -162,8 +167,9 @@ def check_cmd(number: int = typer.Argument(..., help="Pull request number."),
 
     Exits 0 when the check is clean and 9 (CHECK_NOT_CLEAN) when it has findings."""
     r = open_repo(repo)
-    c = check_pull(r, number, overlap_factor=overlap_factor, reclass_tolerance=reclass_tolerance,
-                   duplicate_tolerance=duplicate_tolerance)
+    check = RemotePulls(r.url).check if is_remote(r.url) else partial(check_pull, r)
+    c = check(number, overlap_factor=overlap_factor, reclass_tolerance=reclass_tolerance,
+              duplicate_tolerance=duplicate_tolerance)
     if json:
         print_json({"pr": number, "report_hash": c.report_hash, "clean": c.report.clean, "target": c.target,
                     "head": c.head, "base": c.base, **c.report.to_json()})
@@ -183,8 +189,9 @@ def merge_cmd(number: int = typer.Argument(..., help="Pull request number."),
               repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Merge a pull request (merge commit recording policy and report; 'fail' refuses on findings)."""
     r = open_repo(repo)
-    m = merge_pull(r, number, policy=policy, overlap_factor=overlap_factor,  # type: ignore[arg-type]
-                   reclass_tolerance=reclass_tolerance, duplicate_tolerance=duplicate_tolerance, message=message)
+    merge = RemotePulls(r.url).merge if is_remote(r.url) else partial(merge_pull, r)  # server: maintainers
+    m = merge(number, policy=policy, overlap_factor=overlap_factor, reclass_tolerance=reclass_tolerance,
+              duplicate_tolerance=duplicate_tolerance, message=message)
     if json:
         print_json({"pr": number, "kind": m.kind, "commit": m.commit, "report_hash": m.report_hash,
                     "dropped": m.dropped or {}})
@@ -197,7 +204,8 @@ def merge_cmd(number: int = typer.Argument(..., help="Pull request number."),
 @app.command("close")
 def close_cmd(number: int = typer.Argument(..., help="Pull request number."), repo: str = RepoOption) -> None:
     """Close a pull request without merging."""
-    pr = close_pull(open_repo(repo), number)
+    r = open_repo(repo)
+    pr = RemotePulls(r.url).close(number) if is_remote(r.url) else close_pull(r, number)
     console.print(f"Closed pull request #{pr.number}")
 
 
