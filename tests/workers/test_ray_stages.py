@@ -24,7 +24,9 @@ def test_ray_actors_report_item_stages_to_the_driver(tmp_path: Path) -> None:
 
     repo = Repository.init(str(tmp_path / "r"))
     pop = build_population(repo, 2)
-    ray.init(**local_ray_options(2))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(**local_ray_options(2))
     try:
         with RayExecutor(workers=1) as ex:
             assert not hooks_installed()
@@ -35,7 +37,8 @@ def test_ray_actors_report_item_stages_to_the_driver(tmp_path: Path) -> None:
                 out = ex.run(make_tasks(repo, pop, iteration=2))
             assert ex._relay is None  # the relay actor is gone after the run
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     names = {repo.item(r.task.item_hash).name for r in out.results}
     assert {e.item for e in events} == names
     for name in names:  # every item's stages, in the order the worker went through them
