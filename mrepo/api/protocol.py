@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from ..store import CorruptObject, InvalidInput, ObjectNotFound, RefConflict, check_name, reflog
 from ..store.errors import InvalidRecord
 from ..store.hashing import hash_bytes, is_hash
-from ..store.names import check_ref_key
+from ..store.names import check_array_file, check_ref_key
 from ..store.objects import array_prefix, object_key
 from ..store.refs import HEAD_KEY, check_ref_namespace
 from ..store.repo_store import FORMAT_KEY
@@ -33,7 +33,6 @@ from .staging import UPLOAD_ID
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
 REFLOG_ENTRY = re.compile(r"^=[0-9]{8}T[0-9]{6}\.[0-9]{6}Z-[0-9a-f]{8}\.json$")
-ARRAY_PATH = re.compile(r"^(zarr\.json|c(/[0-9]{1,9}){0,32})$")
 MAX_LIST = 1000
 OCTET = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 BINARY_BODY = {"requestBody": {"content": OCTET, "required": True}}
@@ -47,10 +46,19 @@ def etag(data: bytes) -> str:
     return '"' + blake3.blake3(data).hexdigest() + '"'
 
 
+def _is_array_file(path: str) -> bool:
+    try:
+        check_array_file(path)
+        return True
+    except InvalidInput:
+        return False
+
+
 def check_array_path(path: str) -> str:
-    if not ARRAY_PATH.match(path):
-        raise ApiError(400, f"invalid array file {path[:80]!r}: expected zarr.json or a chunk key c/i/j/...")
-    return path
+    try:
+        return check_array_file(path)  # the rules every backend and client use (mrepo.store.names)
+    except InvalidInput:
+        raise ApiError(400, f"invalid array file {path[:80]!r}: expected zarr.json or a chunk key c/i/j/...") from None
 
 
 def ref_key(name: str) -> str:
@@ -157,7 +165,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
     @get_and_head("/arrays/{h}/{path:path}", dependencies=[reader],
                       responses=BINARY_ANSWER, summary="A file of a complete Zarr v3 array")
     def get_array_file(h: HashParam, path: str, request: Request) -> Response:
-        if not ARRAY_PATH.match(path):  # e.g. zarr v2 probes (.zarray, .zattrs): simply absent
+        if not _is_array_file(path):  # e.g. zarr v2 probes (.zarray, .zattrs): simply absent
             raise ApiError(404, f"array {h} has no file {path[:80]!r}")
         if not objects.has_array(h):
             raise ApiError(404, f"array {h} not found")

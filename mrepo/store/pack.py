@@ -15,24 +15,22 @@ outside the store.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Iterable, Iterator
 
 from .errors import InvalidInput
+from .names import check_object_key
 
 MAGIC = b"MRPK1\n"
 _KEY_LEN = struct.Struct(">H")
 _DATA_LEN = struct.Struct(">Q")
-OBJECT_KEY = re.compile(r"^objects/([0-9a-f]{2})/([0-9a-f]{62})$")
-ARRAY_KEY = re.compile(r"^arrays/([0-9a-f]{64})/(zarr\.json|c(?:/[0-9]{1,9}){0,32})$")
-
-
 def check_pack_key(key: str) -> str:
-    """``key`` when it names an object or an array file; InvalidInput otherwise."""
-    if OBJECT_KEY.match(key) or ARRAY_KEY.match(key):
-        return key
-    raise InvalidInput(f"pack names an invalid key {key[:100]!r}")
+    """``key`` when it names an object or an array file (:func:`mrepo.store.names.check_object_key`,
+    the rules every backend and the server use); InvalidInput otherwise."""
+    try:
+        return check_object_key(key)
+    except InvalidInput:
+        raise InvalidInput(f"pack names an invalid key {key[:100]!r}") from None
 
 
 def frame(key: str, data: bytes) -> bytes:
