@@ -48,6 +48,7 @@ import pandas as pd
 
 from ..graph import Item
 from ..store import InvalidInput, ObjectStore
+from .identity import ID_COLUMN, read_id_column
 from .poses import compose_subtomogram
 from .relion_layouts import read_particle_blocks
 from .relion_passthrough import json_value, particle_columns
@@ -56,8 +57,6 @@ from .star import integers, numeric, require_columns, strings
 __all__ = ["ParticleRows", "read_relion_particles", "tomo_centre", "ID_COLUMN", "HALVES_RULE", "resolve_names",
            "astigmatism_residual", "tomogram_binning"]
 
-#: RELION column carrying mrepo's stable particle id (int64); RELION keeps unknown labels as they are.
-ID_COLUMN = "rlnMrepoParticleId"
 HALVES_RULE = "no rlnRandomSubset: half = 1 + (row mod 2), rows in file order"
 
 _ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
@@ -148,20 +147,6 @@ def _halves(df: pd.DataFrame, path: Path) -> tuple[np.ndarray, str | None]:
         raise InvalidInput(f"{path}: data_particles column rlnRandomSubset row {bad[0] + 1}: {half[bad[0]]} "
                            "is not 1 or 2")
     return half, None
-
-
-def _id_column(df: pd.DataFrame, path: Path) -> np.ndarray:
-    """rlnMrepoParticleId as exact int64 (float64 would round 63-bit ids)."""
-    out = np.empty(len(df), dtype=np.int64)
-    for i, v in enumerate(df[ID_COLUMN].tolist()):
-        try:
-            out[i] = int(str(v))
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInput(f"{path}: data_particles column {ID_COLUMN} row {i + 1}: {v!r} is not an integer id") \
-                from None
-        if out[i] <= 0:
-            raise InvalidInput(f"{path}: data_particles column {ID_COLUMN} row {i + 1}: {v!r} is not a positive id")
-    return out
 
 
 def _col(df: pd.DataFrame, name: str, path: Path) -> np.ndarray:
@@ -256,6 +241,9 @@ def read_relion_particles(path: str | Path, index: dict, *, ignore_unmatched: bo
             raise InvalidInput(f"{path}: data_optics rlnImagePixelSize differs between optics groups "
                                f"({sorted(set(values.tolist()))}); one species has one pixel size")
         image_pixel = float(values[0]) if len(values) else None
+    if not tomo and "rlnMicrographName" not in df.columns:
+        raise InvalidInput(f"{path}: data_particles needs rlnTomoName (tomography) or rlnMicrographName (single "
+                           f"particle) to link particles to items; found columns {', '.join(df.columns[:8])}")
     name_col = "rlnTomoName" if tomo else "rlnMicrographName"
     require_columns(df, [name_col, *_ANGLES], path, "particles")
     names = strings(df, name_col, path, "particles")
@@ -285,7 +273,7 @@ def read_relion_particles(path: str | Path, index: dict, *, ignore_unmatched: bo
         z = _spa_ctf(df, items, objects, path, extra)
         coords = np.concatenate([xy, z[:, None]], axis=1)
         modelled = _SPA_MODELLED
-    ids = _id_column(df, path) if ID_COLUMN in df.columns else None
+    ids = read_id_column(df, path, "particles")
     origins = [c for c in ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst") if c in df.columns]
     if not origins:  # without origins the coordinate is the position itself: nothing to pass through
         modelled = modelled | {"rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ",

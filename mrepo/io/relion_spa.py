@@ -27,12 +27,13 @@ import pandas as pd
 
 from ..graph import DataSource, Item, Repository
 from ..store import InvalidInput
+from .identity import import_context
 from .mrc import mrc_info
 from .relion_layouts import read_particle_blocks
 from .relion_particles import read_relion_particles
 from .relion_passthrough import row_values
 from .species_build import build_species, read_species_maps, same_pixel
-from .staging import ImportResult, PolarityChoice, Staging, name_key, raw_data
+from .staging import ImportResult, PolarityChoice, Staging, current_population, name_key, raw_data
 from .star import block, integers, numeric, read_star, require_columns, strings
 
 __all__ = ["SpeciesFiles", "import_relion_spa", "optics_by_group"]
@@ -233,7 +234,9 @@ def import_relion_spa(repo: Repository, particles: str | Path, *, source: str, p
             sp = build_species(staging.objects, name=species.name, maps=maps, rows=rows, diameter=species.diameter,
                                symmetry=species.symmetry, temporal_samples=species.temporal_samples,
                                star_path=particles,
-                               contributors=[h for it, h in zip(items, hashes) if it.key in used])
+                               contributors=[h for it, h in zip(items, hashes) if it.key in used],
+                               id_context=import_context(repo, current_population(repo, branch), repo.head(branch),
+                                                         particles))
             new_species[species.name] = sp
         op = {"name": "import-relion-spa", "particles": str(particles), "micrographs": str(mics) if mics else None,
               "project": str(project), "source": source, "copy": copy,

@@ -28,12 +28,13 @@ import numpy as np
 
 from ..graph import DataSource, Item, Repository
 from ..store import InvalidInput
+from .identity import import_context
 from .mrc import mrc_info
 from .relion_particles import read_relion_particles
 from .relion_passthrough import row_values, table_values
 from .relion_spa import SpeciesFiles
 from .species_build import build_species, read_species_maps, same_pixel
-from .staging import ImportResult, PolarityChoice, Staging, raw_data, raw_manifest
+from .staging import ImportResult, PolarityChoice, Staging, current_population, raw_data, raw_manifest
 from .star import block, numeric, read_star, require_columns, strings
 
 __all__ = ["import_relion5_tomo", "tomo_items", "exposure_from_pre"]
@@ -202,7 +203,8 @@ def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str,
             new_species[species.name] = build_species(
                 staging.objects, name=species.name, maps=maps, rows=rows, diameter=species.diameter,
                 symmetry=species.symmetry, temporal_samples=species.temporal_samples, star_path=particles,
-                contributors=[h for it, h in zip(items, hashes) if it.key in used])
+                contributors=[h for it, h in zip(items, hashes) if it.key in used],
+                id_context=import_context(repo, current_population(repo, branch), repo.head(branch), particles))
         op = {"name": "import-relion5-tomo", "tomograms": str(tomograms), "project": str(project),
               "particles": str(particles) if particles else None, "source": source, "copy": copy,
               "species": species.name if species else None}
