@@ -195,6 +195,12 @@ def test_page_in_headless_chromium_at_900_px(scientist, tmp_path) -> None:
     width = re.search(r'data-scroll-width="(\d+)"', dom)
     assert width and int(width.group(1)) <= 900  # no horizontal scrolling of the page at 900 px
 
+    # a commit's own page (what clicking it in the history opens): its population and its diff
+    first = repo.log("main")[1][0]
+    older = re.sub(r"<[^>]+>", " ", _chromium(f"{base}/#rev={first}", tmp_path, height=1200))
+    assert "refine iteration 1" in older and "9.00 Å" in older and "6.50 Å" not in older
+    assert f"viewing {first[:10]}" in older
+
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_private_server_shows_a_sign_in_page(tmp_path) -> None:
