@@ -21,14 +21,16 @@ THE item convention (shared with refinement)
   whose tilt_series shifts are ``global_shifts`` (rlnTomoXShiftAngst, rlnTomoYShiftAngst).
 Particle coordinates (Å, item frame):
   frames: x, y from the micrograph origin (pixel index × pixel size; RELION
-  ``x = rlnCoordinateX * pixel - rlnOriginXAngst``), z = 0 (height);
+  ``x = rlnCoordinateX * pixel - rlnOriginXAngst``), z = height: the particle's mean defocus minus
+  its item's (RELION per-particle defocus; refinement's defocus is ``ctf + z``);
   tilts: x, y, z from voxel 0 of the tomogram; RELION 5 centred coordinates convert as
   ``x = rlnCenteredCoordinateXAngst - rlnOriginXAngst + (rlnTomoSizeX / 2) * pixel`` (real division,
   as RELION 5's ``Tomogram::centre``).
 Particle ids (:mod:`mrepo.io.identity`): one id per pick, unique across independent imports,
 inherited from the ``rlnMrepoParticleId`` / ``wrpMrepoParticleId`` column when a file carries it.
 Item names: the micrograph file name without folders and extension, or rlnTomoName;
-particles link to items by that name.
+particles link to items by that name. RELION columns mrepo does not model are passed through
+(:mod:`~mrepo.io.relion_passthrough`; docs/relion.md).
 """
 
 from .identity import new_particle_ids
