@@ -1,20 +1,29 @@
-"""Cost of refining one item vs number of particles: wall time, peak RSS and patch memory.
+"""Per-particle cost of refining one item: time and peak memory vs particles and box (issue 11, item 8).
 
-Each size runs in a fresh subprocess: a frame series (6 frames, 1.5 Å/px, box 48, 5 Å
-refinement limit) refined with shifts, poses, defocus and astigmatism (M's staged order),
-1 thread. Reported per size: refine_item wall time (its L-BFGS iteration counts vary); the
-time of one evaluation of the target with its gradient (CTF not frozen: extraction-size
-FFTs included); peak RSS of the process and its growth
-during refine_item (ru_maxrss after minus before); and the bytes of the extracted particle
-patches the target keeps (complex64, all crop groups) with per-exposure Fourier cropping,
-next to what they would take without it (every exposure at the full extraction box).
+Each (kind, box, particles) point runs in a fresh subprocess on one thread: a simulated
+frame series (6 frames) or tilt series (11 tilts, ±30°), 1.5 Å/px, refinement limit
+4 pixels (so every box is refined to the same fraction of Nyquist), shifts + poses +
+defocus + astigmatism. Reported per point:
 
-Run: ``.venv/bin/python benchmarks/bench_refine.py [N ...]``; writes
-benchmarks/results/bench_refine.json.
+- ``setup_s``: extraction of every particle in every exposure at the aliasing-free box,
+  Fourier-cropped per exposure, and the fixed per-group quantities (``_Context.subset_pairs``);
+- ``eval_s``: one evaluation of M's target with its gradient (CTF not frozen, so the
+  extraction-size FFTs and CTF premultiplication are included), in particle batches of
+  ``--batch`` (:func:`mrepo.workers.objective.backward_target`): the dominant cost of
+  refinement, done ~(L-BFGS steps × rounds × 1.5) times per item;
+- ``patch_mib``: the particle patches the refinement keeps (complex64, per-exposure crops);
+- ``peak_rss_mib`` and ``rss_growth_mib``: peak RSS of the process and its growth from the
+  start of the extraction to the end of the evaluation (ru_maxrss);
+- per-particle figures: eval_s / particles and growth / particles (linear cost means these
+  stay flat).
+
+Run: ``nice .venv/bin/python benchmarks/bench_refine.py [--kind frames|tilts] [--boxes 64 128]
+[--particles 100 200 400]``; writes benchmarks/results/bench_refine_<kind>.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -25,68 +34,83 @@ CHILD = """
 import json, resource, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
-from mrepo.sim import FrameSeriesConfig, Optics, simulate_frame_series
+from mrepo.sim import FrameSeriesConfig, TiltSeriesConfig, Optics, simulate_frame_series, simulate_tilt_series
 from tests.workers.simdata import build_repo, small_species
 from mrepo.workers.api import ItemTask
 from mrepo.workers.geometry import Parameters
 from mrepo.workers.references import load_references_from
-from mrepo.workers.refine_item import _Context, refine_item
+from mrepo.workers.refine_item import _Context
 from mrepo.workers.settings import RefineSettings
-n = {n}
-size = int(96 + 48 * n ** 0.5)
-cfg = FrameSeriesConfig(image_size=(size, size), n_frames=6, optics=Optics(pixel_size=1.5),
-                        species=small_species(48, 1.5)[:1], box=48, n_particles=n, snr=1.0, pad=3, defocus=10000.0)
-sim = simulate_frame_series(cfg, 5)
-sr = build_repo(sim, resolution=5.0)
+kind, n, box, batch = {kind!r}, {n}, {box}, {batch}
+pix = 1.5
+size = int(box * (2 + 0.8 * n ** 0.5))
+sp = small_species(box, pix)[:1]
+if kind == "frames":
+    cfg = FrameSeriesConfig(image_size=(size, size), n_frames=6, optics=Optics(pixel_size=pix), species=sp, box=box,
+                            n_particles=n, snr=1.0, pad=2, defocus=10000.0, contrast="light")
+    sim = simulate_frame_series(cfg, 5)
+else:
+    cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=2 * box, optics=Optics(pixel_size=pix), species=sp,
+                           box=box, n_particles=n, max_tilt=30.0, tilt_step=6.0, snr=1.0, pad=2,
+                           slab_thickness=box * pix, defocus=10000.0, contrast="light")
+    sim = simulate_tilt_series(cfg, 5)
+sr = build_repo(sim, resolution=4 * pix)
 pop = sr.repo.population(); ih = sr.repo.source(pop.sources["sim"]).items[sr.item_key]
 s = RefineSettings(refine_shifts=True, refine_poses=True, refine_defocus=True, refine_astigmatism=True,
-                   resolution_fraction=1.0, lbfgs_iterations=10, rounds=1, defocus_search_range=600.0)
+                   resolution_fraction=1.0, particle_batch=batch)
 task = ItemTask(sr.repo.url, "sim", sr.item_key, ih, dict(pop.species), s.to_json(), 1, n)
 ctx = _Context(task, s, sr.repo.objects, load_references_from(sr.repo.objects, task.species, s))
-subs = ctx.subsets(Parameters.zeros(ctx.model, ctx.particles, None))
-cropped = sum(st.group.ft.numel() * 8 for sub in subs for st in sub.groups)
-full = sum(len(sub.index) * ctx.model.n * (sub.groups[0].group.big * sub.box // sub.groups[0].group.size) ** 2 * 4
-           for sub in subs)  # complex64 rfft2 (M, M // 2 + 1) ~ M^2 / 2 values of 8 bytes
+del sim
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t = time.perf_counter()
 params = Parameters.zeros(ctx.model, ctx.particles, None)
-ctx.sums(subs, params, ctf_frozen=False).target()  # warm-up
-tensors = params.select(["shifts", "translation", "rotation", "defocus", "astigmatism"])
+params.bounds = dict(ctx.schedule.bounds); params.scales = dict(ctx.schedule.scales)
+own, other = ctx.subset_pairs(params)
+setup = time.perf_counter() - t
+patch = sum(st.group.ft.numel() * 8 for sub in own for st in sub.groups)
+params.select(["shifts", "translation", "rotation", "defocus", "astigmatism"])
 t = time.perf_counter()
-for _ in range(3):
-    ctx.sums(subs, params, ctf_frozen=False).target().backward()
-per_eval = (time.perf_counter() - t) / 3
-del ctx, subs, params, tensors
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-t = time.perf_counter()
-refine_item(task)
-sec = time.perf_counter() - t
+ctx.loss(own, params, ctf_frozen=False)
+ev = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"particles": n, "image_px": size, "seconds": sec, "peak_rss_mib": peak,
-                  "rss_growth_mib": peak - before, "seconds_per_evaluation": per_eval, "patch_mib": cropped / 2**20,
-                  "patch_uncropped_mib": full / 2**20}}))
+print(json.dumps({{"kind": kind, "particles": ctx.n_particles, "box": box, "exposures": ctx.model.n, "image_px": size,
+                  "setup_s": setup, "eval_s": ev, "patch_mib": patch / 2**20,
+                  "peak_rss_mib": peak, "rss_growth_mib": peak - start}}))
 """
 
 
-def main(sizes: list[int]) -> None:
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kind", choices=["frames", "tilts"], default="frames")
+    ap.add_argument("--boxes", nargs="*", type=int, default=[64])
+    ap.add_argument("--particles", nargs="*", type=int, default=[100, 200, 400])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("sizes", nargs="*", type=int, help="particle counts (same as --particles)")
+    a = ap.parse_args()
+    if a.sizes:
+        a.particles = a.sizes
     rows = []
-    for n in sizes:
-        out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), n=n)], capture_output=True,
-                             text=True, check=True).stdout.strip().splitlines()[-1]
-        row = json.loads(out)
-        rows.append(row)
-        print(f"{n:6d} particles  {row['seconds']:8.2f} s  {row['seconds_per_evaluation']:6.3f} s/eval  peak {row['peak_rss_mib']:8.1f} MiB  growth "
-              f"{row['rss_growth_mib']:7.1f} MiB  patches {row['patch_mib']:6.2f} MiB "
-              f"(uncropped {row['patch_uncropped_mib']:6.2f} MiB)", flush=True)
-    path = ROOT / "benchmarks" / "results" / "bench_refine.json"
+    path = ROOT / "benchmarks" / "results" / f"bench_refine_{a.kind}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": "frames, 6 frames, 1.5 Å/px, box 48, 5 Å limit, shifts+poses+defocus+"
-                                            "astigmatism, 10 L-BFGS its, 1 round, search ±600 Å, 1 thread",
-                                "command": "python benchmarks/bench_refine.py " + " ".join(map(str, sizes)),
-                                "rows": rows}, indent=1) + "\n")
+    for box in a.boxes:
+        for n in a.particles:
+            proc = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), kind=a.kind, n=n, box=box,
+                                                                      batch=a.batch)],
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                print(f"{a.kind} box {box} {n} particles failed: {proc.stderr.strip().splitlines()[-1]}", flush=True)
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            p = row["particles"]
+            print(f"{a.kind} box {box:4d} {p:6d} particles  setup {row['setup_s']:7.1f} s  eval {row['eval_s']:7.2f} s "
+                  f"({1000 * row['eval_s'] / p:6.1f} ms/particle)  patches {row['patch_mib']:8.1f} MiB  peak "
+                  f"{row['peak_rss_mib']:8.1f} MiB  growth {row['rss_growth_mib']:8.1f} MiB "
+                  f"({1024 * row['rss_growth_mib'] / p:6.1f} KiB/particle)", flush=True)
+            path.write_text(json.dumps({"command": "python benchmarks/bench_refine.py " + " ".join(sys.argv[1:]),
+                                        "settings": f"{a.kind}, 1.5 Å/px, limit 4 px, shifts+poses+defocus+astigmatism, "
+                                                    f"particle batch {a.batch}, 1 thread", "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sizes", nargs="*", type=int, default=[8, 16, 32, 64, 128], help="particle counts")
-    main(parser.parse_args().sizes)
+    main()
