@@ -250,7 +250,7 @@ class PopulationMachine(RuleBasedStateMachine):
         self._record(branch, name)
 
     @precondition(lambda self: bool(getattr(self, "open", None)))
-    @rule(data=st.data(), policy=st.sampled_from(["fail", "drop-incoming", "drop-existing"]))
+    @rule(data=st.data(), policy=st.sampled_from(["drop-incoming", "drop-existing", "fail"]))
     def merge(self, data, policy: str) -> None:
         number = data.draw(st.sampled_from(sorted(self.open)))
         name = self.open.pop(number)
