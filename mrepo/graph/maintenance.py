@@ -299,7 +299,7 @@ def gc(storage: Storage, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_ru
     young_pointers = [h for e, h in pointers if h is not None and e.mtime > cutoff]
     # Commits a ref held within the grace period (reflog) survive, so a deleted branch or a forced
     # move can be undone (``mrepo branch --restore``) until the period ends.
-    report.reflog_roots = sorted({h for e in reflog.read_all(storage.backend) if e.timestamp > cutoff
+    report.reflog_roots = sorted({h for e in reflog.read_all(storage.backend, since=cutoff) if e.timestamp > cutoff
                                   for h in (e.old, e.new) if h and storage.objects.has_object(h)})
     live = reachable(storage, extra_roots=young_records + young_pointers + report.reflog_roots,
                      on_problem=lambda _: None)

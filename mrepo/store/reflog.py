@@ -102,8 +102,21 @@ def read(backend: Backend, ref_key: str) -> list[ReflogEntry]:
     return [e for e in entries if e is not None]
 
 
-def read_all(backend: Backend) -> list[ReflogEntry]:
-    """Entries of every ref, newest first."""
+def read_all(backend: Backend, *, since: float | None = None) -> list[ReflogEntry]:
+    """Entries of every ref, newest first; with ``since`` (epoch seconds) only those written after it
+    (selected by the time in their names, so older entries are not even read)."""
     keys = [e.key for e in backend.list(LOGS_PREFIX) if e.key.rsplit("/", 1)[-1].startswith(ENTRY_MARK)]
+    if since is not None:
+        keys = [k for k in keys if _name_time(k) > since]
     entries = [e for e in (_parse(backend, k) for k in keys) if e is not None]
     return sorted(entries, key=lambda e: (e.when, e.key), reverse=True)
+
+
+def _name_time(key: str) -> float:
+    """Epoch seconds in an entry's file name (``=<YYYYmmddTHHMMSS.ffffffZ>-…``); +inf when unreadable,
+    so an odd name is read rather than skipped."""
+    stamp = key.rsplit("/", 1)[-1][len(ENTRY_MARK):].split("-", 1)[0]
+    try:
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return float("inf")

@@ -93,3 +93,19 @@ def test_cli_reflog_restore_and_log_graph(make_url, monkeypatch) -> None:
     assert Repository.open(url).head("side") == c["side"]
     out = runner.invoke(app, ["reflog", "--repo", url])
     assert "branch --restore side@{1}" in out.output
+
+
+def test_entries_are_selected_by_the_time_in_their_names(make_url) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from mrepo.store import open_backend, reflog
+
+    backend = open_backend(make_url("local"))
+    h = "ab" * 32
+    now = datetime.now(UTC)
+    old = reflog.append(backend, "refs/heads/x", None, h, operation="branch", who="a", now=now - timedelta(days=3))
+    new = reflog.append(backend, "refs/heads/x", h, None, operation="branch --delete", who="b", now=now)
+    assert [e.key for e in reflog.read(backend, "refs/heads/x")] == [new.key, old.key]  # newest first
+    recent = reflog.read_all(backend, since=(now - timedelta(days=1)).timestamp())
+    assert [(e.who, e.old, e.new) for e in recent] == [("b", h, None)]
+    assert old.timestamp == pytest.approx((now - timedelta(days=3)).timestamp(), abs=1e-3)
