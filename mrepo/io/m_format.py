@@ -68,6 +68,7 @@ from .warp_xml import read_warp_xml
 
 __all__ = ["export_m", "import_m", "import_m_species", "guid_for", "M_PREFIX"]
 
+MAX_TEMPORAL_SAMPLES = 100  # M uses a handful; the particle table holds N x T x 3 values
 M_PREFIX = "m."  # ParticleTable.extra names of M particle columns mrepo does not model (Particle.Extra)
 
 
@@ -269,6 +270,9 @@ def _m_species(root: ET.Element, pfile: Path, items: dict[str, Item], index: dic
             temporal = int(_param(sroot, "TemporalResolutionMovement", spath))
         except ValueError as exc:
             raise InvalidInput(f"{spath}: bad numeric parameter ({exc})") from None
+        if not 1 <= temporal <= MAX_TEMPORAL_SAMPLES:
+            raise InvalidInput(f"{spath}: Param TemporalResolutionMovement is {temporal}, expected 1 to "
+                               f"{MAX_TEMPORAL_SAMPLES}")
         folder = spath.parent
         maps = read_species_maps(folder / f"{name}_half1.mrc", folder / f"{name}_half2.mrc",
                                  folder / f"{name}_mask.mrc")

@@ -50,6 +50,7 @@ from .warp_xml import WarpMeta, read_settings, read_warp_xml
 __all__ = ["warp_item", "import_warp", "models_from_warp", "find_movie", "warp_tilt_matrices", "centre_terms",
            "tilt_image_path", "corrections_from_m", "corrections_to_m"]
 
+MAX_VOLUME_A = 1.0e6  # Å: no tomogram edge is longer than 0.1 mm (a whole grid square)
 MOVIE_EXTENSIONS = (".mrc", ".mrcs", ".tif", ".tiff", ".eer", ".em")
 
 
@@ -257,6 +258,9 @@ def _volume_A(xml: Path, meta: WarpMeta, settings: dict[str, dict[str, str]]) ->
         vol = ",".join(repr(float(v)) for v in volume)
     if volume.shape != (3,) or not np.all(np.isfinite(volume)) or not np.all(volume > 0):
         raise InvalidInput(f"{xml}: {where} {vol!r} is not three positive numbers")
+    if np.any(volume > MAX_VOLUME_A):
+        raise InvalidInput(f"{xml}: {where} {vol!r}: a tomogram edge above {MAX_VOLUME_A:g} Å (0.1 mm) is not "
+                           "physical")
     return volume
 
 

@@ -106,3 +106,15 @@ def test_unknown_hash_and_name_is_refused(tmp_path):
     with pytest.raises(InvalidInput, match=r"apo_particles.star: 1 name\(s\) match no item.*'stale.mrc'"):
         import_m(repo, pop)
     assert repo.head("main") is None
+
+
+@pytest.mark.parametrize("value", ["0", "1000000000"])
+def test_impossible_temporal_resolution_refused(tmp_path, value):
+    pop = m_population(tmp_path / "m")
+    spath = next((tmp_path / "m/species").rglob("apo.species"))
+    spath.write_text(spath.read_text().replace('"TemporalResolutionMovement" Value="2"',
+                                               f'"TemporalResolutionMovement" Value="{value}"'))
+    repo = Repository.init(str(tmp_path / "repo"))
+    with pytest.raises(InvalidInput, match=f"apo.species: Param TemporalResolutionMovement is {value}, expected 1"):
+        import_m(repo, pop)
+    assert repo.head("main") is None

@@ -168,3 +168,12 @@ def test_huge_declared_grid_refused_without_allocating(tmp_path):
     assert "<GridCTF> lacks node (1, 0, 0): it declares a 30000 x 30000 x 1 grid (900000000 nodes) but holds 1" \
         in str(err.value)
     assert peak < 10 * 2**20 and elapsed < 1.0
+
+
+def test_impossible_volume_from_settings_refused(tmp_path):
+    proj = warptools_tilts(tmp_path)
+    settings = proj["settings"]
+    settings.write_text(settings.read_text().replace('"DimensionsX" Value="64"', '"DimensionsX" Value="1e300"'))
+    repo = Repository.init(str(tmp_path / "repo"))
+    with pytest.raises(InvalidInput, match=r"TS_01.xml: settings Tomo DimensionsX/Y/Z x Import PixelSize .* not physical"):
+        import_warp(repo, proj["folder"], source="ts", settings=settings)
