@@ -53,6 +53,7 @@ bench: install
 	$(PY) benchmarks/bench_ray.py --quick
 	$(PY) benchmarks/bench_server.py --seconds 2
 	$(PY) benchmarks/bench_ablation.py --quick
+	$(PY) benchmarks/bench_m_fidelity.py
 
 lint: install
 	$(VENV)/bin/ruff check mrepo tests benchmarks scripts
