@@ -6,8 +6,8 @@ An id names one *pick* (DESIGN.md, ParticleTable). Rules:
   ``rlnMrepoParticleId``; M particle STAR: :data:`M_ID_COLUMN` ``wrpMrepoParticleId``) keeps those ids. mrepo's RELION and M exporters write it; RELION 3.1+ keeps unknown labels and M keeps extra
   particle columns (``Species.ParticlesToStar``), so a species derived in RELION or M from exported
   particles (reclassification, subset, re-refinement) comes back with the ids of its particles.
-- **New**: otherwise each row gets ``prefix << ROW_BITS | row`` with ``row`` its 0-based row in the file
-  and ``prefix`` 38 bits of BLAKE3 over (domain tag, the branch head the import is based on, the species
+- **New**: otherwise each particle gets ``prefix << ROW_BITS | row`` with ``row`` its 0-based index among
+  the rows the import keeps (file order; rows skipped by ``--ignore-unmatched`` take no index) and ``prefix`` 38 bits of BLAKE3 over (domain tag, the branch head the import is based on, the species
   name, the BLAKE3 of the particle file, a salt). Two independent imports (another file, another species
   name, another parent commit) get unrelated prefixes, so picks made independently on one micrograph never
   share an id; one import is reproducible (same inputs, same ids) and its ids sort in file order.
@@ -57,7 +57,7 @@ def _prefix(ctx: IdContext, species: str, salt: int) -> int:
 
 
 def new_particle_ids(rows: np.ndarray, *, species: str, context: IdContext) -> np.ndarray:
-    """(N,) int64 ids for particles at 0-based file ``rows`` of one import (see module docstring)."""
+    """(N,) int64 ids for the particles of one import at 0-based indices ``rows`` (module docstring)."""
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= 1 << ROW_BITS):
         raise InvalidInput(f"species {species!r}: particle files hold at most {1 << ROW_BITS} rows")
