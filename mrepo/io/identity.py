@@ -3,13 +3,15 @@
 An id names one *pick* (DESIGN.md, ParticleTable). Rules:
 
 - **Inherited**: a particle file that has the id column (RELION STAR: :data:`ID_COLUMN`
-  ``rlnMrepoParticleId``; M particle STAR: :data:`M_ID_COLUMN` ``wrpMrepoParticleId``) keeps those ids. mrepo's RELION and M exporters write it; RELION 3.1+ keeps unknown labels and M keeps extra
-  particle columns (``Species.ParticlesToStar``), so a species derived in RELION or M from exported
-  particles (reclassification, subset, re-refinement) comes back with the ids of its particles.
-- **New**: otherwise each particle gets ``prefix << ROW_BITS | row`` with ``row`` its 0-based index among
-  the rows the import keeps (file order; rows skipped by ``--ignore-unmatched`` take no index) and ``prefix`` 38 bits of BLAKE3 over (domain tag, the branch head the import is based on, the species
-  name, the BLAKE3 of the particle file, a salt). Two independent imports (another file, another species
-  name, another parent commit) get unrelated prefixes, so picks made independently on one micrograph never
+  ``rlnMrepoParticleId``; M particle STAR: :data:`M_ID_COLUMN` ``wrpMrepoParticleId``) keeps those ids.
+  mrepo's RELION and M exporters write it; RELION 3.1+ keeps unknown labels and M keeps extra particle
+  columns (``Species.ParticlesToStar``), so a species derived in RELION or M from exported particles
+  (reclassification, subset, re-refinement) comes back with the ids of its particles.
+- **New**: otherwise each particle gets ``prefix << ROW_BITS | row``, ``row`` its 0-based index among the
+  rows the import keeps (file order; rows skipped by ``--ignore-unmatched`` take no index) and ``prefix``
+  38 bits of BLAKE3 over (domain tag, the branch head the import is based on, the species name, the
+  BLAKE3 of the particle file, a salt). Two independent imports (another file, another species name,
+  another parent commit) get unrelated prefixes, so picks made independently on one micrograph never
   share an id; one import is reproducible (same inputs, same ids) and its ids sort in file order.
   The chance that two of k imports share a prefix is about k² / 2³⁹ (1e-6 for k = 1000); the importer
   also refuses a prefix already used by the population it adds to and takes the next salt.
