@@ -73,4 +73,6 @@ def test_refinement_stages_reach_the_display_from_a_real_local_run(tmp_path: Pat
         LocalExecutor(use_cache=False).run(make_tasks(repo, pop), progress=display.items)
     text = log.getvalue()
     assert re.search(rf"^{STAMP} refine: \S+: L-BFGS \S+ 1/2$", text, re.M), text
+    stage_lines = [ln.split(" ", 1)[1] for ln in text.splitlines() if "L-BFGS" in ln]
+    assert all(a != b for a, b in zip(stage_lines, stage_lines[1:]))  # no line repeats the one before
     assert re.search(rf"^{STAMP} refine: 2/2 items, \d+/\d+ particles, .* particles/s, ETA 0:00:00$", text, re.M)

@@ -73,6 +73,7 @@ class ProgressDisplay:
         self._bar: Progress | None = None
         self._main: TaskID | None = None
         self._stages: dict[str, TaskID] = {}
+        self._said: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> ProgressDisplay:
@@ -128,6 +129,10 @@ class ProgressDisplay:
                 else:
                     self._bar.update(task, detail=text)
             return
+        with self._lock:
+            if self._said.get(event.key or event.item) == text:
+                return  # e.g. line-search evaluations within one L-BFGS iteration
+            self._said[event.key or event.item] = text
         first_step = event.step is None or event.step <= 1
         self._log(f"stage:{event.item}:{event.stage}", f"{self.description}: {event.item}: {text}",
                   force=first_step and event.stage != "refine")
