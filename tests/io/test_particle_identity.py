@@ -25,7 +25,7 @@ from mrepo.graph.dedup import dedup_species
 from mrepo.graph.pulls import check_pull, merge_pull, open_pull
 from mrepo.io import SpeciesFiles, add_species, import_relion_spa
 from mrepo.io.identity import ID_COLUMN, PREFIX_BITS, ROW_BITS
-from mrepo.store import MergeConflict
+from mrepo.store import InvalidInput, MergeConflict
 
 MICS = ("mic_001", "mic_002")
 WIDTH, HEIGHT = 32 * PIX, 24 * PIX  # Å
@@ -152,6 +152,23 @@ def test_derived_species_inherit_ids_copy_is_shared_move_is_reclassification(tmp
     assert r.clean
     merge_pull(repo, 2, policy="fail")
     assert sorted(table_of(repo, "main", "A").ids.tolist()) == sorted(int(i) for i in rest.ids)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([5, 5], f"data_particles column {ID_COLUMN} rows 1 and 2 carry the same id 5"),
+    ([5, -3], f"data_particles column {ID_COLUMN} row 2: '-3' is not a particle id"),
+    ([5, "abc"], f"data_particles column {ID_COLUMN} row 2: 'abc' is not a particle id"),
+])
+def test_bad_id_column_is_one_line_and_writes_nothing(tmp_path, ids, message):
+    from test_io_bad_input import listing
+
+    repo, proj = base_repo(tmp_path)
+    f = write_particles(tmp_path / "pick/particles.star", [(0, 10.0, 10.0), (0, 40.0, 30.0)], ids)
+    before = listing(tmp_path / "repo")
+    with pytest.raises(InvalidInput) as err:
+        add_species(repo, species_files(proj, "A"), f)
+    assert message in str(err.value) and "particles.star" in str(err.value) and "\n" not in str(err.value)
+    assert listing(tmp_path / "repo") == before
 
 
 # ----------------------------------------------------------------------------- stateful
