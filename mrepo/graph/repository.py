@@ -205,14 +205,20 @@ class Repository:
         return reflog.read(self.storage.backend, self._ref_key_for_log(ref))
 
     def _ref_key_for_log(self, ref: str) -> str:
+        """``refs/...`` key of a branch, tag or ``remote/branch`` name: the first that exists now or
+        has a reflog (a deleted branch still has one), else the branch."""
         if ref.startswith("refs/"):
             return check_name(ref, "ref")
         if ref == "HEAD":
             ref = self.default_branch
-        key = branch_key(ref)
-        if self.refs.get(key) is None and self.refs.get(tag_key(ref)) is not None:
-            return tag_key(ref)
-        return key
+        keys = [branch_key(ref), tag_key(ref)] + ([f"refs/remotes/{check_name(ref, 'ref')}"] if "/" in ref else [])
+        for key in keys:
+            if self.refs.get(key) is not None:
+                return key
+        for key in keys:
+            if any(True for _ in self.storage.backend.list(reflog.log_prefix(key))):
+                return key
+        return keys[0]
 
     def reflog_value(self, ref: str, n: int) -> str:
         """Where ``ref`` pointed ``n`` moves ago (``ref@{n}``; 0 is now)."""

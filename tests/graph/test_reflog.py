@@ -109,3 +109,18 @@ def test_entries_are_selected_by_the_time_in_their_names(make_url) -> None:
     recent = reflog.read_all(backend, since=(now - timedelta(days=1)).timestamp())
     assert [(e.who, e.old, e.new) for e in recent] == [("b", h, None)]
     assert old.timestamp == pytest.approx((now - timedelta(days=3)).timestamp(), abs=1e-3)
+
+
+def test_reflog_names_resolve_to_tags_and_remote_tracking_refs(tmp_path) -> None:
+    from mrepo.graph import clone, fetch
+
+    src = Repository.init(str(tmp_path / "src"))
+    head = src.commit(make_population(src), message="x")
+    src.create_tag("v1")
+    dst, _ = clone(str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert [e.operation for e in dst.reflog("origin/main")][0].startswith("clone from")
+    assert dst.reflog("v1")[0].new == head and dst.reflog("v1")[0].ref == "refs/tags/v1"
+    src.commit(make_population(src, seed=4), message="y")
+    fetch(dst, "origin")
+    assert dst.reflog("origin/main")[0].operation == "fetch origin"
+    assert dst.resolve("origin/main@{1}") == head
