@@ -100,7 +100,7 @@ def _arr(repo: Repository, item: Item, name: str) -> np.ndarray | None:
 def tilt_names(repo: Repository, item: Item, rel: _Paths) -> list[str]:
     paths = raw_paths(repo, item)
     n = int(item.imaging["dimensions"][2])
-    if len(paths) == 1:
+    if len(paths) == 1 and item.raw.format != "manifest":
         return [f"{k}@{rel(paths[0])}" for k in range(1, n + 1)]
     return [rel(p) if s is None else f"{s + 1}@{rel(p)}" for p, s in zip(paths, raw_sections(repo, item))]
 
