@@ -23,6 +23,7 @@ from ..store import (
     CorruptObject,
     InvalidInput,
     InvalidName,
+    MrepoError,
     ObjectNotFound,
     RefConflict,
     Storage,
@@ -171,6 +172,8 @@ class _ArrayCopy:
         self.metadata = metadata
         self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
         self.keys = self.receiver.keys()
+        self.written: list[str] = []
+        self.published = False
         self._left = len(self.keys)
         self._lock = threading.Lock()
 
@@ -182,6 +185,7 @@ class _ArrayCopy:
         self.receiver.add(key, data)
         dst.backend.put(full, data)
         with self._lock:
+            self.written.append(full)
             self._left -= 1
             last = self._left == 0
         if last:
@@ -191,6 +195,18 @@ class _ArrayCopy:
     def publish(self, dst: Storage) -> None:
         self.receiver.finish()
         dst.backend.put(array_prefix(self.h) + "zarr.json", self.metadata)
+        self.published = True
+
+    def discard(self, dst: Storage) -> None:
+        """After a failed transfer: remove the chunk files written for an array that never became
+        visible (best effort; an array already complete at ``dst`` is left alone)."""
+        if self.published or not self.written or dst.objects.has_array(self.h):
+            return
+        for key in list(self.written):
+            try:
+                dst.backend.delete(key)
+            except MrepoError:  # e.g. a server: it discards its own staged uploads
+                return
 
 
 def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
@@ -263,12 +279,18 @@ def _copy_with(pool: ThreadPoolExecutor, src: Storage, dst: Storage, roots: Iter
         stats.bytes += len(c.metadata)
         if not c.keys:
             tick()
-    for (n, published) in pool.map(lambda t: t[0].copy_chunk(src, dst, t[1]), tasks):
-        stats.bytes += n
-        stats.array_bytes += n
-        tick()
-        if published:
-            tick()  # its zarr.json
+    try:
+        for (n, published) in pool.map(lambda t: t[0].copy_chunk(src, dst, t[1]), tasks):
+            stats.bytes += n
+            stats.array_bytes += n
+            tick()
+            if published:
+                tick()  # its zarr.json
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # nothing still writing before cleaning up
+        for c in copies:
+            c.discard(dst)
+        raise
     for n in pool.map(copy_blob, sorted(blobs)):
         stats.bytes += n
         tick()

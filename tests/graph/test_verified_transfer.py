@@ -5,19 +5,21 @@ refs point only at records of their kind."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from mrepo.cli import app
-from mrepo.graph import Repository, clone, fetch, push, repair, verify
+from mrepo.graph import DataSource, Population, Repository, clone, fetch, push, repair, verify
 from mrepo.store import CorruptObject, InvalidInput, RefConflict, canonical_json, hash_bytes, references
 from mrepo.store.errors import InvalidRecord
 from mrepo.store.hashing import RECORD_TAG
 from mrepo.store.objects import array_prefix, object_key
-from tests.factories import make_population
+from tests.factories import make_item, make_population
 
 T1, T2 = "2024-05-01T00:00:01Z", "2024-05-01T00:00:02Z"
 DESTINATIONS = ["local", "memory", pytest.param("s3", marks=pytest.mark.s3)]
@@ -231,3 +233,18 @@ def test_refs_point_only_at_records_of_their_kind(make_url: Callable[[str], str]
     with pytest.raises(InvalidInput, match="invalid ref"):
         repo.refs.update("refs/pulls/0", head, None)
     assert repo.branches() == {"main": head}
+
+
+def test_a_refused_array_leaves_no_chunk_files(make_url: Callable[[str], str]) -> None:
+    src = Repository.init(make_url("local"))
+    arr = np.random.default_rng(4).normal(size=(64, 8)).astype(np.float32)
+    h = src.objects.put_array(arr, chunks=(4, 8))  # 16 chunk files
+    item = dataclasses.replace(make_item(src, "fov"), models={"shifts": h})
+    src.commit(Population("p", {"g": DataSource("g", {item.key: item.save(src.objects)}).save(src.objects)}),
+               message="m", time=T1)
+    flip(src, array_prefix(h) + "c/15/0")
+    dst = Repository.init(make_url("local"))
+    with pytest.raises(CorruptObject, match=f"array {h} chunk c/15/0"):
+        fetch(dst, src.url)
+    assert list(dst.storage.backend.list(array_prefix(h))) == []
+    assert refs_of(dst) == []
