@@ -138,3 +138,66 @@ def test_frame_series_export_equals_refined_state(refined_frames, tmp_path):
         x = df["rlnCoordinateX"].to_numpy() * pix - df.get("rlnOriginXAngst", 0.0)
         y = df["rlnCoordinateY"].to_numpy() * pix - df.get("rlnOriginYAngst", 0.0)
         np.testing.assert_allclose(np.stack([x, y], 1), table.coordinates[:, 0, :2], rtol=0, atol=1e-9)
+
+
+def test_micrograph_refined_state_export(tmp_path):
+    """A RELION micrograph (one frame) after a model update as refinement writes it: the exported coordinates
+    include its global shift, defocus = refined item CTF + the particle's height + its astigmatism residual."""
+    from dataclasses import replace
+
+    from relion5_layouts import MICS, ctfrefine_spa
+
+    from mrepo.graph import ParticleTable, Population
+    from mrepo.io import import_relion_spa
+
+    root = tmp_path / "proj"
+    proj = ctfrefine_spa(root)
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion_spa(repo, proj["particles"], source="mics", project=root, micrographs=proj["micrographs"],
+                      species=SpeciesFiles("apo", proj["half1"], proj["half2"], proj["mask"], 120.0, "C2"))
+    pop = repo.population()
+    src = repo.source(pop.sources["mics"])
+    shift = np.array([[3.5, -2.25]])
+    new_items, new_ctf = {}, {}
+    for key, h in src.items.items():
+        it = repo.item(h)
+        ctf = _arr(repo, it, "ctf") + [[120.0, -80.0, 1.5]]
+        new_ctf[key] = ctf[0]
+        models = {**it.models, "ctf": repo.objects.put_array(ctf), "global_shifts": repo.objects.put_array(shift)}
+        new_items[key] = replace(it, models=models).save(repo.objects)
+    sp = repo.species(pop.species["apo"])
+    t = repo.particles(sp.particles)
+    coords = t.coordinates.copy()
+    coords[:, :, 2] += np.arange(len(t))[:, None] * 7.5  # refined heights
+    t2 = ParticleTable(t.ids, t.item_index, t.items, coords, t.angles, t.half, t.extra)
+    sp2 = replace(sp, particles=t2.save(repo.objects))
+    pop2 = Population(pop.name, {"mics": replace(src, items=new_items).save(repo.objects)},
+                      {"apo": sp2.save(repo.objects)}, pop.metadata)
+    repo.commit(pop2, message="model update", operation={"name": "test-refine"})
+    out = tmp_path / "out"
+    export_relion(repo, "main", out, project=root)
+    mics = starfile.read(out / "micrographs.star", always_dict=True)["micrographs"].set_index("rlnMicrographName")
+    items = {it.key: it for it in population_items(repo, repo.population()).values()}
+    for key, it in items.items():
+        row = mics.loc[f"MotionCorr/job002/Movies/{it.name}.mrc"]
+        np.testing.assert_array_equal([row["rlnDefocusU"], row["rlnDefocusV"], row["rlnDefocusAngle"]], new_ctf[key])
+    df = starfile.read(out / "apo/particles.star", always_dict=True)["particles"]
+    df = df.set_index("rlnMrepoParticleId").loc[t2.ids]
+    keys = t2.item_keys()
+    pix = np.array([float(items[k].imaging["pixel_size"]) for k in keys])
+    x = df["rlnCoordinateX"].to_numpy() * pix - df["rlnOriginXAngst"].to_numpy()
+    y = df["rlnCoordinateY"].to_numpy() * pix - df["rlnOriginYAngst"].to_numpy()
+    np.testing.assert_allclose(np.stack([x, y], 1), t2.coordinates[:, 0, :2] + shift[0], rtol=0, atol=1e-9)
+    ictf = np.stack([new_ctf[k] for k in keys])
+    res = t2.extra["ctf_residual"]
+    mean = (ictf[:, 0] + ictf[:, 1]) / 2 + t2.coordinates[:, 0, 2]
+    half = (ictf[:, 0] - ictf[:, 1]) / 2 + res[:, 0]
+    np.testing.assert_allclose(df["rlnDefocusU"], mean + half, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(df["rlnDefocusV"], mean - half, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(df["rlnDefocusAngle"], ictf[:, 2] + res[:, 1], rtol=0, atol=1e-9)
+    assert len(MICS) == len(items)
+    # unrefined particle columns still come back as imported
+    src_df = starfile.read(proj["particles"], always_dict=True)["particles"].set_index("rlnImageName")
+    got = df.set_index("rlnImageName").loc[src_df.index]
+    np.testing.assert_array_equal(got["rlnCtfBfactor"], src_df["rlnCtfBfactor"])
+    np.testing.assert_array_equal(got["rlnCoordinateX"], src_df["rlnCoordinateX"])
