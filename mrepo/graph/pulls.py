@@ -243,7 +243,7 @@ def open_pull(repo: Repository, source: str, into: str, title: str, *, descripti
                          created=now, updated=now, description=description)
         h = repo.objects.put_record(PullRequest.KIND, pr.to_body())
         try:
-            repo.refs.update(pull_key(number), h, None, operation="pr open")
+            repo.refs.update(pull_key(number), h, None, operation="pr open", who=pr.author)
             return pr
         except RefConflict:
             number += 1
