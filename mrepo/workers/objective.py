@@ -17,7 +17,9 @@ and are Fourier-cropped to b_g.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,7 +64,11 @@ class GroupState:
 
 @dataclass
 class Subset:
-    """Particles of one species and half-set: ``index`` (P_s,) into the item's particles."""
+    """Particles of one species and half-set: ``index`` (P_s,) into the item's particles.
+
+    Streamed subsets (``load`` set) keep no extracted patches (their groups' ``ft`` is empty):
+    ``load()`` re-extracts them from the item's exposures when an evaluation needs them, so
+    memory stays that of one particle batch whatever the number of particles."""
 
     species: str
     half: int
@@ -70,6 +76,15 @@ class Subset:
     index: Tensor
     volume_ft: Tensor
     groups: list[GroupState] = field(default_factory=list)
+    load: Callable[[], list[Tensor]] | None = None
+
+    def patches(self, ctf_frozen: bool) -> list[Tensor | None]:
+        """Each group's patches (re-extracted when streamed; None where the frozen-CTF cache suffices)."""
+        if self.load is None:
+            return [st.group.ft for st in self.groups]
+        if ctf_frozen and all(st.cached is not None for st in self.groups):
+            return [None] * len(self.groups)
+        return self.load()
 
 
 @dataclass
@@ -115,9 +130,11 @@ def build_group_state(model: ItemModel, group: PatchGroup, diameter: float, reso
     return GroupState(group, weight, inv_as.float(), mask, limit, pb[..., 1:limit + 1].sum(-1).double())
 
 
-def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_frozen: bool) -> tuple[Tensor, Tensor]:
-    """Masked premultiplied images and the band-limited CTF² (P, g, b_g, b_g // 2 + 1)."""
-    g = st.group
+def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_frozen: bool,
+            ft: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Masked premultiplied images and the band-limited CTF² (P, g, b_g, b_g // 2 + 1);
+    ``ft``: the group's patches when streamed."""
+    g = st.group if ft is None else dataclasses.replace(st.group, ft=ft)
     e = g.exposures
     residual = geo.positions[idx][:, e] - g.centres
     du, dv, ang = geo.defocus_u[idx][:, e], geo.defocus_v[idx][:, e], geo.astigmatism[e]
@@ -148,9 +165,9 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
         if len(sub.index) == 0:
             continue
         rot = geo.rotations[sub.index]
-        for st in sub.groups:
+        for st, ft in zip(sub.groups, sub.patches(ctf_frozen)):
             g = st.group
-            x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen)
+            x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen, ft)
             b_img = x * (st.weight * st.inv_as)
             ref = extract_slices(sub.volume_ft, rot[:, g.exposures], sub.box, REFERENCE_PAD)
             if g.size < sub.box:

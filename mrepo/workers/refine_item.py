@@ -13,6 +13,7 @@ stores the new item, models and per-species ``item-particles`` records itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
@@ -115,6 +116,10 @@ class _Context:
         self.gauge = {g for g, shared in (("translation", "shifts"), ("rotation", "stage"))
                       if g in geometry and shared in geometry and (g == "translation" or tilts)}
         self.prior_weight = 0.0
+        #: stream particle batches (re-extract patches per evaluation) when keeping them would
+        #: exceed ``patch_memory_mib`` (estimate: complex64 rfft patches at the species box, all exposures)
+        need = sum(len(self.rows[n][0]) * self.model.n * r.box * (r.box // 2 + 1) * 8 * 4 for n, r in present.items())
+        self.stream = need / 2**20 > settings.patch_memory_mib
 
     def in_target(self, subsets: list[Subset]) -> torch.Tensor:
         """(P,) bool: particles that some subset scores."""
@@ -162,8 +167,14 @@ class _Context:
                 for c, gs in zip(chunks, groups):
                     states = [build_group_state(self.model, g, ref.species.diameter, res, ref.box, self.settings.whiten,
                                                 self.settings.weights, amps[j]) for j, g in enumerate(gs)]
-                    own.append(Subset(name, h, ref.box, c, ref.volumes_ft[h - 1], states))
-                    other.append(Subset(name, h, ref.box, c, ref.volumes_ft[2 - h], states))
+                    load = None
+                    if self.stream:
+                        load = functools.partial(_extract_fts, self.stack, torch.round(geo.positions[c]), ref.box,
+                                                 big, sizes, self.model.pixel_size)
+                        for st in states:
+                            st.group = dataclasses.replace(st.group, ft=st.group.ft[:, :, :0])
+                    own.append(Subset(name, h, ref.box, c, ref.volumes_ft[h - 1], states, load))
+                    other.append(Subset(name, h, ref.box, c, ref.volumes_ft[2 - h], states, load))
         return own, other
 
     def sums(self, subsets: list[Subset], params: Parameters, ctf_frozen: bool, spectra: bool = False) -> Sums:
@@ -180,6 +191,12 @@ class _Context:
             prior.backward()
             loss += float(prior.detach())
         return torch.tensor(loss, dtype=torch.float64)
+
+
+def _extract_fts(stack: torch.Tensor, centres: torch.Tensor, box: int, big: int, sizes: np.ndarray,
+                 pixel_size: float) -> list[torch.Tensor]:
+    """The patches of one streamed particle batch, re-extracted (same layout as at set-up)."""
+    return [g.ft for g in extract_groups(stack, centres, box, big, sizes, pixel_size)]
 
 
 def _lbfgs(ctx: _Context, subsets: list[Subset], params: Parameters, groups: list[str], ctf_frozen: bool) -> None:

@@ -49,7 +49,9 @@ class RefineSettings:
     evaluation batch (bounds the memory of the autograd graph).
     ``fsc_weighted_references``: half-maps weighted by sqrt(2FSC/(1+FSC)) before use;
     ``mask_follows_map``: each iteration's mask is made from its map
-    (:func:`mrepo.workers.references.follow_mask`).
+    (:func:`mrepo.workers.references.follow_mask`). ``patch_memory_mib``: above this estimate
+    of the extracted patches an item streams its particle batches (patches re-extracted from the
+    exposures at each evaluation, memory of one batch; ~1.3x the time).
     """
 
     refine_shifts: bool = True
@@ -81,6 +83,7 @@ class RefineSettings:
     particle_batch: int = 64
     fsc_weighted_references: bool = True
     mask_follows_map: bool = True
+    patch_memory_mib: float = 2048.0
 
     def __post_init__(self) -> None:
         if self.image_warp is not None:

@@ -139,12 +139,13 @@ def test_refined_targets_do_not_fall_on_either_half():
 # ---------------------------------------------------------------- gradients in batches
 
 
-def test_batched_gradient_equals_the_joint_gradient():
+def test_batched_streamed_gradient_equals_the_joint_gradient():
     sr = build_repo(frames_sim(n_particles=10, n_frames=3, pixel=1.5, box=48, size=192, snr=1.0), resolution=6.0)
     grads = []
-    for batch in (2, 1000):
-        s = RefineSettings(refine_poses=True, particle_batch=batch, resolution_fraction=1.0)
+    for batch, memory in ((2, 0.0), (1000, 2048.0)):  # batches of 2 streamed from the frames, or all kept
+        s = RefineSettings(refine_poses=True, particle_batch=batch, resolution_fraction=1.0, patch_memory_mib=memory)
         ctx = _context(sr, s)
+        assert ctx.stream == (memory == 0.0)
         params = Parameters.zeros(ctx.model, ctx.particles, None)
         with torch.no_grad():
             params.translation.copy_(torch.linspace(-0.3, 0.3, params.translation.numel()).reshape(
