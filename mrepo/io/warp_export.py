@@ -52,7 +52,7 @@ import pandas as pd
 from ..graph import Item, Repository
 from ..store import InvalidInput
 from .m_hash import m_data_hash
-from .mrc import write_mrc
+from .mrc import MRC_LABEL
 from .raw_access import raw_paths
 from .star import write_star
 from .warp_import import centre_terms, corrections_to_m, models_from_warp
@@ -213,6 +213,23 @@ def _sections(repo: Repository, item: Item, n: int) -> list[int | None]:
     return [e.get("section") for e in entries]
 
 
+_MRC_DTYPES = (np.int8, np.int16, np.uint16, np.float16, np.float32)
+
+
+def _write_image(path: Path, image: np.ndarray, voxel: float) -> Path:
+    """One (1, y, x) MRC image keeping the stack's data type when MRC has it (int16 stays 2 bytes a pixel),
+    with mrepo's fixed label so the bytes (and M's data hash) depend on the data only."""
+    data = image if image.dtype.type in _MRC_DTYPES else image.astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with mrcfile.new(path, overwrite=True) as m:
+        m.header.label[0] = MRC_LABEL
+        m.header.nlabl = 1
+        m.set_data(np.ascontiguousarray(data)[None])
+        m.set_image_stack()
+        m.voxel_size = voxel
+    return path
+
+
 def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], list[Path]]:
     """Per-tilt movies M opens (MoviePath relative to ``out``) and their average/ links; returns
     (MoviePath list, written paths). A tilt that is a whole file is linked; a section of a stack is
@@ -237,7 +254,7 @@ def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], lis
                     stacks[path] = mrcfile.mmap(path, mode="r", permissive=True)
                 data = stacks[path].data
                 image = np.asarray(data[section] if data.ndim == 3 else data)
-                written.append(write_mrc(movie, image[None], float(item.imaging["pixel_size"]), volume=False))
+                written.append(_write_image(movie, image, float(item.imaging["pixel_size"])))
             written.append(_link(movie, folder / "average" / movie.name))
             names.append(movie.relative_to(out).as_posix())
     finally:
