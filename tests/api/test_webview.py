@@ -213,3 +213,30 @@ def test_private_server_shows_a_sign_in_page(tmp_path) -> None:
         assert re.search(r'<section id="login">', dom) and re.search(r'<main id="main" hidden', dom)
         assert "Sign in" in dom and "secret work" not in dom
         assert httpx.get(f"{base}/api/overview", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+
+
+def test_tilt_series_thumbnail_is_the_tilt_nearest_zero(tmp_path) -> None:
+    import json
+
+    import mrcfile
+    from typer.testing import CliRunner
+
+    from mrepo.api.item_views import raw_image
+    from mrepo.cli.sim import app as sim_app
+    from mrepo.io.sim_import import import_sim
+
+    out = tmp_path / "sim"
+    res = CliRunner().invoke(sim_app, ["tilts", "--out", str(out), "--seed", "2", "--particles", "4", "--size", "96",
+                                       "--box", "32", "--max-tilt", "30", "--step", "15", "--one-file-per-image",
+                                       "--species", "1"])
+    assert res.exit_code == 0, res.output
+    repo = Repository.init(str(tmp_path / "r"))
+    import_sim(repo, out, copy=False)
+    src = repo.source(next(iter(repo.population().sources.values())))
+    item = repo.item(next(iter(src.items.values())))
+    assert item.raw.format == "manifest"
+    files = json.loads(repo.objects.get_blob(item.raw.hash))["files"]
+    nearest = int(np.argmin(np.abs(item.imaging["tilt_angles"])))
+    with mrcfile.open(files[nearest]["uri"].removeprefix("file://")) as m:
+        expected = np.asarray(m.data, dtype=np.float32).reshape(96, 96)
+    np.testing.assert_array_equal(raw_image(repo, item), expected)
