@@ -142,7 +142,9 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
                         "DiameterAngstrom": int(round(sp.diameter)), "Symmetry": sp.symmetry,
                         "TemporalResolutionMovement": sp.temporal_samples,
                         "TemporalResolutionRotation": sp.temporal_samples,
-                        "GlobalResolution": repr(float(sp.resolution or 0.0))})
+                        # M refines up to GlobalResolution (Species.PrepareRefinementRequisites divides by it):
+                        # a species without a measured resolution gets Nyquist, 2 x pixel size
+                        "GlobalResolution": repr(float(sp.resolution or 2.0 * float(sp.pixel_size)))})
         ET.SubElement(sroot, "UsedDataSources")
         written.append(_write_xml(sroot, out / rel))
         for suffix, ah in (("half1", sp.half1), ("half2", sp.half2), ("mask", sp.mask)):

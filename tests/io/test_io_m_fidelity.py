@@ -284,3 +284,13 @@ def test_stage_corrections_are_the_rotation_m_applies():
         m_matrix = rot(2, z) @ rot(1, y) @ rot(0, x)
         np.testing.assert_allclose(xyz_to_matrix(torch.deg2rad(torch.tensor(w))).numpy(), m_matrix, atol=1e-12)
     np.testing.assert_allclose(corrections_to_m(ours), m_angles, atol=1e-12)
+
+
+def test_species_without_resolution_gets_nyquist_for_m(tmp_path):
+    """M divides by GlobalResolution (Species.PrepareRefinementRequisites); 0 would break it."""
+    _, repo, _ = _setup(tmp_path)
+    sp = repo.species(repo.population().species["ribo"])
+    assert sp.resolution is None
+    export_m(repo, "main", tmp_path / "m")
+    path = next((tmp_path / "m/species").rglob("ribo.species"))
+    assert float(_params(ET.parse(path).getroot())["GlobalResolution"]) == 2.0 * sp.pixel_size
