@@ -75,6 +75,23 @@ def raw_get(fs, dest: Path, prefix: str, keys: list[str], workers: int) -> float
     return time.perf_counter() - t0
 
 
+def timed(runs: list[float], stats: dict, name: str, fn) -> None:  # noqa: ANN001
+    t0 = time.perf_counter()
+    stats[name] = fn()
+    runs.append(time.perf_counter() - t0)
+
+
+def pull_into(path: Path, url: str, head: str, workers: int):  # noqa: ANN201
+    """Pull ``url`` into a new repository at ``path``; returns the transfer stats."""
+    from mrepo.graph import Repository, pull
+
+    back = Repository.init(str(path))
+    stats, _ = pull(back, url, workers=workers)
+    assert back.head() == head
+    back.close()
+    return stats
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gib", type=float, default=1.0, help="population size in GiB of map data")
@@ -87,7 +104,7 @@ def main() -> None:
 
     from _moto import start_moto
 
-    from mrepo.graph import Repository, pull, push
+    from mrepo.graph import Repository, push
     from mrepo.store.backends import S3Backend
 
     server, endpoint = start_moto(BUCKET)
@@ -104,27 +121,32 @@ def main() -> None:
         src = Repository.open(src_url)
         fs = None
         push_runs, raw_put_runs, pull_runs, raw_get_runs = [], [], [], []
-        for rep in range(args.repeat):  # alternate mrepo and raw runs; the machine's load varies
+        stats = {}
+        for rep in range(args.repeat):  # alternate which side goes first; the machine's load varies
             tag = uuid.uuid4().hex[:8]
-            dst_url = f"s3://{BUCKET}/mrepo-{tag}"
+            dst_url, raw_prefix = f"s3://{BUCKET}/mrepo-{tag}", f"{BUCKET}/raw-{tag}"
             Repository.init(dst_url).close()
-            t0 = time.perf_counter()
-            pushed = push(src, dst_url, workers=args.workers)
-            push_runs.append(time.perf_counter() - t0)
-            if rep == 0:
-                again = push(src, dst_url, workers=args.workers)
             fs = fs or S3Backend(dst_url).fs
-            raw_put_runs.append(raw_put(fs, Path(src_url), f"{BUCKET}/raw-{tag}", keys, args.workers))
-
-            back = Repository.init(str(tmp / f"back{rep}"))
-            t0 = time.perf_counter()
-            pulled, _ = pull(back, dst_url, workers=args.workers)
-            pull_runs.append(time.perf_counter() - t0)
-            assert back.head() == head
-            raw_get_runs.append(raw_get(fs, tmp / f"rawget{rep}", f"{BUCKET}/raw-{tag}", keys, args.workers))
-            back.close()
+            steps = {
+                "push": lambda u=dst_url: timed(push_runs, stats, "push", lambda: push(src, u, workers=args.workers)),
+                "raw_put": lambda p=raw_prefix, f=fs: raw_put_runs.append(raw_put(f, Path(src_url), p, keys, args.workers)),
+                "pull": lambda u=dst_url, r=rep: timed(pull_runs, stats, "pull", lambda: pull_into(tmp / f"back{r}", u,
+                                                                                                  head, args.workers)),
+                "raw_get": lambda p=raw_prefix, r=rep, f=fs: raw_get_runs.append(
+                    raw_get(f, tmp / f"rawget{r}", p, keys, args.workers)),
+            }
+            order = ["push", "raw_put", "pull", "raw_get"] if rep % 2 == 0 else ["raw_put", "push", "raw_get", "pull"]
+            for name in order[:2]:
+                steps[name]()
+            if rep == 0:
+                stats["again"] = push(src, dst_url, workers=args.workers)
+            for name in order[2:]:
+                steps[name]()
+            for prefix in (raw_prefix, dst_url[len("s3://"):]):  # keep the S3 server's memory flat
+                fs.rm(prefix, recursive=True)
             shutil.rmtree(tmp / f"back{rep}", ignore_errors=True)
             shutil.rmtree(tmp / f"rawget{rep}", ignore_errors=True)
+        pushed, pulled, again = stats["push"], stats["pull"], stats["again"]
         push_s, raw_put_s, pull_s, raw_get_s = (min(r) for r in (push_runs, raw_put_runs, pull_runs, raw_get_runs))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
