@@ -2,9 +2,10 @@
 
 - :func:`item_summary`: defocus (mean of U and V over exposures, Å, underfocus > 0),
   astigmatism (|U − V| / 2, Å), total dose (e⁻/Å²), exposures, pixel size (Å).
-- :func:`raw_image`: the item's raw data as one (y, x) image — the frame average of a frame
-  series, the tilt nearest 0° of a tilt series — read from the repository (stored raw data)
-  or from its file in place, with ``mrcfile``.
+- :func:`raw_image`: the item's raw data as one (y, x) image — the average of up to 8 frames of
+  a frame series, the tilt nearest 0° of a tilt series — memory-mapped from the repository's
+  object file (stored raw data, local store) or from the file in place, so a large movie costs
+  a few frames of memory.
 - :func:`ctf_fit`: the rotational average of that image's power spectrum, flattened by
   removing a running mean over shells, next to CTF² of the item's fitted defocus
   (RELION's CTF: γ = πλΔf k² − (π/2) C_s λ³ k⁴ + arctan(Q/√(1 − Q²)), CTF = sin γ, no
@@ -14,7 +15,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -25,6 +25,8 @@ import numpy as np
 
 from ..graph import Item, Repository
 from ..store import InvalidInput, ObjectNotFound
+from ..store.hashing import BLOB_TAG
+from ..store.objects import object_key
 
 MAX_THUMBNAIL = 256
 
@@ -53,37 +55,65 @@ def _local(uri: str | None) -> Path | None:
     return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
 
-def _mrc_data(repo: Repository, h: str, uri: str | None) -> np.ndarray:
-    import mrcfile
-    from mrcfile.mrcinterpreter import MrcInterpreter
+#: MRC modes a thumbnail reads (MRC2014): 0 int8, 1 int16, 2 float32, 6 uint16, 12 float16.
+_MRC_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
+#: Frames averaged for a thumbnail at most (evenly spaced through the movie).
+MAX_THUMBNAIL_FRAMES = 8
+#: Raw data read whole into memory at most (stored on a backend without local files, e.g. S3).
+MAX_REMOTE_RAW_BYTES = 256 << 20
 
+
+def mrc_frames(buffer: Any, offset: int = 0) -> np.ndarray:
+    """(n, y, x) view of the MRC image data in ``buffer`` (bytes or a memory map) starting at
+    ``offset``, without copying: the header gives nx, ny, nz, mode and the extended header size."""
+    head = np.frombuffer(buffer, dtype="<i4", count=24, offset=offset)
+    nx, ny, nz, mode = (int(v) for v in head[:4])
+    nsymbt = int(head[23])
+    if mode not in _MRC_DTYPES or min(nx, ny, nz) < 1:
+        raise InvalidInput(f"raw data is not a readable MRC stack (mode {mode}, size {nx} x {ny} x {nz})")
+    count = nx * ny * nz
+    data = np.frombuffer(buffer, dtype=np.dtype(_MRC_DTYPES[mode]).newbyteorder("<"), count=count,
+                         offset=offset + 1024 + nsymbt)
+    return data.reshape(nz, ny, nx)
+
+
+def _open_raw(repo: Repository, h: str, uri: str | None) -> tuple[Any, int]:
+    """(buffer, offset) of one raw MRC file: a memory map of the stored blob's object file (local
+    store; the file starts with ``blob\0``) or of the file in place, else the blob's bytes."""
     if repo.objects.has_object(h):
-        with MrcInterpreter(iostream=io.BytesIO(repo.objects.get_blob(h)), permissive=True) as mrc:
-            return np.asarray(mrc.data, dtype=np.float32).copy()
+        root = getattr(repo.storage.backend, "root", None)
+        if root is not None:
+            return np.memmap(Path(root) / object_key(h), dtype=np.uint8, mode="r"), len(BLOB_TAG)
+        size = repo.storage.backend.get_size(object_key(h))
+        if size > MAX_REMOTE_RAW_BYTES:
+            raise InvalidInput(f"raw data {h[:12]} ({size >> 20} MiB) is too large to read for a thumbnail")
+        return repo.objects.get_blob(h), 0
     path = _local(uri)
     if path is None or not path.is_file():
         raise ObjectNotFound(f"raw data {h[:12]} is neither in the repository nor at {uri}")
-    with mrcfile.open(path, permissive=True) as mrc:
-        return np.asarray(mrc.data, dtype=np.float32).copy()
+    return np.memmap(path, dtype=np.uint8, mode="r"), 0
 
 
 def raw_image(repo: Repository, item: Item) -> np.ndarray:
-    """One (y, x) float image of the item's raw data (frame average, or the tilt nearest 0°)."""
+    """One (y, x) float image of the item's raw data: the average of up to
+    :data:`MAX_THUMBNAIL_FRAMES` evenly spaced frames, or the tilt nearest 0°. Memory holds
+    those frames only (the files are memory-mapped)."""
+    tilts = np.asarray(item.imaging.get("tilt_angles") or [], dtype=np.float64)
     if item.raw.format == "manifest":
         files = json.loads(repo.objects.get_blob(item.raw.hash))["files"]
-        tilts = item.imaging.get("tilt_angles") or [0.0] * len(files)
-        f = files[int(np.argmin(np.abs(np.asarray(tilts[:len(files)], dtype=np.float64))))]
-        data = _mrc_data(repo, f["hash"], f.get("uri"))
+        pick = int(np.argmin(np.abs(tilts[:len(files)]))) if len(tilts) else 0
+        f = files[pick]
+        frames = mrc_frames(*_open_raw(repo, f["hash"], f.get("uri")))
+        section = int(f.get("section", 0) or 0)
+        frames = frames[section:section + 1] if frames.shape[0] > 1 else frames
     else:
-        data = _mrc_data(repo, item.raw.hash, item.raw.uri)
-        if data.ndim == 3 and item.kind == "tilts":
-            tilts = np.asarray(item.imaging.get("tilt_angles") or [0.0] * data.shape[0], dtype=np.float64)
-            data = data[int(np.argmin(np.abs(tilts[:data.shape[0]])))]
-    if data.ndim == 3:
-        data = data.mean(axis=0)
-    if data.ndim != 2:
-        raise InvalidInput(f"item {item.name!r}: raw data of shape {list(data.shape)} is not an image stack")
-    return data
+        frames = mrc_frames(*_open_raw(repo, item.raw.hash, item.raw.uri))
+        if item.kind == "tilts" and len(tilts) and frames.shape[0] > 1:
+            k = int(np.argmin(np.abs(tilts[:frames.shape[0]])))
+            frames = frames[k:k + 1]
+    pick = np.unique(np.linspace(0, frames.shape[0] - 1, min(frames.shape[0], MAX_THUMBNAIL_FRAMES)).round()
+                     .astype(int))
+    return np.mean([np.asarray(frames[i], dtype=np.float32) for i in pick], axis=0)
 
 
 def thumbnail(image: np.ndarray, size: int = MAX_THUMBNAIL) -> np.ndarray:

@@ -240,3 +240,27 @@ def test_tilt_series_thumbnail_is_the_tilt_nearest_zero(tmp_path) -> None:
     with mrcfile.open(files[nearest]["uri"].removeprefix("file://")) as m:
         expected = np.asarray(m.data, dtype=np.float32).reshape(96, 96)
     np.testing.assert_array_equal(raw_image(repo, item), expected)
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored", "in-place"])
+def test_movie_thumbnail_averages_a_few_evenly_spaced_frames(tmp_path, stored: bool) -> None:
+    import mrcfile
+
+    from mrepo.api.item_views import MAX_THUMBNAIL_FRAMES, raw_image
+    from mrepo.graph import Item, RawData
+    from mrepo.store import hash_file
+
+    movie = np.random.default_rng(1).integers(-300, 300, (20, 24, 32)).astype(np.int16)
+    path = tmp_path / "movie.mrc"
+    with mrcfile.new(path) as m:
+        m.set_data(movie)
+        m.set_extended_header(np.zeros(16, dtype=np.int32))  # an extended header shifts the data
+    repo = Repository.init(str(tmp_path / "r"))
+    if stored:
+        repo.objects.put_blob(path.read_bytes())
+    item = Item("frames", "movie", RawData(hash_file(path), path.stat().st_size, uri=path.as_uri(), stored=stored),
+                {"pixel_size": 1.0, "exposure": [1.0] * 20})
+    if stored:
+        path.unlink()  # only the repository holds it
+    pick = np.unique(np.linspace(0, 19, MAX_THUMBNAIL_FRAMES).round().astype(int))
+    np.testing.assert_allclose(raw_image(repo, item), movie[pick].astype(np.float32).mean(axis=0), rtol=1e-6)
