@@ -139,12 +139,12 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
         sroot = ET.Element("Species")
         _params(sroot, {"GUID": guid, "Version": h[:8], "DontVersion": "False", "PreviousVersion": "",
                         "Name": name, "PixelSize": repr(float(sp.pixel_size)),
-                        "DiameterAngstrom": int(round(sp.diameter)), "Symmetry": sp.symmetry,
+                        "DiameterAngstrom": _m_diameter(sp), "Symmetry": sp.symmetry,
                         "TemporalResolutionMovement": sp.temporal_samples,
                         "TemporalResolutionRotation": sp.temporal_samples,
                         # M refines up to GlobalResolution (Species.PrepareRefinementRequisites divides by it):
                         # a species without a measured resolution gets Nyquist, 2 x pixel size
-                        "GlobalResolution": repr(float(sp.resolution or 2.0 * float(sp.pixel_size)))})
+                        "GlobalResolution": _m_resolution(sp)})
         ET.SubElement(sroot, "UsedDataSources")
         written.append(_write_xml(sroot, out / rel))
         for suffix, ah in (("half1", sp.half1), ("half2", sp.half2), ("mask", sp.mask)):
@@ -172,16 +172,27 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
     return written
 
 
+def _m_diameter(sp: Species) -> int:
+    return int(round(sp.diameter))  # M's DiameterAngstrom is an integer
+
+
+def _m_resolution(sp: Species) -> str:
+    return repr(float(sp.resolution or 2.0 * float(sp.pixel_size)))
+
+
 def _write_species_sidecar(sp: Species, table: ParticleTable, path: Path) -> Path:
-    """Species metadata and the extra particle columns (by particle id), which M's files do not hold."""
+    """Species metadata, the extra particle columns (by particle id), and the exact diameter and resolution
+    M's integer DiameterAngstrom and Nyquist default stand for, which M's files do not hold."""
     extra = {k: {"dtype": v.dtype.str, "values": v.tolist()} for k, v in sorted(table.extra.items())}
-    body = {"format": "mrepo-m-species/1", "metadata": sp.metadata, "ids": table.ids.tolist(), "extra": extra}
+    body = {"format": "mrepo-m-species/1", "metadata": sp.metadata, "ids": table.ids.tolist(), "extra": extra,
+            "diameter": sp.diameter, "resolution": sp.resolution,
+            "exported": {"DiameterAngstrom": str(_m_diameter(sp)), "GlobalResolution": _m_resolution(sp)}}
     path.write_text(json.dumps(body, sort_keys=True))
     return path
 
 
 def _read_species_sidecar(path: Path, rows: ParticleRows) -> dict:
-    """Species metadata from an mrepo sidecar; fills ``rows.extra`` when every particle id is in it."""
+    """The sidecar's body (``{}`` when absent); fills ``rows.extra`` when every particle id is in it."""
     if not path.is_file():
         return {}
     try:
@@ -195,7 +206,15 @@ def _read_species_sidecar(path: Path, rows: ParticleRows) -> dict:
     if rows.ids is not None and all(int(i) in where for i in rows.ids):
         take = np.array([where[int(i)] for i in rows.ids], dtype=np.int64)
         rows.extra = {**{k: v[take] if len(v) else v for k, v in extra.items()}, **rows.extra}
-    return dict(body.get("metadata", {}))
+    return body
+
+
+def _restored(sroot: ET.Element, spath: Path, name: str, side: dict, value: float | None) -> float | None:
+    """The sidecar's exact value when M still holds what mrepo exported for ``name``, else M's own."""
+    m_value = _param_or(sroot, name, "")
+    if side and side.get("exported", {}).get(name) == m_value:
+        return side.get({"DiameterAngstrom": "diameter", "GlobalResolution": "resolution"}[name])
+    return value
 
 
 def _parse_xml(path: Path, tag: str) -> ET.Element:
@@ -280,7 +299,14 @@ def _m_species(root: ET.Element, pfile: Path, items: dict[str, Item], index: dic
                                  folder / f"{name}_mask.mrc")
         star = folder / f"{name}_particles.star"
         rows, samples = _m_rows(star, temporal, items, index, ignore_unmatched, m_keys)
-        metadata = _read_species_sidecar(folder / f"{name}{SIDECAR}", rows)
+        side = _read_species_sidecar(folder / f"{name}{SIDECAR}", rows)
+        metadata = dict(side.get("metadata", {}))
+        try:
+            m_resolution = float(_param_or(sroot, "GlobalResolution", "-1") or -1)
+        except ValueError:
+            raise InvalidInput(f"{spath}: Param GlobalResolution is not a number") from None
+        resolution = _restored(sroot, spath, "GlobalResolution", side, m_resolution if m_resolution > 0 else None)
+        diameter = _restored(sroot, spath, "DiameterAngstrom", side, diameter) or diameter
         used = {it.key for it in rows.items}
         contributors = sorted({h for e in index.values() for _, h, it in e if it.key in used})
         sp = build_species(staging.objects, name=name, maps=maps, rows=rows, diameter=diameter,
@@ -298,7 +324,7 @@ def _m_species(root: ET.Element, pfile: Path, items: dict[str, Item], index: dic
             table = ParticleTable.build(ids, keys, c[order], a[order], rows.half[order],
                                         {k: v[order] for k, v in rows.extra.items()})
             sp = sp.evolve(particles=table.save(staging.objects), temporal_samples=t)
-        new[name] = sp
+        new[name] = sp.evolve(resolution=resolution) if resolution is not None else sp
     return new
 
 

@@ -294,3 +294,25 @@ def test_species_without_resolution_gets_nyquist_for_m(tmp_path):
     export_m(repo, "main", tmp_path / "m")
     path = next((tmp_path / "m/species").rglob("ribo.species"))
     assert float(_params(ET.parse(path).getroot())["GlobalResolution"]) == 2.0 * sp.pixel_size
+
+
+def test_exact_diameter_and_resolution_come_back_unless_m_changed_them(tmp_path):
+    from dataclasses import replace
+
+    _, repo, _ = _setup(tmp_path)
+    pop = repo.population()
+    sp = repo.species(pop.species["ribo"]).evolve(diameter=250.4, resolution=7.25)
+    repo.commit(replace(pop, species={"ribo": sp.save(repo.objects)}), message="refined")
+    export_m(repo, "main", tmp_path / "m")
+    path = next((tmp_path / "m/species").rglob("ribo.species"))
+    assert _params(ET.parse(path).getroot())["DiameterAngstrom"] == "250"  # M holds an integer
+    repo2 = Repository.init(str(tmp_path / "repo2"))
+    import_m(repo2, tmp_path / "m/population.population")
+    back = repo2.species(repo2.population().species["ribo"])
+    assert (back.diameter, back.resolution) == (250.4, 7.25)
+    path.write_text(path.read_text().replace('Name="GlobalResolution" Value="7.25"',
+                                             'Name="GlobalResolution" Value="6.5"'))  # M refined it
+    repo3 = Repository.init(str(tmp_path / "repo3"))
+    import_m(repo3, tmp_path / "m/population.population")
+    back = repo3.species(repo3.population().species["ribo"])
+    assert (back.diameter, back.resolution) == (250.4, 6.5)
