@@ -131,8 +131,8 @@ def _frame(columns: list[str], rows: list[list[str]]) -> pd.DataFrame:
     data = {}
     for c, v in zip(columns, cols):
         typed = _typed(list(v))
-        data[c] = typed if isinstance(typed, np.ndarray) else pd.Series(typed, dtype=object)
-    return pd.DataFrame(data, columns=columns)
+        data[c] = typed if isinstance(typed, np.ndarray) else np.array(typed, dtype=object)
+    return pd.DataFrame(data, columns=columns, copy=False)
 
 
 def _split(line: str, path: Path, number: int) -> list[str]:
