@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import InvalidInput, InvalidName, ObjectNotFound, RefConflict
+from .errors import InvalidInput, InvalidName, ObjectNotFound, RefConflict, Unreachable, require_extra
 from .names import check_key
 
 #: Ref "version token" returned by :meth:`Backend.read_versioned`; opaque to callers.
@@ -409,6 +409,7 @@ class S3Backend(FsspecBackend):
     """An S3 (or S3-protocol) bucket and prefix through s3fs, with conditional PUTs for refs."""
 
     def __init__(self, url: str, options: dict[str, Any] | None = None):
+        require_extra("s3fs", "s3", "an s3:// repository")
         import s3fs
 
         self.url = url.rstrip("/")
@@ -416,7 +417,23 @@ class S3Backend(FsspecBackend):
         if not path:
             raise InvalidInput(f"S3 URL {url!r} names no bucket")
         self._root = path
-        self.fs = s3fs.S3FileSystem(**s3_options_from_env(options))
+        opts = s3_options_from_env(options)
+        self.fs = s3fs.S3FileSystem(**opts)
+        self._check_bucket(opts.get("client_kwargs", {}).get("endpoint_url") or "the default AWS endpoint")
+
+    def _check_bucket(self, endpoint: str) -> None:
+        """One HEAD on the bucket, so an unreachable endpoint or a missing bucket is a one-line error
+        (:class:`Unreachable`) instead of a traceback on the first read; a 403 (no ListBucket right) passes."""
+        bucket = self._root.split("/", 1)[0]
+        try:
+            self.fs.call_s3("head_bucket", Bucket=bucket)
+        except FileNotFoundError:
+            raise Unreachable(f"S3 bucket {bucket!r} does not exist at {endpoint}") from None
+        except PermissionError:
+            return
+        except Exception as exc:  # botocore's connection and endpoint errors share no base class with OSError
+            raise Unreachable(f"cannot reach S3 endpoint {endpoint} for {self.url}: "
+                              f"{type(exc).__name__}: {exc}") from None
 
     def put_file(self, key: str, path: str | Path) -> None:
         self.fs.put_file(str(path), self._p(key))
