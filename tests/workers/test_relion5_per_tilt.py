@@ -63,6 +63,14 @@ def write_relion5_project(root: Path, sim) -> dict[str, Path]:
     tomograms.parent.mkdir(parents=True, exist_ok=True)
     tomograms.write_text(_loop("global", gcols, [["TS_01", opt.voltage_kv, opt.cs_mm, opt.amplitude_contrast, PIX,
                                                  t.handedness, PIX, str(ts_star.relative_to(root)), 4.0, *size]]))
+    return {"tomograms": tomograms, **write_species(root, sim)}
+
+
+def write_species(root: Path, sim) -> dict[str, Path]:
+    """run_data.star (RELION 5 tomography particles of species 0 in tomogram TS_01, initial poses) and
+    the true map as both half-maps, with its mask."""
+    t, ini, opt = sim.truth, sim.initial, sim.truth.optics
+    size = [int(round(v / PIX)) for v in t.volume_size_A]
     general = "\n# version 50001\n\ndata_general\n\n_rlnTomoSubTomosAre2DStacks                       1\n \n"
     ocols = ["rlnOpticsGroup", "rlnOpticsGroupName", "rlnSphericalAberration", "rlnVoltage",
              "rlnTomoTiltSeriesPixelSize", "rlnCtfDataAreCtfPremultiplied", "rlnImageDimensionality",
@@ -84,7 +92,7 @@ def write_relion5_project(root: Path, sim) -> dict[str, Path]:
     _mrc(root / "Refine3D/job010/run_half1_class001_unfil.mrc", sp.map)
     _mrc(root / "Refine3D/job010/run_half2_class001_unfil.mrc", sp.map)
     _mrc(root / "MaskCreate/job011/mask.mrc", sp.mask)
-    return {"tomograms": tomograms, "particles": particles, "half1": root / "Refine3D/job010/run_half1_class001_unfil.mrc",
+    return {"particles": particles, "half1": root / "Refine3D/job010/run_half1_class001_unfil.mrc",
             "half2": root / "Refine3D/job010/run_half2_class001_unfil.mrc", "mask": root / "MaskCreate/job011/mask.mrc"}
 
 
