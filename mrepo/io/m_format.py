@@ -118,8 +118,10 @@ def export_m(repo: Repository, rev: str, out: str | Path) -> list[Path]:
         guid = guid_for(sh)
         ET.SubElement(src_el, "Source", GUID=guid, Path=f"{sname}.source")
         root = ET.Element("DataSource")
-        dims = first.get("volume_dimensions") or [v * first.get("pixel_size", 1.0)
-                                                  for v in first.get("dimensions", [0, 0, 0])[:2]] + [0]
+        pix = float(first.get("pixel_size", 1.0))
+        # DataSource.DimensionsX/Y/Z are pixels at PixelSize (M shows "X x Y x Z px"; Tomo.DimensionsX/Y/Z)
+        dims = ([int(round(v / pix)) for v in first["volume_dimensions"]] if first.get("volume_dimensions")
+                else [int(v) for v in first.get("dimensions", [0, 0, 0])[:2]] + [0])
         _params(root, {"GUID": guid, "Version": sh[:8], "DontVersion": "False", "PreviousVersion": "",
                        "Name": sname, "RelativeWeight": 1, "PixelSize": repr(float(first.get("pixel_size", 1.0))),
                        "DimensionsX": dims[0], "DimensionsY": dims[1], "DimensionsZ": dims[2], "FrameLimit": -1,
@@ -352,8 +354,14 @@ def _m_source(spath: Path, staging: Staging, copy: bool, m_keys: dict[str, str])
             movie = base / fname
             if not movie.is_file():
                 raise InvalidInput(f"{spath}: item {fname!r}: raw movie {movie} does not exist")
-        item = warp_item(xml, staging, movie=movie, copy=copy, name=stem,
-                         settings={"Import": {"DosePerAngstromFrame": _param_or(sroot, "DosePerAngstromFrame", "0")}})
+        settings = {"Import": {"DosePerAngstromFrame": _param_or(sroot, "DosePerAngstromFrame", "0")}}
+        if meta.root == "TiltSeries" and not meta.attributes.get("VolumeDimensionsAngstrom"):
+            # an older Warp XML: the volume is the source's DimensionsX/Y/Z (px) at its PixelSize, as M's options
+            if _param_or(sroot, "PixelSize", ""):
+                settings["Import"]["PixelSize"] = _param_or(sroot, "PixelSize", "")
+            settings["Tomo"] = {f"Dimensions{a}": _param_or(sroot, f"Dimensions{a}", "") for a in "XYZ"}
+            settings["Tomo"] = {k: v for k, v in settings["Tomo"].items() if v}
+        item = warp_item(xml, staging, movie=movie, copy=copy, name=stem, settings=settings)
         item = _with_sidecar(item, spath.parent / f"{stem}{SIDECAR}")
         m_keys[f.get("Hash", "")] = item.key
         items.append(item)

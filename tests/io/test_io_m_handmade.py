@@ -118,3 +118,32 @@ def test_impossible_temporal_resolution_refused(tmp_path, value):
     with pytest.raises(InvalidInput, match=f"apo.species: Param TemporalResolutionMovement is {value}, expected 1"):
         import_m(repo, pop)
     assert repo.head("main") is None
+
+
+def test_handmade_m_tilt_series_without_volume_uses_source_dimensions(tmp_path):
+    """An older TiltSeries XML without VolumeDimensionsAngstrom: M takes the volume from the source's
+    DimensionsX/Y/Z (px) at its PixelSize (DataSource.cs; Tomo options)."""
+    from warp_projects import tilt_xml
+
+    root = tmp_path / "m"
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        write_mrc(root / f"frames/average/tilt_{i}.mrc", rng.normal(size=(1, 24, 32)), 2.0)
+    (root / "TS_01.xml").write_text(tilt_xml([-3.0, 0.0, 3.0], [3.0, 0.0, 6.0], 85.0)
+                                    .replace(' VolumeDimensionsAngstrom="64,48,20"', ""))
+    (root / "ts.source").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<DataSource>\n\t<Param Name="GUID" Value="' + GUID_SOURCE + '" />\n'
+        '\t<Param Name="Name" Value="ts" />\n\t<Param Name="PixelSize" Value="2" />\n'
+        '\t<Param Name="DimensionsX" Value="32" />\n\t<Param Name="DimensionsY" Value="24" />\n'
+        '\t<Param Name="DimensionsZ" Value="10" />\n\t<Param Name="DosePerAngstromFrame" Value="3" />\n'
+        '\t<UsedSpecies />\n\t<Files>\n\t\t<File Hash="aGFzaG9mVFNfMDE" Name="TS_01.tomostar" />\n\t</Files>\n'
+        "</DataSource>\n")
+    pop = root / "proj.population"
+    pop.write_text('<?xml version="1.0" encoding="utf-8"?>\n<Population>\n\t<Param Name="Name" Value="proj" />\n'
+                   "\t<Species />\n\t<Sources>\n"
+                   f'\t\t<Source GUID="{GUID_SOURCE}" Path="ts.source" />\n\t</Sources>\n</Population>\n')
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_m(repo, pop)
+    (h,) = repo.source(repo.population().sources["ts"]).items.values()
+    it = repo.item(h)
+    assert it.name == "TS_01" and it.imaging["volume_dimensions"] == [64.0, 48.0, 20.0] and it.imaging["hand"] == 1.0
