@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from mrepo.graph import ParticleTable, Population, Repository, Species
-from mrepo.store import InvalidInput, array_ref
+from mrepo.store import InvalidInput
 from mrepo.workers.api import Executor, ItemTask
 from mrepo.workers.geometry import resample_trajectory
 from mrepo.workers.movement import divergence, item_version_moves, settled, species_moves, summarise
-from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species
+from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species, species_metadata
 from mrepo.workers.references import remasked
 from mrepo.workers.refine_item import load_item_particles
 from mrepo.workers.settings import RefineSettings
@@ -158,7 +158,7 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
                           mask_hash, new_table.save(repo.objects),
                           max(sp.temporal_samples, settings.temporal_samples if settings.refine_poses else 1),
                           float(rec.resolution) if np.isfinite(rec.resolution) else None, sp.denoiser,
-                          put(rec.fsc), contributors, {**sp.metadata, "filtered": array_ref(put(rec.filtered))})
+                          put(rec.fsc), contributors, species_metadata(sp.metadata, rec, put))
             new_species[n] = new.save(repo.objects)
         movement = summarise(moves)
         finest = min((repo.species(sp_hashes[n]).resolution or np.inf) for n in names)

@@ -15,7 +15,7 @@ import torch
 
 from mrepo.kernels.fourier_slice import reconstruct
 from mrepo.kernels.fsc import fsc, num_shells, resolution_at, shell_indices
-from mrepo.store import InvalidInput
+from mrepo.store import InvalidInput, array_ref
 from mrepo.workers.api import HalfSums
 
 __all__ = ["Reconstruction", "reconstruct_species", "filter_map", "ReconstructionError", "ReconstructionCheck",
@@ -29,13 +29,15 @@ SHARED_STRUCTURE = 0.1
 
 @dataclass
 class Reconstruction:
-    """Half-maps (box³ float32), masked FSC (box // 2 + 1,), resolution at 0.143 (Å), filtered map."""
+    """Half-maps (box³ float32), masked FSC (box // 2 + 1,), resolution at 0.143 (Å), filtered map,
+    and the FSC without mask (shown next to the masked one; not used for the resolution)."""
 
     half1: np.ndarray
     half2: np.ndarray
     fsc: np.ndarray
     resolution: float
     filtered: np.ndarray
+    unmasked_fsc: np.ndarray | None = None
 
 
 def filter_map(volume: np.ndarray, fsc_curve: np.ndarray, pixel_size: float, resolution: float) -> np.ndarray:
@@ -66,7 +68,17 @@ def reconstruct_species(sums: HalfSums, box: int, pixel_size: float, mask: np.nd
     curve = fsc(halves[0], halves[1], m).double().numpy()
     res = resolution_at(curve, pixel_size, box)
     h1, h2 = halves[0].numpy(), halves[1].numpy()
-    return Reconstruction(h1, h2, curve, res, filter_map((h1 + h2) / 2, curve, pixel_size, res))
+    unmasked = fsc(halves[0], halves[1]).double().numpy()
+    return Reconstruction(h1, h2, curve, res, filter_map((h1 + h2) / 2, curve, pixel_size, res), unmasked)
+
+
+def species_metadata(metadata: dict, rec: Reconstruction, put) -> dict:  # noqa: ANN001 - put: array -> hash
+    """A species' metadata after reconstruction ``rec``: the filtered map and the further FSC curves
+    (``fsc_curves``: {"unmasked": ...}) as array references; everything else kept."""
+    out = {**metadata, "filtered": array_ref(put(rec.filtered))}
+    if rec.unmasked_fsc is not None:
+        out["fsc_curves"] = {**metadata.get("fsc_curves", {}), "unmasked": array_ref(put(rec.unmasked_fsc))}
+    return out
 
 
 class ReconstructionError(InvalidInput):

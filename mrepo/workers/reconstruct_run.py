@@ -19,10 +19,16 @@ import numpy as np
 import torch
 
 from mrepo.graph import Population, Repository
-from mrepo.store import InvalidInput, array_ref
+from mrepo.store import InvalidInput
 from mrepo.workers.api import Executor
 from mrepo.workers.driver import build_tasks
-from mrepo.workers.reconstruct import Reconstruction, ReconstructionCheck, check_reconstruction, reconstruct_species
+from mrepo.workers.reconstruct import (
+    Reconstruction,
+    ReconstructionCheck,
+    check_reconstruction,
+    reconstruct_species,
+    species_metadata,
+)
 from mrepo.workers.settings import RefineSettings
 
 __all__ = ["ReconstructResult", "reconstruct_population", "reconstruction_settings"]
@@ -87,7 +93,7 @@ def reconstruct_population(repo: Repository, branch: str, executor: Executor, *,
         contributors = tuple(sorted({r.task.item_hash for r in out.results if n in r.particles}))
         resolution = float(rec.resolution) if np.isfinite(rec.resolution) else None
         new = replace(sp, half1=put(rec.half1), half2=put(rec.half2), fsc=put(rec.fsc), resolution=resolution,
-                      contributors=contributors, metadata={**sp.metadata, "filtered": array_ref(put(rec.filtered))})
+                      contributors=contributors, metadata=species_metadata(sp.metadata, rec, put))
         new_species[n] = new.save(repo.objects)
     new_pop = replace(pop, species=new_species)
     op = {"name": "reconstruct", "species": names, "sources": src_names, "settings": settings.to_json(),
