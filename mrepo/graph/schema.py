@@ -155,7 +155,7 @@ register_schema("pull-request", fields(
      "description": STR}))
 register_schema("collision-report", fields(
     {}, {"pr": INT, "commits": fields({}, {"target": REC, "head": REC, "base": opt(REC)}), "conflicts": LIST,
-         "collisions": LIST, "duplicates": LIST, "reclassifications": LIST, "id_clashes": LIST}))
+         "collisions": LIST, "duplicates": LIST, "reclassifications": LIST, "id_clashes": LIST, "shared": LIST}))
 register_schema("merge-report", fields({"policy": STR, "conflicts": LIST}))
 register_schema("item-particles", fields(
     {"species": STR, "item": HASH, "ids": ARR, "coordinates": ARR, "angles": ARR}))
