@@ -1,6 +1,7 @@
-"""A WarpTools tilt-series folder whose tilts are .tif movies read through Warp's ``average/`` images
-(Movie.AveragePath, as TiltSeries.LoadMovieData reads them), written by hand from simulated detector
-data: import, add a species from a RELION 5 particle file, reconstruct and refine one iteration.
+"""WarpTools tilt-series folders written by hand from simulated detector data — tilts as .tif movies read
+through Warp's ``average/`` images (Movie.AveragePath, as TiltSeries.LoadMovieData reads them), or the
+``tiltstack/<name>/<name>.st`` stack: import, add a species from a RELION 5 particle file, reconstruct and
+refine one iteration.
 
 The XML is written as text in the layout of TiltSeries.SaveMeta (per-tilt Angles, Dose, AxisAngle,
 AxisOffsetX/Y, MoviePath; GridCTF/GridCTFDefocusDelta/GridCTFDefocusAngle with one node per tilt).
@@ -37,8 +38,10 @@ SETTINGS = """<?xml version="1.0" encoding="utf-8"?>
 """
 
 
-def write_warptools(root: Path, sim) -> Path:
-    """warp_frameseries/average/<movie>.mrc per tilt + warp_tiltseries/TS_01.xml; returns the XML folder.
+def write_warptools(root: Path, sim, layout: str = "average") -> Path:
+    """warp_tiltseries/TS_01.xml and the tilt images: ``layout="average"`` — one
+    warp_frameseries/average/<movie>.mrc per tilt; ``"tiltstack"`` — warp_tiltseries/tiltstack/TS_01/TS_01.st
+    (the stack ts_stack writes). Returns the XML folder.
 
     Warp's tilt matrix is Euler(0, Angle, -AxisAngle) (RELION's Euler_angles2matrix), so the stage
     angles (xtilt 0, ytilt, zrot) of the simulator are Angle = -ytilt, AxisAngle = zrot; AxisOffset
@@ -47,8 +50,11 @@ def write_warptools(root: Path, sim) -> Path:
     t, ini = sim.truth, sim.initial
     n = len(t.nominal_tilts)
     movies = [f"TS_01_{k + 1:03d}_{a:.1f}.tif" for k, a in enumerate(t.nominal_tilts)]
-    for k, m in enumerate(movies):  # only the motion-corrected averages exist; the .tif movies are elsewhere
-        _mrc(root / "warp_frameseries/average" / m.replace(".tif", ".mrc"), sim.data[k])
+    if layout == "average":  # only the motion-corrected averages exist; the .tif movies are elsewhere
+        for k, m in enumerate(movies):
+            _mrc(root / "warp_frameseries/average" / m.replace(".tif", ".mrc"), sim.data[k])
+    else:
+        _mrc(root / "warp_tiltseries/tiltstack/TS_01/TS_01.st", sim.data)
     mean = (ini.defocus_u + ini.defocus_v) / 2
     per = {"Angles": list(-ini.ytilt), "Dose": list(t.pre_exposure), "UseTilt": ["True"] * n,
            "AxisAngle": list(ini.zrot), "AxisOffsetX": list(ini.shifts_A[:, 0]),
@@ -71,14 +77,14 @@ def write_warptools(root: Path, sim) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("warp")
-    sim = tilts_sim(seed=5, n_particles=14, contrast="dark", max_tilt=36.0, tilt_step=6.0)
-    return root, sim, write_warptools(root, sim), write_species(root, sim)
+def sim():
+    return tilts_sim(seed=5, n_particles=14, contrast="dark", max_tilt=36.0, tilt_step=6.0)
 
 
-def test_warp_average_tilts_import_reconstruct_and_refine(project) -> None:
-    root, sim, folder, f = project
+@pytest.mark.parametrize("layout", ["average", "tiltstack"])
+def test_warp_tilts_import_reconstruct_and_refine(tmp_path: Path, sim, layout: str) -> None:
+    root = tmp_path
+    folder, f = write_warptools(root, sim, layout), write_species(root, sim)
     mrepo("init", "repo", cwd=root)
     mrepo("-R", "repo", "import", "warp", str(folder), "--source", "ts", "--settings",
           str(root / "warp_tiltseries.settings"), cwd=root)
@@ -89,7 +95,8 @@ def test_warp_average_tilts_import_reconstruct_and_refine(project) -> None:
     src = repo.source(repo.population().sources["ts"])
     assert src.polarity == "dark"  # no species at import: counting-detector default
     item = repo.item(next(iter(src.items.values())))
-    assert item.raw.format == "manifest" and item.imaging["dimensions"][2] == len(sim.truth.nominal_tilts)
+    assert item.raw.format == ("manifest" if layout == "average" else "mrc")
+    assert item.imaging["dimensions"][2] == len(sim.truth.nominal_tilts)
 
     mrepo("-R", "repo", "reconstruct", cwd=root)
     first = _truth_fsc(repo, "alpha", sim)
