@@ -161,3 +161,26 @@ def test_a_real_structure_passes_and_its_negative_is_refused() -> None:
     with pytest.raises(ReconstructionError, match="anti-correlates"):
         check_reconstruction(_rec(-noisy[0], -noisy[1], mask), mask, 2.0, name="alpha", reference=structure)
 
+
+
+def test_dark_frame_series_reconstructs_positively_and_refuses_the_wrong_sign(tmp_path: Path) -> None:
+    from mrepo.io import import_sim
+    from mrepo.sim import write_dataset
+    from mrepo.workers.executors import LocalExecutor
+    from mrepo.workers.reconstruct_run import reconstruct_population
+    from tests.workers.simdata import frames_sim
+
+    sim = frames_sim(n_particles=12, contrast="dark")  # one MRC stack of frames
+    write_dataset(sim, tmp_path / "ds")
+    good = Repository.init(str(tmp_path / "good"))
+    import_sim(good, tmp_path / "ds")
+    res = reconstruct_population(good, "main", LocalExecutor())
+    for name in res.reconstructions:
+        curve = _truth_fsc(good, tmp_path / "ds", name)
+        assert (curve[1:3] > 0.5).all(), (name, curve[:6])
+    wrong = Repository.init(str(tmp_path / "wrong"))
+    import_sim(wrong, tmp_path / "ds", contrast="light")
+    head = wrong.head("main")
+    with pytest.raises(ReconstructionError, match="anti-correlates"):
+        reconstruct_population(wrong, "main", LocalExecutor())
+    assert wrong.head("main") == head
