@@ -8,13 +8,26 @@ from __future__ import annotations
 import typer
 
 from .. import __version__
-from . import io_commands, pr, reconstruct, refine, repo_commands, serve, sim, source, species, transfer_commands
+from . import (
+    exit_codes,
+    io_commands,
+    pr,
+    reconstruct,
+    refine,
+    repo_commands,
+    serve,
+    sim,
+    source,
+    species,
+    transfer_commands,
+)
 from .common import GLOBAL_REPO, MrepoGroup, console
 
 app = typer.Typer(
     cls=MrepoGroup,
     name="mrepo",
     help="A distributed, content-addressed repository for cryo-EM populations.",
+    epilog="Exit codes: " + exit_codes.summary() + " (docs/exit-codes.md). Read commands take --json (docs/json.md).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

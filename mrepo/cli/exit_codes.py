@@ -60,6 +60,11 @@ TABLE: tuple[ExitCodeDoc, ...] = (
 )
 
 
+def summary() -> str:
+    """One line for ``mrepo --help``: ``0 ok, 1 error, 2 bad input, ...``."""
+    return ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)
+
+
 def markdown_table() -> str:
     """The table as Markdown (the text README.md and docs/exit-codes.md carry)."""
     lines = ["| code | meaning | raised by |", "| --- | --- | --- |"]
