@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..store import CorruptObject, InvalidInput, ObjectNotFound, RefConflict, check_name, reflog
+from ..store import protocol_names as names
 from ..store.errors import InvalidRecord
 from ..store.hashing import hash_bytes, is_hash
 from ..store.names import check_array_file, check_ref_key
@@ -101,7 +102,7 @@ def check_list_prefix(prefix: str) -> str:
 
 def build_router(ctx: ServerContext) -> APIRouter:
     """Routes of the remote protocol for one server."""
-    router = APIRouter(prefix="/repo", tags=["remote protocol"])
+    router = APIRouter(prefix=names.MOUNT, tags=["remote protocol"])
     reader = Depends(require(ctx.policy, "read"))
     writer = Depends(require(ctx.policy, "write"))
     maintainer = Depends(require(ctx.policy, "maintain"))
@@ -124,22 +125,22 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return Response(backend.get(key), media_type="application/octet-stream")
 
     # ------------------------------------------------------------------ repository files
-    @router.get("/mrepo.json", dependencies=[reader], summary="Format document of the repository")
+    @router.get(f"/{names.FORMAT_PATH}", dependencies=[reader], summary="Format document of the repository")
     def get_format() -> Response:
         return Response(backend.get(FORMAT_KEY), media_type="application/json")
 
-    @router.get("/HEAD", dependencies=[reader], summary="Default branch (ref: refs/heads/<name>)")
+    @router.get(f"/{names.HEAD_PATH}", dependencies=[reader], summary="Default branch (ref: refs/heads/<name>)")
     def get_head() -> Response:
         data, _ = backend.read_versioned(HEAD_KEY)
         return Response(data or b"ref: refs/heads/main\n", media_type="text/plain")
 
     # ------------------------------------------------------------------ records and blobs
-    @get_and_head("/objects/{h}", dependencies=[reader], responses=BINARY_ANSWER,
+    @get_and_head(f"/{names.OBJECTS_PATH}/{{h}}", dependencies=[reader], responses=BINARY_ANSWER,
                       summary="A record or blob (the exact hashed bytes)")
     def get_object(h: HashParam, request: Request) -> Response:
         return raw(object_key(h), request.method)
 
-    @router.put("/objects/{h}", dependencies=[writer], openapi_extra=BINARY_BODY, status_code=201,
+    @router.put(f"/{names.OBJECTS_PATH}/{{h}}", dependencies=[writer], openapi_extra=BINARY_BODY, status_code=201,
                 summary="Upload a record or blob; its BLAKE3 must equal the name",
                 responses={200: {"description": "already present, nothing stored"}})
     async def put_object(h: HashParam, request: Request) -> JSONResponse:
@@ -162,7 +163,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return JSONResponse({"hash": h, "stored": stored}, status_code=201 if stored else 200)
 
     # ------------------------------------------------------------------ arrays (Zarr v3, read-only to zarr clients)
-    @get_and_head("/arrays/{h}/{path:path}", dependencies=[reader],
+    @get_and_head(f"/{names.ARRAYS_PATH}/{{h}}/{{path:path}}", dependencies=[reader],
                       responses=BINARY_ANSWER, summary="A file of a complete Zarr v3 array")
     def get_array_file(h: HashParam, path: str, request: Request) -> Response:
         if not _is_array_file(path):  # e.g. zarr v2 probes (.zarray, .zattrs): simply absent
@@ -175,7 +176,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
         response.headers["cache-control"] = "public, max-age=31536000, immutable"
         return response
 
-    @router.put("/arrays/{h}/{path:path}", dependencies=[writer], openapi_extra=BINARY_BODY, status_code=201,
+    @router.put(f"/{names.ARRAYS_PATH}/{{h}}/{{path:path}}", dependencies=[writer], openapi_extra=BINARY_BODY,
+                status_code=201,
                 summary="Upload an array file: chunks are staged; zarr.json publishes the verified array",
                 responses={200: {"description": "array already complete, nothing stored"},
                            202: {"description": "chunk staged"}})
@@ -200,7 +202,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return JSONResponse({"hash": h, "stored": published}, status_code=201 if published else 200)
 
     # ------------------------------------------------------------------ listings
-    @router.get("/list", dependencies=[reader], summary="Keys below a prefix, sorted, one page at a time")
+    @router.get(f"/{names.LIST_PATH}", dependencies=[reader],
+                summary="Keys below a prefix, sorted, one page at a time")
     def list_keys(prefix: Annotated[str, Query(max_length=300)],
                   after: Annotated[str | None, Query(max_length=400)] = None,
                   limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = MAX_LIST) -> dict:
@@ -212,7 +215,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return {"entries": [{"key": e.key, "size": e.size, "mtime": e.mtime} for e in page],
                 "next": page[-1].key if len(entries) > limit else None}
 
-    @router.get("/refs", dependencies=[reader], summary="Refs below a prefix with their hashes, paginated")
+    @router.get(f"/{names.REFS_PATH}", dependencies=[reader], summary="Refs below a prefix with their hashes, paginated")
     def list_refs(prefix: Annotated[str, Query(max_length=300)] = "refs/",
                   after: Annotated[str | None, Query(max_length=400)] = None,
                   limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = MAX_LIST) -> dict:
@@ -225,7 +228,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
                 "next": page[-1][0] if len(found) > limit else None}
 
     # ------------------------------------------------------------------ refs
-    @get_and_head("/refs/{name:path}", dependencies=[reader],
+    @get_and_head(f"/{names.REFS_PATH}/{{name:path}}", dependencies=[reader],
                       summary="A ref's stored bytes (<hash>\\n) with its ETag")
     def get_ref(name: str) -> Response:
         key = ref_key(name)
@@ -245,7 +248,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         response.headers["content-type"] = "application/json"
         return response
 
-    @router.put("/refs/{name:path}", openapi_extra=BINARY_BODY,
+    @router.put(f"/{names.REFS_PATH}/{{name:path}}", openapi_extra=BINARY_BODY,
                 summary="Compare-and-swap a ref (If-Match: <etag> or If-None-Match: *)",
                 responses={409: {"description": "the ref moved"}, 403: {"description": "protected or read-only"}})
     async def put_ref(name: str, request: Request, who=writer,
@@ -260,7 +263,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         expected = _expected(if_match, if_none_match)
         return await blocking(_swap, key, expected, (target + "\n").encode(), who, x_mrepo_operation)
 
-    @router.delete("/refs/{name:path}", summary="Delete a ref by compare-and-swap (If-Match: <etag>)")
+    @router.delete(f"/{names.REFS_PATH}/{{name:path}}", summary="Delete a ref by compare-and-swap (If-Match: <etag>)")
     def delete_ref(name: str, who=maintainer, if_match: Annotated[str | None, Header(max_length=200)] = None,
                    x_mrepo_operation: Annotated[str | None, Header(max_length=200)] = None) -> Response:
         key = ref_key(name)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from ..store import InvalidInput
+from ..store import protocol_names as names
 from .auth import require
 from .context import ServerContext, blocking
 
@@ -47,7 +48,7 @@ def _opts(body: CheckPull) -> dict[str, Any]:
 def build_router(ctx: ServerContext) -> APIRouter:
     from ..graph import pulls  # imported here: the module is optional at import time of mrepo.api
 
-    router = APIRouter(prefix="/repo/pulls", tags=["pull requests"])
+    router = APIRouter(prefix=f"{names.MOUNT}/{names.PULLS_PATH}", tags=["pull requests"])
     repo = ctx.repo
     reader = require(ctx.policy, "read")
     writer = require(ctx.policy, "write")

@@ -60,8 +60,8 @@ class ServerError(Unreachable):
 def _message(resp: httpx.Response) -> str:
     try:
         doc = resp.json()
-        detail = doc.get("detail")
-        text = detail if isinstance(detail, str) else doc.get("error", "")
+        detail = doc.get(names.F_DETAIL)
+        text = detail if isinstance(detail, str) else doc.get(names.F_ERROR, "")
     except (ValueError, AttributeError):
         text = resp.text[:200]
     return f"HTTP {resp.status_code} from {resp.request.method} {resp.request.url.path}: {text}"
@@ -228,7 +228,7 @@ class HttpBackend(Backend):
             params = {"prefix": prefix, "limit": str(LIST_PAGE)}
             if after:
                 params["after"] = after
-            resp = self._request("GET", "list", params=params)
+            resp = self._request("GET", names.LIST_PATH, params=params)
             self._raise(resp, prefix)
             doc = resp.json()
             for e in doc["entries"]:
