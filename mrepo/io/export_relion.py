@@ -52,7 +52,7 @@ from ..store import InvalidInput
 from .exact import invert_exact
 from .mrc import read_mrc, write_mrc
 from .raw_access import exports_raw_data, raw_paths, raw_sections
-from .relion_geometry import fold_stage_corrections, particle_ctf_exact
+from .relion_geometry import fold_stage_corrections, particle_ctf_exact, projection_matrices
 from .relion_particles import ID_COLUMN, tomo_centre
 from .relion_passthrough import columns_from_extra
 from .star import write_star
@@ -62,7 +62,8 @@ __all__ = ["export_relion", "population_items", "write_species_files", "particle
 #: RELION columns whose exported value is the refined one (all others are written back as imported)
 CHANGED_BY_REFINEMENT = {
     "tilt series": ["rlnTomoXTilt", "rlnTomoYTilt", "rlnTomoZRot", "rlnTomoXShiftAngst", "rlnTomoYShiftAngst",
-                    "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle"],
+                    "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle",
+                    "rlnTomoProjX/Y/Z/W (RELION 4 matrices, recomputed from the refined angles and shifts)"],
     "tomo particles": ["rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst", "rlnAngleRot", "rlnAngleTilt",
                        "rlnAnglePsi"],
     "micrographs": ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnMicrographName (movies)"],
@@ -71,6 +72,9 @@ CHANGED_BY_REFINEMENT = {
     "normalised": ["rlnTomoName (to the tomogram name)", "rlnMicrographName (relative to the export project)",
                    "rlnTomoTiltSeriesStarFile"],
 }
+
+
+_PROJ = ["rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW"]
 
 
 class _Paths:
@@ -126,7 +130,14 @@ def _tilt_series_frame(repo: Repository, item: Item, rel: _Paths) -> pd.DataFram
     phase = _arr(repo, item, "phase_shift")
     if phase is not None:
         modelled["rlnPhaseShift"] = phase
-    return pd.DataFrame(_with_passthrough(modelled, item.metadata.get("relion_tilts", {})))
+    passthrough = item.metadata.get("relion_tilts", {})
+    if all(c in passthrough for c in _PROJ):  # RELION 4 matrices: rewritten from the refined geometry
+        pix = float(item.imaging["pixel_size"])
+        size = np.rint(np.asarray(item.imaging["volume_dimensions"], np.float64) / pix)
+        p = projection_matrices(folded, shifts, pix, size, tuple(int(v) for v in item.imaging["dimensions"][:2]))
+        for i, c in enumerate(_PROJ):
+            modelled[c] = ["[" + ",".join(repr(float(v)) for v in row) + "]" for row in p[:, i, :]]
+    return pd.DataFrame(_with_passthrough(modelled, passthrough))
 
 
 def _tomograms_frame(items: list[Item], out: Path, rel: _Paths) -> pd.DataFrame:

@@ -6,7 +6,10 @@
   :func:`fold_stage_corrections` returns RELION angles of ``A'`` (checked against the kernels in
   tests/io/test_io_relion_export.py);
 * CTF per particle from the item's CTF, the particle's height and its astigmatism residual
-  (:func:`particle_ctf`), inverted exactly for a bit-identical re-import.
+  (:func:`particle_ctf`), inverted exactly for a bit-identical re-import;
+* RELION 4 projection matrices (rlnTomoProjX..W) <-> RELION 5 angles and shifts
+  (:func:`projection_matrices`, :func:`angles_from_projection`; RELION 5 tomogram.cpp
+  ``setProjectionMatrix`` / ``getProjectionAnglesFromMatrix``, rotation centre ``int(Size/2)``).
 
 No Fourier layout is involved in this module.
 """
@@ -16,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-__all__ = ["tilt_matrices_np", "fold_stage_corrections", "particle_ctf", "particle_ctf_exact"]
+__all__ = ["tilt_matrices_np", "fold_stage_corrections", "particle_ctf", "particle_ctf_exact", "projection_matrices",
+           "angles_from_projection"]
 
 
 def tilt_matrices_np(angles_deg: np.ndarray) -> np.ndarray:
@@ -97,3 +101,38 @@ def _ulps(values: np.ndarray, n: int) -> np.ndarray:
     for _ in range(abs(n)):
         out = np.nextafter(out, direction)
     return out
+
+
+def projection_matrices(stage_deg: np.ndarray, shifts_A: np.ndarray, pixel: float, volume_px: np.ndarray,
+                        image_px: tuple[int, int]) -> np.ndarray:
+    """RELION's 4x4 projection matrices (n, 4, 4) from tomogram voxels to tilt-image pixels
+    (``Tomogram::setProjectionMatrix``: ``S(shift) S(image centre) Rz Ry Rx S(-int(Size/2))``)."""
+    r = tilt_matrices_np(stage_deg)
+    c = np.floor(np.asarray(volume_px, dtype=np.float64) / 2)
+    img = np.array([image_px[0] // 2, image_px[1] // 2, 0.0])
+    out = np.zeros((len(r), 4, 4))
+    out[:, :3, :3] = r
+    out[:, :3, 3] = -(r @ c) + img
+    out[:, :2, 3] += np.asarray(shifts_A, dtype=np.float64) / pixel
+    out[:, 3, 3] = 1.0
+    return out
+
+
+def angles_from_projection(matrices: np.ndarray, pixel: float, volume_px: np.ndarray, image_px: tuple[int, int],
+                           tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`projection_matrices`: ((n, 3) xtilt, ytilt, zrot degrees, (n, 2) shifts Å).
+
+    Raises ValueError when a matrix's 3x3 block is not a rotation (within ``tol``)."""
+    p = np.asarray(matrices, dtype=np.float64)
+    r = p[:, :3, :3]
+    err = np.abs(r @ np.swapaxes(r, 1, 2) - np.eye(3)).max(axis=(1, 2))
+    bad = np.nonzero((err > tol) | (np.linalg.det(r) < 0))[0]
+    if len(bad):
+        raise ValueError(f"row {bad[0] + 1}: the 3x3 block is not a rotation (|R R^T - I| = {err[bad[0]]:.2g})")
+    xt = np.degrees(np.arctan2(r[:, 2, 1], r[:, 2, 2]))
+    yt = np.degrees(np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0)))
+    zr = np.degrees(np.arctan2(r[:, 1, 0], r[:, 0, 0]))
+    c = np.floor(np.asarray(volume_px, dtype=np.float64) / 2)
+    img = np.array([image_px[0] // 2, image_px[1] // 2, 0.0])
+    shift_px = p[:, :3, 3] + r @ c - img
+    return np.stack([xt, yt, zr], axis=1), shift_px[:, :2] * pixel

@@ -25,11 +25,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..graph import DataSource, Item, Repository
 from ..store import InvalidInput
 from .identity import import_context
 from .mrc import mrc_info
+from .relion_geometry import angles_from_projection
 from .relion_particles import read_relion_particles
 from .relion_passthrough import row_values, table_values
 from .relion_spa import SpeciesFiles
@@ -105,15 +107,59 @@ def _check_positive(values: np.ndarray, path: Path, block_name: str, column: str
         raise InvalidInput(f"{path}: data_{block_name} column {column} row {bad[0] + 1}: {values[bad[0]]} is {what}")
 
 
+_R4_GLOBAL = ["rlnTomoName", "rlnTomoTiltSeriesName", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
+              "rlnTomoHand", "rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ"]
+_PROJ = ["rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW"]
+
+
 def _global_block(blocks: dict, tomograms: Path):
+    """data_global, with a RELION 4 table (tilt series as stacks, per-tomogram blocks of projection
+    matrices in the same file, as RELION 5 converts it) given the RELION 5 columns it implies."""
     g = block(blocks, "global", tomograms)
     if "rlnTomoTiltSeriesStarFile" not in g.columns:
-        found = "RELION 4 layout (per-tomogram blocks in tomograms.star)" if len(blocks) > 1 else \
-            f"columns {', '.join(g.columns[:6])}"
-        raise InvalidInput(f"{tomograms}: expected RELION 5 tomograms.star (data_global with "
-                           f"rlnTomoTiltSeriesStarFile naming one STAR file per tilt series), found {found}")
+        names = strings(g, "rlnTomoName", tomograms, "global") if "rlnTomoName" in g.columns else []
+        if not names or not all(n in blocks for n in names) or "rlnTomoTiltSeriesName" not in g.columns:
+            found = f"columns {', '.join(g.columns[:6])} and blocks {', '.join('data_' + b for b in blocks)}"
+            raise InvalidInput(f"{tomograms}: expected RELION 5 tomograms.star (data_global with "
+                               f"rlnTomoTiltSeriesStarFile naming one STAR file per tilt series) or RELION 4 "
+                               f"(rlnTomoTiltSeriesName and one data_<TomoName> block each), found {found}")
+        require_columns(g, _R4_GLOBAL, tomograms, "global")
+        g = g.copy()
+        g["rlnTomoTiltSeriesStarFile"] = str(tomograms)  # the per-tomogram blocks are in this file
+        if "rlnTomoTiltSeriesPixelSize" not in g.columns:
+            require_columns(g, ["rlnMicrographOriginalPixelSize"], tomograms, "global")
+            g["rlnTomoTiltSeriesPixelSize"] = g["rlnMicrographOriginalPixelSize"]
     require_columns(g, _GLOBAL, tomograms, "global")
     return g
+
+
+def _relion4_tilts(df: pd.DataFrame, stack: str, project: Path, path: Path, name: str, pix: float,
+                   size_px: np.ndarray) -> pd.DataFrame:
+    """A RELION 4 per-tomogram block as a RELION 5 tilt-series table: ``k@stack`` names, angles and shifts
+    from rlnTomoProjX..W (kept as passthrough), stack order = row order."""
+    require_columns(df, _PROJ + ["rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnMicrographPreExposure"],
+                    path, name)
+    info = mrc_info(project / stack)
+    if info.nz != len(df):
+        raise InvalidInput(f"{path}: data_{name} lists {len(df)} tilts but {project / stack} holds {info.nz} images")
+    rows = []
+    for r, cells in enumerate(zip(*[df[c].tolist() for c in _PROJ])):
+        try:
+            rows.append([[float(v) for v in str(cell).strip().strip("[]").split(",")] for cell in cells])
+        except ValueError:
+            raise InvalidInput(f"{path}: data_{name} row {r + 1}: rlnTomoProj* must be lists like [1,0,0,0]") from None
+        if any(len(v) != 4 for v in rows[-1]):
+            raise InvalidInput(f"{path}: data_{name} row {r + 1}: rlnTomoProj* rows need 4 values each")
+    try:
+        angles, shifts = angles_from_projection(np.array(rows), pix, size_px, (info.nx, info.ny))
+    except ValueError as exc:
+        raise InvalidInput(f"{path}: data_{name} column rlnTomoProjX {exc}") from None
+    out = df.copy()
+    out["rlnMicrographName"] = [f"{k}@{stack}" for k in range(1, len(df) + 1)]
+    for j, c in enumerate(("rlnTomoXTilt", "rlnTomoYTilt", "rlnTomoZRot")):
+        out[c] = angles[:, j]
+    out["rlnTomoXShiftAngst"], out["rlnTomoYShiftAngst"] = shifts[:, 0], shifts[:, 1]
+    return out
 
 
 def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) -> list[Item]:
@@ -137,12 +183,18 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
     if len(set(names)) != len(names):
         raise InvalidInput(f"{tomograms}: rlnTomoName values are not unique")
     items = []
+    relion4 = "rlnTomoTiltSeriesName" in g.columns and all(star == str(tomograms) for star in stars)
     for r, (name, star) in enumerate(zip(names, stars)):
-        ts_path = project / star
-        ts_blocks = read_star(ts_path)
-        df = block(ts_blocks, name, ts_path)
-        require_columns(df, _TILT, ts_path, name)
         pix = float(num["rlnTomoTiltSeriesPixelSize"][r])
+        if relion4:
+            ts_path = tomograms
+            size_px = np.array([num[f"rlnTomoSize{a}"][r] for a in "XYZ"])
+            df = _relion4_tilts(blocks[name], strings(g, "rlnTomoTiltSeriesName", tomograms, "global")[r], project,
+                                tomograms, name, pix, size_px)
+        else:
+            ts_path = project / star
+            df = block(read_star(ts_path), name, ts_path)
+        require_columns(df, _TILT, ts_path, name)
         raw, (nx, ny, n, voxel) = _tilt_raw(strings(df, "rlnMicrographName", ts_path, name), project, staging,
                                             copy, f"{ts_path} data_{name}")
         if n != len(df):

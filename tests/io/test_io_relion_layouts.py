@@ -91,18 +91,98 @@ def test_pixel_coordinates_without_a_pixel_size_are_refused(tmp_path):
         import_relion5_tomo(repo, tomograms, source="ts", project=root, particles=star, species=_species(proj))
 
 
-def test_relion4_tomograms_star_is_refused_naming_both_layouts(tmp_path):
+def _rot(axis: int, deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    i, j = [(1, 2), (0, 2), (0, 1)][axis]
+    m = np.eye(3)
+    m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
+    if axis == 1:  # rotation about y: [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+        m[0, 2], m[2, 0] = s, -s
+    return m
+
+
+def _relion4_matrix(xtilt, ytilt, zrot, shift_px, size, image) -> np.ndarray:
+    """RELION's Tomogram::setProjectionMatrix: S(shift) S(image centre) Rz Ry Rx S(-int(size/2))."""
+    p = np.eye(4)
+    r = _rot(2, zrot) @ _rot(1, ytilt) @ _rot(0, xtilt)
+    p[:3, :3] = r
+    p[:3, 3] = -r @ np.floor(np.asarray(size) / 2) + [image[0] // 2 + shift_px[0], image[1] // 2 + shift_px[1], 0]
+    return p
+
+
+def test_relion4_tomograms_star_with_projection_matrices(tmp_path):
+    """RELION 4: tilt series as stacks (rlnTomoTiltSeriesName) and per-tomogram blocks of projection
+    matrices in tomograms.star; read as RELION 5 converts them, written back consistent with the angles."""
+    import starfile
+
+    from mrepo.io.export_relion import export_relion
+
+    root = tmp_path / "proj"
+    relion5_tomo(root)  # provides Stacks/TS_02.mrcs (3 x 24 x 32) and maps
+    size, image = [32, 24, 10], (32, 24)
+    truth = [(0.5, -3.0, 85.0, (1.5, -2.0)), (-0.25, 0.0, 85.5, (0.0, 0.75)), (0.1, 3.0, 84.5, (-1.0, 0.5))]
+    rows = []
+    for k, (xt, yt, zr, sh) in enumerate(truth):
+        p = _relion4_matrix(xt, yt, zr, sh, size, image)
+        rows.append(["[" + ",".join(repr(float(v)) for v in p[i]) + "]" for i in range(4)]
+                    + [30000.0 + k, 29900.0 + k, 45.0, 3.0 * k, 1.0])
+    text = loop("global", ["rlnTomoName", "rlnTomoTiltSeriesName", "rlnTomoFrameCount", "rlnTomoSizeX",
+                           "rlnTomoSizeY", "rlnTomoSizeZ", "rlnTomoHand", "rlnOpticsGroupName",
+                           "rlnTomoTiltSeriesPixelSize", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
+                           "rlnTomoImportFractionalDose"],
+                [["TS_02", "Stacks/TS_02.mrcs", 3, *size, -1.0, "optics1", PIX, 300.0, 2.7, 0.1, 3.0]])
+    text += loop("TS_02", ["rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW", "rlnDefocusU",
+                           "rlnDefocusV", "rlnDefocusAngle", "rlnMicrographPreExposure", "rlnCtfScalefactor"], rows)
+    star = root / "Tomograms/job004/tomograms.star"
+    star.parent.mkdir(parents=True, exist_ok=True)
+    star.write_text(text)
+    repo = Repository.init(str(tmp_path / "repo"))
+    res = import_relion5_tomo(repo, star, source="ts", project=root)
+    (h,) = repo.source(res.sources["ts"]).items.values()
+    item = repo.item(h)
+    stage = repo.objects.get_array(item.models["stage_angles"])
+    shifts = repo.objects.get_array(item.models["global_shifts"])
+    np.testing.assert_allclose(stage, [t[:3] for t in truth], atol=1e-9)
+    np.testing.assert_allclose(shifts, [np.array(t[3]) * PIX for t in truth], atol=1e-9)
+    assert item.imaging["volume_dimensions"] == [s * PIX for s in size]
+    out = tmp_path / "out"
+    export_relion(repo, "main", out, project=root)
+    ts = starfile.read(out / "tilt_series/TS_02.star", always_dict=True)["TS_02"]
+    np.testing.assert_allclose(ts[["rlnTomoXTilt", "rlnTomoYTilt", "rlnTomoZRot"]].to_numpy(),
+                               [t[:3] for t in truth], atol=1e-9)
+    for i, c in enumerate(("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW")):
+        got = np.array([[float(v) for v in cell.strip("[]").split(",")] for cell in ts[c]])
+        np.testing.assert_allclose(got, [_relion4_matrix(*t[:3], t[3], size, image)[i] for t in truth], atol=1e-9)
+    g = starfile.read(out / "tomograms.star", always_dict=True)["global"]
+    assert g["rlnTomoTiltSeriesName"].tolist() == ["Stacks/TS_02.mrcs"]
+    assert g["rlnTomoImportFractionalDose"].tolist() == [3.0]
+
+
+def test_unknown_tomograms_layout_is_refused_naming_both_layouts(tmp_path):
     root = tmp_path / "proj"
     proj = relion5_tomo(root)
-    text = loop("global", ["rlnTomoName", "rlnTomoTiltSeriesName", "rlnTomoFrameCount", "rlnVoltage"],
-                [["TS_01", "tilt/TS_01.mrc", 3, 300.0]])
-    text += loop("TS_01", ["rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW", "rlnDefocusU"],
-                 [["[1,0,0,0]", "[0,1,0,0]", "[0,0,1,0]", "[0,0,0,1]", 30000.0]])
-    proj["tomograms"].write_text(text)
+    proj["tomograms"].write_text(loop("global", ["rlnTomoName", "rlnVoltage"], [["TS_01", 300.0]]))
     repo = Repository.init(str(tmp_path / "repo"))
     with pytest.raises(InvalidInput) as err:
         import_relion5_tomo(repo, proj["tomograms"], source="ts", project=root)
-    assert "expected RELION 5" in str(err.value) and "found RELION 4" in str(err.value)
+    msg = str(err.value)
+    assert "expected RELION 5" in msg and "or RELION 4" in msg and "found columns rlnTomoName, rlnVoltage" in msg
+
+
+def test_relion4_matrix_that_is_not_a_rotation_is_refused(tmp_path):
+    root = tmp_path / "proj"
+    relion5_tomo(root)
+    text = loop("global", ["rlnTomoName", "rlnTomoTiltSeriesName", "rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ",
+                           "rlnTomoHand", "rlnTomoTiltSeriesPixelSize", "rlnVoltage", "rlnSphericalAberration",
+                           "rlnAmplitudeContrast"],
+                [["TS_02", "Stacks/TS_02.mrcs", 32, 24, 10, 1.0, PIX, 300.0, 2.7, 0.1]])
+    rows = [["[2,0,0,0]", "[0,1,0,0]", "[0,0,1,0]", "[0,0,0,1]", 1e4, 1e4, 0.0, 3.0 * k] for k in range(3)]
+    text += loop("TS_02", ["rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW", "rlnDefocusU",
+                           "rlnDefocusV", "rlnDefocusAngle", "rlnMicrographPreExposure"], rows)
+    star = root / "t.star"
+    star.write_text(text)
+    with pytest.raises(InvalidInput, match="data_TS_02 column rlnTomoProjX row 1: the 3x3 block is not a rotation"):
+        import_relion5_tomo(Repository.init(str(tmp_path / "repo")), star, source="ts", project=root)
 
 
 SPA30 = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnOriginX", "rlnOriginY", "rlnAngleRot",
