@@ -27,3 +27,22 @@ def test_cli_refine_rejects_bad_grid(tmp_path):
     Repository.init(url)
     res = CliRunner().invoke(app, ["refine", "--repo", url, "--refine-imagewarp", "3x3"])
     assert res.exit_code != 0 and "image_warp" in res.output
+
+
+def test_cli_refine_auto_reports_parameter_moves(tmp_path):
+    url = str(tmp_path / "repo")
+    build_repo(frames_sim(n_particles=6, n_frames=3), url=url, resolution=12.0)
+    res = CliRunner().invoke(app, ["refine", "--repo", url, "--iterations", "auto", "--max-iterations", "1"])
+    assert res.exit_code == 0, res.output
+    assert "parameter moves" in res.output and "shifts" in res.output and "95th percentile" in res.output
+    _, c = Repository.open(url).log("main")[0]
+    assert "refine iteration 1/auto" in c.message and c.operation["movement"]["shifts"]["unit"] == "px"
+
+
+def test_cli_refine_rejects_bad_iteration_count(tmp_path):
+    url = str(tmp_path / "repo")
+    build_repo(frames_sim(n_particles=6, n_frames=3), url=url, resolution=12.0)
+    for bad in ("0", "often"):
+        res = CliRunner().invoke(app, ["refine", "--repo", url, "--iterations", bad])
+        assert res.exit_code == 2 and "--iterations" in res.output
+    assert len(Repository.open(url).log("main")) == 1
