@@ -122,12 +122,15 @@ class ProgressDisplay:
         text = event.describe()
         if self._bar is not None:
             with self._lock:
-                task = self._stages.get(event.key or event.item)
+                # the item's row: its stage, with the stage's step k/n as the bar (pulsing when it has none)
+                key = event.key or event.item
+                task = self._stages.get(key)
+                if task is not None and event.total is None:
+                    self._bar.remove_task(task)  # rich cannot make a counted bar uncounted again
+                    task = None
                 if task is None:
-                    self._stages[event.key or event.item] = self._bar.add_task(f"  {event.item}", total=None,
-                                                                               detail=text)
-                else:
-                    self._bar.update(task, detail=text)
+                    task = self._stages[key] = self._bar.add_task(f"  {event.item}", total=None, detail="")
+                self._bar.update(task, completed=event.step or 0, total=event.total, detail=event.stage)
             return
         with self._lock:
             if self._said.get(event.key or event.item) == text:
