@@ -316,3 +316,25 @@ def test_exact_diameter_and_resolution_come_back_unless_m_changed_them(tmp_path)
     import_m(repo3, tmp_path / "m/population.population")
     back = repo3.species(repo3.population().species["ribo"])
     assert (back.diameter, back.resolution) == (250.4, 6.5)
+
+
+def test_m_tilt_images_from_stack_sections_in_any_order(tmp_path):
+    """rlnMicrographName k@stack out of order (RELION after excluding/reordering tilts): the M export cuts
+    each tilt's section out of the stack, in the tilt-series order."""
+    proj = relion5_tomo(tmp_path / "proj")
+    constant_xtilt(tmp_path / "proj")
+    star = tmp_path / "proj/AlignTiltSeries/job005/tilt_series/TS_02.star"
+    blocks = starfile.read(star, always_dict=True)
+    blocks["TS_02"]["rlnMicrographName"] = ["3@Stacks/TS_02.mrcs", "1@Stacks/TS_02.mrcs", "2@Stacks/TS_02.mrcs"]
+    starfile.write(blocks, star)
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion5_tomo(repo, proj["tomograms"], source="ts", project=tmp_path / "proj")
+    assert _items(repo)["TS_02"].raw.format == "manifest"
+    out = tmp_path / "m"
+    export_m(repo, "main", out)
+    movies = ET.parse(out / "TS_02.xml").getroot().find("MoviePath").text.split("\n")
+    with mrcfile.open(tmp_path / "proj/Stacks/TS_02.mrcs") as stack:
+        for m, section in zip(movies, (2, 0, 1)):
+            with mrcfile.open(out / m) as image:
+                np.testing.assert_array_equal(image.data.reshape(24, 32), stack.data[section])
+    assert not (out / "tiltstack/TS_02/TS_02.st").exists()  # no single stack to link
