@@ -12,7 +12,7 @@ per-tilt stage-angle change). Each group is summarised by its median and 95th pe
 a particle cannot be located better than d, so an iteration whose 95th-percentile
 particle move exceeds d (translation, z), whose rotations exceed the angle that moves the
 particle's edge by d (``deg(d / r)``), or whose defocus changes exceed what d resolves
-(d²/(2λ), see :func:`mrepo.workers.schedule.defocus_window`) is fitting noise, not
+(d²/λ, see :func:`mrepo.workers.schedule.defocus_window`) is fitting noise, not
 signal: the driver stops without committing it.
 
 **Settled** (:func:`settled`): resolution changed by less than 1 % for every species and

@@ -322,7 +322,7 @@ def _refine(ctx: _Context, params: Parameters) -> dict[str, Any]:
     ctf_other = [x for x in other if x.species in sched.ctf_species]
     with torch.no_grad():
         before = float(ctx.sums(own, params, ctf_frozen=False).target())
-    ctx.prior_weight = stage_prior_weight(s, ctx.n_particles, abs(before)) if "stage" in sched.geometry else 0.0
+    ctx.prior_weight = stage_prior_weight(s, ctx.n_particles, abs(before), ctx.model.n) if "stage" in sched.geometry else 0.0
     log: dict[str, Any] = {}
     for rnd in range(s.rounds):
         for sub in own:

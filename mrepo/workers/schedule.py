@@ -8,8 +8,8 @@ search window lets noise choose the parameters. The rules here, all in the units
 
 - **CTF** (defocus, astigmatism): only species whose limit d ≤ ``ctf_min_resolution``
   contribute; none → the CTF is not refined this iteration. The defocus search range is
-  ``min(defocus_search_range, d² / (2λ))`` — the defocus change that moves the CTF phase at
-  1/d by π (λ: electron wavelength, Å) — so the search never jumps a CTF ring the data
+  ``min(defocus_search_range, d² / λ)`` — the defocus change that moves the CTF phase
+  π λ Δf k² at k = 1/d by π (λ: electron wavelength, Å) — so the search never jumps a CTF ring the data
   cannot see; the step shrinks with it (≥ 10 steps per side). The range is a hard bound
   (``1.25 ×`` as a tanh bound, so L-BFGS cannot leave it either).
 - **Poses**: translation bound ``max(2, d / pixel)`` px, rotation bound
@@ -61,21 +61,24 @@ class Schedule:
 
 
 def defocus_window(resolution: float, voltage_kv: float, requested: float) -> float:
-    """Defocus search half-range (Å) the limit ``resolution`` (Å) can resolve: min(requested, d²/(2λ))."""
+    """Defocus search half-range (Å) the limit ``resolution`` (Å) can resolve: min(requested, d²/λ),
+    the defocus that turns the CTF phase π λ Δf k² at k = 1/d by π."""
     lam = float(electron_wavelength(voltage_kv))
-    return float(min(requested, resolution**2 / (2 * lam)))
+    return float(min(requested, resolution**2 / lam))
 
 
-def stage_prior_weight(settings: RefineSettings, particles: int, target_scale: float) -> float:
-    """Weight of ``Σ (stage / σ)² / 2`` in the loss ``-1000 · target``: ``1000 · target_scale / particles``.
+def stage_prior_weight(settings: RefineSettings, particles: int, target_scale: float, exposures: int = 1) -> float:
+    """Weight of ``Σ (stage / σ)² / 2`` in the loss ``-1000 · target``:
+    ``1000 · target_scale / (particles · exposures)``.
 
-    M's target is a normalised correlation (independent of the particle count), while its
-    noise falls as 1 / √particles; a prior whose weight falls as 1 / particles keeps the
-    same balance between data and prior that a likelihood would have. ``target_scale``: the
-    target at the start (≈ the correlation per particle)."""
+    M's target is a normalised correlation over all particles and exposures (independent of
+    their number), while the information about one tilt's stage angles comes from its
+    particles only and its noise falls as 1 / √particles; a prior whose weight falls as
+    1 / (particles · exposures) keeps the balance a likelihood would have. ``target_scale``:
+    the target at the start (≈ the correlation per particle image)."""
     if settings.stage_prior_deg <= 0 or particles <= 0:
         return 0.0
-    return 1000.0 * max(target_scale, 1e-6) / particles
+    return 1000.0 * max(target_scale, 1e-6) / (particles * max(exposures, 1))
 
 
 def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: dict[str, float],

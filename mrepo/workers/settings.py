@@ -37,7 +37,7 @@ class RefineSettings:
     Safety schedule (M, Methods: Optimization procedure; MCore defaults): defocus and
     astigmatism are refined only with species whose refinement limit reaches
     ``ctf_min_resolution`` Å (MCore ``--ctf_minresolution`` 8 Å); the defocus search range
-    shrinks to what the limit resolves (±d²/(2λ), the defocus that turns the CTF phase at
+    shrinks to what the limit resolves (±d²/λ, the defocus that turns the CTF phase at
     1/d by π) and is a hard bound, and defocus never becomes negative unless
     ``allow_negative_defocus``. Items with fewer than ``min_particles_per_item`` particles
     are not refined (MCore ``--min_particles``, default 1), only back-projected. With
@@ -45,7 +45,7 @@ class RefineSettings:
     each half-set (against its own half-map) improves, and a particle's pose/defocus only
     if its score improves against both half-maps; otherwise the old values stay.
     ``stage_prior_deg``: Gaussian prior (σ, degrees) on stage-angle corrections whose
-    weight relative to the data falls as 1 / particles. ``particle_batch``: particles per
+    weight relative to the data falls as 1 / (particles · tilts). ``particle_batch``: particles per
     evaluation batch (bounds the memory of the autograd graph).
     ``fsc_weighted_references``: half-maps weighted by sqrt(2FSC/(1+FSC)) before use;
     ``mask_follows_map``: each iteration's mask is made from its map

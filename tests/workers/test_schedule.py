@@ -50,8 +50,8 @@ def test_ctf_is_refined_only_beyond_the_ctf_min_resolution():
     assert coarse.ctf == () and "ctf" in coarse.skipped and coarse.geometry == ("shifts", "translation", "rotation")
     fine = plan_schedule(s, "frames", False, {"a": 16.0, "b": 6.0}, {"a": 40.0, "b": 40.0}, 1.5, 300.0, 100)
     assert fine.ctf == ("defocus", "astigmatism") and fine.ctf_species == ("b",)
-    # the window is the defocus that turns the CTF phase at 1/d by pi: d² / (2 λ)
-    assert fine.defocus_range == pytest.approx(36.0 / (2 * electron_wavelength(300.0)))
+    # the window is the defocus that turns the CTF phase at 1/d by pi: d² / λ (capped by the requested range)
+    assert fine.defocus_range == pytest.approx(min(3000.0, 36.0 / electron_wavelength(300.0)))
     assert fine.defocus_step <= fine.defocus_range / 10 + 1e-9
     assert fine.bounds["defocus"] * 100 == pytest.approx(1.25 * fine.defocus_range)
     few = plan_schedule(s.replace(min_particles_per_item=5), "frames", False, {"a": 6.0}, {"a": 40.0}, 1.5, 300.0, 4)
@@ -60,7 +60,9 @@ def test_ctf_is_refined_only_beyond_the_ctf_min_resolution():
 
 def test_defocus_window_never_exceeds_the_requested_range():
     assert defocus_window(30.0, 300.0, 3000.0) == 3000.0
-    assert defocus_window(4.0, 300.0, 3000.0) == pytest.approx(16 / (2 * electron_wavelength(300.0)))
+    assert defocus_window(4.0, 300.0, 3000.0) == pytest.approx(16 / electron_wavelength(300.0))
+    # pi of CTF phase at 1/d: pi * lambda * window / d² == pi
+    assert math.pi * electron_wavelength(300.0) * defocus_window(4.0, 300.0, 1e9) / 16 == pytest.approx(math.pi)
 
 
 def test_bounded_parameters_never_leave_their_bound():
