@@ -51,9 +51,19 @@ def graph_rows(order: Sequence[str], parents: dict[str, Sequence[str]]) -> list[
     lanes: list[str] = []
     rows: list[tuple[str, str | None]] = []
     for h in order:
-        if h not in lanes:
-            lanes.append(h)
+        if h not in lanes:  # a new tip: next to the lane of its first parent, so they can meet
+            first = next((p for p in parents.get(h, ()) if p in lanes), None)
+            pos = lanes.index(first) + 1 if first is not None else len(lanes)
+            if pos < len(lanes):  # lanes from pos on make room, moving right
+                rows.append((_draw({k: "|" for k in range(pos)}, {2 * k + 1: "\\" for k in range(pos, len(lanes))}),
+                             None))
+            lanes.insert(pos, h)
         i = lanes.index(h)
+        while lanes.count(h) > 1:  # lanes further right that also wait for this commit end here
+            j = max(k for k, lane in enumerate(lanes) if lane == h)
+            del lanes[j]
+            rows.append((_draw({k: "|" for k in range(j)}, {2 * k - 1: "/" for k in range(j, len(lanes) + 1)}),
+                         None))
         rows.append((_draw({j: "*" if j == i else "|" for j in range(len(lanes))}, {}), h))
         shown = [p for p in parents.get(h, ()) if p in parents]
         before = len(lanes)
