@@ -262,7 +262,8 @@ def register(app: typer.Typer) -> None:
                                          "and a unit s, m, h or d (30m, 24h, 7d), or 0."),
                dry_run: bool = typer.Option(False, "--dry-run", help="Only report what would be deleted."),
                repo: str = RepoOption, json: bool = JsonOption) -> None:
-        """Delete objects no ref reaches and that are older than the grace period."""
+        """Delete objects no ref reaches and that are older than the grace period (commits a ref held
+        within the grace period, as the reflog shows, are kept)."""
         r = open_repo(repo)
         report = gc(r.storage, grace_seconds=parse_duration(grace), dry_run=dry_run)
         if json:
@@ -271,7 +272,9 @@ def register(app: typer.Typer) -> None:
         verb = "would delete" if dry_run else "deleted"
         console.print(f"{report.reachable} reachable; {verb} {report.deleted_objects} object(s) and "
                       f"{report.deleted_arrays} array(s), {report.deleted_bytes} bytes; "
-                      f"{report.kept_young} unreachable but younger than the grace period")
+                      f"{report.kept_young} unreachable but younger than the grace period"
+                      + (f" ({len(report.reflog_roots)} commit(s) kept for the reflog: mrepo branch --restore)"
+                         if report.reflog_roots else ""))
 
     @app.command("reflog")
     def reflog_cmd(ref: str = typer.Argument(None, help="Branch, tag or refs/... key (default: every ref)."),
