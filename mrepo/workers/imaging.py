@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrepo.kernels.aberrations import magnify, zernike_phase
 from mrepo.kernels.aliasing import aliasing_free_box_size, crop_center
-from mrepo.kernels.ctf import ctf_2d, exposure_weights_2d, frequency_grid_2d
+from mrepo.kernels.ctf import ctf_2d, ctf_phase, exposure_weights_2d, frequency_grid_2d
 from mrepo.kernels.extraction import extract_patches_ft
 from mrepo.kernels.fourier_crop import crop_size_for_resolution, exposure_resolution, fourier_crop
 from mrepo.kernels.fsc import num_shells, shell_indices, shell_sum
@@ -84,8 +85,25 @@ def extract_groups(stack: Tensor, centres: Tensor, box: int, big: int, sizes: np
 
 
 def _ctf(model: ItemModel, size: int, pixel: float, du: Tensor, dv: Tensor, ang: Tensor) -> Tensor:
-    return ctf_2d((size, size), pixel, defocus_u=du, defocus_v=dv, astigmatism_angle=ang,
-                  voltage_kv=model.voltage, cs_mm=model.cs, amplitude_contrast=model.amplitude_contrast)
+    ab = model.aberrations
+    if ab is None or (not any(ab.even) and ab.mag is None):
+        return ctf_2d((size, size), pixel, defocus_u=du, defocus_v=dv, astigmatism_angle=ang,
+                      voltage_kv=model.voltage, cs_mm=model.cs, amplitude_contrast=model.amplitude_contrast)
+    # RELION's optics model: CTF at magnified frequencies, even Zernike phase subtracted from γ
+    freqs = magnify(frequency_grid_2d((size, size), pixel, device=du.device), ab.mag)
+    gamma = ctf_phase(freqs, defocus_u=du, defocus_v=dv, astigmatism_angle=ang, voltage_kv=model.voltage,
+                      cs_mm=model.cs, amplitude_contrast=model.amplitude_contrast)
+    return torch.sin(gamma - zernike_phase(freqs, ab.even, odd=False))
+
+
+def _demodulate(model: ItemModel, f: Tensor, size: int, pixel: float) -> Tensor:
+    """Remove the odd aberration phase (beam tilt, odd Zernike) from data: ``f · exp(-i φ_odd)``."""
+    ab = model.aberrations
+    if ab is None or not any(ab.odd):
+        return f
+    freqs = magnify(frequency_grid_2d((size, size), pixel, device=f.device, dtype=torch.float64), ab.mag)
+    phase = zernike_phase(freqs, ab.odd, odd=True)
+    return f * torch.polar(torch.ones_like(phase), -phase).to(f.dtype)
 
 
 def premultiply(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tensor, dv: Tensor,
@@ -95,7 +113,8 @@ def premultiply(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tenso
     ``residual`` (P, g, 2): particle position minus extraction centre (original px); du, dv
     (P, g) Å; ang (g,) rad. Shift and CTF at the big box, real-space crop to b_g."""
     pixel = group.pixel
-    f = phase_shift(group.ft, -(residual * group.scale), (group.big, group.big))
+    f = _demodulate(model, phase_shift(group.ft, -(residual * group.scale), (group.big, group.big)), group.big,
+                    pixel)
     ctf = _ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du))
     img = torch.fft.irfft2(f * ctf, s=(group.big, group.big))
     return torch.fft.rfft2(crop_center(img, group.size))

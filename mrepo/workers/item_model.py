@@ -15,6 +15,10 @@ Model arrays (``Item.models``, array hashes; stack order, n = frames or tilts):
 * ``weights`` (n, 2) float64: data-driven (B-factor Å², scale) per frame/tilt; when present
   they replace the dose/tilt heuristic ``exp(-E k²) cos(tilt)``.
 
+Optics-group aberrations from ``Item.imaging`` (beam_tilt mrad, odd_zernike, even_zernike, mag_matrix,
+RELION CtfRefine's values) become :class:`~mrepo.kernels.aberrations.Aberrations`: the even phase and the
+magnification enter the CTF, the odd phase (beam tilt included) demodulates the data.
+
 Particle time: t_i = accumulated exposure before exposure i over the total before the
 last one (acquisition order), in [0, 1]; trajectories with T samples have nodes at
 ``linspace(0, 1, T)``. No Fourier layout here.
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrepo.graph import Item
+from mrepo.kernels.aberrations import Aberrations
 from mrepo.store import InvalidInput, ObjectStore
 
 __all__ = ["ItemModel", "load_item_model"]
@@ -55,6 +60,7 @@ class ItemModel:
     weights: np.ndarray | None
     volume_size: np.ndarray | None  # (3,) Å, tilts
     hand: float
+    aberrations: Aberrations | None = None  # optics-group aberrations (imaging beam_tilt, *_zernike, mag_matrix)
 
     @property
     def damage_exposure(self) -> np.ndarray:
@@ -118,4 +124,5 @@ def load_item_model(objects: ObjectStore, item: Item) -> ItemModel:
         global_shifts=np.zeros((n, 2)) if shifts is None else shifts, stage_angles=stage,
         stage_corrections=_array(objects, item, "stage_corrections", (n, 3)), image_warp=warp,
         weights=_array(objects, item, "weights", (n, 2)), volume_size=vol, hand=float(im.get("hand", 1.0)),
+        aberrations=Aberrations.from_imaging(im, voltage, cs),
     )

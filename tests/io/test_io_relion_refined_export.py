@@ -5,6 +5,7 @@ motion STAR, aligned micrograph; particles: positions and poses after re-import)
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 import mrcfile
@@ -39,7 +40,8 @@ def _arr(repo, item, name):
 
 @pytest.fixture(scope="module")
 def refined_tilts():
-    sr = build_repo(tilts_sim(n_particles=6, size=96, box=24, max_tilt=30.0, tilt_step=15.0), resolution=12.0)
+    sr = build_repo(tilts_sim(n_particles=6, size=96, box=24, max_tilt=30.0, tilt_step=15.0), resolution=12.0,
+                    url=f"memory://relion-export-tilts-{uuid.uuid4().hex}")
     refine_population(sr.repo, "main", 1, SETTINGS, LocalExecutor(use_cache=False))
     return sr.repo
 
@@ -98,7 +100,8 @@ def test_tilt_series_export_equals_refined_state(refined_tilts, tmp_path):
 
 @pytest.fixture(scope="module")
 def refined_frames():
-    sr = build_repo(frames_sim(n_particles=6, n_frames=3, size=96, box=24), resolution=12.0)
+    sr = build_repo(frames_sim(n_particles=6, n_frames=3, size=96, box=24), resolution=12.0,
+                    url=f"memory://relion-export-frames-{uuid.uuid4().hex}")
     refine_population(sr.repo, "main", 1, SETTINGS, LocalExecutor(use_cache=False))
     return sr.repo
 
