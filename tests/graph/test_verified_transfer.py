@@ -150,14 +150,14 @@ def test_malformed_records_are_refused_by_clone(make_url: Callable[[str], str], 
     assert any(h in p and "invalid" in p for p in problems), problems
 
 
-@pytest.mark.parametrize("what", ["commit", "zarr.json"])
+@pytest.mark.parametrize("what", ["commit", "zarr.json", "blob"])
 def test_fetch_replaces_a_damaged_present_object(make_url: Callable[[str], str], what: str) -> None:
     src, head = source(make_url)
     dst, _ = clone(src.url, make_url("local"))
     if what == "commit":
         h, key = head, object_key(head)
-    else:  # an array referenced by a record the next fetch brings
-        h, key = pick(dst, head, "zarr.json")
+    else:  # an array or blob referenced by a record the next fetch brings
+        h, key = pick(dst, head, what)
         dst.storage.backend.delete(object_key(head))  # the commit is missing: the fetch walks down again
         for rec, kind in closure(src, head).items():
             if kind == "record" and rec != head:
@@ -168,7 +168,7 @@ def test_fetch_replaces_a_damaged_present_object(make_url: Callable[[str], str],
     stats = fetch(dst, "origin")
     assert stats.records >= 1
     assert verify(dst.storage).ok, verify(dst.storage).problems
-    assert dst.objects.verify_object("array" if what == "zarr.json" else "record", h) is None
+    assert dst.objects.verify_object({"zarr.json": "array", "blob": "blob"}.get(what, "record"), h) is None
 
 
 def test_verify_repair_from_a_remote(make_url: Callable[[str], str], tmp_path) -> None:
