@@ -12,8 +12,8 @@ and once through a server (uvicorn subprocess on 127.0.0.1 over a local folder):
 - ``large``: ``--arrays`` species maps of ``--array-mb`` MiB each (float32 volumes).
 
 Then requests/s for small-object GETs with ``--clients`` threads, and the server's resident memory
-(VmRSS, sampled every 50 ms) before and during ``--load-clients`` concurrent readers that fetch
-records and whole arrays. Prints a table and writes benchmarks/results/bench_server.json.
+(VmRSS, sampled every 50 ms) before and during ``--load-clients`` concurrent readers (for twice
+``--seconds``) that fetch records and the files of the large arrays (chunks of up to 4 MiB). Prints a table and writes benchmarks/results/bench_server.json.
 Goal: push and pull through the server within 1.5x of direct (ideally 1.2x).
 """
 
@@ -103,6 +103,13 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def sample_rss(pid: int, stop: threading.Event, out: list[float]) -> None:
+    """Append the RSS of ``pid`` (MiB) to ``out`` every 50 ms until ``stop`` is set."""
+    while not stop.is_set():
+        out.append(rss_mb(pid))
+        time.sleep(0.05)
+
+
 def timed(fn) -> float:  # noqa: ANN001
     start = time.perf_counter()
     fn()
@@ -186,19 +193,16 @@ def main() -> None:
                 served = Repository.open(str(tmp / "large-served"))
                 arrays = sorted({e.key.split("/")[1] for e in served.storage.backend.list("arrays/")})
                 chunk_paths = [f"/repo/{e.key}" for e in served.storage.backend.list("arrays/")]
+                chunk_paths += ["/repo/objects/" + e.key.removeprefix("objects/").replace("/", "")
+                                for e in served.storage.backend.list("objects/")]
                 idle = rss_mb(proc.pid)
                 peak = [idle]
                 stop = threading.Event()
 
-                def sample(pid: int = proc.pid) -> None:
-                    while not stop.is_set():
-                        peak.append(rss_mb(pid))
-                        time.sleep(0.05)
-
-                sampler = threading.Thread(target=sample)
+                sampler = threading.Thread(target=sample_rss, args=(proc.pid, stop, peak))
                 sampler.start()
                 try:
-                    rps64, lat64 = read_rps(base, token, chunk_paths, args.load_clients, args.seconds)
+                    rps64, lat64 = read_rps(base, token, chunk_paths, args.load_clients, 2 * args.seconds)
                 finally:
                     stop.set()
                     sampler.join()

@@ -17,11 +17,12 @@ Like git's pack negotiation, in three requests instead of one per object:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -45,6 +46,8 @@ _HASH_IN_JSON = re.compile(r"[0-9a-f]{64}")
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 #: Chunk bytes of one array kept in memory before they are spilled to the staging area.
 MEMORY_STAGE_BYTES = 64 << 20
+#: Groups of frames read ahead of the one being stored (each at most about one piece of the body).
+PIPELINE_PIECES = 8
 #: Output buffered before a piece of the download stream is sent.
 DOWNLOAD_PIECE = 1 << 20
 
@@ -78,9 +81,10 @@ class _OpenArray:
 class BatchReceiver:
     """Stores the frames of one upload stream, each verified before it becomes visible."""
 
-    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor):
+    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor, publish_pool: ThreadPoolExecutor):
         self.ctx = ctx
         self.pool = pool
+        self.publish_pool = publish_pool
         self.upload = upload
         self.backend = ctx.storage.backend
         self.objects = ctx.storage.objects
@@ -88,6 +92,8 @@ class BatchReceiver:
         self.known: set[str] = set()
         self.stored = 0
         self.present = 0
+        #: Arrays being verified and written while later frames arrive: (future, bytes held).
+        self._publishing: list[tuple[Future, int]] = []
 
     def take(self, frames: list[tuple[str, bytes]]) -> None:
         """Verify and store frames. Consecutive objects that do not name each other are checked and
@@ -99,6 +105,7 @@ class BatchReceiver:
                 self._close_array_if_complete()
                 if self.array is not None:
                     raise InvalidInput(f"pack: {key} arrives before array {self.array.h} is complete")
+                self._wait_published()  # a record may name any array sent before it
                 h = key[len("objects/"):].replace("/", "")
                 if in_group and data.startswith(RECORD_TAG) and _names_any(data, in_group):
                     self._store_group(group)
@@ -170,27 +177,55 @@ class BatchReceiver:
         self.known.add(arr.h)
         if arr.present:
             return
-        with self.ctx.staging.lock(arr.h):
-            if self.objects.has_array(arr.h):
-                self.present += 1
-            else:
+        # Verified and written in the background while the next frames arrive, with a bound on the
+        # chunk bytes held: the oldest publication is awaited first when the bound is passed.
+        self._publishing.append((self.publish_pool.submit(self._publish, arr), len(arr.memory) and arr.bytes))
+        while len(self._publishing) > 1 and sum(n for _, n in self._publishing) > MEMORY_STAGE_BYTES:
+            self._collect(self._publishing.pop(0)[0])
+
+    def _publish(self, arr: _OpenArray) -> bool:
+        """Verify array ``arr`` (slab by slab) and make it visible: chunks first, ``zarr.json`` last."""
+        try:
+            with self.ctx.staging.lock(arr.h):
+                if self.objects.has_array(arr.h):
+                    return False
                 verify_array(arr.h, arr.meta, lambda k: self._chunk(arr, k))
                 prefix = array_prefix(arr.h)
-                list(self.pool.map(lambda k: self.backend.put(prefix + k, self._chunk(arr, k)),
-                                   sorted(arr.meta.chunk_digests)))
+                for k in sorted(arr.meta.chunk_digests):
+                    self.backend.put(prefix + k, self._chunk(arr, k))
                 self.backend.put(prefix + "zarr.json", arr.metadata)
-                self.stored += 1
-        if arr.spilled:
-            self.ctx.staging.discard(arr.h, self.upload)
+                return True
+        finally:
+            if arr.spilled:
+                self.ctx.staging.discard(arr.h, self.upload)
+
+    def _collect(self, future: Future) -> None:
+        if future.result():
+            self.stored += 1
+        else:
+            self.present += 1
+
+    def _wait_published(self) -> None:
+        """Wait for every array in flight; the first failure is raised."""
+        while self._publishing:
+            self._collect(self._publishing.pop(0)[0])
 
     def finish(self) -> None:
-        """The stream is complete: no array may be left half-sent."""
+        """The stream is complete: no array may be left half-sent, every array is published."""
         self._close_array_if_complete()
         if self.array is not None:
             raise InvalidInput(f"pack ended in the middle of array {self.array.h}")
+        self._wait_published()
 
     def abandon(self) -> None:
-        """Drop the staged chunks of an array the stream did not complete."""
+        """Wait for arrays in flight (errors were reported already) and drop staged chunks of an
+        array the stream did not complete."""
+        for future, _ in self._publishing:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001, S110 - the stream's own error is what the client hears
+                pass
+        self._publishing.clear()
         if self.array is not None and self.array.spilled:
             self.ctx.staging.discard(self.array.h, self.upload)
         self.array = None
@@ -246,6 +281,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
     reader = Depends(require(ctx.policy, "read"))
     writer = Depends(require(ctx.policy, "write"))
     pool = ThreadPoolExecutor(8, thread_name_prefix="mrepo-batch")
+    publish_pool = ThreadPoolExecutor(4, thread_name_prefix="mrepo-publish")
 
     @router.post("/" + names.BATCH_HAVE_PATH, dependencies=[writer],
                  summary="Negotiate: which of these objects and arrays does the server lack?")
@@ -267,22 +303,55 @@ def build_router(ctx: ServerContext) -> APIRouter:
         upload_id = request.headers.get(names.UPLOAD_HEADER) or uuid.uuid4().hex
         if not UPLOAD_ID.match(upload_id):
             raise ApiError(400, f"invalid {names.UPLOAD_HEADER} header")
-        receiver = BatchReceiver(ctx, upload_id, pool)
+        receiver = BatchReceiver(ctx, upload_id, pool, publish_pool)
         reader_ = pack.PackReader(max_frame=ctx.max_body_bytes)
         error: Exception | None = None
         start = time.perf_counter()
-        try:
-            async for piece in request.stream():
-                if error is not None:
-                    continue  # drain the body so the client reads the answer
+        # Reading and storing overlap: frames go through a queue bounded in bytes to a consumer that
+        # verifies and stores them in the thread pool while the next pieces of the body arrive.
+        queue: asyncio.Queue[list[tuple[str, bytes]] | None] = asyncio.Queue()
+        room = asyncio.Semaphore(PIPELINE_PIECES)
+
+        async def consume() -> None:
+            nonlocal error
+            while (frames := await queue.get()) is not None:
                 try:
-                    frames = reader_.feed(piece)
-                    if frames:
+                    if error is None:
                         await blocking(receiver.take, frames)
                 except (MrepoError, ValueError) as exc:
                     error = exc
+                finally:
+                    room.release()
+
+        async def _read_stream() -> None:
+            nonlocal error
+            try:
+                async for piece in request.stream():
+                    if error is not None:
+                        continue  # drain the body so the client reads the answer
+                    try:
+                        frames = reader_.feed(piece)
+                    except (MrepoError, ValueError) as exc:
+                        error = exc
+                        continue
+                    if frames:
+                        await room.acquire()
+                        queue.put_nowait(frames)
+                if error is None:
+                    reader_.finish()
+            except (MrepoError, ValueError) as exc:
+                error = error or exc
+
+        consumer = asyncio.create_task(consume())
+        try:
+            await _read_stream()
+        finally:  # also on a client disconnect: the consumer stops, arrays in flight end, staging is dropped
+            queue.put_nowait(None)
+            await consumer
+            if error is not None or not reader_.done:
+                await blocking(receiver.abandon)
+        try:
             if error is None:
-                reader_.finish()
                 await blocking(receiver.finish)
         except (MrepoError, ValueError) as exc:
             error = exc

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ..store import CorruptObject, ObjectNotFound, Storage, references
+from ..store import CorruptObject, ObjectNotFound, Storage, references, zarr_codec
 from ..store.array_verify import check_chunk, check_slab_size, verify_array
 from ..store.hashing import parse_record_bytes
 from ..store.http_backend import HttpBackend, ServerError
@@ -143,15 +143,19 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
         if progress:
             progress("objects", done, total)
 
+    def array_files(h: str) -> tuple[str, bytes, list[str]]:
+        prefix = array_prefix(h)
+        metadata = src.backend.get(prefix + "zarr.json")
+        keys = sorted(zarr_codec.parse_metadata(metadata, f"array {h}").chunk_digests) or sorted(
+            e.key[len(prefix):] for e in src.backend.list(prefix) if not e.key.endswith("zarr.json"))
+        return prefix, metadata, keys
+
     def frames() -> Iterator[tuple[str, bytes]]:
-        for h in sorted(lacking_arrays):
-            prefix = array_prefix(h)
-            metadata = src.backend.get(prefix + "zarr.json")
+        # Metadata of the next arrays and the chunks of the current one are read ahead in the pool.
+        for prefix, metadata, keys in _window(pool, array_files, sorted(lacking_arrays), size=8):
             yield prefix + "zarr.json", metadata
             stats.bytes += len(metadata)
-            keys = sorted(src.objects.array_meta(h).chunk_digests) or sorted(
-                e.key[len(prefix):] for e in src.backend.list(prefix) if not e.key.endswith("zarr.json"))
-            for key, data in _window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys):
+            for key, data in _window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys, size=8):
                 stats.bytes += len(data)
                 stats.array_bytes += len(data)
                 yield prefix + key, data
@@ -246,6 +250,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
         wanted_blobs = {object_key(h): h for h in need_blobs}
         wanted_arrays = set(need_arrays)
         current: _ArrayIn | None = None
+        storing: list[Future] = []  # arrays verified and written while the next ones arrive (bounded)
         for key, data in http.batch.download(need_blobs, need_arrays):
             if key.startswith("objects/"):
                 h = wanted_blobs.pop(key, None)
@@ -273,10 +278,14 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
                 stats.bytes += len(data)
                 stats.array_bytes += len(data)
             if current is not None and current.complete:
-                _store_array(dst, current, pool)
+                storing.append(pool.submit(_store_array, dst, current))
                 current = None
                 stats.arrays += 1
                 tick()
+                while len(storing) > 2:
+                    storing.pop(0).result()
+        for future in storing:
+            future.result()
         if current is not None or wanted_arrays or wanted_blobs:
             lacking = sorted(wanted_arrays | set(wanted_blobs.values()) | ({current.h} if current else set()))
             raise ObjectNotFound(f"{where} did not send {len(lacking)} object(s), e.g. {lacking[0]}")
@@ -295,9 +304,10 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
     return stats
 
 
-def _store_array(dst: Storage, arr: _ArrayIn, pool: ThreadPoolExecutor) -> None:
+def _store_array(dst: Storage, arr: _ArrayIn) -> None:
     """Verify a received array (hash, slab by slab) and write it: chunks first, ``zarr.json`` last."""
     verify_array(arr.h, arr.meta, arr.chunks.__getitem__)
     prefix = array_prefix(arr.h)
-    list(pool.map(lambda kv: dst.backend.put(prefix + kv[0], kv[1]), sorted(arr.chunks.items())))
+    for key, data in sorted(arr.chunks.items()):
+        dst.backend.put(prefix + key, data)
     dst.backend.put(prefix + "zarr.json", arr.metadata)
