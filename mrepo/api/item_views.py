@@ -113,7 +113,10 @@ def raw_image(repo: Repository, item: Item) -> np.ndarray:
             frames = frames[k:k + 1]
     pick = np.unique(np.linspace(0, frames.shape[0] - 1, min(frames.shape[0], MAX_THUMBNAIL_FRAMES)).round()
                      .astype(int))
-    return np.mean([np.asarray(frames[i], dtype=np.float32) for i in pick], axis=0)
+    total = np.zeros(frames.shape[1:], np.float32)  # one frame of memory beyond the page cache
+    for i in pick:
+        total += frames[i]
+    return total / len(pick)
 
 
 def thumbnail(image: np.ndarray, size: int = MAX_THUMBNAIL) -> np.ndarray:
