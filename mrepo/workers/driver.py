@@ -18,6 +18,7 @@ import numpy as np
 from mrepo.graph import ParticleTable, Population, Repository, Species
 from mrepo.store import InvalidInput
 from mrepo.workers.api import Executor, ItemTask
+from mrepo.workers.denoise import ensure_denoisers, refresh_denoiser
 from mrepo.workers.geometry import resample_trajectory
 from mrepo.workers.movement import divergence, item_version_moves, settled, species_moves, summarise
 from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species, species_metadata
@@ -107,7 +108,7 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
         for s in src_names:
             if s not in pop.sources:
                 raise InvalidInput(f"data source {s!r} is not in the population (have {sorted(pop.sources)})")
-        sp_hashes = {n: pop.species[n] for n in names}
+        sp_hashes = ensure_denoisers(repo.objects, {n: pop.species[n] for n in names}, settings)
         tasks = build_tasks(repo, pop, sp_hashes, settings, it, src_names)
         if not tasks:
             raise InvalidInput("no item holds particles of the selected species")
@@ -159,7 +160,7 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
                           max(sp.temporal_samples, settings.temporal_samples if settings.refine_poses else 1),
                           float(rec.resolution) if np.isfinite(rec.resolution) else None, sp.denoiser,
                           put(rec.fsc), contributors, species_metadata(sp.metadata, rec, put))
-            new_species[n] = new.save(repo.objects)
+            new_species[n] = refresh_denoiser(repo.objects, new, settings).save(repo.objects)
         movement = summarise(moves)
         finest = min((repo.species(sp_hashes[n]).resolution or np.inf) for n in names)
         item_reason = divergence({k: v for k, v in movement.items() if k == "defocus"}, finest, 1.0, 1.0,

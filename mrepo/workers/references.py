@@ -114,6 +114,15 @@ def follow_mask(volume: np.ndarray, pixel_size: float, *, lowpass: float = 15.0,
     return soft.astype(np.float32)
 
 
+def _denoised_halves(objects: ObjectStore, sp: Species, settings: RefineSettings):
+    """Both half-maps denoised each on its own (M) when ``settings.denoise``; else None."""
+    if not getattr(settings, "denoise", False):
+        return None
+    from mrepo.workers.denoise import denoised_halves
+
+    return denoised_halves(objects, sp, device=settings.denoise_device, threads=settings.threads)
+
+
 def load_references_from(objects: ObjectStore, species: dict[str, str], settings: RefineSettings) -> SpeciesReferences:
     """Load and prepare each named species version (name -> species record hash)."""
     out: SpeciesReferences = {}
@@ -122,10 +131,14 @@ def load_references_from(objects: ObjectStore, species: dict[str, str], settings
         mask = np.asarray(objects.get_array(sp.mask), dtype=np.float32)
         fsc = None if sp.fsc is None else np.asarray(objects.get_array(sp.fsc), dtype=np.float64)
         vols = []
-        for half in (sp.half1, sp.half2):
-            v = np.asarray(objects.get_array(half), dtype=np.float32)
-            if fsc is not None and settings.fsc_weighted_references:
-                v = fsc_weighted(v, fsc)
+        denoised = _denoised_halves(objects, sp, settings)
+        for i, half in enumerate((sp.half1, sp.half2)):
+            if denoised is not None:
+                v = denoised[i]
+            else:
+                v = np.asarray(objects.get_array(half), dtype=np.float32)
+                if fsc is not None and settings.fsc_weighted_references:
+                    v = fsc_weighted(v, fsc)
             vols.append(prepare_volume(torch.from_numpy(v * mask), REFERENCE_PAD))
         sym = symmetry_matrices(sp.symmetry).to(torch.float64) if settings.symmetrize else torch.eye(3)[None].double()
         out[name] = SpeciesReference(name, h, sp, vols, mask, sym, ParticleTable.load(objects, sp.particles), fsc)

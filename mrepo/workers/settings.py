@@ -52,6 +52,10 @@ class RefineSettings:
     (:func:`mrepo.workers.references.follow_mask`). ``patch_memory_mib``: above this estimate
     of the extracted patches an item streams its particle batches (patches re-extracted from the
     exposures at each evaluation, memory of one batch; ~1.3x the time).
+    ``denoise``: refine against each half-map denoised by the species' noise2noise network
+    (:mod:`mrepo.workers.denoise`, M's map denoising) instead of the FSC-weighted half-map; the
+    network is trained first where a species has none and retrained (``denoise_steps`` Adam steps,
+    on ``denoise_device``) on every iteration's new half-maps.
     """
 
     refine_shifts: bool = True
@@ -84,6 +88,9 @@ class RefineSettings:
     fsc_weighted_references: bool = True
     mask_follows_map: bool = True
     patch_memory_mib: float = 2048.0
+    denoise: bool = False
+    denoise_steps: int = 800
+    denoise_device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.image_warp is not None:
@@ -91,7 +98,7 @@ class RefineSettings:
         if not 0 < self.resolution_fraction <= 1:
             raise ValueError(f"resolution_fraction must be in (0, 1], got {self.resolution_fraction}")
         for name in ("threads", "temporal_samples", "rounds", "reconstruction_pad", "defocus_search_iterations",
-                     "min_particles_per_item", "particle_batch"):
+                     "min_particles_per_item", "particle_batch", "denoise_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lbfgs_iterations < 0 or self.defocus_search_range < 0 or self.defocus_search_step <= 0:
