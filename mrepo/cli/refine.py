@@ -42,6 +42,11 @@ def register(app: typer.Typer) -> None:
         temporal_samples: int = typer.Option(1, "--temporal-samples", min=1,
                                              help="Temporal samples per particle trajectory (1: static)."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads per worker (torch)."),
+        denoise: bool = typer.Option(False, "--denoise", help="Refine against half-maps denoised by the species' "
+                                     "noise2noise network (trained if missing, retrained each iteration; M)."),
+        denoise_steps: int = typer.Option(800, "--denoise-steps", min=1,
+                                          help="Training steps of each denoiser (re)training."),
+        denoise_device: str = typer.Option("cpu", "--denoise-device", help="Device of the denoiser: cpu or cuda[:N]."),
         executor: str = typer.Option("local", "--executor", help="Where items run: local (this process) or ray."),
         address: str = typer.Option(None, "--address", help="Ray cluster address (default: start a local one).",
                                     show_default=False),
@@ -61,7 +66,8 @@ def register(app: typer.Typer) -> None:
                 refine_defocus=refine_defocus, refine_astigmatism=refine_astigmatism,
                 refine_stage_angles=refine_stage_angles, weights=weights, resolution_fraction=resolution_fraction,
                 temporal_samples=temporal_samples, threads=threads, ctf_min_resolution=ctf_min_resolution,
-                min_particles_per_item=min_particles)
+                min_particles_per_item=min_particles, denoise=denoise, denoise_steps=denoise_steps,
+                denoise_device=denoise_device)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()

@@ -70,7 +70,8 @@ def show(name: str = typer.Argument(..., help="Species name."),
         raise InvalidInput(f"no species {name!r} in population {pop.name!r} (have: {', '.join(pop.species) or '-'})")
     info = _summary(r, name, pop.species[name])
     sp = r.species(pop.species[name])
-    info.update(half1=sp.half1, half2=sp.half2, mask=sp.mask, particles_record=sp.particles, fsc=sp.fsc)
+    info.update(half1=sp.half1, half2=sp.half2, mask=sp.mask, particles_record=sp.particles, fsc=sp.fsc,
+                denoiser=sp.denoiser)
     if json:
         print_json(info)
         return
@@ -82,6 +83,65 @@ def show(name: str = typer.Argument(..., help="Species name."),
             ("temporal samples", str(info["temporal_samples"])), ("resolution", res),
             ("contributors", f"{info['contributors']} item version(s)"),
             ("half-map 1", sp.half1), ("half-map 2", sp.half2), ("mask", sp.mask),
-            ("particle table", sp.particles), ("FSC curve", sp.fsc or "-")]
+            ("particle table", sp.particles), ("FSC curve", sp.fsc or "-"), ("denoiser", sp.denoiser or "-")]
     for k, v in rows:
         console.print(f"{k:>16}: {v}", soft_wrap=True)
+
+
+@app.command("denoise")
+def denoise(name: str = typer.Argument(..., help="Species name."),
+            steps: int = typer.Option(800, "--steps", min=1, help="Training steps (Adam; M: 800 per training)."),
+            seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and training crops."),
+            threads: int = typer.Option(1, "--threads", min=1, help="CPU threads (torch); results depend on it."),
+            device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+            patch: int = typer.Option(32, "--patch", min=4, help="Training cube edge (px, multiple of 2^depth)."),
+            depth: int = typer.Option(2, "--depth", min=1, help="U-Net down-sampling levels."),
+            width: int = typer.Option(16, "--width", min=1, help="Channels of the first U-Net level."),
+            fresh: bool = typer.Option(False, "--fresh", help="Start from random weights, not the stored ones."),
+            no_lowpass: bool = typer.Option(False, "--no-lowpass",
+                                            help="Do not low-pass the maps to the species resolution first."),
+            branch: str = typer.Option(None, "--branch", "-b", help="Branch to commit to (default: the default branch)."),
+            message: str = typer.Option(None, "--message", "-m", help="Commit message.", show_default=False),
+            repo: str = RepoOption, json: bool = JsonOption) -> None:
+    """Train the species' noise2noise denoiser on its half-maps (M, Methods: Map denoising) and commit
+    its weights (species.denoiser) and the denoised map; `mrepo refine --denoise` then refines against
+    the denoised half-maps."""
+    from dataclasses import replace
+
+    from ..kernels.denoise import DenoiserConfig
+    from ..store import RefNotFound
+    from ..workers.denoise import DenoiseSettings, train_species_denoiser, with_denoiser
+    from .common import progress_bar
+
+    r = open_repo(repo)
+    target = branch or r.default_branch
+    head = r.head(target)
+    if head is None:
+        raise RefNotFound(f"branch {target!r} does not exist (branches: {', '.join(r.branches()) or '-'})")
+    pop = r.population(head)
+    if name not in pop.species:
+        raise InvalidInput(f"no species {name!r} in population {pop.name!r} (have: {', '.join(pop.species) or '-'})")
+    try:
+        config = DenoiserConfig(depth=depth, width=width, max_width=max(64, width), patch=patch)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
+    settings = DenoiseSettings(steps=steps, seed=seed, threads=threads, device=device, warm_start=not fresh,
+                               lowpass=not no_lowpass, config=config)
+    sp = r.species(pop.species[name])
+    with progress_bar("denoise", not json) as progress:
+        res = train_species_denoiser(r.objects, sp, settings,
+                                     progress=lambda done, total, loss: progress("train", done, total))
+    new = with_denoiser(r.objects, sp, res)
+    new_pop = replace(pop, species={**pop.species, name: new.save(r.objects)})
+    op = {"name": "denoise", "species": name, "settings": settings.to_json(),
+          "steps_total": res.info["total_steps"], "warm_start": res.info["warm_start"]}
+    commit = r.commit(new_pop, message=message or f"denoise {name}: {steps} steps (loss {res.info['final_loss']:.4g})",
+                      branch=target, operation=op, expected_head=head)
+    out = {"commit": commit, "species": name, "denoiser": new.denoiser, "denoised_map": new.metadata["denoised"],
+           "steps": steps, "steps_total": res.info["total_steps"], "warm_start": res.info["warm_start"],
+           "lowpass_A": res.info["lowpass_A"], "final_loss": res.info["final_loss"], "seconds": round(res.seconds, 3)}
+    if json:
+        print_json(out)
+    else:
+        console.print(f"commit {commit}: species {name!r} denoiser trained ({res.info['total_steps']} steps in total, "
+                      f"final loss {res.info['final_loss']:.4g}, {res.seconds:.1f} s)")
