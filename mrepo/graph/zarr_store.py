@@ -7,7 +7,8 @@
 
 Keys are ``<rev>/species/<name>/<map>/zarr.json`` and chunk keys below it (see
 :mod:`mrepo.graph.named`). Every write or delete is refused: a named map is a view of an
-immutable, content-addressed array. Needs zarr-python (``pip install zarr``).
+immutable, content-addressed array. Needs zarr-python (``pip install 'mrepo[zarr]'``; without it,
+importing this module raises :class:`~mrepo.store.MissingExtra` saying so).
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from ..store import InvalidInput, MrepoError, ObjectNotFound, require_extra
 
-from ..store import InvalidInput, MrepoError, ObjectNotFound
-from .named import MAPS, NamedMaps, split_named_path
-from .repository import Repository
+require_extra("zarr", "zarr", "reading maps by name with zarr-python")
+
+from zarr.abc.store import (  # noqa: E402 - after the clear message when zarr is missing
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype  # noqa: E402
+
+from .named import MAPS, NamedMaps, split_named_path  # noqa: E402
+from .repository import Repository  # noqa: E402
 
 
 class ReadOnlyNamedPath(InvalidInput):
