@@ -12,6 +12,7 @@ Maps are (box, box, box) (z, y, x) float32 at the species pixel size (Å).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -254,10 +255,14 @@ def refine_denoise_settings(settings: Any) -> DenoiseSettings:
 
 def refresh_denoiser(objects: ObjectStore, sp: Species, settings: Any) -> Species:
     """``sp`` with its denoiser (re)trained on its current half-maps when ``settings.denoise`` is on
-    (M retrains after every refinement, continuing from the previous weights); else ``sp``."""
+    (M retrains after every refinement, continuing from the previous weights and network sizes);
+    else ``sp``."""
     if not getattr(settings, "denoise", False):
         return sp
-    return with_denoiser(objects, sp, train_species_denoiser(objects, sp, refine_denoise_settings(settings)))
+    ds = refine_denoise_settings(settings)
+    if sp.denoiser is not None:  # continue the species' own network, whatever its sizes
+        ds = dataclasses.replace(ds, config=load_denoiser(objects, sp)[0].config)
+    return with_denoiser(objects, sp, train_species_denoiser(objects, sp, ds))
 
 
 def ensure_denoisers(objects: ObjectStore, species: dict[str, str], settings: Any) -> dict[str, str]:
