@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from ..graph.named import NamedMaps, split_named_path
 from ..store import InvalidInput, ObjectNotFound, RefNotFound
+from ..store import protocol_names as names
 from .auth import require
 from .context import ServerContext, blocking
 from .errors import ApiError
@@ -23,7 +24,7 @@ READ_ONLY = "named map paths are read-only: commit a new species version instead
 
 
 def build_router(ctx: ServerContext) -> APIRouter:
-    router = APIRouter(prefix="/repo/named", tags=["named maps"])
+    router = APIRouter(prefix=f"{names.MOUNT}/{names.NAMED_PATH}", tags=["named maps"])
     reader = Depends(require(ctx.policy, "read"))
 
     def read(path: str) -> tuple[bytes, bool]:

@@ -237,7 +237,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
             raise ApiError(404, f"{key} does not exist")
         return Response(data, media_type="text/plain", headers={"etag": etag(data)})
 
-    @get_and_head("/logs/refs/{name:path}", dependencies=[reader],
+    @get_and_head(f"/{names.LOGS_PATH}/refs/{{name:path}}", dependencies=[reader],
                       summary="One reflog entry (JSON: ref, old, new, who, when, operation)")
     def get_reflog_entry(name: str, request: Request) -> Response:
         ref_part, _, entry = name.rpartition("/")
