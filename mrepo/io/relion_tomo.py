@@ -230,6 +230,42 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
     return items
 
 
+def with_particle_optics(items: list[Item], particles: Path) -> list[Item]:
+    """Items with the CtfRefine optics (beam tilt, Zernike, magnification) of their particles' optics group.
+
+    RELION 5 tomography keeps aberrations in the particles' data_optics; a tilt series takes the group of
+    its first particle (by name, :func:`~mrepo.io.relion_particles.resolve_names`)."""
+    from dataclasses import replace
+
+    from .relion_layouts import read_particle_blocks
+    from .relion_particles import resolve_names
+    from .relion_spa import optics_imaging
+
+    blocks, _ = read_particle_blocks(particles)
+    df, optics = blocks["particles"], blocks["optics"]
+    if "rlnTomoName" not in df.columns or not any(c in optics.columns for c in _ABERRATIONS):
+        return items
+    index = {it.name: [] for it in items}
+    names = resolve_names(strings(df, "rlnTomoName", particles, "particles"), index)
+    groups = numeric(df, "rlnOpticsGroup", particles, "particles").astype(int).tolist()
+    first: dict[str, int] = {}
+    for n, g in zip(names, groups):
+        first.setdefault(n, g)
+    rows = {int(g): r for r, g in enumerate(numeric(optics, "rlnOpticsGroup", particles, "optics").astype(int))}
+    out = []
+    for it in items:
+        if it.name in first:
+            extra = optics_imaging(optics, rows[first[it.name]], particles)
+            it = replace(it, imaging={**it.imaging, **{k: v for k, v in extra.items() if k in _ABERRATION_KEYS}})
+        out.append(it)
+    return out
+
+
+_ABERRATIONS = ("rlnBeamTiltX", "rlnBeamTiltY", "rlnOddZernike", "rlnEvenZernike", "rlnMagMat00", "rlnMagMat01",
+                "rlnMagMat10", "rlnMagMat11")
+_ABERRATION_KEYS = ("beam_tilt", "odd_zernike", "even_zernike", "mag_matrix")
+
+
 def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str, project: str | Path = ".",
                         polarity: PolarityChoice | None = None,
                         particles: str | Path | None = None, species: SpeciesFiles | None = None,
@@ -243,6 +279,8 @@ def import_relion5_tomo(repo: Repository, tomograms: str | Path, *, source: str,
     staging = Staging(repo)
     try:
         items = tomo_items(tomograms, project, staging, copy=copy)
+        if particles is not None:
+            items = with_particle_optics(items, Path(particles))
         hashes = [it.save(staging.objects) for it in items]
         ds = DataSource(source, {it.key: h for it, h in zip(items, hashes)}, {"origin": "relion5-tomo"})
         new_species = {}

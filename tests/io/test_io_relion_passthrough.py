@@ -136,3 +136,28 @@ def test_ctfrefine_spa_every_column_comes_back(tmp_path):
     assert_columns_back(p_in["particles"], p_out["particles"], "rlnImageName", "particles")
     # the micrographs are the source's, named relative to the project, not raw movies
     assert all((root / n).is_file() for n in p_out["particles"]["rlnMicrographName"])
+
+
+def test_tomo_ctfrefine_optics_reach_the_tilt_series(tmp_path):
+    """RELION 5 tomo CtfRefine writes beam tilt / Zernike / magnification into the particles' optics groups:
+    each tilt series takes its particles' group, and the export gives the optics table back."""
+    root = tmp_path / "proj"
+    proj = tutorial_tomo(root)
+    blocks = starfile.read(proj["particles"], always_dict=True)
+    optics = blocks["optics"]
+    optics["rlnBeamTiltX"], optics["rlnBeamTiltY"] = [0.0, 0.25], [0.0, -0.5]
+    optics["rlnOddZernike"] = ["[0,0,0,0,0,0]", "[0.1,0.2,0.3,0.4,0.5,0.6]"]
+    optics["rlnMagMat00"], optics["rlnMagMat11"] = [1.0, 1.002], [1.0, 0.998]
+    starfile.write(blocks, proj["particles"])
+    repo = Repository.init(str(tmp_path / "repo"))
+    sp = SpeciesFiles("ribo", proj["half1"], proj["half2"], proj["mask"], 250.0, "C1")
+    import_relion5_tomo(repo, proj["tomograms"], source="ts", project=root, particles=proj["particles"], species=sp)
+    pop = repo.population()
+    items = {repo.item(h).name: repo.item(h) for h in repo.source(pop.sources["ts"]).items.values()}
+    assert items["TS_03"].imaging["beam_tilt"] == [0.25, -0.5]
+    assert items["TS_03"].imaging["odd_zernike"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert items["TS_03"].imaging["mag_matrix"][0][0] == 1.002 and items["TS_01"].imaging["beam_tilt"] == [0.0, 0.0]
+    out = root / "External/job100"
+    export_relion(repo, "main", out, project=root)
+    p_out = starfile.read(out / "ribo/particles.star", always_dict=True)
+    assert_columns_back(optics, p_out["optics"], "rlnOpticsGroup", "optics")
