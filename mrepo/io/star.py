@@ -162,7 +162,9 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], path: str | Path, 
     """Raise InvalidInput naming the first missing column."""
     for c in columns:
         if c not in df.columns:
-            raise InvalidInput(f"{path}: block data_{block_name} lacks required column {c}")
+            found = ", ".join(str(x) for x in list(df.columns)[:10]) or "none"
+            more = f" (+{len(df.columns) - 10} more)" if len(df.columns) > 10 else ""
+            raise InvalidInput(f"{path}: block data_{block_name} lacks required column {c} (found: {found}{more})")
 
 
 def numeric(df: pd.DataFrame, column: str, path: str | Path, block_name: str, *, finite: bool = True) -> np.ndarray:
