@@ -30,7 +30,7 @@ from torch import Tensor
 from .ctf import electron_wavelength
 
 __all__ = ["Aberrations", "even_index_to_mn", "odd_index_to_mn", "zernike_cart", "zernike_phase", "magnify",
-           "insert_beam_tilt"]
+           "insert_beam_tilt", "zernike_basis", "beam_tilt_odd_coefficients"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,43 @@ def insert_beam_tilt(odd: Sequence[float], tilt_x_mrad: float, tilt_y_mrad: floa
     out[4] += z3x
     out[3] += z3y
     return out
+
+
+def zernike_basis(frequencies: Tensor, count: int, *, odd: bool) -> Tensor:
+    """The first ``count`` RELION Zernike polynomials (odd or even ordering) at frequencies (..., 2)
+    (1/Å, already magnified) -> (..., count); the phase is ``basis @ coeffs`` (differentiable in both)."""
+    x, y = frequencies[..., 0], frequencies[..., 1]
+    cols = []
+    for i in range(count):
+        m, n = odd_index_to_mn(i) if odd else even_index_to_mn(i)
+        poly = _CARTESIAN.get((m, n))
+        cols.append(poly(x, y) if poly is not None else zernike_cart(m, n, x, y))
+    return torch.stack(cols, dim=-1) if cols else x.new_zeros(x.shape + (0,))
+
+
+def _r2(x: Tensor, y: Tensor) -> Tensor:
+    return x * x + y * y
+
+
+#: Z(m, n) up to n = 4 as polynomials in (x, y): smooth at k = 0 (no atan2/sqrt), so gradients
+#: with respect to magnified frequencies stay finite there.
+_CARTESIAN = {
+    (-1, 1): lambda x, y: y, (1, 1): lambda x, y: x,
+    (-3, 3): lambda x, y: 3 * x * x * y - y ** 3, (-1, 3): lambda x, y: (3 * _r2(x, y) - 2) * y,
+    (1, 3): lambda x, y: (3 * _r2(x, y) - 2) * x, (3, 3): lambda x, y: x ** 3 - 3 * x * y * y,
+    (0, 0): lambda x, y: torch.ones_like(x), (-2, 2): lambda x, y: 2 * x * y,
+    (0, 2): lambda x, y: 2 * _r2(x, y) - 1, (2, 2): lambda x, y: x * x - y * y,
+    (-4, 4): lambda x, y: 4 * x ** 3 * y - 4 * x * y ** 3, (-2, 4): lambda x, y: (4 * _r2(x, y) - 3) * 2 * x * y,
+    (0, 4): lambda x, y: 6 * _r2(x, y) ** 2 - 6 * _r2(x, y) + 1,
+    (2, 4): lambda x, y: (4 * _r2(x, y) - 3) * (x * x - y * y),
+    (4, 4): lambda x, y: x ** 4 - 6 * x * x * y * y + y ** 4,
+}
+
+
+def beam_tilt_odd_coefficients(tilt_mrad: Tensor, cs_mm: float, voltage_kv: float) -> Tensor:
+    """Odd Zernike coefficients (5,) of a beam tilt (2,) (x, y) mrad, as :func:`insert_beam_tilt`
+    (differentiable in ``tilt_mrad``)."""
+    lam = electron_wavelength(voltage_kv)
+    z3 = -cs_mm * 20000 * lam * lam * 3.141592654 * tilt_mrad / 3.0  # (2,) (x, y)
+    zero = z3.new_zeros(())
+    return torch.stack([2 * z3[1], 2 * z3[0], zero, z3[1], z3[0]])

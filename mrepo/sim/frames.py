@@ -35,6 +35,7 @@ from mrepo.sim.motion import (
     place_non_overlapping,
     random_smooth_warp,
 )
+from mrepo.sim.optics import SimAberrations
 from mrepo.sim.records import Particles, Perturbation, assign_half_sets
 from mrepo.sim.records import species_labels as _species_labels
 from mrepo.sim.render import Optics, ParticleImages, render_stack
@@ -79,6 +80,7 @@ class FrameSeriesConfig(SpeciesChoice):
     species_seed: int | None = None  # species atoms from this seed (same species across items); None: item seed
     species_fractions: tuple[float, ...] = ()  # probability of each species per particle; (): uniform
     name: str = "fs"
+    aberrations: SimAberrations = SimAberrations()  # injected magnification / beam tilt / trefoil (truth only)
 
 
 @dataclass
@@ -109,6 +111,7 @@ class FrameSeriesTruth:
     plan: ParticleImages
     noise_sigma: float
     signal_scale: float = 1.0  # dark data: expectation = mean_counts - signal_scale * rendered image
+    aberrations: SimAberrations = field(default_factory=SimAberrations)  # injected optics (truth.json only)
 
 
 @dataclass
@@ -176,7 +179,8 @@ def render_frames(truth: FrameSeriesTruth, species: list[SimSpecies], pad: int =
     )
     w, h = truth.image_size
     return render_stack(
-        [s.atoms for s in species], [s.spec.box for s in species], plan, (h, w), truth.optics, pad
+        [s.atoms for s in species], [s.spec.box for s in species], plan, (h, w), truth.optics, pad,
+        truth.aberrations,
     )
 
 
@@ -242,7 +246,7 @@ def simulate_frame_series(config: FrameSeriesConfig, seed: int) -> SimulatedFram
 
     truth = FrameSeriesTruth(
         item, config.optics, (w, h), dose, pre, shifts, warp, config.doming_A, du, dv, astig_deg,
-        ice_z, particles, plan, 0.0,
+        ice_z, particles, plan, 0.0, aberrations=config.aberrations,
     )
     clean = render_frames(truth, species, config.pad)
     recorded = record_images(clean, noise_sigma_for_snr(clean, xy0, radii_px, config.snr), rng,

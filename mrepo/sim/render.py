@@ -32,6 +32,7 @@ from mrepo.kernels.ctf import ctf_at, frequency_grid_2d
 from mrepo.kernels.rotations import euler_to_matrix
 from mrepo.sim.atoms import PseudoAtomicModel
 from mrepo.sim.maps import gaussian_factors
+from mrepo.sim.optics import SimAberrations, magnified, odd_phase_factor
 
 __all__ = ["Optics", "ParticleImages", "project_atoms", "apply_ctf", "paste", "render_stack"]
 
@@ -74,11 +75,14 @@ def project_atoms(
     box: int,
     pixel_size: float,
     chunk: int = 32,
+    distortion: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Projections (m, box, box) float64 (y, x) of the atoms at poses (m, 3, 3), mass per pixel.
 
     ``offsets_A`` (m, 2) is the (x, y) position of the map centre relative to
-    pixel (box // 2, box // 2), in Å.
+    pixel (box // 2, box // 2), in Å. ``distortion`` (2, 2) A: the image at r is the projection
+    at ``A (r - offset)`` (anisotropic magnification about the particle centre,
+    :mod:`mrepo.sim.optics`; A = M^-T).
     """
     if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
         raise ValueError(f"rotations must have shape (m, 3, 3), got {tuple(rotations.shape)}")
@@ -88,6 +92,9 @@ def project_atoms(
     s = torch.from_numpy(np.asarray(atoms.sigmas, dtype=np.float64))
     w = torch.from_numpy(np.asarray(atoms.weights, dtype=np.float64))
     coef = w / (2 * np.pi * s**2) * pixel_size**2
+    if distortion is not None:
+        return _project_distorted(c, s, coef, rotations, offsets_A, box, pixel_size,
+                                  torch.as_tensor(np.asarray(distortion, dtype=np.float64)))
     out = []
     for start in range(0, rotations.shape[0], chunk):
         r = rotations[start : start + chunk].to(torch.float64)
@@ -99,6 +106,25 @@ def project_atoms(
     return torch.cat(out) if out else torch.zeros(0, box, box, dtype=torch.float64)
 
 
+def _project_distorted(c: torch.Tensor, s: torch.Tensor, coef: torch.Tensor, rotations: torch.Tensor,
+                       offsets_A: torch.Tensor, box: int, pixel_size: float, a: torch.Tensor) -> torch.Tensor:
+    """Projections with every pixel r sampled at ``A (r - offset)`` (non-separable Gaussians)."""
+    grid = (torch.arange(box, dtype=torch.float64) - box // 2) * pixel_size
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    r = torch.stack([xx, yy], -1)  # (box, box, 2) (x, y)
+    out = []
+    for k in range(rotations.shape[0]):
+        u = (rotations[k].to(torch.float64).T @ c.T).T[:, :2]  # (a, 2)
+        q = (r - offsets_A[k].to(torch.float64)) @ a.T  # (box, box, 2)
+        img = torch.zeros(box, box, dtype=torch.float64)
+        for start in range(0, u.shape[0], 256):
+            d = q[None] - u[start:start + 256, None, None, :]
+            g = torch.exp(-(d * d).sum(-1) / (2 * s[start:start + 256, None, None] ** 2))
+            img += torch.einsum("a,ayx->yx", coef[start:start + 256], g)
+        out.append(img)
+    return torch.stack(out) if out else torch.zeros(0, box, box, dtype=torch.float64)
+
+
 def apply_ctf(
     images: torch.Tensor,
     optics: Optics,
@@ -107,12 +133,16 @@ def apply_ctf(
     astigmatism_rad: torch.Tensor,
     exposure: torch.Tensor,
     scale: torch.Tensor,
+    aberrations: SimAberrations | None = None,
 ) -> torch.Tensor:
-    """Filter (m, P, P) images by CTF x exp(-exposure k^2) x scale (parameters (m,)); float64."""
+    """Filter (m, P, P) images by CTF x exp(-exposure k^2) x scale (parameters (m,)); float64.
+    With ``aberrations`` the CTF is taken at ``M k`` and the odd phase ``exp(i φ(M k))`` applied
+    (:mod:`mrepo.sim.optics`); the damage weight, a property of the specimen, too."""
     m, h, w = images.shape
     freqs = frequency_grid_2d((h, w), optics.pixel_size, rfft=True, dtype=torch.float64)
+    ab = aberrations if aberrations is not None and aberrations.active else None
     ctf = ctf_at(
-        freqs,
+        magnified(freqs, ab) if ab is not None else freqs,
         defocus_u=defocus_u.double(),
         defocus_v=defocus_v.double(),
         astigmatism_angle=astigmatism_rad.double(),
@@ -122,6 +152,8 @@ def apply_ctf(
         bfactor=4.0 * exposure.double(),
         scale=scale.double(),
     )
+    if ab is not None and ab.has_odd:
+        ctf = ctf * odd_phase_factor(freqs, ab, optics.cs_mm, optics.voltage_kv)
     return torch.fft.irfft2(torch.fft.rfft2(images.double()) * ctf, s=(h, w))
 
 
@@ -144,6 +176,7 @@ def render_stack(
     image_shape: tuple[int, int],
     optics: Optics,
     pad: int = 3,
+    aberrations: SimAberrations | None = None,
 ) -> np.ndarray:
     """Noise-free stack (I, H, W) float64 of all particles in ``plan``.
 
@@ -166,7 +199,8 @@ def render_stack(
         centre = np.rint(pos).astype(np.int64)
         offsets = torch.from_numpy((pos - centre) * pix)
         angles = torch.from_numpy(np.deg2rad(plan.angles_deg[sel].reshape(-1, 3)))
-        proj = project_atoms(atoms, euler_to_matrix(angles), offsets, box, pix)
+        distortion = aberrations.distortion() if aberrations is not None and aberrations.has_magnification else None
+        proj = project_atoms(atoms, euler_to_matrix(angles), offsets, box, pix, distortion=distortion)
         big = pad * box
         lo = big // 2 - box // 2
         padded = torch.zeros(proj.shape[0], big, big, dtype=torch.float64)
@@ -180,6 +214,7 @@ def render_stack(
             torch.from_numpy(np.deg2rad(plan.astigmatism_deg[img_idx])),
             torch.from_numpy(plan.exposure[img_idx]),
             torch.from_numpy(plan.scale[img_idx]),
+            aberrations,
         ).numpy()
         for k in range(filtered.shape[0]):
             paste(out[img_idx[k]], filtered[k], (int(centre[k, 0]), int(centre[k, 1])))

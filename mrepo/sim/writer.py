@@ -114,6 +114,8 @@ def truth_record(sim: SimulatedFrameSeries | SimulatedTiltSeries) -> dict:
             ice_z_A=t.ice_z_A.tolist(),
             acquisition_order=list(range(len(t.dose))),
         )
+        if t.aberrations.active:  # injected optics: truth only, never in initial.json
+            item["aberrations"] = t.aberrations.to_json()
     else:
         p = t.optics.pixel_size
         item.update(

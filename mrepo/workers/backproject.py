@@ -45,10 +45,10 @@ def backproject_species(model: ItemModel, stack: Tensor, geo: Geometry, index: T
             centres = torch.round(pos)
             (group,) = extract_groups(stack, centres, box, big, sizes, model.pixel_size)
             du, dv, ang = geo.defocus_u[idx], geo.defocus_v[idx], geo.astigmatism
-            images = premultiply(model, group, pos - centres, du, dv, ang) * weight
+            images = premultiply(model, group, pos - centres, du, dv, ang, geo.optics) * weight
             # band-limited CTF² rings slightly below 0 near CTF zeros; a negative weight lets sums of
             # several items cancel to ~0 where data remain, so the Wiener division blows up
-            ctf2 = ctf_squared(model, group, du, dv, ang).clamp_min(0) * weight**2
+            ctf2 = ctf_squared(model, group, du, dv, ang, geo.optics).clamp_min(0) * weight**2
             rot = geo.rotations[idx]
             for h in (1, 2):
                 m = hs == h

@@ -30,6 +30,7 @@ from mrepo.kernels.rotations import (
 from mrepo.kernels.splines import CubicSplineGrid
 from mrepo.kernels.tilt_geometry import tilt_matrices
 from mrepo.workers.item_model import ItemModel
+from mrepo.workers.optics import block_magnification, optics_offsets, optics_state
 
 __all__ = ["Parameters", "ParticleSet", "Geometry", "particle_geometry", "resample_trajectory", "DEFOCUS_UNIT"]
 
@@ -91,6 +92,8 @@ class Parameters:
     bounds: dict[str, float] = field(default_factory=dict)
     anchor: dict[str, Tensor] = field(default_factory=dict)
     scales: dict[str, float] = field(default_factory=dict)
+    #: optics offsets {group: tensor} (:mod:`mrepo.workers.optics`: mag, beam_tilt, trefoil, zernike4, cs, phase)
+    optics: dict[str, Tensor] = field(default_factory=optics_offsets)
 
     @classmethod
     def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None) -> Parameters:
@@ -116,7 +119,7 @@ class Parameters:
 
     def value(self, name: str) -> Tensor:
         """The applied offset of group ``name``: bounded (``b tanh(x / b)``) when it has a bound."""
-        x = getattr(self, name) * self.scales.get(name, 1.0)
+        x = (self.optics[name] if name in self.optics else getattr(self, name)) * self.scales.get(name, 1.0)
         b = self.bounds.get(name)
         return x if not b else b * torch.tanh(x / b)
 
@@ -149,9 +152,11 @@ class Parameters:
         with torch.no_grad():
             t, r = self.effective()
             vals = {k: self.value(k).detach().clone() for k in ("shifts", "defocus", "astigmatism", "stage")}
+            optics = {k: self.value(k).detach().clone() for k in self.optics}
             self.translation, self.rotation = t.detach().clone(), r.detach().clone()
             for k, v in vals.items():
                 setattr(self, k, v)
+            self.optics = optics
         self.bounds, self.gauge, self.anchor, self.scales = {}, set(), {}, {}
 
     def named(self) -> dict[str, Tensor]:
@@ -159,6 +164,7 @@ class Parameters:
                "defocus": self.defocus, "astigmatism": self.astigmatism, "stage": self.stage}
         if self.warp is not None:
             out["warp"] = self.warp
+        out.update(self.optics)
         return out
 
     def select(self, names: list[str]) -> list[Tensor]:
@@ -175,7 +181,8 @@ class Parameters:
         d = {k: v.detach().clone() for k, v in self.named().items()}
         return Parameters(d["shifts"], d["translation"], d["rotation"], d["defocus"], d["astigmatism"],
                           d["stage"], d.get("warp"), set(self.gauge), dict(self.bounds),
-                          {k: v.clone() for k, v in self.anchor.items()}, dict(self.scales))
+                          {k: v.clone() for k, v in self.anchor.items()}, dict(self.scales),
+                          {k: d[k] for k in self.optics})
 
     def assign(self, other: Parameters) -> None:
         """Copy ``other``'s values, bounds and gauge into these tensors (in place)."""
@@ -190,13 +197,15 @@ class Parameters:
 @dataclass
 class Geometry:
     """Per particle p and exposure i: positions (P, n, 2) px (x, y), rotations (P, n, 3, 3),
-    defocus_u/defocus_v (P, n) Å, astigmatism angle (n,) rad."""
+    defocus_u/defocus_v (P, n) Å, astigmatism angle (n,) rad; ``optics``: the item's optics
+    (:func:`mrepo.workers.optics.optics_state`; rotations already include diag(M, 1))."""
 
     positions: Tensor
     rotations: Tensor
     defocus_u: Tensor
     defocus_v: Tensor
     astigmatism: Tensor
+    optics: dict[str, Tensor] = field(default_factory=dict)
 
 
 class _Trajectory:
@@ -254,7 +263,10 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
         du = ctf[None, :, 0] + z + dev
         dv = ctf[None, :, 1] + z - dev
         ang = torch.deg2rad(ctf[:, 2] + astig[1])
-        return Geometry(pos, poses, du, dv, ang)
+        optics = optics_state(model, {k: params.value(k) for k in params.optics})
+        if "mag" in optics:
+            poses = poses @ block_magnification(optics["mag"])
+        return Geometry(pos, poses, du, dv, ang, optics)
     stage = torch.deg2rad(torch.from_numpy(model.stage_angles).to(_DT))
     a = tilt_matrices(stage[:, 0], stage[:, 1], stage[:, 2])  # (n, 3, 3)
     centred = xyz - torch.from_numpy(model.volume_size).to(_DT) / 2
@@ -277,7 +289,10 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
     du = ctf[None, :, 0] + (mean + dev)[None] + model.hand * depth
     dv = ctf[None, :, 1] + (mean - dev)[None] + model.hand * depth
     ang = torch.deg2rad(ctf[:, 2] + astig[:, 1])
-    return Geometry(pos, poses, du, dv, ang)
+    optics = optics_state(model, {k: params.value(k) for k in params.optics})
+    if "mag" in optics:
+        poses = poses @ block_magnification(optics["mag"])
+    return Geometry(pos, poses, du, dv, ang, optics)
 
 
 def updated_particles(particles: ParticleSet, params: Parameters, model: ItemModel) -> ParticleSet:

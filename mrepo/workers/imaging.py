@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrepo.kernels.aberrations import magnify, zernike_phase
 from mrepo.kernels.aliasing import aliasing_free_box_size, crop_center
-from mrepo.kernels.ctf import ctf_2d, ctf_phase, exposure_weights_2d, frequency_grid_2d
+from mrepo.kernels.ctf import ctf_2d, exposure_weights_2d, frequency_grid_2d
 from mrepo.kernels.extraction import extract_patches_ft
 from mrepo.kernels.fourier_crop import crop_size_for_resolution, exposure_resolution, fourier_crop
 from mrepo.kernels.fsc import num_shells, shell_indices, shell_sum
 from mrepo.kernels.shifts import phase_shift
 from mrepo.workers.item_model import ItemModel
+from mrepo.workers.optics import odd_phase, optics_ctf, optics_state
 
 __all__ = ["PatchGroup", "big_box", "exposure_sizes", "extract_groups", "premultiply", "exposure_weight_grid",
            "circular_mask", "shell_average", "raw_crop"]
@@ -84,38 +84,43 @@ def extract_groups(stack: Tensor, centres: Tensor, box: int, big: int, sizes: np
     return groups
 
 
-def _ctf(model: ItemModel, size: int, pixel: float, du: Tensor, dv: Tensor, ang: Tensor) -> Tensor:
-    ab = model.aberrations
-    if ab is None or (not any(ab.even) and ab.mag is None):
+def _ctf(model: ItemModel, size: int, pixel: float, du: Tensor, dv: Tensor, ang: Tensor,
+         optics: dict[str, Tensor], phase: Tensor | None) -> Tensor:
+    if not (optics.keys() & {"mag", "even", "cs"}) and phase is None:
         return ctf_2d((size, size), pixel, defocus_u=du, defocus_v=dv, astigmatism_angle=ang,
                       voltage_kv=model.voltage, cs_mm=model.cs, amplitude_contrast=model.amplitude_contrast)
     # RELION's optics model: CTF at magnified frequencies, even Zernike phase subtracted from γ
-    freqs = magnify(frequency_grid_2d((size, size), pixel, device=du.device), ab.mag)
-    gamma = ctf_phase(freqs, defocus_u=du, defocus_v=dv, astigmatism_angle=ang, voltage_kv=model.voltage,
-                      cs_mm=model.cs, amplitude_contrast=model.amplitude_contrast)
-    return torch.sin(gamma - zernike_phase(freqs, ab.even, odd=False))
+    return optics_ctf(frequency_grid_2d((size, size), pixel, device=du.device), model, optics, du, dv, ang, phase)
 
 
-def _demodulate(model: ItemModel, f: Tensor, size: int, pixel: float) -> Tensor:
-    """Remove the odd aberration phase (beam tilt, odd Zernike) from data: ``f · exp(-i φ_odd)``."""
-    ab = model.aberrations
-    if ab is None or not any(ab.odd):
+def _demodulate(f: Tensor, size: int, pixel: float, optics: dict[str, Tensor]) -> Tensor:
+    """Remove the odd aberration phase (beam tilt, odd Zernike) from data: ``f · exp(-i φ_odd(Mk))``."""
+    phase = odd_phase(frequency_grid_2d((size, size), pixel, device=f.device, dtype=torch.float64), optics)
+    if phase is None:
         return f
-    freqs = magnify(frequency_grid_2d((size, size), pixel, device=f.device, dtype=torch.float64), ab.mag)
-    phase = zernike_phase(freqs, ab.odd, odd=True)
     return f * torch.polar(torch.ones_like(phase), -phase).to(f.dtype)
 
 
+def _optics(model: ItemModel, group: PatchGroup, du: Tensor,
+            optics: dict[str, Tensor] | None) -> tuple[dict[str, Tensor], Tensor | None]:
+    """Optics (the item's own when None) and the phase shift (P, g) rad of the group's exposures."""
+    optics = optics_state(model, {}) if optics is None else optics
+    phase = optics.get("phase")
+    return optics, None if phase is None else phase[group.exposures.to(phase.device)][None, :].expand_as(du)
+
+
 def premultiply(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tensor, dv: Tensor,
-                ang: Tensor) -> Tensor:
+                ang: Tensor, optics: dict[str, Tensor] | None = None) -> Tensor:
     """CTF-premultiplied, centred particle images (P, g, b_g, b_g // 2 + 1).
 
     ``residual`` (P, g, 2): particle position minus extraction centre (original px); du, dv
-    (P, g) Å; ang (g,) rad. Shift and CTF at the big box, real-space crop to b_g."""
+    (P, g) Å; ang (g,) rad; ``optics`` (:attr:`Geometry.optics`; the item's own when None).
+    Shift, odd-phase demodulation and CTF at the big box, real-space crop to b_g."""
     pixel = group.pixel
-    f = _demodulate(model, phase_shift(group.ft, -(residual * group.scale), (group.big, group.big)), group.big,
-                    pixel)
-    ctf = _ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du))
+    optics, phase = _optics(model, group, du, optics)
+    f = _demodulate(phase_shift(group.ft, -(residual * group.scale), (group.big, group.big)), group.big, pixel,
+                    optics)
+    ctf = _ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du), optics, phase)
     img = torch.fft.irfft2(f * ctf, s=(group.big, group.big))
     return torch.fft.rfft2(crop_center(img, group.size))
 
@@ -126,12 +131,15 @@ def raw_crop(group: PatchGroup) -> Tensor:
     return torch.fft.rfft2(crop_center(img, group.size))
 
 
-def ctf_squared(model: ItemModel, group: PatchGroup, du: Tensor, dv: Tensor, ang: Tensor) -> Tensor:
+def ctf_squared(model: ItemModel, group: PatchGroup, du: Tensor, dv: Tensor, ang: Tensor,
+                optics: dict[str, Tensor] | None = None) -> Tensor:
     """Band-limited CTF² at b_g matching :func:`premultiply` (aliasing kernel)."""
     from mrepo.kernels.aliasing import ctf_squared_band_limited
 
     pixel = model.pixel_size / group.scale
-    return ctf_squared_band_limited(_ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du)), group.size)
+    optics, phase = _optics(model, group, du, optics)
+    return ctf_squared_band_limited(_ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du), optics, phase),
+                                    group.size)
 
 
 def exposure_weight_grid(model: ItemModel, exposures: Tensor, size: int, pixel: float, use_weights: bool) -> Tensor:

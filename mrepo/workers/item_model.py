@@ -12,6 +12,7 @@ Model arrays (``Item.models``, array hashes; stack order, n = frames or tilts):
 * ``image_warp`` (2, gx, gy, gt) float64 Å: natural cubic spline grid of (x, y)
   displacements over (x / width, y / height, t) (:mod:`mrepo.kernels.splines`); frames:
   t = normalised accumulated exposure; tilts: gt = n and t = i / (n - 1) (per-tilt nodes).
+* ``phase_shift`` (n,) float64 deg: phase-plate phase shift (CTF phase, all frequencies).
 * ``weights`` (n, 2) float64: data-driven (B-factor Å², scale) per frame/tilt; when present
   they replace the dose/tilt heuristic ``exp(-E k²) cos(tilt)``.
 
@@ -61,6 +62,7 @@ class ItemModel:
     volume_size: np.ndarray | None  # (3,) Å, tilts
     hand: float
     aberrations: Aberrations | None = None  # optics-group aberrations (imaging beam_tilt, *_zernike, mag_matrix)
+    phase_shift: np.ndarray | None = None  # (n,) deg, phase-plate phase shift per exposure (model ``phase_shift``)
 
     @property
     def damage_exposure(self) -> np.ndarray:
@@ -124,5 +126,5 @@ def load_item_model(objects: ObjectStore, item: Item) -> ItemModel:
         global_shifts=np.zeros((n, 2)) if shifts is None else shifts, stage_angles=stage,
         stage_corrections=_array(objects, item, "stage_corrections", (n, 3)), image_warp=warp,
         weights=_array(objects, item, "weights", (n, 2)), volume_size=vol, hand=float(im.get("hand", 1.0)),
-        aberrations=Aberrations.from_imaging(im, voltage, cs),
+        aberrations=Aberrations.from_imaging(im, voltage, cs), phase_shift=_array(objects, item, "phase_shift", (n,)),
     )

@@ -141,15 +141,15 @@ def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_fr
     if ctf_frozen:
         if st.cached is None:
             with torch.no_grad():
-                st.cached = premultiply(model, g, residual.detach(), du, dv, ang)
+                st.cached = premultiply(model, g, residual.detach(), du, dv, ang, geo.optics)
                 st.cached_residual = residual.detach()
-                st.cached_ctf2 = ctf_squared(model, g, du, dv, ang)
+                st.cached_ctf2 = ctf_squared(model, g, du, dv, ang, geo.optics)
         delta = (residual - st.cached_residual) * g.scale
         x = phase_shift(st.cached, -delta, (g.size, g.size))
         ctf2 = st.cached_ctf2
     else:
-        x = premultiply(model, g, residual, du, dv, ang)
-        ctf2 = ctf_squared(model, g, du, dv, ang)
+        x = premultiply(model, g, residual, du, dv, ang, geo.optics)
+        ctf2 = ctf_squared(model, g, du, dv, ang, geo.optics)
     img = torch.fft.irfft2(x, s=(g.size, g.size)) * st.mask
     return torch.fft.rfft2(img), ctf2
 
@@ -194,7 +194,13 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
 
 
 def _geometry_tensors(geo: Geometry) -> list[Tensor]:
-    return [geo.positions, geo.rotations, geo.defocus_u, geo.defocus_v, geo.astigmatism]
+    """Geometry tensors, optics last (sorted by name; see :func:`_rebuild`)."""
+    return [geo.positions, geo.rotations, geo.defocus_u, geo.defocus_v, geo.astigmatism] + [
+        geo.optics[k] for k in sorted(geo.optics)]
+
+
+def _rebuild(geo: Geometry, tensors: list[Tensor]) -> Geometry:
+    return Geometry(*tensors[:5], dict(zip(sorted(geo.optics), tensors[5:])))
 
 
 def backward_target(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool,
@@ -209,7 +215,7 @@ def backward_target(model: ItemModel, subsets: list[Subset], geo: Geometry, n_pa
     that of the largest subset (particle batch), time about 4/3 of one joint pass."""
     tensors = _geometry_tensors(geo)
     leaves = [t.detach().requires_grad_(t.requires_grad) for t in tensors]
-    leaf_geo = Geometry(*leaves)
+    leaf_geo = _rebuild(geo, leaves)
     with torch.no_grad():
         total = evaluate(model, subsets, leaf_geo, n_particles, ctf_frozen=ctf_frozen)
     c, a, b = (float(x.sum()) for x in (total.cross, total.power_a, total.power_b))

@@ -43,6 +43,7 @@ from mrepo.workers.objective import (
     evaluate,
     group_amplitudes,
 )
+from mrepo.workers.optics import updated_optics
 from mrepo.workers.raw_data import read_exposures
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
 from mrepo.workers.schedule import plan_schedule, stage_prior_weight
@@ -428,7 +429,15 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     changed = new_models if settings.refines_anything or settings.weights else {}
     for k, v in changed.items():
         models[k] = objects.put_array(np.ascontiguousarray(v, dtype=np.float64))
-    item = dataclasses.replace(ctx.item, models=models, refined_with=tuple(sorted(task.species.values())))
+    imaging = ctx.item.imaging
+    if settings.optics_groups:  # refined optics -> the item's imaging (RELION keys) and phase_shift model
+        imaging, phase = updated_optics(model, imaging, params.optics)
+        if phase is not None:
+            models["phase_shift"] = objects.put_array(np.ascontiguousarray(phase, dtype=np.float64))
+        stats["optics"] = {k: imaging[k] for k in ("mag_matrix", "beam_tilt", "odd_zernike", "even_zernike", "cs")
+                           if k in imaging}
+    item = dataclasses.replace(ctx.item, models=models, imaging=imaging,
+                               refined_with=tuple(sorted(task.species.values())))
     item_hash = item.save(objects)
     stats["seconds"] = time.perf_counter() - t0
     return ItemResult(task, item_hash, particle_hashes, sums, nc_hash, stats)

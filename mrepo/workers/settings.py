@@ -56,6 +56,12 @@ class RefineSettings:
     (:mod:`mrepo.workers.denoise`, M's map denoising) instead of the FSC-weighted half-map; the
     network is trained first where a species has none and retrained (``denoise_steps`` Adam steps,
     on ``denoise_device``) on every iteration's new half-maps.
+    Optics groups (:mod:`mrepo.workers.optics`; refined with the CTF, i.e. only with species at
+    ``ctf_min_resolution``; one value per item, written back to its imaging as RELION's keys):
+    ``refine_mag`` the 2x2 magnification matrix (MCore ``--refine_mag``), ``ctf_zernike3`` beam
+    tilt (mrad) and trefoil (odd Zernike order 3, ``--ctf_zernike3``), ``ctf_zernike4`` even
+    Zernike order 4 (``--ctf_zernike4``), ``ctf_cs`` spherical aberration (mm, ``--ctf_cs``),
+    ``ctf_phase`` phase-plate phase shift (deg, ``--ctf_phase``).
     """
 
     refine_shifts: bool = True
@@ -91,6 +97,11 @@ class RefineSettings:
     denoise: bool = False
     denoise_steps: int = 800
     denoise_device: str = "cpu"
+    refine_mag: bool = False
+    ctf_zernike3: bool = False
+    ctf_zernike4: bool = False
+    ctf_cs: bool = False
+    ctf_phase: bool = False
 
     def __post_init__(self) -> None:
         if self.image_warp is not None:
@@ -110,7 +121,14 @@ class RefineSettings:
     @property
     def refines_anything(self) -> bool:
         return bool(self.refine_shifts or self.image_warp or self.refine_poses or self.refine_defocus
-                    or self.refine_astigmatism or self.refine_stage_angles)
+                    or self.refine_astigmatism or self.refine_stage_angles or self.optics_groups)
+
+    @property
+    def optics_groups(self) -> tuple[str, ...]:
+        """Optics parameter groups to refine (names of :data:`mrepo.workers.optics.OPTICS_GROUPS`)."""
+        return tuple(g for g, on in (("mag", self.refine_mag), ("beam_tilt", self.ctf_zernike3),
+                                     ("trefoil", self.ctf_zernike3), ("zernike4", self.ctf_zernike4),
+                                     ("cs", self.ctf_cs), ("phase", self.ctf_phase)) if on)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
