@@ -72,6 +72,8 @@ class RawData:
 
     ``stored`` is True when the bytes are a blob in the repository (``--copy``);
     otherwise ``uri`` points at the file in place and readers verify the hash.
+    ``parts``: for a ``manifest`` whose files were copied, the blob hashes of those files, so
+    they are referenced (kept by ``gc``, copied by clone and push) like a stored stack.
     """
 
     hash: str
@@ -79,17 +81,21 @@ class RawData:
     format: str = "mrc"
     uri: str | None = None
     stored: bool = False
+    parts: tuple[str, ...] = ()
 
     def to_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"hash": check_hash(self.hash, "raw data hash"), "size": int(self.size),
                                 "format": self.format, "uri": self.uri}
         if self.stored:
             body["blob"] = blob_ref(self.hash)
+        if self.parts:
+            body["parts"] = [blob_ref(h) for h in self.parts]
         return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> RawData:
-        return cls(body["hash"], int(body["size"]), body.get("format", "mrc"), body.get("uri"), "blob" in body)
+        return cls(body["hash"], int(body["size"]), body.get("format", "mrc"), body.get("uri"), "blob" in body,
+                   tuple(deref(p, "blob") for p in body.get("parts", [])))
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,8 @@ register_schema("source", fields(
     {"name": STR, "items": map_of(REC, HASH)}, {"metadata": DICT, "polarity": one_of("light", "dark")}))
 register_schema("item", fields(
     {"kind": one_of("frames", "tilts"), "name": STR,
-     "raw": fields({"hash": HASH, "size": INT}, {"format": STR, "uri": opt(STR), "blob": BLOB})},
+     "raw": fields({"hash": HASH, "size": INT}, {"format": STR, "uri": opt(STR), "blob": BLOB,
+                                                 "parts": list_of(BLOB)})},
     {"imaging": DICT, "models": map_of(ARR), "refined_with": list_of(REC), "metadata": DICT}))
 register_schema("particles", fields(
     {"count": INT, "temporal_samples": INT, "items": list_of(HASH),

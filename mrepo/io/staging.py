@@ -153,7 +153,9 @@ def raw_manifest(paths: list[Path], *, copy: bool, staging: Staging, sections: l
         entries.append(entry)
     data = json.dumps({"format": "mrepo-raw-manifest/1", "files": entries}, sort_keys=True).encode()
     h = staging.objects.put_blob(data)
-    return RawData(h, len(data), "manifest", uri=None, stored=True)
+    # copied files are referenced from the item (raw.parts), so gc keeps them and transfers copy them
+    parts = tuple(dict.fromkeys(f["hash"] for f in files.values())) if copy else ()
+    return RawData(h, len(data), "manifest", uri=None, stored=True, parts=parts)
 
 
 def name_key(name: str) -> str:

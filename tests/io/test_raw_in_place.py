@@ -110,3 +110,35 @@ def test_cli_verify_reports_the_changed_file_and_no_raw_skips_it(simulated: Path
     bad = runner.invoke(app, ["verify", "--repo", url])
     assert bad.exit_code != 0 and str(stack) in bad.output.replace("\n", "") and "changed" in bad.output
     assert runner.invoke(app, ["verify", "--no-raw", "--repo", url]).exit_code == 0
+
+
+def test_copied_tilt_images_are_kept_by_gc_and_travel_with_a_clone(tmp_path: Path) -> None:
+    """A tilt series imported with --copy as one file per tilt: the files are referenced from the item
+    (raw.parts), so gc keeps them, clone copies them and export writes them from the repository."""
+    import json
+    import time
+
+    from mrepo.cli.sim import app as sim_app
+    from mrepo.graph import clone, gc
+
+    sim = tmp_path / "tilts"
+    res = CliRunner().invoke(sim_app, ["tilts", "--out", str(sim), "--seed", "2", "--particles", "4", "--size", "96",
+                                       "--box", "32", "--max-tilt", "30", "--step", "15", "--one-file-per-image",
+                                       "--species", "1"])
+    assert res.exit_code == 0, res.output
+    repo = Repository.init(str(tmp_path / "r"))
+    import_sim(repo, sim, copy=True)
+    src = repo.source(next(iter(repo.population().sources.values())))
+    item = repo.item(next(iter(src.items.values())))
+    files = [f["hash"] for f in json.loads(repo.objects.get_blob(item.raw.hash))["files"]]
+    assert item.raw.format == "manifest" and set(item.raw.parts) == set(files)
+    gc(repo.storage, grace_seconds=0, now=time.time() + 5)
+    assert all(repo.objects.has_object(h) for h in files)
+    copy, _ = clone(str(tmp_path / "r"), str(tmp_path / "copy"))
+    assert all(copy.objects.has_object(h) for h in files)
+    shutil.rmtree(sim)  # only the repositories hold the tilt images now
+    assert verify(copy.storage).ok
+    out = tmp_path / "export"
+    export_relion(copy, "main", out)
+    written = sorted((out / "raw").glob("*/*.mrc"))
+    assert sorted(hash_file(p) for p in written) == sorted(set(files))
