@@ -187,10 +187,10 @@ class _ArrayCopy:
     under their final keys (invisible until ``zarr.json``); ``zarr.json`` is written only after
     the whole array hashed to its name."""
 
-    def __init__(self, h: str, metadata: bytes):
+    def __init__(self, h: str, metadata: bytes, *, deep: bool = True):
         self.h = h
         self.metadata = metadata
-        self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
+        self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata), deep=deep)
         self.keys = self.receiver.keys()
         self.written: list[str] = []
         self.published = False
@@ -230,7 +230,7 @@ class _ArrayCopy:
 
 
 def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
-                 progress: Progress | None = None) -> TransferStats:
+                 progress: Progress | None = None, deep_arrays: bool = True) -> TransferStats:
     """Copy every object reachable from ``roots`` (record hashes) that ``dst`` lacks or holds damaged.
 
     Nothing received is trusted: a record's bytes must hash to its name, be canonical JSON and
@@ -240,6 +240,11 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
     the bytes stream through. An object becomes visible at ``dst`` only after its check; a
     failed check raises CorruptObject (or InvalidRecord) naming the object and ``src``, and no
     record or ref is written. A present object that fails its check is replaced.
+
+    ``deep_arrays=False`` (``push``: the source is the user's own repository, whose arrays were
+    checked or computed when they entered it) checks arrays as far as damage goes without
+    decoding them: canonical ``zarr.json`` naming the array and every chunk against its digest.
+    Whoever fetches from the destination checks the content again, in full.
     """
     try:
         from . import batch_transfer  # a server on either side: the batch protocol (few requests, verified)
@@ -248,28 +253,28 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
     if batch_transfer is not None and batch_transfer.supports(src, dst):
         return batch_transfer.copy_closure(src, dst, roots, workers=workers, progress=progress)
     try:
-        return _copy_closure(src, dst, roots, workers=workers, progress=progress)
+        return _copy_closure(src, dst, roots, workers=workers, progress=progress, deep_arrays=deep_arrays)
     except CorruptObject as exc:
         raise type(exc)(f"{exc} (received from {src.url}; refused, nothing referencing it was stored)") from None
 
 
 def _copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int,
-                  progress: Progress | None) -> TransferStats:
+                  progress: Progress | None, deep_arrays: bool) -> TransferStats:
     pool = ThreadPoolExecutor(workers, thread_name_prefix="mrepo-transfer")
     try:
-        return _copy_with(pool, src, dst, roots, progress)
+        return _copy_with(pool, src, dst, roots, progress, deep_arrays)
     finally:  # on a refused object, stop at once: cancel what has not started
         pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _copy_with(pool: ThreadPoolExecutor, src: Storage, dst: Storage, roots: Iterable[str],
-               progress: Progress | None) -> TransferStats:
+               progress: Progress | None, deep_arrays: bool = True) -> TransferStats:
     stats = TransferStats()
     records, children, arrays, blobs = _missing_closure(src, dst, roots, pool)
 
     def start_array(h: str) -> _ArrayCopy:
         try:
-            return _ArrayCopy(h, src.backend.get(array_prefix(h) + "zarr.json"))
+            return _ArrayCopy(h, src.backend.get(array_prefix(h) + "zarr.json"), deep=deep_arrays)
         except ObjectNotFound:
             raise ObjectNotFound(f"array {h} is missing or incomplete in {src.url}") from None
 
@@ -428,7 +433,9 @@ def push(repo: Repository, remote: str, branch: str | None = None, *, remote_bra
                     f"push rejected: {remote}/{remote_branch} has commits that {branch} lacks; pull first "
                     "(or push with force)"
                 )
-        stats = copy_closure(repo.storage, other.storage, [head], workers=workers, progress=progress)
+        # the source is this repository: arrays checked for damage (digests), not re-decoded
+        stats = copy_closure(repo.storage, other.storage, [head], workers=workers, progress=progress,
+                             deep_arrays=False)
         if current != head:
             other.refs.update(key, head, current, operation=f"push {branch}" + (" --force" if force else ""))
         stats.refs[key] = head

@@ -248,3 +248,28 @@ def test_a_refused_array_leaves_no_chunk_files(make_url: Callable[[str], str]) -
         fetch(dst, src.url)
     assert list(dst.storage.backend.list(array_prefix(h))) == []
     assert refs_of(dst) == []
+
+
+def test_a_lying_array_is_stopped_by_whoever_fetches_it(make_url: Callable[[str], str]) -> None:
+    """Push checks arrays of the user's own repository against their digests (damage); content
+    is recomputed by every fetch, so a consistent lie (digests of wrong data) never reaches a reader."""
+    from numcodecs import Zstd
+
+    from mrepo.store.zarr_codec import chunk_digest, metadata_document
+
+    src = Repository.init(make_url("local"))
+    real = np.arange(16, dtype=np.float32).reshape(4, 4)
+    h = src.objects.put_array(real)
+    lie = Zstd(level=1).encode((real + 1).tobytes())
+    src.storage.backend.put(array_prefix(h) + "c/0/0", lie)
+    src.storage.backend.put(array_prefix(h) + "zarr.json", metadata_document(real, (4, 4), h, {"c/0/0": chunk_digest(lie)}))
+    item = dataclasses.replace(make_item(src, "fov"), models={"m": h})
+    src.commit(Population("p", {"g": DataSource("g", {item.key: item.save(src.objects)}).save(src.objects)}),
+               message="m", time=T1)
+    remote = Repository.init(make_url("memory"))
+    push(src, remote.url)  # digests agree: push cannot tell without decoding
+    reader = Repository.init(make_url("local"))
+    with pytest.raises(CorruptObject, match=f"array {h} is corrupt: its content does not match its hash"):
+        fetch(reader, remote.url)
+    assert refs_of(reader) == [] and not reader.objects.has_array(h)
+    assert any(h in p for p in verify(remote.storage).problems)
