@@ -178,6 +178,12 @@ def build_router(ctx: ServerContext) -> APIRouter:
                 maps = {"filtered": deref(sp.metadata["filtered"], "array"), **maps}
         except InvalidInput:
             pass
+        try:  # the noise2noise-denoised map (mrepo species denoise), shown beside the filtered one
+            if sp.metadata.get("denoised") is not None:
+                first = dict(list(maps.items())[:1]) if "filtered" in maps else {}
+                maps = {**first, "denoised": deref(sp.metadata["denoised"], "array"), **maps}
+        except InvalidInput:
+            pass
         return {"hash": h, "record": body, "fsc": fsc_curve(ctx, sp), "curves": curves, "maps": maps,
                 "resolution": sp.resolution, "pixel_size": sp.pixel_size, "box": sp.box}
 
