@@ -394,6 +394,7 @@ function ctfPlot(d) {
 }
 
 async function showSources(pop) {
+  let shownFit = false;
   const box = $("sources");
   box.replaceChildren();
   if (!pop.sources.length) { box.append("no data sources"); return; }
@@ -411,14 +412,16 @@ async function showSources(pop) {
       const fitCell = el("td", {});
       const fitRow = el("tr", { hidden: "" }, el("td", { colspan: 9 }));
       if (it.defocus_A != null) {
-        fitCell.append(el("button", { type: "button", onclick: async () => {
+        const toggle = async () => {
           fitRow.hidden = !fitRow.hidden;
           if (fitRow.dataset.loaded) return;
           fitRow.dataset.loaded = "1";
           try { fitRow.firstChild.append(ctfPlot(await track(api(`/api/items/${it.hash}/ctf`)))); } catch (e) {
             fitRow.firstChild.append(el("span", { class: "error" }, e.message));
           }
-        } }, "show"));
+        };
+        fitCell.append(el("button", { type: "button", onclick: toggle }, "show"));
+        if (!shownFit) { shownFit = true; toggle(); } // the first item's fit is open from the start
       }
       table.append(el("tr", { "data-item": it.name }, el("td", {}, img), el("td", {}, it.name), el("td", {}, it.kind),
         el("td", { class: "num" }, it.defocus_A == null ? "–" : (it.defocus_A / 1e4).toFixed(3)),
