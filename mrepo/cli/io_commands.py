@@ -178,8 +178,11 @@ def relion(commit: str = typer.Option("main", "--commit", "-c", help="Revision t
     """Write the refined state as RELION files: tomograms.star, tilt-series STARs, micrographs.star with motion
     STARs, per-species particles/maps, image-warp sidecars; unmodelled columns come back as imported."""
     from ..io.export_relion import export_relion
+    from ..workers.positions import micrograph_positions
     r = open_repo(repo)
-    _wrote(r, commit, out, export_relion(r, commit, out, project=project), json)
+    paths = export_relion(r, commit, out, project=project,
+                          positions=lambda item, coords, angles: micrograph_positions(r.objects, item, coords, angles))
+    _wrote(r, commit, out, paths, json)
 
 
 def register(app: typer.Typer) -> None:

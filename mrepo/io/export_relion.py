@@ -24,9 +24,11 @@ Refined state (columns that refinement changes, everything else is written back 
 * frames: rlnDefocusU/V/Angle of a particle = item CTF (frame 0) + particle height z + astigmatism
   residual (:mod:`~mrepo.io.relion_geometry`); micrograph rlnDefocusU/V/Angle = item CTF;
   rlnOriginX/YAngst = rlnCoordinate * pixel - position, where the position is the particle's
-  (first temporal sample) position in the micrograph: for a one-frame item (a micrograph) including
-  its refined global shift; for a movie in the sum aligned by the exported global shifts (so the
-  shifts cancel). Image warp is not in the coordinates (sidecar);
+  position in the micrograph as refinement sees it: for a one-frame item (a micrograph) trajectory +
+  refined global shift + image warp; for a movie in the sum aligned by the exported global shifts (the
+  shifts cancel, warp averaged over frames). Warp needs the ``positions`` callable (the CLI passes
+  :func:`mrepo.workers.positions.micrograph_positions`; io may not import workers); without it the
+  position is the first temporal sample plus, for one-frame items, the global shift;
   data_global_shift: ``rlnMicrographShiftX/Y = global_shift / rlnMicrographOriginalPixelSize`` (px);
 * tilts: rlnTomoXTilt/YTilt/ZRot = angles of ``Rxyz(ω) A`` (stage corrections folded),
   rlnTomoX/YShiftAngst = refined shifts, rlnDefocusU/V/Angle = refined per-tilt CTF, particles'
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -298,11 +301,30 @@ def _item_frame_position(repo: Repository, its: list[Item], xyz: np.ndarray) -> 
     return out
 
 
+#: ``positions(item, coordinates (N, T, 3) Å, angles (N, T, 3) deg) -> (N, 2) Å``: where refinement sees frame-series
+#: particles in their micrograph (``mrepo.workers.positions.micrograph_positions``, image warp included)
+PositionsFn = Callable[[Item, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _spa_positions(repo: Repository, table: ParticleTable, order: np.ndarray, its: list[Item],
+                   positions: PositionsFn | None) -> np.ndarray:
+    xyz = table.coordinates[order, 0, :]
+    if positions is None:
+        return _item_frame_position(repo, its, xyz)
+    out = np.empty((len(order), 2))
+    keys = np.array([it.key for it in its], dtype=object)
+    for key in dict.fromkeys(keys.tolist()):
+        rows = np.nonzero(keys == key)[0]
+        item = its[int(rows[0])]
+        out[rows] = positions(item, table.coordinates[order[rows]], table.angles[order[rows]])
+    return out
+
+
 def _spa_columns(repo: Repository, table: ParticleTable, order: np.ndarray, its: list[Item], out: Path,
-                 rel: _Paths, passthrough: dict) -> dict[str, object]:
+                 rel: _Paths, passthrough: dict, positions: PositionsFn | None = None) -> dict[str, object]:
     xyz = table.coordinates[order, 0, :]
     pix = np.array([float(it.imaging["pixel_size"]) for it in its])[:, None]
-    pos = _item_frame_position(repo, its, xyz)
+    pos = _spa_positions(repo, table, order, its, positions)
     cols: dict[str, object] = {"rlnMicrographName": [rel(_micrograph_path(repo, it, out)) for it in its]}
     if "rlnCoordinateX" in passthrough and "rlnCoordinateY" in passthrough:
         coord = np.stack([np.asarray(passthrough["rlnCoordinateX"], np.float64),
@@ -385,7 +407,8 @@ def _default_optics(species: Species, its: list[Item], tomo: bool) -> tuple[pd.D
 
 
 def particles_frame(repo: Repository, species: Species, table: ParticleTable, items: dict[str, Item],
-                    out: Path | None = None, project: Path | None = None) -> dict[str, pd.DataFrame | dict]:
+                    out: Path | None = None, project: Path | None = None,
+                    positions: PositionsFn | None = None) -> dict[str, pd.DataFrame | dict]:
     """RELION particle STAR blocks for one species (tomo layout if its items are tilt series)."""
     out = Path(out) if out is not None else Path(".")
     rel = _Paths(Path(project) if project is not None else out)
@@ -400,7 +423,7 @@ def particles_frame(repo: Repository, species: Species, table: ParticleTable, it
     its = [items[k] for k in table.item_keys()[order].tolist()]
     passthrough = columns_from_extra(table.extra, order)
     cols = _tomo_columns(table, order, its, passthrough) if tomo else \
-        _spa_columns(repo, table, order, its, out, rel, passthrough)
+        _spa_columns(repo, table, order, its, out, rel, passthrough, positions)
     ang = _particle_angles(table, order, passthrough)
     cols["rlnAngleRot"], cols["rlnAngleTilt"], cols["rlnAnglePsi"] = ang[:, 0], ang[:, 1], ang[:, 2]
     cols["rlnRandomSubset"] = table.half[order].astype(np.int64)
@@ -425,14 +448,15 @@ def particles_frame(repo: Repository, species: Species, table: ParticleTable, it
 
 
 def write_species_files(repo: Repository, species: Species, items: dict[str, Item], out: Path,
-                        project: Path | None = None) -> list[Path]:
+                        project: Path | None = None, positions: PositionsFn | None = None) -> list[Path]:
     """Maps, mask, particles STAR and FSC STAR of one species into ``out/<name>/``."""
     folder = out / species.name
     written = []
     for fname, h in (("half1.mrc", species.half1), ("half2.mrc", species.half2), ("mask.mrc", species.mask)):
         written.append(write_mrc(folder / fname, repo.objects.get_array(h), species.pixel_size, origin=(0, 0, 0)))
     table = repo.particles(species.particles)
-    written.append(write_star(folder / "particles.star", particles_frame(repo, species, table, items, out, project)))
+    written.append(write_star(folder / "particles.star",
+                              particles_frame(repo, species, table, items, out, project, positions)))
     if species.fsc is not None:
         fsc = np.asarray(repo.objects.get_array(species.fsc), np.float64)
         curve = fsc if fsc.ndim == 1 else fsc[..., -1].reshape(-1)
@@ -462,10 +486,14 @@ def _warp_sidecar(repo: Repository, it: Item, out: Path) -> Path | None:
 
 @exports_raw_data
 @exports_raw_data
-def export_relion(repo: Repository, rev: str, out: str | Path, *, project: str | Path | None = None) -> list[Path]:
+def export_relion(repo: Repository, rev: str, out: str | Path, *, project: str | Path | None = None,
+                  positions: PositionsFn | None = None) -> list[Path]:
     """Write the population at ``rev`` as RELION files under ``out``; returns the written paths.
 
-    ``project``: the RELION project folder STAR paths are relative to (default ``out``)."""
+    ``project``: the RELION project folder STAR paths are relative to (default ``out``). ``positions``:
+    frame-series particle positions in their micrographs as refinement sees them (the CLI passes
+    :func:`mrepo.workers.positions.micrograph_positions`, which includes image warp); without it the
+    trajectory plus, for one-frame items, the refined global shift."""
     out = Path(out)
     rel = _Paths(Path(project) if project is not None else out)
     pop = repo.population(rev)
@@ -488,5 +516,6 @@ def export_relion(repo: Repository, rev: str, out: str | Path, *, project: str |
         if side is not None:
             written.append(side)
     for name in sorted(pop.species):
-        written += write_species_files(repo, repo.species(pop.species[name]), items, out, project=rel.project)
+        written += write_species_files(repo, repo.species(pop.species[name]), items, out, project=rel.project,
+                                       positions=positions)
     return written

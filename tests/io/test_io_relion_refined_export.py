@@ -107,9 +107,11 @@ def refined_frames():
 
 
 def test_frame_series_export_equals_refined_state(refined_frames, tmp_path):
+    from mrepo.workers.positions import micrograph_positions
+
     repo = refined_frames
     out = tmp_path / "out"
-    export_relion(repo, "main", out)
+    export_relion(repo, "main", out, positions=lambda it, c, a: micrograph_positions(repo.objects, it, c, a))
     pop = repo.population()
     (item,) = population_items(repo, pop).values()
     ctf, shifts = _arr(repo, item, "ctf"), _arr(repo, item, "global_shifts")
@@ -137,10 +139,14 @@ def test_frame_series_export_equals_refined_state(refined_frames, tmp_path):
                                    (ctf[0, 0] + ctf[0, 1]) / 2 + z, rtol=0, atol=1e-9)
         np.testing.assert_allclose((df["rlnDefocusU"] - df["rlnDefocusV"]).to_numpy(), ctf[0, 0] - ctf[0, 1],
                                    rtol=0, atol=1e-9)
-        # position in the aligned micrograph: the refined trajectory (global shifts cancel in the aligned sum)
+        # position in the aligned micrograph as refinement sees it: trajectory + image warp averaged over the
+        # frames (global shifts cancel in the aligned sum); the refined warp moves it off the bare trajectory
         x = df["rlnCoordinateX"].to_numpy() * pix - df.get("rlnOriginXAngst", 0.0)
         y = df["rlnCoordinateY"].to_numpy() * pix - df.get("rlnOriginYAngst", 0.0)
-        np.testing.assert_allclose(np.stack([x, y], 1), table.coordinates[:, 0, :2], rtol=0, atol=1e-9)
+        internal = micrograph_positions(repo.objects, item, table.coordinates, table.angles)
+        np.testing.assert_allclose(np.stack([x, y], 1), internal, rtol=0, atol=1e-9)
+        assert _arr(repo, item, "image_warp") is not None
+        assert np.abs(internal - table.coordinates[:, 0, :2]).max() > 1e-6
 
 
 def test_micrograph_refined_state_export(tmp_path):
