@@ -36,6 +36,23 @@ def register(app: typer.Typer) -> None:
         refine_stage_angles: bool = typer.Option(False, "--refine-stage-angles",
                                                  help="Refine tilt-series stage angles (tilt series only)."),
         weights: bool = typer.Option(False, "--weights", help="Fit and apply data-driven exposure weights."),
+        refine_mag: bool = typer.Option(False, "--refine-mag",
+                                        help="Refine the anisotropic magnification: a 2x2 matrix on image "
+                                        "frequencies per item (RELION rlnMagMat00..11; default identity; "
+                                        "MCore --refine_mag). With the CTF, at --ctf-min-resolution."),
+        ctf_zernike3: bool = typer.Option(False, "--ctf-zernike3",
+                                          help="Refine odd aberrations up to order 3: beam tilt (x, y mrad, "
+                                          "rlnBeamTiltX/Y) and trefoil (odd Zernike 2 and 5, rad, "
+                                          "rlnOddZernike); default 0 (MCore --ctf_zernike3)."),
+        ctf_zernike4: bool = typer.Option(False, "--ctf-zernike4",
+                                          help="Refine even aberrations of order 4: four-fold and secondary "
+                                          "astigmatism, spherical (even Zernike 4..8, rad, rlnEvenZernike); "
+                                          "default 0 (MCore --ctf_zernike4)."),
+        ctf_cs: bool = typer.Option(False, "--ctf-cs", help="Refine the spherical aberration Cs (mm; default: "
+                                    "the item's imaging cs) (MCore --ctf_cs)."),
+        ctf_phase: bool = typer.Option(False, "--ctf-phase",
+                                       help="Refine the phase-plate phase shift (deg, one offset per item added "
+                                       "to every exposure's phase_shift; default 0) (MCore --ctf_phase)."),
         resolution_fraction: float = typer.Option(0.8, "--resolution-fraction",
                                                   help="Use spatial frequencies up to this fraction of the "
                                                   "species' current FSC resolution (0-1]."),
@@ -67,7 +84,8 @@ def register(app: typer.Typer) -> None:
                 refine_stage_angles=refine_stage_angles, weights=weights, resolution_fraction=resolution_fraction,
                 temporal_samples=temporal_samples, threads=threads, ctf_min_resolution=ctf_min_resolution,
                 min_particles_per_item=min_particles, denoise=denoise, denoise_steps=denoise_steps,
-                denoise_device=denoise_device)
+                denoise_device=denoise_device, refine_mag=refine_mag, ctf_zernike3=ctf_zernike3,
+                ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()
