@@ -20,6 +20,7 @@ automatic retry after a lost connection) negotiates again and moves only the res
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +33,9 @@ from ..store.http_backend import HttpBackend, ServerError
 from ..store.integrity import MAX_ARRAY_BYTES, check_array_metadata, check_object_bytes, parse_canonical_record
 from ..store.objects import array_prefix, object_key
 from .transfer import Progress, TransferStats
+
+#: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
+STREAMS = 3
 
 
 def supports(src: Storage, dst: Storage) -> bool:
@@ -58,6 +62,12 @@ def _window(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, size: int =
             yield futures.pop(0).result()
     for f in futures:
         yield f.result()
+
+
+def _split(hashes: list[str], streams: int = STREAMS) -> list[list[str]]:
+    """``hashes`` dealt round-robin into at most ``streams`` non-empty groups."""
+    n = min(streams, len(hashes))
+    return [hashes[i::n] for i in range(n)]
 
 
 def _leaves_first(records: dict[str, list[str]]) -> list[str]:
@@ -150,17 +160,23 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
             e.key[len(prefix):] for e in src.backend.list(prefix) if not e.key.endswith("zarr.json"))
         return prefix, metadata, keys
 
-    def frames() -> Iterator[tuple[str, bytes]]:
+    lock = threading.Lock()
+
+    def array_frames(group: list[str]) -> Iterator[tuple[str, bytes]]:
         # Metadata of the next arrays and the chunks of the current one are read ahead in the pool.
-        for prefix, metadata, keys in _window(pool, array_files, sorted(lacking_arrays), size=8):
+        for prefix, metadata, keys in _window(pool, array_files, group, size=8):
             yield prefix + "zarr.json", metadata
-            stats.bytes += len(metadata)
+            n = len(metadata)
             for key, data in _window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys, size=8):
-                stats.bytes += len(data)
-                stats.array_bytes += len(data)
+                n += len(data)
                 yield prefix + key, data
-            stats.arrays += 1
-            tick()
+            with lock:
+                stats.bytes += n
+                stats.array_bytes += n - len(metadata)
+                stats.arrays += 1
+                tick()
+
+    def frames() -> Iterator[tuple[str, bytes]]:
         for key, data in _window(pool, lambda h: (object_key(h), src.backend.get(object_key(h))),
                                  sorted(lacking_blobs)):
             stats.bytes += len(data)
@@ -173,7 +189,14 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
             tick()
             yield object_key(h), data_of[h]
 
-    if total:
+    # Arrays in parallel streams first (the server verifies them concurrently), then blobs and
+    # records in one stream: a record is sent only once everything it names is on the server.
+    groups = _split(sorted(lacking_arrays))
+    if groups:
+        with ThreadPoolExecutor(len(groups), thread_name_prefix="mrepo-stream") as streams:
+            for future in [streams.submit(lambda g: http.batch.upload(array_frames(g)), g) for g in groups]:
+                future.result()
+    if lacking_blobs or order:
         http.batch.upload(frames())
     return stats
 
@@ -240,18 +263,29 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
     total = len(need_arrays) + len(need_blobs) + len(order)
     done = 0
 
+    tick_lock = threading.Lock()
+
     def tick() -> None:
         nonlocal done
-        done += 1
-        if progress:
-            progress("objects", done, total)
+        with tick_lock:
+            done += 1
+            if progress:
+                progress("objects", done, total)
 
-    if need_arrays or need_blobs:
-        wanted_blobs = {object_key(h): h for h in need_blobs}
-        wanted_arrays = set(need_arrays)
+    lock = threading.Lock()
+
+    def count(**fields: int) -> None:
+        with lock:
+            for name, n in fields.items():
+                setattr(stats, name, getattr(stats, name) + n)
+
+    def receive(group_blobs: list[str], group_arrays: list[str]) -> None:
+        """One download stream: verify each frame, write blobs, store arrays (in the background)."""
+        wanted_blobs = {object_key(h): h for h in group_blobs}
+        wanted_arrays = set(group_arrays)
         current: _ArrayIn | None = None
         storing: list[Future] = []  # arrays verified and written while the next ones arrive (bounded)
-        for key, data in http.batch.download(need_blobs, need_arrays):
+        for key, data in http.batch.download(group_blobs, group_arrays):
             if key.startswith("objects/"):
                 h = wanted_blobs.pop(key, None)
                 if h is None or current is not None:
@@ -259,8 +293,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
                 if check_object_bytes(h, data) != "blob":
                     raise CorruptObject(f"object {h} from {where} is a record where a blob was referenced")
                 dst.backend.put(key, data)
-                stats.blobs += 1
-                stats.bytes += len(data)
+                count(blobs=1, bytes=len(data))
                 tick()
                 continue
             _, h, path = key.split("/", 2)
@@ -269,18 +302,17 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
                     raise CorruptObject(f"{where} sent {key} out of order or unasked")
                 wanted_arrays.discard(h)
                 current = _ArrayIn(h, data)
-                stats.bytes += len(data)
+                count(bytes=len(data))
             else:
                 if current is None or current.h != h or path in current.chunks:
                     raise CorruptObject(f"{where} sent chunk {key} out of order or unasked")
                 check_chunk(current.meta, path, data, f"array {h} from {where}")
                 current.chunks[path] = data
-                stats.bytes += len(data)
-                stats.array_bytes += len(data)
+                count(bytes=len(data), array_bytes=len(data))
             if current is not None and current.complete:
                 storing.append(pool.submit(_store_array, dst, current))
                 current = None
-                stats.arrays += 1
+                count(arrays=1)
                 tick()
                 while len(storing) > 2:
                     storing.pop(0).result()
@@ -289,6 +321,13 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
         if current is not None or wanted_arrays or wanted_blobs:
             lacking = sorted(wanted_arrays | set(wanted_blobs.values()) | ({current.h} if current else set()))
             raise ObjectNotFound(f"{where} did not send {len(lacking)} object(s), e.g. {lacking[0]}")
+
+    groups = _split(need_arrays)
+    if need_blobs or groups:
+        jobs = [(need_blobs, groups[0] if groups else [])] + [([], g) for g in groups[1:]]
+        with ThreadPoolExecutor(len(jobs), thread_name_prefix="mrepo-stream") as streams:
+            for future in [streams.submit(receive, b, a) for b, a in jobs]:
+                future.result()
     # Records last, leaves first (level by level, each level in parallel): a record present here
     # always has its whole closure here.
     height: dict[str, int] = {}
