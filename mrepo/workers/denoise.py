@@ -262,6 +262,10 @@ def refresh_denoiser(objects: ObjectStore, sp: Species, settings: Any) -> Specie
     ds = refine_denoise_settings(settings)
     if sp.denoiser is not None:  # continue the species' own network, whatever its sizes
         ds = dataclasses.replace(ds, config=load_denoiser(objects, sp)[0].config)
+    else:  # default sizes, the training cube shrunk to fit a small box
+        step = 2 ** ds.config.depth
+        ds = dataclasses.replace(ds, config=dataclasses.replace(
+            ds.config, patch=max(step, min(ds.config.patch, sp.box // step * step))))
     return with_denoiser(objects, sp, train_species_denoiser(objects, sp, ds))
 
 

@@ -170,3 +170,5 @@ def test_cli_species_denoise_commits_weights_and_refine_denoise_retrains(tmp_pat
     # retrained on the iteration's new half-maps, continuing the CLI-trained network
     assert info["half1"] == new.half1 != sp.half1 and info["total_steps"] == 5 and info["warm_start"]
     assert new.metadata["denoised"] != sp.metadata["denoised"]
+    res = runner.invoke(app, ["verify", "--repo", url])  # weights blob and denoised map pass verification
+    assert res.exit_code == 0, res.output
