@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mrepo.graph import Commit, Population, Repository, push, verify
+from mrepo.graph import Commit, Population, Repository, fetch, push, verify
 from mrepo.store import RefConflict, hash_bytes
 from tests.api.conftest import Served, make_tokens
 from tests.api.server import free_port, start_subprocess
@@ -132,3 +132,50 @@ def test_population_identity_after_push(served: Served, tmp_path, n: int) -> Non
     push(local, served.url, "dev", options=served.opts("write"))
     assert served.repo().population("dev") == local.population("dev")
     assert isinstance(served.repo().population("dev"), Population)
+
+
+def test_fetch_killed_mid_download_resumes_without_refetching_arrays(tmp_path) -> None:
+    """Arrays received and verified before a server kill stay; the retry downloads only the rest."""
+    root = tmp_path / "srv"
+    Repository.init(str(root)).close()
+    tokens = make_tokens(tmp_path / "tokens.toml")
+    seed = Repository.open(str(root))
+    head = seed.commit(make_population(seed, n_items=40, species=("a", "b", "c")), message="big", branch="dev",
+                       author="t", time="2025-01-01T00:00:00Z")
+    port = free_port()
+    proc = start_subprocess(root, port, tmp_path / "tokens.toml")
+    url = f"http://127.0.0.1:{port}/repo"
+    local = Repository.init(str(tmp_path / "local"))
+    local.add_remote("origin", url)
+    outcome: dict[str, object] = {}
+
+    def fetcher() -> None:
+        try:
+            fetch(local, "origin", options={"token": tokens["read"], "retries": 1}, workers=4)
+            outcome["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - the killed server makes this fetch fail
+            outcome["error"] = exc
+
+    arrays = tmp_path / "local" / "arrays"
+    thread = threading.Thread(target=fetcher)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not (arrays.exists() and any(arrays.glob("*/zarr.json"))):
+            assert time.monotonic() < deadline and thread.is_alive(), outcome
+            time.sleep(0.001)
+        proc.kill()
+        proc.wait(10)
+        thread.join(60)
+        kept = {p.parent.name for p in arrays.glob("*/zarr.json")}
+        assert kept and local.refs.get("refs/remotes/origin/dev") is None
+        assert verify(local.storage).ok  # only complete, verified objects are visible
+        proc = start_subprocess(root, port, tmp_path / "tokens.toml")
+        stats = fetch(local, "origin", options={"token": tokens["read"]})
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert local.refs.get("refs/remotes/origin/dev") == head
+    total = len({e.key.split("/")[1] for e in seed.storage.backend.list("arrays/")})
+    assert stats.arrays == total - len(kept)
+    assert verify(local.storage).ok
