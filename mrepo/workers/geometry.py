@@ -29,6 +29,7 @@ from mrepo.kernels.rotations import (
 )
 from mrepo.kernels.splines import CubicSplineGrid
 from mrepo.kernels.tilt_geometry import tilt_matrices
+from mrepo.workers.deformation import doming_defocus, volume_warp_displacement
 from mrepo.workers.item_model import ItemModel
 from mrepo.workers.optics import block_magnification, optics_offsets, optics_state
 
@@ -94,9 +95,15 @@ class Parameters:
     scales: dict[str, float] = field(default_factory=dict)
     #: optics offsets {group: tensor} (:mod:`mrepo.workers.optics`: mag, beam_tilt, trefoil, zernike4, cs, phase)
     optics: dict[str, Tensor] = field(default_factory=optics_offsets)
+    #: volume warp (3, gx, gy, gz, gt) px (tilts) and doming (gx, gy, gt) in 100 Å (frames), node values or None
+    #: (:mod:`mrepo.workers.deformation`)
+    volume_warp: Tensor | None = None
+    doming: Tensor | None = None
 
     @classmethod
-    def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None) -> Parameters:
+    def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None,
+              volume_warp_grid: tuple[int, int, int, int] | None = None,
+              doming_grid: tuple[int, int, int] | None = None) -> Parameters:
         n, p, t = model.n, particles.coordinates.shape[0], particles.temporal_samples
         warp = None
         if warp_grid is not None:
@@ -115,6 +122,9 @@ class Parameters:
             defocus=torch.zeros((p,) if frames else (n,), dtype=_DT),
             astigmatism=torch.zeros((2,) if frames else (n, 2), dtype=_DT),
             stage=torch.zeros((n, 3), dtype=_DT), warp=warp,
+            volume_warp=_deformation_start(model.volume_warp if model.kind == "tilts" else None, volume_warp_grid,
+                                           3, 1.0 / model.pixel_size),
+            doming=_deformation_start(model.doming if frames else None, doming_grid, 0, 1.0 / DEFOCUS_UNIT),
         )
 
     def value(self, name: str) -> Tensor:
@@ -164,6 +174,9 @@ class Parameters:
                "defocus": self.defocus, "astigmatism": self.astigmatism, "stage": self.stage}
         if self.warp is not None:
             out["warp"] = self.warp
+        for k in ("volume_warp", "doming"):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
         out.update(self.optics)
         return out
 
@@ -182,7 +195,7 @@ class Parameters:
         return Parameters(d["shifts"], d["translation"], d["rotation"], d["defocus"], d["astigmatism"],
                           d["stage"], d.get("warp"), set(self.gauge), dict(self.bounds),
                           {k: v.clone() for k, v in self.anchor.items()}, dict(self.scales),
-                          {k: d[k] for k in self.optics})
+                          {k: d[k] for k in self.optics}, d.get("volume_warp"), d.get("doming"))
 
     def assign(self, other: Parameters) -> None:
         """Copy ``other``'s values, bounds and gauge into these tensors (in place)."""
@@ -228,6 +241,17 @@ def _base_rotations(angles_deg: Tensor) -> tuple[Tensor, Tensor]:
     return r0, rel
 
 
+def _deformation_start(stored: np.ndarray | None, grid: tuple[int, ...] | None, components: int,
+                       scale: float) -> Tensor | None:
+    """Start values of a deformation grid (:mod:`mrepo.workers.deformation`) in optimiser units: the
+    item's stored array (times ``scale``) when it has the requested grid (or none is requested),
+    zeros of the requested grid otherwise; ``components`` leading axis (0: none)."""
+    shape = None if grid is None else ((components,) if components else ()) + tuple(grid)
+    if stored is not None and (shape is None or tuple(stored.shape) == shape):
+        return torch.from_numpy(stored * scale).clone()
+    return None if shape is None else torch.zeros(shape, dtype=_DT)
+
+
 def _warp(model: ItemModel, nodes: Tensor | None, pos_px: Tensor, t: Tensor) -> Tensor:
     if nodes is None:
         return torch.zeros_like(pos_px)
@@ -258,6 +282,8 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
         base = xyz[..., :2] / ps + dxy
         pos = base + shifts[None] + _warp(model, params.warp, base, t_idx[None, :])
         z = xyz[..., 2] + DEFOCUS_UNIT * params.value("defocus")[:, None]
+        if params.doming is not None:
+            z = z + doming_defocus(DEFOCUS_UNIT * params.doming, base, model.width, model.height, t_idx)
         astig = params.value("astigmatism")
         dev = DEFOCUS_UNIT * astig[0]
         du = ctf[None, :, 0] + z + dev
@@ -269,8 +295,12 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
         return Geometry(pos, poses, du, dv, ang, optics)
     stage = torch.deg2rad(torch.from_numpy(model.stage_angles).to(_DT))
     a = tilt_matrices(stage[:, 0], stage[:, 1], stage[:, 2])  # (n, 3, 3)
-    centred = xyz - torch.from_numpy(model.volume_size).to(_DT) / 2
+    vol = torch.from_numpy(model.volume_size).to(_DT)
+    centred = xyz - vol / 2
     centred = centred + dxy * ps
+    if params.volume_warp is not None:
+        centred = centred + volume_warp_displacement(params.volume_warp * ps, centred + vol / 2, vol,
+                                                     torch.from_numpy(model.time).to(_DT))
     rotated = torch.einsum("nij,pnj->pni", a, centred)
     centre = torch.tensor([model.width // 2, model.height // 2], dtype=_DT)
     shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts
@@ -331,5 +361,9 @@ def updated_models(model: ItemModel, params: Parameters) -> dict[str, np.ndarray
     if p.warp is not None:
         w = p.warp - p.warp.mean(dim=(1, 2), keepdim=True)
         out["image_warp"] = w.numpy() * ps
+    if p.volume_warp is not None:
+        out["volume_warp"] = p.volume_warp.numpy() * ps
+    if p.doming is not None:
+        out["doming"] = p.doming.numpy() * DEFOCUS_UNIT
     return out
 

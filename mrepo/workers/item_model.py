@@ -12,6 +12,10 @@ Model arrays (``Item.models``, array hashes; stack order, n = frames or tilts):
 * ``image_warp`` (2, gx, gy, gt) float64 Å: natural cubic spline grid of (x, y)
   displacements over (x / width, y / height, t) (:mod:`mrepo.kernels.splines`); frames:
   t = normalised accumulated exposure; tilts: gt = n and t = i / (n - 1) (per-tilt nodes).
+* ``volume_warp`` (3, gx, gy, gz, gt) float64 Å (tilts): M's volume warp, quadrilinear grid of (x, y, z)
+  particle displacements over (x / Vx, y / Vy, z / Vz, t) (:mod:`mrepo.workers.deformation`).
+* ``doming`` (gx, gy, gt) float64 Å (frames): M's doming, cubic spline grid of defocus offsets over
+  (x / width, y / height, t) (:mod:`mrepo.workers.deformation`).
 * ``phase_shift`` (n,) float64 deg: phase-plate phase shift (CTF phase, all frequencies).
 * ``weights`` (n, 2) float64: data-driven (B-factor Å², scale) per frame/tilt; when present
   they replace the dose/tilt heuristic ``exp(-E k²) cos(tilt)``.
@@ -34,6 +38,7 @@ import numpy as np
 from mrepo.graph import Item
 from mrepo.kernels.aberrations import Aberrations
 from mrepo.store import InvalidInput, ObjectStore
+from mrepo.workers.deformation import check_doming, check_volume_warp
 
 __all__ = ["ItemModel", "load_item_model"]
 
@@ -63,6 +68,8 @@ class ItemModel:
     hand: float
     aberrations: Aberrations | None = None  # optics-group aberrations (imaging beam_tilt, *_zernike, mag_matrix)
     phase_shift: np.ndarray | None = None  # (n,) deg, phase-plate phase shift per exposure (model ``phase_shift``)
+    volume_warp: np.ndarray | None = None  # (3, gx, gy, gz, gt) Å, tilts (model ``volume_warp``)
+    doming: np.ndarray | None = None  # (gx, gy, gt) Å, frames (model ``doming``)
 
     @property
     def damage_exposure(self) -> np.ndarray:
@@ -115,6 +122,14 @@ def load_item_model(objects: ObjectStore, item: Item) -> ItemModel:
     warp = _array(objects, item, "image_warp", None)
     if warp is not None and (warp.ndim != 4 or warp.shape[0] != 2):
         raise InvalidInput(f"item {item.name!r}: image_warp must be (2, gx, gy, gt), got {warp.shape}")
+    volume_warp, dome = _array(objects, item, "volume_warp", None), _array(objects, item, "doming", None)
+    try:
+        if volume_warp is not None:
+            check_volume_warp(volume_warp.shape)
+        if dome is not None:
+            check_doming(dome.shape)
+    except ValueError as exc:
+        raise InvalidInput(f"item {item.name!r}: {exc}") from None
     vol = None
     if item.kind == "tilts":
         if "volume_dimensions" not in im:
@@ -127,4 +142,5 @@ def load_item_model(objects: ObjectStore, item: Item) -> ItemModel:
         stage_corrections=_array(objects, item, "stage_corrections", (n, 3)), image_warp=warp,
         weights=_array(objects, item, "weights", (n, 2)), volume_size=vol, hand=float(im.get("hand", 1.0)),
         aberrations=Aberrations.from_imaging(im, voltage, cs), phase_shift=_array(objects, item, "phase_shift", (n,)),
+        volume_warp=volume_warp, doming=dome,
     )

@@ -387,7 +387,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     ctx = _Context(task, settings, objects, refs)
     report_stage(ctx.item, "refine")
     model = ctx.model
-    params = Parameters.zeros(model, ctx.particles, settings.image_warp)
+    params = Parameters.zeros(model, ctx.particles, settings.image_warp, settings.volume_warp, settings.doming)
     stats: dict[str, Any] = {"particles": ctx.n_particles, "refine_resolution": ctx.resolution}
     sched = ctx.schedule
     if sched is not None and sched.skipped.get("all"):

@@ -12,6 +12,8 @@ search window lets noise choose the parameters. The rules here, all in the units
   π λ Δf k² at k = 1/d by π (λ: electron wavelength, Å) — so the search never jumps a CTF ring the data
   cannot see; the step shrinks with it (≥ 10 steps per side). The range is a hard bound
   (``1.25 ×`` as a tanh bound, so L-BFGS cannot leave it either).
+- **Deformation** (:mod:`mrepo.workers.deformation`): the volume warp (tilts) with the geometry;
+  doming (frames), a defocus model, with the CTF groups under the CTF's resolution rule.
 - **Optics** (magnification, Zernike, Cs, phase; :mod:`mrepo.workers.optics`): with the CTF groups,
   under the same resolution rule.
 - **Poses**: translation bound ``max(2, d / pixel)`` px, rotation bound
@@ -94,9 +96,11 @@ def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: d
                         skipped={"all": f"{particles} particles < min_particles_per_item {s.min_particles_per_item}"})
     geometry = tuple(g for g, on in (("shifts", s.refine_shifts), ("warp", has_warp and s.image_warp is not None),
                                      ("translation", s.refine_poses), ("rotation", s.refine_poses),
-                                     ("stage", s.refine_stage_angles and tilts)) if on)
+                                     ("stage", s.refine_stage_angles and tilts),
+                                     ("volume_warp", s.volume_warp is not None and tilts)) if on)
     ctf_species = tuple(sorted(n for n, d in limits.items() if d <= s.ctf_min_resolution + 1e-9))
-    wants_ctf = s.refine_defocus or s.refine_astigmatism or bool(s.optics_groups)
+    wants_doming = s.doming is not None and not tilts
+    wants_ctf = s.refine_defocus or s.refine_astigmatism or bool(s.optics_groups) or wants_doming
     ctf: tuple[str, ...] = ()
     if wants_ctf and not ctf_species:
         skipped["ctf"] = (f"refinement limit {min(limits.values()):.1f} Å is coarser than ctf_min_resolution "
@@ -104,6 +108,7 @@ def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: d
     elif wants_ctf:
         ctf = tuple(g for g, on in (("defocus", s.refine_defocus), ("astigmatism", s.refine_astigmatism)) if on)
         ctf += s.optics_groups
+        ctf += ("doming",) if wants_doming else ()
     best = min(limits[n] for n in ctf_species) if ctf_species else min(limits.values())
     window = defocus_window(best, voltage_kv, s.defocus_search_range)
     step = min(s.defocus_search_step, window / 10) if window > 0 else s.defocus_search_step

@@ -14,13 +14,18 @@ from typing import Any
 __all__ = ["RefineSettings"]
 
 
-def _grid(value: Any, name: str) -> tuple[int, int, int]:
-    if isinstance(value, str):
-        value = [int(v) for v in value.lower().split("x")]
-    t = tuple(int(v) for v in value)
-    if len(t) != 3 or min(t) < 1:
-        raise ValueError(f"{name} must be three positive sizes (x, y, time), got {value!r}")
-    return t  # type: ignore[return-value]
+def _grid(value: Any, name: str, axes: str = "x, y, time") -> tuple[int, ...]:
+    size = len(axes.split(","))
+    given = value
+    try:
+        if isinstance(value, str):
+            value = [int(v) for v in value.lower().split("x")]
+        t = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        t = ()
+    if len(t) != size or min(t) < 1:
+        raise ValueError(f"{name} must be {size} positive sizes ({axes}) like {'x'.join(['4'] * size)}, got {given!r}")
+    return t
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,12 @@ class RefineSettings:
     tilt (mrad) and trefoil (odd Zernike order 3, ``--ctf_zernike3``), ``ctf_zernike4`` even
     Zernike order 4 (``--ctf_zernike4``), ``ctf_cs`` spherical aberration (mm, ``--ctf_cs``),
     ``ctf_phase`` phase-plate phase shift (deg, ``--ctf_phase``).
+    Deformation groups (:mod:`mrepo.workers.deformation`): ``volume_warp`` (tilt series; MCore
+    ``--refine_volumewarp XxYxZxT``) node counts of the quadrilinear grid of 3-D particle displacements
+    (Å) over the volume and accumulated exposure, refined with the geometry, or None (CLI default grid
+    4x4x2x10 as in M's EMPIAR-10064 example); ``doming`` (frame series; MCore ``--refine_doming``) node
+    counts (x, y, time) of the cubic spline grid of defocus offsets (Å), refined with the CTF (CLI
+    default 3x3x5: M's 3 x 3 spatial points), or None.
     """
 
     refine_shifts: bool = True
@@ -102,10 +113,16 @@ class RefineSettings:
     ctf_zernike4: bool = False
     ctf_cs: bool = False
     ctf_phase: bool = False
+    volume_warp: tuple[int, int, int, int] | None = None
+    doming: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.image_warp is not None:
             object.__setattr__(self, "image_warp", _grid(self.image_warp, "image_warp"))
+        if self.volume_warp is not None:
+            object.__setattr__(self, "volume_warp", _grid(self.volume_warp, "volume_warp", "x, y, z, time"))
+        if self.doming is not None:
+            object.__setattr__(self, "doming", _grid(self.doming, "doming"))
         if not 0 < self.resolution_fraction <= 1:
             raise ValueError(f"resolution_fraction must be in (0, 1], got {self.resolution_fraction}")
         for name in ("threads", "temporal_samples", "rounds", "reconstruction_pad", "defocus_search_iterations",
@@ -121,7 +138,8 @@ class RefineSettings:
     @property
     def refines_anything(self) -> bool:
         return bool(self.refine_shifts or self.image_warp or self.refine_poses or self.refine_defocus
-                    or self.refine_astigmatism or self.refine_stage_angles or self.optics_groups)
+                    or self.refine_astigmatism or self.refine_stage_angles or self.optics_groups
+                    or self.volume_warp or self.doming)
 
     @property
     def optics_groups(self) -> tuple[str, ...]:
@@ -133,6 +151,8 @@ class RefineSettings:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["image_warp"] = None if self.image_warp is None else list(self.image_warp)
+        for k in ("volume_warp", "doming"):
+            d[k] = None if d[k] is None else list(d[k])
         return d
 
     @classmethod
