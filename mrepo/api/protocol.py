@@ -285,6 +285,10 @@ def build_router(ctx: ServerContext) -> APIRouter:
                                                                    and who.allows("maintain")):
             raise ApiError(403, f"branch {branch!r} is protected: it changes only through a pull-request merge "
                            "by a maintainer")
+        if branch is not None and not who.allows("maintain") and any(branch.startswith(p + "/") for p in ctx.protected):
+            # heads/main/x would block the creation of a protected heads/main (namespace clash)
+            raise ApiError(403, f"branch {branch!r} lies below a protected branch name: only a maintainer "
+                           "creates refs there")
         if namespace == "tags" and current is not None and not who.allows("maintain"):
             raise ApiError(403, "moving or deleting a tag needs role maintain")
         if data is not None:

@@ -1,6 +1,6 @@
 """Ref namespaces through a real server: ``heads/dev`` and ``heads/dev/sub`` never both exist.
 The client refuses the clash before sending (RefConflict), and the server answers 409 to a
-raw request that tries it anyway, in either order."""
+raw request that tries it anyway, in either order; a writer cannot block a protected ``main``."""
 
 from __future__ import annotations
 
@@ -38,3 +38,10 @@ def test_server_answers_409_to_a_clash(served: Served, tmp_path, first: str, sec
     assert answer.status_code == 409, answer.text
     assert "refs/" + first in answer.json().get("detail", answer.text)
     assert httpx.get(f"{served.url}/refs/{second}", headers=served.auth("read")).status_code == 404
+def test_a_writer_cannot_block_main(served: Served, tmp_path) -> None:
+    _, head = _head(served, tmp_path)
+    auth = {**served.auth("write"), "If-None-Match": "*", "Content-Type": "application/octet-stream"}
+    answer = httpx.put(f"{served.url}/refs/heads/main/x", content=head + "\n", headers=auth)
+    assert answer.status_code in (403, 409), answer.text
+    maintainer = {**served.auth("maintain"), "If-None-Match": "*", "Content-Type": "application/octet-stream"}
+    assert httpx.put(f"{served.url}/refs/heads/main", content=head + "\n", headers=maintainer).status_code == 201
