@@ -36,6 +36,36 @@ def _check(size: int, pixel_size: float, box: int, snr: float, particles: int, s
         raise bad("--species", species, "need at least one species")
 
 
+def _numbers(option: str, text: str | None, count: int) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise InvalidInput(f"{option} {text!r}: need {count} comma-separated finite numbers")
+    return values
+
+
+def _aberrations(mag: str | None, tilt: str | None, trefoil: str | None):
+    """The injected optics of ``mrepo sim frames`` (:class:`mrepo.sim.optics.SimAberrations`)."""
+    from mrepo.sim.optics import SimAberrations
+
+    m = _numbers("--mag-matrix", mag, 4)
+    kw: dict = {}
+    if m is not None:
+        kw["mag_matrix"] = ((m[0], m[1]), (m[2], m[3]))
+    if tilt is not None:
+        kw["beam_tilt_mrad"] = _numbers("--beam-tilt", tilt, 2)
+    if trefoil is not None:
+        kw["trefoil"] = _numbers("--trefoil", trefoil, 2)
+    try:
+        return SimAberrations(**kw)
+    except ValueError as exc:
+        raise InvalidInput(f"--mag-matrix {mag!r}: {exc}") from None
+
+
 def _summary(kind: str, sim, manifest: Path) -> None:
     table = Table(title=f"simulated {kind}: {sim.truth.name}")
     table.add_column("quantity")
@@ -72,9 +102,19 @@ def frames(
                                  "Poisson noise, as counting detectors) or light (bright on zero, Gaussian noise)"),
     one_file_per_image: bool = typer.Option(False, "--one-file-per-image",
                                             help="write each frame/tilt as its own MRC file"),
+    mag_matrix: str = typer.Option(None, "--mag-matrix", metavar="M00,M01,M10,M11",
+                                   help="inject anisotropic magnification: 2x2 matrix on frequencies as RELION's "
+                                   "rlnMagMat (data(k) = projection(Mk)), e.g. 1.01,0,0,0.995 (default identity)"),
+    beam_tilt: str = typer.Option(None, "--beam-tilt", metavar="X,Y",
+                                  help="inject beam tilt in mrad (rlnBeamTiltX/Y), e.g. 0.5,-0.3 (default 0,0)"),
+    trefoil: str = typer.Option(None, "--trefoil", metavar="A,B",
+                                help="inject trefoil: odd Zernike coefficients 2 and 5 in rad (rlnOddZernike), "
+                                "e.g. 20,0 (default 0,0)"),
 ) -> None:
-    """Simulate one frame series and write it to OUT."""
+    """Simulate one frame series and write it to OUT. Injected optics (--mag-matrix, --beam-tilt,
+    --trefoil) are written to truth.json only (items[0].aberrations), never to initial.json."""
     _check(size, pixel_size, box, snr, particles, species)
+    aberrations = _aberrations(mag_matrix, beam_tilt, trefoil)
     if n_frames < 2:
         raise InvalidInput(f"--frames {n_frames}: a frame series needs at least 2 frames")
     from mrepo.sim import FrameSeriesConfig, Optics, simulate_frame_series, write_dataset  # torch: import lazily
@@ -83,6 +123,7 @@ def frames(
         config = FrameSeriesConfig(
             image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=pixel_size),
             n_species=species, box=box, n_particles=particles, snr=snr, contrast=_contrast(contrast),
+            aberrations=aberrations,
         )
         sim = simulate_frame_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
