@@ -53,6 +53,17 @@ def register(app: typer.Typer) -> None:
         ctf_phase: bool = typer.Option(False, "--ctf-phase",
                                        help="Refine the phase-plate phase shift (deg, one offset per item added "
                                        "to every exposure's phase_shift; default 0) (MCore --ctf_phase)."),
+        refine_volume_warp: str = typer.Option(None, "--refine-volume-warp", metavar="XxYxZxT",
+                                               help="Tilt series: refine M's volume warp, a quadrilinear grid of 3-D "
+                                               "particle displacements (Å) with X x Y x Z x T nodes over the volume "
+                                               "and accumulated exposure, e.g. 4x4x2x10 (M's example; MCore "
+                                               "--refine_volumewarp). Off by default."),
+        refine_doming: bool = typer.Option(False, "--refine-doming",
+                                           help="Frame series: refine M's doming, a cubic spline grid of defocus "
+                                           "offsets (Å) over the image and exposure (--doming-grid nodes), with the "
+                                           "CTF at --ctf-min-resolution (MCore --refine_doming)."),
+        doming_grid: str = typer.Option("3x3x5", "--doming-grid", metavar="XxYxT",
+                                        help="Doming grid nodes (x, y, exposure); M fits 3 x 3 spatial points."),
         resolution_fraction: float = typer.Option(0.8, "--resolution-fraction",
                                                   help="Use spatial frequencies up to this fraction of the "
                                                   "species' current FSC resolution (0-1]."),
@@ -85,7 +96,8 @@ def register(app: typer.Typer) -> None:
                 temporal_samples=temporal_samples, threads=threads, ctf_min_resolution=ctf_min_resolution,
                 min_particles_per_item=min_particles, denoise=denoise, denoise_steps=denoise_steps,
                 denoise_device=denoise_device, refine_mag=refine_mag, ctf_zernike3=ctf_zernike3,
-                ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase)
+                ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase, volume_warp=refine_volume_warp,
+                doming=doming_grid if refine_doming else None)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()
