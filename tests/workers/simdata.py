@@ -7,7 +7,7 @@ and the true maps as both half-maps. Ground truth stays on the returned object.
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +24,6 @@ from mrepo.sim import (
     simulate_tilt_series,
 )
 
-_counter = itertools.count()
 
 
 @dataclass
@@ -125,7 +124,7 @@ def build_population(sims: list, *, truth: bool | str = False, resolution: float
 
     ``species`` limits which species indices enter the population (particles of the others stay
     in the images, unmodelled); ``SimRepo.sim`` is the first simulation."""
-    url = url or f"memory://simrepo{next(_counter)}"
+    url = url or f"memory://simrepo-{uuid.uuid4().hex}"  # unique even if imported twice
     repo = Repository.init(url)
     first = sims[0]
     keep = list(range(len(first.species))) if species is None else list(species)
