@@ -58,7 +58,7 @@ class DenoiserConfig:
         if self.patch % step or self.window % step:
             raise ValueError(f"denoiser patch ({self.patch}) and window ({self.window}) must be multiples of "
                              f"2**depth = {step}")
-        if not 0 <= self.overlap < self.window // 2 * 2:
+        if not 0 <= self.overlap < self.window:
             raise ValueError(f"denoiser overlap must be in [0, window), got {self.overlap}")
 
     def to_json(self) -> dict[str, int]:
