@@ -172,3 +172,16 @@ def test_cli_species_denoise_commits_weights_and_refine_denoise_retrains(tmp_pat
     assert new.metadata["denoised"] != sp.metadata["denoised"]
     res = runner.invoke(app, ["verify", "--repo", url])  # weights blob and denoised map pass verification
     assert res.exit_code == 0, res.output
+
+
+def test_refinement_trains_a_missing_denoiser_with_a_cube_that_fits_the_box(tmp_path):
+    from mrepo.workers.denoise import ensure_denoisers
+
+    repo = Repository.init(str(tmp_path / "repo"))
+    h = _noisy_species(repo, box=24).save(repo.objects)
+    assert ensure_denoisers(repo.objects, {"noisy": h}, RefineSettings()) == {"noisy": h}
+    out = ensure_denoisers(repo.objects, {"noisy": h}, RefineSettings(denoise=True, denoise_steps=1))
+    sp = Species.load(repo.objects, out["noisy"])
+    model, info = load_denoiser(repo.objects, sp)
+    assert out["noisy"] != h and model.config.patch == 24 and info["total_steps"] == 1
+    assert ensure_denoisers(repo.objects, out, RefineSettings(denoise=True)) == out  # has one: kept
