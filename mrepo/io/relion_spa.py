@@ -3,8 +3,9 @@ optionally with a species from the particle STAR file and maps.
 
 Sources followed: RELION 3.1+/5 STAR layout (src/metadata_label.h). Micrograph pixel
 size: micrographs.star data_optics rlnMicrographPixelSize if given, else particles
-data_optics rlnMicrographPixelSize, else rlnMicrographOriginalPixelSize; it must agree
-with each MRC header's voxel size (when set). Per-micrograph CTF: micrographs.star
+data_optics rlnMicrographPixelSize (it must agree with each MRC header's voxel size when set),
+else the MRC header's voxel size, else rlnMicrographOriginalPixelSize (the movies' pixel size;
+micrographs may be binned). Per-micrograph CTF: micrographs.star
 rlnDefocusU/V/Angle, else the first particle of that micrograph (particles keep their own
 defocus, :mod:`~mrepo.io.relion_particles`). Every optics group is kept: the item's group
 number and name, and CtfRefine's beam tilt, odd/even Zernike coefficients and magnification
@@ -173,7 +174,7 @@ def _micrograph_table(particles: Path, micrographs: Path | None) -> tuple[list[s
         if micrographs:
             metadata["relion_micrograph"] = row_values(df, i, _MIC_MODELLED)
         metadata = {k: v for k, v in metadata.items() if v}
-        info[n] = {"imaging": imaging, "pixel": float(pixels[r]), "ctf": ctf[i],
+        info[n] = {"imaging": imaging, "pixel": float(pixels[r]), "pixel_column": pix_col, "ctf": ctf[i],
                    "phase": None if phase is None else phase[i], "metadata": metadata}
         order.append(n)
     return order, info, src
@@ -194,6 +195,12 @@ def spa_items(names: list[str], info: dict[str, dict], project: Path, staging: S
         path = project / n
         header = mrc_info(path)
         d = info[n]
+        if d["pixel_column"] == "rlnMicrographOriginalPixelSize" and header.voxel_size > 0:
+            # the movies' pixel size; micrographs may be binned (never finer): the MRC header says by how much
+            if header.voxel_size < d["pixel"] * (1 - 1e-3):
+                raise InvalidInput(f"{path}: MRC voxel size {header.voxel_size} Å is finer than {src} "
+                                   f"rlnMicrographOriginalPixelSize {d['pixel']} Å (the movies' pixel size)")
+            d = {**d, "pixel": float(header.voxel_size)}
         if header.voxel_size > 0 and not same_pixel(header.voxel_size, d["pixel"]):
             raise InvalidInput(f"{path}: MRC voxel size {header.voxel_size} Å disagrees with {src} pixel size "
                                f"{d['pixel']} Å")

@@ -161,3 +161,24 @@ def test_tomo_ctfrefine_optics_reach_the_tilt_series(tmp_path):
     export_relion(repo, "main", out, project=root)
     p_out = starfile.read(out / "ribo/particles.star", always_dict=True)
     assert_columns_back(optics, p_out["optics"], "rlnOpticsGroup", "optics")
+
+
+def test_binned_micrographs_take_the_header_pixel_not_the_movie_pixel(tmp_path):
+    """Particles only (no micrographs STAR): rlnMicrographOriginalPixelSize is the movies' pixel size (0.885 Å);
+    the 2x-binned micrographs' pixel comes from their MRC header, and the original value is kept and written back."""
+    from relion5_layouts import SPA_PIX
+
+    root = tmp_path / "proj"
+    proj = ctfrefine_spa(root)
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion_spa(repo, proj["particles"], source="mics", project=root,
+                      species=SpeciesFiles("apo", proj["half1"], proj["half2"], proj["mask"], 120.0, "C2"))
+    pop = repo.population()
+    items = [repo.item(h) for h in repo.source(pop.sources["mics"]).items.values()]
+    assert all(abs(it.imaging["pixel_size"] - SPA_PIX) < 1e-6 for it in items)
+    assert all(it.metadata["relion_optics"]["rlnMicrographOriginalPixelSize"] == 0.885 for it in items)
+    out = root / "External/job102"
+    export_relion(repo, "main", out, project=root)
+    p_in = starfile.read(proj["particles"], always_dict=True)
+    p_out = starfile.read(out / "apo/particles.star", always_dict=True)
+    assert_columns_back(p_in["particles"], p_out["particles"], "rlnImageName", "particles")
