@@ -12,8 +12,8 @@ defocus + astigmatism. Reported per point:
   ``--batch`` (:func:`mrepo.workers.objective.backward_target`): the dominant cost of
   refinement, done ~(L-BFGS steps × rounds × 1.5) times per item;
 - ``patch_mib``: the particle patches the refinement keeps (complex64, per-exposure crops);
-- ``peak_rss_mib`` and ``rss_growth_mib``: peak RSS of the process and its growth from the
-  start of the extraction to the end of the evaluation (ru_maxrss);
+- ``peak_rss_mib`` and ``rss_growth_mib``: peak RSS (VmHWM, reset after the simulation) during
+  extraction and evaluation, and its growth over the RSS before them (Linux ``/proc``);
 - per-particle figures: eval_s / particles and growth / particles (linear cost means these
   stay flat).
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
-import json, resource, sys, time, torch
+import json, sys, time, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 from mrepo.sim import FrameSeriesConfig, TiltSeriesConfig, Optics, simulate_frame_series, simulate_tilt_series
@@ -61,7 +61,14 @@ s = RefineSettings(refine_shifts=True, refine_poses=True, refine_defocus=True, r
 task = ItemTask(sr.repo.url, "sim", sr.item_key, ih, dict(pop.species), s.to_json(), 1, n)
 ctx = _Context(task, s, sr.repo.objects, load_references_from(sr.repo.objects, task.species, s))
 del sim
-start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+import gc; gc.collect()
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+start = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS (VmHWM): measure the refinement only
+    f.write("5")
 t = time.perf_counter()
 params = Parameters.zeros(ctx.model, ctx.particles, None)
 params.bounds = dict(ctx.schedule.bounds); params.scales = dict(ctx.schedule.scales)
@@ -72,7 +79,7 @@ params.select(["shifts", "translation", "rotation", "defocus", "astigmatism"])
 t = time.perf_counter()
 ctx.loss(own, params, ctf_frozen=False)
 ev = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = status("VmHWM:")
 print(json.dumps({{"kind": kind, "particles": ctx.n_particles, "box": box, "exposures": ctx.model.n, "image_px": size,
                   "setup_s": setup, "eval_s": ev, "patch_mib": patch / 2**20,
                   "peak_rss_mib": peak, "rss_growth_mib": peak - start}}))
