@@ -35,7 +35,7 @@ from ..store.objects import array_prefix, object_key
 from .transfer import Progress, TransferStats
 
 #: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
-STREAMS = 3
+STREAMS = 2
 
 
 def supports(src: Storage, dst: Storage) -> bool:

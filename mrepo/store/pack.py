@@ -107,7 +107,8 @@ class PackReader:
             start = 2 + klen + 8
             if len(self._buf) < start + size:
                 return out
-            out.append((key, bytes(self._buf[start:start + size])))
+            with memoryview(self._buf) as view:  # one copy out of the buffer, not two
+                out.append((key, bytes(view[start:start + size])))
             del self._buf[:start + size]
 
     def finish(self) -> None:

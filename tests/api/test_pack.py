@@ -1,0 +1,38 @@
+"""The batch stream format: any split of the bytes decodes to the same frames; hostile packs are refused."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mrepo.store import InvalidInput, pack
+from mrepo.store.pack import frame_header
+
+KEYS = st.one_of(st.text("0123456789abcdef", min_size=62, max_size=62).map(lambda t: f"objects/ab/{t}"),
+                 st.sampled_from([f"arrays/{'e' * 64}/zarr.json", f"arrays/{'e' * 64}/c/0/12/3"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(frames=st.lists(st.tuples(KEYS, st.binary(max_size=3000)), max_size=8), cuts=st.lists(st.integers(1, 5000)))
+def test_any_split_decodes_to_the_same_frames(frames, cuts) -> None:
+    data = b"".join(pack.encode(frames))
+    pieces, i = [], 0
+    for c in cuts:
+        pieces.append(data[i:i + c])
+        i += c
+    pieces.append(data[i:])
+    assert list(pack.decode(pieces, 1 << 20)) == frames
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"NOTPK1\n", "bad magic"),
+    (pack.MAGIC + frame_header("objects/../../etc/passwd", 1) + b"x" + pack.END, "invalid key"),
+    (pack.MAGIC + frame_header(f"arrays/{'e' * 64}/../../refs/heads/x", 1) + b"x" + pack.END, "invalid key"),
+    (pack.MAGIC + frame_header("objects/ab/" + "c" * 62, 1 << 40), "larger than the limit"),
+    (pack.MAGIC + frame_header("objects/ab/" + "c" * 62, 5) + b"abc", "truncated"),
+    (pack.MAGIC + pack.END + b"more", "after its end frame"),
+])
+def test_hostile_packs_are_refused(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        list(pack.decode([body], 1 << 20))
