@@ -48,10 +48,16 @@ def register(app: typer.Typer) -> None:
                 limit: int = typer.Option(None, "-n", "--limit", help="Show at most N commits."),
                 graph: bool = typer.Option(False, "--graph", help="Draw the commit graph (merges as lanes), "
                                            "one line per commit, as git log --graph --oneline."),
+                all_refs: bool = typer.Option(False, "--all", help="History of every branch and tag, not only "
+                                              "REV (with --graph: where branches diverge and meet)."),
                 repo: str = RepoOption, json: bool = JsonOption) -> None:
         """Show the commit history."""
         r = open_repo(repo)
-        entries = r.log(rev, limit)
+        if all_refs:
+            found = {h: c for head in {**r.branches(), **r.tags()}.values() for h, c in r.log(head, limit)}
+            entries = sorted(found.items(), key=lambda hc: (hc[1].time, hc[0]), reverse=True)[:limit]
+        else:
+            entries = r.log(rev, limit)
         if json:
             print_json([{"commit": h, **c.to_body()} for h, c in entries])
             return

@@ -124,3 +124,19 @@ def test_reflog_names_resolve_to_tags_and_remote_tracking_refs(tmp_path) -> None
     fetch(dst, "origin")
     assert dst.reflog("origin/main")[0].operation == "fetch origin"
     assert dst.resolve("origin/main@{1}") == head
+
+
+def test_log_graph_all_shows_branches_that_are_not_merged(make_url) -> None:
+    url = make_url("local")
+    repo = Repository.init(url)
+    base = repo.commit(make_population(repo), message="base", time="2026-01-01T00:00:00Z")
+    repo.create_branch("side")
+    side = repo.commit(make_population(repo, seed=5), message="side work", branch="side", time="2026-01-01T00:00:01Z")
+    work = repo.commit(make_population(repo, seed=9), message="main work", time="2026-01-01T00:00:02Z")
+    out = CliRunner().invoke(app, ["log", "--graph", "--all", "--repo", url])
+    assert out.exit_code == 0, out.output
+    lines = [ln.rstrip() for ln in out.output.splitlines()]
+    assert [ln[:3] for ln in lines] == ["*  ", "| *", "|/", "*  "]
+    assert work[:12] in lines[0] and side[:12] in lines[1] and base[:12] in lines[3]
+    only_main = CliRunner().invoke(app, ["log", "--graph", "--repo", url]).output
+    assert side[:12] not in only_main
