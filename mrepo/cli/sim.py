@@ -81,6 +81,18 @@ def _summary(kind: str, sim, manifest: Path) -> None:
     console.print(table)
 
 
+def _damage(value: str) -> str:
+    if value not in ("dose", "measured"):
+        raise typer.BadParameter(f"--damage must be 'dose' or 'measured', got {value!r}")
+    return value
+
+
+def _finite(option: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise InvalidInput(f"{option} {value}: must be a finite number")
+    return value
+
+
 def _contrast(value: str) -> str:
     if value not in ("dark", "light"):
         raise typer.BadParameter(f"--contrast must be 'dark' or 'light', got {value!r}")
@@ -110,6 +122,10 @@ def frames(
     trefoil: str = typer.Option(None, "--trefoil", metavar="A,B",
                                 help="inject trefoil: odd Zernike coefficients 2 and 5 in rad (rlnOddZernike), "
                                 "e.g. 20,0 (default 0,0)"),
+    doming: float = typer.Option(40.0, "--doming", help="injected dome: defocus change in Å at the centre "
+                                 "(M's doming; truth.json items[0].doming)"),
+    damage: str = typer.Option("dose", "--damage", help="exposure damage: dose (B = 4 Å² per e-/Å²) or measured "
+                               "(saturating per-frame B-factors and scales, truth.json items[0].damage)"),
 ) -> None:
     """Simulate one frame series and write it to OUT. Injected optics (--mag-matrix, --beam-tilt,
     --trefoil) are written to truth.json only (items[0].aberrations), never to initial.json."""
@@ -123,7 +139,7 @@ def frames(
         config = FrameSeriesConfig(
             image_size=(size, size), n_frames=n_frames, optics=Optics(pixel_size=pixel_size),
             n_species=species, box=box, n_particles=particles, snr=snr, contrast=_contrast(contrast),
-            aberrations=aberrations,
+            aberrations=aberrations, doming_A=_finite("--doming", doming), damage=_damage(damage),
         )
         sim = simulate_frame_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
@@ -147,6 +163,11 @@ def tilts(
                                  "Poisson noise, as counting detectors) or light (bright on zero, Gaussian noise)"),
     one_file_per_image: bool = typer.Option(False, "--one-file-per-image",
                                             help="write each frame/tilt as its own MRC file"),
+    volume_warp: float = typer.Option(0.0, "--volume-warp", help="inject a smooth volume deformation of about "
+                                      "this many Å by the last tilt (M's volume warp; truth.json "
+                                      "items[0].volume_deformation)"),
+    damage: str = typer.Option("dose", "--damage", help="exposure damage: dose (B = 4 Å² per e-/Å²) or measured "
+                               "(saturating per-tilt B-factors and scales, truth.json items[0].damage)"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
     _check(size, pixel_size, box, snr, particles, species)
@@ -160,6 +181,7 @@ def tilts(
         config = TiltSeriesConfig(
             image_size=(size, size), optics=Optics(pixel_size=pixel_size), n_species=species, box=box,
             n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr, contrast=_contrast(contrast),
+            volume_warp_A=_finite("--volume-warp", volume_warp), damage=_damage(damage),
         )
         sim = simulate_tilt_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)

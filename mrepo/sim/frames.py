@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mrepo.sim.deformation import ExposureDamage, measured_damage
 from mrepo.sim.detector import record_images
 from mrepo.sim.motion import (
     SmoothWarp,
@@ -81,6 +82,7 @@ class FrameSeriesConfig(SpeciesChoice):
     species_fractions: tuple[float, ...] = ()  # probability of each species per particle; (): uniform
     name: str = "fs"
     aberrations: SimAberrations = SimAberrations()  # injected magnification / beam tilt / trefoil (truth only)
+    damage: str = "dose"  # exposure damage: "dose" (B = 4 Å² · exposure) or "measured" (mrepo.sim.deformation)
 
 
 @dataclass
@@ -112,6 +114,7 @@ class FrameSeriesTruth:
     noise_sigma: float
     signal_scale: float = 1.0  # dark data: expectation = mean_counts - signal_scale * rendered image
     aberrations: SimAberrations = field(default_factory=SimAberrations)  # injected optics (truth.json only)
+    damage: ExposureDamage | None = None  # injected per-frame B-factors and scales (truth only); None: dose rule
 
 
 @dataclass
@@ -177,6 +180,8 @@ def render_frames(truth: FrameSeriesTruth, species: list[SimSpecies], pad: int =
         truth.pre_exposure + truth.dose / 2,
         truth.optics.pixel_size,
     )
+    if truth.damage is not None:
+        plan.exposure, plan.scale = truth.damage.bfactors_A2 / 4, truth.damage.scales
     w, h = truth.image_size
     return render_stack(
         [s.atoms for s in species], [s.spec.box for s in species], plan, (h, w), truth.optics, pad,
@@ -248,6 +253,10 @@ def simulate_frame_series(config: FrameSeriesConfig, seed: int) -> SimulatedFram
         item, config.optics, (w, h), dose, pre, shifts, warp, config.doming_A, du, dv, astig_deg,
         ice_z, particles, plan, 0.0, aberrations=config.aberrations,
     )
+    if config.damage == "measured":
+        truth.damage = measured_damage(pre, dose)
+    elif config.damage != "dose":
+        raise ValueError(f"damage must be 'dose' or 'measured', got {config.damage!r}")
     clean = render_frames(truth, species, config.pad)
     recorded = record_images(clean, noise_sigma_for_snr(clean, xy0, radii_px, config.snr), rng,
                              contrast=config.contrast, mean_counts=config.mean_counts)

@@ -30,6 +30,7 @@ import torch
 
 from mrepo.kernels.rotations import euler_to_matrix, matrix_to_euler
 from mrepo.kernels.tilt_geometry import depth_defocus, pose_in_tilt, project_points, tilt_matrices
+from mrepo.sim.deformation import ExposureDamage, VolumeDeformation, measured_damage, random_volume_deformation
 from mrepo.sim.detector import record_images
 from mrepo.sim.frames import noise_sigma_for_snr
 from mrepo.sim.motion import SmoothWarp, perturb_angles, place_non_overlapping, random_smooth_warp
@@ -109,6 +110,8 @@ class TiltSeriesConfig(SpeciesChoice):
     species_seed: int | None = None  # species atoms from this seed (same species across items); None: item seed
     species_fractions: tuple[float, ...] = ()  # probability of each species per particle; (): uniform
     name: str = "ts"
+    volume_warp_A: float = 0.0  # injected volume deformation (mrepo.sim.deformation), about this many Å at the end
+    damage: str = "dose"  # exposure damage: "dose" (B = 4 Å² · exposure) or "measured" (sim.deformation)
 
     def volume_size_A(self) -> np.ndarray:
         p = self.optics.pixel_size
@@ -148,6 +151,8 @@ class TiltSeriesTruth:
     plan: ParticleImages
     noise_sigma: float
     signal_scale: float = 1.0  # dark data: expectation = mean_counts - signal_scale * rendered image
+    volume_deformation: VolumeDeformation | None = None  # injected volume warp (truth only)
+    damage: ExposureDamage | None = None  # injected per-tilt B-factors and scales (truth only); None: dose rule
 
 
 @dataclass
@@ -184,9 +189,14 @@ def tilt_plan(truth: TiltSeriesTruth) -> ParticleImages:
     pix = truth.optics.pixel_size
     mats = tilt_matrices(*(torch.from_numpy(np.deg2rad(a)) for a in (truth.xtilt, truth.ytilt, truth.zrot)))
     coords = torch.from_numpy(truth.particles.coordinates[:, 0])
-    xy, depth = project_points(
-        coords, mats, torch.from_numpy(truth.shifts_A), torch.from_numpy(truth.volume_size_A), truth.image_size, pix
-    )  # (I, N, 2), (I, N)
+    args = (torch.from_numpy(truth.volume_size_A), truth.image_size, pix)
+    xy, depth = project_points(coords, mats, torch.from_numpy(truth.shifts_A), *args)  # (I, N, 2), (I, N)
+    if truth.volume_deformation is not None:  # each tilt sees the particles displaced by d(c, t_i)
+        pre = truth.pre_exposure
+        moved = coords[None] + torch.from_numpy(truth.volume_deformation(coords.numpy(), pre / max(pre.max(), 1e-12)))
+        per_tilt = [project_points(moved[i], mats[i:i + 1], torch.from_numpy(truth.shifts_A[i:i + 1]), *args)
+                    for i in range(len(pre))]
+        xy, depth = torch.cat([p[0] for p in per_tilt]), torch.cat([p[1] for p in per_tilt])
     xy = xy.numpy()
     warped = np.stack([xy[i] + truth.warps[i](xy[i], 1.0) for i in range(len(truth.warps))])
     poses = euler_to_matrix(torch.from_numpy(np.deg2rad(truth.particles.angles[:, 0])))
@@ -200,8 +210,8 @@ def tilt_plan(truth: TiltSeriesTruth) -> ParticleImages:
         defocus_u=du.T,
         defocus_v=dv.T,
         astigmatism_deg=truth.astigmatism_deg,
-        exposure=truth.pre_exposure + truth.dose / 2,
-        scale=np.cos(np.deg2rad(truth.ytilt)),
+        exposure=truth.pre_exposure + truth.dose / 2 if truth.damage is None else truth.damage.bfactors_A2 / 4,
+        scale=np.cos(np.deg2rad(truth.ytilt)) * (1.0 if truth.damage is None else truth.damage.scales),
     )
 
 
@@ -256,6 +266,13 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
         mean_def + astig / 2, mean_def - astig / 2, astig_deg, dose, pre, warps, particles,
         None, 0.0,  # type: ignore[arg-type]
     )
+    extra = np.random.default_rng([seed, 15])  # injected effects draw apart: the rest of the series is unchanged
+    if config.volume_warp_A:
+        truth.volume_deformation = random_volume_deformation(extra, vol, config.volume_warp_A)
+    if config.damage == "measured":
+        truth.damage = measured_damage(pre, dose)
+    elif config.damage != "dose":
+        raise ValueError(f"damage must be 'dose' or 'measured', got {config.damage!r}")
     truth.plan = tilt_plan(truth)
     clean = render_tilts(truth, species, config.pad)
     pos = truth.plan.positions_px  # (N, I, 2)

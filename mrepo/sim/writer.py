@@ -134,6 +134,10 @@ def truth_record(sim: SimulatedFrameSeries | SimulatedTiltSeries) -> dict:
             tilt_weight="cos(ytilt)",
             image_warps=[w.to_json() for w in t.warps],
         )
+        if t.volume_deformation is not None:  # injected volume warp: truth only
+            item["volume_deformation"] = t.volume_deformation.to_json()
+    if t.damage is not None:  # injected damage model (replaces bfactor_per_exposure_A2): truth only
+        item["damage"] = t.damage.to_json()
     return {
         "format": FORMAT,
         "optics": asdict(t.optics),
