@@ -174,13 +174,17 @@ def relion(commit: str = typer.Option("main", "--commit", "-c", help="Revision t
            out: Path = typer.Option(..., help="Output folder."),
            project: Path = typer.Option(None, help="RELION project folder the STAR paths are relative to "
                                                    "(default: --out); the source project gives its own paths back."),
+           fold_stage: bool = typer.Option(True, "--fold-stage/--no-fold-stage",
+                                           help="Fold M's stage-angle corrections into rlnTomoXTilt/YTilt/ZRot "
+                                                "(orientations exact; projected positions move by |ω|·r), or keep "
+                                                "the positions exact and write the corrections to a sidecar."),
            repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Write the refined state as RELION files: tomograms.star, tilt-series STARs, micrographs.star with motion
     STARs, per-species particles/maps, image-warp sidecars; unmodelled columns come back as imported."""
     from ..io.export_relion import export_relion
     from ..workers.positions import micrograph_positions
     r = open_repo(repo)
-    paths = export_relion(r, commit, out, project=project,
+    paths = export_relion(r, commit, out, project=project, fold_stage=fold_stage,
                           positions=lambda item, coords, angles: micrograph_positions(r.objects, item, coords, angles))
     _wrote(r, commit, out, paths, json)
 

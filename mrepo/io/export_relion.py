@@ -117,12 +117,12 @@ def _with_passthrough(modelled: dict[str, object], passthrough: dict[str, object
     return {**{k: v for k, v in passthrough.items() if k not in modelled}, **modelled}
 
 
-def _tilt_series_frame(repo: Repository, item: Item, rel: _Paths) -> pd.DataFrame:
+def _tilt_series_frame(repo: Repository, item: Item, rel: _Paths, fold_stage: bool = True) -> pd.DataFrame:
     n = int(item.imaging["dimensions"][2])
     ctf, stage, shifts = (_arr(repo, item, k) for k in ("ctf", "stage_angles", "global_shifts"))
     if ctf is None or stage is None or shifts is None:
         raise InvalidInput(f"item {item.name!r} lacks ctf, stage_angles or global_shifts models")
-    folded = fold_stage_corrections(stage, _arr(repo, item, "stage_corrections"))
+    folded = fold_stage_corrections(stage, _arr(repo, item, "stage_corrections") if fold_stage else None)
     modelled: dict[str, object] = {
         "rlnMicrographName": tilt_names(repo, item, rel),
         "rlnTomoNominalStageTiltAngle": np.asarray(item.imaging.get("tilt_angles", stage[:, 1]), np.float64),
@@ -485,15 +485,16 @@ def _warp_sidecar(repo: Repository, it: Item, out: Path) -> Path | None:
 
 
 @exports_raw_data
-@exports_raw_data
 def export_relion(repo: Repository, rev: str, out: str | Path, *, project: str | Path | None = None,
-                  positions: PositionsFn | None = None) -> list[Path]:
+                  positions: PositionsFn | None = None, fold_stage: bool = True) -> list[Path]:
     """Write the population at ``rev`` as RELION files under ``out``; returns the written paths.
 
     ``project``: the RELION project folder STAR paths are relative to (default ``out``). ``positions``:
     frame-series particle positions in their micrographs as refinement sees them (the CLI passes
     :func:`mrepo.workers.positions.micrograph_positions`, which includes image warp); without it the
-    trajectory plus, for one-frame items, the refined global shift."""
+    trajectory plus, for one-frame items, the refined global shift. ``fold_stage=False`` writes the stage
+    angles without M's corrections (RELION's projected positions then equal mrepo's exactly, orientations
+    lack ω) and the corrections to ``stage_corrections/<item>.json``."""
     out = Path(out)
     rel = _Paths(Path(project) if project is not None else out)
     pop = repo.population(rev)
@@ -504,7 +505,16 @@ def export_relion(repo: Repository, rev: str, out: str | Path, *, project: str |
     written: list[Path] = []
     for it in tilts:
         written.append(write_star(out / "tilt_series" / f"{it.name}.star",
-                                  {it.name: _tilt_series_frame(repo, it, rel)}))
+                                  {it.name: _tilt_series_frame(repo, it, rel, fold_stage)}))
+        corr = _arr(repo, it, "stage_corrections")
+        if not fold_stage and corr is not None:
+            path = out / "stage_corrections" / f"{it.name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"format": "mrepo-stage-corrections/1", "item": it.name, "raw_hash": it.key,
+                                        "units": "degrees", "layout": "(n, 3) xyz angles ω per tilt (stack order): "
+                                        "orientation Rxyz(ω) A; see mrepo.workers.item_model",
+                                        "corrections": corr.tolist()}, sort_keys=True))
+            written.append(path)
     if tilts:
         written.append(write_star(out / "tomograms.star", {"global": _tomograms_frame(tilts, out, rel)}))
     if frames:

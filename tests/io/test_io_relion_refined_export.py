@@ -98,6 +98,21 @@ def test_tilt_series_export_equals_refined_state(refined_tilts, tmp_path):
         assert float((seen - internal).norm(dim=-1).max()) <= bound + 1e-9
 
 
+def test_tilt_series_export_without_folding_keeps_positions(refined_tilts, tmp_path):
+    """--no-fold-stage: the stage angles as refined positions use them, ω in the sidecar."""
+    import json
+
+    repo = refined_tilts
+    out = tmp_path / "out"
+    export_relion(repo, "main", out, fold_stage=False)
+    (item,) = population_items(repo, repo.population()).values()
+    ts = starfile.read(out / f"tilt_series/{item.name}.star", always_dict=True)[item.name]
+    np.testing.assert_array_equal(ts[["rlnTomoXTilt", "rlnTomoYTilt", "rlnTomoZRot"]].to_numpy(),
+                                  _arr(repo, item, "stage_angles"))
+    side = json.loads((out / f"stage_corrections/{item.name}.json").read_text())
+    np.testing.assert_array_equal(side["corrections"], _arr(repo, item, "stage_corrections"))
+
+
 @pytest.fixture(scope="module")
 def refined_frames():
     sr = build_repo(frames_sim(n_particles=6, n_frames=3, size=96, box=24), resolution=12.0,
