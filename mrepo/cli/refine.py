@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         weights: bool = typer.Option(False, "--weights", help="Fit and apply data-driven exposure weights."),
         refine_mag: bool = typer.Option(False, "--refine-mag",
                                         help="Refine the anisotropic magnification: a 2x2 matrix on image "
-                                        "frequencies per item (RELION rlnMagMat00..11; default identity; "
+                                        "frequencies per item, changed symmetrically (scale major/minor, angle; "
+                                        "rotation is the poses' job) (RELION rlnMagMat00..11; default identity; "
                                         "MCore --refine_mag). With the CTF, at --ctf-min-resolution."),
         ctf_zernike3: bool = typer.Option(False, "--ctf-zernike3",
                                           help="Refine odd aberrations up to order 3: beam tilt (x, y mrad, "

@@ -4,8 +4,11 @@
 Parameter groups (offsets from the item's imaging, zero = unchanged; units chosen so that
 L-BFGS sees comparable scales, :data:`OPTICS_UNITS`):
 
-* ``mag`` (2, 2): magnification matrix on frequencies ``M = M0 + 1e-3 · Δ`` (Δ in ‰; M0 from
-  ``imaging["mag_matrix"]``, identity when absent). The data at frequency k are the reference
+* ``mag`` (3,) ‰ (xx, yy, xy): magnification matrix on frequencies
+  ``M = M0 + 1e-3 · [[xx, xy], [xy, yy]]`` (M0 from ``imaging["mag_matrix"]``, identity when absent).
+  The change is symmetric (RELION's scaleMajor / scaleMinor / angle of MagnificationHelper): its
+  antisymmetric part, an in-plane rotation of every particle, is the poses' job and would only
+  make the matrix drift with the pose noise. The data at frequency k are the reference
   projection at ``M k`` (RELION: ``A3D · M``), so reference slices use ``R · diag(M, 1)`` and the
   CTF / Zernike terms are evaluated at ``M k``;
 * ``beam_tilt`` (2,) mrad (x, y): added to ``imaging["beam_tilt"]`` (rlnBeamTiltX/Y) and
@@ -40,7 +43,7 @@ __all__ = ["OPTICS_GROUPS", "OPTICS_UNITS", "optics_offsets", "optics_state", "o
            "block_magnification", "updated_optics"]
 
 #: group -> shape of its offset tensor
-OPTICS_GROUPS: dict[str, tuple[int, ...]] = {"mag": (2, 2), "beam_tilt": (2,), "trefoil": (2,), "zernike4": (5,),
+OPTICS_GROUPS: dict[str, tuple[int, ...]] = {"mag": (3,), "beam_tilt": (2,), "trefoil": (2,), "zernike4": (5,),
                                              "cs": (1,), "phase": (1,)}
 #: group -> physical size of one unit of its offset (see module docstring)
 OPTICS_UNITS: dict[str, float] = {"mag": 1e-3, "beam_tilt": 1.0, "trefoil": 10.0, "zernike4": 100.0, "cs": 0.1,
@@ -70,7 +73,7 @@ def optics_state(model: ItemModel, offsets: dict[str, Tensor]) -> dict[str, Tens
     mag_off = offsets.get("mag")
     if (ab is not None and ab.mag is not None) or _used(mag_off):
         m0 = torch.tensor(ab.mag if ab is not None and ab.mag is not None else ((1.0, 0.0), (0.0, 1.0)), dtype=_DT)
-        out["mag"] = m0 + OPTICS_UNITS["mag"] * mag_off if _used(mag_off) else m0
+        out["mag"] = m0 + OPTICS_UNITS["mag"] * _symmetric(mag_off) if _used(mag_off) else m0
     bt, tf = offsets.get("beam_tilt"), offsets.get("trefoil")
     if (ab is not None and any(ab.odd)) or _used(bt) or _used(tf):
         odd = _padded(ab.odd if ab is not None else (), 6)
@@ -96,6 +99,11 @@ def optics_state(model: ItemModel, offsets: dict[str, Tensor]) -> dict[str, Tens
             p = p + OPTICS_UNITS["phase"] * offsets["phase"][0]
         out["phase"] = torch.deg2rad(p)
     return out
+
+
+def _symmetric(v: Tensor) -> Tensor:
+    """(xx, yy, xy) -> [[xx, xy], [xy, yy]]."""
+    return torch.stack([torch.stack([v[0], v[2]]), torch.stack([v[2], v[1]])])
 
 
 def block_magnification(mag: Tensor) -> Tensor:
@@ -147,7 +155,7 @@ def updated_optics(model: ItemModel, imaging: dict[str, Any], offsets: dict[str,
     off = {k: v.detach() for k, v in offsets.items() if bool((v.detach() != 0).any())}
     if "mag" in off:
         m0 = np.asarray(im.get("mag_matrix", [[1.0, 0.0], [0.0, 1.0]]), dtype=float)
-        im["mag_matrix"] = (m0 + OPTICS_UNITS["mag"] * off["mag"].numpy()).tolist()
+        im["mag_matrix"] = (m0 + OPTICS_UNITS["mag"] * _symmetric(off["mag"]).numpy()).tolist()
     if "beam_tilt" in off:
         b0 = np.asarray(im.get("beam_tilt", [0.0, 0.0]), dtype=float)
         im["beam_tilt"] = (b0 + OPTICS_UNITS["beam_tilt"] * off["beam_tilt"].numpy()).tolist()
