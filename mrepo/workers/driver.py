@@ -21,6 +21,7 @@ from mrepo.workers.api import Executor, ItemTask
 from mrepo.workers.denoise import ensure_denoisers, refresh_denoiser
 from mrepo.workers.geometry import resample_trajectory
 from mrepo.workers.movement import divergence, item_version_moves, settled, species_moves, summarise
+from mrepo.workers.optics_share import share_optics
 from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species, species_metadata
 from mrepo.workers.references import remasked
 from mrepo.workers.refine_item import load_item_particles
@@ -117,6 +118,8 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
         # The reconstruction's float results depend on torch's thread count: fix it, so that every
         # executor (and a resumed run) commits bit-identical maps.
         torch.set_num_threads(settings.threads)
+        if settings.optics_groups:  # one magnification/aberration value per source and optics group
+            out.results = share_optics(repo.objects, out.results)
         new_sources = dict(pop.sources)
         by_source: dict[str, dict[str, str]] = {}
         for r in out.results:
