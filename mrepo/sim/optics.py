@@ -34,11 +34,12 @@ _IDENTITY = ((1.0, 0.0), (0.0, 1.0))
 @dataclass(frozen=True)
 class SimAberrations:
     """Injected optics: ``mag_matrix`` (2x2, frequencies), ``beam_tilt_mrad`` (x, y),
-    ``trefoil`` (RELION odd Zernike coefficients 2 and 5, rad)."""
+    ``trefoil`` (RELION odd Zernike coefficients 2 and 5, rad), ``phase_shift_deg`` (phase plate)."""
 
     mag_matrix: tuple[tuple[float, float], tuple[float, float]] = _IDENTITY
     beam_tilt_mrad: tuple[float, float] = (0.0, 0.0)
     trefoil: tuple[float, float] = (0.0, 0.0)
+    phase_shift_deg: float = 0.0  # phase-plate phase shift added to the CTF phase γ
 
     def __post_init__(self) -> None:
         m = np.asarray(self.mag_matrix, dtype=float)
@@ -55,7 +56,7 @@ class SimAberrations:
 
     @property
     def active(self) -> bool:
-        return self.has_magnification or self.has_odd
+        return self.has_magnification or self.has_odd or self.phase_shift_deg != 0
 
     def distortion(self) -> np.ndarray:
         """Real-space map from image offsets to unmagnified ones: ``M^-T`` (2, 2)."""
@@ -67,6 +68,7 @@ class SimAberrations:
         return {"mag_matrix": [list(map(float, r)) for r in self.mag_matrix],
                 "beam_tilt": [float(v) for v in self.beam_tilt_mrad],
                 "odd_zernike": [0.0, 0.0, float(self.trefoil[0]), 0.0, 0.0, float(self.trefoil[1])],
+                "phase_shift_deg": float(self.phase_shift_deg),
                 "mag_matrix_convention": "on frequencies: data(k) = projection(M k) (RELION rlnMagMat)",
                 "odd_phase_convention": "data(k) = e^{i phi(Mk)} x even image; beam tilt phi = -2 pi Cs lambda^2 "
                                         "|k|^2 (k . tilt)"}

@@ -149,6 +149,7 @@ def apply_ctf(
         voltage_kv=optics.voltage_kv,
         cs_mm=optics.cs_mm,
         amplitude_contrast=optics.amplitude_contrast,
+        phase_shift=0.0 if ab is None else float(np.deg2rad(ab.phase_shift_deg)),
         bfactor=4.0 * exposure.double(),
         scale=scale.double(),
     )

@@ -70,3 +70,34 @@ def test_refinement_recovers_injected_optics_and_leaves_clean_data_alone():
     im = Item.load(clean.repo.objects, r.item_hash).imaging
     assert np.abs(np.asarray(im.get("mag_matrix", np.eye(2))) - np.eye(2)).max() < 1e-3
     assert np.abs(np.asarray(im.get("beam_tilt", [0.0, 0.0]))).max() < 0.05
+
+
+def test_target_peaks_at_the_true_cs_and_phase_shift():
+    """--ctf-cs and --ctf-phase: data simulated with Cs 2.9 mm and a 30° phase plate, the item told Cs 2.7 mm
+    and no phase shift; the target peaks at ΔCs = +0.2 mm and +30°."""
+    import dataclasses
+
+    from mrepo.graph import Item
+
+    cfg = FrameSeriesConfig(image_size=(192, 192), n_frames=2, optics=Optics(pixel_size=1.5, cs_mm=2.9),
+                            species=small_species(48, 1.5)[:1], box=48, n_particles=10, snr=1.0, pad=3,
+                            defocus=10000.0, contrast="light", aberrations=SimAberrations(phase_shift_deg=30.0))
+    sr = build_population([simulate_frame_series(cfg, 5)], truth="oracle", resolution=3.5)
+    settings = RefineSettings(ctf_cs=True, ctf_phase=True, resolution_fraction=1.0)
+    task = _task(sr, settings)
+    item = Item.load(sr.repo.objects, task.item_hash)
+    told = dataclasses.replace(item, imaging={**item.imaging, "cs": 2.7}).save(sr.repo.objects)
+    task = dataclasses.replace(task, item_hash=told)
+    ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
+    params = Parameters.zeros(ctx.model, ctx.particles, None)
+    subsets = ctx.subsets(params)
+
+    def target(cs: float, phase: float) -> float:
+        params.optics["cs"][0], params.optics["phase"][0] = cs, phase
+        with torch.no_grad():
+            return float(ctx.sums(subsets, params, ctf_frozen=False).target())
+
+    cs_grid = [0.0, 1.0, 2.0, 3.0, 4.0]  # units of 0.1 mm
+    assert cs_grid[int(np.argmax([target(c, 30.0) for c in cs_grid]))] == 2.0
+    phase_grid = [0.0, 15.0, 30.0, 45.0]
+    assert phase_grid[int(np.argmax([target(2.0, p) for p in phase_grid]))] == 30.0
