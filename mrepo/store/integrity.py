@@ -117,7 +117,7 @@ def check_array_metadata(h: str, data: bytes, *, max_bytes: int = MAX_ARRAY_BYTE
     if set(meta.chunk_digests) != grid or not all(is_hash(d) for d in meta.chunk_digests.values()):
         raise CorruptObject(f"{where}: zarr.json chunk digests do not name exactly the chunk grid")
     expected = zarr_codec.metadata_document(_shape_stub(meta.dtype, meta.shape), meta.chunks, h,
-                                            meta.chunk_digests)
+                                            meta.chunk_digests, compressed=meta.zstd)
     if data != expected:
         raise CorruptObject(f"{where}: zarr.json is not in mrepo's canonical form")
     return meta
@@ -167,14 +167,15 @@ class ArrayReceiver:
             with self._lock:
                 self._pending.discard(key)
             return
-        block = np.empty(meta.chunks if meta.shape else (), dtype=meta.dtype)
+        shape = meta.chunks if meta.shape else ()
         try:
             if meta.zstd:  # an output buffer of exactly one chunk: no decompression bomb
+                block = np.empty(shape, dtype=meta.dtype)
                 Zstd().decode(data, out=block.reshape(-1).view(np.uint8))
-            elif len(data) == block.nbytes:
-                block.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, np.uint8)
+            elif len(data) == math.prod(shape) * np.dtype(meta.dtype).itemsize:
+                block = np.frombuffer(data, dtype=meta.dtype).reshape(shape)  # plain bytes: a view
             else:
-                raise ValueError(f"holds {len(data)} bytes, expected {block.nbytes}")
+                raise ValueError(f"holds {len(data)} bytes, expected {math.prod(shape) * np.dtype(meta.dtype).itemsize}")
         except Exception as exc:  # the decompressor raises RuntimeError/ValueError on damaged frames
             raise CorruptObject(f"{where} does not decode: {exc}") from None
         if not meta.shape:

@@ -228,7 +228,8 @@ class ObjectStore:
         prefix = array_prefix(h)
         digests: dict[str, str] = {}
         futures = []
-        for key, data in zarr_codec.encode_chunks(arr, chunks):
+        compress = zarr_codec.worth_compressing(arr, chunks)
+        for key, data in zarr_codec.encode_chunks(arr, chunks, compress=compress):
             digests[key] = zarr_codec.chunk_digest(data)
             if _parallel:
                 futures.append(self.pool.submit(self.backend.put, prefix + key, data))
@@ -236,7 +237,8 @@ class ObjectStore:
                 self.backend.put(prefix + key, data)
         for f in futures:
             f.result()
-        self.backend.put(prefix + "zarr.json", zarr_codec.metadata_document(arr, chunks, h, digests))
+        self.backend.put(prefix + "zarr.json", zarr_codec.metadata_document(arr, chunks, h, digests,
+                                                                             compressed=compress))
         return h
 
     def put_arrays(self, arrays: Iterable[np.ndarray]) -> list[str]:

@@ -25,6 +25,8 @@ from .hashing import as_canonical_array, canonical_dtype
 #: Uncompressed bytes per chunk the automatic chunking aims below.
 TARGET_CHUNK_BYTES = 4 << 20
 ZSTD_LEVEL = 1
+#: zstd is used for an array only when it saves at least this fraction (:func:`worth_compressing`).
+MIN_COMPRESSION_GAIN = 0.10
 
 _ZARR_DTYPES = {
     "|b1": "bool", "|i1": "int8", "|u1": "uint8", "<i2": "int16", "<u2": "uint16", "<i4": "int32",
@@ -71,9 +73,10 @@ def chunk_digest(data: bytes) -> str:
 
 
 def metadata_document(arr: np.ndarray, chunks: tuple[int, ...], array_hash: str,
-                      chunk_digests: dict[str, str]) -> bytes:
+                      chunk_digests: dict[str, str], *, compressed: bool = True) -> bytes:
     """The ``zarr.json`` of an array; ``chunk_digests`` (chunk key -> digest) let ``verify``
-    detect any changed byte of any chunk file, whatever the codec."""
+    detect any changed byte of any chunk file, whatever the codec. ``compressed``: codecs
+    ``bytes`` + ``zstd`` (default) or ``bytes`` alone (see :func:`worth_compressing`)."""
     dt = canonical_dtype(arr.dtype)
     doc = {
         "zarr_format": 3,
@@ -86,7 +89,7 @@ def metadata_document(arr: np.ndarray, chunks: tuple[int, ...], array_hash: str,
         "codecs": [
             {"name": "bytes", "configuration": {"endian": "little"}},
             {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}},
-        ],
+        ][:2 if compressed else 1],
         "attributes": {"mrepo": {"hash": array_hash, "chunks": dict(sorted(chunk_digests.items()))}},
     }
     if arr.ndim == 0:
@@ -103,10 +106,42 @@ def chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tupl
     return itertools.product(*(range(math.ceil(s / c)) if s else range(0) for s, c in zip(shape, chunks)))
 
 
-def encode_chunks(arr: np.ndarray, chunks: tuple[int, ...]) -> Iterator[tuple[str, bytes]]:
+def worth_compressing(arr: np.ndarray, chunks: tuple[int, ...]) -> bool:
+    """True when zstd saves at least :data:`MIN_COMPRESSION_GAIN` on the array's first chunk.
+
+    Noisy float data (half-maps, particle coordinates) barely compresses (about 8 %) but costs a
+    full zstd decode on every read and every received copy; such arrays are stored as plain
+    little-endian bytes. Deterministic for a given array and chunking."""
+    for _, block in _blocks(as_canonical_array(arr), chunks):
+        raw = block.tobytes()
+        return len(Zstd(level=ZSTD_LEVEL).encode(raw)) <= (1 - MIN_COMPRESSION_GAIN) * len(raw)
+    return True
+
+
+def _blocks(arr: np.ndarray, chunks: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray]]:
+    """(chunk key, C-contiguous block) for every chunk; edge chunks padded with the fill value."""
+    if arr.ndim == 0:
+        yield "c", arr
+        return
+    for index in chunk_grid(arr.shape, chunks):
+        sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, arr.shape))
+        block = arr[sl]
+        if block.shape != chunks:
+            padded = np.zeros(chunks, dtype=arr.dtype)
+            padded[tuple(slice(0, b) for b in block.shape)] = block
+            block = padded
+        yield chunk_key(index), np.asarray(block, order="C")
+
+
+def encode_chunks(arr: np.ndarray, chunks: tuple[int, ...], *, compress: bool = True
+                  ) -> Iterator[tuple[str, bytes]]:
     """(chunk key, encoded bytes) for every chunk; edge chunks padded with the fill value."""
     arr = as_canonical_array(arr)
     codec = Zstd(level=ZSTD_LEVEL)
+    if not compress:
+        for key, block in _blocks(arr, chunks):
+            yield key, block.tobytes()
+        return
     if arr.ndim == 0:
         yield "c", codec.encode(arr.tobytes())
         return

@@ -131,3 +131,14 @@ def test_objects_and_records() -> None:
                 b"record\0commit", b"record\0Kind\0{}", b"record\0commit\0{\"a\":Infinity}"):
         with pytest.raises(InvalidRecord):
             parse_canonical_record(bad)
+
+
+def test_noisy_arrays_are_stored_plain_and_compressible_ones_with_zstd(store: ObjectStore) -> None:
+    noisy = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    flat = np.ones((64, 64), np.float32)
+    for arr, zstd in ((noisy, False), (flat, True)):
+        h, meta, files = stored(store, arr, (32, 64))
+        assert check_array_metadata(h, meta).zstd is zstd
+        receive(h, meta, files)
+        assert np.array_equal(store.get_array(h), arr)
+    assert store.put_array(noisy, chunks=(32, 64)) == hash_array(noisy)  # same content, same layout
