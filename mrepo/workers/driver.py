@@ -26,6 +26,7 @@ from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species,
 from mrepo.workers.references import remasked
 from mrepo.workers.refine_item import load_item_particles
 from mrepo.workers.settings import RefineSettings
+from mrepo.workers.source_weights import refit_source_weights
 
 __all__ = ["refine_population", "build_tasks", "DivergenceError"]
 
@@ -115,6 +116,10 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
             raise InvalidInput("no item holds particles of the selected species")
         started = time.perf_counter()
         out = executor.run(tasks, progress=progress)
+        fitted_weights = None
+        if settings.weights and settings.weights_scope == "source":  # M: weights over a source's items
+            finest = min((repo.species(sp_hashes[n]).resolution or np.inf) for n in names)
+            out.results, fitted_weights = refit_source_weights(repo.objects, out.results, finest)
         # The reconstruction's float results depend on torch's thread count: fix it, so that every
         # executor (and a resumed run) commits bit-identical maps.
         torch.set_num_threads(settings.threads)
@@ -175,6 +180,8 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
         new_pop = Population(pop.name, new_sources, new_species, pop.metadata)
         op = {"name": "refine", "iteration": it, "settings": settings.to_json(), "species": names,
               "sources": src_names, "movement": movement}
+        if fitted_weights:
+            op["weights"] = fitted_weights
         res = ", ".join(f"{n} {repo.species(new_species[n]).resolution or float('nan'):.2f} Å" for n in names)
         commits.append(repo.commit(new_pop, message=f"refine iteration {it}/{'auto' if auto else last}: {res}",
                                    branch=branch, operation=op, author=author, expected_head=head))

@@ -400,7 +400,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
         nc = _spectra(ctx, params)
         if nc is not None:
             nc_hash = objects.put_array(nc)
-            if settings.weights:
+            if settings.weights and settings.weights_scope == "item":  # "source": fitted by the driver
                 box = max(ref.box for ref in ctx.refs.values())
                 freqs = np.arange(nc.shape[1]) / (box * model.pixel_size)
                 limit = int(np.floor(box * model.pixel_size / min(ctx.resolution.values()))) + 1

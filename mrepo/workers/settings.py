@@ -67,6 +67,10 @@ class RefineSettings:
     tilt (mrad) and trefoil (odd Zernike order 3, ``--ctf_zernike3``), ``ctf_zernike4`` even
     Zernike order 4 (``--ctf_zernike4``), ``ctf_cs`` spherical aberration (mm, ``--ctf_cs``),
     ``ctf_phase`` phase-plate phase shift (deg, ``--ctf_phase``).
+    ``weights_scope`` (with ``weights``): ``"source"`` fits the data-driven exposure weights over all
+    items of a data source after each iteration (per exposure index and per item, as M;
+    :mod:`mrepo.workers.source_weights`), used from the next iteration on; ``"item"`` fits them per item
+    inside its refinement (:func:`mrepo.workers.weights.fit_exposure_weights`), used at once.
     Deformation groups (:mod:`mrepo.workers.deformation`): ``volume_warp`` (tilt series; MCore
     ``--refine_volumewarp XxYxZxT``) node counts of the quadrilinear grid of 3-D particle displacements
     (Å) over the volume and accumulated exposure, refined with the geometry, or None (CLI default grid
@@ -82,6 +86,7 @@ class RefineSettings:
     refine_astigmatism: bool = False
     refine_stage_angles: bool = False
     weights: bool = False
+    weights_scope: str = "source"
     resolution_fraction: float = 0.8
     resolution_ramp: int = 3
     temporal_samples: int = 1
@@ -131,6 +136,8 @@ class RefineSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lbfgs_iterations < 0 or self.defocus_search_range < 0 or self.defocus_search_step <= 0:
             raise ValueError("lbfgs_iterations and defocus_search_range must be >= 0, defocus_search_step > 0")
+        if self.weights_scope not in ("source", "item"):
+            raise ValueError(f"weights_scope must be 'source' or 'item', got {self.weights_scope!r}")
         if self.ctf_min_resolution <= 0 or self.stage_prior_deg < 0:
             raise ValueError(f"ctf_min_resolution must be > 0 and stage_prior_deg >= 0, got "
                              f"{self.ctf_min_resolution}, {self.stage_prior_deg}")

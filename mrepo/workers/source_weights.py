@@ -18,12 +18,17 @@ Fourier layout here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["SourceWeights", "fit_source_weights"]
+from mrepo.graph import Item
+from mrepo.store import ObjectStore
+from mrepo.workers.api import ItemResult
+
+__all__ = ["SourceWeights", "fit_source_weights", "refit_source_weights"]
 
 
 @dataclass
@@ -98,3 +103,35 @@ def fit_source_weights(spectra: list[np.ndarray], orders: list[np.ndarray], freq
     per_item = [np.stack([b - b_min, np.exp(s - s_max)], 1) for b, s in zip(combined_b, combined_s)]
     return SourceWeights(np.stack([be - be.min(), np.exp(se - se.max())], 1),
                          np.stack([bj - bj.min(), np.exp(sj - sj.max())], 1), per_item)
+
+
+def refit_source_weights(objects: ObjectStore, results: list[ItemResult], resolution: float
+                         ) -> tuple[list[ItemResult], dict[str, dict[str, list]]]:
+    """Fit :func:`fit_source_weights` over each data source's refined items (their NC spectra, shells up
+    to ``resolution`` Å) and store every item again with the fitted ``weights`` model; returns the
+    results pointing at the new item versions and, per source, the fitted exposure and item terms
+    (for the commit's operation record). Items without spectra keep their version."""
+    by_source: dict[str, list[int]] = {}
+    for k, r in enumerate(results):
+        if r.nc_spectra is not None:
+            by_source.setdefault(r.task.source, []).append(k)
+    out, summary = list(results), {}
+    for source, rows in sorted(by_source.items()):
+        items = [Item.load(objects, results[k].item_hash) for k in rows]
+        spectra = [np.asarray(objects.get_array(results[k].nc_spectra), np.float64) for k in rows]
+        shells = min(s.shape[1] for s in spectra)
+        spectra = [s[:, :shells] for s in spectra]
+        orders = [np.asarray(it.imaging.get("acquisition_order", list(range(len(s)))), np.int64)
+                  for it, s in zip(items, spectra)]
+        box_pixel = 2 * (shells - 1) * float(items[0].imaging["pixel_size"])  # box (Å) of the spectra
+        freqs = np.arange(shells) / box_pixel
+        limit = min(shells, int(np.floor(box_pixel / resolution)) + 1) if np.isfinite(resolution) else shells
+        fit = fit_source_weights(spectra, orders, freqs, shell_range=(1, max(limit, 3)))
+        for k, item, w in zip(rows, items, fit.per_item):
+            models = {**item.models, "weights": objects.put_array(np.ascontiguousarray(w, dtype=np.float64))}
+            out[k] = dataclasses.replace(results[k], item_hash=dataclasses.replace(item, models=models).save(objects))
+        summary[source] = {"exposure_bfactor_A2": fit.exposure[:, 0].round(2).tolist(),
+                           "exposure_scale": fit.exposure[:, 1].round(4).tolist(),
+                           "item_bfactor_A2": fit.items[:, 0].round(2).tolist(),
+                           "item_scale": fit.items[:, 1].round(4).tolist()}
+    return out, summary
