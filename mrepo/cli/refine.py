@@ -36,6 +36,10 @@ def register(app: typer.Typer) -> None:
         refine_stage_angles: bool = typer.Option(False, "--refine-stage-angles",
                                                  help="Refine tilt-series stage angles (tilt series only)."),
         weights: bool = typer.Option(False, "--weights", help="Fit and apply data-driven exposure weights."),
+        weights_scope: str = typer.Option("source", "--weights-scope",
+                                          help="With --weights: 'source' fits B-factor and scale per exposure "
+                                          "index and per item over each data source (M; used from the next "
+                                          "iteration), 'item' fits each item alone."),
         refine_mag: bool = typer.Option(False, "--refine-mag",
                                         help="Refine the anisotropic magnification: a 2x2 matrix on image "
                                         "frequencies per item, changed symmetrically (scale major/minor, angle; "
@@ -98,7 +102,7 @@ def register(app: typer.Typer) -> None:
                 min_particles_per_item=min_particles, denoise=denoise, denoise_steps=denoise_steps,
                 denoise_device=denoise_device, refine_mag=refine_mag, ctf_zernike3=ctf_zernike3,
                 ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase, volume_warp=refine_volume_warp,
-                doming=doming_grid if refine_doming else None)
+                doming=doming_grid if refine_doming else None, weights_scope=weights_scope)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()
