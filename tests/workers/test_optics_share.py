@@ -73,3 +73,16 @@ def test_cli_refine_mag_and_zernike3_share_recovered_optics_and_export_them(tmp_
     assert items[0].imaging["beam_tilt"] == items[1].imaging["beam_tilt"]
     assert np.abs(np.asarray(items[0].imaging["mag_matrix"]) - np.asarray(injected.mag_matrix)).max() < 1e-3
     assert np.abs(np.asarray(items[0].imaging["beam_tilt"]) - np.asarray(injected.beam_tilt_mrad)).max() < 0.05
+    # the shared values leave through RELION's optics table (rlnMagMat*, rlnBeamTiltX/Y)
+    import starfile
+
+    out = tmp_path / "export"
+    res = CliRunner().invoke(app, ["export", "relion", "--repo", url, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    tables = [starfile.read(p, always_dict=True) for p in sorted(out.rglob("*.star"))]
+    optics = [t["optics"] for t in tables if "optics" in t and "rlnMagMat00" in t["optics"].columns]
+    assert optics, [list(t) for t in tables]
+    row = optics[0].iloc[0]
+    mag = items[0].imaging["mag_matrix"]
+    assert abs(row["rlnMagMat00"] - mag[0][0]) < 1e-9 and abs(row["rlnMagMat11"] - mag[1][1]) < 1e-9
+    assert abs(row["rlnBeamTiltX"] - items[0].imaging["beam_tilt"][0]) < 1e-9
