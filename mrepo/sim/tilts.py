@@ -34,6 +34,7 @@ from mrepo.sim.deformation import ExposureDamage, VolumeDeformation, measured_da
 from mrepo.sim.detector import record_images
 from mrepo.sim.frames import noise_sigma_for_snr
 from mrepo.sim.motion import SmoothWarp, perturb_angles, place_non_overlapping, random_smooth_warp
+from mrepo.sim.optics import SimAberrations
 from mrepo.sim.records import Particles, Perturbation, assign_half_sets
 from mrepo.sim.records import species_labels as _species_labels
 from mrepo.sim.render import Optics, ParticleImages, render_stack
@@ -112,6 +113,7 @@ class TiltSeriesConfig(SpeciesChoice):
     name: str = "ts"
     volume_warp_A: float = 0.0  # injected volume deformation (mrepo.sim.deformation), about this many Å at the end
     damage: str = "dose"  # exposure damage: "dose" (B = 4 Å² · exposure) or "measured" (sim.deformation)
+    aberrations: SimAberrations = SimAberrations()  # injected magnification / beam tilt / trefoil (truth only)
 
     def volume_size_A(self) -> np.ndarray:
         p = self.optics.pixel_size
@@ -153,6 +155,7 @@ class TiltSeriesTruth:
     signal_scale: float = 1.0  # dark data: expectation = mean_counts - signal_scale * rendered image
     volume_deformation: VolumeDeformation | None = None  # injected volume warp (truth only)
     damage: ExposureDamage | None = None  # injected per-tilt B-factors and scales (truth only); None: dose rule
+    aberrations: SimAberrations = field(default_factory=SimAberrations)  # injected optics (truth.json only)
 
 
 @dataclass
@@ -219,7 +222,8 @@ def render_tilts(truth: TiltSeriesTruth, species: list[SimSpecies], pad: int = 3
     """Noise-free tilt stack (I, H, W) float64 re-rendered from the truth record alone."""
     w, h = truth.image_size
     return render_stack(
-        [s.atoms for s in species], [s.spec.box for s in species], tilt_plan(truth), (h, w), truth.optics, pad
+        [s.atoms for s in species], [s.spec.box for s in species], tilt_plan(truth), (h, w), truth.optics, pad,
+        truth.aberrations,
     )
 
 
@@ -266,6 +270,7 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
         mean_def + astig / 2, mean_def - astig / 2, astig_deg, dose, pre, warps, particles,
         None, 0.0,  # type: ignore[arg-type]
     )
+    truth.aberrations = config.aberrations
     extra = np.random.default_rng([seed, 15])  # injected effects draw apart: the rest of the series is unchanged
     if config.volume_warp_A:
         truth.volume_deformation = random_volume_deformation(extra, vol, config.volume_warp_A)

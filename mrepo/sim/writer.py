@@ -134,6 +134,8 @@ def truth_record(sim: SimulatedFrameSeries | SimulatedTiltSeries) -> dict:
             tilt_weight="cos(ytilt)",
             image_warps=[w.to_json() for w in t.warps],
         )
+        if t.aberrations.active:  # injected optics: truth only
+            item["aberrations"] = t.aberrations.to_json()
         if t.volume_deformation is not None:  # injected volume warp: truth only
             item["volume_deformation"] = t.volume_deformation.to_json()
     if t.damage is not None:  # injected damage model (replaces bfactor_per_exposure_A2): truth only

@@ -5,6 +5,7 @@ against RELION's definitions (mrepo.kernels.aberrations); truth written to truth
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,21 @@ def test_sim_frames_cli_refuses_bad_optics_in_one_line(tmp_path: Path):
                                        "--size", "96", "--box", "32", *args])
         assert res.exit_code == 2, res.output
         assert needle in res.output and not out.exists()
+
+
+def test_tilt_series_carry_injected_optics_in_their_truth():
+    from mrepo.sim import TiltSeriesConfig, simulate_tilt_series
+    from mrepo.sim.species import SpeciesSpec
+    from mrepo.sim.writer import initial_record, truth_record
+
+    ab = SimAberrations(mag_matrix=((1.01, 0.0), (0.0, 0.995)), beam_tilt_mrad=(0.5, -0.3))
+    cfg = TiltSeriesConfig(image_size=(96, 96), volume_depth_px=32, optics=Optics(pixel_size=2.0),
+                           species=(SpeciesSpec("a", 30.0, "C1", 100, 24),), box=24, n_particles=2, max_tilt=10.0,
+                           tilt_step=10.0, snr=1.0, pad=2, slab_thickness=20.0, contrast="light")
+    plain = simulate_tilt_series(cfg, 1)
+    sim = simulate_tilt_series(replace(cfg, aberrations=ab), 1)
+    assert truth_record(sim)["items"][0]["aberrations"]["beam_tilt"] == [0.5, -0.3]
+    assert "aberrations" not in truth_record(plain)["items"][0] and "aberrations" not in json.dumps(initial_record(sim))
+    # same particles and noise draw: the images differ only by the optics
+    assert sim.truth.particles.coordinates.tolist() == plain.truth.particles.coordinates.tolist()
+    assert not np.allclose(sim.data, plain.data)
