@@ -168,9 +168,14 @@ def tilts(
                                       "items[0].volume_deformation)"),
     damage: str = typer.Option("dose", "--damage", help="exposure damage: dose (B = 4 Å² per e-/Å²) or measured "
                                "(saturating per-tilt B-factors and scales, truth.json items[0].damage)"),
+    mag_matrix: str = typer.Option(None, "--mag-matrix", metavar="M00,M01,M10,M11",
+                                   help="inject anisotropic magnification (as for frames; truth.json only)"),
+    beam_tilt: str = typer.Option(None, "--beam-tilt", metavar="X,Y", help="inject beam tilt in mrad"),
+    trefoil: str = typer.Option(None, "--trefoil", metavar="A,B", help="inject trefoil (odd Zernike 2, 5; rad)"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
     _check(size, pixel_size, box, snr, particles, species)
+    aberrations = _aberrations(mag_matrix, beam_tilt, trefoil)
     if not math.isfinite(max_tilt) or not 0 <= max_tilt < 90:
         raise InvalidInput(f"--max-tilt {max_tilt}: must be at least 0 and below 90 degrees")
     if not math.isfinite(step) or step <= 0:
@@ -181,7 +186,7 @@ def tilts(
         config = TiltSeriesConfig(
             image_size=(size, size), optics=Optics(pixel_size=pixel_size), n_species=species, box=box,
             n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr, contrast=_contrast(contrast),
-            volume_warp_A=_finite("--volume-warp", volume_warp), damage=_damage(damage),
+            volume_warp_A=_finite("--volume-warp", volume_warp), damage=_damage(damage), aberrations=aberrations,
         )
         sim = simulate_tilt_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
