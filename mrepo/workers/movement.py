@@ -6,7 +6,8 @@ trajectory sample), ``z`` (Å, particle depth; tilts), ``particle_defocus`` (Å,
 the particle's height), ``rotation`` (degrees, geodesic angle of the pose), ``shifts``
 (px, per-exposure global shift), ``defocus`` (Å, per-exposure mean of U and V),
 ``astigmatism`` (Å, per-exposure half difference U − V), ``stage`` (degrees, norm of the
-per-tilt stage-angle change). Each group is summarised by its median and 95th percentile.
+per-tilt stage-angle change), ``volume_warp`` (px, norm of each volume-warp node's change; tilts),
+``doming`` (Å, each doming node's change; frames). Each group is summarised by its median and 95th percentile.
 
 **Divergence** (:func:`divergence`): with the previous resolution d (Å) of the species,
 a particle cannot be located better than d, so an iteration whose 95th-percentile
@@ -35,10 +36,10 @@ __all__ = ["particle_moves", "item_moves", "species_moves", "item_version_moves"
            "UNITS"]
 
 UNITS = {"translation": "px", "z": "Å", "particle_defocus": "Å", "rotation": "°", "shifts": "px",
-         "defocus": "Å", "astigmatism": "Å", "stage": "°"}
+         "defocus": "Å", "astigmatism": "Å", "stage": "°", "volume_warp": "px", "doming": "Å"}
 #: median moves below which an iteration counts as settled (units of :data:`UNITS`)
 SETTLED = {"translation": 0.1, "z": 1.5, "particle_defocus": 10.0, "rotation": 0.1, "shifts": 0.1,
-           "defocus": 10.0, "astigmatism": 10.0, "stage": 0.1}
+           "defocus": 10.0, "astigmatism": 10.0, "stage": 0.1, "volume_warp": 0.1, "doming": 10.0}
 
 
 def particle_moves(old_coords: np.ndarray, old_angles: np.ndarray, new_coords: np.ndarray, new_angles: np.ndarray,
@@ -58,14 +59,15 @@ def particle_moves(old_coords: np.ndarray, old_angles: np.ndarray, new_coords: n
 def item_moves(old: dict[str, np.ndarray | None], new: dict[str, np.ndarray | None],
                pixel_size: float) -> dict[str, np.ndarray]:
     """Per-exposure moves of an item's models (``global_shifts`` (n, 2) Å, ``ctf`` (n, 3),
-    ``stage_corrections`` (n, 3) degrees; missing arrays count as zeros)."""
+    ``stage_corrections`` (n, 3) degrees) and per-node moves of its deformation grids (``volume_warp``,
+    ``doming``, Å); missing arrays (or a grid of another shape) count as zeros."""
     out: dict[str, np.ndarray] = {}
 
     def pair(name: str) -> tuple[np.ndarray, np.ndarray] | None:
         a, b = old.get(name), new.get(name)
         if a is None and b is None:
             return None
-        a = np.zeros_like(b) if a is None else a
+        a = np.zeros_like(b) if a is None or (b is not None and a.shape != b.shape) else a  # new grid: from 0
         b = np.zeros_like(a) if b is None else b
         return np.asarray(a, np.float64), np.asarray(b, np.float64)
 
@@ -77,6 +79,10 @@ def item_moves(old: dict[str, np.ndarray | None], new: dict[str, np.ndarray | No
         out["astigmatism"] = np.abs((b[:, 0] - b[:, 1]) / 2 - (a[:, 0] - a[:, 1]) / 2)
     if (p := pair("stage_corrections")) is not None:
         out["stage"] = np.linalg.norm(p[1] - p[0], axis=-1)
+    if (p := pair("volume_warp")) is not None:  # (3, gx, gy, gz, gt) Å
+        out["volume_warp"] = np.linalg.norm((p[1] - p[0]).reshape(3, -1), axis=0) / pixel_size
+    if (p := pair("doming")) is not None:  # (gx, gy, gt) Å
+        out["doming"] = np.abs(p[1] - p[0]).ravel()
     return out
 
 
@@ -146,6 +152,6 @@ def item_version_moves(objects, old_hash: str, new_hash: str) -> tuple[str, dict
 
     def arrays(item) -> dict[str, np.ndarray | None]:
         return {k: (np.asarray(objects.get_array(item.models[k])) if k in item.models else None)
-                for k in ("global_shifts", "ctf", "stage_corrections")}
+                for k in ("global_shifts", "ctf", "stage_corrections", "volume_warp", "doming")}
 
     return new.kind, item_moves(arrays(old), arrays(new), float(new.imaging["pixel_size"]))

@@ -184,3 +184,17 @@ def test_schedule_places_volume_warp_with_the_geometry_of_tilts_and_doming_with_
     assert "doming" in frames.ctf and "volume_warp" not in frames.geometry
     coarse = plan_schedule(s, "frames", False, {"a": 20.0}, {"a": 50.0}, 1.5, 300.0, 10)
     assert "doming" not in coarse.ctf and "ctf" in coarse.skipped
+
+
+def test_movement_reports_deformation_node_moves_in_their_units():
+    from mrepo.workers.movement import UNITS, item_moves
+
+    old = {"volume_warp": np.zeros((3, 2, 2, 2, 2)), "doming": None}
+    new_w = np.zeros((3, 2, 2, 2, 2))
+    new_w[:, 0, 0, 0, 0] = [3.0, 4.0, 0.0]  # 5 Å = 2.5 px at 2 Å/px
+    moves = item_moves(old, {"volume_warp": new_w, "doming": np.full((3, 3, 2), 20.0)}, 2.0)
+    assert moves["volume_warp"].max() == 2.5 and moves["volume_warp"].size == 16
+    np.testing.assert_array_equal(moves["doming"], np.full(18, 20.0))
+    assert UNITS["volume_warp"] == "px" and UNITS["doming"] == "Å"
+    # a new grid shape counts from zero
+    assert item_moves({"doming": np.ones((2, 2, 2))}, {"doming": np.ones((3, 3, 2))}, 2.0)["doming"].max() == 1.0
