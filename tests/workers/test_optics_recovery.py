@@ -101,3 +101,33 @@ def test_target_peaks_at_the_true_cs_and_phase_shift():
     assert cs_grid[int(np.argmax([target(c, 30.0) for c in cs_grid]))] == 2.0
     phase_grid = [0.0, 15.0, 30.0, 45.0]
     assert phase_grid[int(np.argmax([target(2.0, p) for p in phase_grid]))] == 30.0
+
+
+@pytest.mark.slow
+def test_tilt_series_target_peaks_at_the_injected_magnification_and_beam_tilt():
+    """The tilt-series geometry (poses through the stage matrices) carries the magnification as frames do."""
+    from mrepo.sim import TiltSeriesConfig, simulate_tilt_series
+
+    cfg = TiltSeriesConfig(image_size=(160, 160), volume_depth_px=64, optics=Optics(pixel_size=1.5),
+                           species=small_species(48, 1.5)[:1], box=48, n_particles=6, max_tilt=20.0, tilt_step=10.0,
+                           snr=1.0, pad=3, slab_thickness=40.0, defocus=10000.0, contrast="light",
+                           aberrations=INJECTED)
+    sr = build_population([simulate_tilt_series(cfg, 2)], truth="oracle", resolution=3.5)
+    settings = RefineSettings(refine_mag=True, ctf_zernike3=True, resolution_fraction=1.0)
+    task = _task(sr, settings)
+    ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
+    params = Parameters.zeros(ctx.model, ctx.particles, None)
+    subsets = ctx.subsets(params)
+    truth = {"mag": [10.0, -5.0, 0.0], "beam_tilt": [0.5, -0.3], "trefoil": [2.0, 0.0]}
+
+    def target(group: str, index: int, value: float) -> float:
+        for g, v in truth.items():
+            params.optics[g].copy_(torch.tensor(v, dtype=torch.float64))
+        params.optics[group][index] = value
+        with torch.no_grad():
+            return float(ctx.sums(subsets, params, ctf_frozen=False).target())
+
+    for group, index, grid in (("mag", 0, [0.0, 10.0, 20.0]), ("mag", 1, [-15.0, -5.0, 5.0]),
+                               ("beam_tilt", 0, [0.0, 0.5, 1.0]), ("beam_tilt", 1, [-0.8, -0.3, 0.2])):
+        scores = [target(group, index, v) for v in grid]
+        assert grid[int(np.argmax(scores))] == truth[group][index], (group, index, scores)
