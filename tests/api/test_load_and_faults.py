@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mrepo.graph import Commit, Population, Repository, fetch, push, verify
@@ -140,8 +141,11 @@ def test_fetch_killed_mid_download_resumes_without_refetching_arrays(tmp_path) -
     Repository.init(str(root)).close()
     tokens = make_tokens(tmp_path / "tokens.toml")
     seed = Repository.open(str(root))
-    head = seed.commit(make_population(seed, n_items=40, species=("a", "b", "c")), message="big", branch="dev",
-                       author="t", time="2025-01-01T00:00:00Z")
+    rng = np.random.default_rng(0)  # 30 incompressible 2 MiB arrays: the download takes a while
+    volumes = {f"v{i}": {"@array": seed.objects.put_array(rng.normal(size=(8, 256, 256)).astype(np.float32))}
+               for i in range(30)}
+    pop = replace(make_population(seed, n_items=4), metadata=volumes)
+    head = seed.commit(pop, message="big", branch="dev", author="t", time="2025-01-01T00:00:00Z")
     port = free_port()
     proc = start_subprocess(root, port, tmp_path / "tokens.toml")
     url = f"http://127.0.0.1:{port}/repo"
