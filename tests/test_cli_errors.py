@@ -107,6 +107,8 @@ def test_gc_grace_needs_a_unit(repo_with_history) -> None:
     (["tilts", "--pixel-size", "nan"], "--pixel-size"),
     (["tilts", "--max-tilt", "95"], "--max-tilt"),
     (["tilts", "--step", "0"], "--step"),
+    (["frames", "--size", "100000"], "--size"),  # was a 745 GB MemoryError traceback
+    (["tilts", "--seed", "-5"], "--seed"),  # was numpy's "expected non-negative integer"
 ])
 def test_sim_refuses_bad_numbers_in_one_line(tmp_path: Path, args: list[str], option: str) -> None:
     out = tmp_path / "sim"
@@ -137,6 +139,19 @@ def test_unreachable_s3_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
     for args in (["log", "--repo", "s3://bucket/lab"], ["init", "s3://bucket/lab"]):
         message = one_line_error(mrepo(*args, code=ExitCode.UNREACHABLE))
         assert f"127.0.0.1:{port}" in message and "cannot reach S3 endpoint" in message
+
+
+def test_missing_s3_credentials_are_named_not_called_unreachable(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    port = _closed_port()
+    monkeypatch.setenv("MREPO_S3_ENDPOINT", f"http://127.0.0.1:{port}")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    message = one_line_error(mrepo("log", "--repo", "s3://bucket/lab", code=ExitCode.ACCESS_DENIED))
+    assert "no S3 credentials" in message and "AWS_ACCESS_KEY_ID" in message
 
 
 @pytest.mark.s3

@@ -15,13 +15,23 @@ app = typer.Typer(help="Simulate cryo-EM frame or tilt series with exact ground 
 console = Console()
 
 
-def _check(size: int, pixel_size: float, box: int, snr: float, particles: int, species: int) -> None:
+MAX_SIZE_PX = 4096
+"""Largest simulated image side: 10 frames of 4096² px are 1.3 GB as float64, 100000² px would be 745 GB."""
+
+
+def _check(size: int, pixel_size: float, box: int, snr: float, particles: int, species: int,
+           seed: int = 0) -> None:
     """Refuse impossible numbers in one line (exit 2) before any work is done."""
     def bad(option: str, value: object, need: str) -> InvalidInput:
         return InvalidInput(f"{option} {value}: {need}")
 
+    if seed < 0:
+        raise bad("--seed", seed, "the random seed must be 0 or larger")
     if size < 16:
         raise bad("--size", size, "the image must be at least 16 pixels wide")
+    if size > MAX_SIZE_PX:
+        raise bad("--size", size, f"at most {MAX_SIZE_PX} pixels (the simulator holds the whole stack in memory "
+                  "as float64)")
     if not math.isfinite(pixel_size) or pixel_size <= 0:
         raise bad("--pixel-size", pixel_size, "must be a positive number of Å")
     if box < 8:
@@ -129,7 +139,7 @@ def frames(
 ) -> None:
     """Simulate one frame series and write it to OUT. Injected optics (--mag-matrix, --beam-tilt,
     --trefoil) are written to truth.json only (items[0].aberrations), never to initial.json."""
-    _check(size, pixel_size, box, snr, particles, species)
+    _check(size, pixel_size, box, snr, particles, species, seed)
     aberrations = _aberrations(mag_matrix, beam_tilt, trefoil)
     if n_frames < 2:
         raise InvalidInput(f"--frames {n_frames}: a frame series needs at least 2 frames")
@@ -174,7 +184,7 @@ def tilts(
     trefoil: str = typer.Option(None, "--trefoil", metavar="A,B", help="inject trefoil (odd Zernike 2, 5; rad)"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
-    _check(size, pixel_size, box, snr, particles, species)
+    _check(size, pixel_size, box, snr, particles, species, seed)
     aberrations = _aberrations(mag_matrix, beam_tilt, trefoil)
     if not math.isfinite(max_tilt) or not 0 <= max_tilt < 90:
         raise InvalidInput(f"--max-tilt {max_tilt}: must be at least 0 and below 90 degrees")

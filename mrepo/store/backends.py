@@ -432,6 +432,11 @@ class S3Backend(FsspecBackend):
         except PermissionError:
             return
         except Exception as exc:  # botocore's connection and endpoint errors share no base class with OSError
+            if type(exc).__name__ == "NoCredentialsError":  # botocore.exceptions: nothing was sent
+                from .http_backend import AccessDenied  # lazy: http_backend imports this module
+
+                raise AccessDenied(f"no S3 credentials for {self.url}: set AWS_ACCESS_KEY_ID and "
+                                   "AWS_SECRET_ACCESS_KEY (or an AWS profile)") from None
             raise Unreachable(f"cannot reach S3 endpoint {endpoint} for {self.url}: "
                               f"{type(exc).__name__}: {exc}") from None
 
