@@ -77,5 +77,5 @@ def verify_in_place(records: list[str], *, storage: Storage, workers: int = 4,
             if problem:
                 problems.append(problem)
             if progress:
-                progress("verify raw data", i, len(files))
+                progress("raw data", i, len(files))
     return len(files), problems

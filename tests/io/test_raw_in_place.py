@@ -46,8 +46,11 @@ def test_verify_hashes_raw_data_in_place(simulated: Path, tmp_path: Path) -> Non
     import_sim(repo, data, copy=False)
     stack = _item_stack(repo)
     assert stack.is_file() and stack.is_relative_to(data)
-    ok = verify(repo.storage)
+    phases: list[str] = []
+    ok = verify(repo.storage, progress=lambda phase, done, total: phases.append(phase))
     assert ok.ok, ok.problems
+    # the display prefixes the command ("verify raw data: 1/1"); the phase must not repeat it
+    assert "raw data" in phases and set(phases) <= {"verify", "raw data"}, phases
 
     with mrcfile.open(stack, mode="r+") as m:  # one voxel changes, header and size stay
         m.data[1, 7, 9] += 1.0
