@@ -18,7 +18,8 @@ Model arrays (``Item.models``, array hashes; stack order, n = frames or tilts):
   (x / width, y / height, t) (:mod:`mrepo.workers.deformation`).
 * ``phase_shift`` (n,) float64 deg: phase-plate phase shift (CTF phase, all frequencies).
 * ``weights`` (n, 2) float64: data-driven (B-factor Å², scale) per frame/tilt; when present
-  they replace the dose/tilt heuristic ``exp(-E k²) cos(tilt)``.
+  they replace the dose/tilt heuristic ``exp(-E k²) cos(tilt)``. Fitted over the item's data source
+  (:mod:`mrepo.workers.source_weights`, normalised over the source) or over the item alone.
 
 Optics-group aberrations from ``Item.imaging`` (beam_tilt mrad, odd_zernike, even_zernike, mag_matrix,
 RELION CtfRefine's values) become :class:`~mrepo.kernels.aberrations.Aberrations`: the even phase and the
