@@ -46,10 +46,11 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=16)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="first simulation seed")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_denoise_refine.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    sims = make_sims("frames", a.items, a.particles, a.snr, 1)
+    sims = make_sims("frames", a.items, a.particles, a.snr, a.seed)
     log: dict = {"command": " ".join(["python benchmarks/bench_denoise_refine.py", *sys.argv[1:]]), "arms": {}}
     for arm in ("fsc-weighted", "denoised"):
         sr = build_population(sims, truth=False, resolution=10.0)
