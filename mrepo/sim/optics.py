@@ -8,6 +8,8 @@ The simulator renders them on its own path, not through the refinement's image m
   evaluated at ``M^-T (r - c)`` around the particle centre c (exact, non-separable), and the CTF
   and the odd phase below are evaluated at ``M k``;
 * beam tilt t (mrad, x/y) is the coma phase ``φ = -2π Cs λ² |k|² (k · t)`` (Cs in Å, t in rad);
+* four-fold astigmatism (a, b) rad: ``a (4 kx³ ky - 4 kx ky³) + b (kx⁴ - 6 kx² ky² + ky⁴)`` subtracted
+  from γ (RELION's even Zernike coefficients 4 and 8, an offset of its CTF argument);
 * trefoil (a, b) rad: ``φ = a (3 kx² ky - ky³) + b (kx³ - 3 kx ky²)`` (k in 1/Å), i.e. RELION's odd
   Zernike coefficients 2 and 5;
 
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from mrepo.kernels.ctf import electron_wavelength
 
-__all__ = ["SimAberrations", "magnified", "odd_phase_factor"]
+__all__ = ["SimAberrations", "magnified", "odd_phase_factor", "even_phase"]
 
 _IDENTITY = ((1.0, 0.0), (0.0, 1.0))
 
@@ -40,6 +42,7 @@ class SimAberrations:
     beam_tilt_mrad: tuple[float, float] = (0.0, 0.0)
     trefoil: tuple[float, float] = (0.0, 0.0)
     phase_shift_deg: float = 0.0  # phase-plate phase shift added to the CTF phase γ
+    four_fold: tuple[float, float] = (0.0, 0.0)  # four-fold astigmatism: RELION even Zernike 4 and 8, rad
 
     def __post_init__(self) -> None:
         m = np.asarray(self.mag_matrix, dtype=float)
@@ -56,7 +59,11 @@ class SimAberrations:
 
     @property
     def active(self) -> bool:
-        return self.has_magnification or self.has_odd or self.phase_shift_deg != 0
+        return self.has_magnification or self.has_odd or self.has_even or self.phase_shift_deg != 0
+
+    @property
+    def has_even(self) -> bool:
+        return any(self.four_fold)
 
     def distortion(self) -> np.ndarray:
         """Real-space map from image offsets to unmagnified ones: ``M^-T`` (2, 2)."""
@@ -69,6 +76,7 @@ class SimAberrations:
                 "beam_tilt": [float(v) for v in self.beam_tilt_mrad],
                 "odd_zernike": [0.0, 0.0, float(self.trefoil[0]), 0.0, 0.0, float(self.trefoil[1])],
                 "phase_shift_deg": float(self.phase_shift_deg),
+                "even_zernike": [0.0] * 4 + [float(self.four_fold[0]), 0.0, 0.0, 0.0, float(self.four_fold[1])],
                 "mag_matrix_convention": "on frequencies: data(k) = projection(M k) (RELION rlnMagMat)",
                 "odd_phase_convention": "data(k) = e^{i phi(Mk)} x even image; beam tilt phi = -2 pi Cs lambda^2 "
                                         "|k|^2 (k . tilt)"}
@@ -91,3 +99,11 @@ def odd_phase_factor(frequencies: Tensor, ab: SimAberrations, cs_mm: float, volt
     a, b = (float(v) for v in ab.trefoil)
     phi = phi + a * (3 * kx * kx * ky - ky**3) + b * (kx**3 - 3 * kx * ky * ky)
     return torch.polar(torch.ones_like(phi), phi)
+
+
+def even_phase(magnified_k: Tensor, ab: SimAberrations) -> Tensor:
+    """Four-fold astigmatism ``a (4 kx³ ky - 4 kx ky³) + b (kx⁴ - 6 kx² ky² + ky⁴)`` (rad) at ``M k``,
+    subtracted from γ as RELION's even Zernike offset."""
+    kx, ky = magnified_k[..., 0], magnified_k[..., 1]
+    a, b = (float(v) for v in ab.four_fold)
+    return a * (4 * kx**3 * ky - 4 * kx * ky**3) + b * (kx**4 - 6 * kx * kx * ky * ky + ky**4)

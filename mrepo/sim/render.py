@@ -32,7 +32,7 @@ from mrepo.kernels.ctf import ctf_at, frequency_grid_2d
 from mrepo.kernels.rotations import euler_to_matrix
 from mrepo.sim.atoms import PseudoAtomicModel
 from mrepo.sim.maps import gaussian_factors
-from mrepo.sim.optics import SimAberrations, magnified, odd_phase_factor
+from mrepo.sim.optics import SimAberrations, even_phase, magnified, odd_phase_factor
 
 __all__ = ["Optics", "ParticleImages", "project_atoms", "apply_ctf", "paste", "render_stack"]
 
@@ -141,17 +141,24 @@ def apply_ctf(
     m, h, w = images.shape
     freqs = frequency_grid_2d((h, w), optics.pixel_size, rfft=True, dtype=torch.float64)
     ab = aberrations if aberrations is not None and aberrations.active else None
+    k = magnified(freqs, ab) if ab is not None else freqs
+    # per-image parameters as (m, 1, 1) against the (h, w') grid; an even phase (h, w') joins the phase shift
+    col = (-1, 1, 1)
+    phase: torch.Tensor | float = 0.0 if ab is None else float(np.deg2rad(ab.phase_shift_deg))
+    if ab is not None and ab.has_even:
+        phase = phase - even_phase(k, ab)
     ctf = ctf_at(
-        magnified(freqs, ab) if ab is not None else freqs,
-        defocus_u=defocus_u.double(),
-        defocus_v=defocus_v.double(),
-        astigmatism_angle=astigmatism_rad.double(),
+        k,
+        defocus_u=defocus_u.double().reshape(col),
+        defocus_v=defocus_v.double().reshape(col),
+        astigmatism_angle=astigmatism_rad.double().reshape(col),
         voltage_kv=optics.voltage_kv,
         cs_mm=optics.cs_mm,
         amplitude_contrast=optics.amplitude_contrast,
-        phase_shift=0.0 if ab is None else float(np.deg2rad(ab.phase_shift_deg)),
-        bfactor=4.0 * exposure.double(),
-        scale=scale.double(),
+        phase_shift=phase,
+        bfactor=4.0 * exposure.double().reshape(col),
+        scale=scale.double().reshape(col),
+        pointwise=True,
     )
     if ab is not None and ab.has_odd:
         ctf = ctf * odd_phase_factor(freqs, ab, optics.cs_mm, optics.voltage_kv)

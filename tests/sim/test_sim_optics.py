@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from mrepo.cli import app
 from mrepo.kernels.aberrations import insert_beam_tilt, zernike_phase
-from mrepo.kernels.ctf import ctf_at, frequency_grid_2d
+from mrepo.kernels.ctf import ctf_at, ctf_phase, frequency_grid_2d
 from mrepo.kernels.rotations import euler_to_matrix
 from mrepo.sim.atoms import PseudoAtomicModel
 from mrepo.sim.optics import SimAberrations
@@ -56,18 +56,26 @@ def test_injected_phases_follow_relions_definitions():
     opt = Optics(pixel_size=1.5)
     img = torch.from_numpy(np.random.default_rng(1).normal(size=(1, 64, 64)))
     du, dv, ang = torch.tensor([10000.0]), torch.tensor([9800.0]), torch.tensor([0.3])
-    ab = SimAberrations(mag_matrix=((1.01, 0.003), (-0.002, 0.995)), beam_tilt_mrad=(0.5, -0.3), trefoil=(20.0, -10.0))
+    ab = SimAberrations(mag_matrix=((1.01, 0.003), (-0.002, 0.995)), beam_tilt_mrad=(0.5, -0.3), trefoil=(20.0, -10.0),
+                        four_fold=(300.0, -200.0))
     out = torch.fft.rfft2(apply_ctf(img, opt, du, dv, ang, torch.tensor([0.0]), torch.tensor([1.0]), ab))[0]
     k = frequency_grid_2d((64, 64), 1.5, dtype=torch.float64)
     mk = k @ torch.tensor(ab.mag_matrix, dtype=torch.float64).T
     phi = zernike_phase(mk, insert_beam_tilt([0, 0, 20.0, 0, 0, -10.0], 0.5, -0.3, opt.cs_mm, opt.voltage_kv), odd=True)
-    ctf = ctf_at(mk, defocus_u=du[0], defocus_v=dv[0], astigmatism_angle=ang[0], voltage_kv=opt.voltage_kv,
-                 cs_mm=opt.cs_mm, amplitude_contrast=opt.amplitude_contrast)
+    even = zernike_phase(mk, [0, 0, 0, 0, 300.0, 0, 0, 0, -200.0], odd=False)
+    gamma = ctf_phase(mk, defocus_u=du[0], defocus_v=dv[0], astigmatism_angle=ang[0], voltage_kv=opt.voltage_kv,
+                      cs_mm=opt.cs_mm, amplitude_contrast=opt.amplitude_contrast)
+    ctf = torch.sin(gamma - even)  # RELION: -sin(γ_R + offset) with γ_R = -γ
     want = torch.fft.rfft2(img)[0] * ctf * torch.polar(torch.ones_like(phi), phi)
     # the Nyquist row and column (|kx| or |ky| = 1/3 Å⁻¹) cannot hold an odd phase in the transform of a real image
     keep = torch.ones(64, 33, dtype=torch.bool)
     keep[32, :], keep[:, 32] = False, False
     torch.testing.assert_close(out[keep], want[keep], rtol=1e-9, atol=1e-9)
+    # without aberrations the filter is the plain CTF x damage weight
+    plain = torch.fft.rfft2(apply_ctf(img, opt, du, dv, ang, torch.tensor([2.0]), torch.tensor([0.9])))[0]
+    ctf = ctf_at(k, defocus_u=du[0], defocus_v=dv[0], astigmatism_angle=ang[0], voltage_kv=opt.voltage_kv,
+                 cs_mm=opt.cs_mm, amplitude_contrast=opt.amplitude_contrast, bfactor=8.0, scale=0.9)
+    torch.testing.assert_close(plain[keep], (torch.fft.rfft2(img)[0] * ctf)[keep], rtol=1e-7, atol=1e-6)  # scale: float32
 
 
 def test_sim_frames_cli_writes_injected_optics_to_the_truth_only(tmp_path: Path):
