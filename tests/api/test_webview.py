@@ -210,8 +210,12 @@ def test_private_server_shows_a_sign_in_page(tmp_path) -> None:
     secret = add_token(tmp_path / "t.toml", "viewer", "read")
     app = create_app(str(tmp_path / "r"), tmp_path / "t.toml", anonymous_read=False, access_log=False)
     with thread_server(app) as base:
-        dom = _chromium(base + "/", tmp_path, height=900)
+        shot = tmp_path / "login.png"
+        dom = _chromium(base + "/", tmp_path, height=900, shot=shot)
         assert re.search(r'<section id="login">', dom) and re.search(r'<main id="main" hidden', dom)
+        # the hidden sections are not drawn (empty "Branches", "Species", ... cards showed below the form)
+        below = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)[420:, 40:860]
+        assert below.std() < 1.0, below.std()
         assert "Sign in" in dom and "secret work" not in dom
         assert httpx.get(f"{base}/api/overview", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
 
