@@ -131,3 +131,28 @@ def test_tilt_series_target_peaks_at_the_injected_magnification_and_beam_tilt():
                                ("beam_tilt", 0, [0.0, 0.5, 1.0]), ("beam_tilt", 1, [-0.8, -0.3, 0.2])):
         scores = [target(group, index, v) for v in grid]
         assert grid[int(np.argmax(scores))] == truth[group][index], (group, index, scores)
+
+
+def test_target_peaks_at_the_injected_four_fold_astigmatism():
+    """--ctf-zernike4: four-fold astigmatism Z(4,4) = 150 rad injected (even Zernike 8) is where the target peaks."""
+    cfg = FrameSeriesConfig(image_size=(192, 192), n_frames=2, optics=Optics(pixel_size=1.5),
+                            species=small_species(48, 1.5)[:1], box=48, n_particles=10, snr=1.0, pad=3,
+                            defocus=10000.0, contrast="light", aberrations=SimAberrations(four_fold=(0.0, 150.0)))
+    sr = build_population([simulate_frame_series(cfg, 6)], truth="oracle", resolution=3.5)
+    settings = RefineSettings(ctf_zernike4=True, resolution_fraction=1.0)
+    task = _task(sr, settings)
+    ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
+    params = Parameters.zeros(ctx.model, ctx.particles, None)
+    subsets = ctx.subsets(params)
+
+    def target(index: int, value: float) -> float:
+        params.optics["zernike4"].zero_()
+        params.optics["zernike4"][4] = 1.5
+        params.optics["zernike4"][index] = value
+        with torch.no_grad():
+            return float(ctx.sums(subsets, params, ctf_frozen=False).target())
+
+    grid = [0.0, 0.75, 1.5, 2.25, 3.0]  # units of 100 rad
+    assert grid[int(np.argmax([target(4, v) for v in grid]))] == 1.5
+    other = [-1.5, 0.0, 1.5]  # Z(-4,4) was not injected
+    assert other[int(np.argmax([target(0, v) for v in other]))] == 0.0
