@@ -58,7 +58,7 @@ def _numbers(option: str, text: str | None, count: int) -> tuple[float, ...] | N
     return values
 
 
-def _aberrations(mag: str | None, tilt: str | None, trefoil: str | None):
+def _aberrations(mag: str | None, tilt: str | None, trefoil: str | None, four_fold: str | None = None):
     """The injected optics of ``mrepo sim frames`` (:class:`mrepo.sim.optics.SimAberrations`)."""
     from mrepo.sim.optics import SimAberrations
 
@@ -70,6 +70,8 @@ def _aberrations(mag: str | None, tilt: str | None, trefoil: str | None):
         kw["beam_tilt_mrad"] = _numbers("--beam-tilt", tilt, 2)
     if trefoil is not None:
         kw["trefoil"] = _numbers("--trefoil", trefoil, 2)
+    if four_fold is not None:
+        kw["four_fold"] = _numbers("--four-fold", four_fold, 2)
     try:
         return SimAberrations(**kw)
     except ValueError as exc:
@@ -132,6 +134,9 @@ def frames(
     trefoil: str = typer.Option(None, "--trefoil", metavar="A,B",
                                 help="inject trefoil: odd Zernike coefficients 2 and 5 in rad (rlnOddZernike), "
                                 "e.g. 20,0 (default 0,0)"),
+    four_fold: str = typer.Option(None, "--four-fold", metavar="A,B",
+                                  help="inject four-fold astigmatism: even Zernike coefficients 4 and 8 in rad "
+                                  "(rlnEvenZernike), e.g. 0,150 (default 0,0)"),
     doming: float = typer.Option(40.0, "--doming", help="injected dome: defocus change in Å at the centre "
                                  "(M's doming; truth.json items[0].doming)"),
     damage: str = typer.Option("dose", "--damage", help="exposure damage: dose (B = 4 Å² per e-/Å²) or measured "
@@ -140,7 +145,7 @@ def frames(
     """Simulate one frame series and write it to OUT. Injected optics (--mag-matrix, --beam-tilt,
     --trefoil) are written to truth.json only (items[0].aberrations), never to initial.json."""
     _check(size, pixel_size, box, snr, particles, species, seed)
-    aberrations = _aberrations(mag_matrix, beam_tilt, trefoil)
+    aberrations = _aberrations(mag_matrix, beam_tilt, trefoil, four_fold)
     if n_frames < 2:
         raise InvalidInput(f"--frames {n_frames}: a frame series needs at least 2 frames")
     from mrepo.sim import FrameSeriesConfig, Optics, simulate_frame_series, write_dataset  # torch: import lazily
@@ -182,10 +187,12 @@ def tilts(
                                    help="inject anisotropic magnification (as for frames; truth.json only)"),
     beam_tilt: str = typer.Option(None, "--beam-tilt", metavar="X,Y", help="inject beam tilt in mrad"),
     trefoil: str = typer.Option(None, "--trefoil", metavar="A,B", help="inject trefoil (odd Zernike 2, 5; rad)"),
+    four_fold: str = typer.Option(None, "--four-fold", metavar="A,B",
+                                  help="inject four-fold astigmatism (even Zernike 4, 8; rad)"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
     _check(size, pixel_size, box, snr, particles, species, seed)
-    aberrations = _aberrations(mag_matrix, beam_tilt, trefoil)
+    aberrations = _aberrations(mag_matrix, beam_tilt, trefoil, four_fold)
     if not math.isfinite(max_tilt) or not 0 <= max_tilt < 90:
         raise InvalidInput(f"--max-tilt {max_tilt}: must be at least 0 and below 90 degrees")
     if not math.isfinite(step) or step <= 0:
