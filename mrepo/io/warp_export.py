@@ -21,7 +21,7 @@ files above); otherwise it is synthesised from the models, exactly invertible by
 :func:`~mrepo.io.warp_import.models_from_warp`:
 
 - frames: GridCTF (1, 1, n) = mean of defocus U/V (µm), <CTF> DefocusDelta/Angle of frame 0,
-  GridMovementX/Y = -global_shifts, GridLocalMovementX/Y = -image_warp;
+  GridMovementX/Y = -global_shifts, GridLocalMovementX/Y = -image_warp, GridCTFDoming = doming / 10⁴ (µm);
 - tilts: M's geometry is ``Rz(AxisAngle) Ry(-(Angle + LevelAngleY)) Rx(LevelAngleX)`` with ONE LevelAngleX
   per series, so stage_angles (xtilt, ytilt, zrot) map to LevelAngleX = xtilt (equal for every tilt),
   LevelAngleY = 0, Angles = -ytilt, AxisAngle = zrot; AxisOffset = global_shifts minus the centre terms
@@ -61,7 +61,7 @@ from .warp_xml import WarpGrid, WarpMeta, write_warp_xml
 __all__ = ["write_item_xml", "item_warp_meta", "MCannotRepresent", "M_MODELS", "XTILT_TOLERANCE"]
 
 #: model arrays an M export carries, per item kind
-M_MODELS = {"frames": {"ctf", "global_shifts", "image_warp", "phase_shift", "weights"},
+M_MODELS = {"frames": {"ctf", "global_shifts", "image_warp", "phase_shift", "weights", "doming"},
             "tilts": {"ctf", "global_shifts", "stage_angles", "stage_corrections", "image_warp", "phase_shift",
                       "weights"}}
 XTILT_TOLERANCE = 1e-9  # degrees
@@ -160,6 +160,9 @@ def item_warp_meta(repo: Repository, item: Item) -> WarpMeta:
         warp = _arr(repo, item, "image_warp")
         if warp is not None:
             meta.grids.update({"GridLocalMovementX": _grid3(-warp[0]), "GridLocalMovementY": _grid3(-warp[1])})
+        dome = _arr(repo, item, "doming")
+        if dome is not None:
+            meta.grids["GridCTFDoming"] = _grid3(dome / 1e4)
         return meta
     stage = _arr(repo, item, "stage_angles")
     stage = stage if stage is not None else np.stack([np.zeros(n), -np.asarray(im["tilt_angles"], float),

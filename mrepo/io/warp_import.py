@@ -10,7 +10,8 @@ Item fields from a Warp XML (:mod:`mrepo.io.warp_xml`; sources cited there) and 
   U/V = (D ± DefocusDelta / 2) · 10⁴ Å, angle DefocusAngle. global_shifts (n, 2) Å = −GridMovementX/Y
   nodes (Warp: particle at ``x − grid``; mrepo: image content displaced by ``+shift``); image_warp
   (2, gx, gy, gt) = −GridLocalMovementX/Y when not a single node (Warp's einspline vs mrepo's natural
-  spline: same nodes, interpolation may differ between nodes).
+  spline: same nodes, interpolation may differ between nodes); doming (gx, gy, gt) Å = GridCTFDoming
+  (M's defocus offsets, µm) · 10⁴ when it has a non-zero node (:mod:`mrepo.workers.deformation`).
 - tilts: tilt_angles = <Angles>, pre_exposure = <Dose>, exposure/acquisition_order from it;
   volume_dimensions = VolumeDimensionsAngstrom, or when the XML lacks it (older Warp) the settings file's
   Tomo DimensionsX/Y/Z (unbinned px) x Import PixelSize (Warp's ``DimensionsPhysical``);
@@ -138,6 +139,9 @@ def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_
             if lx.dims != ly.dims:
                 raise InvalidInput(f"{path}: GridLocalMovementX {lx.dims} and GridLocalMovementY {ly.dims} differ")
             models["image_warp"] = -np.stack([lx.array().transpose(2, 1, 0), ly.array().transpose(2, 1, 0)])
+        dome = meta.grid("GridCTFDoming")
+        if dome is not None and np.any(dome.flat() != 0):  # M's doming: defocus offsets (µm) over x, y, t
+            models["doming"] = dome.array().transpose(2, 1, 0) * 1e4
         phase = _per_frame(meta, "GridCTFPhase", n, meta.ctf_value("PhaseShift", 0.0, path)) * 180.0
     else:
         d = _tilt_values(meta, "GridCTF", n)
