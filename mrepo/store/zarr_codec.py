@@ -136,23 +136,10 @@ def _blocks(arr: np.ndarray, chunks: tuple[int, ...]) -> Iterator[tuple[str, np.
 def encode_chunks(arr: np.ndarray, chunks: tuple[int, ...], *, compress: bool = True
                   ) -> Iterator[tuple[str, bytes]]:
     """(chunk key, encoded bytes) for every chunk; edge chunks padded with the fill value."""
-    arr = as_canonical_array(arr)
     codec = Zstd(level=ZSTD_LEVEL)
-    if not compress:
-        for key, block in _blocks(arr, chunks):
-            yield key, block.tobytes()
-        return
-    if arr.ndim == 0:
-        yield "c", codec.encode(arr.tobytes())
-        return
-    for index in chunk_grid(arr.shape, chunks):
-        sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, chunks, arr.shape))
-        block = arr[sl]
-        if block.shape != chunks:
-            padded = np.zeros(chunks, dtype=arr.dtype)
-            padded[tuple(slice(0, b) for b in block.shape)] = block
-            block = padded
-        yield chunk_key(index), codec.encode(np.asarray(block, order="C").tobytes())
+    for key, block in _blocks(as_canonical_array(arr), chunks):
+        raw = block.tobytes()
+        yield key, codec.encode(raw) if compress else raw
 
 
 def parse_metadata(data: bytes, where: str) -> ArrayMeta:
