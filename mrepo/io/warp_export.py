@@ -21,7 +21,7 @@ files above); otherwise it is synthesised from the models, exactly invertible by
 :func:`~mrepo.io.warp_import.models_from_warp`:
 
 - frames: GridCTF (1, 1, n) = mean of defocus U/V (µm), <CTF> DefocusDelta/Angle of frame 0,
-  GridMovementX/Y = -global_shifts, GridLocalMovementX/Y = -image_warp, GridCTFDoming = doming / 10⁴ (µm);
+  GridMovementX/Y = -global_shifts, GridLocalMovementX/Y = -image_warp, GridCTFDoming = doming / 10⁴ (µm); tilts: GridVolumeWarpX/Y/Z = volume_warp (Å);
 - tilts: M's geometry is ``Rz(AxisAngle) Ry(-(Angle + LevelAngleY)) Rx(LevelAngleX)`` with ONE LevelAngleX
   per series, so stage_angles (xtilt, ytilt, zrot) map to LevelAngleX = xtilt (equal for every tilt),
   LevelAngleY = 0, Angles = -ytilt, AxisAngle = zrot; AxisOffset = global_shifts minus the centre terms
@@ -63,7 +63,7 @@ __all__ = ["write_item_xml", "item_warp_meta", "MCannotRepresent", "M_MODELS", "
 #: model arrays an M export carries, per item kind
 M_MODELS = {"frames": {"ctf", "global_shifts", "image_warp", "phase_shift", "weights", "doming"},
             "tilts": {"ctf", "global_shifts", "stage_angles", "stage_corrections", "image_warp", "phase_shift",
-                      "weights"}}
+                      "weights", "volume_warp"}}
 XTILT_TOLERANCE = 1e-9  # degrees
 SIDECAR = ".mrepo.json"
 
@@ -196,6 +196,10 @@ def item_warp_meta(repo: Repository, item: Item) -> WarpMeta:
             raise MCannotRepresent(f"item {item.name!r}: image warp grid {warp.shape[1:]} needs one node per tilt "
                                    f"({n}) and more than one spatial node to be M's GridMovementX/Y")
         meta.grids.update({"GridMovementX": _grid3(-warp[0]), "GridMovementY": _grid3(-warp[1])})
+    volume = _arr(repo, item, "volume_warp")
+    if volume is not None:  # M's LinearGrid4D (Width, Height, Depth, Duration), nodes flat w-z-y-x, Å
+        meta.grids.update({f"GridVolumeWarp{a}": [WarpGrid(volume[i].shape, (), tuple(
+            repr(float(v)) for v in volume[i].transpose(3, 2, 1, 0).ravel()))] for i, a in enumerate("XYZ")})
     return meta
 
 

@@ -10,7 +10,9 @@ Item fields from a Warp XML (:mod:`mrepo.io.warp_xml`; sources cited there) and 
   U/V = (D ± DefocusDelta / 2) · 10⁴ Å, angle DefocusAngle. global_shifts (n, 2) Å = −GridMovementX/Y
   nodes (Warp: particle at ``x − grid``; mrepo: image content displaced by ``+shift``); image_warp
   (2, gx, gy, gt) = −GridLocalMovementX/Y when not a single node (Warp's einspline vs mrepo's natural
-  spline: same nodes, interpolation may differ between nodes); doming (gx, gy, gt) Å = GridCTFDoming
+  spline: same nodes, interpolation may differ between nodes); tilts: volume_warp (3, gx, gy, gz, gt) Å =
+  GridVolumeWarpX/Y/Z (M's LinearGrid4D over x, y, z and normalised dose; same frame as the particle
+  coordinates) when a node is non-zero; frames: doming (gx, gy, gt) Å = GridCTFDoming
   (M's defocus offsets, µm) · 10⁴ when it has a non-zero node (:mod:`mrepo.workers.deformation`).
 - tilts: tilt_angles = <Angles>, pre_exposure = <Dose>, exposure/acquisition_order from it;
   volume_dimensions = VolumeDimensionsAngstrom, or when the XML lacks it (older Warp) the settings file's
@@ -169,6 +171,12 @@ def models_from_warp(meta: WarpMeta, n: int, path: Path, *, pixel: float, image_
         m_angles = np.stack([_tilt_values(meta, f"GridAngle{a}", n) for a in "XYZ"], 1)
         if np.any(m_angles != 0):
             models["stage_corrections"] = corrections_from_m(m_angles)
+        volume = [meta.grid(f"GridVolumeWarp{a}") for a in "XYZ"]  # M's LinearGrid4D, Å, over x, y, z, dose
+        if all(g is not None for g in volume) and any(np.any(g.flat() != 0) for g in volume):  # type: ignore[union-attr]
+            if len({g.dims for g in volume}) != 1:  # type: ignore[union-attr]
+                raise InvalidInput(f"{path}: GridVolumeWarpX/Y/Z have different dimensions "
+                                   f"{[g.dims for g in volume]}")  # type: ignore[union-attr]
+            models["volume_warp"] = np.stack([g.array().transpose(3, 2, 1, 0) for g in volume])  # type: ignore[union-attr]
         shifts = np.stack([pt["AxisOffsetX"], pt["AxisOffsetY"]], 1) - move
         models["global_shifts"] = shifts + centre_terms(mats, pixel, image_px, volume_A)
     if np.any(phase != 0):

@@ -51,9 +51,10 @@ _CTF_DECIMALS = ("PixelSize", "PixelSizeDeltaPercent", "PixelSizeAngle", "Cs", "
 
 @dataclass(frozen=True)
 class WarpGrid:
-    """A Warp CubicGrid: dims (Width, Height, Depth), margins, values (strings, flat z-y-x order)."""
+    """A Warp CubicGrid: dims (Width, Height, Depth), margins, values (strings, flat z-y-x order); or an M
+    LinearGrid4D (``GridVolumeWarpX/Y/Z``: dims (Width, Height, Depth, Duration), no margins, flat w-z-y-x)."""
 
-    dims: tuple[int, int, int]
+    dims: tuple[int, ...]
     margins: tuple[str, str, str]
     values: tuple[str, ...]
 
@@ -129,6 +130,32 @@ def _parse(path: Path) -> ET.Element:
         raise InvalidInput(f"{path}: malformed XML ({exc})") from None
 
 
+def _grid4(el: ET.Element, path: Path) -> WarpGrid:
+    """M's LinearGrid4D (``LinearGrid4D.Save``: Width, Height, Depth, Duration; nodes X Y Z W Value)."""
+    tag = el.tag
+    dims = tuple(_int(el.get(a, "1"), path, f"<{tag}> attribute {a}") for a in ("Width", "Height", "Depth", "Duration"))
+    if min(dims) < 1:
+        raise InvalidInput(f"{path}: <{tag}> has dimensions {dims}, all must be >= 1")
+    w, h, d, t = dims
+    nodes = el.findall("Node")
+    if w * h * d * t > len(nodes):  # checked before allocating
+        raise InvalidInput(f"{path}: <{tag}> declares a {w} x {h} x {d} x {t} grid ({w * h * d * t} nodes) but "
+                           f"holds {len(nodes)} <Node> elements")
+    values: list[str | None] = [None] * (w * h * d * t)
+    for node in nodes:
+        x, y, z, u = (_int(node.get(a), path, f"<{tag}> <Node> attribute {a}") for a in "XYZW")
+        if not (0 <= x < w and 0 <= y < h and 0 <= z < d and 0 <= u < t):
+            raise InvalidInput(f"{path}: <{tag}> node ({x}, {y}, {z}, {u}) outside its {w} x {h} x {d} x {t} grid")
+        value = node.get("Value")
+        _float(value or "", path, f"<{tag}> node ({x}, {y}, {z}, {u}) attribute Value")
+        values[((u * d + z) * h + y) * w + x] = value
+    if None in values:
+        i = values.index(None)
+        raise InvalidInput(f"{path}: <{tag}> lacks node ({i % w}, {(i // w) % h}, {(i // (w * h)) % d}, "
+                           f"{i // (w * h * d)})")
+    return WarpGrid(dims, (), tuple(v for v in values if v is not None))  # type: ignore[misc]
+
+
 def _grid(el: ET.Element, path: Path) -> WarpGrid:
     tag = el.tag
     dims = tuple(_int(el.get(a, "1"), path, f"<{tag}> attribute {a}") for a in ("Width", "Height", "Depth"))
@@ -178,6 +205,7 @@ def read_warp_xml(path: str | Path) -> WarpMeta:
     for el in root:
         if el.find("Node") is not None or el.tag.startswith("Grid") or el.tag.startswith("PyramidShift"):
             if el.tag.startswith("GridVolumeWarp"):  # LinearGrid4D, not a CubicGrid
+                meta.grids.setdefault(el.tag, []).append(_grid4(el, path))
                 continue
             meta.grids.setdefault(el.tag, []).append(_grid(el, path))
     if root.tag == "TiltSeries":
@@ -198,6 +226,17 @@ def read_warp_xml(path: str | Path) -> WarpMeta:
 
 
 def _write_grid(parent: ET.Element, tag: str, g: WarpGrid) -> None:
+    if len(g.dims) == 4:  # LinearGrid4D
+        el = ET.SubElement(parent, tag, Width=str(g.dims[0]), Height=str(g.dims[1]), Depth=str(g.dims[2]),
+                           Duration=str(g.dims[3]))
+        w, h, d, t = g.dims
+        for u in range(t):
+            for z in range(d):
+                for y in range(h):
+                    for x in range(w):
+                        ET.SubElement(el, "Node", X=str(x), Y=str(y), Z=str(z), W=str(u),
+                                      Value=g.values[((u * d + z) * h + y) * w + x])
+        return
     el = ET.SubElement(parent, tag, Width=str(g.dims[0]), Height=str(g.dims[1]), Depth=str(g.dims[2]),
                        MarginX=g.margins[0], MarginY=g.margins[1], MarginZ=g.margins[2])
     w, h, d = g.dims
