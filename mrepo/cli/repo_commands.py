@@ -289,6 +289,8 @@ def register(app: typer.Typer) -> None:
         """Every recorded move of a ref, newest first: old -> new commit, who, when, operation."""
         r = open_repo(repo)
         entries = r.reflog(ref)[:limit]
+        if ref and not entries:
+            r.resolve(ref)  # a name that is no branch, tag or commit: one line, exit 7 (not an empty list)
         if json:
             print_json([e.to_json() for e in entries])
             return

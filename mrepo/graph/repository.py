@@ -169,7 +169,7 @@ class Repository:
         target = self.resolve(rev or self.default_branch)
         current = self.refs.get(key)
         if current is not None and not force:
-            raise InvalidInput(f"branch {name!r} already exists (use force to move it)")
+            raise InvalidInput(f"branch {name!r} already exists (mrepo branch --force, or force=True, moves it)")
         self.refs.update(key, target, current, operation="branch --force" if current is not None else "branch")
         return target
 

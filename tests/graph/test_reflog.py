@@ -93,6 +93,11 @@ def test_cli_reflog_restore_and_log_graph(make_url, monkeypatch) -> None:
     assert Repository.open(url).head("side") == c["side"]
     out = runner.invoke(app, ["reflog", "--repo", url])
     assert "branch --restore side@{1}" in out.output
+    # a name that was never a ref is an error (exit 7), not an empty reflog
+    out = runner.invoke(app, ["reflog", "nope", "--repo", url])
+    assert out.exit_code == 7 and "unknown revision 'nope'" in out.stderr and not out.stdout
+    out = runner.invoke(app, ["branch", "main", "--repo", url])
+    assert out.exit_code == 2 and "--force" in out.stderr
 
 
 def test_entries_are_selected_by_the_time_in_their_names(make_url) -> None:
