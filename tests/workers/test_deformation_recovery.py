@@ -54,7 +54,7 @@ def _volume_warp_residual_px(sim, result, sr) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_volume_warp_recovers_an_injected_deformation_and_improves_the_map():
-    sim = tilts_sim(seed=3, n_particles=16, size=192, max_tilt=45.0, tilt_step=9.0, snr=2.0, warp_px=0.0,
+    sim = tilts_sim(seed=3, n_particles=16, size=192, max_tilt=45.0, tilt_step=9.0, snr=2.0, warp_px=0.0, species_seed=7,
                     volume_warp_A=5.0)
     sr = build_repo(sim, truth=True, resolution=5.0)
     plain = refine_item(_task(sr, RefineSettings(refine_shifts=False)))
