@@ -32,10 +32,12 @@ from pydantic import BaseModel, Field, StringConstraints
 from ..store import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, pack
 from ..store import protocol_names as names
 from ..store.array_verify import check_chunk, check_slab_size, verify_array
+from ..store.batch_client import coalesced
 from ..store.errors import InvalidRecord
 from ..store.hashing import RECORD_TAG
 from ..store.integrity import check_array_metadata
 from ..store.objects import array_prefix, object_key
+from ..store.parallel import window
 from .auth import require
 from .context import ServerContext, blocking
 from .errors import ApiError
@@ -247,7 +249,7 @@ def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExec
         except ObjectNotFound:
             return object_key(h), None
 
-    for key, data in _window(pool, read_object, wanted.objects):
+    for key, data in window(pool, read_object, wanted.objects):
         if data is not None:
             yield key, data
     for h in wanted.arrays:
@@ -261,19 +263,8 @@ def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExec
             keys = sorted(objects.array_meta(h).chunk_digests)
         except MrepoError:
             keys = []
-        for key, data in _window(pool, lambda k: (k, backend.get(k)), [prefix + k for k in keys]):
+        for key, data in window(pool, lambda k: (k, backend.get(k)), [prefix + k for k in keys]):
             yield key, data
-
-
-def _window(pool: ThreadPoolExecutor, fn, items: list, size: int = 16) -> Iterator:  # noqa: ANN001
-    """``fn`` over ``items`` in order, at most ``size`` running ahead (bounded memory)."""
-    futures = []
-    for item in items:
-        futures.append(pool.submit(fn, item))
-        if len(futures) >= size:
-            yield futures.pop(0).result()
-    for f in futures:
-        yield f.result()
 
 
 def build_router(ctx: ServerContext) -> APIRouter:
@@ -371,22 +362,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
                  responses={200: {"content": {names.PACK_MEDIA_TYPE: {}}, "description": "a pack"}},
                  summary="Download the named objects and arrays as one pack (absent ones are left out)")
     def download(body: HashLists) -> StreamingResponse:
-        def pieces() -> Iterator[bytes]:
-            out = bytearray(pack.MAGIC)
-            for key, data in _download_frames(ctx, body, pool):
-                out += pack.frame_header(key, len(data))
-                if len(data) >= DOWNLOAD_PIECE:
-                    yield bytes(out)
-                    out.clear()
-                    yield data
-                    continue
-                out += data
-                if len(out) >= DOWNLOAD_PIECE:
-                    yield bytes(out)
-                    out.clear()
-            out += pack.END
-            yield bytes(out)
-
-        return StreamingResponse(pieces(), media_type=names.PACK_MEDIA_TYPE)
+        pieces = coalesced(_download_frames(ctx, body, pool), DOWNLOAD_PIECE)
+        return StreamingResponse(pieces, media_type=names.PACK_MEDIA_TYPE)
 
     return router

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ..store import CorruptObject, ObjectNotFound, Storage, references, zarr_codec
+from ..store import CorruptObject, ObjectNotFound, Storage, zarr_codec
 from ..store.array_verify import check_chunk, check_slab_size, verify_array
 from ..store.hashing import parse_record_bytes
 from ..store.http_backend import HttpBackend, ServerError
 from ..store.integrity import MAX_ARRAY_BYTES, check_array_metadata, check_object_bytes, parse_canonical_record
 from ..store.objects import array_prefix, object_key
+from ..store.parallel import window
+from ..store.walk import leaves_first, split_references
 from .transfer import Progress, TransferStats
 
 #: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
@@ -53,40 +55,21 @@ def _check_record(h: str, data: bytes) -> tuple[str, Any]:
     return check_record_bytes(h, data)
 
 
-def _window(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, size: int = 16) -> Iterator:
-    """``fn`` over ``items`` in order with at most ``size`` calls running ahead (bounded memory)."""
-    futures = []
-    for item in items:
-        futures.append(pool.submit(fn, item))
-        if len(futures) >= size:
-            yield futures.pop(0).result()
-    for f in futures:
-        yield f.result()
-
-
 def _split(hashes: list[str], streams: int = STREAMS) -> list[list[str]]:
     """``hashes`` dealt round-robin into at most ``streams`` non-empty groups."""
     n = min(streams, len(hashes))
     return [hashes[i::n] for i in range(n)]
 
 
-def _leaves_first(records: dict[str, list[str]]) -> list[str]:
-    """Record hashes ordered so that each comes after every record (of ``records``) it names."""
-    out: list[str] = []
-    done: set[str] = set()
-    for root in records:
-        stack = [(root, False)]
-        while stack:
-            h, expanded = stack.pop()
-            if h in done:
-                continue
-            if expanded:
-                done.add(h)
-                out.append(h)
-            else:
-                stack.append((h, True))
-                stack.extend((c, False) for c in records[h] if c in records and c not in done)
-    return out
+def _note_references(body: Any, seen: set[str], frontier: list[str], arrays: set[str],
+                     blobs: set[str]) -> list[str]:
+    """The child records ``body`` names; new ones are appended to ``frontier``, new arrays and
+    blobs added to ``arrays`` / ``blobs`` (``seen`` is updated)."""
+    children, new_records, new_data = split_references(body, seen)
+    frontier.extend(new_records)
+    for kind, child in new_data:
+        (arrays if kind == "array" else blobs).add(child)
+    return children
 
 
 def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
@@ -131,19 +114,9 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
         for h, data in zip(missing, bodies):
             _, body = parse_record_bytes(data)
             data_of[h] = data
-            children = []
-            for kind, child in references(body):
-                if kind == "record":
-                    children.append(child)
-                    if child not in seen:
-                        seen.add(child)
-                        frontier.append(child)
-                elif child not in seen:
-                    seen.add(child)
-                    (arrays if kind == "array" else blobs).add(child)
-            records[h] = children
+            records[h] = _note_references(body, seen, frontier, arrays, blobs)
     lacking_blobs, lacking_arrays = http.batch.missing(sorted(blobs), sorted(arrays))
-    order = _leaves_first(records)
+    order = leaves_first(records)
     total = len(lacking_arrays) + len(lacking_blobs) + len(order)
     done = 0
 
@@ -164,10 +137,10 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
 
     def array_frames(group: list[str]) -> Iterator[tuple[str, bytes]]:
         # Metadata of the next arrays and the chunks of the current one are read ahead in the pool.
-        for prefix, metadata, keys in _window(pool, array_files, group, size=8):
+        for prefix, metadata, keys in window(pool, array_files, group, size=8):
             yield prefix + "zarr.json", metadata
             n = len(metadata)
-            for key, data in _window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys, size=8):
+            for key, data in window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys, size=8):
                 n += len(data)
                 yield prefix + key, data
             with lock:
@@ -177,7 +150,7 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
                 tick()
 
     def frames() -> Iterator[tuple[str, bytes]]:
-        for key, data in _window(pool, lambda h: (object_key(h), src.backend.get(object_key(h))),
+        for key, data in window(pool, lambda h: (object_key(h), src.backend.get(object_key(h))),
                                  sorted(lacking_blobs)):
             stats.bytes += len(data)
             stats.blobs += 1
@@ -245,21 +218,11 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
                 raise ObjectNotFound(f"record {h} is missing on {where}")
             _, body = _check_record(h, data)
             data_of[h] = data
-            children = []
-            for ref_kind, child in references(body):
-                if ref_kind == "record":
-                    children.append(child)
-                    if child not in seen:
-                        seen.add(child)
-                        frontier.append(child)
-                elif child not in seen:
-                    seen.add(child)
-                    (arrays if ref_kind == "array" else blobs).add(child)
-            records[h] = children
+            records[h] = _note_references(body, seen, frontier, arrays, blobs)
     need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: dst.objects.freshen("array", h),
                                                               sorted(arrays))) if not p]
     need_blobs = [h for h, p in zip(sorted(blobs), pool.map(dst.objects.has_object, sorted(blobs))) if not p]
-    order = _leaves_first(records)
+    order = leaves_first(records)
     total = len(need_arrays) + len(need_blobs) + len(order)
     done = 0
 

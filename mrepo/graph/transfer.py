@@ -29,11 +29,11 @@ from ..store import (
     Storage,
     branch_key,
     check_hash,
-    references,
 )
 from ..store.integrity import ArrayReceiver, check_array_metadata, check_object_bytes
 from ..store.names import check_shared_ref_key
 from ..store.objects import array_prefix, object_key
+from ..store.walk import split_references
 from .history import is_ancestor
 from .repository import MergeResult, Repository
 from .schema import check_record_bytes
@@ -138,17 +138,9 @@ def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: Thr
         checks: list[tuple[str, str]] = []
         for h, (data, body) in zip(missing, received):
             records[h] = data
-            kids = []
-            for kind, child in references(body):
-                if kind == "record":
-                    kids.append(child)
-                    if child not in seen:
-                        seen.add(child)
-                        next_records.append(child)
-                elif child not in seen:
-                    seen.add(child)
-                    checks.append((kind, child))
-            children[h] = kids
+            children[h], new_records, new_data = split_references(body, seen)
+            next_records.extend(new_records)
+            checks.extend(new_data)
         has = list(pool.map(lambda kc: _array_intact(dst, kc[1]) if kc[0] == "array"
                             else _blob_intact(dst, kc[1]), checks))
         for (kind, child), ok in zip(checks, has):

@@ -24,6 +24,7 @@ from . import protocol_names as names
 from .errors import InvalidInput
 from .hashing import parse_record_bytes
 from .objects import references
+from .walk import leaves_first
 
 if TYPE_CHECKING:
     from .http_backend import HttpBackend
@@ -145,18 +146,4 @@ def dependency_order(records: dict[str, bytes]) -> list[tuple[str, bytes]]:
     for h, key in by_hash.items():
         _, body = parse_record_bytes(records[key])
         children[h] = [c for kind, c in references(body) if kind == "record" and c in by_hash and c != h]
-    out: list[tuple[str, bytes]] = []
-    done: set[str] = set()
-    for root in sorted(by_hash):
-        stack = [(root, False)]
-        while stack:
-            h, expanded = stack.pop()
-            if h in done:
-                continue
-            if expanded:
-                done.add(h)
-                out.append((by_hash[h], records[by_hash[h]]))
-                continue
-            stack.append((h, True))
-            stack.extend((c, False) for c in children[h] if c not in done)
-    return out
+    return [(by_hash[h], records[by_hash[h]]) for h in leaves_first({h: children[h] for h in sorted(by_hash)})]
