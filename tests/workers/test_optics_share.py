@@ -54,7 +54,7 @@ def test_items_of_one_source_and_optics_group_share_the_particle_weighted_mean()
 
 @pytest.mark.slow
 def test_cli_refine_mag_and_zernike3_share_recovered_optics_and_export_them(tmp_path):
-    injected = SimAberrations(mag_matrix=((1.01, 0.0), (0.0, 0.995)), beam_tilt_mrad=(0.5, -0.3))
+    injected = SimAberrations(mag_matrix=((1.005, 0.002), (0.002, 0.995)), beam_tilt_mrad=(0.5, -0.3))
     cfg = FrameSeriesConfig(image_size=(192, 192), n_frames=2, optics=Optics(pixel_size=1.5),
                             species=small_species(48, 1.5)[:1], box=48, n_particles=10, snr=1.0, pad=3,
                             defocus=10000.0, contrast="light", aberrations=injected, species_seed=7)
