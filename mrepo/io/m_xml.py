@@ -38,6 +38,8 @@ def write_xml(root: ET.Element, path: Path) -> Path:
 
 
 def parse_xml(path: Path, tag: str) -> ET.Element:
+    if not Path(path).is_file():
+        raise InvalidInput(f"M XML file {path} does not exist or is not a file")
     try:
         root = ET.parse(path).getroot()
     except (ET.ParseError, OSError, UnicodeDecodeError) as exc:

@@ -73,6 +73,9 @@ def test_m_bad_xml(tmp_path):
     bad.write_text("<Population><Species>")
     with pytest.raises(InvalidInput, match="malformed XML"):
         import_m_species(repo, bad)
+    # a missing file is named as missing, not as malformed XML ("malformed XML ([Errno 2] ...)")
+    with pytest.raises(InvalidInput, match=r"nothere.population does not exist or is not a file"):
+        import_m_species(repo, tmp_path / "nothere.population")
 
 
 def test_cli_export_and_checkout(tmp_path):
