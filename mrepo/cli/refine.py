@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from ..store import RefNotFound
-from .common import JsonOption, RepoOption, console, err_console, open_repo, print_json
+from .common import JsonOption, RepoOption, branch_head, console, err_console, open_executor, open_repo, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -42,9 +41,10 @@ def register(app: typer.Typer) -> None:
                                           "iteration), 'item' fits each item alone."),
         refine_mag: bool = typer.Option(False, "--refine-mag",
                                         help="Refine the anisotropic magnification: a 2x2 matrix on image "
-                                        "frequencies per item, changed symmetrically (scale major/minor, angle; "
-                                        "rotation is the poses' job) (RELION rlnMagMat00..11; default identity; "
-                                        "MCore --refine_mag). With the CTF, at --ctf-min-resolution."),
+                                        "frequencies, changed by a symmetric traceless part (stretch and angle, "
+                                        "‰; the pixel size and rotation stay) (RELION rlnMagMat00..11; default "
+                                        "identity; MCore --refine_mag); shared by a data source's items. With "
+                                        "the CTF, at --ctf-min-resolution."),
         ctf_zernike3: bool = typer.Option(False, "--ctf-zernike3",
                                           help="Refine odd aberrations up to order 3: beam tilt (x, y mrad, "
                                           "rlnBeamTiltX/Y) and trefoil (odd Zernike 2 and 5, rad, "
@@ -114,21 +114,8 @@ def register(app: typer.Typer) -> None:
             if n_iter < 1:
                 raise typer.BadParameter(f"--iterations must be a positive number or 'auto', got {iterations!r}")
         r = open_repo(repo)
-        target = branch or r.default_branch
-        if r.head(target) is None:
-            raise RefNotFound(f"branch {target!r} does not exist (branches: {', '.join(r.branches()) or '-'})")
-        if executor == "local":
-            from mrepo.workers.executors import LocalExecutor
-
-            ex = LocalExecutor()
-        elif executor == "ray":
-            from mrepo.workers.executors import RayExecutor
-
-            kwargs = {k: v for k, v in (("address", address), ("workers", workers),
-                                        ("gpus_per_worker", gpus_per_worker)) if v}
-            ex = RayExecutor(**kwargs)
-        else:
-            raise typer.BadParameter(f"--executor must be 'local' or 'ray', got {executor!r}")
+        target, _ = branch_head(r, branch)
+        ex = open_executor(executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
         from .progress import iteration_progress, summary_table
 
         iterations_json: list[dict] = []
