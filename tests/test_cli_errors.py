@@ -4,6 +4,7 @@ the same code for the same failure, nothing written on bad input."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -82,11 +83,19 @@ def test_parent_revisions_resolve(repo_with_history) -> None:
     assert mrepo("log", "main^", "--repo", url).stdout.count("commit ") == 2
 
 
-def test_refine_names_a_missing_branch(repo_with_history) -> None:
+@pytest.mark.parametrize("command", ["refine", "reconstruct"])
+def test_refine_names_a_missing_branch(repo_with_history, command: str) -> None:
     url, _ = repo_with_history
-    message = one_line_error(mrepo("refine", "-b", "mian", "--repo", url, code=ExitCode.NOT_FOUND))
+    message = one_line_error(mrepo(command, "-b", "mian", "--repo", url, code=ExitCode.NOT_FOUND))
     assert "branch 'mian' does not exist" in message and "main" in message
 
+
+@pytest.mark.parametrize("command", ["refine", "reconstruct"])
+def test_refine_names_an_unknown_executor(repo_with_history, command: str) -> None:
+    url, commits = repo_with_history
+    result = mrepo(command, "--executor", "slurm", "--repo", url, code=ExitCode.BAD_INPUT)
+    assert "--executor must be 'local' or 'ray', got 'slurm'" in result.output
+    assert Repository.open(url).head("main") == commits[-1]  # nothing committed
 
 def test_gc_grace_needs_a_unit(repo_with_history) -> None:
     url, _ = repo_with_history
@@ -137,14 +146,16 @@ def test_unreachable_s3_endpoint_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     for args in (["log", "--repo", "s3://bucket/lab"], ["init", "s3://bucket/lab"]):
+        start = time.monotonic()
         message = one_line_error(mrepo(*args, code=ExitCode.UNREACHABLE))
         assert f"127.0.0.1:{port}" in message and "cannot reach S3 endpoint" in message
+        assert time.monotonic() - start < 5  # at once, not after botocore's retries (was about 20 s)
 
 
-def test_missing_s3_credentials_are_named_not_called_unreachable(monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.s3
+def test_missing_s3_credentials_are_named_not_called_unreachable(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
-    port = _closed_port()
-    monkeypatch.setenv("MREPO_S3_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MREPO_S3_ENDPOINT", moto_endpoint)  # reachable; the client has nothing to sign with
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))

@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..graph import Repository
-from ..store import InvalidInput, MrepoError
+from ..store import InvalidInput, MrepoError, RefNotFound
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -36,6 +36,32 @@ def repo_url(url: str | None) -> str:
 
 def open_repo(url: str | None) -> Repository:
     return Repository.open(repo_url(url))
+
+
+def branch_head(r: Repository, branch: str | None) -> tuple[str, str]:
+    """(branch name, head commit) of ``branch``, the default branch when ``None``; ``RefNotFound``
+    naming the existing branches when it does not exist."""
+    target = branch or r.default_branch
+    head = r.head(target)
+    if head is None:
+        raise RefNotFound(f"branch {target!r} does not exist (branches: {', '.join(r.branches()) or '-'})")
+    return target, head
+
+
+def open_executor(kind: str, *, address: str | None = None, workers: int | None = None,
+                  gpus_per_worker: float = 0) -> Any:
+    """The item executor named by ``--executor``: ``local`` (this process) or ``ray`` (``address``,
+    ``workers`` and ``gpus_per_worker`` passed on when set); ``BadParameter`` for anything else."""
+    if kind == "local":
+        from mrepo.workers.executors import LocalExecutor
+
+        return LocalExecutor()
+    if kind == "ray":
+        from mrepo.workers.executors import RayExecutor
+
+        return RayExecutor(**{k: v for k, v in (("address", address), ("workers", workers),
+                                                ("gpus_per_worker", gpus_per_worker)) if v})
+    raise typer.BadParameter(f"--executor must be 'local' or 'ray', got {kind!r}")
 
 
 def refuse_memory(url: str, action: str) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ..store import RefNotFound
-from .common import JsonOption, RepoOption, console, err_console, open_repo, print_json
+from .common import JsonOption, RepoOption, branch_head, console, err_console, open_executor, open_repo, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -32,19 +31,8 @@ def register(app: typer.Typer) -> None:
         from mrepo.workers.reconstruct_run import reconstruct_population, reconstruction_settings
 
         r = open_repo(repo)
-        target = branch or r.default_branch
-        if r.head(target) is None:
-            raise RefNotFound(f"branch {target!r} does not exist (branches: {', '.join(r.branches()) or '-'})")
-        if executor == "local":
-            from mrepo.workers.executors import LocalExecutor
-
-            ex = LocalExecutor()
-        elif executor == "ray":
-            from mrepo.workers.executors import RayExecutor
-
-            ex = RayExecutor(**{k: v for k, v in (("address", address), ("workers", workers)) if v})
-        else:
-            raise typer.BadParameter(f"--executor must be 'local' or 'ray', got {executor!r}")
+        target, _ = branch_head(r, branch)
+        ex = open_executor(executor, address=address, workers=workers)
         from .progress import iteration_progress
 
         try:

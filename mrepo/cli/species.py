@@ -109,15 +109,11 @@ def denoise(name: str = typer.Argument(..., help="Species name."),
     from dataclasses import replace
 
     from ..kernels.denoise import DenoiserConfig
-    from ..store import RefNotFound
     from ..workers.denoise import DenoiseSettings, train_species_denoiser, with_denoiser
-    from .common import progress_bar
+    from .common import branch_head, progress_bar
 
     r = open_repo(repo)
-    target = branch or r.default_branch
-    head = r.head(target)
-    if head is None:
-        raise RefNotFound(f"branch {target!r} does not exist (branches: {', '.join(r.branches()) or '-'})")
+    target, head = branch_head(r, branch)
     pop = r.population(head)
     if name not in pop.species:
         raise InvalidInput(f"no species {name!r} in population {pop.name!r} (have: {', '.join(pop.species) or '-'})")
