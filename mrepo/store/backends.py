@@ -425,6 +425,7 @@ class S3Backend(FsspecBackend):
         """One HEAD on the bucket, so an unreachable endpoint or a missing bucket is a one-line error
         (:class:`Unreachable`) instead of a traceback on the first read; a 403 (no ListBucket right) passes."""
         bucket = self._root.split("/", 1)[0]
+        self._check_endpoint_listens(endpoint)
         try:
             self.fs.call_s3("head_bucket", Bucket=bucket)
         except FileNotFoundError:
@@ -439,6 +440,20 @@ class S3Backend(FsspecBackend):
                                    "AWS_SECRET_ACCESS_KEY (or an AWS profile)") from None
             raise Unreachable(f"cannot reach S3 endpoint {endpoint} for {self.url}: "
                               f"{type(exc).__name__}: {exc}") from None
+
+    def _check_endpoint_listens(self, endpoint: str) -> None:
+        """One TCP connect (5 s timeout) to an explicit endpoint: a refused or unresolvable endpoint fails
+        at once instead of after botocore's retries with back-off (about 20 s)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(endpoint)
+        if not parts.hostname:  # "the default AWS endpoint": nothing to probe
+            return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=5).close()
+        except OSError as exc:
+            raise Unreachable(f"cannot reach S3 endpoint {endpoint} for {self.url}: {exc}") from None
 
     def put_file(self, key: str, path: str | Path) -> None:
         self.fs.put_file(str(path), self._p(key))
