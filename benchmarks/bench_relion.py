@@ -28,7 +28,7 @@ measuring the **truth itself** exported by mrepo (``import sim --truth``), which
 errors, and the oracle resolution by ``relion_reconstruct`` of the truth.
 
 Run: ``nice .venv/bin/python benchmarks/bench_relion.py`` (``--quick`` for a few minutes);
-writes benchmarks/results/bench_relion.json and prints a table.
+writes benchmarks/results/bench_relion.json (other particle counts: bench_relion_<n>.json) and prints a table.
 """
 
 from __future__ import annotations
@@ -347,7 +347,8 @@ def main() -> None:
     log["steps"] = step.times
     report(log)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_relion.json").write_text(json.dumps(log, indent=1) + "\n")
+    name = "bench_relion.json" if a.particles == 200 else f"bench_relion_{a.particles}.json"
+    (RESULTS / name).write_text(json.dumps(log, indent=1) + "\n")
 
 
 def report(log: dict[str, Any]) -> None:
