@@ -198,9 +198,12 @@ def test_page_in_headless_chromium_at_900_px(scientist, tmp_path) -> None:
 
     # a commit's own page (what clicking it in the history opens): its population and its diff
     first = repo.log("main")[1][0]
-    older = re.sub(r"<[^>]+>", " ", _chromium(f"{base}/#rev={first}", tmp_path, height=1200))
+    older_dom = _chromium(f"{base}/#rev={first}", tmp_path, height=1200)
+    older = re.sub(r"<[^>]+>", " ", older_dom)
     assert "refine iteration 1" in older and "9.00 Å" in older and "6.50 Å" not in older
     assert f"viewing {first[:10]}" in older
+    # ... and the branch selector names no branch (it showed the first branch in the list)
+    assert re.search(r'<option value="" disabled="" selected="" class="no-branch">', older_dom), older_dom[:2000]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")

@@ -117,7 +117,10 @@ function showBranches(overview) {
   }
   if (!Object.keys(overview.branches).length) list.append(el("li", {}, "no branches yet"));
   if (overview.branches[state.rev] !== undefined) select.value = state.rev;
-  else if (!overview.branches[select.value]) select.value = overview.default_branch;
+  else if (state.rev) {  // a tag or a commit: the selector names no branch (it showed the first one)
+    select.prepend(el("option", { value: "", disabled: "", selected: "", class: "no-branch" }, "—"));
+    select.value = "";
+  } else select.value = overview.default_branch;
 }
 
 // ------------------------------------------------------------------ commit graph
