@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -61,15 +61,31 @@ def _split(hashes: list[str], streams: int = STREAMS) -> list[list[str]]:
     return [hashes[i::n] for i in range(n)]
 
 
-def _note_references(body: Any, seen: set[str], frontier: list[str], arrays: set[str],
-                     blobs: set[str]) -> list[str]:
-    """The child records ``body`` names; new ones are appended to ``frontier``, new arrays and
-    blobs added to ``arrays`` / ``blobs`` (``seen`` is updated)."""
-    children, new_records, new_data = split_references(body, seen)
-    frontier.extend(new_records)
-    for kind, child in new_data:
-        (arrays if kind == "array" else blobs).add(child)
-    return children
+#: The records of one closure level the destination lacks: ``(hash, bytes, parsed body)``.
+FetchLevel = Callable[[list[str]], Iterable[tuple[str, bytes, Any]]]
+
+
+def _walk(roots: list[str], fetch_level: FetchLevel
+          ) -> tuple[dict[str, list[str]], dict[str, bytes], set[str], set[str]]:
+    """The closure of ``roots`` level by level, descending only into the records ``fetch_level``
+    returns (those the destination lacks): (hash -> child records, hash -> record bytes, arrays,
+    blobs named by those records)."""
+    records: dict[str, list[str]] = {}
+    data_of: dict[str, bytes] = {}
+    arrays: set[str] = set()
+    blobs: set[str] = set()
+    seen: set[str] = set(roots)
+    frontier = roots
+    while frontier:
+        level = list(fetch_level(frontier))
+        frontier = []
+        for h, data, body in level:
+            data_of[h] = data
+            records[h], new_records, new_data = split_references(body, seen)
+            frontier.extend(new_records)
+            for kind, child in new_data:
+                (arrays if kind == "array" else blobs).add(child)
+    return records, data_of, arrays, blobs
 
 
 def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
@@ -100,21 +116,14 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
 def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExecutor,
           progress: Progress | None) -> TransferStats:
     stats = TransferStats()
-    records: dict[str, list[str]] = {}
-    data_of: dict[str, bytes] = {}
-    arrays: set[str] = set()
-    blobs: set[str] = set()
-    seen: set[str] = set(roots)
-    frontier = roots
-    while frontier:
+
+    def lacking_records(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
         lacking, _ = http.batch.missing(frontier, [])
         missing = [h for h in frontier if h in lacking]
-        bodies = list(pool.map(lambda h: src.backend.get(object_key(h)), missing))
-        frontier = []
-        for h, data in zip(missing, bodies):
-            _, body = parse_record_bytes(data)
-            data_of[h] = data
-            records[h] = _note_references(body, seen, frontier, arrays, blobs)
+        for h, data in zip(missing, pool.map(lambda h: src.backend.get(object_key(h)), missing)):
+            yield h, data, parse_record_bytes(data)[1]
+
+    records, data_of, arrays, blobs = _walk(roots, lacking_records)
     lacking_blobs, lacking_arrays = http.batch.missing(sorted(blobs), sorted(arrays))
     order = leaves_first(records)
     total = len(lacking_arrays) + len(lacking_blobs) + len(order)
@@ -195,14 +204,9 @@ class _ArrayIn:
 def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExecutor,
           progress: Progress | None) -> TransferStats:
     stats = TransferStats()
-    records: dict[str, list[str]] = {}
-    data_of: dict[str, bytes] = {}
-    arrays: set[str] = set()
-    blobs: set[str] = set()
-    seen: set[str] = set(roots)
-    frontier = roots
     where = http.url
-    while frontier:
+
+    def lacking_records(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
         present = list(pool.map(lambda h: dst.objects.freshen("record", h), frontier))
         missing = [h for h, p in zip(frontier, present) if not p]
         wanted = {object_key(h): h for h in missing}
@@ -211,14 +215,13 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
             if key not in wanted:
                 raise CorruptObject(f"{where} sent {key}, which was not asked for")
             got[key] = data
-        frontier = []
         for h in missing:
             data = got.get(object_key(h))
             if data is None:
                 raise ObjectNotFound(f"record {h} is missing on {where}")
-            _, body = _check_record(h, data)
-            data_of[h] = data
-            records[h] = _note_references(body, seen, frontier, arrays, blobs)
+            yield h, data, _check_record(h, data)[1]
+
+    records, data_of, arrays, blobs = _walk(roots, lacking_records)
     need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: dst.objects.freshen("array", h),
                                                               sorted(arrays))) if not p]
     need_blobs = [h for h, p in zip(sorted(blobs), pool.map(dst.objects.has_object, sorted(blobs))) if not p]
