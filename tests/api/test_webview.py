@@ -185,6 +185,10 @@ def test_page_in_headless_chromium_at_900_px(scientist, tmp_path) -> None:
         assert expected in text, expected
     assert re.search(r'class="tick"[^>]*>\s*10\s*<', dom)  # Å tick labels on the FSC axis
     assert dom.count('class="fsc-curve"') == 2 and 'class="resolution-mark"' in dom
+    curves = re.findall(r'<polyline points="([^"]+)"[^>]*class="fsc-curve"', dom)
+    assert len(curves) == 2
+    for points in curves:
+        assert float(points.split(",")[0]) > 38.5, points[:40]  # no DC shell (x = 38, FSC ±1 by construction)
     assert 'class="ctf-fit"' in dom and "power spectrum (blue) vs CTF² at" in text  # first item's CTF fit
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert img.shape == (2600, 900)

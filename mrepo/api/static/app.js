@@ -266,7 +266,10 @@ function fscPlot(curves, resolution) {
   const colors = ["#1f3a5f", "#2ca02c", "#9467bd", "#8c564b"];
   curves.forEach((c, i) => {
     if (c.error) return;
-    const pts = c.frequency.map((f, k) => `${X(f).toFixed(1)},${Y(c.fsc[k]).toFixed(1)}`).join(" ");
+    // shells from 1 on: shell 0 is the single DC coefficient, whose FSC is only the sign of the two half-maps'
+    // means (±1; an unmasked curve started at -1); resolution_at ignores it too
+    const pts = c.frequency.map((f, k) => [f, c.fsc[k]]).filter(([f]) => f > 0)
+      .map(([f, v]) => `${X(f).toFixed(1)},${Y(v).toFixed(1)}`).join(" ");
     plot.append(svg("polyline", { points: pts, fill: "none", stroke: colors[i % colors.length], "stroke-width": 2,
       class: "fsc-curve", "data-name": c.name }));
     plot.append(svg("text", { x: ml + 6, y: mt + 14 + 13 * i, "font-size": 10, fill: colors[i % colors.length] }, c.name));
