@@ -60,32 +60,18 @@ class TransferStats:
         self.array_bytes += other.array_bytes
 
 
-def _record_intact(dst: Storage, h: str) -> bool:
-    """Record ``h`` is present at ``dst`` (freshened for gc) and its bytes still hash to ``h``."""
-    if not dst.objects.freshen("record", h):
-        return False
-    if dst.backend.checks_writes:  # a server verified it on upload and checks its own store
-        return True
-    try:
-        return check_object_bytes(h, dst.backend.get(object_key(h))) == "record"
-    except (ObjectNotFound, CorruptObject):
-        return False
+def _record_sound(dst: Storage, h: str) -> bool:
+    """The bytes of record ``h`` at ``dst`` still hash to ``h``."""
+    return check_object_bytes(h, dst.backend.get(object_key(h))) == "record"
 
 
-def _array_intact(dst: Storage, h: str) -> bool:
-    """Array ``h`` is present at ``dst`` (freshened) with a canonical ``zarr.json`` naming it and
-    every chunk file it lists. Chunk contents are not reread here: ``verify`` does that, and
-    ``verify --repair REMOTE`` replaces what it finds damaged."""
-    if not dst.objects.freshen("array", h):
-        return False
-    if dst.backend.checks_writes:
-        return True
+def _array_sound(dst: Storage, h: str) -> bool:
+    """Array ``h`` at ``dst`` has a canonical ``zarr.json`` naming it and every chunk file it lists.
+    Chunk contents are not reread here: ``verify`` does that, and ``verify --repair REMOTE``
+    replaces what it finds damaged."""
     prefix = array_prefix(h)
-    try:
-        meta = check_array_metadata(h, dst.backend.get(prefix + "zarr.json"))
-        listed = {e.key[len(prefix):] for e in dst.backend.list(prefix)}
-    except (ObjectNotFound, CorruptObject):
-        return False
+    meta = check_array_metadata(h, dst.backend.get(prefix + "zarr.json"))
+    listed = {e.key[len(prefix):] for e in dst.backend.list(prefix)}
     return set(meta.chunk_digests) <= listed
 
 
@@ -94,17 +80,26 @@ def _array_intact(dst: Storage, h: str) -> bool:
 SMALL_BLOB = 4 << 20
 
 
-def _blob_intact(dst: Storage, h: str) -> bool:
-    """Blob ``h`` is present at ``dst`` (freshened) and, when small, still hashes to its name."""
-    if not dst.objects.freshen("blob", h):
+def _blob_sound(dst: Storage, h: str) -> bool:
+    """Blob ``h`` at ``dst``, when small, still hashes to its name (a large one is taken as is)."""
+    key = object_key(h)
+    return dst.backend.get_size(key) > SMALL_BLOB or check_object_bytes(h, dst.backend.get(key)) == "blob"
+
+
+_SOUND: dict[str, Callable[[Storage, str], bool]] = {"record": _record_sound, "array": _array_sound,
+                                                     "blob": _blob_sound}
+
+
+def _intact(dst: Storage, kind: str, h: str) -> bool:
+    """Object ``h`` of ``kind`` (record, array, blob) is present at ``dst`` (freshened for gc) and
+    sound by the kind's check; a server (``checks_writes``) verified it on upload and checks its
+    own store, so there presence is enough."""
+    if not dst.objects.freshen(kind, h):
         return False
     if dst.backend.checks_writes:
         return True
-    key = object_key(h)
     try:
-        if dst.backend.get_size(key) > SMALL_BLOB:
-            return True
-        return check_object_bytes(h, dst.backend.get(key)) == "blob"
+        return _SOUND[kind](dst, h)
     except (ObjectNotFound, CorruptObject):
         return False
 
@@ -131,7 +126,7 @@ def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: Thr
     while frontier:
         # Records and arrays found present are freshened (see ObjectStore.freshen): gc keeps young
         # objects and their closures, so nothing this transfer relies on can be swept under it.
-        present = list(pool.map(lambda h: _record_intact(dst, h), frontier))
+        present = list(pool.map(lambda h: _intact(dst, "record", h), frontier))
         missing = [h for h, p in zip(frontier, present) if not p]
         received = list(pool.map(lambda h: _receive_record(src, h), missing))
         next_records: list[str] = []
@@ -141,8 +136,7 @@ def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: Thr
             children[h], new_records, new_data = split_references(body, seen)
             next_records.extend(new_records)
             checks.extend(new_data)
-        has = list(pool.map(lambda kc: _array_intact(dst, kc[1]) if kc[0] == "array"
-                            else _blob_intact(dst, kc[1]), checks))
+        has = list(pool.map(lambda kc: _intact(dst, *kc), checks))
         for (kind, child), ok in zip(checks, has):
             if not ok:
                 (arrays if kind == "array" else blobs).add(child)
