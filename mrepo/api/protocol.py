@@ -76,24 +76,22 @@ def ref_key(name: str) -> str:
         raise ApiError(400, str(exc)) from None
 
 
+def _is_name(name: str, what: str) -> bool:
+    """``name`` passes the ref-name rules (:func:`mrepo.store.check_name`)."""
+    try:
+        check_name(name, what)
+    except InvalidInput:
+        return False
+    return True
+
+
 def check_list_prefix(prefix: str) -> str:
     """Listable prefixes: ``refs/…/``, ``arrays/<hash>/`` and ``objects/<2 hex>/``."""
-    if prefix == "refs/":
+    if prefix in ("refs/", "logs/"):
         return prefix
-    if prefix.startswith("refs/") and prefix.endswith("/"):
-        try:
-            check_name(prefix[5:-1], "ref prefix")
+    for head, what in (("refs/", "ref prefix"), ("logs/refs/", "reflog prefix")):
+        if prefix.startswith(head) and prefix.endswith("/") and _is_name(prefix[len(head):-1], what):
             return prefix
-        except InvalidInput:
-            pass
-    if prefix.startswith("logs/refs/") and prefix.endswith("/"):
-        try:
-            check_name(prefix[10:-1], "reflog prefix")
-            return prefix
-        except InvalidInput:
-            pass
-    if prefix == "logs/":
-        return prefix
     if re.fullmatch(r"arrays/[0-9a-f]{64}/", prefix) or re.fullmatch(r"objects/[0-9a-f]{2}/", prefix):
         return prefix
     raise ApiError(400, f"cannot list {prefix[:80]!r}: use refs/.../, logs/refs/.../, arrays/<hash>/ or "
