@@ -34,7 +34,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
             raise ApiError(404, str(exc)) from None
         try:
             # a fresh resolver per request: a named path follows its branch
-            return NamedMaps(ctx.repo).read(path), file == "zarr.json"
+            return NamedMaps(ctx.repo).read(path), file.endswith("zarr.json")  # also <map>.ome/0/zarr.json
         except (ObjectNotFound, RefNotFound) as exc:
             raise ApiError(404, str(exc)) from None
 

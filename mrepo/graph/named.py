@@ -8,7 +8,8 @@ from one commit even while the branch moves.
 The ``zarr.json`` served under a named path is the stored one with two additions to its
 attributes: ``ome`` — OME-Zarr 0.5 ``multiscales`` metadata (axes z, y, x of type space in
 ``angstrom``; one dataset at path ``.`` with a ``scale`` transformation of the voxel size),
-so napari and neuroglancer show the map at its physical scale — and ``mrepo.named`` (rev,
+for readers that take scale from an array's attributes; OME-Zarr image readers take a group, served
+as ``<map>.ome`` (see :data:`OME_SUFFIX`) — and ``mrepo.named`` (rev,
 commit, species, map, voxel size in Å). Chunk keys are those of the stored array.
 
 Front ends: :class:`mrepo.graph.zarr_store.NamedMapStore` (zarr-python, any backend) and the
@@ -28,7 +29,12 @@ from ..store.objects import array_prefix
 from .repository import Repository
 
 MAPS = ("half1", "half2", "mask", "filtered")
+OME_SUFFIX = ".ome"
+"""``<map>.ome`` is the same map as an OME-Zarr 0.5 image: a group whose ``multiscales`` (scale in Å)
+name its one level ``0``, the array. Viewers that read OME-Zarr images (napari-ome-zarr, neuroglancer)
+take a group: the spec puts ``multiscales`` on a group, with datasets as child arrays."""
 _ARRAY_FILE = re.compile(r"^(zarr\.json|c(/[0-9]{1,9}){0,32})$")
+_OME_FILE = re.compile(r"^(zarr\.json|0(/zarr\.json|/c(/[0-9]{1,9}){0,32})?)$")
 
 
 @dataclass(frozen=True)
@@ -52,20 +58,22 @@ def split_named_path(path: str) -> tuple[str, str, str, str]:
     ``zarr.json``, a chunk key ``c/i/j/k`` or ``""``. The revision may itself contain ``/``."""
     parts = path.strip("/").split("/")
     for i in range(1, len(parts) - 2):
-        if parts[i] == "species" and parts[i + 2] in MAPS:
+        ome = parts[i + 2].endswith(OME_SUFFIX) and parts[i + 2].removesuffix(OME_SUFFIX) in MAPS
+        if parts[i] == "species" and (parts[i + 2] in MAPS or ome):
             rest = "/".join(parts[i + 3:])
-            if rest == "" or _ARRAY_FILE.match(rest):
+            if rest == "" or (_OME_FILE if ome else _ARRAY_FILE).match(rest):
                 return "/".join(parts[:i]), parts[i + 1], parts[i + 2], rest
     raise InvalidInput(f"not a named map path: {path[:120]!r} (expected <rev>/species/<name>/"
                        f"{'|'.join(MAPS)}[/zarr.json|/c/...])")
 
 
-def ome_attributes(name: str, voxel_size: float, ndim: int = 3) -> dict[str, Any]:
-    """OME-Zarr 0.5 ``multiscales`` for one z, y, x volume with ``voxel_size`` Å per voxel."""
+def ome_attributes(name: str, voxel_size: float, ndim: int = 3, path: str = ".") -> dict[str, Any]:
+    """OME-Zarr 0.5 ``multiscales`` for one z, y, x volume with ``voxel_size`` Å per voxel; ``path``
+    is the dataset (``0`` in an ``<map>.ome`` group, ``.`` on the array itself)."""
     axes = [{"name": a, "type": "space", "unit": "angstrom"} for a in "zyx"[3 - ndim:]]
     return {"version": "0.5", "multiscales": [{
         "name": name, "axes": axes,
-        "datasets": [{"path": ".", "coordinateTransformations": [{"type": "scale", "scale": [voxel_size] * ndim}]}],
+        "datasets": [{"path": path, "coordinateTransformations": [{"type": "scale", "scale": [voxel_size] * ndim}]}],
     }]}
 
 
@@ -111,10 +119,26 @@ class NamedMaps:
         attrs.setdefault("mrepo", {})["named"] = named.to_json()
         return json.dumps(doc, indent=2).encode()
 
+    def ome_group_json(self, named: NamedMap) -> bytes:
+        """``zarr.json`` of the ``<map>.ome`` image group: multiscales with the one level ``0``."""
+        doc = json.loads(self.repo.storage.backend.get(array_prefix(named.array) + "zarr.json"))
+        ome = ome_attributes(f"{named.species}/{named.map}", named.voxel_size, len(doc.get("shape", [])), path="0")
+        group = {"zarr_format": 3, "node_type": "group", "attributes": {"ome": ome, "mrepo": {"named": named.to_json()}}}
+        return json.dumps(group, indent=2).encode()
+
     def read(self, path: str) -> bytes:
-        """Bytes of ``<rev>/species/<name>/<map>/<file>``; ObjectNotFound when absent."""
+        """Bytes of ``<rev>/species/<name>/<map>/<file>`` or ``<map>.ome/zarr.json|0/<file>``;
+        ObjectNotFound when absent."""
         rev, species, map_name, file = split_named_path(path)
-        named = self.resolve(rev, species, map_name)
+        if map_name.endswith(OME_SUFFIX):
+            named = self.resolve(rev, species, map_name.removesuffix(OME_SUFFIX))
+            if file == "zarr.json":
+                return self.ome_group_json(named)
+            if not file.startswith("0/"):
+                raise ObjectNotFound(f"{path}: an OME-Zarr image group holds zarr.json and its level 0/")
+            file = file[2:]
+        else:
+            named = self.resolve(rev, species, map_name)
         if file == "zarr.json":
             return self.zarr_json(named)
         if not file:

@@ -76,6 +76,27 @@ def test_named_maps_open_with_zarr_python(kind: str, make_url) -> None:
         open_map(url, "main/species/apo/denoiser")
 
 
+def _check_ome_group(group: zarr.Group, expected: np.ndarray, voxel: float) -> None:
+    """An OME-Zarr 0.5 image as the spec lays it out: multiscales on a group, datasets are its child arrays."""
+    ms = group.attrs["ome"]["multiscales"][0]
+    assert group.attrs["ome"]["version"] == "0.5" and [a["name"] for a in ms["axes"]] == ["z", "y", "x"]
+    (level,) = ms["datasets"]
+    assert level["path"] == "0" and level["coordinateTransformations"] == [{"type": "scale", "scale": [voxel] * 3}]
+    np.testing.assert_array_equal(group[level["path"]][...], expected)
+
+
+def test_named_maps_as_ome_zarr_image_groups(tmp_path) -> None:
+    url = str(tmp_path / "r")
+    repo = Repository.init(url)
+    _, _, maps = _two_commits(repo)
+    store = NamedMapStore(url)
+    for name, expected in maps.items():
+        _check_ome_group(zarr.open_group(store, path=f"main/species/apo/{name}.ome", mode="r"), expected, 2.25)
+    assert split_named_path("main/species/apo/mask.ome/0/c/0/0/0") == ("main", "apo", "mask.ome", "0/c/0/0/0")
+    with pytest.raises(InvalidInput, match="not a named map path"):
+        split_named_path("main/species/apo/mask.ome/c/0/0/0")  # chunks live in level 0
+
+
 def test_named_path_parsing_allows_slashes_in_revisions() -> None:
     assert split_named_path("origin/main/species/apo/mask/zarr.json") == ("origin/main", "apo", "mask", "zarr.json")
     assert split_named_path("main/species/species/half2/c/0/1/2") == ("main", "species", "half2", "c/0/1/2")
@@ -97,7 +118,11 @@ def test_named_maps_over_http_with_zarr_python(tmp_path) -> None:
             np.testing.assert_array_equal(arr[...], expected)
             _check_ome(arr, 2.25)
             assert arr.attrs["mrepo"]["named"]["commit"] == c2
+        group = zarr.open_group(f"{base}/repo/named/main/species/apo/half1.ome", mode="r", storage_options=opts)
+        _check_ome_group(group, maps["half1"], 2.25)
         auth = {"Authorization": f"Bearer {token}"}
+        level = httpx.get(f"{base}/repo/named/main/species/apo/half1.ome/0/zarr.json", headers=auth)
+        assert level.status_code == 200 and level.headers["cache-control"] == "no-cache"  # follows the branch
         meta = httpx.get(f"{base}/repo/named/main/species/apo/half1/zarr.json", headers=auth)
         assert meta.status_code == 200 and meta.headers["cache-control"] == "no-cache"
         assert "access-control-allow-origin" not in meta.headers  # private server: no cross-origin reads
