@@ -39,11 +39,18 @@ def _item_stack(repo: Repository) -> Path:
     return Path(item.raw.uri.removeprefix("file://"))
 
 
-def test_verify_hashes_raw_data_in_place(simulated: Path, tmp_path: Path) -> None:
+def _imported(simulated: Path, tmp_path: Path, *, copy: bool) -> tuple[Path, Repository]:
+    """A copy of the simulated folder at ``tmp_path/data`` imported into a new repository at
+    ``tmp_path/r`` (raw data referenced in place, or copied in with ``copy``)."""
     data = tmp_path / "data"
     shutil.copytree(simulated, data)
     repo = Repository.init(str(tmp_path / "r"))
-    import_sim(repo, data, copy=False)
+    import_sim(repo, data, copy=copy)
+    return data, repo
+
+
+def test_verify_hashes_raw_data_in_place(simulated: Path, tmp_path: Path) -> None:
+    data, repo = _imported(simulated, tmp_path, copy=False)
     stack = _item_stack(repo)
     assert stack.is_file() and stack.is_relative_to(data)
     phases: list[str] = []
@@ -65,10 +72,7 @@ def test_verify_hashes_raw_data_in_place(simulated: Path, tmp_path: Path) -> Non
 
 
 def test_export_writes_raw_data_that_lives_only_in_the_repository(simulated: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(simulated, data)
-    repo = Repository.init(str(tmp_path / "r"))
-    import_sim(repo, data, copy=True)
+    data, repo = _imported(simulated, tmp_path, copy=True)
     original = _item_stack(repo)
     key = hash_file(original)
     shutil.rmtree(data)  # the import folder is gone: only the repository holds the movie
@@ -86,10 +90,7 @@ def test_export_writes_raw_data_that_lives_only_in_the_repository(simulated: Pat
 
 
 def test_export_refuses_raw_data_that_is_nowhere(simulated: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    shutil.copytree(simulated, data)
-    repo = Repository.init(str(tmp_path / "r"))
-    import_sim(repo, data, copy=False)
+    _, repo = _imported(simulated, tmp_path, copy=False)
     stack = _item_stack(repo)
     stack.unlink()
     out = tmp_path / "export"
@@ -101,11 +102,8 @@ def test_export_refuses_raw_data_that_is_nowhere(simulated: Path, tmp_path: Path
 def test_cli_verify_reports_the_changed_file_and_no_raw_skips_it(simulated: Path, tmp_path: Path) -> None:
     from mrepo.cli import app
 
-    data = tmp_path / "data"
-    shutil.copytree(simulated, data)
+    _, repo = _imported(simulated, tmp_path, copy=False)
     url = str(tmp_path / "r")
-    repo = Repository.init(url)
-    import_sim(repo, data, copy=False)
     stack = _item_stack(repo)
     with mrcfile.open(stack, mode="r+") as m:
         m.data[0, 3, 3] *= 2.0
