@@ -25,7 +25,6 @@ from mrepo.sim import (
 )
 
 
-
 @dataclass
 class SimRepo:
     repo: Repository
