@@ -38,12 +38,16 @@ def _arr(repo, item, name):
     return None if h is None else np.asarray(repo.objects.get_array(h), np.float64)
 
 
-@pytest.fixture(scope="module")
-def refined_tilts():
-    sr = build_repo(tilts_sim(n_particles=6, size=96, box=24, max_tilt=30.0, tilt_step=15.0), resolution=12.0,
-                    url=f"memory://relion-export-tilts-{uuid.uuid4().hex}")
+def _refined(sim, name: str):
+    """A memory repository built from ``sim`` and refined for one iteration (SETTINGS)."""
+    sr = build_repo(sim, resolution=12.0, url=f"memory://relion-export-{name}-{uuid.uuid4().hex}")
     refine_population(sr.repo, "main", 1, SETTINGS, LocalExecutor(use_cache=False))
     return sr.repo
+
+
+@pytest.fixture(scope="module")
+def refined_tilts():
+    return _refined(tilts_sim(n_particles=6, size=96, box=24, max_tilt=30.0, tilt_step=15.0), "tilts")
 
 
 def test_tilt_series_export_equals_refined_state(refined_tilts, tmp_path):
@@ -115,10 +119,7 @@ def test_tilt_series_export_without_folding_keeps_positions(refined_tilts, tmp_p
 
 @pytest.fixture(scope="module")
 def refined_frames():
-    sr = build_repo(frames_sim(n_particles=6, n_frames=3, size=96, box=24), resolution=12.0,
-                    url=f"memory://relion-export-frames-{uuid.uuid4().hex}")
-    refine_population(sr.repo, "main", 1, SETTINGS, LocalExecutor(use_cache=False))
-    return sr.repo
+    return _refined(frames_sim(n_particles=6, n_frames=3, size=96, box=24), "frames")
 
 
 def test_frame_series_export_equals_refined_state(refined_frames, tmp_path):
