@@ -33,7 +33,7 @@ from ..store.http_backend import HttpBackend, ServerError
 from ..store.integrity import MAX_ARRAY_BYTES, check_array_metadata, check_object_bytes, parse_canonical_record
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
-from ..store.walk import leaves_first, split_references
+from ..store.walk import leaves_first, levels, split_references
 from .transfer import Progress, TransferStats
 
 #: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
@@ -296,11 +296,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
                 future.result()
     # Records last, leaves first (level by level, each level in parallel): a record present here
     # always has its whole closure here.
-    height: dict[str, int] = {}
-    for h in order:
-        height[h] = 1 + max((height[c] for c in records[h] if c in height), default=-1)
-    for level in range(max(height.values(), default=-1) + 1):
-        batch = [h for h in order if height[h] == level]
+    for batch in levels(records):
         list(pool.map(lambda h: dst.backend.put(object_key(h), data_of[h]), batch))
         for h in batch:
             stats.records += 1

@@ -33,7 +33,7 @@ from ..store import (
 from ..store.integrity import ArrayReceiver, check_array_metadata, check_object_bytes
 from ..store.names import check_shared_ref_key
 from ..store.objects import array_prefix, object_key
-from ..store.walk import split_references
+from ..store.walk import levels, split_references
 from .history import is_ancestor
 from .repository import MergeResult, Repository
 from .schema import check_record_bytes
@@ -145,27 +145,6 @@ def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: Thr
     for h, kids in children.items():
         children[h] = [c for c in kids if c in records]
     return records, children, arrays, blobs
-
-
-def _record_levels(children: dict[str, list[str]]) -> list[list[str]]:
-    """Records grouped by height (leaves first): a record comes after every record it references."""
-    height: dict[str, int] = {}
-    for root in children:
-        stack = [(root, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if node in height:
-                continue
-            kids = children[node]
-            if expanded or not kids:
-                height[node] = 1 + max((height[c] for c in kids), default=-1)
-            else:
-                stack.append((node, True))
-                stack.extend((c, False) for c in kids if c not in height)
-    levels: dict[int, list[str]] = {}
-    for h, level in height.items():
-        levels.setdefault(level, []).append(h)
-    return [sorted(levels[k]) for k in sorted(levels)]
 
 
 class _ArrayCopy:
@@ -312,7 +291,7 @@ def _copy_with(pool: ThreadPoolExecutor, src: Storage, dst: Storage, roots: Iter
         return len(records[h])
 
     # Records by height: leaves first (bytes already received and checked while walking).
-    for level in _record_levels(children):
+    for level in levels(children):
         for n in pool.map(put_record, level):
             stats.bytes += n
             tick()

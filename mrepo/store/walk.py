@@ -50,3 +50,16 @@ def leaves_first(children: Mapping[str, Iterable[str]]) -> list[str]:
                 stack.append((h, True))
                 stack.extend((c, False) for c in children[h] if c in children and c not in done)
     return out
+
+
+def levels(children: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The keys of ``children`` grouped by height, leaves first (height 0: names no other key), each
+    group sorted: everything a key names stands in an earlier group, so a group can be written in
+    parallel once the groups before it are."""
+    height: dict[str, int] = {}
+    for h in leaves_first(children):
+        height[h] = 1 + max((height[c] for c in children[h] if c in height), default=-1)
+    groups: dict[int, list[str]] = {}
+    for h, level in height.items():
+        groups.setdefault(level, []).append(h)
+    return [sorted(groups[k]) for k in sorted(groups)]
