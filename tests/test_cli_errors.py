@@ -133,6 +133,22 @@ def test_sim_refuses_a_crowded_field_in_one_line(tmp_path: Path) -> None:
     assert "particles" in one_line_error(result)
 
 
+def test_sim_never_overwrites_a_folder_with_files(tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    message = one_line_error(mrepo("sim", "frames", "--out", str(out), "--size", "64", "--box", "32",
+                                   code=ExitCode.BAD_INPUT))
+    assert "--out" in message and "not an empty folder" in message
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "precious"
+
+
+def test_sim_names_the_options_when_the_species_does_not_fit(tmp_path: Path) -> None:
+    message = one_line_error(mrepo("sim", "frames", "--out", str(tmp_path / "s"), "--size", "64", "--box", "16",
+                                   "--particles", "2", "--frames", "2", code=ExitCode.BAD_INPUT))
+    assert "--box" in message  # was only "could not place 480 atoms 1.5 Å apart in 16.8 Å"
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

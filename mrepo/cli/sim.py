@@ -46,6 +46,14 @@ def _check(size: int, pixel_size: float, box: int, snr: float, particles: int, s
         raise bad("--species", species, "need at least one species")
 
 
+def _fresh_out(out: Path) -> None:
+    """Refuse an --out folder that already holds files: a new dataset would overwrite them (and raw data
+    a repository references in place would no longer match its hash)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidInput(f"--out {out}: already exists and is not an empty folder; choose a new folder "
+                           "(a simulation never overwrites files)")
+
+
 def _numbers(option: str, text: str | None, count: int) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -145,6 +153,7 @@ def frames(
     """Simulate one frame series and write it to OUT. Injected optics (--mag-matrix, --beam-tilt,
     --trefoil) are written to truth.json only (items[0].aberrations), never to initial.json."""
     _check(size, pixel_size, box, snr, particles, species, seed)
+    _fresh_out(out)
     aberrations = _aberrations(mag_matrix, beam_tilt, trefoil, four_fold)
     if n_frames < 2:
         raise InvalidInput(f"--frames {n_frames}: a frame series needs at least 2 frames")
@@ -158,7 +167,7 @@ def frames(
         )
         sim = simulate_frame_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
-        raise InvalidInput(str(exc)) from None
+        raise InvalidInput(f"{exc} (check --box, --pixel-size, --particles and --size)") from None
     _summary("frame series", sim, write_dataset(sim, out, one_file_per_image=one_file_per_image))
 
 
@@ -192,6 +201,7 @@ def tilts(
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
     _check(size, pixel_size, box, snr, particles, species, seed)
+    _fresh_out(out)
     aberrations = _aberrations(mag_matrix, beam_tilt, trefoil, four_fold)
     if not math.isfinite(max_tilt) or not 0 <= max_tilt < 90:
         raise InvalidInput(f"--max-tilt {max_tilt}: must be at least 0 and below 90 degrees")
@@ -207,5 +217,5 @@ def tilts(
         )
         sim = simulate_tilt_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)
-        raise InvalidInput(str(exc)) from None
+        raise InvalidInput(f"{exc} (check --box, --pixel-size, --particles and --size)") from None
     _summary("tilt series", sim, write_dataset(sim, out, one_file_per_image=one_file_per_image))
