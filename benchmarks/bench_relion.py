@@ -144,10 +144,10 @@ def polishing_tracks(proj: Path, table) -> np.ndarray:
 
 
 def relion_motion_sign(proj: Path) -> None:
-    """Negate rlnMicrographShiftX/Y in the project's motion STARs: mrepo's export writes the content displacement,
-    RELION 3.1's polishing starts each particle's trajectory from the opposite sign (measured: as exported,
-    polishing degrades the map from 5.5 to 7.3 Å and its tracks match no reading of the truth; negated, the map
-    reaches 5.0 Å and coordinate + track matches the true per-frame positions)."""
+    """Negate rlnMicrographShiftX/Y in the project's motion STARs (``--negate-motion-shifts``): reproduces the export
+    before it wrote RELION's aligning shifts (minus the content displacement). Measured with that old sign,
+    polishing degraded the map from 5.5 to 7.3 Å and its tracks matched no reading of the truth; with the sign the
+    exporter now writes, the map reaches 5.0 Å and coordinate + track matches the true per-frame positions."""
     for path in sorted((proj / "motion").glob("*.star")):
         blocks = starfile.read(path, always_dict=True)
         g = blocks["global_shift"]
@@ -238,13 +238,13 @@ def mrepo_arm(work: Path, sim_dir: Path, iterations: int, step: Step) -> dict[st
     return {"cpu_s": step.cpu("mrepo reconstruct", "mrepo refine")}
 
 
-def relion_arm(proj: Path, step: Step, threads: int, quick: bool, keep_sign: bool) -> dict[str, Any]:
+def relion_arm(proj: Path, step: Step, threads: int, quick: bool, negate_shifts: bool) -> dict[str, Any]:
     """RELION 3.1 on mrepo's export of the initial state in ``proj`` (the RELION project folder)."""
     mpi = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "3"]
     status: dict[str, Any] = {}
-    if not keep_sign:
+    if negate_shifts:
         relion_motion_sign(proj)
-        status["motion_star_shifts"] = "negated for RELION (see relion_motion_sign)"
+        status["motion_star_shifts"] = "negated (old export sign, see relion_motion_sign)"
     step("relion extract", ["relion_preprocess", "--i", "micrographs.star", "--reextract_data_star",
                             "alpha/particles.star", "--part_star", "Extract/particles.star", "--part_dir", "Extract/",
                             "--extract", "--extract_size", str(BOX), "--norm", "--bg_radius", str(BOX // 2 - 6),
@@ -330,8 +330,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="80 particles, 1 mrepo iteration, no polishing")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_relion"))
-    ap.add_argument("--keep-export-shift-sign", action="store_true",
-                    help="give RELION the motion STARs exactly as mrepo exports them (global shifts not negated)")
+    ap.add_argument("--negate-motion-shifts", action="store_true",
+                    help="negate the exported motion STARs' global shifts (reproduces the old, wrong export sign)")
     a = ap.parse_args()
     if a.quick:
         a.particles, a.iterations = 80, 1
@@ -370,7 +370,7 @@ def main() -> None:
     initial_shifts = _global_shifts(next((proj / "motion").glob("*.star"), None), n_frames)
     initial_order = match(sim, positions_px(initial_table, initial_shifts, sign))
     try:
-        log["relion"] = relion_arm(proj, step, a.threads, a.quick, a.keep_export_shift_sign)
+        log["relion"] = relion_arm(proj, step, a.threads, a.quick, a.negate_motion_shifts)
         table, rows = relion_table(proj, log["relion"]["final_star"])
         tracks = polishing_tracks(proj, table) if log["relion"]["motion_refine"] == "ok" else None
         log["relion"].update(errors(sim, table, initial_shifts, initial_order[rows], sign, tr, tracks))

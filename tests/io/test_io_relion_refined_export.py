@@ -135,12 +135,13 @@ def test_frame_series_export_equals_refined_state(refined_frames, tmp_path):
     mics = starfile.read(out / "micrographs.star", always_dict=True)
     row = mics["micrographs"].iloc[0]
     np.testing.assert_array_equal([row["rlnDefocusU"], row["rlnDefocusV"], row["rlnDefocusAngle"]], ctf[0])
-    # the micrograph is the movie summed with the refined shifts, and its motion STAR holds them (pixels)
+    # the micrograph is the movie summed with the refined shifts; its motion STAR holds them as RELION's aligning
+    # shifts (pixels, opposite sign)
     assert row["rlnMicrographName"] == f"micrographs/{item.name}.mrc"
     assert (out / row["rlnMicrographName"]).is_file()
     motion = starfile.read(out / row["rlnMicrographMetadata"], always_dict=True)
     gs = motion["global_shift"]
-    np.testing.assert_allclose(gs[["rlnMicrographShiftX", "rlnMicrographShiftY"]].to_numpy() * pix, shifts,
+    np.testing.assert_allclose(-gs[["rlnMicrographShiftX", "rlnMicrographShiftY"]].to_numpy() * pix, shifts,
                                rtol=0, atol=1e-9)
     assert motion["general"]["rlnImageSizeZ"] == len(shifts)
     with mrcfile.open(out / row["rlnMicrographName"]) as m:
