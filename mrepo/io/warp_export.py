@@ -55,7 +55,7 @@ from .m_hash import m_data_hash
 from .mrc import MRC_LABEL
 from .raw_access import raw_paths
 from .star import write_star
-from .warp_import import centre_terms, corrections_to_m, models_from_warp
+from .warp_import import centre_terms, corrections_to_m, models_from_warp, warp_tilt_matrices
 from .warp_xml import WarpGrid, WarpMeta, write_warp_xml
 
 __all__ = ["write_item_xml", "item_warp_meta", "MCannotRepresent", "M_MODELS", "XTILT_TOLERANCE"]
@@ -169,8 +169,6 @@ def item_warp_meta(repo: Repository, item: Item) -> WarpMeta:
                                                       np.zeros(n)], 1)
     level_x = float(stage[0, 0]) if n else 0.0
     angles, axis = -stage[:, 1], stage[:, 2]
-    from .warp_import import warp_tilt_matrices
-
     pix = float(im["pixel_size"])
     vol = np.asarray(im["volume_dimensions"], np.float64)
     image_px = (int(im["dimensions"][0]), int(im["dimensions"][1]))
