@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from ..store import InvalidInput, MrepoError, ObjectNotFound, require_extra
+from ..store import InvalidInput, ObjectNotFound, RefNotFound, require_extra
 
 require_extra("zarr", "zarr", "reading maps by name with zarr-python")
 
@@ -65,12 +65,8 @@ class NamedMapStore(Store):
     def _read(self, key: str) -> bytes | None:
         try:
             return self.maps.read(key)
-        except (ObjectNotFound, InvalidInput):
+        except (ObjectNotFound, InvalidInput, RefNotFound):
             return None  # zarr probes keys (e.g. a group's zarr.json one level up): absent
-        except MrepoError as exc:
-            if type(exc).__name__ == "RefNotFound":
-                return None
-            raise
 
     async def get(self, key: str, prototype: BufferPrototype | None = None,
                   byte_range: ByteRequest | None = None) -> Buffer | None:
