@@ -22,7 +22,7 @@ from mrepo.workers.denoise import ensure_denoisers, refresh_denoiser
 from mrepo.workers.geometry import resample_trajectory
 from mrepo.workers.movement import divergence, item_version_moves, settled, species_moves, summarise
 from mrepo.workers.optics_share import share_optics
-from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species, species_metadata
+from mrepo.workers.reconstruct import check_reconstruction, reconstruct_species, species_average, species_metadata
 from mrepo.workers.references import remasked
 from mrepo.workers.refine_item import load_item_particles
 from mrepo.workers.settings import RefineSettings
@@ -147,9 +147,7 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
             rec = reconstruct_species(out.sums[n], sp.box, sp.pixel_size, mask, pad=settings.reconstruction_pad,
                                       wiener_fraction=settings.wiener_fraction)
             # refuse (no commit) a map that anti-correlates with its reference or shares only an artefact
-            check_reconstruction(rec, mask, sp.pixel_size, name=n, reference=(
-                np.asarray(repo.objects.get_array(sp.half1), np.float64)
-                + np.asarray(repo.objects.get_array(sp.half2), np.float64)) / 2)
+            check_reconstruction(rec, mask, sp.pixel_size, name=n, reference=species_average(repo.objects, sp))
             put = repo.objects.put_array
             mask_hash = sp.mask
             if settings.mask_follows_map:

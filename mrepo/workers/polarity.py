@@ -23,7 +23,7 @@ from mrepo.workers.backproject import backproject_species
 from mrepo.workers.geometry import Parameters, ParticleSet, particle_geometry
 from mrepo.workers.item_model import load_item_model
 from mrepo.workers.raw_data import read_exposures
-from mrepo.workers.reconstruct import low_band_correlation, reconstruct_species
+from mrepo.workers.reconstruct import low_band_correlation, reconstruct_species, species_average
 
 __all__ = ["PolarityVote", "item_half_sums", "detect_polarity", "MIN_CORRELATION"]
 
@@ -67,8 +67,7 @@ def detect_polarity(objects: ObjectStore, items: list[Item], species: Species, t
                     max_particles: int = 400) -> PolarityVote:
     """Vote on the polarity of ``items`` (their raw data) from ``species``' particles and reference maps."""
     mask = np.asarray(objects.get_array(species.mask), dtype=np.float32)
-    reference = (np.asarray(objects.get_array(species.half1), np.float64)
-                 + np.asarray(objects.get_array(species.half2), np.float64)) / 2
+    reference = species_average(objects, species)
     total: HalfSums | None = None
     used = 0
     for item in items:

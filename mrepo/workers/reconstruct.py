@@ -19,7 +19,7 @@ from mrepo.store import InvalidInput, array_ref
 from mrepo.workers.api import HalfSums
 
 __all__ = ["Reconstruction", "reconstruct_species", "filter_map", "ReconstructionError", "ReconstructionCheck",
-           "check_reconstruction", "low_band_correlation"]
+           "check_reconstruction", "low_band_correlation", "species_average"]
 
 #: a new map whose band-limited correlation with its reference is below this anti-correlates with it
 ANTI_CORRELATION = -0.1
@@ -70,6 +70,12 @@ def reconstruct_species(sums: HalfSums, box: int, pixel_size: float, mask: np.nd
     h1, h2 = halves[0].numpy(), halves[1].numpy()
     unmasked = fsc(halves[0], halves[1]).double().numpy()
     return Reconstruction(h1, h2, curve, res, filter_map((h1 + h2) / 2, curve, pixel_size, res), unmasked)
+
+
+def species_average(objects, species) -> np.ndarray:  # noqa: ANN001 - ObjectStore, Species
+    """The average of ``species``' stored half-maps (box³ float64): the reference a new map is checked against."""
+    return (np.asarray(objects.get_array(species.half1), np.float64)
+            + np.asarray(objects.get_array(species.half2), np.float64)) / 2
 
 
 def species_metadata(metadata: dict, rec: Reconstruction, put) -> dict:  # noqa: ANN001 - put: array -> hash

@@ -27,6 +27,7 @@ from mrepo.workers.reconstruct import (
     ReconstructionCheck,
     check_reconstruction,
     reconstruct_species,
+    species_average,
     species_metadata,
 )
 from mrepo.workers.settings import RefineSettings
@@ -82,9 +83,7 @@ def reconstruct_population(repo: Repository, branch: str, executor: Executor, *,
         mask = repo.objects.get_array(sp.mask)
         rec = reconstruct_species(out.sums[n], sp.box, sp.pixel_size, mask, pad=settings.reconstruction_pad,
                                   wiener_fraction=settings.wiener_fraction)
-        reference = (np.asarray(repo.objects.get_array(sp.half1), np.float64)
-                     + np.asarray(repo.objects.get_array(sp.half2), np.float64)) / 2
-        checks[n] = check_reconstruction(rec, mask, sp.pixel_size, name=n, reference=reference)
+        checks[n] = check_reconstruction(rec, mask, sp.pixel_size, name=n, reference=species_average(repo.objects, sp))
         recs[n], olds[n], counts[n] = rec, sp, out.sums[n].particles
     put = repo.objects.put_array
     new_species = dict(pop.species)
