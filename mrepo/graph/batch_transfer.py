@@ -225,8 +225,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
     need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: dst.objects.freshen("array", h),
                                                               sorted(arrays))) if not p]
     need_blobs = [h for h, p in zip(sorted(blobs), pool.map(dst.objects.has_object, sorted(blobs))) if not p]
-    order = leaves_first(records)
-    total = len(need_arrays) + len(need_blobs) + len(order)
+    total = len(need_arrays) + len(need_blobs) + len(records)
     done = 0
 
     tick_lock = threading.Lock()
