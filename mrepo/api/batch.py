@@ -191,7 +191,9 @@ class BatchReceiver:
             with self.ctx.staging.lock(arr.h):
                 if self.objects.has_array(arr.h):
                     return False
-                verify_array(arr.h, arr.meta, lambda k: self._chunk(arr, k))
+                # chunks held in memory were checked against their digests on arrival; spilled ones
+                # are read back from staging and checked again
+                verify_array(arr.h, arr.meta, lambda k: self._chunk(arr, k), digests_checked=arr.memory)
                 prefix = array_prefix(arr.h)
                 for k in sorted(arr.meta.chunk_digests):
                     self.backend.put(prefix + k, self._chunk(arr, k))

@@ -142,3 +142,19 @@ def test_noisy_arrays_are_stored_plain_and_compressible_ones_with_zstd(store: Ob
         receive(h, meta, files)
         assert np.array_equal(store.get_array(h), arr)
     assert store.put_array(noisy, chunks=(32, 64)) == hash_array(noisy)  # same content, same layout
+
+
+def test_verify_array_skips_only_the_digests_named_as_checked(store: ObjectStore) -> None:
+    from mrepo.store.array_verify import verify_array
+
+    arr = np.random.default_rng(0).normal(size=(64, 48)).astype(np.float32).round(1)
+    h, metadata, files = stored(store, arr, chunks=(16, 48))
+    meta = check_array_metadata(h, metadata)
+    verify_array(h, meta, files.__getitem__, digests_checked=files)
+    key = sorted(files)[1]
+    # the same data in another encoding: its digest differs, the array hash does not
+    other = dict(files, **{key: Zstd(level=19).encode(Zstd().decode(files[key]))})
+    assert other[key] != files[key]
+    with pytest.raises(CorruptObject, match="does not match its digest"):
+        verify_array(h, meta, other.__getitem__, digests_checked=set(files) - {key})
+    verify_array(h, meta, other.__getitem__, digests_checked={key})
