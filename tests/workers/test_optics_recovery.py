@@ -22,6 +22,8 @@ from tests.workers.test_recovery import _task
 
 torch.set_num_threads(1)
 INJECTED = SimAberrations(mag_matrix=((1.005, 0.002), (0.002, 0.995)), beam_tilt_mrad=(0.5, -0.3), trefoil=(20.0, 0.0))
+#: INJECTED in the refined optics' units (mag ‰, beam tilt mrad, trefoil in units of 10)
+MAG_TILT_TRUTH = {"mag": [5.0, 2.0], "beam_tilt": [0.5, -0.3], "trefoil": [2.0, 0.0]}
 
 
 def _oracle_repo(ab: SimAberrations, n: int = 10, seed: int = 3):
@@ -31,28 +33,41 @@ def _oracle_repo(ab: SimAberrations, n: int = 10, seed: int = 3):
     return build_population([simulate_frame_series(cfg, seed)], truth="oracle", resolution=3.5)
 
 
-def test_target_peaks_at_the_injected_magnification_and_beam_tilt():
-    """Simulator and refiner agree on the conventions of M (frequencies), beam tilt (x, y) and their signs."""
-    sr = _oracle_repo(INJECTED)
-    settings = RefineSettings(refine_mag=True, ctf_zernike3=True, resolution_fraction=1.0)
-    task = _task(sr, settings)
+def _scorer(sr, settings: RefineSettings, task=None):  # noqa: ANN001, ANN202
+    """(params, score): the item's parameters at zero and M's target at their current values (no gradients)."""
+    task = task or _task(sr, settings)
     ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
     params = Parameters.zeros(ctx.model, ctx.particles, None)
     subsets = ctx.subsets(params)
-    truth = {"mag": [5.0, 2.0], "beam_tilt": [0.5, -0.3], "trefoil": [2.0, 0.0]}
 
-    def target(group: str, index: int, value: float) -> float:
-        for g, v in truth.items():
-            params.optics[g].copy_(torch.tensor(v, dtype=torch.float64))
-        params.optics[group][index] = value
+    def score() -> float:
         with torch.no_grad():
             return float(ctx.sums(subsets, params, ctf_frozen=False).target())
 
+    return params, score
+
+
+def _mag_tilt_target(sr):  # noqa: ANN001, ANN202
+    """target(group, index, value): M's target with every injected optics group at its truth but one value."""
+    params, score = _scorer(sr, RefineSettings(refine_mag=True, ctf_zernike3=True, resolution_fraction=1.0))
+
+    def target(group: str, index: int, value: float) -> float:
+        for g, v in MAG_TILT_TRUTH.items():
+            params.optics[g].copy_(torch.tensor(v, dtype=torch.float64))
+        params.optics[group][index] = value
+        return score()
+
+    return target
+
+
+def test_target_peaks_at_the_injected_magnification_and_beam_tilt():
+    """Simulator and refiner agree on the conventions of M (frequencies), beam tilt (x, y) and their signs."""
+    target = _mag_tilt_target(_oracle_repo(INJECTED))
     for group, index, grid in (("mag", 0, [0.0, 2.5, 5.0, 7.5, 10.0]), ("mag", 1, [-2.0, 0.0, 2.0, 4.0]),
                                ("beam_tilt", 0, [0.0, 0.25, 0.5, 0.75]),
                                ("beam_tilt", 1, [-0.6, -0.3, 0.0, 0.3]), ("trefoil", 0, [0.0, 2.0, 4.0])):
         scores = [target(group, index, v) for v in grid]
-        assert grid[int(np.argmax(scores))] == truth[group][index], (group, index, scores)
+        assert grid[int(np.argmax(scores))] == MAG_TILT_TRUTH[group][index], (group, index, scores)
 
 
 @pytest.mark.slow
@@ -87,15 +102,11 @@ def test_target_peaks_at_the_true_cs_and_phase_shift():
     task = _task(sr, settings)
     item = Item.load(sr.repo.objects, task.item_hash)
     told = dataclasses.replace(item, imaging={**item.imaging, "cs": 2.7}).save(sr.repo.objects)
-    task = dataclasses.replace(task, item_hash=told)
-    ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
-    params = Parameters.zeros(ctx.model, ctx.particles, None)
-    subsets = ctx.subsets(params)
+    params, score = _scorer(sr, settings, dataclasses.replace(task, item_hash=told))
 
     def target(cs: float, phase: float) -> float:
         params.optics["cs"][0], params.optics["phase"][0] = cs, phase
-        with torch.no_grad():
-            return float(ctx.sums(subsets, params, ctf_frozen=False).target())
+        return score()
 
     cs_grid = [0.0, 1.0, 2.0, 3.0, 4.0]  # units of 0.1 mm
     assert cs_grid[int(np.argmax([target(c, 30.0) for c in cs_grid]))] == 2.0
@@ -112,25 +123,11 @@ def test_tilt_series_target_peaks_at_the_injected_magnification_and_beam_tilt():
                            species=small_species(48, 1.5)[:1], box=48, n_particles=6, max_tilt=20.0, tilt_step=10.0,
                            snr=1.0, pad=3, slab_thickness=40.0, defocus=10000.0, contrast="light",
                            aberrations=INJECTED)
-    sr = build_population([simulate_tilt_series(cfg, 2)], truth="oracle", resolution=3.5)
-    settings = RefineSettings(refine_mag=True, ctf_zernike3=True, resolution_fraction=1.0)
-    task = _task(sr, settings)
-    ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
-    params = Parameters.zeros(ctx.model, ctx.particles, None)
-    subsets = ctx.subsets(params)
-    truth = {"mag": [5.0, 2.0], "beam_tilt": [0.5, -0.3], "trefoil": [2.0, 0.0]}
-
-    def target(group: str, index: int, value: float) -> float:
-        for g, v in truth.items():
-            params.optics[g].copy_(torch.tensor(v, dtype=torch.float64))
-        params.optics[group][index] = value
-        with torch.no_grad():
-            return float(ctx.sums(subsets, params, ctf_frozen=False).target())
-
+    target = _mag_tilt_target(build_population([simulate_tilt_series(cfg, 2)], truth="oracle", resolution=3.5))
     for group, index, grid in (("mag", 0, [-5.0, 5.0, 15.0]), ("mag", 1, [-8.0, 2.0, 12.0]),
                                ("beam_tilt", 0, [0.0, 0.5, 1.0]), ("beam_tilt", 1, [-0.8, -0.3, 0.2])):
         scores = [target(group, index, v) for v in grid]
-        assert grid[int(np.argmax(scores))] == truth[group][index], (group, index, scores)
+        assert grid[int(np.argmax(scores))] == MAG_TILT_TRUTH[group][index], (group, index, scores)
 
 
 def test_target_peaks_at_the_injected_four_fold_astigmatism():
@@ -139,18 +136,13 @@ def test_target_peaks_at_the_injected_four_fold_astigmatism():
                             species=small_species(48, 1.5)[:1], box=48, n_particles=10, snr=1.0, pad=3,
                             defocus=10000.0, contrast="light", aberrations=SimAberrations(four_fold=(0.0, 150.0)))
     sr = build_population([simulate_frame_series(cfg, 6)], truth="oracle", resolution=3.5)
-    settings = RefineSettings(ctf_zernike4=True, resolution_fraction=1.0)
-    task = _task(sr, settings)
-    ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
-    params = Parameters.zeros(ctx.model, ctx.particles, None)
-    subsets = ctx.subsets(params)
+    params, score = _scorer(sr, RefineSettings(ctf_zernike4=True, resolution_fraction=1.0))
 
     def target(index: int, value: float) -> float:
         params.optics["zernike4"].zero_()
         params.optics["zernike4"][4] = 1.5
         params.optics["zernike4"][index] = value
-        with torch.no_grad():
-            return float(ctx.sums(subsets, params, ctf_frozen=False).target())
+        return score()
 
     grid = [0.0, 0.75, 1.5, 2.25, 3.0]  # units of 100 rad
     assert grid[int(np.argmax([target(4, v) for v in grid]))] == 1.5
