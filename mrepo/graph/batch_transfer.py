@@ -30,10 +30,11 @@ from ..store import CorruptObject, ObjectNotFound, Storage, zarr_codec
 from ..store.array_verify import check_chunk, check_slab_size, verify_array
 from ..store.hashing import parse_record_bytes
 from ..store.http_backend import HttpBackend, ServerError
-from ..store.integrity import MAX_ARRAY_BYTES, check_array_metadata, check_object_bytes, parse_canonical_record
+from ..store.integrity import MAX_ARRAY_BYTES, check_array_metadata, check_object_bytes
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
 from ..store.walk import leaves_first, levels, split_references
+from .schema import check_record_bytes
 from .transfer import Progress, TransferStats
 
 #: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
@@ -43,16 +44,6 @@ STREAMS = 2
 def supports(src: Storage, dst: Storage) -> bool:
     """True when one side is an mrepo server (the batch protocol applies)."""
     return isinstance(dst.backend, HttpBackend) or isinstance(src.backend, HttpBackend)
-
-
-def _check_record(h: str, data: bytes) -> tuple[str, Any]:
-    """(kind, body) of received record bytes: hash, canonical form and (when available) schema."""
-    try:
-        from .schema import check_record_bytes
-    except ImportError:
-        check_object_bytes(h, data)
-        return parse_canonical_record(data, h)
-    return check_record_bytes(h, data)
 
 
 def _split(hashes: list[str], streams: int = STREAMS) -> list[list[str]]:
@@ -219,7 +210,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
             data = got.get(object_key(h))
             if data is None:
                 raise ObjectNotFound(f"record {h} is missing on {where}")
-            yield h, data, _check_record(h, data)[1]
+            yield h, data, check_record_bytes(h, data)[1]
 
     records, data_of, arrays, blobs = _walk(roots, lacking_records)
     need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: dst.objects.freshen("array", h),

@@ -211,11 +211,9 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
     decoding them: canonical ``zarr.json`` naming the array and every chunk against its digest.
     Whoever fetches from the destination checks the content again, in full.
     """
-    try:
-        from . import batch_transfer  # a server on either side: the batch protocol (few requests, verified)
-    except ImportError:  # not in this checkout yet
-        batch_transfer = None
-    if batch_transfer is not None and batch_transfer.supports(src, dst):
+    from . import batch_transfer  # a server on either side: the batch protocol (few requests, verified)
+
+    if batch_transfer.supports(src, dst):
         return batch_transfer.copy_closure(src, dst, roots, workers=workers, progress=progress)
     try:
         return _copy_closure(src, dst, roots, workers=workers, progress=progress, deep_arrays=deep_arrays)
