@@ -117,8 +117,8 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
         started = time.perf_counter()
         out = executor.run(tasks, progress=progress)
         fitted_weights = None
+        finest = min((repo.species(sp_hashes[n]).resolution or np.inf) for n in names)
         if settings.weights and settings.weights_scope == "source":  # M: weights over a source's items
-            finest = min((repo.species(sp_hashes[n]).resolution or np.inf) for n in names)
             out.results, fitted_weights = refit_source_weights(repo.objects, out.results, finest)
         # The reconstruction's float results depend on torch's thread count: fix it, so that every
         # executor (and a resumed run) commits bit-identical maps.
@@ -140,6 +140,7 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
             kinds[r.task.item_key] = kind
             moves.append(m)
         reasons = []
+        voltage = _voltage(repo, out.results)
         for n in names:
             sp = repo.species(sp_hashes[n])
             table = repo.particles(sp.particles)
@@ -156,8 +157,7 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
             new_table = _new_table(repo, table, n, out.results)
             sp_moves = species_moves(table, new_table, kinds, sp.pixel_size)
             moves.extend(sp_moves)
-            reason = divergence(summarise(sp_moves), sp.resolution, sp.diameter / 2, sp.pixel_size,
-                                _voltage(repo, out.results))
+            reason = divergence(summarise(sp_moves), sp.resolution, sp.diameter / 2, sp.pixel_size, voltage)
             if reason:
                 reasons.append(f"species {n!r}: {reason}")
             contributors = tuple(sorted(r.item_hash for r in out.results if n in r.particles))
@@ -168,9 +168,7 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
                           put(rec.fsc), contributors, species_metadata(sp.metadata, rec, put))
             new_species[n] = refresh_denoiser(repo.objects, new, settings).save(repo.objects)
         movement = summarise(moves)
-        finest = min((repo.species(sp_hashes[n]).resolution or np.inf) for n in names)
-        item_reason = divergence({k: v for k, v in movement.items() if k == "defocus"}, finest, 1.0, 1.0,
-                                 _voltage(repo, out.results))
+        item_reason = divergence({k: v for k, v in movement.items() if k == "defocus"}, finest, 1.0, 1.0, voltage)
         if item_reason:
             reasons.append(f"items: {item_reason}")
         if reasons:
