@@ -242,7 +242,7 @@ def register(app: typer.Typer) -> None:
 
                 other = Repository.open(remote_url(r, repair_from))
                 try:
-                    repaired, report = repair(r.storage, other.storage, progress=progress)
+                    repaired, report = repair(r.storage, other.storage, progress=progress, raw=not no_raw)
                 finally:
                     other.close()
         if json:

@@ -189,19 +189,20 @@ class RepairReport:
 
 
 def repair(storage: Storage, remote: Storage, *, workers: int = 8, max_rounds: int = 8,
-           progress: Progress | None = None) -> tuple[RepairReport, VerifyReport]:
+           progress: Progress | None = None, raw: bool = True) -> tuple[RepairReport, VerifyReport]:
     """Replace every damaged object of ``storage`` by a verified copy from ``remote``.
 
     Rounds of verify-then-fetch until nothing damaged is left or a round repairs nothing (a
     record fetched whole may reveal missing objects below it). Records come with whatever of
     their closure is missing (:func:`~mrepo.graph.transfer.copy_closure`); arrays and blobs are
     replaced by copies checked against their names (:mod:`mrepo.store.integrity`). Returns the
-    repair report and the final verify report.
+    repair report and the final verify report. Raw data referenced in place cannot be repaired
+    from a remote: with ``raw`` it is hashed once, for the final report, not in every round.
     """
     from .transfer import copy_closure
 
     out = RepairReport()
-    report = verify(storage, workers=workers, progress=progress)
+    report = verify(storage, workers=workers, progress=progress, raw=False)
     while report.damaged and out.rounds < max_rounds:
         out.rounds += 1
         before = len(out.repaired)
@@ -225,10 +226,15 @@ def repair(storage: Storage, remote: Storage, *, workers: int = 8, max_rounds: i
             except (ObjectNotFound, CorruptObject) as exc:
                 out.failed.append(f"{kind} {h}: {exc}")
         storage.objects.clear_cache()
-        report = verify(storage, workers=workers, progress=progress)
+        report = verify(storage, workers=workers, progress=progress, raw=False)
         if len(out.repaired) == before:
             break
     out.failed = sorted(set(out.failed))
+    if raw:
+        records = [h for h, k in reachable(storage, on_problem=lambda _: None).items() if k == "record"]
+        raw_checked, raw_problems = verify_in_place(records, storage=storage, workers=workers, progress=progress)
+        report.checked += raw_checked
+        report.problems = sorted(report.problems + raw_problems)
     return out, report
 
 
