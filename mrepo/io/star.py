@@ -193,6 +193,9 @@ def numeric(df: pd.DataFrame, column: str, path: str | Path, block_name: str, *,
 
 def integers(df: pd.DataFrame, column: str, path: str | Path, block_name: str) -> np.ndarray:
     """Column as int64 (values must be integral)."""
+    require_columns(df, [column], path, block_name)
+    if df[column].dtype.kind == "i":  # typed int64 by the parser: no round trip through float64
+        return df[column].to_numpy(dtype=np.int64, copy=True)
     vals = numeric(df, column, path, block_name)
     bad = np.nonzero(vals != np.round(vals))[0]
     if len(bad):
