@@ -327,7 +327,11 @@ def _spa_columns(repo: Repository, table: ParticleTable, order: np.ndarray, its:
     xyz = table.coordinates[order, 0, :]
     pix = np.array([float(it.imaging["pixel_size"]) for it in its])[:, None]
     pos = _spa_positions(repo, table, order, its, positions)
-    cols: dict[str, object] = {"rlnMicrographName": [rel(_micrograph_path(repo, it, out)) for it in its]}
+    per_item: dict[str, tuple[str, np.ndarray]] = {}  # micrograph name and CTF, once per item (not per particle)
+    for it in its:
+        if it.key not in per_item:
+            per_item[it.key] = (rel(_micrograph_path(repo, it, out)), _arr(repo, it, "ctf")[0])
+    cols: dict[str, object] = {"rlnMicrographName": [per_item[it.key][0] for it in its]}
     if "rlnCoordinateX" in passthrough and "rlnCoordinateY" in passthrough:
         coord = np.stack([np.asarray(passthrough["rlnCoordinateX"], np.float64),
                           np.asarray(passthrough["rlnCoordinateY"], np.float64)], 1)
@@ -338,7 +342,7 @@ def _spa_columns(repo: Repository, table: ParticleTable, order: np.ndarray, its:
     else:
         px = invert_exact(pos, lambda v: v * pix, pos / pix)
         cols["rlnCoordinateX"], cols["rlnCoordinateY"] = px[:, 0], px[:, 1]
-    item_ctf = np.stack([_arr(repo, it, "ctf")[0] for it in its]) if its else np.zeros((0, 3))
+    item_ctf = np.stack([per_item[it.key][1] for it in its]) if its else np.zeros((0, 3))
     residual = table.extra["ctf_residual"][order] if "ctf_residual" in table.extra else None
     d = particle_ctf_exact(item_ctf, xyz[:, 2], residual)
     cols["rlnDefocusU"], cols["rlnDefocusV"], cols["rlnDefocusAngle"] = d[:, 0], d[:, 1], d[:, 2]
