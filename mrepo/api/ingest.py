@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..store import Backend, CorruptObject, InvalidInput, ObjectNotFound, ObjectStore, references
-from ..store.hashing import hash_bytes
+from ..store.hashing import RECORD_TAG, hash_bytes
 from ..store.integrity import check_object_bytes, parse_canonical_record
 from ..store.objects import object_key
 
@@ -41,10 +41,9 @@ def check_object(objects: ObjectStore, h: str, data: bytes, known: set[str] | No
     Raises CorruptObject (hash, tag), InvalidInput (schema, canonical form) or ObjectNotFound
     (a referenced object the server lacks; ``known``: hashes stored earlier in the same stream).
     """
-    kind = check_object_bytes(h, data)
-    if kind == "blob":
-        return kind
-    _, body = check_record(h, data)
+    if not data.startswith(RECORD_TAG):
+        return check_object_bytes(h, data)  # a blob (or CorruptObject: bad hash, unknown tag)
+    _, body = check_record(h, data)  # hashes the bytes once, then canonical form and schema
     missing = []
     for ref_kind, child in references(body):
         if known is not None and child in known:
@@ -55,7 +54,7 @@ def check_object(objects: ObjectStore, h: str, data: bytes, known: set[str] | No
     if missing:
         raise ObjectNotFound(f"record {h} refers to objects the server lacks (upload them first): "
                              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
-    return kind
+    return "record"
 
 
 def store_object(backend: Backend, objects: ObjectStore, h: str, data: bytes,
