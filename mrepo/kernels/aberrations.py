@@ -114,15 +114,12 @@ def zernike_phase(frequencies: Tensor, coeffs: Sequence[float], *, odd: bool) ->
 
 def insert_beam_tilt(odd: Sequence[float], tilt_x_mrad: float, tilt_y_mrad: float, cs_mm: float,
                      voltage_kv: float) -> list[float]:
-    """Odd Zernike coefficients with a beam tilt added (RELION's ``TiltHelper::insertTilt``)."""
+    """Odd Zernike coefficients with a beam tilt added (RELION's ``TiltHelper::insertTilt``;
+    the coefficients of :func:`beam_tilt_odd_coefficients`)."""
     out = [float(v) for v in odd] + [0.0] * max(0, 5 - len(odd))
-    lam = electron_wavelength(voltage_kv)
-    scale = cs_mm * 20000 * lam * lam * 3.141592654
-    z3x, z3y = -scale * tilt_x_mrad / 3.0, -scale * tilt_y_mrad / 3.0
-    out[1] += 2.0 * z3x
-    out[0] += 2.0 * z3y
-    out[4] += z3x
-    out[3] += z3y
+    tilt = torch.tensor([tilt_x_mrad, tilt_y_mrad], dtype=torch.float64)
+    for i, z in enumerate(beam_tilt_odd_coefficients(tilt, cs_mm, voltage_kv).tolist()):
+        out[i] += z
     return out
 
 
