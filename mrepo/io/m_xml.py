@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..store import InvalidInput
+from .warp_xml import xml_root
 
 __all__ = ["guid_for", "write_params", "write_xml", "parse_xml", "param", "param_or", "source_name", "M_PREFIX",
            "MAX_TEMPORAL_SAMPLES", "SPECIES_SIDECAR_FORMAT"]
@@ -38,12 +39,7 @@ def write_xml(root: ET.Element, path: Path) -> Path:
 
 
 def parse_xml(path: Path, tag: str) -> ET.Element:
-    if not Path(path).is_file():
-        raise InvalidInput(f"M XML file {path} does not exist or is not a file")
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path}: malformed XML ({exc})") from None
+    root = xml_root(path, "M XML file")
     if root.tag != tag:
         raise InvalidInput(f"{path}: root element is <{root.tag}>, expected <{tag}>")
     return root

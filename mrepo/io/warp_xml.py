@@ -121,12 +121,13 @@ def _int(text: str | None, path: Path, where: str) -> int:
         raise InvalidInput(f"{path}: {where}: {text!r} is not an integer") from None
 
 
-def _parse(path: Path) -> ET.Element:
-    if not path.is_file():
-        raise InvalidInput(f"Warp XML {path} does not exist or is not a file")
+def xml_root(path: Path, what: str = "Warp XML") -> ET.Element:
+    """The root element of an XML file; a missing or malformed file is an InvalidInput naming it."""
+    if not Path(path).is_file():
+        raise InvalidInput(f"{what} {path} does not exist or is not a file")
     try:
         return ET.parse(path).getroot()
-    except (ET.ParseError, UnicodeDecodeError) as exc:
+    except (ET.ParseError, OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"{path}: malformed XML ({exc})") from None
 
 
@@ -190,7 +191,7 @@ def _grid(el: ET.Element, path: Path) -> WarpGrid:
 def read_warp_xml(path: str | Path) -> WarpMeta:
     """Parse a Warp ``<Movie>`` or ``<TiltSeries>`` XML; every number is checked, errors name the element."""
     path = Path(path)
-    root = _parse(path)
+    root = xml_root(path)
     if root.tag not in ("Movie", "TiltSeries"):
         raise InvalidInput(f"{path}: root element is <{root.tag}>, expected <Movie> or <TiltSeries>")
     attrs = {k: v for k, v in root.attrib.items() if k not in _LOCATION_ATTRIBUTES}
@@ -269,7 +270,7 @@ def read_settings(path: str | Path) -> dict[str, dict[str, str]]:
     """A Warp settings file (``<Settings>``, OptionsWarp.Save): section -> {Param name: value}; root Params
     under ``""``."""
     path = Path(path)
-    root = _parse(path)
+    root = xml_root(path)
     if root.tag != "Settings":
         raise InvalidInput(f"{path}: root element is <{root.tag}>, expected <Settings>")
     out: dict[str, dict[str, str]] = {"": {p.get("Name", ""): p.get("Value", "") for p in root.findall("Param")}}
