@@ -114,6 +114,11 @@ def tilt_names(repo: Repository, item: Item, rel: _Paths) -> list[str]:
     return [rel(p) if s is None else f"{s + 1}@{rel(p)}" for p, s in zip(paths, raw_sections(repo, item))]
 
 
+def _star_list(values) -> str:
+    """RELION's ``[a,b,c]`` list cell (rlnTomoProj*, rlnOdd/EvenZernike), floats in shortest round-trip form."""
+    return "[" + ",".join(repr(float(v)) for v in values) + "]"
+
+
 def _with_passthrough(modelled: dict[str, object], passthrough: dict[str, object]) -> dict[str, object]:
     """Passthrough columns first (source order), then the modelled ones (which win on a clash)."""
     return {**{k: v for k, v in passthrough.items() if k not in modelled}, **modelled}
@@ -141,7 +146,7 @@ def _tilt_series_frame(repo: Repository, item: Item, rel: _Paths, fold_stage: bo
         size = np.rint(np.asarray(item.imaging["volume_dimensions"], np.float64) / pix)
         p = projection_matrices(folded, shifts, pix, size, tuple(int(v) for v in item.imaging["dimensions"][:2]))
         for i, c in enumerate(_PROJ):
-            modelled[c] = ["[" + ",".join(repr(float(v)) for v in row) + "]" for row in p[:, i, :]]
+            modelled[c] = [_star_list(row) for row in p[:, i, :]]
     return pd.DataFrame(_with_passthrough(modelled, passthrough))
 
 
@@ -183,7 +188,7 @@ def _optics_row(it: Item, number: int) -> dict[str, object]:
         modelled["rlnBeamTiltX"], modelled["rlnBeamTiltY"] = (float(v) for v in im["beam_tilt"])
     for key, col in (("odd_zernike", "rlnOddZernike"), ("even_zernike", "rlnEvenZernike")):
         if key in im:
-            modelled[col] = "[" + ",".join(repr(float(v)) for v in im[key]) + "]"
+            modelled[col] = _star_list(im[key])
     if "mag_matrix" in im:
         for i in range(2):
             for j in range(2):
