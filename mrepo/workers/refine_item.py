@@ -44,6 +44,7 @@ from mrepo.workers.objective import (
     group_amplitudes,
 )
 from mrepo.workers.optics import updated_optics
+from mrepo.workers.optics_share import SHARED_OPTICS_KEYS
 from mrepo.workers.raw_data import read_exposures
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
 from mrepo.workers.schedule import plan_schedule, stage_prior_weight
@@ -434,8 +435,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
         imaging, phase = updated_optics(model, imaging, params.optics)
         if phase is not None:
             models["phase_shift"] = objects.put_array(np.ascontiguousarray(phase, dtype=np.float64))
-        stats["optics"] = {k: imaging[k] for k in ("mag_matrix", "beam_tilt", "odd_zernike", "even_zernike", "cs")
-                           if k in imaging}
+        stats["optics"] = {k: imaging[k] for k in SHARED_OPTICS_KEYS if k in imaging}
     item = dataclasses.replace(ctx.item, models=models, imaging=imaging,
                                refined_with=tuple(sorted(task.species.values())))
     item_hash = item.save(objects)
