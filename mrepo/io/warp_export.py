@@ -53,7 +53,7 @@ from ..graph import Item, Repository
 from ..store import InvalidInput
 from .m_hash import m_data_hash
 from .mrc import MRC_LABEL
-from .raw_access import raw_paths
+from .raw_access import raw_paths, raw_sections
 from .star import write_star
 from .warp_import import centre_terms, corrections_to_m, models_from_warp, warp_tilt_matrices
 from .warp_xml import WarpGrid, WarpMeta, write_warp_xml
@@ -212,10 +212,7 @@ def _link(target: Path, link: Path) -> Path:
 def _sections(repo: Repository, item: Item, n: int) -> list[int | None]:
     """Per tilt: the section to extract from its file (a stack, or a manifest entry ``k@stack``), or None
     when the file is the tilt's image itself."""
-    if item.raw.format != "manifest":
-        return list(range(n))
-    entries = json.loads(repo.objects.get_blob(item.raw.hash))["files"]
-    return [e.get("section") for e in entries]
+    return raw_sections(repo, item) if item.raw.format == "manifest" else list(range(n))
 
 
 _MRC_DTYPES = (np.int8, np.int16, np.uint16, np.float16, np.float32)
