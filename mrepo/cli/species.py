@@ -34,6 +34,12 @@ def add(name: str = typer.Argument(..., help="Name of the new species."),
         console.print(f"commit {res.commit}: added species {name!r}")
 
 
+def _require_species(pop, name: str) -> None:
+    """InvalidInput naming the species there are when ``pop`` has no species ``name``."""
+    if name not in pop.species:
+        raise InvalidInput(f"no species {name!r} in population {pop.name!r} (have: {', '.join(pop.species) or '-'})")
+
+
 def _summary(r, name: str, h: str) -> dict:
     """One species as JSON (units in the key names: docs/json.md)."""
     s = r.species(h)
@@ -66,8 +72,7 @@ def show(name: str = typer.Argument(..., help="Species name."),
     """Show one species: parameters, maps and particle count."""
     r = open_repo(repo)
     pop = r.population(rev)
-    if name not in pop.species:
-        raise InvalidInput(f"no species {name!r} in population {pop.name!r} (have: {', '.join(pop.species) or '-'})")
+    _require_species(pop, name)
     info = _summary(r, name, pop.species[name])
     sp = r.species(pop.species[name])
     info.update(half1=sp.half1, half2=sp.half2, mask=sp.mask, particles_record=sp.particles, fsc=sp.fsc,
@@ -115,8 +120,7 @@ def denoise(name: str = typer.Argument(..., help="Species name."),
     r = open_repo(repo)
     target, head = branch_head(r, branch)
     pop = r.population(head)
-    if name not in pop.species:
-        raise InvalidInput(f"no species {name!r} in population {pop.name!r} (have: {', '.join(pop.species) or '-'})")
+    _require_species(pop, name)
     try:
         config = DenoiserConfig(depth=depth, width=width, max_width=max(64, width), patch=patch)
     except ValueError as e:
