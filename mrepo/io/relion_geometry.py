@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-__all__ = ["tilt_matrices_np", "fold_stage_corrections", "particle_ctf", "particle_ctf_exact", "projection_matrices",
+__all__ = ["tilt_matrices_np", "fold_stage_corrections", "particle_ctf", "particle_ctf_exact", "astigmatism_residual", "projection_matrices",
            "angles_from_projection"]
 
 
@@ -58,20 +58,23 @@ def particle_ctf(item_ctf: np.ndarray, z: np.ndarray, residual: np.ndarray | Non
     return np.stack([mean + half, mean - half, item_ctf[:, 2] + res[:, 1]], axis=1)
 
 
-def _forward(ctf: np.ndarray, item_ctf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def astigmatism_residual(ctf: np.ndarray, item_ctf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-particle (z, residual (N, 2)) from particle CTFs (N, 3) and their items' CTFs (N, 3): the
+    importer's map (:func:`mrepo.io.relion_particles.read_relion_particles`), inverse of :func:`particle_ctf`."""
     z = (ctf[:, 0] + ctf[:, 1]) / 2 - (item_ctf[:, 0] + item_ctf[:, 1]) / 2
     half = (ctf[:, 0] - ctf[:, 1]) / 2 - (item_ctf[:, 0] - item_ctf[:, 1]) / 2
-    return z, half, ctf[:, 2] - item_ctf[:, 2]
+    return z, np.stack([half, ctf[:, 2] - item_ctf[:, 2]], axis=1)
 
 
 def particle_ctf_exact(item_ctf: np.ndarray, z: np.ndarray, residual: np.ndarray | None,
                        max_steps: int = 3) -> np.ndarray:
     """:func:`particle_ctf`, then U and V nudged by a few ulps so the importer's forward map
-    (:func:`mrepo.io.relion_particles.astigmatism_residual`) reproduces z and the residual bit for bit
+    (:func:`astigmatism_residual`) reproduces z and the residual bit for bit
     where that is reachable."""
     res = np.zeros((len(z), 2)) if residual is None else np.asarray(residual, dtype=np.float64)
     ctf = particle_ctf(item_ctf, z, res)
-    fz, fh, fa = _forward(ctf, item_ctf)
+    fz, fr = astigmatism_residual(ctf, item_ctf)
+    fh, fa = fr[:, 0], fr[:, 1]
     done = (fz == z) & (fh == res[:, 0])
     steps = range(-max_steps, max_steps + 1)
     for du in steps:
@@ -81,7 +84,8 @@ def particle_ctf_exact(item_ctf: np.ndarray, z: np.ndarray, residual: np.ndarray
             cand = ctf.copy()
             cand[:, 0] = _ulps(ctf[:, 0], du)
             cand[:, 1] = _ulps(ctf[:, 1], dv)
-            cz, ch, _ = _forward(cand, item_ctf)
+            cz, cr = astigmatism_residual(cand, item_ctf)
+            ch = cr[:, 0]
             ok = ~done & (cz == z) & (ch == res[:, 0])
             ctf[ok] = cand[ok]
             done |= ok

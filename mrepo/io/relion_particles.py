@@ -50,6 +50,7 @@ from ..graph import Item
 from ..store import InvalidInput, ObjectStore
 from .identity import ID_COLUMN, read_id_column
 from .poses import compose_subtomogram
+from .relion_geometry import astigmatism_residual
 from .relion_layouts import read_particle_blocks
 from .relion_passthrough import json_value, particle_columns
 from .star import integers, numeric, require_columns, strings
@@ -125,13 +126,6 @@ def resolve_names(names: list[str], index: dict) -> list[str]:
         cache[n] = key
         out.append(key)
     return out
-
-
-def astigmatism_residual(ctf: np.ndarray, item_ctf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-particle (z, residual (N, 2)) from particle CTFs (N, 3) and their items' CTFs (N, 3)."""
-    z = (ctf[:, 0] + ctf[:, 1]) / 2 - (item_ctf[:, 0] + item_ctf[:, 1]) / 2
-    half = (ctf[:, 0] - ctf[:, 1]) / 2 - (item_ctf[:, 0] - item_ctf[:, 1]) / 2
-    return z, np.stack([half, ctf[:, 2] - item_ctf[:, 2]], axis=1)
 
 
 def _optics_metadata(optics: pd.DataFrame) -> list[dict[str, object]]:
