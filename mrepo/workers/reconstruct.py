@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from mrepo.kernels.fourier_slice import reconstruct
-from mrepo.kernels.fsc import fsc, num_shells, resolution_at, shell_indices
+from mrepo.kernels.fsc import fsc, resolution_at, shell_indices
 from mrepo.store import InvalidInput, array_ref
 from mrepo.workers.api import HalfSums
 
-__all__ = ["Reconstruction", "reconstruct_species", "filter_map", "ReconstructionError", "ReconstructionCheck",
+__all__ = ["Reconstruction", "reconstruct_species", "filter_map", "fsc_weights", "shell_filter", "ReconstructionError", "ReconstructionCheck",
            "check_reconstruction", "low_band_correlation", "species_average"]
 
 #: a new map whose band-limited correlation with its reference is below this anti-correlates with it
@@ -40,17 +40,30 @@ class Reconstruction:
     unmasked_fsc: np.ndarray | None = None
 
 
-def filter_map(volume: np.ndarray, fsc_curve: np.ndarray, pixel_size: float, resolution: float) -> np.ndarray:
-    """FSC-weighted (sqrt(2 FSC / (1 + FSC))) low-pass of ``volume`` with zero beyond ``resolution`` Å."""
+def shell_filter(volume: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Multiply ``volume``'s Fourier transform by ``weights`` per shell (shells beyond the last use the last)."""
     box = volume.shape[0]
-    ft = torch.fft.rfftn(torch.from_numpy(volume.astype(np.float64)))
-    shells = shell_indices((box, box, box)).clamp(max=num_shells((box, box, box)) - 1)
-    c = torch.from_numpy(np.clip(fsc_curve, 0, 1))
-    w = torch.sqrt(2 * c / (1 + c))
-    freq = torch.arange(len(c), dtype=torch.float64) / (box * pixel_size)
-    w = torch.where(freq <= 1 / resolution, w, torch.zeros_like(w))
+    ft = torch.fft.rfftn(torch.from_numpy(np.asarray(volume, np.float64)))
+    shells = shell_indices(tuple(volume.shape)).clamp(max=len(weights) - 1)
+    w = torch.from_numpy(np.asarray(weights, np.float64))
+    return torch.fft.irfftn(ft * w[shells], s=(box,) * volume.ndim).numpy().astype(np.float32)
+
+
+def fsc_weights(fsc_curve: np.ndarray) -> np.ndarray:
+    """Per-shell weights sqrt(2 FSC / (1 + FSC)) (FSC clipped to [0, 1]; shell 0 kept at 1)."""
+    c = np.clip(np.asarray(fsc_curve, np.float64), 0.0, 1.0)
+    w = np.sqrt(2 * c / (1 + c))
     w[0] = 1.0
-    return torch.fft.irfftn(ft * w[shells], s=(box, box, box)).numpy().astype(np.float32)
+    return w
+
+
+def filter_map(volume: np.ndarray, fsc_curve: np.ndarray, pixel_size: float, resolution: float) -> np.ndarray:
+    """FSC-weighted (:func:`fsc_weights`) low-pass of ``volume`` with zero beyond ``resolution`` Å."""
+    w = fsc_weights(fsc_curve)
+    freq = np.arange(len(w), dtype=np.float64) / (volume.shape[0] * pixel_size)
+    w = np.where(freq <= 1 / resolution, w, 0.0)
+    w[0] = 1.0
+    return shell_filter(volume, w)
 
 
 def reconstruct_species(sums: HalfSums, box: int, pixel_size: float, mask: np.ndarray, *, pad: int = 2,

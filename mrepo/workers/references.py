@@ -25,9 +25,9 @@ import torch
 
 from mrepo.graph import ParticleTable, Repository, Species
 from mrepo.kernels.fourier_slice import prepare_volume
-from mrepo.kernels.fsc import shell_indices
 from mrepo.kernels.symmetry import symmetry_matrices
 from mrepo.store import ObjectStore
+from mrepo.workers.reconstruct import filter_map, fsc_weights, shell_filter
 from mrepo.workers.settings import RefineSettings
 
 __all__ = ["SpeciesReference", "SpeciesReferences", "load_references", "load_references_from", "REFERENCE_PAD",
@@ -67,22 +67,9 @@ def refinement_resolution(species: Species, settings: RefineSettings, iteration:
     return max(base / f, 2 * species.pixel_size)
 
 
-def _shell_filter(volume: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Multiply ``volume``'s Fourier transform by ``weights`` per shell (shells beyond the last use the last)."""
-    box = volume.shape[0]
-    shape = tuple(volume.shape)
-    ft = torch.fft.rfftn(torch.from_numpy(np.asarray(volume, np.float64)))
-    shells = shell_indices(shape).clamp(max=len(weights) - 1)
-    w = torch.from_numpy(np.asarray(weights, np.float64))
-    return torch.fft.irfftn(ft * w[shells], s=(box,) * volume.ndim).numpy().astype(np.float32)
-
-
 def fsc_weighted(volume: np.ndarray, fsc_curve: np.ndarray) -> np.ndarray:
     """``volume`` (box³) weighted per shell by sqrt(2 FSC / (1 + FSC)) (FSC clipped to [0, 1]; shell 0 kept)."""
-    c = np.clip(np.asarray(fsc_curve, np.float64), 0.0, 1.0)
-    w = np.sqrt(2 * c / (1 + c))
-    w[0] = 1.0
-    return _shell_filter(volume, w)
+    return shell_filter(volume, fsc_weights(fsc_curve))
 
 
 def follow_mask(volume: np.ndarray, pixel_size: float, *, lowpass: float = 15.0, threshold: float = 0.1,
@@ -100,7 +87,7 @@ def follow_mask(volume: np.ndarray, pixel_size: float, *, lowpass: float = 15.0,
     cutoff = 1.0 / lowpass
     fall = 1.0 / (box * pixel_size)
     t = np.clip((freq - cutoff) / fall, 0.0, 1.0)
-    lp = _shell_filter(volume, 0.5 * (1 + np.cos(np.pi * t)))
+    lp = shell_filter(volume, 0.5 * (1 + np.cos(np.pi * t)))
     r = np.sqrt(sum(g**2 for g in np.meshgrid(*[np.arange(box) - box // 2] * 3, indexing="ij")))
     radius = (diameter / 2 / pixel_size) if diameter else box / 2 - extend - soft_edge - 1
     radius = min(radius, box / 2 - extend - soft_edge - 1)
@@ -155,7 +142,6 @@ def remasked(rec, pixel_size: float, diameter: float):
     """(mask, reconstruction) with the mask made from ``rec``'s half-map average (:func:`follow_mask`,
     low-pass max(15 Å, resolution)) and the FSC, resolution and filtered map recomputed with it."""
     from mrepo.kernels.fsc import fsc, resolution_at
-    from mrepo.workers.reconstruct import filter_map
 
     avg = (rec.half1.astype(np.float64) + rec.half2) / 2
     res = rec.resolution if np.isfinite(rec.resolution) else 15.0
