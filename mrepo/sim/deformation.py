@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VolumeDeformation", "random_volume_deformation", "ExposureDamage", "measured_damage"]
+__all__ = ["VolumeDeformation", "random_volume_deformation", "ExposureDamage", "measured_damage", "injected_damage"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,13 @@ def measured_damage(pre_exposure: np.ndarray, dose: np.ndarray) -> ExposureDamag
     b = 150.0 * (1.0 - np.exp(-e / 30.0))
     b[int(np.argmin(pre_exposure))] += 60.0
     return ExposureDamage(b, 0.55 + 0.45 * np.exp(-e / 40.0))
+
+
+def injected_damage(kind: str, pre_exposure: np.ndarray, dose: np.ndarray) -> ExposureDamage | None:
+    """The simulators' ``damage`` option: ``"dose"`` None (the ``4 Å² · exposure`` rule), ``"measured"``
+    :func:`measured_damage`."""
+    if kind == "measured":
+        return measured_damage(pre_exposure, dose)
+    if kind != "dose":
+        raise ValueError(f"damage must be 'dose' or 'measured', got {kind!r}")
+    return None

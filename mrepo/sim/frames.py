@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mrepo.sim.deformation import ExposureDamage, measured_damage
+from mrepo.sim.deformation import ExposureDamage, injected_damage
 from mrepo.sim.detector import record_images
 from mrepo.sim.motion import (
     SmoothWarp,
@@ -253,10 +253,7 @@ def simulate_frame_series(config: FrameSeriesConfig, seed: int) -> SimulatedFram
         item, config.optics, (w, h), dose, pre, shifts, warp, config.doming_A, du, dv, astig_deg,
         ice_z, particles, plan, 0.0, aberrations=config.aberrations,
     )
-    if config.damage == "measured":
-        truth.damage = measured_damage(pre, dose)
-    elif config.damage != "dose":
-        raise ValueError(f"damage must be 'dose' or 'measured', got {config.damage!r}")
+    truth.damage = injected_damage(config.damage, pre, dose)
     clean = render_frames(truth, species, config.pad)
     recorded = record_images(clean, noise_sigma_for_snr(clean, xy0, radii_px, config.snr), rng,
                              contrast=config.contrast, mean_counts=config.mean_counts)

@@ -30,7 +30,7 @@ import torch
 
 from mrepo.kernels.rotations import euler_to_matrix, matrix_to_euler
 from mrepo.kernels.tilt_geometry import depth_defocus, pose_in_tilt, project_points, tilt_matrices
-from mrepo.sim.deformation import ExposureDamage, VolumeDeformation, measured_damage, random_volume_deformation
+from mrepo.sim.deformation import ExposureDamage, VolumeDeformation, injected_damage, random_volume_deformation
 from mrepo.sim.detector import record_images
 from mrepo.sim.frames import noise_sigma_for_snr
 from mrepo.sim.motion import SmoothWarp, perturb_angles, place_non_overlapping, random_smooth_warp
@@ -274,10 +274,7 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
     extra = np.random.default_rng([seed, 15])  # injected effects draw apart: the rest of the series is unchanged
     if config.volume_warp_A:
         truth.volume_deformation = random_volume_deformation(extra, vol, config.volume_warp_A)
-    if config.damage == "measured":
-        truth.damage = measured_damage(pre, dose)
-    elif config.damage != "dose":
-        raise ValueError(f"damage must be 'dose' or 'measured', got {config.damage!r}")
+    truth.damage = injected_damage(config.damage, pre, dose)
     truth.plan = tilt_plan(truth)
     clean = render_tilts(truth, species, config.pad)
     pos = truth.plan.positions_px  # (N, I, 2)
