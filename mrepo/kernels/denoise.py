@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from mrepo.kernels.fsc import shell_indices
+from mrepo.kernels.fsc import shell_filter, shell_indices
 
 __all__ = ["DenoiserConfig", "UNet3D", "Prepared", "whitening_filter", "lowpass_filter", "prepare_halves",
            "cube_rotation", "learning_rate", "train", "denoise_volume", "build_model", "N_CUBE_ROTATIONS"]
@@ -117,13 +117,6 @@ def build_model(config: DenoiserConfig, seed: int, device: str | torch.device = 
 # ----------------------------------------------------------------------------- data preparation
 
 
-def _radial_filter(volume: Tensor, weights: Tensor) -> Tensor:
-    """``volume`` (z, y, x) with its transform multiplied by ``weights`` per integer shell."""
-    ft = torch.fft.rfftn(volume)
-    shells = shell_indices(tuple(volume.shape), device=volume.device).clamp(max=len(weights) - 1)
-    return torch.fft.irfftn(ft * weights.to(ft.real.dtype)[shells], s=tuple(volume.shape))
-
-
 def whitening_filter(average: Tensor, mask: Tensor | None, pixel_size: float, flat_from_A: float = 10.0) -> Tensor:
     """Per-shell factors (box // 2 + 1,) that flatten the rotationally averaged amplitude of
     ``average`` (× ``mask``) beyond ``flat_from_A`` Å to its value there; 1 below (M's whitening)."""
@@ -174,7 +167,7 @@ def prepare_halves(half1: Tensor, half2: Tensor, mask: Tensor | None, pixel_size
     filt = whitening_filter((a + b) / 2, None if mask is None else mask.double(), pixel_size)
     if lowpass_A is not None and math.isfinite(lowpass_A) and lowpass_A > 2 * pixel_size:
         filt = filt * lowpass_filter(a.shape[0], pixel_size, lowpass_A).to(filt.device)
-    a, b = _radial_filter(a, filt), _radial_filter(b, filt)
+    a, b = shell_filter(a, filt), shell_filter(b, filt)
     both = torch.stack([a, b])
     mean, std = float(both.mean()), float(both.std())
     std = std if std > 0 else 1.0

@@ -20,6 +20,7 @@ from torch import Tensor
 __all__ = [
     "shell_indices",
     "num_shells",
+    "shell_filter",
     "hermitian_weights",
     "shell_sum",
     "shell_frequencies",
@@ -57,6 +58,14 @@ def shell_indices(shape: tuple[int, ...], *, rfft: bool = True, device=None) -> 
     r = torch.sqrt(sum(g * g for g in grids)) * n
     idx = torch.round(r).to(torch.long)
     return torch.clamp(idx, max=n // 2 + 1)
+
+
+def shell_filter(volume: Tensor, weights: Tensor) -> Tensor:
+    """``volume`` (z, y, x) with its transform multiplied by ``weights`` per integer shell (shells
+    beyond the last use the last)."""
+    ft = torch.fft.rfftn(volume)
+    shells = shell_indices(tuple(volume.shape), device=volume.device).clamp(max=len(weights) - 1)
+    return torch.fft.irfftn(ft * weights.to(ft.real.dtype)[shells], s=tuple(volume.shape))
 
 
 def hermitian_weights(shape: tuple[int, ...], *, device=None, dtype: torch.dtype = torch.float32) -> Tensor:

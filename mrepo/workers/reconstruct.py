@@ -15,11 +15,12 @@ import torch
 
 from mrepo.kernels.fourier_slice import reconstruct
 from mrepo.kernels.fsc import fsc, resolution_at, shell_indices
+from mrepo.kernels.fsc import shell_filter as kernel_shell_filter
 from mrepo.store import InvalidInput, array_ref
 from mrepo.workers.api import HalfSums
 
-__all__ = ["Reconstruction", "reconstruct_species", "filter_map", "fsc_weights", "shell_filter", "ReconstructionError", "ReconstructionCheck",
-           "check_reconstruction", "low_band_correlation", "species_average"]
+__all__ = ["Reconstruction", "reconstruct_species", "filter_map", "fsc_weights", "shell_filter", "ReconstructionError",
+           "ReconstructionCheck", "check_reconstruction", "low_band_correlation", "species_average"]
 
 #: a new map whose band-limited correlation with its reference is below this anti-correlates with it
 ANTI_CORRELATION = -0.1
@@ -42,11 +43,8 @@ class Reconstruction:
 
 def shell_filter(volume: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Multiply ``volume``'s Fourier transform by ``weights`` per shell (shells beyond the last use the last)."""
-    box = volume.shape[0]
-    ft = torch.fft.rfftn(torch.from_numpy(np.asarray(volume, np.float64)))
-    shells = shell_indices(tuple(volume.shape)).clamp(max=len(weights) - 1)
-    w = torch.from_numpy(np.asarray(weights, np.float64))
-    return torch.fft.irfftn(ft * w[shells], s=(box,) * volume.ndim).numpy().astype(np.float32)
+    return kernel_shell_filter(torch.from_numpy(np.asarray(volume, np.float64)),
+                               torch.from_numpy(np.asarray(weights, np.float64))).numpy().astype(np.float32)
 
 
 def fsc_weights(fsc_curve: np.ndarray) -> np.ndarray:
