@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import mrcfile
 import numpy as np
 import torch
+from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.mrcinterpreter import MrcInterpreter
 
 from mrepo.graph import Item
@@ -62,13 +62,21 @@ def _hash_stored(path: Path, chunk_size: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
+def _extended_size(raw: bytes) -> int:
+    """``nsymbt`` (extended header bytes) of the MRC header ``raw[:1024]``, read without mrcfile (which
+    cannot open a header whose extended header is not there)."""
+    h = np.frombuffer(raw[:1024], dtype=HEADER_DTYPE, count=1)
+    try:
+        order = mrcfile.utils.byte_order_from_machine_stamp(h["machst"][0])
+    except ValueError:  # the strict parse names the bad stamp
+        order = "<"
+    return int(h.view(HEADER_DTYPE.newbyteorder(order))["nsymbt"][0])
+
+
 def _header(raw: bytes, what: str) -> tuple[int, np.dtype, tuple[int, ...]]:
     """(data offset, dtype, shape) of the MRC whose first bytes are ``raw``."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with MrcInterpreter(iostream=io.BytesIO(raw[:1024]), header_only=True, permissive=True) as m:
-                nsymbt = int(m.header.nsymbt)
+        nsymbt = _extended_size(raw)
         with MrcInterpreter(iostream=io.BytesIO(raw[:1024 + nsymbt]), header_only=True, permissive=False) as m:
             header = m.header
             dtype = mrcfile.utils.data_dtype_from_header(header)
@@ -115,9 +123,12 @@ class _MrcFile:
         with path.open("rb") as f:
             f.seek(prefix)
             head = f.read(1024)
-            offset, _, _ = _header(head, self.what)
+            try:
+                size = 1024 + _extended_size(head)
+            except ValueError as exc:
+                raise InvalidInput(f"{self.what}: {path} is not a readable MRC file: {exc}") from exc
             f.seek(prefix)
-            head = f.read(offset)
+            head = f.read(size)
         offset, dtype, shape = _header(head, f"{self.what} ({path})")
         need = prefix + offset + int(np.prod(shape)) * dtype.itemsize
         if path.stat().st_size < need:

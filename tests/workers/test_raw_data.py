@@ -70,6 +70,17 @@ def test_every_layout_reads_the_same_exposures(tmp_path: Path, stack: np.ndarray
     assert np.array_equal(picked.stack(), stack[[3, 0, 4]])
 
 
+def test_a_stack_with_an_extended_header_is_read(tmp_path: Path, stack: np.ndarray) -> None:
+    """MRC files with an extended header (nsymbt > 0, as microscope software writes them) read in place and stored."""
+    repo = Repository.init(str(tmp_path / "repo"))
+    path = _mrc(tmp_path / "ts.mrcs", stack)
+    with mrcfile.open(path, mode="r+") as m:
+        m.set_extended_header(np.arange(96, dtype=np.uint8))
+    stored = RawData(repo.objects.put_blob_file(path), path.stat().st_size, "mrc", stored=True)
+    for raw in (_in_place(path), stored):
+        assert np.array_equal(RawStack.open(repo.objects, _item(raw)).stack(), stack)
+
+
 def test_changed_or_missing_raw_files_are_refused(tmp_path: Path, stack: np.ndarray) -> None:
     repo = Repository.init(str(tmp_path / "repo"))
     path = _mrc(tmp_path / "ts.mrcs", stack)
