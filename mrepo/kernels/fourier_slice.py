@@ -88,15 +88,20 @@ def _check_kernel(kernel: str) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _slice_grid(
-    size: int, pad: int, device: torch.device, dtype: torch.dtype
+    size: int, pad: int, device: torch.device, dtype: torch.dtype, max_radius: float | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Kept points of the (size, size//2+1) rfft grid: flat indices (P,), kx, ky (P,)
-    in padded units, centre phase (P,) complex and Friedel multiplicity (P,)."""
+    in padded units, centre phase (P,) complex and Friedel multiplicity (P,).
+    ``max_radius``: keep only points with unpadded radius <= it (frequency indices)."""
     h = (pad * size) // 2
     ky = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64)
     kx = torch.fft.rfftfreq(size, d=1.0 / size, dtype=torch.float64)
     ky2, kx2 = torch.meshgrid(ky, kx, indexing="ij")
-    keep = (pad * pad * (kx2**2 + ky2**2) <= h * h + 1e-9).reshape(-1)
+    r2 = kx2**2 + ky2**2
+    keep = pad * pad * r2 <= h * h + 1e-9
+    if max_radius is not None:
+        keep &= r2 <= max_radius * max_radius + 1e-9
+    keep = keep.reshape(-1)
     flat = torch.nonzero(keep).reshape(-1)
     kxk, kyk = kx2.reshape(-1)[flat], ky2.reshape(-1)[flat]
     c = size // 2
@@ -158,7 +163,8 @@ def _flatten_rotations(rotations: Tensor, dtype: torch.dtype) -> tuple[Tensor, t
 
 
 def extract_slices(
-    volume_ft: Tensor, rotations: Tensor, image_size: int, pad: int = 2, kernel: str = "linear"
+    volume_ft: Tensor, rotations: Tensor, image_size: int, pad: int = 2, kernel: str = "linear",
+    max_radius: float | None = None,
 ) -> Tensor:
     """Central slices of a prepared volume: (..., d, d//2+1) complex, standard 2D layout.
 
@@ -170,6 +176,9 @@ def extract_slices(
     everywhere inside the inscribed sphere at pad 2, smooth pose gradients) or
     ``"quadratic"`` (27 taps, in between: ~4× more accurate than trilinear-on-D×D
     slices as in torch-fourier-slice, C¹ pose gradients).
+    ``max_radius``: sample only frequencies with radius <= it (indices of the ``image_size``
+    grid); the others are zero. Callers that use shells up to ``L`` only pass ``L + 0.5``
+    (shell = round(radius)): their values are unchanged and cost falls with the area.
     """
     _check_pad(pad)
     _check_kernel(kernel)
@@ -188,7 +197,10 @@ def extract_slices(
         )
     rdtype = volume_ft.real.dtype if kernel == "linear" else volume_ft.dtype
     rot, lead = _flatten_rotations(rotations, rdtype)
-    flat, kxy, phase, _ = _slice_grid(image_size, pad, volume_ft.device, rdtype)
+    if max_radius is not None and not max_radius >= 0:
+        raise ValueError(f"max_radius must be >= 0, got {max_radius!r}")
+    flat, kxy, phase, _ = _slice_grid(image_size, pad, volume_ft.device, rdtype,
+                                      None if max_radius is None else float(max_radius))
     b, p = rot.shape[0], flat.shape[0]
     coords = _slice_coords(rot, kxy)
     vals = _SAMPLERS[kernel](volume_ft, coords).view(b, p) * phase

@@ -169,7 +169,9 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
             g = st.group
             x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen, ft)
             b_img = x * (st.weight * st.inv_as)
-            ref = extract_slices(sub.volume_ft, rot[:, g.exposures], sub.box, REFERENCE_PAD)
+            # the target sums shells <= shell_limit only: skip sampling beyond (spectra need all)
+            ref = extract_slices(sub.volume_ft, rot[:, g.exposures], sub.box, REFERENCE_PAD,
+                                 max_radius=None if spectra else st.shell_limit + 0.5)
             if g.size < sub.box:
                 ref = fourier_crop(ref, g.size)
             a_img = ref * st.weight
