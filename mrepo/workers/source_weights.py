@@ -9,7 +9,7 @@ between its particle images and the reference projections per Fourier shell, :fu
 
 i.e. a B-factor (Å²) and scale per exposure index e shared by all items (radiation damage and the
 motion of the first frames/tilts) and per item j (its overall quality), alternating the mean
-spectrum NC̄ and an L1-robust L-BFGS fit (:func:`mrepo.workers.weights.fit_exposure_weights` does the
+spectrum NC̄ (least squares, :func:`mrepo.workers.weights.mean_spectrum`) and an L1-robust L-BFGS fit (:func:`mrepo.workers.weights.fit_exposure_weights` does the
 same for one item). The result is normalised over the whole source — the smallest B is 0 and the
 largest scale 1 — so better items keep their larger weight in the reconstruction. Each item's
 weights are written as its ``weights`` model (n, 2) (B Å², scale) in stack order. k in 1/Å; no
@@ -27,6 +27,7 @@ import torch
 from mrepo.graph import Item
 from mrepo.store import ObjectStore
 from mrepo.workers.api import ItemResult
+from mrepo.workers.weights import mean_spectrum
 
 __all__ = ["SourceWeights", "fit_source_weights", "refit_source_weights"]
 
@@ -41,9 +42,15 @@ class SourceWeights:
     per_item: list[np.ndarray]
 
 
-def fit_source_weights(spectra: list[np.ndarray], orders: list[np.ndarray], frequencies: np.ndarray, *,
-                       shell_range: tuple[int, int] | None = None, rounds: int = 5,
-                       max_bfactor: float = 500.0) -> SourceWeights:
+def fit_source_weights(
+    spectra: list[np.ndarray],
+    orders: list[np.ndarray],
+    frequencies: np.ndarray,
+    *,
+    shell_range: tuple[int, int] | None = None,
+    rounds: int = 5,
+    max_bfactor: float = 500.0,
+) -> SourceWeights:
     """Fit the model above to the NC spectra (n_j, shells) of J items; ``orders[j]`` (n_j,) is item j's
     acquisition order (stack index of its e-th exposure); ``frequencies`` (shells,) 1/Å; ``shell_range``
     (lo, hi) restricts the shells used (default 1 .. last)."""
@@ -54,8 +61,10 @@ def fit_source_weights(spectra: list[np.ndarray], orders: list[np.ndarray], freq
     for j, (nc, order) in enumerate(zip(spectra, orders)):
         nc = np.asarray(nc, np.float64)
         if nc.ndim != 2 or nc.shape[1] != shells or sorted(np.asarray(order).tolist()) != list(range(nc.shape[0])):
-            raise ValueError(f"item {j}: spectra must be (n, {shells}) with an acquisition order of 0..n-1, "
-                             f"got {nc.shape} and {len(order)} entries")
+            raise ValueError(
+                f"item {j}: spectra must be (n, {shells}) with an acquisition order of 0..n-1, "
+                f"got {nc.shape} and {len(order)} entries"
+            )
         rank = np.empty(nc.shape[0], dtype=np.int64)
         rank[np.asarray(order, np.int64)] = np.arange(nc.shape[0])
         rank_rows.append(rank)
@@ -78,8 +87,7 @@ def fit_source_weights(spectra: list[np.ndarray], orders: list[np.ndarray], freq
 
     for _ in range(rounds):
         with torch.no_grad():
-            g = envelope()
-            mean = (y * g).sum(0) / (g * g).sum(0).clamp_min(1e-12)
+            mean = mean_spectrum(y, envelope())
         opt = torch.optim.LBFGS([b_e, b_j, s_e, s_j], lr=1, max_iter=50, line_search_fn="strong_wolfe")
 
         def closure(opt: torch.optim.LBFGS = opt, mean: torch.Tensor = mean) -> torch.Tensor:
@@ -101,12 +109,16 @@ def fit_source_weights(spectra: list[np.ndarray], orders: list[np.ndarray], freq
     b_min = min(float(b.min()) for b in combined_b)
     s_max = max(float(s.max()) for s in combined_s)
     per_item = [np.stack([b - b_min, np.exp(s - s_max)], 1) for b, s in zip(combined_b, combined_s)]
-    return SourceWeights(np.stack([be - be.min(), np.exp(se - se.max())], 1),
-                         np.stack([bj - bj.min(), np.exp(sj - sj.max())], 1), per_item)
+    return SourceWeights(
+        np.stack([be - be.min(), np.exp(se - se.max())], 1),
+        np.stack([bj - bj.min(), np.exp(sj - sj.max())], 1),
+        per_item,
+    )
 
 
-def refit_source_weights(objects: ObjectStore, results: list[ItemResult], resolution: float
-                         ) -> tuple[list[ItemResult], dict[str, dict[str, list]]]:
+def refit_source_weights(
+    objects: ObjectStore, results: list[ItemResult], resolution: float
+) -> tuple[list[ItemResult], dict[str, dict[str, list]]]:
     """Fit :func:`fit_source_weights` over each data source's refined items (their NC spectra, shells up
     to ``resolution`` Å) and store every item again with the fitted ``weights`` model; returns the
     results pointing at the new item versions and, per source, the fitted exposure and item terms
@@ -121,8 +133,10 @@ def refit_source_weights(objects: ObjectStore, results: list[ItemResult], resolu
         spectra = [np.asarray(objects.get_array(results[k].nc_spectra), np.float64) for k in rows]
         shells = min(s.shape[1] for s in spectra)
         spectra = [s[:, :shells] for s in spectra]
-        orders = [np.asarray(it.imaging.get("acquisition_order", list(range(len(s)))), np.int64)
-                  for it, s in zip(items, spectra)]
+        orders = [
+            np.asarray(it.imaging.get("acquisition_order", list(range(len(s)))), np.int64)
+            for it, s in zip(items, spectra)
+        ]
         box_pixel = 2 * (shells - 1) * float(items[0].imaging["pixel_size"])  # box (Å) of the spectra
         freqs = np.arange(shells) / box_pixel
         limit = min(shells, int(np.floor(box_pixel / resolution)) + 1) if np.isfinite(resolution) else shells
@@ -130,8 +144,10 @@ def refit_source_weights(objects: ObjectStore, results: list[ItemResult], resolu
         for k, item, w in zip(rows, items, fit.per_item):
             models = {**item.models, "weights": objects.put_array(np.ascontiguousarray(w, dtype=np.float64))}
             out[k] = dataclasses.replace(results[k], item_hash=dataclasses.replace(item, models=models).save(objects))
-        summary[source] = {"exposure_bfactor_A2": fit.exposure[:, 0].round(2).tolist(),
-                           "exposure_scale": fit.exposure[:, 1].round(4).tolist(),
-                           "item_bfactor_A2": fit.items[:, 0].round(2).tolist(),
-                           "item_scale": fit.items[:, 1].round(4).tolist()}
+        summary[source] = {
+            "exposure_bfactor_A2": fit.exposure[:, 0].round(2).tolist(),
+            "exposure_scale": fit.exposure[:, 1].round(4).tolist(),
+            "item_bfactor_A2": fit.items[:, 0].round(2).tolist(),
+            "item_scale": fit.items[:, 1].round(4).tolist(),
+        }
     return out, summary
