@@ -107,6 +107,10 @@ class Item:
     tilts tilt_angles (degrees), acquisition_order, volume_dimensions (Å).
     ``models``: name -> array hash (global_shifts (n, 2) Å, warp grids, defocus...).
     ``refined_with``: hashes of the species versions used to refine it.
+    ``tilt_movies`` (tilt series only, optional): the raw tilt movies, a ``manifest`` of one MRC
+    movie (frames, y, x) per tilt in stack order, as Warp keeps them; the frames' alignment is the
+    item model ``tilt_movie_shifts``. Written to the record only when present, so items without
+    movies keep their hashes.
     """
 
     kind: ItemKind
@@ -116,6 +120,7 @@ class Item:
     models: dict[str, str] = field(default_factory=dict)
     refined_with: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    tilt_movies: RawData | None = None
 
     KIND = "item"
 
@@ -124,7 +129,7 @@ class Item:
             raise InvalidInput(f"item {self.name!r}: kind must be 'frames' or 'tilts', got {self.kind!r}")
         if "pixel_size" in self.imaging:
             _positive(self.imaging["pixel_size"], f"item {self.name!r} pixel size")
-        return {
+        body = {
             "kind": self.kind,
             "name": self.name,
             "raw": self.raw.to_body(),
@@ -133,6 +138,11 @@ class Item:
             "refined_with": [record_ref(h) for h in sorted(set(self.refined_with))],
             "metadata": self.metadata,
         }
+        if self.tilt_movies is not None:
+            if self.kind != "tilts":
+                raise InvalidInput(f"item {self.name!r}: tilt movies belong to tilt series, not {self.kind!r}")
+            body["tilt_movies"] = self.tilt_movies.to_body()
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Item:
@@ -140,6 +150,7 @@ class Item:
             kind=body["kind"], name=body["name"], raw=RawData.from_body(body["raw"]),
             imaging=body.get("imaging", {}), models={k: deref(v) for k, v in body.get("models", {}).items()},
             refined_with=tuple(deref(r) for r in body.get("refined_with", [])), metadata=body.get("metadata", {}),
+            tilt_movies=RawData.from_body(body["tilt_movies"]) if "tilt_movies" in body else None,
         )
 
     @property

@@ -135,11 +135,10 @@ register_schema("population", fields(
     {"name": STR, "sources": map_of(REC), "species": map_of(REC)}, {"metadata": DICT}))
 register_schema("source", fields(
     {"name": STR, "items": map_of(REC, HASH)}, {"metadata": DICT, "polarity": one_of("light", "dark")}))
+_RAW = fields({"hash": HASH, "size": INT}, {"format": STR, "uri": opt(STR), "blob": BLOB, "parts": list_of(BLOB)})
 register_schema("item", fields(
-    {"kind": one_of("frames", "tilts"), "name": STR,
-     "raw": fields({"hash": HASH, "size": INT}, {"format": STR, "uri": opt(STR), "blob": BLOB,
-                                                 "parts": list_of(BLOB)})},
-    {"imaging": DICT, "models": map_of(ARR), "refined_with": list_of(REC), "metadata": DICT}))
+    {"kind": one_of("frames", "tilts"), "name": STR, "raw": _RAW},
+    {"imaging": DICT, "models": map_of(ARR), "refined_with": list_of(REC), "metadata": DICT, "tilt_movies": _RAW}))
 register_schema("particles", fields(
     {"count": INT, "temporal_samples": INT, "items": list_of(HASH),
      "columns": fields({c: ARR for c in ("id", "item_index", "coordinates", "angles", "half")})}))
