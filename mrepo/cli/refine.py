@@ -69,6 +69,12 @@ def register(app: typer.Typer) -> None:
                                            "CTF at --ctf-min-resolution (MCore --refine_doming)."),
         doming_grid: str = typer.Option("3x3x5", "--doming-grid", metavar="XxYxT",
                                         help="Doming grid nodes (x, y, exposure); M fits 3 x 3 spatial points."),
+        refine_tilt_movies: bool = typer.Option(False, "--refine-tilt-movies",
+                                                help="Tilt series with raw tilt movies: refine per-frame (x, y) "
+                                                "shifts inside each tilt's movie (item model tilt_movie_shifts, Å, "
+                                                "zero-mean per tilt; default 0) after the other groups, and use "
+                                                "the aligned frames as the tilt images (MCore --refine_tiltmovies). "
+                                                "Refused when a tilt series has no raw tilt movies."),
         resolution_fraction: float = typer.Option(0.8, "--resolution-fraction",
                                                   help="Use spatial frequencies up to this fraction of the "
                                                   "species' current FSC resolution (0-1]."),
@@ -102,7 +108,8 @@ def register(app: typer.Typer) -> None:
                 min_particles_per_item=min_particles, denoise=denoise, denoise_steps=denoise_steps,
                 denoise_device=denoise_device, refine_mag=refine_mag, ctf_zernike3=ctf_zernike3,
                 ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase, volume_warp=refine_volume_warp,
-                doming=doming_grid if refine_doming else None, weights_scope=weights_scope)
+                doming=doming_grid if refine_doming else None, weights_scope=weights_scope,
+                tilt_movies=refine_tilt_movies)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()

@@ -110,6 +110,10 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
         for s in src_names:
             if s not in pop.sources:
                 raise InvalidInput(f"data source {s!r} is not in the population (have {sorted(pop.sources)})")
+        if settings.tilt_movies:  # refused before any work when a tilt series has no raw tilt movies
+            from mrepo.workers.tilt_movies import check_tilt_movies
+
+            check_tilt_movies(repo, pop, src_names)
         sp_hashes = ensure_denoisers(repo.objects, {n: pop.species[n] for n in names}, settings)
         tasks = build_tasks(repo, pop, sp_hashes, settings, it, src_names)
         if not tasks:

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 
 from mrepo.graph import Item, Repository
-from mrepo.store import ObjectStore, array_ref
+from mrepo.store import InvalidInput, ObjectStore, array_ref
 from mrepo.workers.api import ItemResult, ItemTask
 from mrepo.workers.backproject import backproject_species
 from mrepo.workers.geometry import (
     DEFOCUS_UNIT,
+    Geometry,
     Parameters,
     ParticleSet,
     particle_geometry,
@@ -45,11 +46,13 @@ from mrepo.workers.objective import (
 )
 from mrepo.workers.optics import updated_optics
 from mrepo.workers.optics_share import SHARED_OPTICS_KEYS
-from mrepo.workers.raw_data import read_exposures
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
 from mrepo.workers.schedule import plan_schedule, stage_prior_weight
 from mrepo.workers.settings import RefineSettings
 from mrepo.workers.stages import report_stage
+from mrepo.workers.tilt_movie_stage import refine_tilt_movies
+from mrepo.workers.tilt_movies import MODEL as TILT_MOVIE_SHIFTS
+from mrepo.workers.tilt_movies import item_exposures
 from mrepo.workers.weights import fit_exposure_weights, nc_spectra
 
 __all__ = ["refine_item", "ItemParticles", "load_item_particles", "ITEM_PARTICLES_KIND"]
@@ -78,7 +81,9 @@ class _Context:
         self.item = Item.load(objects, task.item_hash)
         self.model: ItemModel = load_item_model(objects, self.item)
         # normalised exposures, particles as positive density (the source's polarity applied)
-        self.stack = read_exposures(objects, self.item, task.polarity)
+        self.objects = objects
+        # tilt series with raw tilt movies and frame shifts: the tilts re-made from the aligned frames
+        self.stack = item_exposures(objects, self.item, task.polarity, self.model.pixel_size)
         if self.stack.shape[0] != self.model.n:
             raise ValueError(f"item {self.item.name!r}: raw stack has {self.stack.shape[0]} images, "
                              f"imaging exposure lists {self.model.n}")
@@ -140,11 +145,16 @@ class _Context:
         """Particle batches per species and half-set, each scored against its own half-map."""
         return self.subset_pairs(params)[0]
 
-    def subset_pairs(self, params: Parameters) -> tuple[list[Subset], list[Subset]]:
+    def subset_pairs(self, params: Parameters, *, model: ItemModel | None = None, stack: torch.Tensor | None = None,
+                     geo: Geometry | None = None) -> tuple[list[Subset], list[Subset]]:
         """Particle batches (≤ ``particle_batch``) per species and half-set, each scored against its
-        own half-map, and the same batches against the other half-map (cross-validation)."""
-        with torch.no_grad():
-            geo = particle_geometry(self.model, self.particles, params)
+        own half-map, and the same batches against the other half-map (cross-validation).
+        ``model``/``stack``/``geo``: other exposures than the item's (tilt movie frames), else the item's."""
+        model = self.model if model is None else model
+        stack = self.stack if stack is None else stack
+        if geo is None:
+            with torch.no_grad():
+                geo = particle_geometry(self.model, self.particles, params)
         own, other = [], []
         batch = self.settings.particle_batch
         for name, ref in self.refs.items():
@@ -154,25 +164,25 @@ class _Context:
             res = self.resolution[name]
             max_def = float(torch.maximum(geo.defocus_u[index], geo.defocus_v[index]).abs().max())
             max_def += self.schedule.defocus_range if "defocus" in self.schedule.ctf else 0.0
-            big = big_box(self.model, ref.box, ref.species.diameter, res, max_def, self.settings.min_box_factor)
-            sizes = exposure_sizes(self.model, ref.box, res)
+            big = big_box(model, ref.box, ref.species.diameter, res, max_def, self.settings.min_box_factor)
+            sizes = exposure_sizes(model, ref.box, res)
             for h in (1, 2):
                 idx = index[half == h]
                 if len(idx) == 0:
                     continue
                 chunks = [idx[i:i + batch] for i in range(0, len(idx), batch)]
-                groups = [extract_groups(self.stack, torch.round(geo.positions[c]), ref.box, big, sizes,
-                                         self.model.pixel_size) for c in chunks]
+                groups = [extract_groups(stack, torch.round(geo.positions[c]), ref.box, big, sizes,
+                                         model.pixel_size) for c in chunks]
                 # M's AS_i: mean amplitudes over all particles of this species and half-set
                 amps = [sum(group_amplitudes(gs[j]) * len(c) for gs, c in zip(groups, chunks)) / len(idx)
                         for j in range(len(groups[0]))]
                 for c, gs in zip(chunks, groups):
-                    states = [build_group_state(self.model, g, ref.species.diameter, res, ref.box, self.settings.whiten,
+                    states = [build_group_state(model, g, ref.species.diameter, res, ref.box, self.settings.whiten,
                                                 self.settings.weights, amps[j]) for j, g in enumerate(gs)]
                     load = None
                     if self.stream:
-                        load = functools.partial(_extract_fts, self.stack, torch.round(geo.positions[c]), ref.box,
-                                                 big, sizes, self.model.pixel_size)
+                        load = functools.partial(_extract_fts, stack, torch.round(geo.positions[c]), ref.box,
+                                                 big, sizes, model.pixel_size)
                         for st in states:
                             st.group = dataclasses.replace(st.group, ft=st.group.ft[:, :, :0])
                     own.append(Subset(name, h, ref.box, c, ref.volumes_ft[h - 1], states, load))
@@ -396,6 +406,11 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     elif settings.refines_anything and ctx.n_particles and sched is not None and (sched.geometry or sched.ctf):
         stats.update(_refine(ctx, params))
     new_models = {k: v for k, v in updated_models(model, params).items()}
+    if settings.tilt_movies and model.kind == "tilts" and ctx.n_particles and sched is not None \
+            and not sched.skipped.get("all"):
+        if ctx.item.tilt_movies is None:
+            raise InvalidInput(f"--refine-tilt-movies: item {ctx.item.name!r} has no raw tilt movies in the population")
+        new_models[TILT_MOVIE_SHIFTS], stats["tilt_movies"] = refine_tilt_movies(ctx, params, task.polarity)
     nc_hash = None
     if ctx.n_particles:
         nc = _spectra(ctx, params)

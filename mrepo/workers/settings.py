@@ -77,6 +77,10 @@ class RefineSettings:
     4x4x2x10 as in M's EMPIAR-10064 example); ``doming`` (frame series; MCore ``--refine_doming``) node
     counts (x, y, time) of the cubic spline grid of defocus offsets (Å), refined with the CTF (CLI
     default 3x3x5: M's 3 x 3 spatial points), or None.
+    ``tilt_movies`` (tilt series with raw tilt movies; MCore ``--refine_tiltmovies``): after the other
+    groups, refine per-frame (x, y) shifts inside each tilt's movie (item model ``tilt_movie_shifts``
+    (n, F, 2) Å, zero-mean per tilt, default zeros) and re-make each tilt from its aligned frames
+    (:mod:`mrepo.workers.tilt_movies`); off by default.
     """
 
     refine_shifts: bool = True
@@ -120,6 +124,7 @@ class RefineSettings:
     ctf_phase: bool = False
     volume_warp: tuple[int, int, int, int] | None = None
     doming: tuple[int, int, int] | None = None
+    tilt_movies: bool = False
 
     def __post_init__(self) -> None:
         if self.image_warp is not None:
@@ -146,7 +151,7 @@ class RefineSettings:
     def refines_anything(self) -> bool:
         return bool(self.refine_shifts or self.image_warp or self.refine_poses or self.refine_defocus
                     or self.refine_astigmatism or self.refine_stage_angles or self.optics_groups
-                    or self.volume_warp or self.doming)
+                    or self.volume_warp or self.doming or self.tilt_movies)
 
     @property
     def optics_groups(self) -> tuple[str, ...]:
