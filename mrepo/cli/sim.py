@@ -198,6 +198,13 @@ def tilts(
     trefoil: str = typer.Option(None, "--trefoil", metavar="A,B", help="inject trefoil (odd Zernike 2, 5; rad)"),
     four_fold: str = typer.Option(None, "--four-fold", metavar="A,B",
                                   help="inject four-fold astigmatism (even Zernike 4, 8; rad)"),
+    tilt_movies: int = typer.Option(0, "--tilt-movies", metavar="FRAMES",
+                                    help="record each tilt as a movie of FRAMES frames (one MRC per tilt; the tilt "
+                                    "image is their unaligned sum); 0: no movies"),
+    tilt_movie_motion: float = typer.Option(1.0, "--tilt-movie-motion",
+                                            help="with --tilt-movies: injected per-frame motion inside each tilt "
+                                            "movie, RMS px (zero-mean per tilt; truth.json "
+                                            "items[0].tilt_movie_shifts_px)"),
 ) -> None:
     """Simulate one tilt series (dose-symmetric scheme) and write it to OUT."""
     _check(size, pixel_size, box, snr, particles, species, seed)
@@ -207,6 +214,10 @@ def tilts(
         raise InvalidInput(f"--max-tilt {max_tilt}: must be at least 0 and below 90 degrees")
     if not math.isfinite(step) or step <= 0:
         raise InvalidInput(f"--step {step}: the tilt increment must be a positive number of degrees")
+    if tilt_movies < 0 or tilt_movies == 1:
+        raise InvalidInput(f"--tilt-movies {tilt_movies}: 0 (no movies) or at least 2 frames per tilt")
+    if not math.isfinite(tilt_movie_motion) or tilt_movie_motion < 0:
+        raise InvalidInput(f"--tilt-movie-motion {tilt_movie_motion}: must be a finite number of px >= 0")
     from mrepo.sim import Optics, TiltSeriesConfig, simulate_tilt_series, write_dataset  # torch: import lazily
 
     try:
@@ -214,6 +225,7 @@ def tilts(
             image_size=(size, size), optics=Optics(pixel_size=pixel_size), n_species=species, box=box,
             n_particles=particles, max_tilt=max_tilt, tilt_step=step, snr=snr, contrast=_contrast(contrast),
             volume_warp_A=_finite("--volume-warp", volume_warp), damage=_damage(damage), aberrations=aberrations,
+            tilt_movie_frames=tilt_movies, tilt_movie_motion_px=tilt_movie_motion if tilt_movies else 0.0,
         )
         sim = simulate_tilt_series(config, seed)
     except ValueError as exc:  # the simulator's own checks (e.g. too many particles for the field)

@@ -5,7 +5,9 @@ from ``truth.json``; the models and particles come from ``initial.json`` (what
 upstream processing would deliver) or, with ``truth=True``, from ``truth.json``.
 Frames: ctf (n, 3) repeats the series defocus; global_shifts (n, 2) Å = px * pixel.
 Tilts: ctf (n, 3), stage_angles (n, 3) (xtilt, ytilt, zrot), global_shifts (n, 2) Å.
-Each species gets the true map as both half-maps and the simulator's mask.
+Each species gets the true map as both half-maps and the simulator's mask. Tilt series written with
+tilt movies get them as ``Item.tilt_movies`` (a manifest of one movie per tilt); their per-frame
+motion is never imported (truth only).
 No Fourier layout is involved in this module.
 """
 
@@ -81,7 +83,12 @@ def _item(folder: Path, entry: dict, truth_item: dict, model: dict, optics: dict
                   "global_shifts": put(np.asarray(model["shifts_A"], np.float64))}
     else:
         raise InvalidInput(f"{where}: unknown kind {kind!r}")
-    return Item(kind, truth_item["name"], _raw(folder, entry, staging, copy), imaging, models)
+    movies = None
+    if "tilt_movies" in entry:  # one MRC movie per tilt (raw tilt movies of the series)
+        if kind != "tilts":
+            raise InvalidInput(f"{where}: tilt_movies given for a {kind!r} item")
+        movies = raw_manifest([folder / p for p in entry["tilt_movies"]], copy=copy, staging=staging)
+    return Item(kind, truth_item["name"], _raw(folder, entry, staging, copy), imaging, models, tilt_movies=movies)
 
 
 def import_sim(repo: Repository, folder: str | Path, *, truth: bool = False, source: str = "sim", copy: bool = False,

@@ -39,6 +39,7 @@ from mrepo.sim.records import Particles, Perturbation, assign_half_sets
 from mrepo.sim.records import species_labels as _species_labels
 from mrepo.sim.render import Optics, ParticleImages, render_stack
 from mrepo.sim.species import SimSpecies, SpeciesChoice, SpeciesSpec, build_species
+from mrepo.sim.tilt_movies import random_tilt_movie_motion, record_tilt_movies
 
 __all__ = [
     "TiltSeriesConfig",
@@ -114,6 +115,8 @@ class TiltSeriesConfig(SpeciesChoice):
     volume_warp_A: float = 0.0  # injected volume deformation (mrepo.sim.deformation), about this many Å at the end
     damage: str = "dose"  # exposure damage: "dose" (B = 4 Å² · exposure) or "measured" (sim.deformation)
     aberrations: SimAberrations = SimAberrations()  # injected magnification / beam tilt / trefoil (truth only)
+    tilt_movie_frames: int = 0  # > 0: record each tilt as a movie of this many frames (mrepo.sim.tilt_movies)
+    tilt_movie_motion_px: float = 0.0  # injected per-frame motion inside each tilt movie, RMS px (truth only)
 
     def volume_size_A(self) -> np.ndarray:
         p = self.optics.pixel_size
@@ -156,6 +159,7 @@ class TiltSeriesTruth:
     volume_deformation: VolumeDeformation | None = None  # injected volume warp (truth only)
     damage: ExposureDamage | None = None  # injected per-tilt B-factors and scales (truth only); None: dose rule
     aberrations: SimAberrations = field(default_factory=SimAberrations)  # injected optics (truth.json only)
+    tilt_movie_shifts_px: np.ndarray | None = None  # (I, F, 2) injected per-frame motion (tilt movies, truth only)
 
 
 @dataclass
@@ -185,6 +189,7 @@ class SimulatedTiltSeries:
     truth: TiltSeriesTruth
     initial: TiltSeriesInitial
     kind: str = field(default="tilts")
+    movies: np.ndarray | None = None  # (I, F, H, W) float32 raw tilt movies; ``data`` is their frame sums
 
 
 def tilt_plan(truth: TiltSeriesTruth) -> ParticleImages:
@@ -278,10 +283,21 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
     truth.plan = tilt_plan(truth)
     clean = render_tilts(truth, species, config.pad)
     pos = truth.plan.positions_px  # (N, I, 2)
-    recorded = record_images(clean, noise_sigma_for_snr(clean, pos, radii / pix, config.snr), rng,
-                             contrast=config.contrast, mean_counts=config.mean_counts)
-    truth.noise_sigma, truth.signal_scale = recorded.noise_sigma, recorded.signal_scale
-    data, noise = recorded.data, recorded.noise
+    sigma = noise_sigma_for_snr(clean, pos, radii / pix, config.snr)
+    movies = None
+    if config.tilt_movie_frames > 0:  # tilt movies: the tilt image is the unaligned sum of its frames
+        if config.tilt_movie_frames < 2:
+            raise ValueError(f"tilt_movie_frames must be 0 (no movies) or at least 2, got {config.tilt_movie_frames}")
+        truth.tilt_movie_shifts_px = random_tilt_movie_motion(np.random.default_rng([seed, 16]), n_i,
+                                                              config.tilt_movie_frames, config.tilt_movie_motion_px)
+        movies, data, truth.noise_sigma, truth.signal_scale = record_tilt_movies(
+            clean, truth.tilt_movie_shifts_px, sigma, rng, contrast=config.contrast, mean_counts=config.mean_counts)
+        expected = config.mean_counts - truth.signal_scale * clean if config.contrast == "dark" else clean
+        noise = (data - expected).astype(np.float32)
+    else:
+        recorded = record_images(clean, sigma, rng, contrast=config.contrast, mean_counts=config.mean_counts)
+        truth.noise_sigma, truth.signal_scale = recorded.noise_sigma, recorded.signal_scale
+        data, noise = recorded.data, recorded.noise
 
     pert = config.perturbation
     d_def = rng.normal(0, pert.defocus_A, n_i)
@@ -298,4 +314,4 @@ def simulate_tilt_series(config: TiltSeriesConfig, seed: int) -> SimulatedTiltSe
         Particles(item, particles.ids.copy(), sp.copy(), half.copy(), init_coords[:, None],
                   perturb_angles(rng, angles, *pert.pose_deg)[:, None]),
     )
-    return SimulatedTiltSeries(config, seed, species, data, noise, truth, initial)
+    return SimulatedTiltSeries(config, seed, species, data, noise, truth, initial, movies=movies)

@@ -8,6 +8,8 @@ Folder layout::
                                     kind "tilts": tilts in ascending nominal angle)
     <out>/<kind>/<item>/<item>_<k>.mrc  instead, with ``one_file_per_image``: image k (1-based,
                                    stack order) as its own MRC file (as RELION 5 lists tilts)
+    <out>/tilts/<item>_movies/<item>_<k>.mrc  with tilt movies: tilt k's movie (F, H, W) (the tilt
+                                   image is the unaligned sum of its frames; dataset.json ``tilt_movies``)
     <out>/species/<name>/map.mrc   true map (box, box, box) float32, mass per voxel
     <out>/species/<name>/mask.mrc  soft spherical mask
     <out>/truth.json               ground truth (optics, species, item models, particles)
@@ -138,6 +140,8 @@ def truth_record(sim: SimulatedFrameSeries | SimulatedTiltSeries) -> dict:
             item["aberrations"] = t.aberrations.to_json()
         if t.volume_deformation is not None:  # injected volume warp: truth only
             item["volume_deformation"] = t.volume_deformation.to_json()
+        if t.tilt_movie_shifts_px is not None:  # injected per-frame motion in the tilt movies: truth only
+            item["tilt_movie_shifts_px"] = t.tilt_movie_shifts_px.tolist()
     if t.damage is not None:  # injected damage model (replaces bfactor_per_exposure_A2): truth only
         item["damage"] = t.damage.to_json()
     return {
@@ -187,6 +191,10 @@ def write_dataset(sim: SimulatedFrameSeries | SimulatedTiltSeries, out_dir: str 
     else:
         entry["stack"] = f"{sim.kind}/{name}.mrc"
         _write_mrc(out / entry["stack"], sim.data, pix)
+    if getattr(sim, "movies", None) is not None:  # one MRC movie (F, H, W) per tilt, stack order
+        entry["tilt_movies"] = [f"{sim.kind}/{name}_movies/{name}_{k + 1:03d}.mrc" for k in range(len(sim.movies))]
+        for path, movie in zip(entry["tilt_movies"], sim.movies):
+            _write_mrc(out / path, movie, pix)
     for s in sim.species:
         _write_mrc(out / "species" / s.spec.name / "map.mrc", s.map, pix)
         _write_mrc(out / "species" / s.spec.name / "mask.mrc", s.mask, pix)
