@@ -76,6 +76,19 @@ def oracle_tilt_warp(sim: SimulatedTiltSeries, grid: int = 6) -> tuple[np.ndarra
     return nodes * t.optics.pixel_size, shifts
 
 
+def _stored_movies(repo: Repository, movies: np.ndarray, pixel_size: float) -> RawData:
+    """Raw tilt movies (n, F, H, W) stored as one MRC blob per tilt and a manifest (as ``--copy`` imports)."""
+    import json
+
+    entries = []
+    for movie in movies:
+        data = mrc_bytes(movie, pixel_size)
+        entries.append({"hash": repo.objects.put_blob(data), "size": len(data), "format": "mrc", "uri": None})
+    manifest = json.dumps({"format": "mrepo-raw-manifest/1", "files": entries}, sort_keys=True).encode()
+    return RawData(repo.objects.put_blob(manifest), len(manifest), "manifest", stored=True,
+                   parts=tuple(dict.fromkeys(e["hash"] for e in entries)))
+
+
 def _item_and_particles(repo: Repository, sim, truth: bool | str) -> tuple[Item, np.ndarray, np.ndarray, np.ndarray]:
     """Store ``sim``'s stack and models; return its item and particle coordinates, angles (N, T, 3)
     and species (N,): initial parameters, the truth (``True``: no warp/doming) or ``"oracle"``
@@ -112,7 +125,8 @@ def _item_and_particles(repo: Repository, sim, truth: bool | str) -> tuple[Item,
         if truth == "oracle":
             warp, shifts = oracle_tilt_warp(sim)
             models.update(image_warp=put(warp), global_shifts=put(shifts))
-    item = Item(sim.kind, t.name, RawData(h, len(raw), stored=True), imaging, models)
+    item = Item(sim.kind, t.name, RawData(h, len(raw), stored=True), imaging, models,
+                tilt_movies=_stored_movies(repo, sim.movies, ps) if getattr(sim, "movies", None) is not None else None)
     angles = np.repeat(parts.angles[:, :1], coords.shape[1], 1)
     return item, coords, angles, parts.species
 
