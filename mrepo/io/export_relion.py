@@ -178,21 +178,67 @@ def _optics_key(it: Item) -> tuple:
             float(im["pixel_size"]))
 
 
+def _refined_optics(im: dict) -> dict[str, object]:
+    """Optics-group columns whose values refinement updates in ``Item.imaging``: rlnSphericalAberration,
+    and when present rlnBeamTiltX/Y (mrad), rlnOddZernike / rlnEvenZernike (rad), rlnMagMat00..11."""
+    out: dict[str, object] = {"rlnSphericalAberration": float(im["cs"])}
+    if "beam_tilt" in im:
+        out["rlnBeamTiltX"], out["rlnBeamTiltY"] = (float(v) for v in im["beam_tilt"])
+    for key, col in (("odd_zernike", "rlnOddZernike"), ("even_zernike", "rlnEvenZernike")):
+        if key in im:
+            out[col] = _star_list(im[key])
+    if "mag_matrix" in im:
+        for i in range(2):
+            for j in range(2):
+                out[f"rlnMagMat{i}{j}"] = float(im["mag_matrix"][i][j])
+    return out
+
+
+def _neutral(col: str, value: object) -> object:
+    """The value meaning 'no aberration' for an optics column (rows of groups that lack it)."""
+    if col in ("rlnOddZernike", "rlnEvenZernike"):
+        return _star_list([0.0] * (str(value).count(",") + 1))
+    return 1.0 if col in ("rlnMagMat00", "rlnMagMat11") else 0.0
+
+
+def _with_refined_optics(optics: pd.DataFrame, groups: np.ndarray, its: list[Item]) -> pd.DataFrame:
+    """The species' stored optics table with each group's refined optics (:func:`_refined_optics` of the
+    first item among the group's particles); other columns and groups stay as imported."""
+    first: dict[int, Item] = {}
+    for g, it in zip(np.asarray(groups, np.int64).tolist(), its):
+        first.setdefault(int(g), it)
+    out = optics.copy()
+    numbers = pd.to_numeric(out["rlnOpticsGroup"], errors="coerce").tolist() if "rlnOpticsGroup" in out else []
+    for r, g in enumerate(numbers):
+        it = first.get(int(g)) if g == g else None
+        if it is None:
+            continue
+        for col, value in _refined_optics(it.imaging).items():
+            if col not in out.columns:
+                out[col] = [_neutral(col, value)] * len(out)
+            if _numbers(out[col].iloc[r]) != _numbers(value):  # unchanged cells keep their text
+                out[col] = out[col].astype(object)
+                out.at[out.index[r], col] = value
+    return out
+
+
+def _numbers(cell: object) -> list[float] | None:
+    """A scalar or ``[a,b]`` optics cell as floats (trailing zeros dropped); None when not numeric."""
+    try:
+        values = [float(v) for v in str(cell).strip("[] ").split(",") if v.strip()]
+    except ValueError:
+        return None
+    while len(values) > 1 and values[-1] == 0.0:
+        values.pop()
+    return values
+
+
 def _optics_row(it: Item, number: int) -> dict[str, object]:
     im = it.imaging
     modelled: dict[str, object] = {
         "rlnOpticsGroupName": im.get("optics_group_name", f"opticsGroup{number}"), "rlnOpticsGroup": number,
-        "rlnVoltage": float(im["voltage"]), "rlnSphericalAberration": float(im["cs"]),
-        "rlnAmplitudeContrast": float(im["amplitude_contrast"]), "rlnMicrographPixelSize": float(im["pixel_size"])}
-    if "beam_tilt" in im:
-        modelled["rlnBeamTiltX"], modelled["rlnBeamTiltY"] = (float(v) for v in im["beam_tilt"])
-    for key, col in (("odd_zernike", "rlnOddZernike"), ("even_zernike", "rlnEvenZernike")):
-        if key in im:
-            modelled[col] = _star_list(im[key])
-    if "mag_matrix" in im:
-        for i in range(2):
-            for j in range(2):
-                modelled[f"rlnMagMat{i}{j}"] = float(im["mag_matrix"][i][j])
+        "rlnVoltage": float(im["voltage"]), "rlnAmplitudeContrast": float(im["amplitude_contrast"]),
+        "rlnMicrographPixelSize": float(im["pixel_size"]), **_refined_optics(im)}
     passthrough = dict(it.metadata.get("relion_optics", {}))
     passthrough.setdefault("rlnMicrographOriginalPixelSize", float(im["pixel_size"]))
     return _with_passthrough(modelled, passthrough)
@@ -406,8 +452,8 @@ def _default_optics(species: Species, its: list[Item], tomo: bool) -> tuple[pd.D
         im = it.imaging if it is not None else {"voltage": 300.0, "cs": 2.7, "amplitude_contrast": 0.1,
                                                 "pixel_size": species.pixel_size}
         row = {"rlnOpticsGroup": g + 1, "rlnOpticsGroupName": f"opticsGroup{g + 1}",
-               "rlnSphericalAberration": float(im["cs"]), "rlnVoltage": float(im["voltage"]),
-               "rlnAmplitudeContrast": float(im["amplitude_contrast"]),
+               **(_refined_optics(im) if it is not None else {"rlnSphericalAberration": float(im["cs"])}),
+               "rlnVoltage": float(im["voltage"]), "rlnAmplitudeContrast": float(im["amplitude_contrast"]),
                "rlnImagePixelSize": float(species.pixel_size), "rlnImageSize": int(species.box),
                "rlnImageDimensionality": 2}
         if tomo:
@@ -450,6 +496,8 @@ def particles_frame(repo: Repository, species: Species, table: ParticleTable, it
     df = pd.DataFrame(_with_passthrough(cols, passthrough))
     if "rlnOpticsGroup" not in df.columns:
         df["rlnOpticsGroup"] = np.ones(len(df), dtype=np.int64)
+    if meta.get("optics"):
+        optics = _with_refined_optics(optics, pd.to_numeric(df["rlnOpticsGroup"]).to_numpy(), its)
     blocks: dict[str, pd.DataFrame | dict] = {}
     if tomo:
         blocks["general"] = dict(meta.get("general", {"rlnTomoSubTomosAre2DStacks": 1}))

@@ -16,6 +16,7 @@ from ..graph import DataSource, Item, ParticleTable, Population, Repository, Spe
 from ..store import InvalidInput
 from .export_relion import population_items
 from .identity import M_ID_COLUMN, import_context, read_id_column
+from .m_optics import OPTICS_KEYS, same_optics
 from .m_xml import M_PREFIX, MAX_TEMPORAL_SAMPLES, SPECIES_SIDECAR_FORMAT, param, param_or, parse_xml, source_name
 from .relion_particles import ParticleRows
 from .relion_passthrough import PREFIX, particle_columns
@@ -194,7 +195,8 @@ def _m_source(spath: Path, staging: Staging, copy: bool, m_keys: dict[str, str])
 
 
 def _with_sidecar(item: Item, path: Path) -> Item:
-    """``item`` with the nominal tilt angles, imaging fields and metadata an mrepo sidecar kept."""
+    """``item`` with the nominal tilt angles, imaging fields and metadata an mrepo sidecar kept. Optics
+    (:data:`~mrepo.io.m_optics.OPTICS_KEYS`) are M's unless M still holds what the sidecar's imply."""
     if not path.is_file():
         return item
     try:
@@ -205,7 +207,12 @@ def _with_sidecar(item: Item, path: Path) -> Item:
         raise InvalidInput(f"{path}: not an mrepo sidecar ({exc})") from None
     if body.get("raw_hash") != item.key:
         return item  # the raw data changed: the sidecar describes another item
-    imaging = {**{k: v for k, v in body.get("imaging", {}).items() if k not in item.imaging}, **item.imaging}
+    side = body.get("imaging", {})
+    imaging = {**{k: v for k, v in side.items() if k not in item.imaging and k not in OPTICS_KEYS}, **item.imaging}
+    if "cs" in side and "voltage" in side and same_optics(item.imaging, side):
+        # M still holds the optics mrepo wrote: restore mrepo's exact values and form (beam tilt apart)
+        imaging = {**{k: v for k, v in imaging.items() if k not in OPTICS_KEYS},
+                   **{k: v for k, v in side.items() if k in OPTICS_KEYS}}
     if "tilt_angles" in body.get("imaging", {}):
         imaging["tilt_angles"] = body["imaging"]["tilt_angles"]
     return replace(item, imaging=imaging, metadata={**body.get("metadata", {}), **item.metadata})

@@ -8,8 +8,8 @@ the movie ``TiltMoviePaths[t]`` (relative to the series' folder) whose image M r
 make M's data hash (:mod:`mrepo.io.m_hash`).
 
 What we write (:func:`write_item_xml`): frames ``<RootName>.xml`` with ``DataDirectory`` = the raw movie's
-folder. Tilts ``<name>.xml``, ``<name>.tomostar`` (wrpMovieName, wrpAngleTilt, wrpDose), per tilt
-``tilts/<name>/<name>_<t>.mrc`` (a link to the tilt image, or the tilt's section of the raw stack written out)
+folder and the sidecar ``<RootName>.mrepo.json`` (below). Tilts ``<name>.xml``, ``<name>.tomostar``
+(wrpMovieName, wrpAngleTilt, wrpDose), per tilt ``tilts/<name>/<name>_<t>.mrc`` (a link to the tilt image, or the tilt's section of the raw stack written out)
 with ``tilts/<name>/average/<name>_<t>.mrc`` linking to it, a link ``tiltstack/<name>/<name>.st`` to a raw
 stack (so a re-import finds the same raw data and item key), and ``<name>.mrepo.json``: what M does not
 hold (nominal tilt angles, imaging fields and metadata of other formats), read back by the M importer when
@@ -35,7 +35,9 @@ files above); otherwise it is synthesised from the models, exactly invertible by
   and phase -> GridCTFDefocusDelta/Angle/Phase (1, 1, n).
 
 What M cannot represent is refused (:class:`MCannotRepresent`, an InvalidInput, exit 2): x-tilts that
-differ between tilts, a tilt image-warp grid without one node per tilt, and model arrays M has no slot for.
+differ between tilts, a tilt image-warp grid without one node per tilt, model arrays M has no slot for, and a
+non-zero constant even Zernike term. Optics (magnification, Zernike, Cs) go to M's fields:
+:mod:`mrepo.io.m_optics`.
 No Fourier layout is involved in this module.
 """
 
@@ -52,6 +54,7 @@ import pandas as pd
 from ..graph import Item, Repository
 from ..store import InvalidInput
 from .m_hash import m_data_hash
+from .m_optics import check_optics_representable, with_optics
 from .mrc import MRC_LABEL
 from .raw_access import raw_paths, raw_sections
 from .star import write_star
@@ -124,11 +127,20 @@ def check_m_representable(repo: Repository, item: Item) -> None:
     hand = _hand(item)
     if item.kind == "tilts" and hand not in (1.0, -1.0):
         raise MCannotRepresent(f"item {item.name!r}: hand {hand!r} is not +1 or -1")
+    try:
+        check_optics_representable(item.imaging, item.name)
+    except InvalidInput as exc:
+        raise MCannotRepresent(str(exc)) from None
 
 
 def item_warp_meta(repo: Repository, item: Item) -> WarpMeta:
-    """The Warp metadata to write for ``item`` (stored verbatim, or synthesised from its models)."""
+    """The Warp metadata to write for ``item`` (stored verbatim, or synthesised from its models) with its
+    optics (magnification, Zernike coefficients, Cs: :mod:`mrepo.io.m_optics`) in M's fields."""
     check_m_representable(repo, item)
+    return with_optics(_models_meta(repo, item), item.imaging, item.name)
+
+
+def _models_meta(repo: Repository, item: Item) -> WarpMeta:
     stored = item.metadata.get("warp")
     if stored is not None:
         meta = WarpMeta.from_json(stored)
@@ -278,7 +290,8 @@ def write_item_xml(repo: Repository, item: Item, out: Path) -> tuple[list[Path],
     meta = item_warp_meta(repo, item)
     paths = raw_paths(repo, item)
     if item.kind == "frames":
-        written = [write_warp_xml(meta, out / f"{paths[0].stem}.xml", data_directory=str(paths[0].parent))]
+        written = [write_warp_xml(meta, out / f"{paths[0].stem}.xml", data_directory=str(paths[0].parent)),
+                   _sidecar(item, out / f"{paths[0].stem}{SIDECAR}")]
         return written, m_data_hash(paths[0].stem, paths[0])
     movies, written = _tilt_files(repo, item, out)
     meta.per_tilt["MoviePath"] = movies

@@ -3,7 +3,9 @@
 Item fields from a Warp XML (:mod:`mrepo.io.warp_xml`; sources cited there) and the settings:
 
 - pixel_size: settings Import.PixelSize if given, else ``<CTF> PixelSize``; refused when the raw MRC
-  header's voxel size disagrees. voltage, cs, amplitude_contrast: ``<CTF>`` Voltage, Cs, Amplitude.
+  header's voxel size disagrees. voltage, amplitude_contrast: ``<CTF>`` Voltage, Amplitude; cs (+ the mean
+  of a movie's GridCTFCs), mag_matrix (MagnificationCorrection), odd_zernike / even_zernike (``<CTF>``
+  ZernikeCoeffsOdd / Even) in RELION's conventions: :mod:`mrepo.io.m_optics`.
 - frames: n = MRC frame count (non-MRC movies: the depth of GridMovementX); exposure = settings
   Import.DosePerAngstromFrame per frame (0 without settings), pre_exposure = cumulative.
   ctf (n, 3): defocus per frame from GridCTF when it is (1, 1, n) or (1, 1, 1), else ``<CTF> Defocus``;
@@ -44,6 +46,7 @@ from scipy.spatial.transform import Rotation
 
 from ..graph import DataSource, Item, RawData, Repository
 from ..store import InvalidInput
+from .m_optics import optics_from_warp
 from .mrc import mrc_info
 from .relion_tomo import exposure_from_pre
 from .species_build import same_pixel
@@ -287,8 +290,8 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
     if pix <= 0:
         raise InvalidInput(f"{xml}: no pixel size (<CTF> Param PixelSize) and no settings file")
     imaging: dict[str, Any] = {"pixel_size": pix, "voltage": meta.ctf_value("Voltage", 300.0, xml),
-                               "cs": meta.ctf_value("Cs", 2.7, xml),
-                               "amplitude_contrast": meta.ctf_value("Amplitude", 0.07, xml)}
+                               "amplitude_contrast": meta.ctf_value("Amplitude", 0.07, xml),
+                               **optics_from_warp(meta, xml)}
     if meta.root == "Movie":
         path = movie if movie is not None else find_movie(xml, meta)
         fmt = path.suffix.lower().lstrip(".")
