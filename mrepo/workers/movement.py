@@ -7,7 +7,8 @@ the particle's height), ``rotation`` (degrees, geodesic angle of the pose), ``sh
 (px, per-exposure global shift), ``defocus`` (Å, per-exposure mean of U and V),
 ``astigmatism`` (Å, per-exposure half difference U − V), ``stage`` (degrees, norm of the
 per-tilt stage-angle change), ``volume_warp`` (px, norm of each volume-warp node's change; tilts),
-``doming`` (Å, each doming node's change; frames). Each group is summarised by its median and 95th percentile.
+``doming`` (Å, each doming node's change; frames), ``tilt_movies`` (px, each tilt-movie frame shift's change;
+tilts with raw tilt movies). Each group is summarised by its median and 95th percentile.
 
 **Divergence** (:func:`divergence`): with the previous resolution d (Å) of the species,
 a particle cannot be located better than d, so an iteration whose 95th-percentile
@@ -36,10 +37,12 @@ __all__ = ["particle_moves", "item_moves", "species_moves", "item_version_moves"
            "UNITS"]
 
 UNITS = {"translation": "px", "z": "Å", "particle_defocus": "Å", "rotation": "°", "shifts": "px",
-         "defocus": "Å", "astigmatism": "Å", "stage": "°", "volume_warp": "px", "doming": "Å"}
+         "defocus": "Å", "astigmatism": "Å", "stage": "°", "volume_warp": "px", "doming": "Å",
+         "tilt_movies": "px"}
 #: median moves below which an iteration counts as settled (units of :data:`UNITS`)
 SETTLED = {"translation": 0.1, "z": 1.5, "particle_defocus": 10.0, "rotation": 0.1, "shifts": 0.1,
-           "defocus": 10.0, "astigmatism": 10.0, "stage": 0.1, "volume_warp": 0.1, "doming": 10.0}
+           "defocus": 10.0, "astigmatism": 10.0, "stage": 0.1, "volume_warp": 0.1, "doming": 10.0,
+           "tilt_movies": 0.1}
 
 
 def particle_moves(old_coords: np.ndarray, old_angles: np.ndarray, new_coords: np.ndarray, new_angles: np.ndarray,
@@ -83,6 +86,8 @@ def item_moves(old: dict[str, np.ndarray | None], new: dict[str, np.ndarray | No
         out["volume_warp"] = np.linalg.norm((p[1] - p[0]).reshape(3, -1), axis=0) / pixel_size
     if (p := pair("doming")) is not None:  # (gx, gy, gt) Å
         out["doming"] = np.abs(p[1] - p[0]).ravel()
+    if (p := pair("tilt_movie_shifts")) is not None:  # (n, F, 2) Å
+        out["tilt_movies"] = np.linalg.norm(p[1] - p[0], axis=-1).ravel() / pixel_size
     return out
 
 
@@ -152,6 +157,6 @@ def item_version_moves(objects, old_hash: str, new_hash: str) -> tuple[str, dict
 
     def arrays(item) -> dict[str, np.ndarray | None]:
         return {k: (np.asarray(objects.get_array(item.models[k])) if k in item.models else None)
-                for k in ("global_shifts", "ctf", "stage_corrections", "volume_warp", "doming")}
+                for k in ("global_shifts", "ctf", "stage_corrections", "volume_warp", "doming", "tilt_movie_shifts")}
 
     return new.kind, item_moves(arrays(old), arrays(new), float(new.imaging["pixel_size"]))

@@ -228,6 +228,7 @@ def test_cli_sim_import_and_refine_tilt_movies(tmp_path):
     (item,) = [repo.item(h) for h in repo.source(pop.sources["sim"]).items.values()]
     assert item.tilt_movies is not None
     assert repo.objects.get_array(item.models[MODEL]).shape == (3, 3, 2)
+    assert c.operation["movement"]["tilt_movies"]["unit"] == "px"
 
 
 def test_cli_refine_tilt_movies_is_refused_without_raw_movies(tmp_path):
