@@ -127,6 +127,17 @@ def test_items_without_tilt_movies_keep_their_record_hash():
     assert hash_record("item", with_movies.to_body()) != hash_record("item", body)
 
 
+def test_stored_tilt_movies_are_reachable_for_gc_and_transfer():
+    from mrepo.graph.maintenance import reachable
+
+    sim = tilts_sim(n_particles=3, size=64, box=16, max_tilt=6.0, tilt_step=6.0, tilt_movie_frames=2)
+    sr = build_repo(sim, truth=True)
+    item = sr.repo.item(sr.repo.source(sr.repo.population().sources["sim"]).items[sr.item_key])
+    found = reachable(sr.repo.storage)
+    assert found.get(item.tilt_movies.hash) == "blob"
+    assert len(item.tilt_movies.parts) == 3 and all(found.get(h) == "blob" for h in item.tilt_movies.parts)
+
+
 def _shifts_px(sr, result) -> np.ndarray:
     item = sr.repo.item(result.item_hash)
     return sr.repo.objects.get_array(item.models[MODEL]) / sr.sim.truth.optics.pixel_size
