@@ -90,6 +90,20 @@ def test_refine_names_a_missing_branch(repo_with_history, command: str) -> None:
     assert "branch 'mian' does not exist" in message and "main" in message
 
 
+@pytest.mark.parametrize("args", [
+    ["species", "add", "apo", "--half1", "h1.mrc", "--half2", "h2.mrc", "--mask", "m.mrc", "--particles", "p.star",
+     "--diameter", "100"],
+    ["source", "contrast", "src", "light"],
+    ["species", "denoise", "apo"],
+])
+def test_every_branch_option_refuses_a_missing_branch_as_not_found(repo_with_history, args: list[str]) -> None:
+    """One helper (mrepo.io.branches.branch_head) for the CLI and the importers: exit 7, the branches named."""
+    url, commits = repo_with_history
+    message = one_line_error(mrepo(*args, "-b", "mian", "--repo", url, code=ExitCode.NOT_FOUND))
+    assert "branch 'mian' does not exist (branches: main)" in message
+    assert Repository.open(url).branches() == {"main": commits[-1]}  # nothing committed
+
+
 @pytest.mark.parametrize("command", ["refine", "reconstruct"])
 def test_refine_names_an_unknown_executor(repo_with_history, command: str) -> None:
     url, commits = repo_with_history

@@ -15,7 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..graph import Repository
-from ..store import InvalidInput, MrepoError, RefNotFound
+from ..store import InvalidInput, MrepoError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -39,13 +39,12 @@ def open_repo(url: str | None) -> Repository:
 
 
 def branch_head(r: Repository, branch: str | None) -> tuple[str, str]:
-    """(branch name, head commit) of ``branch``, the default branch when ``None``; ``RefNotFound``
-    naming the existing branches when it does not exist."""
-    target = branch or r.default_branch
-    head = r.head(target)
-    if head is None:
-        raise RefNotFound(f"branch {target!r} does not exist (branches: {', '.join(r.branches()) or '-'})")
-    return target, head
+    """(branch name, head commit) of ``branch``, the default branch when ``None``; ``RefNotFound`` (exit 7)
+    naming the existing branches when it does not exist (:func:`mrepo.io.branches.branch_head`, which the
+    importers use too)."""
+    from ..io.branches import branch_head as head_of  # imported when used: io loads pandas and mrcfile
+
+    return head_of(r, branch)
 
 
 def open_executor(kind: str, *, address: str | None = None, workers: int | None = None,

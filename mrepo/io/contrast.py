@@ -23,6 +23,7 @@ from typing import Any
 from ..graph import DataSource, Item, ParticleTable, Repository, Species
 from ..graph.model import check_polarity
 from ..store import InvalidInput, ObjectStore
+from .branches import branch_population
 
 __all__ = ["DEFAULT_POLARITY", "PolarityChoice", "choose_polarity", "set_source_polarity"]
 
@@ -65,10 +66,7 @@ def set_source_polarity(repo: Repository, source: str, polarity: str, *, branch:
                         message: str | None = None) -> str:
     """Commit ``source`` with a new polarity (items unchanged); returns the commit hash."""
     polarity = check_polarity(polarity, "contrast")
-    head = repo.head(branch)
-    if head is None:
-        raise InvalidInput(f"branch {branch or repo.default_branch!r} has no commits")
-    pop = repo.population(head)
+    pop, head = branch_population(repo, branch)
     if source not in pop.sources:
         raise InvalidInput(f"data source {source!r} is not in the population (have {sorted(pop.sources)})")
     src = repo.source(pop.sources[source])

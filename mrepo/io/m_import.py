@@ -14,6 +14,7 @@ import numpy as np
 
 from ..graph import DataSource, Item, ParticleTable, Population, Repository, Species
 from ..store import InvalidInput
+from .branches import branch_population
 from .export_relion import population_items
 from .identity import M_ID_COLUMN, import_context, read_id_column
 from .m_optics import OPTICS_KEYS, same_optics
@@ -236,7 +237,7 @@ def import_m(repo: Repository, population_file: str | Path, *, copy: bool = Fals
                 raise InvalidInput(f"{pfile}: two sources are named {ds.name!r}")
             sources[ds.name] = ds
         if pop is None and not sources:
-            raise InvalidInput(f"branch {branch or repo.default_branch!r} has no population yet: import data first")
+            branch_population(repo, branch)  # no population and nothing to make one: refused, naming the branches
         items = population_items(repo, pop) if pop is not None else {}
         index = item_index_by_name(repo, pop) if pop is not None else {}
         for sname, ds in sorted(sources.items()):
@@ -271,9 +272,7 @@ def import_m_species(repo: Repository, population_file: str | Path, *, ignore_un
     """Add every species of an M population folder to the branch's population (items must exist)."""
     pfile = Path(population_file)
     root = parse_xml(pfile, "Population")
-    pop = current_population(repo, branch)
-    if pop is None:
-        raise InvalidInput(f"branch {branch or repo.default_branch!r} has no population yet: import data first")
+    pop, _ = branch_population(repo, branch)
     items = population_items(repo, pop)
     index = item_index_by_name(repo, pop)
     staging = Staging(repo)

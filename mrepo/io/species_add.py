@@ -14,11 +14,12 @@ from pathlib import Path
 
 from ..graph import Repository
 from ..store import InvalidInput
+from .branches import branch_population
 from .identity import import_context
 from .relion_particles import read_relion_particles
 from .relion_spa import SpeciesFiles
 from .species_build import build_species, read_species_maps
-from .staging import ImportResult, Staging, current_population, item_index_by_name
+from .staging import ImportResult, Staging, item_index_by_name
 
 __all__ = ["add_species"]
 
@@ -26,9 +27,7 @@ __all__ = ["add_species"]
 def add_species(repo: Repository, species: SpeciesFiles, particles: str | Path, *, ignore_unmatched: bool = False,
                 branch: str | None = None, message: str | None = None) -> ImportResult:
     """Create species ``species.name`` from maps and a particle STAR file; one new commit."""
-    pop = current_population(repo, branch)
-    if pop is None:
-        raise InvalidInput(f"branch {branch or repo.default_branch!r} has no population yet: import data first")
+    pop, _ = branch_population(repo, branch)
     if species.name in pop.species:
         raise InvalidInput(f"species {species.name!r} already exists in population {pop.name!r}")
     index = item_index_by_name(repo, pop)
