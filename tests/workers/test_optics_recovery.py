@@ -148,3 +148,36 @@ def test_target_peaks_at_the_injected_four_fold_astigmatism():
     assert grid[int(np.argmax([target(4, v) for v in grid]))] == 1.5
     other = [-1.5, 0.0, 1.5]  # Z(-4,4) was not injected
     assert other[int(np.argmax([target(0, v) for v in other]))] == 0.0
+
+
+@pytest.mark.slow
+def test_refinement_recovers_injected_four_fold_astigmatism():
+    """--ctf-zernike4 refinement (2 × 15 L-BFGS steps) recovers Z(4,4) = 150 rad (bench_optics.py's item 13)."""
+    cfg = FrameSeriesConfig(image_size=(192, 192), n_frames=2, optics=Optics(pixel_size=1.5),
+                            species=small_species(48, 1.5)[:1], box=48, n_particles=16, snr=1.0, pad=3,
+                            defocus=10000.0, species_seed=7, contrast="light",
+                            aberrations=SimAberrations(four_fold=(0.0, 150.0)))
+    sr = build_population([simulate_frame_series(cfg, 13)], truth="oracle", resolution=3.5)
+    settings = RefineSettings(refine_shifts=False, ctf_zernike4=True, resolution_fraction=1.0, lbfgs_iterations=15)
+    even = Item.load(sr.repo.objects, refine_item(_task(sr, settings)).item_hash).imaging["even_zernike"]
+    assert abs(even[8] - 150.0) < 15.0 and abs(even[4]) < 15.0, even
+
+
+def test_even_zernike_units_make_the_target_equally_curved():
+    """The zernike4 units (OPTICS_UNITS) bring M's target curvature along the five even coefficients within
+    3× of each other (one unit of 100 rad for all five: 3 · 10⁴, and L-BFGS stalled along Z(±4,4))."""
+    cfg = FrameSeriesConfig(image_size=(192, 192), n_frames=2, optics=Optics(pixel_size=1.5),
+                            species=small_species(48, 1.5)[:1], box=48, n_particles=10, snr=1.0, pad=3,
+                            defocus=10000.0, species_seed=7, contrast="light",
+                            aberrations=SimAberrations(four_fold=(0.0, 150.0)))
+    sr = build_population([simulate_frame_series(cfg, 13)], truth="oracle", resolution=3.5)
+    params, score = _scorer(sr, RefineSettings(ctf_zernike4=True, resolution_fraction=1.0))
+
+    def at(index: int, value: float) -> float:
+        params.optics["zernike4"].zero_()
+        params.optics["zernike4"][index] = value
+        return score()
+
+    centre = at(0, 0.0)
+    curvature = np.array([-(at(j, -0.1) - 2 * centre + at(j, 0.1)) / 0.01 for j in range(5)])
+    assert np.all(curvature > 0) and curvature.max() / curvature.min() < 3.0, curvature
