@@ -20,22 +20,25 @@ def _gradients(ctx: _Context, subsets, ctf_frozen: bool, joint_mib: float) -> tu
     gen = torch.Generator().manual_seed(5)
     with torch.no_grad():  # a point away from the start, so that every gradient is non-zero
         params.rotation.copy_(0.02 * torch.randn(params.rotation.shape, generator=gen, dtype=params.rotation.dtype))
-        params.translation.copy_(0.3 * torch.randn(params.translation.shape, generator=gen,
-                                                   dtype=params.translation.dtype))
+        params.translation.copy_(
+            0.3 * torch.randn(params.translation.shape, generator=gen, dtype=params.translation.dtype)
+        )
     for st in (st for sub in subsets for st in sub.groups):
         st.cached = None
     groups = ["rotation", "translation", "shifts"] + ([] if ctf_frozen else ["defocus"])
     tensors = params.select(groups)
     geo = particle_geometry(ctx.model, ctx.particles, params)
-    target = backward_target(ctx.model, subsets, geo, ctx.n_particles, ctf_frozen=ctf_frozen, scale=1000.0,
-                             joint_mib=joint_mib)
+    target = backward_target(
+        ctx.model, subsets, geo, ctx.n_particles, ctf_frozen=ctf_frozen, scale=1000.0, joint_mib=joint_mib
+    )
     return target, {g: t.grad.clone() for g, t in zip(groups, tensors)}
 
 
 def test_joint_and_batched_passes_give_the_same_gradient():
     sr = build_repo(_frames(n=12, frames=3, size=192), resolution=6.0)
-    settings = RefineSettings(refine_poses=True, refine_shifts=True, refine_defocus=True, resolution_fraction=1.0,
-                              particle_batch=4)
+    settings = RefineSettings(
+        refine_poses=True, refine_shifts=True, refine_defocus=True, resolution_fraction=1.0, particle_batch=4
+    )
     task = _task(sr, settings)
     ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
     subsets = ctx.subsets(Parameters.zeros(ctx.model, ctx.particles, None))
