@@ -126,7 +126,8 @@ class _Context:
         #: stream particle batches (re-extract patches per evaluation) when keeping them would
         #: exceed ``patch_memory_mib`` (estimate: complex64 rfft patches at the species box, all exposures)
         need = sum(len(self.rows[n][0]) * self.model.n * r.box * (r.box // 2 + 1) * 8 * 4 for n, r in present.items())
-        self.stream = need / 2**20 > settings.patch_memory_mib
+        self.patch_mib = need / 2**20  # per exposure count of the item; the tilt-movie stage has F times more
+        self.stream = self.patch_mib > settings.patch_memory_mib
 
     def in_target(self, subsets: list[Subset]) -> torch.Tensor:
         """(P,) bool: particles that some subset scores."""

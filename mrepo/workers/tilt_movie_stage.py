@@ -52,7 +52,12 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
     with torch.no_grad():
         tilt_geo = particle_geometry(model, ctx.particles, params)
     x = torch.from_numpy(start).clone()
-    own, _ = ctx.subset_pairs(params, model=fmodel, stack=stack, geo=frame_geometry(tilt_geo, x))
+    stream = ctx.stream
+    ctx.stream = ctx.patch_mib * f > ctx.settings.patch_memory_mib  # F times the tilts' patches: stream above the cap
+    try:
+        own, _ = ctx.subset_pairs(params, model=fmodel, stack=stack, geo=frame_geometry(tilt_geo, x))
+    finally:
+        ctx.stream = stream
 
     def target_of(subsets, shifts: torch.Tensor, rows=None) -> float:
         with torch.no_grad():
