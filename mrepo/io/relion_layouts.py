@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..store import InvalidInput
-from .star import integers, numeric, read_star
+from .star import integers, numeric, positive, read_star
 
 __all__ = ["read_particle_blocks", "OPTICS_COLUMNS"]
 
@@ -53,12 +53,8 @@ def _upgrade_30(df: pd.DataFrame, path: Path, bname: str) -> tuple[pd.DataFrame,
     if "rlnImagePixelSize" in df.columns:
         pix = numeric(df, "rlnImagePixelSize", path, bname)
     elif "rlnMagnification" in df.columns and "rlnDetectorPixelSize" in df.columns:
-        mag = numeric(df, "rlnMagnification", path, bname)
+        mag = positive(df, "rlnMagnification", path, bname)
         det = numeric(df, "rlnDetectorPixelSize", path, bname)
-        bad = np.nonzero(mag <= 0)[0]
-        if len(bad):
-            raise InvalidInput(f"{path}: data_{bname} column rlnMagnification row {bad[0] + 1}: {mag[bad[0]]} "
-                               "is not positive")
         pix = 10000.0 * det / mag
     else:
         raise InvalidInput(f"{path}: RELION 3.0 layout (no data_optics) needs rlnMagnification and "
@@ -167,7 +163,4 @@ def _check_groups(optics: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
                            f"{pg[bad[0]]} is not in data_optics (groups: {sorted(og.tolist())})")
     for c in ("rlnVoltage", "rlnImagePixelSize", "rlnTomoTiltSeriesPixelSize", "rlnMicrographOriginalPixelSize"):
         if c in optics.columns:
-            v = numeric(optics, c, path, "optics")
-            bad = np.nonzero(v <= 0)[0]
-            if len(bad):
-                raise InvalidInput(f"{path}: data_optics column {c} row {bad[0] + 1}: {v[bad[0]]} is not positive")
+            positive(optics, c, path, "optics")

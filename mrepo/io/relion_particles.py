@@ -53,7 +53,7 @@ from .poses import compose_subtomogram
 from .relion_geometry import astigmatism_residual
 from .relion_layouts import read_particle_blocks
 from .relion_passthrough import json_value, particle_columns
-from .star import integers, numeric, require_columns, strings
+from .star import UNDERFOCUS, integers, numeric, positive, require_columns, strings
 
 __all__ = ["ParticleRows", "read_relion_particles", "tomo_centre", "ID_COLUMN", "HALVES_RULE", "resolve_names",
            "astigmatism_residual", "tomogram_binning"]
@@ -190,13 +190,9 @@ def _spa_ctf(df: pd.DataFrame, items: list[Item | None], objects: ObjectStore | 
     n = len(df)
     z = np.zeros(n)
     if all(c in df.columns for c in ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")):
-        ctf = np.stack([numeric(df, c, path, "particles") for c in ("rlnDefocusU", "rlnDefocusV",
-                                                                    "rlnDefocusAngle")], 1)
-        for j, c in enumerate(("rlnDefocusU", "rlnDefocusV")):
-            bad = np.nonzero(ctf[:, j] < 0)[0]
-            if len(bad):
-                raise InvalidInput(f"{path}: data_particles column {c} row {bad[0] + 1}: {ctf[bad[0], j]} Å is "
-                                   "negative (RELION defocus is positive for underfocus)")
+        ctf = np.stack([positive(df, "rlnDefocusU", path, "particles", allow_zero=True, unit=" Å", why=UNDERFOCUS),
+                        positive(df, "rlnDefocusV", path, "particles", allow_zero=True, unit=" Å", why=UNDERFOCUS),
+                        numeric(df, "rlnDefocusAngle", path, "particles")], 1)
         if objects is None:
             raise InvalidInput(f"{path}: per-particle defocus needs the items' CTF models")
         cache: dict[str, np.ndarray] = {}

@@ -35,7 +35,7 @@ from .relion_particles import read_relion_particles
 from .relion_passthrough import row_values
 from .species_build import build_species, read_species_maps, same_pixel
 from .staging import ImportResult, PolarityChoice, Staging, current_population, name_key, raw_data
-from .star import block, integers, numeric, read_star, require_columns, strings
+from .star import UNDERFOCUS, block, integers, numeric, positive, read_star, require_columns, strings
 
 __all__ = ["SpeciesFiles", "import_relion_spa", "optics_by_group"]
 
@@ -136,12 +136,10 @@ def _micrograph_table(particles: Path, micrographs: Path | None) -> tuple[list[s
                            f"(or rlnMicrographOriginalPixelSize)")
     pix_col = "rlnMicrographPixelSize" if "rlnMicrographPixelSize" in optics.columns \
         else "rlnMicrographOriginalPixelSize"
-    volt = numeric(optics, "rlnVoltage", src, "optics")
-    pixels = numeric(optics, pix_col, src, "optics")
-    for c, v in (("rlnVoltage", volt), (pix_col, pixels)):
-        bad = np.nonzero(v <= 0)[0]
-        if len(bad):
-            raise InvalidInput(f"{src}: data_optics column {c} row {bad[0] + 1}: {v[bad[0]]} is not positive")
+    volt = positive(optics, "rlnVoltage", src, "optics")
+    pixels = positive(optics, pix_col, src, "optics")
+    for c in ("rlnDefocusU", "rlnDefocusV"):
+        positive(df, c, src, bname, allow_zero=True, unit=" Å", why=UNDERFOCUS)
     names = strings(df, "rlnMicrographName", src, bname)
     groups = numeric(df, "rlnOpticsGroup", src, bname).astype(int)
     ctf = np.stack([numeric(df, c, src, bname) for c in ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")], 1)
@@ -156,10 +154,6 @@ def _micrograph_table(particles: Path, micrographs: Path | None) -> tuple[list[s
     for i, (n, g) in enumerate(zip(names, groups)):
         if n in info:
             continue
-        for j, c in enumerate(("rlnDefocusU", "rlnDefocusV")):
-            if ctf[i, j] < 0:
-                raise InvalidInput(f"{src}: data_{bname} column {c} row {i + 1}: {ctf[i, j]} Å is negative "
-                                   "(RELION defocus is positive for underfocus)")
         r = _optics_row(optics, int(g), src, f"data_{bname} column rlnOpticsGroup row {i + 1}")
         imaging = {"voltage": float(volt[r]),
                    "cs": float(numeric(optics, "rlnSphericalAberration", src, "optics")[r]),

@@ -37,7 +37,7 @@ from .relion_passthrough import row_values, table_values
 from .relion_spa import SpeciesFiles
 from .species_build import build_species, read_species_maps, same_pixel
 from .staging import ImportResult, PolarityChoice, Staging, current_population, raw_data, raw_manifest
-from .star import block, numeric, read_star, require_columns, strings
+from .star import UNDERFOCUS, block, numeric, positive, read_star, require_columns, strings
 
 __all__ = ["import_relion5_tomo", "tomo_items", "exposure_from_pre"]
 
@@ -98,13 +98,6 @@ def _tilt_raw(names: list[str], project: Path, staging: Staging, copy: bool, whe
 
 _TILT_MODELLED = set(_TILT) | {"rlnTomoNominalStageTiltAngle", "rlnPhaseShift"}
 _GLOBAL_MODELLED = set(_GLOBAL)
-
-
-def _check_positive(values: np.ndarray, path: Path, block_name: str, column: str, *, allow_zero: bool = False) -> None:
-    bad = np.nonzero(values < 0 if allow_zero else values <= 0)[0]
-    if len(bad):
-        what = "negative" if allow_zero else "not positive"
-        raise InvalidInput(f"{path}: data_{block_name} column {column} row {bad[0] + 1}: {values[bad[0]]} is {what}")
 
 
 _R4_GLOBAL = ["rlnTomoName", "rlnTomoTiltSeriesName", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast",
@@ -175,7 +168,7 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
     stars = strings(g, "rlnTomoTiltSeriesStarFile", tomograms, "global")
     num = {c: numeric(g, c, tomograms, "global") for c in _GLOBAL[2:]}
     for c in ("rlnVoltage", "rlnTomoTiltSeriesPixelSize", "rlnTomoSizeX", "rlnTomoSizeY", "rlnTomoSizeZ"):
-        _check_positive(num[c], tomograms, "global", c)
+        positive(g, c, tomograms, "global")
     bad = np.nonzero(~np.isin(num["rlnTomoHand"], (-1.0, 1.0)))[0]
     if len(bad):
         raise InvalidInput(f"{tomograms}: data_global column rlnTomoHand row {bad[0] + 1}: "
@@ -204,8 +197,8 @@ def tomo_items(tomograms: Path, project: Path, staging: Staging, *, copy: bool) 
                                f"rlnTomoTiltSeriesPixelSize {pix} Å for {name}")
         col = {c: numeric(df, c, ts_path, name) for c in _TILT[1:]}
         for c in ("rlnDefocusU", "rlnDefocusV"):
-            _check_positive(col[c], ts_path, name, c, allow_zero=True)
-        _check_positive(col["rlnMicrographPreExposure"], ts_path, name, "rlnMicrographPreExposure", allow_zero=True)
+            positive(df, c, ts_path, name, allow_zero=True, unit=" Å", why=UNDERFOCUS)
+        positive(df, "rlnMicrographPreExposure", ts_path, name, allow_zero=True)
         pre = col["rlnMicrographPreExposure"]
         dose, order = exposure_from_pre(pre)
         nominal = numeric(df, "rlnTomoNominalStageTiltAngle", ts_path, name) \

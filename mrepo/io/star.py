@@ -25,7 +25,14 @@ import starfile
 
 from ..store import InvalidInput
 
-__all__ = ["read_star", "block", "require_columns", "numeric", "strings", "integers", "write_star", "check_path"]
+__all__ = ["read_star", "block", "require_columns", "numeric", "positive", "strings", "integers", "write_star",
+           "check_path", "value_line", "where", "UNDERFOCUS"]
+
+#: DataFrame.attrs key: (file line of a loop's first row, row count) when its rows are consecutive lines
+#: ({label: line} for simple blocks); absent when unknown
+LINES = "mrepo.star.lines"
+#: ``why`` of :func:`positive` for RELION defocus columns
+UNDERFOCUS = " (RELION defocus is positive for underfocus)"
 
 
 def check_path(path: str | Path, what: str = "file") -> Path:
@@ -55,19 +62,21 @@ def _parse(path: Path) -> dict[str, pd.DataFrame]:
     simple: dict[str, list[str]] = {}
     columns: list[str] | None = None
     rows: list[list[str]] = []
+    lines: list[int] = []  # file line of each loop row (simple blocks: of each label)
     in_loop_body = False
 
     def close() -> None:
-        nonlocal columns, rows, simple
+        nonlocal columns, rows, simple, lines
         if name is None:
             return
         if columns is not None:
-            blocks[name] = _frame(columns, rows)
+            blocks[name] = _frame(columns, rows, lines)
         elif simple:
-            blocks[name] = _frame(list(simple), [[v[0] for v in simple.values()]])
+            blocks[name] = _frame(list(simple), [[v[0] for v in simple.values()]], [])
+            blocks[name].attrs[LINES] = {k: int(v[1]) for k, v in simple.items()}
         elif name not in blocks:
             blocks[name] = pd.DataFrame()
-        columns, rows, simple = None, [], {}
+        columns, rows, simple, lines = None, [], {}, []
 
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -96,7 +105,7 @@ def _parse(path: Path) -> dict[str, pd.DataFrame]:
                 values = _split(line, path, number)
                 if len(values) != 2:
                     raise InvalidInput(f"{path}: line {number}: expected '_label value', got {line!r}")
-                simple[values[0][1:]] = [values[1]]
+                simple[values[0][1:]] = [values[1], str(number)]
         elif columns is not None:
             in_loop_body = True
             values = _split(line, path, number)
@@ -104,6 +113,7 @@ def _parse(path: Path) -> dict[str, pd.DataFrame]:
                 raise InvalidInput(f"{path}: line {number}: {len(values)} values for {len(columns)} columns "
                                    f"({line[:60]!r})")
             rows.append(values)
+            lines.append(number)
         else:
             raise InvalidInput(f"{path}: line {number}: unexpected text {line[:60]!r}")
     if name is None:
@@ -126,13 +136,49 @@ def _typed(values: list[str]) -> list | np.ndarray:
         return values
 
 
-def _frame(columns: list[str], rows: list[list[str]]) -> pd.DataFrame:
+def _frame(columns: list[str], rows: list[list[str]], lines: list[int]) -> pd.DataFrame:
     cols = list(zip(*rows)) if rows else [() for _ in columns]
     data = {}
     for c, v in zip(columns, cols):
         typed = _typed(list(v))
         data[c] = typed if isinstance(typed, np.ndarray) else np.array(typed, dtype=object)
-    return pd.DataFrame(data, columns=columns, copy=False)
+    df = pd.DataFrame(data, columns=columns, copy=False)
+    if lines and lines[-1] - lines[0] == len(lines) - 1:  # consecutive rows: one number (pandas copies attrs
+        df.attrs[LINES] = (lines[0], len(lines))  # on every column access, so they must stay tiny)
+    return df
+
+
+def value_line(df: pd.DataFrame, column: str, row: int) -> int | None:
+    """The file line of ``df[column]`` row ``row`` (0-based) as read by :func:`read_star`; None when unknown
+    (rows not on consecutive lines, or the frame filtered since)."""
+    lines = df.attrs.get(LINES)
+    if isinstance(lines, dict):
+        return lines.get(column)
+    if isinstance(lines, tuple) and lines[1] == len(df) and 0 <= row < len(df) and df.index.equals(
+            pd.RangeIndex(len(df))):  # rows as read (a filtered or reordered frame keeps attrs, not its lines)
+        return lines[0] + row
+    return None
+
+
+def where(df: pd.DataFrame, column: str, row: int, path: str | Path, block_name: str) -> str:
+    """``<file>: line <n>: data_<block> column <c> row <r>`` (the line when known) for one-line errors."""
+    line = value_line(df, column, row)
+    at = f" line {line}:" if line is not None else ""
+    return f"{path}:{at} data_{block_name} column {column} row {row + 1}"
+
+
+def positive(df: pd.DataFrame, column: str, path: str | Path, block_name: str, *, allow_zero: bool = False,
+             unit: str = "", why: str = "") -> np.ndarray:
+    """Column as float64 (:func:`numeric`) whose values must be > 0 (>= 0 with ``allow_zero``); the first
+    other value is refused in one line naming file, line, block, column, row and value (``unit`` after the
+    value, ``why`` after the verdict)."""
+    values = numeric(df, column, path, block_name)
+    bad = np.nonzero(values < 0 if allow_zero else values <= 0)[0]
+    if len(bad):
+        i = int(bad[0])
+        verdict = "negative" if allow_zero else "not positive"
+        raise InvalidInput(f"{where(df, column, i, path, block_name)}: {float(values[i])!r}{unit} is {verdict}{why}")
+    return values
 
 
 def _split(line: str, path: Path, number: int) -> list[str]:

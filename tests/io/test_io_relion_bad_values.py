@@ -35,9 +35,17 @@ def _tomo(tmp_path, mutate, *, diameter=250.0, symmetry="C1", branch=None):
     return msg
 
 
+def _line_of(path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
+
+
 def test_negative_voltage_in_tomograms_star(tmp_path):
-    msg = _tomo(tmp_path, lambda r, p: _replace_line_value(p["tomograms"], "TS_02\t300.0", "TS_02\t-300.0"))
+    star = []
+    msg = _tomo(tmp_path, lambda r, p: (star.append(p["tomograms"]),
+                                        _replace_line_value(p["tomograms"], "TS_02\t300.0", "TS_02\t-300.0")))
     assert all(s in msg for s in ("tomograms.star", "data_global", "rlnVoltage", "row 2", "-300.0"))
+    line = _line_of(star[0], "TS_02\t-300.0")
+    assert f"tomograms.star: line {line}: data_global column rlnVoltage row 2: -300.0 is not positive" in msg
 
 
 def test_negative_tilt_defocus(tmp_path):
@@ -69,6 +77,9 @@ def test_negative_particle_defocus_spa(tmp_path):
                           species=SpeciesFiles("apo", proj["half1"], proj["half2"], proj["mask"], 120.0))
     msg = str(err.value)
     assert all(s in msg for s in ("particles_ctf_refine.star", "data_particles", "rlnDefocusU", "row 2"))
+    line = _line_of(proj["particles"], "\t-21038.0\t")
+    assert f"particles_ctf_refine.star: line {line}: data_particles column rlnDefocusU row 2: -21038.0 Å is " \
+           "negative (RELION defocus is positive for underfocus)" in msg
     assert listing(tmp_path / "repo") == before
 
 
