@@ -131,61 +131,53 @@ def xml_root(path: Path, what: str = "Warp XML") -> ET.Element:
         raise InvalidInput(f"{path}: malformed XML ({exc})") from None
 
 
-def _grid4(el: ET.Element, path: Path) -> WarpGrid:
-    """M's LinearGrid4D (``LinearGrid4D.Save``: Width, Height, Depth, Duration; nodes X Y Z W Value)."""
-    tag = el.tag
-    dims = tuple(_int(el.get(a, "1"), path, f"<{tag}> attribute {a}") for a in ("Width", "Height", "Depth", "Duration"))
-    if min(dims) < 1:
-        raise InvalidInput(f"{path}: <{tag}> has dimensions {dims}, all must be >= 1")
-    w, h, d, t = dims
-    nodes = el.findall("Node")
-    if w * h * d * t > len(nodes):  # checked before allocating
-        raise InvalidInput(f"{path}: <{tag}> declares a {w} x {h} x {d} x {t} grid ({w * h * d * t} nodes) but "
-                           f"holds {len(nodes)} <Node> elements")
-    values: list[str | None] = [None] * (w * h * d * t)
-    for node in nodes:
-        x, y, z, u = (_int(node.get(a), path, f"<{tag}> <Node> attribute {a}") for a in "XYZW")
-        if not (0 <= x < w and 0 <= y < h and 0 <= z < d and 0 <= u < t):
-            raise InvalidInput(f"{path}: <{tag}> node ({x}, {y}, {z}, {u}) outside its {w} x {h} x {d} x {t} grid")
-        value = node.get("Value")
-        _float(value or "", path, f"<{tag}> node ({x}, {y}, {z}, {u}) attribute Value")
-        values[((u * d + z) * h + y) * w + x] = value
-    if None in values:
-        i = values.index(None)
-        raise InvalidInput(f"{path}: <{tag}> lacks node ({i % w}, {(i // w) % h}, {(i // (w * h)) % d}, "
-                           f"{i // (w * h * d)})")
-    return WarpGrid(dims, (), tuple(v for v in values if v is not None))  # type: ignore[misc]
+_AXES = ("X", "Y", "Z", "W")
 
 
 def _grid(el: ET.Element, path: Path) -> WarpGrid:
+    """A Warp CubicGrid (``CubicGrid.Save``: Width, Height, Depth, MarginX/Y/Z; nodes X Y Z Value) or, for
+    ``GridVolumeWarp*``, M's LinearGrid4D (``LinearGrid4D.Save``: Width, Height, Depth, Duration, no margins;
+    nodes X Y Z W Value); values kept as written, flat with x fastest. The declared size is checked against
+    the ``<Node>`` count before anything is allocated (a tiny file may declare a huge grid)."""
     tag = el.tag
-    dims = tuple(_int(el.get(a, "1"), path, f"<{tag}> attribute {a}") for a in ("Width", "Height", "Depth"))
+    four = tag.startswith("GridVolumeWarp")
+    names = ("Width", "Height", "Depth", "Duration") if four else ("Width", "Height", "Depth")
+    dims = tuple(_int(el.get(a, "1"), path, f"<{tag}> attribute {a}") for a in names)
     if min(dims) < 1:
         raise InvalidInput(f"{path}: <{tag}> has dimensions {dims}, all must be >= 1")
-    margins = tuple(el.get(a, "0") for a in ("MarginX", "MarginY", "MarginZ"))
+    margins: tuple[str, ...] = () if four else tuple(el.get(a, "0") for a in ("MarginX", "MarginY", "MarginZ"))
     for a, m in zip(("MarginX", "MarginY", "MarginZ"), margins):
         _float(m, path, f"<{tag}> attribute {a}")
-    w, h, d = dims
+    axes, size = _AXES[: len(dims)], " x ".join(str(d) for d in dims)
+    total = int(np.prod(dims))
+
+    def node_of(i: int) -> tuple[int, ...]:
+        out = []
+        for d in dims:
+            out.append(i % d)
+            i //= d
+        return tuple(out)
+
     nodes = el.findall("Node")
-    if w * h * d > len(nodes):  # checked before allocating: a tiny file may declare a huge grid
-        held = {(node.get("X"), node.get("Y"), node.get("Z")) for node in nodes}
-        i = next(i for i in range(len(nodes) + 1)
-                 if (str(i % w), str((i // w) % h), str(i // (w * h))) not in held)
-        raise InvalidInput(f"{path}: <{tag}> lacks node ({i % w}, {(i // w) % h}, {i // (w * h)}): it declares a "
-                           f"{w} x {h} x {d} grid ({w * h * d} nodes) but holds {len(nodes)} <Node> elements")
-    values: list[str | None] = [None] * (w * h * d)
+    if total > len(nodes):
+        held = {tuple(node.get(a) for a in axes) for node in nodes}
+        i = next(i for i in range(len(nodes) + 1) if tuple(str(v) for v in node_of(i)) not in held)
+        raise InvalidInput(f"{path}: <{tag}> lacks node {node_of(i)}: it declares a {size} grid ({total} nodes) "
+                           f"but holds {len(nodes)} <Node> elements")
+    values: list[str | None] = [None] * total
     for node in nodes:
-        x, y, z = (_int(node.get(a), path, f"<{tag}> <Node> attribute {a}") for a in "XYZ")
-        if not (0 <= x < w and 0 <= y < h and 0 <= z < d):
-            raise InvalidInput(f"{path}: <{tag}> node ({x}, {y}, {z}) outside its {w} x {h} x {d} grid")
+        at = tuple(_int(node.get(a), path, f"<{tag}> <Node> attribute {a}") for a in axes)
+        if not all(0 <= v < d for v, d in zip(at, dims)):
+            raise InvalidInput(f"{path}: <{tag}> node {at} outside its {size} grid")
         value = node.get("Value")
-        _float(value or "", path, f"<{tag}> node ({x}, {y}, {z}) attribute Value")
-        values[(z * h + y) * w + x] = value
-    missing = [i for i, v in enumerate(values) if v is None]
-    if missing:
-        i = missing[0]
-        raise InvalidInput(f"{path}: <{tag}> lacks node ({i % w}, {(i // w) % h}, {i // (w * h)})")
-    return WarpGrid(dims, margins, tuple(v for v in values if v is not None))  # type: ignore[misc]
+        _float(value or "", path, f"<{tag}> node {at} attribute Value")
+        flat = 0
+        for v, d in zip(reversed(at), reversed(dims)):
+            flat = flat * d + v
+        values[flat] = value
+    if None in values:
+        raise InvalidInput(f"{path}: <{tag}> lacks node {node_of(values.index(None))}")
+    return WarpGrid(dims, margins, tuple(v for v in values if v is not None))  # type: ignore[arg-type]
 
 
 def read_warp_xml(path: str | Path) -> WarpMeta:
@@ -205,9 +197,6 @@ def read_warp_xml(path: str | Path) -> WarpMeta:
                 _float(meta.ctf[name], path, f"<CTF> Param {name}")
     for el in root:
         if el.find("Node") is not None or el.tag.startswith("Grid") or el.tag.startswith("PyramidShift"):
-            if el.tag.startswith("GridVolumeWarp"):  # LinearGrid4D, not a CubicGrid
-                meta.grids.setdefault(el.tag, []).append(_grid4(el, path))
-                continue
             meta.grids.setdefault(el.tag, []).append(_grid(el, path))
     if root.tag == "TiltSeries":
         for tag in PER_TILT:
@@ -227,24 +216,14 @@ def read_warp_xml(path: str | Path) -> WarpMeta:
 
 
 def _write_grid(parent: ET.Element, tag: str, g: WarpGrid) -> None:
-    if len(g.dims) == 4:  # LinearGrid4D
-        el = ET.SubElement(parent, tag, Width=str(g.dims[0]), Height=str(g.dims[1]), Depth=str(g.dims[2]),
-                           Duration=str(g.dims[3]))
-        w, h, d, t = g.dims
-        for u in range(t):
-            for z in range(d):
-                for y in range(h):
-                    for x in range(w):
-                        ET.SubElement(el, "Node", X=str(x), Y=str(y), Z=str(z), W=str(u),
-                                      Value=g.values[((u * d + z) * h + y) * w + x])
-        return
-    el = ET.SubElement(parent, tag, Width=str(g.dims[0]), Height=str(g.dims[1]), Depth=str(g.dims[2]),
-                       MarginX=g.margins[0], MarginY=g.margins[1], MarginZ=g.margins[2])
-    w, h, d = g.dims
-    for z in range(d):
-        for y in range(h):
-            for x in range(w):
-                ET.SubElement(el, "Node", X=str(x), Y=str(y), Z=str(z), Value=g.values[(z * h + y) * w + x])
+    """``g`` as ``CubicGrid.Save`` (3-D, margins) or ``LinearGrid4D.Save`` (4-D) write it, nodes x fastest."""
+    names = ("Width", "Height", "Depth", "Duration")[: len(g.dims)]
+    attrs = {n: str(d) for n, d in zip(names, g.dims)}
+    attrs.update({a: m for a, m in zip(("MarginX", "MarginY", "MarginZ"), g.margins)})
+    el = ET.SubElement(parent, tag, attrs)
+    axes = _AXES[: len(g.dims)]
+    for flat, index in enumerate(np.ndindex(*g.dims[::-1])):  # slowest axis first, so flat order is x fastest
+        ET.SubElement(el, "Node", {**{a: str(v) for a, v in zip(axes, index[::-1])}, "Value": g.values[flat]})
 
 
 def write_warp_xml(meta: WarpMeta, path: str | Path, *, data_directory: str = "") -> Path:

@@ -70,5 +70,5 @@ def test_m_volume_warp_missing_node_is_refused(tmp_path):
     broken = grid4("GridVolumeWarpX", 1.0).replace('\t\t<Node X="1" Y="0" Z="0" W="0" Value="1.0" />\n', "")
     xml.write_text(xml.read_text().replace("</TiltSeries>", broken + "</TiltSeries>"))
     repo = Repository.init(str(tmp_path / "repo"))
-    with pytest.raises(InvalidInput, match=r"TS_01.xml: <GridVolumeWarpX> declares a 2 x 3 x 2 x 2 grid"):
+    with pytest.raises(InvalidInput, match=r"TS_01.xml: <GridVolumeWarpX> lacks node \(1, 0, 0, 0\): it declares a 2 x 3 x 2 x 2 grid"):
         import_warp(repo, proj["folder"], source="ts")
