@@ -55,6 +55,7 @@ from scipy.spatial.transform import Rotation
 from ..graph import Item, ParticleTable, Population, Repository, Species
 from ..store import InvalidInput
 from .exact import invert_exact
+from .item_models import model_array
 from .mrc import read_mrc, write_mrc
 from .raw_access import exports_raw_data, raw_paths, raw_sections
 from .relion_geometry import fold_stage_corrections, particle_ctf_exact, projection_matrices
@@ -101,10 +102,6 @@ def population_items(repo: Repository, pop: Population) -> dict[str, Item]:
     return out
 
 
-def _arr(repo: Repository, item: Item, name: str) -> np.ndarray | None:
-    h = item.models.get(name)
-    return None if h is None else np.asarray(repo.objects.get_array(h), dtype=np.float64)
-
 
 def tilt_names(repo: Repository, item: Item, rel: _Paths) -> list[str]:
     paths = raw_paths(repo, item)
@@ -126,10 +123,10 @@ def _with_passthrough(modelled: dict[str, object], passthrough: dict[str, object
 
 def _tilt_series_frame(repo: Repository, item: Item, rel: _Paths, fold_stage: bool = True) -> pd.DataFrame:
     n = int(item.imaging["dimensions"][2])
-    ctf, stage, shifts = (_arr(repo, item, k) for k in ("ctf", "stage_angles", "global_shifts"))
+    ctf, stage, shifts = (model_array(repo, item, k) for k in ("ctf", "stage_angles", "global_shifts"))
     if ctf is None or stage is None or shifts is None:
         raise InvalidInput(f"item {item.name!r} lacks ctf, stage_angles or global_shifts models")
-    folded = fold_stage_corrections(stage, _arr(repo, item, "stage_corrections") if fold_stage else None)
+    folded = fold_stage_corrections(stage, model_array(repo, item, "stage_corrections") if fold_stage else None)
     modelled: dict[str, object] = {
         "rlnMicrographName": tilt_names(repo, item, rel),
         "rlnTomoNominalStageTiltAngle": np.asarray(item.imaging.get("tilt_angles", stage[:, 1]), np.float64),
@@ -137,7 +134,7 @@ def _tilt_series_frame(repo: Repository, item: Item, rel: _Paths, fold_stage: bo
         "rlnDefocusU": ctf[:, 0], "rlnDefocusV": ctf[:, 1], "rlnDefocusAngle": ctf[:, 2],
         "rlnTomoXTilt": folded[:, 0], "rlnTomoYTilt": folded[:, 1], "rlnTomoZRot": folded[:, 2],
         "rlnTomoXShiftAngst": shifts[:, 0], "rlnTomoYShiftAngst": shifts[:, 1]}
-    phase = _arr(repo, item, "phase_shift")
+    phase = model_array(repo, item, "phase_shift")
     if phase is not None:
         modelled["rlnPhaseShift"] = phase
     passthrough = item.metadata.get("relion_tilts", {})
@@ -311,15 +308,15 @@ def _micrographs(repo: Repository, items: list[Item], out: Path, rel: _Paths) ->
     optics = pd.DataFrame([_optics_row(first[g], g) for g in sorted(first)])
     rows, written = [], []
     for it in items:
-        ctf = _arr(repo, it, "ctf")
+        ctf = model_array(repo, it, "ctf")
         modelled: dict[str, object] = {
             "rlnMicrographName": rel(_micrograph_path(repo, it, out)),
             "rlnOpticsGroup": groups[_optics_key(it)],
             "rlnDefocusU": float(ctf[0, 0]), "rlnDefocusV": float(ctf[0, 1]), "rlnDefocusAngle": float(ctf[0, 2])}
-        phase = _arr(repo, it, "phase_shift")
+        phase = model_array(repo, it, "phase_shift")
         if phase is not None:
             modelled["rlnPhaseShift"] = float(phase[0])
-        shifts = _arr(repo, it, "global_shifts")
+        shifts = model_array(repo, it, "global_shifts")
         if int(it.imaging["dimensions"][2]) > 1:
             shifts = np.zeros((int(it.imaging["dimensions"][2]), 2)) if shifts is None else shifts
             motion, mic = _write_movie_outputs(repo, it, out, rel, shifts)
@@ -347,7 +344,7 @@ def _item_frame_position(repo: Repository, its: list[Item], xyz: np.ndarray) -> 
         if int(it.imaging["dimensions"][2]) != 1:
             continue
         if it.key not in cache:
-            s = _arr(repo, it, "global_shifts")
+            s = model_array(repo, it, "global_shifts")
             cache[it.key] = np.zeros(2) if s is None else s[0]
         if np.any(cache[it.key] != 0):
             out[i] = out[i] + cache[it.key]
@@ -381,7 +378,7 @@ def _spa_columns(repo: Repository, table: ParticleTable, order: np.ndarray, its:
     per_item: dict[str, tuple[str, np.ndarray]] = {}  # micrograph name and CTF, once per item (not per particle)
     for it in its:
         if it.key not in per_item:
-            per_item[it.key] = (rel(_micrograph_path(repo, it, out)), _arr(repo, it, "ctf")[0])
+            per_item[it.key] = (rel(_micrograph_path(repo, it, out)), model_array(repo, it, "ctf")[0])
     cols: dict[str, object] = {"rlnMicrographName": [per_item[it.key][0] for it in its]}
     if "rlnCoordinateX" in passthrough and "rlnCoordinateY" in passthrough:
         coord = np.stack([np.asarray(passthrough["rlnCoordinateX"], np.float64),
@@ -530,7 +527,7 @@ def write_species_files(repo: Repository, species: Species, items: dict[str, Ite
 
 
 def _warp_sidecar(repo: Repository, it: Item, out: Path) -> Path | None:
-    warp = _arr(repo, it, "image_warp")
+    warp = model_array(repo, it, "image_warp")
     if warp is None:
         return None
     path = out / "image_warp" / f"{it.name}.json"
@@ -565,7 +562,7 @@ def export_relion(repo: Repository, rev: str, out: str | Path, *, project: str |
     for it in tilts:
         written.append(write_star(out / "tilt_series" / f"{it.name}.star",
                                   {it.name: _tilt_series_frame(repo, it, rel, fold_stage)}))
-        corr = _arr(repo, it, "stage_corrections")
+        corr = model_array(repo, it, "stage_corrections")
         if not fold_stage and corr is not None:
             path = out / "stage_corrections" / f"{it.name}.json"
             path.parent.mkdir(parents=True, exist_ok=True)

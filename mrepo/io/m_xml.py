@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..store import InvalidInput
-from .warp_xml import xml_root
+from .warp_xml import write_xml, xml_root
 
 __all__ = ["guid_for", "write_params", "write_xml", "parse_xml", "param", "param_or", "source_name", "M_PREFIX",
            "MAX_TEMPORAL_SAMPLES", "SPECIES_SIDECAR_FORMAT"]
@@ -29,13 +29,6 @@ def guid_for(h: str) -> str:
 def write_params(parent: ET.Element, params: dict[str, object]) -> None:
     for k, v in params.items():
         ET.SubElement(parent, "Param", Name=k, Value=str(v))
-
-
-def write_xml(root: ET.Element, path: Path) -> Path:
-    ET.indent(root, space="\t")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-    return path
 
 
 def parse_xml(path: Path, tag: str) -> ET.Element:

@@ -53,6 +53,7 @@ import pandas as pd
 
 from ..graph import Item, Repository
 from ..store import InvalidInput
+from .item_models import model_array
 from .m_hash import m_data_hash
 from .m_optics import check_optics_representable, with_optics
 from .mrc import MRC_LABEL
@@ -74,10 +75,6 @@ SIDECAR = ".mrepo.json"
 class MCannotRepresent(InvalidInput):
     """The item holds something M's metadata has no place for; the export is refused."""
 
-
-def _arr(repo: Repository, item: Item, name: str) -> np.ndarray | None:
-    h = item.models.get(name)
-    return None if h is None else np.asarray(repo.objects.get_array(h), dtype=np.float64)
 
 
 def _g(values: np.ndarray) -> list[WarpGrid]:
@@ -109,7 +106,7 @@ def _stored_matches(repo: Repository, item: Item, meta: WarpMeta) -> bool:
             return False
     if set(models) != set(item.models):
         return False
-    return all(np.array_equal(v, _arr(repo, item, k)) for k, v in models.items())
+    return all(np.array_equal(v, model_array(repo, item, k)) for k, v in models.items())
 
 
 def check_m_representable(repo: Repository, item: Item) -> None:
@@ -119,7 +116,7 @@ def check_m_representable(repo: Repository, item: Item) -> None:
         why = " (M's tilt series move whole tilts only)" if "image_warp" in extra and item.kind == "tilts" else ""
         raise MCannotRepresent(f"item {item.name!r}: M has no place for model(s) {', '.join(extra)}{why}; "
                                "export to RELION instead or drop them")
-    stage = _arr(repo, item, "stage_angles")
+    stage = model_array(repo, item, "stage_angles")
     if stage is not None and len(stage) and np.ptp(stage[:, 0]) > XTILT_TOLERANCE:
         raise MCannotRepresent(f"item {item.name!r}: x-tilt (rlnTomoXTilt) varies between tilts "
                                f"({stage[:, 0].min():.6g} to {stage[:, 0].max():.6g} deg) but M's TiltSeries has one "
@@ -148,20 +145,20 @@ def _models_meta(repo: Repository, item: Item) -> WarpMeta:
             return meta
     im = item.imaging
     n = int(im["dimensions"][2])
-    ctf = _arr(repo, item, "ctf")
+    ctf = model_array(repo, item, "ctf")
     ctf = ctf if ctf is not None else np.zeros((n, 3))
     d = (ctf[:, 0] + ctf[:, 1]) / 2 / 1e4
     dd = (ctf[:, 0] - ctf[:, 1]) / 1e4
-    phase = _arr(repo, item, "phase_shift")
+    phase = model_array(repo, item, "phase_shift")
     params = {"PixelSize": im["pixel_size"], "Cs": im["cs"], "Voltage": im["voltage"], "Amplitude":
               im["amplitude_contrast"], "Defocus": float(d.mean()) if n else 0.0,
               "DefocusDelta": float(dd[0]) if n else 0.0, "DefocusAngle": float(ctf[0, 2]) if n else 0.0,
               "PhaseShift": float(phase[0]) / 180.0 if phase is not None and n else 0.0}
     meta = WarpMeta("Movie" if item.kind == "frames" else "TiltSeries",
                     ctf={k: repr(float(v)) for k, v in params.items()})
-    shifts = _arr(repo, item, "global_shifts")
+    shifts = model_array(repo, item, "global_shifts")
     shifts = shifts if shifts is not None else np.zeros((n, 2))
-    weights = _arr(repo, item, "weights")
+    weights = model_array(repo, item, "weights")
     if weights is not None:
         meta.grids.update({"GridDoseBfacs": _g(-weights[:, 0]), "GridDoseWeights": _g(weights[:, 1])})
     if item.kind == "frames":
@@ -169,14 +166,14 @@ def _models_meta(repo: Repository, item: Item) -> WarpMeta:
                            "GridMovementX": _g(-shifts[:, 0]), "GridMovementY": _g(-shifts[:, 1])})
         if phase is not None:
             meta.grids["GridCTFPhase"] = _g(phase / 180.0)
-        warp = _arr(repo, item, "image_warp")
+        warp = model_array(repo, item, "image_warp")
         if warp is not None:
             meta.grids.update({"GridLocalMovementX": _grid3(-warp[0]), "GridLocalMovementY": _grid3(-warp[1])})
-        dome = _arr(repo, item, "doming")
+        dome = model_array(repo, item, "doming")
         if dome is not None:
             meta.grids["GridCTFDoming"] = _grid3(dome / 1e4)
         return meta
-    stage = _arr(repo, item, "stage_angles")
+    stage = model_array(repo, item, "stage_angles")
     stage = stage if stage is not None else np.stack([np.zeros(n), -np.asarray(im["tilt_angles"], float),
                                                       np.zeros(n)], 1)
     level_x = float(stage[0, 0]) if n else 0.0
@@ -196,17 +193,17 @@ def _models_meta(repo: Repository, item: Item) -> WarpMeta:
     meta.grids.update({"GridCTF": _g(d), "GridCTFDefocusDelta": _g(dd), "GridCTFDefocusAngle": _g(ctf[:, 2])})
     if phase is not None:
         meta.grids["GridCTFPhase"] = _g(phase / 180.0)
-    corrections = _arr(repo, item, "stage_corrections")
+    corrections = model_array(repo, item, "stage_corrections")
     if corrections is not None:
         m_angles = corrections_to_m(corrections)
         meta.grids.update({f"GridAngle{a}": _g(m_angles[:, i]) for i, a in enumerate("XYZ")})
-    warp = _arr(repo, item, "image_warp")
+    warp = model_array(repo, item, "image_warp")
     if warp is not None:
         if warp.shape[3] != n or warp.shape[1] * warp.shape[2] < 2:
             raise MCannotRepresent(f"item {item.name!r}: image warp grid {warp.shape[1:]} needs one node per tilt "
                                    f"({n}) and more than one spatial node to be M's GridMovementX/Y")
         meta.grids.update({"GridMovementX": _grid3(-warp[0]), "GridMovementY": _grid3(-warp[1])})
-    volume = _arr(repo, item, "volume_warp")
+    volume = model_array(repo, item, "volume_warp")
     if volume is not None:  # M's LinearGrid4D (Width, Height, Depth, Duration), nodes flat w-z-y-x, Å
         meta.grids.update({f"GridVolumeWarp{a}": [WarpGrid(volume[i].shape, (), tuple(
             repr(float(v)) for v in volume[i].transpose(3, 2, 1, 0).ravel()))] for i, a in enumerate("XYZ")})

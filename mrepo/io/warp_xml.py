@@ -239,6 +239,11 @@ def write_warp_xml(meta: WarpMeta, path: str | Path, *, data_directory: str = ""
     for tag, grids in meta.grids.items():
         for g in grids:
             _write_grid(root, tag, g)
+    return write_xml(root, path)
+
+
+def write_xml(root: ET.Element, path: Path) -> Path:
+    """``root`` as a tab-indented UTF-8 XML file with declaration, as Warp and M write theirs."""
     ET.indent(root, space="\t")
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
