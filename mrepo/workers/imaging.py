@@ -27,8 +27,8 @@ from mrepo.kernels.shifts import phase_shift
 from mrepo.workers.item_model import ItemModel
 from mrepo.workers.optics import odd_phase, optics_ctf, optics_state
 
-__all__ = ["PatchGroup", "big_box", "exposure_sizes", "extract_groups", "premultiply", "exposure_weight_grid",
-           "circular_mask", "shell_average", "raw_crop"]
+__all__ = ["PatchGroup", "big_box", "exposure_sizes", "extract_groups", "premultiply", "premultiply_with_ctf2",
+           "exposure_weight_grid", "circular_mask", "shell_average", "raw_crop"]
 
 
 @dataclass
@@ -116,13 +116,23 @@ def premultiply(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tenso
     ``residual`` (P, g, 2): particle position minus extraction centre (original px); du, dv
     (P, g) Å; ang (g,) rad; ``optics`` (:attr:`Geometry.optics`; the item's own when None).
     Shift, odd-phase demodulation and CTF at the big box, real-space crop to b_g."""
+    return premultiply_with_ctf2(model, group, residual, du, dv, ang, optics, ctf2=False)[0]
+
+
+def premultiply_with_ctf2(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tensor, dv: Tensor,
+                          ang: Tensor, optics: dict[str, Tensor] | None = None, *,
+                          ctf2: bool = True) -> tuple[Tensor, Tensor | None]:
+    """:func:`premultiply` and (``ctf2``) :func:`ctf_squared` from one evaluation of the big-box CTF:
+    (images (P, g, b_g, b_g // 2 + 1) complex, band-limited CTF² (P, g, b_g, b_g // 2 + 1) real or None)."""
+    from mrepo.kernels.aliasing import ctf_squared_band_limited
+
     pixel = group.pixel
     optics, phase = _optics(model, group, du, optics)
     f = _demodulate(phase_shift(group.ft, -(residual * group.scale), (group.big, group.big)), group.big, pixel,
                     optics)
     ctf = _ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du), optics, phase)
     img = torch.fft.irfft2(f * ctf, s=(group.big, group.big))
-    return torch.fft.rfft2(crop_center(img, group.size))
+    return torch.fft.rfft2(crop_center(img, group.size)), ctf_squared_band_limited(ctf, group.size) if ctf2 else None
 
 
 def raw_crop(group: PatchGroup) -> Tensor:

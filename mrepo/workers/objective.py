@@ -34,9 +34,8 @@ from mrepo.workers.geometry import Geometry
 from mrepo.workers.imaging import (
     PatchGroup,
     circular_mask,
-    ctf_squared,
     exposure_weight_grid,
-    premultiply,
+    premultiply_with_ctf2,
     raw_crop,
     shell_average,
 )
@@ -69,7 +68,11 @@ class Subset:
 
     Streamed subsets (``load`` set) keep no extracted patches (their groups' ``ft`` is empty):
     ``load()`` re-extracts them from the item's exposures when an evaluation needs them, so
-    memory stays that of one particle batch whatever the number of particles."""
+    memory stays that of one particle batch whatever the number of particles.
+
+    ``slices``: per group, the last weighted reference slices computed without gradients
+    (rotations (P, g, 3, 3), radius, slices (P, g, b_g, b_g // 2 + 1)), reused while the
+    rotations are unchanged (defocus search, acceptance checks); not kept for streamed subsets."""
 
     species: str
     half: int
@@ -78,6 +81,24 @@ class Subset:
     volume_ft: Tensor
     groups: list[GroupState] = field(default_factory=list)
     load: Callable[[], list[Tensor]] | None = None
+    slices: dict[int, tuple[Tensor, float | None, Tensor]] = field(default_factory=dict, repr=False)
+
+    def weighted_slices(self, j: int, rot: Tensor, max_radius: float | None) -> Tensor:
+        """Reference slices of group ``j`` at ``rot`` (P, g, 3, 3), Fourier-cropped to b_g and
+        weighted by W: (P, g, b_g, b_g // 2 + 1); differentiable in ``rot``."""
+        st = self.groups[j]
+        reuse = not rot.requires_grad and self.load is None
+        if reuse and j in self.slices:
+            r0, rad0, out = self.slices[j]
+            if rad0 == max_radius and r0.shape == rot.shape and torch.equal(r0, rot):
+                return out
+        ref = extract_slices(self.volume_ft, rot, self.box, REFERENCE_PAD, max_radius=max_radius)
+        if st.group.size < self.box:
+            ref = fourier_crop(ref, st.group.size)
+        out = ref * st.weight
+        if reuse:
+            self.slices[j] = (rot.detach().clone(), max_radius, out)
+        return out
 
     def patches(self, ctf_frozen: bool) -> list[Tensor | None]:
         """Each group's patches (re-extracted when streamed; None where the frozen-CTF cache suffices)."""
@@ -142,15 +163,13 @@ def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_fr
     if ctf_frozen:
         if st.cached is None:
             with torch.no_grad():
-                st.cached = premultiply(model, g, residual.detach(), du, dv, ang, geo.optics)
+                st.cached, st.cached_ctf2 = premultiply_with_ctf2(model, g, residual.detach(), du, dv, ang, geo.optics)
                 st.cached_residual = residual.detach()
-                st.cached_ctf2 = ctf_squared(model, g, du, dv, ang, geo.optics)
         delta = (residual - st.cached_residual) * g.scale
         x = phase_shift(st.cached, -delta, (g.size, g.size))
         ctf2 = st.cached_ctf2
     else:
-        x = premultiply(model, g, residual, du, dv, ang, geo.optics)
-        ctf2 = ctf_squared(model, g, du, dv, ang, geo.optics)
+        x, ctf2 = premultiply_with_ctf2(model, g, residual, du, dv, ang, geo.optics)
     img = torch.fft.irfft2(x, s=(g.size, g.size)) * st.mask
     return torch.fft.rfft2(img), ctf2
 
@@ -166,16 +185,12 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
         if len(sub.index) == 0:
             continue
         rot = geo.rotations[sub.index]
-        for st, ft in zip(sub.groups, sub.patches(ctf_frozen)):
+        for j, (st, ft) in enumerate(zip(sub.groups, sub.patches(ctf_frozen))):
             g = st.group
             x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen, ft)
             b_img = x * (st.weight * st.inv_as)
             # the target sums shells <= shell_limit only: skip sampling beyond (spectra need all)
-            ref = extract_slices(sub.volume_ft, rot[:, g.exposures], sub.box, REFERENCE_PAD,
-                                 max_radius=None if spectra else st.shell_limit + 0.5)
-            if g.size < sub.box:
-                ref = fourier_crop(ref, g.size)
-            a_img = ref * st.weight
+            a_img = sub.weighted_slices(j, rot[:, g.exposures], None if spectra else st.shell_limit + 0.5)
             s = normalized_cross_correlation_per_shell(a_img, b_img, image_shape=(g.size, g.size))
             # unbiased norms: |W CTF P|² (band-limited CTF², whitened) and the fixed |W I|²
             power_a = normalized_cross_correlation_per_shell(a_img, a_img, ctf2 * st.inv_as,
