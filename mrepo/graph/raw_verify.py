@@ -3,7 +3,7 @@ does not hold (imported without ``--copy``) is hashed whole and compared with it
 
 An item's identity is the BLAKE3 blob hash of its whole raw file (DESIGN.md: raw data is
 hashed whole), so one changed voxel, a truncated file or a missing one is a problem. A
-tilt-series manifest counts file by file. Files on other hosts (``uri`` not ``file://``)
+tilt-series manifest counts file by file, and so do a tilt series' raw tilt movies (``tilt_movies``). Files on other hosts (``uri`` not ``file://``)
 are reported as not checked.
 """
 
@@ -39,11 +39,15 @@ def in_place_files(storage: Storage, records: list[str]) -> dict[str, tuple[str,
             continue
         if kind != "item":
             continue
-        raw = body.get("raw") or {}
-        files = [raw]
-        if raw.get("format") == "manifest":
+        files = []
+        for raw in (body.get("raw") or {}, body.get("tilt_movies")):  # tilt_movies: a tilt series' raw movies
+            if not raw:
+                continue
+            if raw.get("format") != "manifest":
+                files.append(raw)
+                continue
             try:
-                files = json.loads(storage.objects.get_blob(raw["hash"]))["files"]
+                files.extend(json.loads(storage.objects.get_blob(raw["hash"]))["files"])
             except (MrepoError, ValueError, KeyError):
                 continue
         for f in files:

@@ -273,3 +273,42 @@ def test_cli_refine_tilt_movies_is_refused_without_raw_movies(tmp_path):
     assert "ts0001" in res.output and "tilt movies" in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert len(Repository.open(url).log("main")) == 1
+
+
+def test_verify_hashes_tilt_movies_referenced_in_place(tmp_path):
+    from mrepo.graph import verify
+    from mrepo.io.sim_import import import_sim
+
+    folder = tmp_path / "sim"
+    res = _cli(
+        "sim",
+        "tilts",
+        "--out",
+        str(folder),
+        "--size",
+        "64",
+        "--particles",
+        "2",
+        "--species",
+        "1",
+        "--box",
+        "16",
+        "--pixel-size",
+        "2",
+        "--max-tilt",
+        "10",
+        "--step",
+        "10",
+        "--tilt-movies",
+        "2",
+    )
+    assert res.exit_code == 0, res.output
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_sim(repo, folder)  # referenced in place (no --copy)
+    assert verify(repo.storage).ok
+    movie = folder / json.loads((folder / "dataset.json").read_text())["items"][0]["tilt_movies"][1]
+    data = bytearray(movie.read_bytes())
+    data[-1] ^= 0xFF
+    movie.write_bytes(bytes(data))
+    report = verify(repo.storage)
+    assert not report.ok and any(movie.name in p and "changed" in p for p in report.problems), report.problems
