@@ -5,6 +5,7 @@ other columns are the imported ones) and come back on re-import. Projects hand-w
 
 from __future__ import annotations
 
+import numpy as np
 import starfile
 from relion5_layouts import MICS, tutorial_tomo
 from test_io_m_optics import _commit, _items
@@ -97,3 +98,22 @@ def test_tomo_refined_optics_in_particles_optics_and_back(tmp_path):
     )
     im = _items(repo2)["TS_03"].imaging
     assert {k: im[k] for k in REFINED} == REFINED
+
+
+def test_tomo_refined_phase_shift_per_tilt_and_back(tmp_path):
+    """rlnPhaseShift (deg) of a tilt-series STAR carries the refined per-tilt phase_shift model (M's ctf_phase)."""
+    root = tmp_path / "proj"
+    proj = tutorial_tomo(root)
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_relion5_tomo(repo, proj["tomograms"], source="ts", project=root)
+    n = int(_items(repo)["TS_03"].imaging["dimensions"][2])
+    phase = np.linspace(85.0, 95.0, n)
+    _commit(repo, "TS_03", models={"phase_shift": phase})
+    out = root / "External/job202"
+    export_relion(repo, "main", out, project=root)
+    tilts = starfile.read(out / "tilt_series/TS_03.star", always_dict=True)["TS_03"]
+    np.testing.assert_array_equal(tilts["rlnPhaseShift"].to_numpy(), phase)
+    repo2 = Repository.init(str(tmp_path / "repo2"))
+    import_relion5_tomo(repo2, out / "tomograms.star", source="ts", project=root)
+    it = _items(repo2)["TS_03"]
+    np.testing.assert_array_equal(repo2.objects.get_array(it.models["phase_shift"]), phase)
