@@ -7,8 +7,12 @@ Like git's pack negotiation, in three requests instead of one per object:
 - ``POST /repo/batch/upload`` (write): one pack (:mod:`mrepo.store.pack`) of objects and arrays in
   write order: arrays (``zarr.json`` first, then its chunks), blobs, records from the leaves up.
   Every frame is verified before it becomes visible: objects by hash, canonical form, schema and
-  references (:mod:`mrepo.api.ingest`); arrays chunk by chunk against their ``zarr.json``
-  digests, then the whole array hash in bounded memory (:mod:`mrepo.store.array_verify`).
+  references (:mod:`mrepo.api.ingest`); arrays chunk by chunk as they arrive (digest, declared
+  size, decoding, padding) and by the whole array hash, slab by slab, chunks coming in slab
+  order (:class:`mrepo.store.integrity.ArrayReceiver`). Each chunk is checked once and written
+  once, on arrival: under its final name while this upload holds the array's lock (invisible
+  until ``zarr.json``, written after the array hash), or, when another upload of the same array
+  holds it, in this upload's staging area, moved under the final names on publication.
   What was stored stays stored when the stream breaks, so a retry (after a kill, on either side)
   negotiates again and sends only the rest.
 - ``POST /repo/batch/download`` (read): the client names the objects and arrays it wants; the
@@ -19,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -31,11 +37,10 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from ..store import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, pack
 from ..store import protocol_names as names
-from ..store.array_verify import check_chunk, check_slab_size, verify_array
 from ..store.batch_client import coalesced
 from ..store.errors import InvalidRecord
 from ..store.hashing import RECORD_TAG
-from ..store.integrity import check_array_metadata
+from ..store.integrity import ArrayReceiver, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
 from .auth import require
@@ -46,8 +51,10 @@ from .staging import UPLOAD_ID, staging_prefix
 
 _HASH_IN_JSON = re.compile(r"[0-9a-f]{64}")
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-#: Chunk bytes of one array kept in memory before they are spilled to the staging area.
-MEMORY_STAGE_BYTES = 64 << 20
+#: Chunk bytes of one stream being checked and written in the thread pool at once.
+CHECK_BYTES = 32 << 20
+#: Arrays of one stream being published (their last chunks checked, hash, ``zarr.json``) at once.
+PUBLISHING = 2
 #: Groups of frames read ahead of the one being stored (each at most about one piece of the body).
 PIPELINE_PIECES = 8
 #: Output buffered before a piece of the download stream is sent.
@@ -64,20 +71,35 @@ class HashLists(BaseModel):
 
 
 class _OpenArray:
-    """An array being received: its checked ``zarr.json`` and the chunks so far."""
+    """An array being received: its checked ``zarr.json``, the receiver that checks its chunks (None
+    when the server holds the array already) and where the chunks go: under their final names
+    while holding the array's ``lock``, else (``lock`` None) to this upload's staging area."""
 
-    def __init__(self, h: str, metadata: bytes, meta, present: bool):  # noqa: ANN001 - ArrayMeta
+    def __init__(self, h: str, metadata: bytes, receiver: ArrayReceiver | None, lock: threading.Lock | None,
+                 staging: str):
         self.h = h
         self.metadata = metadata
-        self.meta = meta
-        self.present = present
-        self.memory: dict[str, bytes] = {}
-        self.spilled: set[str] = set()
-        self.bytes = 0
+        self.receiver = receiver
+        self.lock = lock
+        self.prefix = array_prefix(h) if lock is not None else staging
+        #: Chunks being checked and written in the pool, with their sizes, in arrival order.
+        self.checks: deque[tuple[Future, int]] = deque()
+        self.written: list[str] = []
+
+    @property
+    def present(self) -> bool:
+        return self.receiver is None
 
     @property
     def complete(self) -> bool:
-        return len(self.memory) + len(self.spilled) == len(self.meta.chunk_digests)
+        return self.receiver is None or self.receiver.complete
+
+    def wait_checks(self) -> None:
+        """Wait for every chunk in flight (all of them end), then raise the first failure."""
+        failed = [f.exception() for f, _ in self.checks]
+        self.checks.clear()
+        if any(failed):
+            raise next(e for e in failed if e is not None)
 
 
 class BatchReceiver:
@@ -94,8 +116,8 @@ class BatchReceiver:
         self.known: set[str] = set()
         self.stored = 0
         self.present = 0
-        #: Arrays being verified and written while later frames arrive: (future, bytes held).
-        self._publishing: list[tuple[Future, int]] = []
+        #: Arrays being published while later frames arrive.
+        self._publishing: list[Future] = []
 
     def take(self, frames: list[tuple[str, bytes]]) -> None:
         """Verify and store frames. Consecutive objects that do not name each other are checked and
@@ -135,73 +157,95 @@ class BatchReceiver:
             self._close_array_if_complete()
             if self.array is not None:
                 raise InvalidInput(f"pack: array {h} starts before array {self.array.h} is complete")
-            present = self.objects.freshen("array", h)
-            meta = None
-            if not present:
+            receiver, lock = None, None
+            if not self.objects.freshen("array", h):
                 meta = check_array_metadata(h, data, max_bytes=self.ctx.staging.max_array_bytes)
                 check_slab_size(h, meta)
-            self.array = _OpenArray(h, data, meta, present)
-            if not present and not meta.chunk_digests:
-                self._close_array_if_complete()
-            elif present:
+                receiver = ArrayReceiver(h, meta)
+                lock = self.ctx.staging.lock(h)
+                if not lock.acquire(blocking=False):  # another upload of this array is under way
+                    lock = None
+                elif self.objects.has_array(h):  # published since: its chunk files are not to be touched
+                    lock.release()
+                    receiver, lock = None, None
+            self.array = _OpenArray(h, data, receiver, lock, staging_prefix(h, self.upload))
+            if receiver is None:
                 self.present += 1
+            self._close_array_if_complete()
             return
         arr = self.array
         if arr is None or arr.h != h:
             raise InvalidInput(f"pack: chunk {key} without its array's zarr.json before it")
-        if arr.present:
+        if arr.receiver is None:
             return
-        check_chunk(arr.meta, path, data, f"array {h}")
-        if path in arr.memory or path in arr.spilled:
-            raise InvalidInput(f"pack: chunk {key} sent twice")
-        arr.bytes += len(data)
-        if arr.bytes > MEMORY_STAGE_BYTES:
-            for k, v in arr.memory.items():
-                self.backend.put(staging_prefix(h, self.upload) + k, v)
-                arr.spilled.add(k)
-            arr.memory.clear()
-            self.backend.put(staging_prefix(h, self.upload) + path, data)
-            arr.spilled.add(path)
-        else:
-            arr.memory[path] = data
+        arr.receiver.admit(path)  # a chunk of this array, not sent before, in slab order
+        arr.checks.append((self.pool.submit(self._check_chunk, arr, path, data), len(data)))
+        # raise the first failed check; wait for the oldest while too many bytes are in flight
+        in_flight = sum(n for _, n in arr.checks)
+        while arr.checks and (arr.checks[0][0].done() or in_flight > CHECK_BYTES):
+            future, n = arr.checks.popleft()
+            future.result()
+            in_flight -= n
         self._close_array_if_complete()
 
-    def _chunk(self, arr: _OpenArray, key: str) -> bytes:
-        if key in arr.memory:
-            return arr.memory[key]
-        return self.backend.get(staging_prefix(arr.h, self.upload) + key)
+    def _check_chunk(self, arr: _OpenArray, path: str, data: bytes) -> None:
+        """Check one chunk (in the pool), then write it once."""
+        arr.receiver.add(path, data)
+        self.backend.put(arr.prefix + path, data)
+        arr.written.append(arr.prefix + path)
 
     def _close_array_if_complete(self) -> None:
         arr = self.array
-        if arr is None or not (arr.present or arr.complete):
+        if arr is None or not arr.complete:
             return
         self.array = None
         self.known.add(arr.h)
         if arr.present:
             return
-        # Verified and written in the background while the next frames arrive, with a bound on the
-        # chunk bytes held: the oldest publication is awaited first when the bound is passed.
-        self._publishing.append((self.publish_pool.submit(self._publish, arr), len(arr.memory) and arr.bytes))
-        while len(self._publishing) > 1 and sum(n for _, n in self._publishing) > MEMORY_STAGE_BYTES:
-            self._collect(self._publishing.pop(0)[0])
+        # Published in the background while the next frames arrive (its last chunks may still be
+        # in flight); the oldest publication is awaited when too many are under way.
+        # A staged array waits for the lock that another upload holds until that upload publishes:
+        # in a thread of its own, never in a pool that the holder needs to finish.
+        self._publishing.append(self.publish_pool.submit(self._publish, arr) if arr.lock is not None
+                                else _in_thread(self._publish, arr))
+        while len(self._publishing) > PUBLISHING:
+            self._collect(self._publishing.pop(0))
 
     def _publish(self, arr: _OpenArray) -> bool:
-        """Verify array ``arr`` (slab by slab) and make it visible: chunks first, ``zarr.json`` last."""
+        """Make a received array visible once every chunk passed its check and the array its hash:
+        ``zarr.json`` after the chunks (moved from staging first when they were staged)."""
+        published = False
         try:
-            with self.ctx.staging.lock(arr.h):
-                if self.objects.has_array(arr.h):
-                    return False
-                # chunks held in memory were checked against their digests on arrival; spilled ones
-                # are read back from staging and checked again
-                verify_array(arr.h, arr.meta, lambda k: self._chunk(arr, k), digests_checked=arr.memory)
-                prefix = array_prefix(arr.h)
-                for k in sorted(arr.meta.chunk_digests):
-                    self.backend.put(prefix + k, self._chunk(arr, k))
-                self.backend.put(prefix + "zarr.json", arr.metadata)
-                return True
+            arr.wait_checks()
+            arr.receiver.finish()
+            if arr.lock is None:
+                with self.ctx.staging.lock(arr.h):
+                    if self.objects.has_array(arr.h):
+                        return False
+                    final = array_prefix(arr.h)
+                    for k in chunk_keys(arr.receiver.meta):
+                        self.backend.move(arr.prefix + k, final + k)
+                    self.backend.put(final + "zarr.json", arr.metadata)
+            else:
+                self.backend.put(arr.prefix + "zarr.json", arr.metadata)
+            published = True
+            return True
         finally:
-            if arr.spilled:
+            self._release(arr, published)
+
+    def _release(self, arr: _OpenArray, published: bool) -> None:
+        """After publication or failure: drop what an unpublished array left and release its lock."""
+        try:
+            if not published:
+                for key in arr.written:
+                    self.backend.delete(key)
+            if arr.lock is None:
                 self.ctx.staging.discard(arr.h, self.upload)
+        finally:
+            arr.written.clear()
+            if arr.lock is not None:
+                arr.lock.release()
+                arr.lock = None
 
     def _collect(self, future: Future) -> None:
         if future.result():
@@ -212,7 +256,7 @@ class BatchReceiver:
     def _wait_published(self) -> None:
         """Wait for every array in flight; the first failure is raised."""
         while self._publishing:
-            self._collect(self._publishing.pop(0)[0])
+            self._collect(self._publishing.pop(0))
 
     def finish(self) -> None:
         """The stream is complete: no array may be left half-sent, every array is published."""
@@ -224,15 +268,30 @@ class BatchReceiver:
     def abandon(self) -> None:
         """Wait for arrays in flight (errors were reported already) and drop staged chunks of an
         array the stream did not complete."""
-        for future, _ in self._publishing:
-            try:
-                future.result()
-            except Exception:  # noqa: BLE001, S110 - the stream's own error is what the client hears
-                pass
+        for future in self._publishing:
+            future.exception()  # errors were reported already: the stream's own error is what the client hears
         self._publishing.clear()
-        if self.array is not None and self.array.spilled:
-            self.ctx.staging.discard(self.array.h, self.upload)
-        self.array = None
+        arr, self.array = self.array, None
+        if arr is not None and not arr.present:
+            try:
+                arr.wait_checks()
+            except Exception:  # noqa: BLE001, S110 - as above
+                pass
+            self._release(arr, published=False)
+
+
+def _in_thread(fn: Callable[..., Any], *args: Any) -> Future:
+    """``fn(*args)`` in a new thread; its Future."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="mrepo-publish-staged", daemon=True).start()
+    return future
 
 
 def _names_any(record: bytes, hashes: set[str]) -> bool:
@@ -262,7 +321,7 @@ def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExec
             continue
         yield prefix + "zarr.json", metadata
         try:
-            keys = sorted(objects.array_meta(h).chunk_digests)
+            keys = chunk_keys(objects.array_meta(h))  # grid order: the receiver checks slab by slab
         except MrepoError:
             keys = []
         for key, data in window(pool, lambda k: (k, backend.get(k)), [prefix + k for k in keys]):

@@ -4,10 +4,10 @@ A chunk cannot be verified alone, so an array becomes visible under
 ``arrays/<hash>/`` only when its ``zarr.json`` has been uploaded, is in exactly mrepo's
 canonical form within the declared-size limit, and the staged chunks match their digests
 and decode (bounded by the declared chunk size) to the hash in its name, slab by slab
-(:func:`mrepo.store.array_verify.verify_array`: memory holds one slab, never the array). Then the chunk files are
-copied (chunks first, ``zarr.json`` last) and the staging folder is removed.
-Uploads are keyed by the client's upload id, so two clients sending the same
-array with different chunkings never mix their files.
+(:class:`mrepo.store.integrity.ArrayReceiver`, reading the chunks in grid order: memory holds
+one slab, never the array). Then the chunk files are moved (chunks first, ``zarr.json`` last)
+and the staging folder is removed. Uploads are keyed by the client's upload id, so two clients
+sending the same array with different chunkings never mix their files.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import re
 import threading
 import time
 
-from ..store import CorruptObject, ObjectNotFound, Storage, zarr_codec
-from ..store.array_verify import check_slab_size, verify_array
-from ..store.integrity import check_array_metadata
+from ..store import CorruptObject, ObjectNotFound, Storage
+from ..store.integrity import ArrayReceiver, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix
 
 STAGING = "staging/"
@@ -57,31 +56,28 @@ class ArrayStaging:
             try:
                 if self.storage.objects.has_array(h):
                     return False
-                self._verify(h, upload, metadata)
-                self._copy(h, upload, metadata)
+                keys = self._verify(h, upload, metadata)
+                backend, src, dst = self.storage.backend, staging_prefix(h, upload), array_prefix(h)
+                for key in keys:
+                    backend.move(src + key, dst + key)
+                backend.put(dst + "zarr.json", metadata)
                 return True
             finally:
                 self.discard(h, upload)
 
-    def _verify(self, h: str, upload: str, metadata: bytes) -> None:
+    def _verify(self, h: str, upload: str, metadata: bytes) -> list[str]:
+        """Check the staged chunks of ``h`` in grid order; their keys."""
         meta = check_array_metadata(h, metadata, max_bytes=self.max_array_bytes)
         check_slab_size(h, meta)
         prefix = staging_prefix(h, upload)
+        receiver = ArrayReceiver(h, meta)
         try:
-            verify_array(h, meta, lambda key: self.storage.backend.get(prefix + key))
+            for key in receiver.keys():
+                receiver.add(key, self.storage.backend.get(prefix + key))
         except ObjectNotFound:
             raise CorruptObject(f"array {h}: the upload lacks chunks listed in its zarr.json") from None
-
-    def _copy(self, h: str, upload: str, metadata: bytes) -> None:
-        backend = self.storage.backend
-        src, dst = staging_prefix(h, upload), array_prefix(h)
-        meta = zarr_codec.parse_metadata(metadata, f"array {h}")
-        keys = sorted(meta.chunk_digests) or sorted(
-            e.key[len(src):] for e in backend.list(src) if not e.key.endswith("zarr.json"))
-        for key in keys:
-            if backend.exists(src + key):
-                backend.put(dst + key, backend.get(src + key))
-        backend.put(dst + "zarr.json", metadata)
+        receiver.finish()
+        return chunk_keys(meta)
 
     def discard(self, h: str, upload: str) -> None:
         """Remove the staged files of one upload."""

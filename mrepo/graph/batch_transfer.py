@@ -11,8 +11,9 @@ an HTTP remote. Instead of one request per object it
 - **pull** (from a server): walks the closure level by level, downloading the records the
   destination lacks in one pack per level, then the missing arrays and blobs in one pack. Every
   received object is verified before it is written: records and blobs by hash (records also in
-  canonical form and by schema), arrays chunk by chunk against their ``zarr.json`` digests and by
-  the array hash (bounded memory). Records are written last, leaves first.
+  canonical form and by schema), arrays chunk by chunk as they stream in (digest, size, decoding)
+  and by the array hash, slab by slab (:class:`mrepo.store.integrity.ArrayReceiver`; chunks are
+  written as they pass, ``zarr.json`` only after the hash). Records are written last, leaves first.
 
 Both are resumable: what was stored before a failure stays stored, and a rerun (or the
 automatic retry after a lost connection) negotiates again and moves only the rest.
@@ -22,15 +23,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ..store import CorruptObject, ObjectNotFound, Storage, zarr_codec
-from ..store.array_verify import check_chunk, check_slab_size, verify_array
+from ..store import CorruptObject, MrepoError, ObjectNotFound, Storage, zarr_codec
 from ..store.hashing import parse_record_bytes
 from ..store.http_backend import HttpBackend, ServerError
-from ..store.integrity import MAX_ARRAY_BYTES, check_array_metadata, check_object_bytes
+from ..store.integrity import (
+    MAX_ARRAY_BYTES,
+    ArrayReceiver,
+    check_array_metadata,
+    check_object_bytes,
+    check_slab_size,
+    chunk_keys,
+)
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
 from ..store.walk import leaves_first, levels, split_references
@@ -39,6 +47,8 @@ from .transfer import Progress, TransferStats
 
 #: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
 STREAMS = 2
+#: Chunk bytes of one download stream being verified and written at once.
+CHECK_BYTES = 32 << 20
 
 
 def supports(src: Storage, dst: Storage) -> bool:
@@ -129,8 +139,8 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
     def array_files(h: str) -> tuple[str, bytes, list[str]]:
         prefix = array_prefix(h)
         metadata = src.backend.get(prefix + "zarr.json")
-        keys = sorted(zarr_codec.parse_metadata(metadata, f"array {h}").chunk_digests) or sorted(
-            e.key[len(prefix):] for e in src.backend.list(prefix) if not e.key.endswith("zarr.json"))
+        # grid order: the server checks the chunks slab by slab as they arrive
+        keys = chunk_keys(zarr_codec.parse_metadata(metadata, f"array {h}"))
         return prefix, metadata, keys
 
     lock = threading.Lock()
@@ -178,18 +188,57 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
 
 
 class _ArrayIn:
-    """An array arriving in a download: its checked metadata and chunks so far."""
+    """An array arriving in a download: each chunk is checked and written under its final key as it
+    comes (in the pool); ``zarr.json``, which makes the array visible, only after the array hash."""
 
     def __init__(self, h: str, metadata: bytes):
         self.h = h
         self.metadata = metadata
-        self.meta = check_array_metadata(h, metadata, max_bytes=MAX_ARRAY_BYTES)
-        check_slab_size(h, self.meta)
-        self.chunks: dict[str, bytes] = {}
+        meta = check_array_metadata(h, metadata, max_bytes=MAX_ARRAY_BYTES)
+        check_slab_size(h, meta)
+        self.receiver = ArrayReceiver(h, meta)
+        self.checks: deque[tuple[Future, int]] = deque()
+        self.written: list[str] = []
+        self.published = False
 
-    @property
-    def complete(self) -> bool:
-        return len(self.chunks) == len(self.meta.chunk_digests)
+    def take(self, dst: Storage, pool: ThreadPoolExecutor, path: str, data: bytes) -> None:
+        """Check (in the pool) and write one chunk; raise the first failed one, bound the bytes in flight."""
+        self.receiver.admit(path)  # a chunk of this array, not sent before, in slab order
+        self.checks.append((pool.submit(self._store_chunk, dst, path, data), len(data)))
+        in_flight = sum(n for _, n in self.checks)
+        while self.checks and (self.checks[0][0].done() or in_flight > CHECK_BYTES):
+            future, n = self.checks.popleft()
+            future.result()
+            in_flight -= n
+
+    def _store_chunk(self, dst: Storage, path: str, data: bytes) -> None:
+        self.receiver.add(path, data)
+        key = array_prefix(self.h) + path
+        dst.backend.put(key, data)
+        self.written.append(key)
+
+    def publish(self, dst: Storage) -> None:
+        """Wait for every chunk, check the array hash, write ``zarr.json``."""
+        failed = [f.exception() for f, _ in self.checks]
+        self.checks.clear()
+        if any(failed):
+            raise next(e for e in failed if e is not None)
+        self.receiver.finish()
+        dst.backend.put(array_prefix(self.h) + "zarr.json", self.metadata)
+        self.published = True
+
+    def discard(self, dst: Storage) -> None:
+        """After a failure: wait for the chunks in flight and remove those written (best effort)."""
+        for future, _ in self.checks:
+            future.exception()
+        self.checks.clear()
+        if self.published or dst.objects.has_array(self.h):
+            return
+        for key in self.written:
+            try:
+                dst.backend.delete(key)
+            except MrepoError:
+                return
 
 
 def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExecutor,
@@ -236,44 +285,54 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
                 setattr(stats, name, getattr(stats, name) + n)
 
     def receive(group_blobs: list[str], group_arrays: list[str]) -> None:
-        """One download stream: verify each frame, write blobs, store arrays (in the background)."""
+        """One download stream: verify each frame, write blobs, check and write array chunks as they
+        come; arrays are published (hash, then ``zarr.json``) while the next ones arrive."""
         wanted_blobs = {object_key(h): h for h in group_blobs}
         wanted_arrays = set(group_arrays)
         current: _ArrayIn | None = None
-        storing: list[Future] = []  # arrays verified and written while the next ones arrive (bounded)
-        for key, data in http.batch.download(group_blobs, group_arrays):
-            if key.startswith("objects/"):
-                h = wanted_blobs.pop(key, None)
-                if h is None or current is not None:
-                    raise CorruptObject(f"{where} sent {key} out of order or unasked")
-                if check_object_bytes(h, data) != "blob":
-                    raise CorruptObject(f"object {h} from {where} is a record where a blob was referenced")
-                dst.backend.put(key, data)
-                count(blobs=1, bytes=len(data))
-                tick()
-                continue
-            _, h, path = key.split("/", 2)
-            if path == "zarr.json":
-                if h not in wanted_arrays or current is not None:
-                    raise CorruptObject(f"{where} sent {key} out of order or unasked")
-                wanted_arrays.discard(h)
-                current = _ArrayIn(h, data)
-                count(bytes=len(data))
-            else:
-                if current is None or current.h != h or path in current.chunks:
-                    raise CorruptObject(f"{where} sent chunk {key} out of order or unasked")
-                check_chunk(current.meta, path, data, f"array {h} from {where}")
-                current.chunks[path] = data
-                count(bytes=len(data), array_bytes=len(data))
-            if current is not None and current.complete:
-                storing.append(pool.submit(_store_array, dst, current))
-                current = None
-                count(arrays=1)
-                tick()
-                while len(storing) > 2:
-                    storing.pop(0).result()
-        for future in storing:
-            future.result()
+        storing: list[tuple[Future, _ArrayIn]] = []
+        try:
+            for key, data in http.batch.download(group_blobs, group_arrays):
+                if key.startswith("objects/"):
+                    h = wanted_blobs.pop(key, None)
+                    if h is None or current is not None:
+                        raise CorruptObject(f"{where} sent {key} out of order or unasked")
+                    if check_object_bytes(h, data) != "blob":
+                        raise CorruptObject(f"object {h} from {where} is a record where a blob was referenced")
+                    dst.backend.put(key, data)
+                    count(blobs=1, bytes=len(data))
+                    tick()
+                    continue
+                _, h, path = key.split("/", 2)
+                if path == "zarr.json":
+                    if h not in wanted_arrays or current is not None:
+                        raise CorruptObject(f"{where} sent {key} out of order or unasked")
+                    wanted_arrays.discard(h)
+                    current = _ArrayIn(h, data)
+                    count(bytes=len(data))
+                else:
+                    if current is None or current.h != h:
+                        raise CorruptObject(f"{where} sent chunk {key} out of order or unasked")
+                    current.take(dst, pool, path, data)
+                    count(bytes=len(data), array_bytes=len(data))
+                if current is not None and current.receiver.complete:
+                    storing.append((publisher.submit(current.publish, dst), current))
+                    current = None
+                    count(arrays=1)
+                    tick()
+                    while len(storing) > 2:
+                        storing[0][0].result()
+                        storing.pop(0)
+            while storing:
+                storing[0][0].result()
+                storing.pop(0)
+        except BaseException:
+            for future, arr in storing:
+                future.exception()
+                arr.discard(dst)
+            if current is not None:
+                current.discard(dst)
+            raise
         if current is not None or wanted_arrays or wanted_blobs:
             lacking = sorted(wanted_arrays | set(wanted_blobs.values()) | ({current.h} if current else set()))
             raise ObjectNotFound(f"{where} did not send {len(lacking)} object(s), e.g. {lacking[0]}")
@@ -281,7 +340,9 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
     groups = _split(need_arrays)
     if need_blobs or groups:
         jobs = [(need_blobs, groups[0] if groups else [])] + [([], g) for g in groups[1:]]
-        with ThreadPoolExecutor(len(jobs), thread_name_prefix="mrepo-stream") as streams:
+        # publishing waits for chunk checks in ``pool``: its own threads, so that it never starves them
+        with ThreadPoolExecutor(len(jobs), thread_name_prefix="mrepo-stream") as streams, \
+                ThreadPoolExecutor(len(jobs), thread_name_prefix="mrepo-publish") as publisher:
             for future in [streams.submit(receive, b, a) for b, a in jobs]:
                 future.result()
     # Records last, leaves first (level by level, each level in parallel): a record present here
@@ -293,12 +354,3 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
             stats.bytes += len(data_of[h])
             tick()
     return stats
-
-
-def _store_array(dst: Storage, arr: _ArrayIn) -> None:
-    """Verify a received array (hash, slab by slab) and write it: chunks first, ``zarr.json`` last."""
-    verify_array(arr.h, arr.meta, arr.chunks.__getitem__)
-    prefix = array_prefix(arr.h)
-    for key, data in sorted(arr.chunks.items()):
-        dst.backend.put(prefix + key, data)
-    dst.backend.put(prefix + "zarr.json", arr.metadata)

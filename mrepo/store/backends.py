@@ -116,6 +116,12 @@ class Backend(ABC):
     def get_size(self, key: str) -> int:
         return len(self.get(key))
 
+    def move(self, src: str, dst: str) -> None:
+        """Make the object at ``src`` appear at ``dst`` (overwriting) and remove ``src``;
+        ObjectNotFound when ``src`` is absent. A copy and a delete by default (locally a rename)."""
+        self.put(dst, self.get(src))
+        self.delete(src)
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources (connections)."""
 
@@ -129,18 +135,35 @@ class LocalBackend(Backend):
     #: A lock file older than this, whose writer process is gone, is broken.
     STALE_LOCK_SECONDS = 30.0
 
+    #: Folders (relative to the root) found to resolve inside it, kept up to this many.
+    _SAFE_FOLDERS = 1 << 16
+
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
         self._inside = str(self.root).rstrip(os.sep) + os.sep
+        self._safe: set[str] = set()
 
     def _path(self, key: str) -> Path:
         """The file of ``key``; InvalidName unless ``key`` is a safe key (:func:`check_key`) whose
-        resolved path (symbolic links followed) stays inside the root, whatever the caller."""
-        path = self.root / check_key(key)
+        resolved path (symbolic links followed) stays inside the root, whatever the caller.
+
+        The root is resolved once; a folder below it is resolved once and remembered, so a key in a
+        known folder costs one ``lstat`` (is the file itself a symbolic link?) instead of a walk
+        through every component of the path."""
+        rel = check_key(key)
+        path = self.root / rel
+        folder = rel.rpartition("/")[0]
+        if folder in self._safe:
+            if not os.path.islink(path):
+                return path
         real = os.path.realpath(path)
         if not real.startswith(self._inside):
             raise InvalidName(f"key {key!r} resolves to {real}, outside the repository root {self.root}")
+        if not folder or os.path.realpath(os.path.dirname(path)).startswith(self._inside):
+            if len(self._safe) >= self._SAFE_FOLDERS:
+                self._safe.clear()
+            self._safe.add(folder)
         return path
 
     def _folder(self, prefix: str) -> Path:
@@ -177,6 +200,18 @@ class LocalBackend(Backend):
         finally:
             if tmp.exists():
                 tmp.unlink()
+
+    def move(self, src: str, dst: str) -> None:
+        source, dest = self._path(src), self._path(dst)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(source, dest)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFound(f"{src} not found in {self.url}") from None
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:  # another file system below the root: copy and delete
+                raise
+            super().move(src, dst)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

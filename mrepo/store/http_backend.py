@@ -24,6 +24,7 @@ Imports nothing of mrepo outside ``mrepo.store``.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -77,6 +78,13 @@ def _message(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code} from {resp.request.method} {resp.request.url.path}: {text}"
 
 
+@functools.cache
+def _tls_context() -> Any:
+    """The verifying TLS context of https remotes, made once per process (loading the CA bundle
+    takes 30-90 ms, which every backend paid again; a plain http:// remote needs none)."""
+    return httpx.create_ssl_context()
+
+
 class HttpBackend(Backend):
     """Backend API over HTTP against an ``mrepo serve`` server.
 
@@ -98,7 +106,8 @@ class HttpBackend(Backend):
         self.backoff = float(opts.get("backoff", 0.2))
         limits = httpx.Limits(max_connections=int(opts.get("max_connections", 32)),
                               max_keepalive_connections=int(opts.get("max_connections", 32)))
-        self._client = httpx.Client(headers=headers, timeout=float(opts.get("timeout", 30.0)), limits=limits)
+        self._client = httpx.Client(headers=headers, timeout=float(opts.get("timeout", 30.0)), limits=limits,
+                                    verify=_tls_context() if self.url.startswith("https://") else False)
         #: Upload session id: the server stages this client's array chunks under it.
         self.upload_id = uuid.uuid4().hex
         self._complete_arrays: dict[str, bool] = {}

@@ -7,11 +7,15 @@ before writing it under its final name:
   and the bytes carry a known tag; records are parsed strictly
   (:func:`parse_canonical_record`: no duplicate keys, no NaN/Infinity, the bytes are
   exactly the canonical JSON of the parsed body);
-- arrays (:func:`check_array_metadata`, :class:`ArrayReceiver`): ``zarr.json`` is
-  exactly the document mrepo writes for that shape, dtype and chunking, names the array's
-  hash and lists a digest for exactly every chunk of the grid; each chunk's BLAKE3 equals
-  its digest, it decodes to exactly one chunk of data with zero padding, and the assembled
-  array's hash equals the name. Chunks are checked as they stream through (one read).
+- arrays (:func:`check_array_metadata`, :func:`check_slab_size`, :class:`ArrayReceiver`):
+  ``zarr.json`` is exactly the document mrepo writes for that shape, dtype and chunking,
+  names the array's hash, lists a digest for exactly every chunk of the grid and declares a
+  size within the receiver's limit; each chunk's BLAKE3 equals its digest, its zstd frame
+  declares exactly one chunk's bytes before anything is decompressed (a 30 KB upload cannot
+  become 1 GiB of memory), it decodes to exactly one chunk with zero padding, and the
+  assembled array's hash (computed slab by slab along axis 0, in C order) equals the name.
+  Chunks are checked as they stream through (one read); memory holds the slabs in flight,
+  never the whole array, when they arrive in slab order (:meth:`ArrayReceiver.admit`).
 
 Every failure is a one-line :class:`CorruptObject` (or :class:`InvalidRecord`).
 """
@@ -36,6 +40,9 @@ from .hashing import ALLOWED_DTYPES, BLOB_TAG, RECORD_TAG, array_header, canonic
 MAX_ARRAY_BYTES = 16 << 30
 #: Largest number of chunks one array may have.
 MAX_CHUNKS = 1 << 20
+#: Largest slab (chunk rows x the full trailing axes) that verifying an array holds in memory.
+MAX_SLAB_BYTES = 512 << 20
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _KIND = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
 
@@ -123,6 +130,37 @@ def check_array_metadata(h: str, data: bytes, *, max_bytes: int = MAX_ARRAY_BYTE
     return meta
 
 
+def check_slab_size(h: str, meta: zarr_codec.ArrayMeta, limit: int = MAX_SLAB_BYTES) -> None:
+    """CorruptObject when verifying array ``h`` would hold more than ``limit`` bytes in one slab."""
+    if meta.shape:
+        slab = min(meta.chunks[0], meta.shape[0]) * math.prod(meta.shape[1:]) * np.dtype(meta.dtype).itemsize
+        if slab > limit:
+            raise CorruptObject(f"array {h}: chunking {list(meta.chunks)} needs {slab} bytes per slab to verify "
+                                f"(limit {limit})")
+
+
+def zstd_content_size(data: bytes) -> int | None:
+    """Frame content size declared in a zstd frame header (RFC 8878 §3.1.1), None if absent/unreadable."""
+    if len(data) < 6 or data[:4] != _ZSTD_MAGIC:
+        return None
+    fhd = data[4]
+    fcs_flag, single, dict_flag = fhd >> 6, (fhd >> 5) & 1, fhd & 3
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+    size = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if size == 0 or len(data) < pos + size:
+        return None
+    value = int.from_bytes(data[pos:pos + size], "little")
+    return value + 256 if size == 2 else value
+
+
+def chunk_keys(meta: zarr_codec.ArrayMeta) -> list[str]:
+    """The chunk keys of an array in grid (C) order: the order in which a stream of its chunks is
+    verified in the least memory (:meth:`ArrayReceiver.admit` accepts them so)."""
+    if not meta.shape:
+        return ["c"]
+    return [zarr_codec.chunk_key(i) for i in zarr_codec.chunk_grid(meta.shape, meta.chunks)]
+
+
 class ArrayReceiver:
     """Check the chunks of one array as they stream in, and its hash once all are in.
 
@@ -130,8 +168,9 @@ class ArrayReceiver:
     slabs (chunk rows x the full trailing axes); each complete slab is hashed in C order as
     soon as all slabs before it are hashed, then dropped, so memory holds the slabs in
     flight rather than the whole array when chunks arrive roughly in grid order
-    (:meth:`keys` gives that order). ``finish`` raises CorruptObject unless every chunk
-    arrived and the array hashes to its name.
+    (:meth:`keys` gives that order; a stream from someone else passes each key through
+    :meth:`admit` first, which enforces slab order). ``finish`` raises CorruptObject unless
+    every chunk arrived and the array hashes to its name.
     """
 
     def __init__(self, h: str, meta: zarr_codec.ArrayMeta, *, deep: bool = True):
@@ -148,12 +187,33 @@ class ArrayReceiver:
         self._next = 0
         self._lock = threading.Lock()
         self._hash_lock = threading.Lock()
+        self._admitted: set[str] = set()
+        self._row = 0
 
     def keys(self) -> list[str]:
         """Chunk keys in grid (C) order, the order that keeps the fewest slabs in memory."""
-        if not self.meta.shape:
-            return ["c"]
-        return [zarr_codec.chunk_key(i) for i in zarr_codec.chunk_grid(self.meta.shape, self.meta.chunks)]
+        return chunk_keys(self.meta)
+
+    def admit(self, key: str) -> None:
+        """Take the next chunk key of a stream, in arrival order, before its :meth:`add` (which may
+        then run in any thread). CorruptObject for a key that is not a chunk of this array, that
+        came before, or whose slab (its index along axis 0) precedes the last admitted one: chunks
+        arrive slab by slab, so memory holds at most the slabs of the chunks in flight."""
+        where = f"array {self.h} chunk {key}"
+        if key not in self.meta.chunk_digests:
+            raise CorruptObject(f"{where}: not a chunk of this array")
+        if key in self._admitted:
+            raise CorruptObject(f"{where} arrives twice")
+        row = int(key.split("/")[1]) if self.meta.shape else 0
+        if row < self._row:
+            raise CorruptObject(f"{where} arrives after slab {self._row} (chunks must come slab by slab)")
+        self._admitted.add(key)
+        self._row = row
+
+    @property
+    def complete(self) -> bool:
+        """True when every chunk was admitted."""
+        return len(self._admitted) == len(self.meta.chunk_digests)
 
     def add(self, key: str, data: bytes) -> None:
         """Verify one chunk file (digest, size, padding) and place its data; CorruptObject."""
@@ -168,6 +228,12 @@ class ArrayReceiver:
                 self._pending.discard(key)
             return
         shape = meta.chunks if meta.shape else ()
+        if meta.zstd:
+            # zstd itself checks the content against the size its frame declares: a frame that declares
+            # exactly one chunk fills the whole output buffer (a shorter one would leave it unwritten)
+            declared, expected_size = zstd_content_size(data), math.prod(shape) * np.dtype(meta.dtype).itemsize
+            if declared != expected_size:
+                raise CorruptObject(f"{where}: zstd frame declares {declared} bytes, the chunk holds {expected_size}")
         try:
             if meta.zstd:  # an output buffer of exactly one chunk: no decompression bomb
                 block = np.empty(shape, dtype=meta.dtype)

@@ -58,7 +58,13 @@ def encode(frames: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
 
 
 class PackReader:
-    """Incremental decoder: :meth:`feed` bytes, get complete ``(key, data)`` frames back."""
+    """Incremental decoder: :meth:`feed` bytes, get complete ``(key, data)`` frames back.
+
+    Headers and small frames are parsed from one read buffer. The data of a frame that does not
+    fit in the piece it starts in is collected as a list of views of the pieces that carry it
+    and joined once when complete: one copy per frame, whatever the piece size (appending
+    megabytes to a growing buffer would copy them again at every reallocation).
+    """
 
     def __init__(self, max_frame: int):
         self.max_frame = max_frame
@@ -66,6 +72,10 @@ class PackReader:
         self._magic = False
         self.done = False
         self.received = 0
+        #: The frame whose data is being collected: its key, the views so far and the bytes still due.
+        self._key = ""
+        self._parts: list[memoryview | bytes] = []
+        self._due = 0
 
     def feed(self, data: bytes) -> list[tuple[str, bytes]]:
         if self.done:
@@ -73,8 +83,20 @@ class PackReader:
                 raise InvalidInput("pack has data after its end frame")
             return []
         self.received += len(data)
-        self._buf += data
         out: list[tuple[str, bytes]] = []
+        if self._due:
+            view = memoryview(data)
+            take = min(self._due, len(view))
+            self._parts.append(view[:take])
+            self._due -= take
+            if self._due:
+                return out
+            out.append((self._key, b"".join(self._parts)))
+            self._parts = []
+            data = view[take:]
+            if not data:
+                return out
+        self._buf += data
         if not self._magic:
             if len(self._buf) < len(MAGIC):
                 return out
@@ -82,34 +104,42 @@ class PackReader:
                 raise InvalidInput("not an mrepo pack (bad magic)")
             del self._buf[:len(MAGIC)]
             self._magic = True
-        while True:
-            if len(self._buf) < 2:
+        buf, pos = self._buf, 0
+        try:
+            while True:
+                if len(buf) - pos < 2:
+                    return out
+                (klen,) = _KEY_LEN.unpack_from(buf, pos)
+                if klen == 0:
+                    if len(buf) - pos > 2:
+                        raise InvalidInput("pack has data after its end frame")
+                    pos += 2
+                    self.done = True
+                    return out
+                if klen > 200:
+                    raise InvalidInput(f"pack frame key of {klen} bytes is too long")
+                if len(buf) - pos < 2 + klen + 8:
+                    return out
+                try:
+                    key = bytes(buf[pos + 2:pos + 2 + klen]).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidInput("pack frame key is not UTF-8") from None
+                check_pack_key(key)
+                (size,) = _DATA_LEN.unpack_from(buf, pos + 2 + klen)
+                if size > self.max_frame:
+                    raise InvalidInput(f"pack frame {key} of {size} bytes is larger than the limit ({self.max_frame})")
+                start = pos + 2 + klen + 8
+                with memoryview(buf) as view:
+                    if len(buf) >= start + size:
+                        out.append((key, bytes(view[start:start + size])))
+                        pos = start + size
+                        continue
+                    # the frame goes on in later pieces: keep what is here, collect the rest as views
+                    self._key, self._parts, self._due = key, [bytes(view[start:])], start + size - len(buf)
+                pos = len(buf)
                 return out
-            (klen,) = _KEY_LEN.unpack_from(self._buf)
-            if klen == 0:
-                if len(self._buf) > 2:
-                    raise InvalidInput("pack has data after its end frame")
-                del self._buf[:2]
-                self.done = True
-                return out
-            if klen > 200:
-                raise InvalidInput(f"pack frame key of {klen} bytes is too long")
-            if len(self._buf) < 2 + klen + 8:
-                return out
-            try:
-                key = bytes(self._buf[2:2 + klen]).decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidInput("pack frame key is not UTF-8") from None
-            check_pack_key(key)
-            (size,) = _DATA_LEN.unpack_from(self._buf, 2 + klen)
-            if size > self.max_frame:
-                raise InvalidInput(f"pack frame {key} of {size} bytes is larger than the limit ({self.max_frame})")
-            start = 2 + klen + 8
-            if len(self._buf) < start + size:
-                return out
-            with memoryview(self._buf) as view:  # one copy out of the buffer, not two
-                out.append((key, bytes(view[start:start + size])))
-            del self._buf[:start + size]
+        finally:
+            del buf[:pos]
 
     def finish(self) -> None:
         """Raise InvalidInput when the stream ended before the end frame."""
