@@ -17,9 +17,11 @@ writes benchmarks/results/bench_ablation.json and the tables into docs/ablation.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mrepo.graph import Item  # noqa: E402
 from mrepo.kernels.fsc import fsc, resolution_at  # noqa: E402
 from mrepo.sim import (  # noqa: E402
     FrameSeriesConfig,
@@ -38,7 +41,9 @@ from mrepo.sim import (  # noqa: E402
     simulate_frame_series,
     simulate_tilt_series,
 )
+from mrepo.sim.optics import SimAberrations  # noqa: E402
 from mrepo.workers.api import HalfSums, ItemTask  # noqa: E402
+from mrepo.workers.deformation import volume_warp_displacement  # noqa: E402
 from mrepo.workers.reconstruct import reconstruct_species  # noqa: E402
 from mrepo.workers.refine_item import refine_item  # noqa: E402
 from mrepo.workers.settings import RefineSettings  # noqa: E402
@@ -61,25 +66,31 @@ def frames_sims(seeds: list[int], n: int, size: int, fractions: tuple[float, ...
     return [simulate_frame_series(cfg, s) for s in seeds]
 
 
-def tilts_sims(seeds: list[int], n: int, size: int, snr: float = 1.0) -> list:
+def tilts_sims(seeds: list[int], n: int, size: int, snr: float = 1.0, **overrides: Any) -> list:
     cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=96, optics=Optics(pixel_size=PIXEL),
                            species=small_species(BOX, PIXEL)[:1], box=BOX, n_particles=n, max_tilt=30.0,
-                           tilt_step=6.0, snr=snr, pad=3, slab_thickness=60.0, defocus=10000.0, species_seed=7)
+                           tilt_step=6.0, snr=snr, pad=3, slab_thickness=60.0, defocus=10000.0, species_seed=7,
+                           **overrides)
     return [simulate_tilt_series(cfg, s) for s in seeds]
 
 
 def run_row(sims: list, settings: RefineSettings, *, truth: bool | str, resolution: float,
-            species: list[int] | None = None, focus: str | None = None) -> dict[str, Any]:
+            species: list[int] | None = None, focus: str | None = None,
+            edit: Callable[[Any, Any, str], str] | None = None) -> dict[str, Any]:
     """Refine every item once with ``settings``; reconstruct each species from the summed half-sets.
-    Parameter errors cover the particles of species ``focus`` only, or all if None."""
+    Parameter errors cover the particles of species ``focus`` only, or all if None. ``edit(repo, sim,
+    item_hash) -> item_hash`` changes each stored item before refinement (the full oracle's truth)."""
     sr: SimRepo = build_population(sims, truth=truth, resolution=resolution, species=species)
     repo = sr.repo
     pop = repo.population()
-    items = repo.source(pop.sources["sim"]).items
+    source = repo.source(pop.sources["sim"])
+    items = source.items
     sums: dict[str, HalfSums] = {}
     errors, seconds = [], 0.0
     for key, sim in zip(sr.item_keys, sims):
-        task = ItemTask(repo.url, "sim", key, items[key], dict(pop.species), settings.to_json(), 1, 0)
+        item_hash = items[key] if edit is None else edit(repo, sim, items[key])
+        task = ItemTask(repo.url, "sim", key, item_hash, dict(pop.species), settings.to_json(), 1, 0,
+                        polarity=source.polarity)  # dark detector data are inverted on reading
         r = refine_item(task)
         seconds += r.stats["seconds"]
         for name, s in (r.sums or {}).items():
@@ -141,6 +152,91 @@ def ablation(kind: str, sims: list, base: RefineSettings, warp: tuple[int, int, 
               f"angle {row['angle_median_deg']:.2f}°  ({time.perf_counter() - t:.0f} s)", flush=True)
         log[kind] = rows
         save(log)
+    return rows
+
+
+#: issue 15's combined run: every effect the simulator injects at once
+FULL_OPTICS = SimAberrations(mag_matrix=((1.005, 0.002), (0.002, 0.995)), beam_tilt_mrad=(0.5, -0.3),
+                             trefoil=(20.0, 0.0))
+FULL_VOLUME_GRID = (5, 5, 2, 2)  # the oracle's fit of the injected volume deformation (linear in time)
+
+
+def oracle_volume_warp(sim: Any, grid: tuple[int, int, int, int] = FULL_VOLUME_GRID) -> np.ndarray:
+    """Nodes (3, gx, gy, gz, gt) Å of :func:`volume_warp_displacement` fitted by least squares to the
+    injected deformation at the particles and on a 9³ lattice through the volume, at every tilt's time."""
+    t = sim.truth
+    time = torch.from_numpy(t.pre_exposure / t.pre_exposure.max())
+    lattice = np.stack(np.meshgrid(*[np.linspace(0.0, 1.0, 9)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    pos = np.concatenate([t.particles.coordinates[:, 0], lattice * t.volume_size_A])
+    true = torch.from_numpy(t.volume_deformation(pos, time.numpy()).transpose(1, 0, 2))  # (P, n, 3)
+    where = torch.from_numpy(np.repeat(pos[:, None], len(time), 1))
+    nodes = torch.zeros((3, *grid), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([nodes], lr=1.0, max_iter=200, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                            tolerance_change=1e-14)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        fit = volume_warp_displacement(nodes, where, torch.from_numpy(t.volume_size_A), time)
+        loss = ((fit - true) ** 2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return nodes.detach().numpy()
+
+
+def full_oracle_edit(repo: Any, sim: Any, item_hash: str) -> str:
+    """The item with the injected optics (RELION keys), the injected damage as its ``weights`` model
+    (B Å², scale incl. the tilts' cos) and, for tilt series, the fitted true volume warp."""
+    item = Item.load(repo.objects, item_hash)
+    t = sim.truth
+    truth = FULL_OPTICS.to_json()
+    imaging = {**item.imaging, **{k: truth[k] for k in ("mag_matrix", "beam_tilt", "odd_zernike")}}
+    models = dict(item.models)
+    if t.damage is not None:
+        scale = t.damage.scales * (np.cos(np.deg2rad(t.ytilt)) if sim.kind == "tilts" else 1.0)
+        models["weights"] = repo.objects.put_array(np.stack([t.damage.bfactors_A2, scale], 1).astype(np.float64))
+    if sim.kind == "tilts" and t.volume_deformation is not None:
+        models["volume_warp"] = repo.objects.put_array(np.ascontiguousarray(oracle_volume_warp(sim)))
+    return dataclasses.replace(item, imaging=imaging, models=models).save(repo.objects)
+
+
+def full_rows(kind: str, base: RefineSettings, warp: tuple[int, int, int]) -> list[tuple[str, RefineSettings, bool]]:
+    """(label, settings, oracle) of the combined run: initial parameters, issue 5's groups, all of M's
+    models (issue 15's optics, doming / volume warp, data-driven weights), the oracle."""
+    m5 = base.replace(image_warp=list(warp), refine_poses=True, refine_defocus=True, refine_astigmatism=True,
+                      refine_stage_angles=kind == "tilts", weights=True, weights_scope="item")
+    deform = {"doming": (3, 3, 3)} if kind == "frames" else {"volume_warp": (3, 3, 2, 2)}
+    every = m5.replace(refine_mag=True, ctf_zernike3=True, **deform)
+    return [("initial parameters", base.replace(refine_shifts=False), False),
+            ("issue 5's groups (shifts, warp, poses, CTF, weights)", m5, False),
+            ("+ magnification, beam tilt/trefoil, " + ("doming" if kind == "frames" else "volume warp"), every, False),
+            ("oracle (true parameters, optics, deformation, weights)", base.replace(refine_shifts=False, weights=True),
+             True)]
+
+
+def full_ablation(kind: str, sims: list, base: RefineSettings, warp: tuple[int, int, int], resolution: float,
+                  log: dict) -> list[dict]:
+    rows = []
+    for label, settings, oracle in full_rows(kind, base, warp):
+        t = time.perf_counter()
+        row = run_row(sims, settings, truth="oracle" if oracle else False, resolution=resolution,
+                      edit=full_oracle_edit if oracle else None)
+        row["label"] = label
+        rows.append(row)
+        sp = next(iter(row["species"].values()))
+        print(f"full-{kind} {label[:40]:40s} FSC0.143 {sp['fsc_0143_A']:6.2f} Å  vs truth {sp['truth_fsc_05_A']:6.2f} Å  "
+              f"shift {row['shift_rms_px']:.3f} px  defocus {row['defocus_rms_A']:6.1f} Å  "
+              f"angle {row['angle_median_deg']:.2f}°  ({time.perf_counter() - t:.0f} s)", flush=True)
+        log[f"full_{kind}"] = rows
+        save(log)
+    if rows:
+        sp_final, sp_oracle = (next(iter(r["species"].values())) for r in (rows[-2], rows[-1]))
+        log[f"full_{kind}_vs_oracle_pct"] = {
+            k: round(100 * (sp_final[k] / sp_oracle[k] - 1), 1) for k in ("fsc_0143_A", "truth_fsc_05_A")}
+        save(log)
+        print(table(rows))
+        print(f"final vs oracle (%): {log[f'full_{kind}_vs_oracle_pct']}", flush=True)
     return rows
 
 
@@ -229,9 +325,14 @@ def write_doc(log: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (checks the script, not the science)")
-    ap.add_argument("--only", choices=["frames", "tilts", "multi"], action="append")
+    ap.add_argument("--only", choices=["frames", "tilts", "multi", "full-frames", "full-tilts"], action="append",
+                    help="full-*: issue 15's combined run (every effect injected, every model on, vs the oracle); "
+                         "writes bench_ablation_full-*.json only, not the doc")
     ap.add_argument("--refine-res", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--full-particles", type=int, default=24, help="particles per frame series (full-*; tilts: half)")
+    ap.add_argument("--full-dome", type=float, default=600.0, help="injected dome, Å (full-frames)")
+    ap.add_argument("--full-volume-warp", type=float, default=5.0, help="injected volume deformation, Å (full-tilts)")
     ap.add_argument("--multi-items", type=int, default=6)
     ap.add_argument("--multi-particles", type=int, default=40)
     ap.add_argument("--multi-snr", type=float, default=0.3)
@@ -255,6 +356,9 @@ def main() -> None:
     base = RefineSettings(resolution_fraction=1.0, lbfgs_iterations=8 if q else 12, rounds=1 if q else 2,
                           defocus_search_range=1000.0, defocus_search_step=100.0, threads=a.threads)
     only = set(a.only or ["frames", "tilts", "multi"])
+    full = sorted(o for o in only if o.startswith("full-"))
+    if full and len(only) > len(full):
+        raise SystemExit("--only full-* runs alone (its results do not go into the doc's tables)")
     log: dict[str, Any] = {"part": "-".join(sorted(only)) if len(only) > 1 else next(iter(only))}
     log["command"] = " ".join(["python benchmarks/bench_ablation.py", *sys.argv[1:]])
     log["setup"] = (f"pixel {PIXEL} Å, box {BOX}, defocus 1 µm, SNR 1, refinement limit {a.refine_res} Å, references = "
@@ -267,6 +371,21 @@ def main() -> None:
         sims = tilts_sims([1, 2], 6 if q else 12, 192 if q else 256)
         log["tilts_setup"] = f"{len(sims)} tilt series x {sims[0].config.n_particles} particles, 11 tilts ±30°"
         ablation("tilts", sims, base, (3, 3, 1), a.refine_res, log)
+    for part in full:
+        kind = part.split("-")[1]
+        if kind == "frames":
+            sims = frames_sims([1, 2], 8 if q else a.full_particles, 192 if q else 288, doming_A=a.full_dome,
+                               aberrations=FULL_OPTICS, damage="measured")
+        else:
+            sims = tilts_sims([1, 2], 6 if q else a.full_particles // 2, 192 if q else 256,
+                              volume_warp_A=a.full_volume_warp, aberrations=FULL_OPTICS, damage="measured")
+        log[f"full_{kind}_setup"] = (f"{len(sims)} {kind} series x {sims[0].config.n_particles} particles; injected: "
+                                     f"{FULL_OPTICS.to_json()}, measured damage, "
+                                     + (f"dome {a.full_dome} Å" if kind == "frames" else
+                                        f"volume deformation {a.full_volume_warp} Å"))
+        full_ablation(kind, sims, base, (3, 3, 3) if kind == "frames" else (3, 3, 1), a.refine_res, log)
+    if full:
+        return
     if "multi" in only:
         seeds = [11, 12] if q else list(range(a.multi_first_seed, a.multi_first_seed + a.multi_items))
         n = 16 if q else a.multi_particles
