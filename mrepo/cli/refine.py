@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         refine_tilt_movies: bool = typer.Option(False, "--refine-tilt-movies",
                                                 help="Tilt series with raw tilt movies: refine per-frame (x, y) "
                                                 "shifts inside each tilt's movie (item model tilt_movie_shifts, Å, "
-                                                "zero-mean per tilt; default 0) after the other groups, and use "
+                                                "each tilt's frame mean kept; default 0) after the other groups, and use "
                                                 "the aligned frames as the tilt images (MCore --refine_tiltmovies). "
                                                 "Refused when a tilt series has no raw tilt movies."),
         resolution_fraction: float = typer.Option(0.8, "--resolution-fraction",

@@ -79,7 +79,7 @@ class RefineSettings:
     default 3x3x5: M's 3 x 3 spatial points), or None.
     ``tilt_movies`` (tilt series with raw tilt movies; MCore ``--refine_tiltmovies``): after the other
     groups, refine per-frame (x, y) shifts inside each tilt's movie (item model ``tilt_movie_shifts``
-    (n, F, 2) Å, zero-mean per tilt, default zeros) and re-make each tilt from its aligned frames
+    (n, F, 2) Å, each tilt's mean over its frames kept, default zeros) and re-make each tilt from its aligned frames
     (:mod:`mrepo.workers.tilt_movies`); off by default.
     """
 

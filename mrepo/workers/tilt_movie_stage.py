@@ -51,7 +51,8 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
     stack = frame_exposures(movies, polarity)
     with torch.no_grad():
         tilt_geo = particle_geometry(model, ctx.particles, params)
-    x = torch.from_numpy(start).clone()
+    x0 = torch.from_numpy(start)
+    x = x0.clone()
     stream = ctx.stream
     ctx.stream = ctx.patch_mib * f > ctx.settings.patch_memory_mib  # F times the tilts' patches: stream above the cap
     try:
@@ -62,7 +63,7 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
     def target_of(subsets, shifts: torch.Tensor, rows=None) -> float:
         with torch.no_grad():
             sm = evaluate(
-                fmodel, subsets, frame_geometry(tilt_geo, centred_shifts(shifts)), ctx.n_particles, ctf_frozen=True
+                fmodel, subsets, frame_geometry(tilt_geo, centred_shifts(shifts, x0)), ctx.n_particles, ctf_frozen=True
             )
         return float(sm.target(rows))
 
@@ -84,13 +85,13 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
     def closure() -> torch.Tensor:
         opt.zero_grad()
         report_stage(item, "L-BFGS tilt_movies", min(int(opt.state[x].get("n_iter", 0)) + 1, steps), steps)
-        geo = frame_geometry(tilt_geo, centred_shifts(x))
+        geo = frame_geometry(tilt_geo, centred_shifts(x, x0))
         t = backward_target(fmodel, own, geo, ctx.n_particles, ctf_frozen=True, scale=1000.0)
         return torch.tensor(-1000.0 * t, dtype=torch.float64)
 
     if steps:
         opt.step(closure)
-    x = centred_shifts(x.detach())
+    x = centred_shifts(x.detach(), x0)
     after = {h: target_of(own, x, rows) for h, rows in halves.items()}
     kept = all(after[h] >= before[h] for h in halves)
     if not kept:

@@ -5,8 +5,10 @@ one MRC movie (F, y, x) per tilt, stack order, every movie with the same F frame
 images' size). The item model ``tilt_movie_shifts`` (n, F, 2) float64 Å holds the (x, y)
 image-content displacement of frame k of tilt i relative to the tilt image (absent = zeros): the
 frame sees particle p at ``pos_p,i + s_i,k`` (``pos_p,i`` the tilt-level position of
-:func:`mrepo.workers.geometry.particle_geometry`). The shifts are kept zero-mean over the frames
-of each tilt (the tilt's own position is the global shifts' job), M's reference-based tilt movie
+:func:`mrepo.workers.geometry.particle_geometry`). Refinement keeps the mean over each tilt's frames
+where it starts (the tilt's own position is the global shifts' job): zero for movies without an
+alignment (a fresh or simulated item: the shifts are zero-mean), Warp's alignment of the movie to
+its average for imported ones (:mod:`mrepo.io.warp_import`). This is M's reference-based tilt movie
 alignment with a grid of no spatial and per-frame temporal resolution (M paper, Methods:
 "For frames in tilt movie i …"; M's refined 3 x 3 x 3 spatial grid is not modelled).
 
@@ -130,9 +132,10 @@ def stored_shifts(objects: ObjectStore, item: Item, n: int, frames: int) -> np.n
     return a
 
 
-def centred_shifts(x: Tensor) -> Tensor:
-    """Per-frame shifts (n, F, 2) with each tilt's mean over frames removed (the gauge)."""
-    return x - x.mean(1, keepdim=True)
+def centred_shifts(x: Tensor, start: Tensor | None = None) -> Tensor:
+    """Per-frame shifts (n, F, 2) with each tilt's mean change over its frames since ``start`` removed
+    (the gauge; ``start`` None: zeros, i.e. zero-mean shifts)."""
+    return x - (x if start is None else x - start).mean(1, keepdim=True)
 
 
 def frame_model(model: ItemModel, frames: int) -> ItemModel:

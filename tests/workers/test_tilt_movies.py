@@ -85,6 +85,9 @@ def test_frame_geometry_and_model_repeat_the_tilt_and_split_its_dose():
     torch.testing.assert_close(fg.defocus_u[:, 11], geo.defocus_u[:, 2])
     torch.testing.assert_close(fg.optics["phase"], torch.arange(3, dtype=_F).repeat_interleave(4))
     torch.testing.assert_close(centred_shifts(s).mean(1), torch.zeros(3, 2, dtype=_F))
+    start = torch.from_numpy(rng.normal(size=(3, 4, 2)))  # imported alignment: its per-tilt mean is kept
+    torch.testing.assert_close(centred_shifts(s, start).mean(1), start.mean(1))
+    torch.testing.assert_close(centred_shifts(start, start), start)
 
 
 def test_sim_tilt_movies_sum_to_the_tilts_and_load_as_frames():
