@@ -28,8 +28,12 @@ Item fields from a Warp XML (:mod:`mrepo.io.warp_xml`; sources cited there) and 
   global_shifts = AxisOffset - GridMovement(node t) plus the centre difference between Warp
   (Size/2 in Å) and RELION (int(Size/2) px). Raw data: ``tiltstack/<name>/<name>.st`` when present,
   else a manifest of the tilt images: each <MoviePath> (relative to DataDirectory or the XML's folder)
-  when it is an MRC, else (.tif/.eer movies) Warp's average ``<movie folder>/average/<movie stem>.mrc``,
-  the image TiltSeries.LoadMovieData reads.
+  when it is an MRC image, else (.tif/.eer movies, MRC movies of several frames) Warp's average
+  ``<movie folder>/average/<movie stem>.mrc``, the image TiltSeries.LoadMovieData reads. Tilt movies: when
+  every MoviePath is an MRC movie of the tilt images' size (same frame count) with its Warp XML next to it,
+  the movies become ``Item.tilt_movies`` and −GridMovementX/Y of each movie XML (Å, one node per frame)
+  the model ``tilt_movie_shifts`` (n, F, 2) (:mod:`mrepo.workers.tilt_movies`); GridLocalMovement is not
+  modelled, .tif/.eer movies are not attached.
 - phase_shift (n,) deg = PhaseShift · 180 when non-zero. Everything else (grids without a model slot,
   attributes, per-tilt lists, CTF params) is kept verbatim in ``Item.metadata["warp"]`` so that
   :func:`~mrepo.io.m_format.export_m` can write the XML back unchanged.
@@ -214,13 +218,47 @@ def find_movie(xml: Path, meta: WarpMeta, extension: str | None = None) -> Path:
     return found[0]
 
 
+def _mrc_movie(path: Path) -> bool:
+    """True for an existing MRC file holding more than one image (a movie of frames)."""
+    return path.suffix.lower() in (".mrc", ".mrcs") and path.is_file() and mrc_info(path).nz > 1
+
+
 def tilt_image_path(movie: Path) -> Path:
     """The image Warp/M read for one tilt whose MoviePath resolves to ``movie``: the file itself when it is
-    an MRC image, else (a .tif/.eer movie) Warp's motion-corrected average ``<folder>/average/<stem>.mrc``
-    (Movie.AveragePath, read by TiltSeries.LoadMovieData)."""
-    if movie.suffix.lower() in (".mrc", ".mrcs", ".st"):
+    an MRC image, else (a .tif/.eer movie, or an MRC movie of several frames) Warp's motion-corrected
+    average ``<folder>/average/<stem>.mrc`` (Movie.AveragePath, read by TiltSeries.LoadMovieData)."""
+    if movie.suffix.lower() in (".mrc", ".mrcs", ".st") and not _mrc_movie(movie):
         return movie
     return movie.parent / "average" / f"{movie.stem}.mrc"
+
+
+def _movie_base(xml: Path, meta: WarpMeta) -> Path:
+    """The folder MoviePath entries are relative to (DataDirectory, else the XML's folder)."""
+    return xml.parent / meta.data_directory if meta.data_directory else xml.parent
+
+
+def _tilt_movies(xml: Path, meta: WarpMeta, size: tuple[int, int], staging: Staging,
+                 copy: bool) -> tuple[RawData | None, np.ndarray | None]:
+    """The raw tilt movies of a tilt series (``Item.tilt_movies``) and their per-frame shifts
+    ``tilt_movie_shifts`` (n, F, 2) Å = −GridMovementX/Y of each movie's own XML (``<stem>.xml`` next to it;
+    Warp: a frame sees a particle at ``x − grid``, mrepo: its content displaced by ``+shift``), when every
+    MoviePath is an MRC movie of the tilt images' size with the same frame count and an XML; else
+    (None, None): .tif/.eer movies are not read, local motion grids are not modelled."""
+    base = _movie_base(xml, meta)
+    movies = [base / p for p in meta.per_tilt.get("MoviePath", [])]
+    if not movies or not all(_mrc_movie(m) and m.with_suffix(".xml").is_file() for m in movies):
+        return None, None
+    infos = [mrc_info(m) for m in movies]
+    frames = infos[0].nz
+    if any((i.nx, i.ny, i.nz) != (*size, frames) for i in infos):
+        return None, None
+    shifts = []
+    for m in movies:
+        mx = m.with_suffix(".xml")
+        mm = read_warp_xml(mx)
+        shifts.append(-np.stack([_grid_nodes(mm, "GridMovementX", frames, mx),
+                                 _grid_nodes(mm, "GridMovementY", frames, mx)], 1))
+    return raw_manifest(movies, copy=copy, staging=staging), np.stack(shifts)
 
 
 def _tilt_raw(xml: Path, meta: WarpMeta, n: int, staging: Staging, copy: bool) -> tuple[RawData, int, int, float]:
@@ -233,7 +271,7 @@ def _tilt_raw(xml: Path, meta: WarpMeta, n: int, staging: Staging, copy: bool) -
     names = meta.per_tilt.get("MoviePath")
     if not names or not any(names):
         raise InvalidInput(f"{xml}: expected a tilt stack {stack} or a <MoviePath> list; found neither")
-    base = xml.parent / meta.data_directory if meta.data_directory else xml.parent
+    base = _movie_base(xml, meta)
     paths = [tilt_image_path(base / p) for p in names]
     for name, p in zip(names, paths):
         if not p.is_file():
@@ -292,6 +330,7 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
     imaging: dict[str, Any] = {"pixel_size": pix, "voltage": meta.ctf_value("Voltage", 300.0, xml),
                                "amplitude_contrast": meta.ctf_value("Amplitude", 0.07, xml),
                                **optics_from_warp(meta, xml)}
+    tilt_movies = None
     if meta.root == "Movie":
         path = movie if movie is not None else find_movie(xml, meta)
         fmt = path.suffix.lower().lstrip(".")
@@ -316,8 +355,9 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
         n = len(meta.per_tilt["Angles"])
         volume = _volume_A(xml, meta, settings)
         raw, w, h, voxel = _tilt_raw(xml, meta, n, staging, copy)
+        base = _movie_base(xml, meta)
         if raw.format == "manifest" and "PixelSize" in imp and any(
-                tilt_image_path(Path(m)) != Path(m) for m in meta.per_tilt.get("MoviePath", [])):
+                tilt_image_path(base / m) != base / m for m in meta.per_tilt.get("MoviePath", [])):
             try:  # Warp writes averages at PixelSize * 2^BinTimes (ProcessingOptions.BinnedPixelSizeMean)
                 pix = pix * 2.0 ** float(imp.get("BinTimes", "0"))
             except ValueError:
@@ -330,6 +370,9 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
                        tilt_angles=[float(v) for v in meta.per_tilt["Angles"]], pre_exposure=pre.tolist(),
                        exposure=dose.tolist(), acquisition_order=order)
         models = models_from_warp(meta, n, xml, pixel=pix, image_px=(w, h), volume_A=volume)
+        tilt_movies, movie_shifts = _tilt_movies(xml, meta, (w, h), staging, copy)
+        if movie_shifts is not None:
+            models["tilt_movie_shifts"] = movie_shifts
         kind = "tilts"
     if voxel > 0 and not same_pixel(voxel, pix):
         raise InvalidInput(f"{xml}: raw data voxel size {voxel} Å disagrees with pixel size {pix} Å "
@@ -337,7 +380,7 @@ def warp_item(xml: str | Path, staging: Staging, *, settings: dict[str, dict[str
     put = staging.objects.put_array
     return Item(kind, name or xml.stem, raw, imaging, {k: put(np.ascontiguousarray(v, dtype=np.float64))
                                                        for k, v in models.items()},
-                metadata={"warp": meta.to_json()})
+                metadata={"warp": meta.to_json()}, tilt_movies=tilt_movies)
 
 
 def import_warp(repo: Repository, folder: str | Path, *, source: str, settings: str | Path | None = None,
