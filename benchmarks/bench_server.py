@@ -12,6 +12,11 @@ times with fresh targets, alternating; the best time of each is compared (a shar
   array, in one data source (about 3 objects per item);
 - ``large``: ``--arrays`` species maps of ``--array-mb`` MiB each (float32 volumes).
 
+The same stored files cross either way (no re-encoding). The checks differ where trust does: a
+direct push into a local folder checks array chunks against their digests only (the source is the
+user's own repository), the server checks everything it receives in full (digests, decoding and
+each array's hash), as every clone checks what it receives.
+
 Then requests/s for small-object GETs with ``--clients`` threads, and the server's resident memory
 (VmRSS, sampled every 50 ms) before and during ``--load-clients`` concurrent readers (for twice
 ``--seconds``) that fetch records and the files of the large arrays (chunks of up to 4 MiB).
@@ -40,9 +45,9 @@ import numpy as np
 from mrepo.api import add_token
 from mrepo.graph import DataSource, Item, ParticleTable, Population, RawData, Repository, Species, clone, push
 
-LAUNCH = ("import sys, uvicorn; from mrepo.api import create_app; "
-          "uvicorn.run(create_app(sys.argv[1], sys.argv[2], access_log=False), host='127.0.0.1', "
-          "port=int(sys.argv[3]), log_level='warning', access_log=False, limit_concurrency=1000)")
+#: The server as ``mrepo serve`` runs it (mrepo.api.serving: uvicorn, h11 with the header deadline).
+LAUNCH = ("import sys; from mrepo.api import create_app; from mrepo.api.serving import run; "
+          "run(create_app(sys.argv[1], sys.argv[2], access_log=False), '127.0.0.1', int(sys.argv[3]))")
 
 
 def small_population(repo: Repository, n_items: int) -> Population:

@@ -105,7 +105,9 @@ class BatchClient:
                 if resp.status_code >= 400:
                     resp.read()
                     self.backend._raise(resp, "objects/")
-                yield from pack.decode(resp.iter_bytes(1 << 20), MAX_DOWNLOAD_FRAME)
+                # pieces as they come off the socket: the pack reader joins a frame once (a fixed
+                # chunk size would copy every byte through another buffer first)
+                yield from pack.decode(resp.iter_bytes(), MAX_DOWNLOAD_FRAME)
 
 
 class RecordBuffer:
