@@ -17,7 +17,7 @@ import torch
 
 from mrepo.store import InvalidInput
 from mrepo.workers.geometry import Parameters, particle_geometry
-from mrepo.workers.objective import backward_target, evaluate
+from mrepo.workers.objective import Subset, backward_target, evaluate
 from mrepo.workers.stages import report_stage
 from mrepo.workers.tilt_movies import (
     TiltMovies,
@@ -60,7 +60,7 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
     finally:
         ctx.stream = stream
 
-    def target_of(subsets, shifts: torch.Tensor, rows=None) -> float:
+    def target_of(subsets: list[Subset], shifts: torch.Tensor, rows: torch.Tensor | None = None) -> float:
         with torch.no_grad():
             sm = evaluate(
                 fmodel, subsets, frame_geometry(tilt_geo, centred_shifts(shifts, x0)), ctx.n_particles, ctf_frozen=True
@@ -105,8 +105,8 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
         "target_before": total0,
         "target_after": total1,
         "kept": kept,
-        "halves_before": before,
-        "halves_after": after,
+        "halves_before": {str(h): v for h, v in before.items()},
+        "halves_after": {str(h): v for h, v in after.items()},
         **summary(shifts, ps),
     }
     return shifts, stats
