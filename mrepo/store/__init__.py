@@ -25,6 +25,7 @@ from .hashing import (
     hash_blob,
     hash_bytes,
     hash_file,
+    hash_file_cached,
     hash_record,
     is_hash,
 )
@@ -47,7 +48,8 @@ __all__ = [
     "Backend", "CorruptObject", "Entry", "InvalidInput", "InvalidName", "LocalBackend", "MemoryBackend",
     "MergeConflict", "MrepoError", "ObjectNotFound", "ObjectStore", "RefConflict", "RefNotFound", "RefStore",
     "RepositoryNotFound", "S3Backend", "Storage", "array_ref", "blob_ref", "branch_key", "canonical_json",
-    "check_hash", "check_name", "deref", "hash_array", "hash_blob", "hash_bytes", "hash_file", "hash_record",
+    "check_hash", "check_name", "deref", "hash_array", "hash_blob", "hash_bytes", "hash_file", "hash_file_cached",
+    "hash_record",
     "is_hash", "open_backend", "register_backend", "record_ref", "references", "remote_key", "tag_key",
     "MissingExtra", "Unreachable", "require_extra",
 ]

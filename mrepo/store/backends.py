@@ -116,6 +116,11 @@ class Backend(ABC):
     def get_size(self, key: str) -> int:
         return len(self.get(key))
 
+    def local_file(self, key: str) -> Path | None:
+        """The local file holding ``key``, for readers that map large objects instead of reading
+        them; None when the backend is not a local folder or the key is absent."""
+        return None
+
     def move(self, src: str, dst: str) -> None:
         """Make the object at ``src`` appear at ``dst`` (overwriting) and remove ``src``;
         ObjectNotFound when ``src`` is absent. A copy and a delete by default (locally a rename)."""
@@ -165,6 +170,10 @@ class LocalBackend(Backend):
                 self._safe.clear()
             self._safe.add(folder)
         return path
+
+    def local_file(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
 
     def _folder(self, prefix: str) -> Path:
         """The folder of a listing prefix (``""`` is the root; ``a/b/`` is ``a/b``)."""

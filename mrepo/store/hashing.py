@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,39 @@ def hash_file(path: str | Path, chunk_size: int = 8 << 20) -> str:
         while chunk := f.read(chunk_size):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: (path, tagged) -> (size, mtime_ns, ctime_ns, inode, hash): files already hashed by this process
+_FILE_HASHES: dict[tuple[str, bool], tuple[int, int, int, int, str]] = {}
+#: a file must be unchanged this long (ns) before its hash is remembered
+_SETTLED_NS = 1_000_000_000
+
+
+def hash_file_cached(path: str | Path, *, tagged: bool = True) -> str:
+    """:func:`hash_file` (``tagged``: the blob tag prepended, as raw data is hashed) or, untagged, the
+    BLAKE3 of the file's bytes as they are (a stored blob file, which holds its tag), computed once
+    per process while the file's size, modification and change times and inode stay the same
+    (any write changes the change time), so raw data is not re-hashed every refinement iteration.
+    A file changed less than :data:`_SETTLED_NS` before it is hashed is not remembered: a write
+    within the file system's time granularity could leave its times unchanged ("racy git")."""
+    path = Path(path)
+    started = time.time_ns()
+    st = path.stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    key = (str(path.resolve()), tagged)
+    got = _FILE_HASHES.get(key)
+    if got is not None and got[:4] == stamp:
+        return got[4]
+    h = blake3.blake3(BLOB_TAG if tagged else b"")
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    digest = h.hexdigest()
+    st = path.stat()
+    settled = started - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS
+    if settled and (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == stamp:  # unchanged while read
+        _FILE_HASHES[key] = (*stamp, digest)
+    return digest
 
 
 def hash_stream(chunks: Iterable[bytes]) -> str:

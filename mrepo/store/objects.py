@@ -32,6 +32,7 @@ from .hashing import (
     hash_array,
     hash_bytes,
     hash_file,
+    hash_file_cached,
     parse_record_bytes,
     record_bytes,
 )
@@ -197,6 +198,21 @@ class ObjectStore:
         if verify and hash_bytes(data) != h:
             raise CorruptObject(f"blob {h} is corrupt: its content does not match its hash")
         return data[len(BLOB_TAG):]
+
+    def blob_file(self, h: str) -> tuple[Path, int] | None:
+        """(local file, byte offset of the content) of the stored blob ``h``, verified against its hash
+        (once per process while the file is unchanged: :func:`hash_file_cached`); None when the store
+        is not a local folder or does not hold ``h``. CorruptObject when the file does not match."""
+        check_hash(h)
+        path = self.backend.local_file(object_key(h))
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            if f.read(len(BLOB_TAG)) != BLOB_TAG:
+                raise InvalidInput(f"object {h} is a record, not a blob")
+        if hash_file_cached(path, tagged=False) != h:
+            raise CorruptObject(f"blob {h} is corrupt: its content does not match its hash")
+        return path, len(BLOB_TAG)
 
     # ------------------------------------------------------------------ arrays
     def has_array(self, h: str) -> bool:

@@ -34,14 +34,10 @@ from mrcfile.mrcinterpreter import MrcInterpreter
 
 from mrepo.graph import Item
 from mrepo.graph.model import check_polarity
-from mrepo.store import CorruptObject, InvalidInput, ObjectStore, hash_file
-from mrepo.store.backends import LocalBackend
-from mrepo.store.objects import object_key
+from mrepo.store import CorruptObject, InvalidInput, ObjectStore, hash_file_cached
 
 __all__ = ["RawStack", "NormalisedExposures", "read_raw", "read_exposures", "open_exposures", "normalised_exposures",
            "exposure_statistics"]
-
-_BLOB_PREFIX = len(b"blob\0")
 
 
 def _local_path(uri: str) -> Path | None:
@@ -49,17 +45,6 @@ def _local_path(uri: str) -> Path | None:
     if parsed.scheme in ("", "file"):
         return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
     return None
-
-
-def _hash_stored(path: Path, chunk_size: int = 8 << 20) -> str:
-    """BLAKE3 of a stored object file (it holds exactly the hashed bytes, tag included)."""
-    import blake3
-
-    h = blake3.blake3()
-    with path.open("rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _extended_size(raw: bytes) -> int:
@@ -97,16 +82,16 @@ class _MrcFile:
         path = _local_path(uri) if uri else None
         self.what = what
         if path is not None and path.is_file():
-            if hash_file(path) != h:
+            if hash_file_cached(path) != h:  # hashed once per process while the file is unchanged
                 raise CorruptObject(f"{what}: raw data {path} does not match its hash {h[:12]}")
             self.data = self._map(path, 0)
         elif stored or objects.has_object(h):
-            backend = objects.backend
-            if isinstance(backend, LocalBackend):
-                blob = backend._path(object_key(h))
-                if _hash_stored(blob) != h:
-                    raise CorruptObject(f"{what}: stored raw data {h[:12]} is corrupt")
-                self.data = self._map(blob, _BLOB_PREFIX)
+            try:
+                local = objects.blob_file(h)  # a local store's file, verified, memory-mapped below
+            except CorruptObject:
+                raise CorruptObject(f"{what}: stored raw data {h[:12]} is corrupt") from None
+            if local is not None:
+                self.data = self._map(*local)
             else:
                 data = objects.get_blob(h, verify=True)
                 offset, dtype, shape = _header(data, what)

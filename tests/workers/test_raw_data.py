@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from mrepo.graph import DataSource, Item, Population, RawData, Repository
 from mrepo.graph.merge import merge_populations
 from mrepo.sim import render_tilts
 from mrepo.store import CorruptObject, InvalidInput, hash_file
+from mrepo.store.hashing import _FILE_HASHES
 from mrepo.workers.raw_data import RawStack, exposure_statistics, open_exposures, read_exposures
 from tests.workers.simdata import frames_sim, tilts_sim
 
@@ -96,6 +98,28 @@ def test_changed_or_missing_raw_files_are_refused(tmp_path: Path, stack: np.ndar
     with pytest.raises(InvalidInput, match="section 9 of"):
         other = _mrc(tmp_path / "other.mrcs", stack)
         RawStack.open(repo.objects, _item(_manifest(repo, [(other, 8)])))
+
+
+def test_raw_data_changed_after_a_read_is_refused(tmp_path: Path, stack: np.ndarray) -> None:
+    """Raw files are hashed once per process while unchanged (not every iteration); a file, or a stored
+    blob, written to after a successful read is hashed again and refused."""
+    repo = Repository.init(str(tmp_path / "repo"))
+    path = _mrc(tmp_path / "ts.mrcs", stack)
+    stored = RawData(repo.objects.put_blob_file(path), path.stat().st_size, "mrc", stored=True)
+    time.sleep(1.1)  # hashes of files changed within the last second are not remembered
+    blob, offset = repo.objects.blob_file(stored.hash)
+    assert offset == len(b"blob\0") and blob.read_bytes()[offset:] == path.read_bytes()
+    for raw, file, message in ((_in_place(path), path, "does not match its hash"), (stored, blob, "is corrupt")):
+        for _ in range(2):  # the second read is served by the per-process hash
+            assert np.array_equal(RawStack.open(repo.objects, _item(raw)).stack(), stack)
+        assert (str(file.resolve()), file is not blob) in _FILE_HASHES  # remembered
+        with open(file, "r+b") as f:  # same size, one bit changed in place
+            f.seek(-1, 2)
+            last = f.read(1)
+            f.seek(-1, 2)
+            f.write(bytes([last[0] ^ 1]))
+        with pytest.raises(CorruptObject, match=message):
+            RawStack.open(repo.objects, _item(raw))
 
 
 def test_exposures_are_read_lazily(tmp_path: Path) -> None:
