@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from ..graph import MERGE_POLICIES, clone, fetch, pull, push
@@ -16,6 +19,17 @@ def _summary(stats: TransferStats) -> str:
             f"{stats.bytes / 1e6:.1f} MB ({stats.array_bytes / 1e6:.1f} MB array data)")
 
 
+def _transfer(label: str, json: bool, run: Callable[[Any], TransferStats], done: str) -> None:
+    """Run one transfer (``run(progress)``) under a progress bar named ``label``; print its statistics as
+    JSON, or as ``<done>: <summary>``."""
+    with progress_bar(label, not json) as progress:
+        stats = run(progress)
+    if json:
+        print_json(stats)
+    else:
+        console.print(f"{done}: {_summary(stats)}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("clone")
     def clone_cmd(source: str = typer.Argument(..., help="Repository to copy: a folder, s3://bucket/prefix or "
@@ -25,24 +39,15 @@ def register(app: typer.Typer) -> None:
                   workers: int = WorkersOption, json: bool = JsonOption) -> None:
         """Copy a repository with all branches, tags and pull requests (its remote 'origin' is SOURCE)."""
         refuse_memory(destination, "clone into")
-        with progress_bar("clone", not json) as progress:
-            _, stats = clone(source, destination, workers=workers, progress=progress)
-        if json:
-            print_json(stats)
-        else:
-            console.print(f"Cloned {source} into {destination}: {_summary(stats)}")
+        _transfer("clone", json, lambda p: clone(source, destination, workers=workers, progress=p)[1],
+                  f"Cloned {source} into {destination}")
 
     @app.command("fetch")
     def fetch_cmd(remote: str = typer.Argument("origin", help="Remote name or URL."),
                   repo: str = RepoOption, workers: int = WorkersOption, json: bool = JsonOption) -> None:
         """Copy a remote's branches into refs/remotes/<remote>/."""
         r = open_repo(repo)
-        with progress_bar("fetch", not json) as progress:
-            stats = fetch(r, remote, workers=workers, progress=progress)
-        if json:
-            print_json(stats)
-        else:
-            console.print(f"Fetched from {remote}: {_summary(stats)}")
+        _transfer("fetch", json, lambda p: fetch(r, remote, workers=workers, progress=p), f"Fetched from {remote}")
 
     @app.command("push")
     def push_cmd(remote: str = typer.Argument("origin", help="Remote name or URL."),
@@ -52,12 +57,8 @@ def register(app: typer.Typer) -> None:
                  repo: str = RepoOption, workers: int = WorkersOption, json: bool = JsonOption) -> None:
         """Send a branch to a remote (objects first, then the ref by compare-and-swap)."""
         r = open_repo(repo)
-        with progress_bar("push", not json) as progress:
-            stats = push(r, remote, branch, remote_branch=to, force=force, workers=workers, progress=progress)
-        if json:
-            print_json(stats)
-        else:
-            console.print(f"Pushed to {remote}: {_summary(stats)}")
+        _transfer("push", json, lambda p: push(r, remote, branch, remote_branch=to, force=force, workers=workers,
+                                               progress=p), f"Pushed to {remote}")
 
     @app.command("pull")
     def pull_cmd(remote: str = typer.Argument("origin", help="Remote name or URL."),
