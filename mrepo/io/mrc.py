@@ -85,9 +85,14 @@ def read_map(path: str | Path, what: str) -> tuple[np.ndarray, float]:
 MRC_LABEL = b"written by mrepo".ljust(80)
 
 
+#: data types an MRC file holds as they are (mode 0, 1, 6, 12, 2)
+MRC_DTYPES = (np.int8, np.int16, np.uint16, np.float16, np.float32)
+
+
 def write_mrc(path: str | Path, data: np.ndarray, voxel_size: float, *, origin: tuple[float, float, float] | None
-              = None, volume: bool = True) -> Path:
-    """Write float32 data with voxel size (Å) and origin (Å); ``volume=False`` marks an image stack.
+              = None, volume: bool = True, keep_dtype: bool = False) -> Path:
+    """Write data as float32 (``keep_dtype``: in its own type when MRC has it, e.g. int16 stays 2 bytes a
+    pixel) with voxel size (Å) and origin (Å); ``volume=False`` marks an image stack.
 
     The bytes depend only on the arguments: mrcfile's default label carries the creation
     time, which would change the file's BLAKE3 hash (raw data identity) on every run, so
@@ -95,10 +100,11 @@ def write_mrc(path: str | Path, data: np.ndarray, voxel_size: float, *, origin: 
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    dtype = data.dtype if keep_dtype and data.dtype.type in MRC_DTYPES else np.float32
     with mrcfile.new(p, overwrite=True) as m:
         m.header.label[0] = MRC_LABEL
         m.header.nlabl = 1
-        m.set_data(np.ascontiguousarray(data, dtype=np.float32))
+        m.set_data(np.ascontiguousarray(data, dtype=dtype))
         if data.ndim == 3 and not volume:
             m.set_image_stack()
         m.voxel_size = float(voxel_size)

@@ -56,7 +56,7 @@ from ..store import InvalidInput
 from .item_models import model_array
 from .m_hash import m_data_hash
 from .m_optics import check_optics_representable, with_optics
-from .mrc import MRC_LABEL
+from .mrc import write_mrc
 from .raw_access import raw_paths, raw_sections
 from .star import write_star
 from .warp_import import centre_terms, corrections_to_m, models_from_warp, warp_tilt_matrices
@@ -224,23 +224,6 @@ def _sections(repo: Repository, item: Item, n: int) -> list[int | None]:
     return raw_sections(repo, item) if item.raw.format == "manifest" else list(range(n))
 
 
-_MRC_DTYPES = (np.int8, np.int16, np.uint16, np.float16, np.float32)
-
-
-def _write_image(path: Path, image: np.ndarray, voxel: float) -> Path:
-    """One (1, y, x) MRC image keeping the stack's data type when MRC has it (int16 stays 2 bytes a pixel),
-    with mrepo's fixed label so the bytes (and M's data hash) depend on the data only."""
-    data = image if image.dtype.type in _MRC_DTYPES else image.astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with mrcfile.new(path, overwrite=True) as m:
-        m.header.label[0] = MRC_LABEL
-        m.header.nlabl = 1
-        m.set_data(np.ascontiguousarray(data)[None])
-        m.set_image_stack()
-        m.voxel_size = voxel
-    return path
-
-
 def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], list[Path]]:
     """Per-tilt movies M opens (MoviePath relative to ``out``) and their average/ links; returns
     (MoviePath list, written paths). A tilt that is a whole file is linked; a section of a stack is
@@ -265,7 +248,10 @@ def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], lis
                     stacks[path] = mrcfile.mmap(path, mode="r", permissive=True)
                 data = stacks[path].data
                 image = np.asarray(data[section] if data.ndim == 3 else data)
-                written.append(_write_image(movie, image, float(item.imaging["pixel_size"])))
+                # one (1, y, x) image in the stack's own data type, mrepo's fixed label: M's data hash depends on
+                # the data only
+                written.append(write_mrc(movie, image[None], float(item.imaging["pixel_size"]), volume=False,
+                                         keep_dtype=True))
             written.append(_link(movie, folder / "average" / movie.name))
             names.append(movie.relative_to(out).as_posix())
     finally:

@@ -20,3 +20,15 @@ def test_same_data_same_bytes_at_different_times(tmp_path) -> None:
     with mrcfile.open(a) as m:
         np.testing.assert_array_equal(m.data, data)
         assert np.isclose(float(m.voxel_size.x), 1.5)
+
+
+def test_keep_dtype_writes_int16_as_mode_1_and_other_types_as_float32(tmp_path) -> None:
+    """M export writes stack sections in the stack's own type (int16 tilts stay 2 bytes a pixel)."""
+    counts = np.random.default_rng(1).integers(-5, 40, size=(1, 8, 8)).astype(np.int16)
+    a = write_mrc(tmp_path / "a.mrc", counts, 2.0, volume=False, keep_dtype=True)
+    with mrcfile.open(a) as m:
+        assert int(m.header.mode) == 1 and m.data.dtype == np.int16 and int(m.header.ispg) == 0  # stack
+        np.testing.assert_array_equal(m.data, counts)
+    b = write_mrc(tmp_path / "b.mrc", counts.astype(np.float64), 2.0, volume=False, keep_dtype=True)
+    with mrcfile.open(b) as m:
+        assert int(m.header.mode) == 2 and m.data.dtype == np.float32
