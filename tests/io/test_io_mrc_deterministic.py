@@ -28,7 +28,7 @@ def test_keep_dtype_writes_int16_as_mode_1_and_other_types_as_float32(tmp_path) 
     a = write_mrc(tmp_path / "a.mrc", counts, 2.0, volume=False, keep_dtype=True)
     with mrcfile.open(a) as m:
         assert int(m.header.mode) == 1 and m.data.dtype == np.int16 and int(m.header.ispg) == 0  # stack
-        np.testing.assert_array_equal(m.data, counts)
+        np.testing.assert_array_equal(m.data.reshape(counts.shape), counts)
     b = write_mrc(tmp_path / "b.mrc", counts.astype(np.float64), 2.0, volume=False, keep_dtype=True)
     with mrcfile.open(b) as m:
         assert int(m.header.mode) == 2 and m.data.dtype == np.float32
