@@ -30,45 +30,67 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHILD = """
-import json, sys, time, torch
-sys.path.insert(0, {root!r})
-torch.set_num_threads(1)
-from mrepo.sim import FrameSeriesConfig, TiltSeriesConfig, Optics, simulate_frame_series, simulate_tilt_series
-from tests.workers.simdata import build_repo, small_species
-from mrepo.workers.api import ItemTask
-from mrepo.workers.geometry import Parameters
-from mrepo.workers.references import load_references_from
-from mrepo.workers.refine_item import _Context
-from mrepo.workers.settings import RefineSettings
-kind, n, box, batch = {kind!r}, {n}, {box}, {batch}
-pix = 1.5
-size = int(box * (2 + 0.8 * n ** 0.5))
-sp = small_species(box, pix)[:1]
-if kind == "frames":
-    cfg = FrameSeriesConfig(image_size=(size, size), n_frames=6, optics=Optics(pixel_size=pix), species=sp, box=box,
-                            n_particles=n, snr=1.0, pad=2, defocus=10000.0, contrast="light")
-    sim = simulate_frame_series(cfg, 5)
-else:
-    cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=2 * box, optics=Optics(pixel_size=pix), species=sp,
-                           box=box, n_particles=n, max_tilt=30.0, tilt_step=6.0, snr=1.0, pad=2,
-                           slab_thickness=box * pix, defocus=10000.0, contrast="light")
-    sim = simulate_tilt_series(cfg, 5)
-sr = build_repo(sim, resolution=4 * pix)
-pop = sr.repo.population(); ih = sr.repo.source(pop.sources["sim"]).items[sr.item_key]
-s = RefineSettings(refine_shifts=True, refine_poses=True, refine_defocus=True, refine_astigmatism=True,
-                   resolution_fraction=1.0, particle_batch=batch)
-task = ItemTask(sr.repo.url, "sim", sr.item_key, ih, dict(pop.species), s.to_json(), 1, n)
-ctx = _Context(task, s, sr.repo.objects, load_references_from(sr.repo.objects, task.species, s))
-del sim
-import gc; gc.collect()
-def status(key):
+def simulated_item(kind: str, n: int, box: int, batch: int, seed: int = 5, **settings: object):
+    """A one-item repository of ``n`` simulated particles (frames: 6 frames; tilts: 11 tilts, ±30°) at
+    ``box`` px, 1.5 Å/px, limit 4 px, and the item task refining shifts + poses + defocus + astigmatism
+    (``settings`` override RefineSettings fields): (SimRepo, ItemTask, RefineSettings). The micrograph
+    grows with the particles (``box * (2 + 0.8 sqrt(n))`` px square)."""
+    from mrepo.sim import FrameSeriesConfig, Optics, TiltSeriesConfig, simulate_frame_series, simulate_tilt_series
+    from mrepo.workers.api import ItemTask
+    from mrepo.workers.settings import RefineSettings
+    from tests.workers.simdata import build_repo, small_species
+
+    pix = 1.5
+    size = int(box * (2 + 0.8 * n**0.5))
+    sp = small_species(box, pix)[:1]
+    if kind == "frames":
+        cfg = FrameSeriesConfig(image_size=(size, size), n_frames=6, optics=Optics(pixel_size=pix), species=sp,
+                                box=box, n_particles=n, snr=1.0, pad=2, defocus=10000.0, contrast="light")
+        sim = simulate_frame_series(cfg, seed)
+    else:
+        cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=2 * box, optics=Optics(pixel_size=pix),
+                               species=sp, box=box, n_particles=n, max_tilt=30.0, tilt_step=6.0, snr=1.0, pad=2,
+                               slab_thickness=box * pix, defocus=10000.0, contrast="light")
+        sim = simulate_tilt_series(cfg, seed)
+    sr = build_repo(sim, resolution=4 * pix)
+    pop = sr.repo.population()
+    ih = sr.repo.source(pop.sources["sim"]).items[sr.item_key]
+    s = RefineSettings(refine_shifts=True, refine_poses=True, refine_defocus=True, refine_astigmatism=True,
+                       resolution_fraction=1.0, particle_batch=batch, **settings)
+    return sr, ItemTask(sr.repo.url, "sim", sr.item_key, ih, dict(pop.species), s.to_json(), 1, n), s
+
+
+def peak_reset() -> float:
+    """Reset the peak RSS (VmHWM) of this process; returns the current RSS (MiB). Linux ``/proc``."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return proc_status("VmRSS:")
+
+
+def proc_status(key: str) -> float:
+    """A ``/proc/self/status`` memory figure (``VmRSS:``, ``VmHWM:``) in MiB."""
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) / 1024
-start = status("VmRSS:")
-with open("/proc/self/clear_refs", "w") as f:  # reset the peak RSS (VmHWM): measure the refinement only
-    f.write("5")
+    raise KeyError(key)
+
+
+CHILD = """
+import json, sys, time, torch
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/benchmarks")
+torch.set_num_threads(1)
+from bench_refine import simulated_item
+from mrepo.workers.geometry import Parameters
+from mrepo.workers.references import load_references_from
+from mrepo.workers.refine_item import _Context
+kind, n, box, batch = {kind!r}, {n}, {box}, {batch}
+sr, task, s = simulated_item(kind, n, box, batch)
+ctx = _Context(task, s, sr.repo.objects, load_references_from(sr.repo.objects, task.species, s))
+size = int(box * (2 + 0.8 * n ** 0.5))
+import gc; gc.collect()
+from bench_refine import peak_reset, proc_status
+start = peak_reset()  # measure the refinement only, not the simulation
 t = time.perf_counter()
 params = Parameters.zeros(ctx.model, ctx.particles, None)
 params.bounds = dict(ctx.schedule.bounds); params.scales = dict(ctx.schedule.scales)
@@ -79,7 +101,7 @@ params.select(["shifts", "translation", "rotation", "defocus", "astigmatism"])
 t = time.perf_counter()
 ctx.loss(own, params, ctf_frozen=False)
 ev = time.perf_counter() - t
-peak = status("VmHWM:")
+peak = proc_status("VmHWM:")
 print(json.dumps({{"kind": kind, "particles": ctx.n_particles, "box": box, "exposures": ctx.model.n, "image_px": size,
                   "setup_s": setup, "eval_s": ev, "patch_mib": patch / 2**20,
                   "peak_rss_mib": peak, "rss_growth_mib": peak - start}}))

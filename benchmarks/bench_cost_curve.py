@@ -1,0 +1,169 @@
+"""Per-particle cost curve of one refinement iteration per item: CPU time and peak memory vs particles and box
+(issue 11: "100 → 2,000 particles, box 64 → 256: time and peak memory, linear in particles").
+
+Each (box, particles) point runs in a fresh subprocess on one thread: the simulated frame series of
+:func:`bench_refine.simulated_item` (6 frames, 1.5 Å/px, limit 4 px, so every box is refined to the same
+fraction of Nyquist), then one full :func:`mrepo.workers.refine_item.refine_item` — what the driver runs per
+item and iteration: extraction, the L-BFGS stages (shifts, image warp, poses, then defocus search, defocus +
+astigmatism), the acceptance checks, NC spectra and back-projection. Reported per point:
+
+- ``cpu_s``: CPU time (user + system) of refine_item; ``wall_s``;
+- ``evaluations``: target evaluations (with and without gradient) the iteration made — the L-BFGS line
+  search makes this vary a little between points, so ``cpu_per_eval_ms`` is reported too;
+- ``peak_rss_mib``: peak RSS (VmHWM, reset after the simulation) during refine_item, and ``growth_mib``
+  over the RSS before it (Linux ``/proc``).
+
+Per box, a least-squares line ``cpu = a + b · particles`` (and the same for the growth) is fitted; the
+curve is called linear when every point lies within ``--tolerance`` (default 15 %) of the line. Points
+that were not run (``--extrapolate``) are predicted from the fitted lines and the measured box scaling,
+and marked as extrapolated.
+
+Run: ``nice .venv/bin/python benchmarks/bench_cost_curve.py [--boxes 64 128] [--particles 100 200 400]
+[--lbfgs 20] [--extrapolate 2000:256]``; writes benchmarks/results/bench_cost_curve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "bench_cost_curve.json"
+
+CHILD = """
+import gc, json, sys, time, torch
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/benchmarks")
+torch.set_num_threads(1)
+from bench_refine import peak_reset, proc_status, simulated_item
+import mrepo.workers.objective as objective
+import mrepo.workers.refine_item as refine_module
+from mrepo.workers.refine_item import refine_item
+sr, task, s = simulated_item("frames", {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs})
+gc.collect()
+counts = {{"grad": 0, "nograd": 0}}
+evaluate = objective.evaluate
+def counted(*args, **kw):
+    counts["grad" if torch.is_grad_enabled() else "nograd"] += 1
+    return evaluate(*args, **kw)
+objective.evaluate = refine_module.evaluate = counted  # counts calls only; the computation is the real one
+start = peak_reset()
+c0, t0 = time.process_time(), time.perf_counter()
+result = refine_item(task)
+cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+peak = proc_status("VmHWM:")
+print(json.dumps({{"particles": result.stats["particles"], "box": {box}, "cpu_s": cpu, "wall_s": wall,
+                  "evaluations": counts, "peak_rss_mib": peak, "growth_mib": peak - start}}))
+"""
+
+
+def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float) -> dict | None:
+    code = CHILD.format(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"box {box} {n} particles: no result within {timeout:.0f} s", flush=True)
+        return None
+    if proc.returncode:
+        print(f"box {box} {n} particles failed: {proc.stderr.strip().splitlines()[-1]}", flush=True)
+        return None
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    ev = row["evaluations"]
+    row["cpu_per_eval_ms"] = 1000 * row["cpu_s"] / max(1, ev["grad"] + ev["nograd"])
+    return row
+
+
+def fit(rows: list[dict], key: str, tolerance: float) -> dict:
+    """Least-squares ``key = a + b · particles`` over ``rows``; linear when every point is within ``tolerance``."""
+    n = np.array([r["particles"] for r in rows], float)
+    y = np.array([r[key] for r in rows], float)
+    if len(rows) < 2:
+        return {"points": len(rows)}
+    b, a = np.polyfit(n, y, 1)
+    dev = np.abs(a + b * n - y) / np.maximum(np.abs(y), 1e-9)
+    return {"points": len(rows), "intercept": float(a), "per_particle": float(b),
+            "max_deviation": float(dev.max()), "linear": bool(dev.max() <= tolerance and b > 0)}
+
+
+def extrapolate(fits: dict[int, dict], key: str, n: int, box: int) -> tuple[float, str] | None:
+    """``key`` at (n, box) from the fitted lines: the nearest measured box's line, scaled in box by the
+    power law fitted between the two largest measured boxes (per-particle cost and intercept alike)."""
+    boxes = sorted(b for b, f in fits.items() if "per_particle" in f[key])
+    if not boxes:
+        return None
+    top = boxes[-1]
+    f = fits[top][key]
+    value = f["intercept"] + f["per_particle"] * n
+    if box == top:
+        return value, f"line of box {top}"
+    if len(boxes) < 2:
+        return None
+    lo = boxes[-2]
+    p_lo, p_hi = (fits[b][key]["intercept"] + fits[b][key]["per_particle"] * n for b in (lo, top))
+    power = float(np.log(p_hi / p_lo) / np.log(top / lo))
+    return value * (box / top) ** power, f"line of box {top} x (box/{top})^{power:.2f} (from boxes {lo}, {top})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--boxes", nargs="*", type=int, default=[64, 128])
+    ap.add_argument("--particles", nargs="*", type=int, default=[100, 200, 400])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lbfgs", type=int, default=20, help="L-BFGS iterations per stage (RefineSettings default 20)")
+    ap.add_argument("--tolerance", type=float, default=0.15)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per point")
+    ap.add_argument("--extrapolate", nargs="*", default=["2000:64", "2000:128", "2000:256"],
+                    help="particles:box points to predict from the fitted lines")
+    a = ap.parse_args()
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    log = {"command": "python benchmarks/bench_cost_curve.py " + " ".join(sys.argv[1:]),
+           "settings": f"frames (6), 1.5 Å/px, limit 4 px, shifts + 3x3x3 image warp + poses + defocus + astigmatism, "
+                       f"L-BFGS {a.lbfgs}, particle batch {a.batch}, 1 thread, one refine_item per point"}
+    for box in a.boxes:
+        for n in a.particles:
+            row = run_point(n, box, a.batch, a.lbfgs, a.timeout)
+            if row is None:
+                continue
+            rows.append(row)
+            ev = row["evaluations"]
+            print(f"box {box:4d} {row['particles']:6d} particles  CPU {row['cpu_s']:8.1f} s "
+                  f"({1000 * row['cpu_s'] / row['particles']:7.1f} ms/particle, {ev['grad']}+{ev['nograd']} evaluations, "
+                  f"{row['cpu_per_eval_ms']:7.1f} ms/evaluation)  wall {row['wall_s']:7.1f} s  peak "
+                  f"{row['peak_rss_mib']:7.0f} MiB  growth {row['growth_mib']:7.0f} MiB", flush=True)
+            log["rows"] = rows
+            RESULT.write_text(json.dumps(log, indent=1) + "\n")
+    fits = {box: {key: fit([r for r in rows if r["box"] == box], key, a.tolerance)
+                  for key in ("cpu_s", "cpu_per_eval_ms", "growth_mib")} for box in a.boxes}
+    log["fits"] = {str(b): f for b, f in fits.items()}
+    print("\nper box: cpu = a + b · particles (linear: every point within "
+          f"{100 * a.tolerance:.0f} % of the line)")
+    for box, f in fits.items():
+        for key in ("cpu_s", "cpu_per_eval_ms", "growth_mib"):
+            g = f[key]
+            if "per_particle" in g:
+                print(f"  box {box:4d} {key:16s} a {g['intercept']:9.2f}  b {g['per_particle']:9.4f} /particle  "
+                      f"max deviation {100 * g['max_deviation']:5.1f} %  linear {g['linear']}")
+    preds = []
+    for spec in a.extrapolate:
+        n, box = (int(x) for x in spec.split(":"))
+        pred = {"particles": n, "box": box, "extrapolated": True}
+        for key in ("cpu_s", "growth_mib"):
+            got = extrapolate(fits, key, n, box)
+            if got is not None:
+                pred[key], pred[f"{key}_from"] = got
+        preds.append(pred)
+        if "cpu_s" in pred:
+            print(f"  extrapolated: {n} particles box {box}: CPU ~{pred['cpu_s']:.0f} s ({pred['cpu_s_from']}), "
+                  f"growth ~{pred.get('growth_mib', float('nan')):.0f} MiB")
+    log["extrapolated"] = preds
+    RESULT.write_text(json.dumps(log, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
