@@ -186,11 +186,11 @@ def oracle_volume_warp(sim: Any, grid: tuple[int, int, int, int] = FULL_VOLUME_G
 
 
 def full_oracle_edit(repo: Any, sim: Any, item_hash: str) -> str:
-    """The item with the injected optics (RELION keys), the injected damage as its ``weights`` model
+    """The item with the simulator's injected optics (RELION keys), the injected damage as its ``weights`` model
     (B Å², scale incl. the tilts' cos) and, for tilt series, the fitted true volume warp."""
     item = Item.load(repo.objects, item_hash)
     t = sim.truth
-    truth = FULL_OPTICS.to_json()
+    truth = t.aberrations.to_json()  # what the simulator injected (none: identity / zeros)
     imaging = {**item.imaging, **{k: truth[k] for k in ("mag_matrix", "beam_tilt", "odd_zernike")}}
     models = dict(item.models)
     if t.damage is not None:
@@ -260,7 +260,7 @@ def multi_species(sims: list, settings: RefineSettings, resolution: float, log: 
 def save(log: dict) -> None:
     """Write this run's part (``log["part"]``) to its own file, so parts can run in parallel."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    path = RESULTS.with_name(f"{RESULTS.stem}_{log['part']}.json")
+    path = RESULTS.with_name(f"{RESULTS.stem}_{log['part']}{log.get('tag', '')}.json")
     path.write_text(json.dumps(log, indent=1) + "\n")
 
 
@@ -331,6 +331,10 @@ def main() -> None:
     ap.add_argument("--refine-res", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--full-particles", type=int, default=24, help="particles per frame series (full-*; tilts: half)")
+    ap.add_argument("--full-snr", type=float, default=1.0, help="SNR of the simulated data (full-*)")
+    ap.add_argument("--full-seeds", type=int, nargs="+", default=[1, 2], help="item seeds (full-*)")
+    ap.add_argument("--full-clean", action="store_true",
+                    help="full-*: inject none of issue 15's effects (control: the same rows on plain data)")
     ap.add_argument("--full-dome", type=float, default=600.0, help="injected dome, Å (full-frames)")
     ap.add_argument("--full-volume-warp", type=float, default=5.0, help="injected volume deformation, Å (full-tilts)")
     ap.add_argument("--multi-items", type=int, default=6)
@@ -371,15 +375,24 @@ def main() -> None:
         sims = tilts_sims([1, 2], 6 if q else 12, 192 if q else 256)
         log["tilts_setup"] = f"{len(sims)} tilt series x {sims[0].config.n_particles} particles, 11 tilts ±30°"
         ablation("tilts", sims, base, (3, 3, 1), a.refine_res, log)
+    if full and (a.full_snr != 1.0 or a.full_seeds != [1, 2] or a.full_particles != 24):
+        log["tag"] = f"_snr{a.full_snr:g}_seeds{'-'.join(map(str, a.full_seeds))}"
+        log["tag"] += "" if a.full_particles == 24 else f"_p{a.full_particles}"
+    if full and a.full_clean:
+        log["tag"] = log.get("tag", "") + "_clean"
     for part in full:
         kind = part.split("-")[1]
         if kind == "frames":
-            sims = frames_sims([1, 2], 8 if q else a.full_particles, 192 if q else 288, doming_A=a.full_dome,
-                               aberrations=FULL_OPTICS, damage="measured")
+            inject = {} if a.full_clean else {"doming_A": a.full_dome, "aberrations": FULL_OPTICS, "damage": "measured"}
+            sims = frames_sims(a.full_seeds, 8 if q else a.full_particles, 192 if q else 288, snr=a.full_snr, **inject)
         else:
-            sims = tilts_sims([1, 2], 6 if q else a.full_particles // 2, 192 if q else 256,
-                              volume_warp_A=a.full_volume_warp, aberrations=FULL_OPTICS, damage="measured")
-        log[f"full_{kind}_setup"] = (f"{len(sims)} {kind} series x {sims[0].config.n_particles} particles; injected: "
+            inject = {} if a.full_clean else {"volume_warp_A": a.full_volume_warp, "aberrations": FULL_OPTICS,
+                                              "damage": "measured"}
+            sims = tilts_sims(a.full_seeds, 6 if q else a.full_particles // 2, 192 if q else 256, snr=a.full_snr,
+                              **inject)
+        log[f"full_{kind}_setup"] = (f"{len(sims)} {kind} series (seeds {a.full_seeds}) x {sims[0].config.n_particles} "
+                                     f"particles, SNR {a.full_snr}; " + ("nothing injected (--full-clean); " if a.full_clean
+                                                                         else "") + "injected: "
                                      f"{FULL_OPTICS.to_json()}, measured damage, "
                                      + (f"dome {a.full_dome} Å" if kind == "frames" else
                                         f"volume deformation {a.full_volume_warp} Å"))
