@@ -170,8 +170,9 @@ class BatchReceiver:
                     receiver, lock = None, None
             self.array = _OpenArray(h, data, receiver, lock, staging_prefix(h, self.upload))
             if receiver is None:
-                self.present += 1
-            self._close_array_if_complete()
+                self.present += 1  # its chunks, if sent, are dropped; it closes with the next frame
+            else:
+                self._close_array_if_complete()  # an array without chunks is complete at once
             return
         arr = self.array
         if arr is None or arr.h != h:

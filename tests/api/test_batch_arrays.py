@@ -147,3 +147,15 @@ def test_two_uploads_of_one_array_at_once(server, second_lies: bool) -> None:
         }, answers["b"].text
     np.testing.assert_array_equal(Repository.open(str(root)).objects.get_array(h), arr)
     assert not [p for p in (root / "staging").rglob("*") if p.is_file()]
+
+
+def test_chunks_of_an_array_the_server_holds_are_dropped(server) -> None:
+    """A client that learnt too late that the array arrived meanwhile sends it whole: accepted."""
+    c, root = server
+    arr, h, meta, files = _array()
+    keys = chunk_keys(zarr_codec.parse_metadata(meta, h))
+    r = c.post("/repo/batch/upload", content=b"".join(pack.encode(_frames(h, meta, files, keys))))
+    assert r.status_code == 200 and (r.json()["stored"], r.json()["present"]) == (1, 0), r.text
+    r = c.post("/repo/batch/upload", content=b"".join(pack.encode(_frames(h, meta, files, keys))))
+    assert r.status_code == 200 and (r.json()["stored"], r.json()["present"]) == (0, 1), r.text
+    np.testing.assert_array_equal(Repository.open(str(root)).objects.get_array(h), arr)
