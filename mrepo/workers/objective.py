@@ -18,6 +18,7 @@ and are Fourier-cropped to b_g.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,14 @@ from torch import Tensor
 
 from mrepo.kernels.fourier_crop import fourier_crop
 from mrepo.kernels.fourier_slice import extract_slices
-from mrepo.kernels.fsc import normalized_cross_correlation_per_shell
+from mrepo.kernels.fsc import (
+    ShellSums,
+    hermitian_weights,
+    normalized_cross_correlation_per_shell,
+    num_shells,
+    shell_indices,
+    shell_sum,
+)
 from mrepo.kernels.shifts import phase_shift
 from mrepo.workers.geometry import Geometry
 from mrepo.workers.imaging import (
@@ -174,6 +182,25 @@ def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_fr
     return torch.fft.rfft2(img), ctf2
 
 
+@functools.lru_cache(maxsize=64)
+def _shell_grid(size: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, int]:
+    """Shell index and Hermitian weight of every pixel of a (size, size // 2 + 1) grid, number of shells."""
+    shape = (size, size)
+    return (shell_indices(shape, device=device), hermitian_weights(shape, device=device, dtype=dtype),
+            num_shells(shape))
+
+
+def _shell_sums(a: Tensor, b: Tensor, a_weight: Tensor, size: int, power_b: bool) -> ShellSums:
+    """Per-shell sums (P, g, shells) of the target: cross Σ Re(a b*), power_a Σ |a|² ``a_weight`` and
+    (``power_b``, for spectra; else zeros) Σ |b|², Hermitian pairs counted twice. The same sums as
+    :func:`normalized_cross_correlation_per_shell` without the ones the target does not use."""
+    shells, w, ns = _shell_grid(size, a.device, a.real.dtype)
+    cross = shell_sum((a.real * b.real + a.imag * b.imag) * w, shells, ns)
+    pa = shell_sum((a.real * a.real + a.imag * a.imag) * (w * a_weight), shells, ns)
+    pb = shell_sum((b.real * b.real + b.imag * b.imag) * w, shells, ns) if power_b else torch.zeros_like(cross)
+    return ShellSums(cross, pa, pb)
+
+
 def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool,
              spectra: bool = False) -> Sums:
     """Evaluate the target's per-particle, per-exposure sums (differentiable in ``geo``)."""
@@ -191,11 +218,8 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
             b_img = x * (st.weight * st.inv_as)
             # the target sums shells <= shell_limit only: skip sampling beyond (spectra need all)
             a_img = sub.weighted_slices(j, rot[:, g.exposures], None if spectra else st.shell_limit + 0.5)
-            s = normalized_cross_correlation_per_shell(a_img, b_img, image_shape=(g.size, g.size))
-            # unbiased norms: |W CTF P|² (band-limited CTF², whitened) and the fixed |W I|²
-            power_a = normalized_cross_correlation_per_shell(a_img, a_img, ctf2 * st.inv_as,
-                                                             image_shape=(g.size, g.size)).cross
-            s = s._replace(power_a=power_a, power_b=s.power_b)
+            # unbiased norms: |W CTF P|² (band-limited CTF², whitened) and the fixed |W I|² (st.power_b)
+            s = _shell_sums(a_img, b_img, ctf2 * st.inv_as, g.size, spectra)
             lim = st.shell_limit + 1
             rows = sub.index[:, None].expand(-1, len(g.exposures))
             cols = g.exposures[None, :].expand(len(sub.index), -1)
