@@ -201,24 +201,25 @@ def full_oracle_edit(repo: Any, sim: Any, item_hash: str) -> str:
     return dataclasses.replace(item, imaging=imaging, models=models).save(repo.objects)
 
 
-def full_rows(kind: str, base: RefineSettings, warp: tuple[int, int, int]) -> list[tuple[str, RefineSettings, bool]]:
+def full_rows(kind: str, base: RefineSettings, warp: tuple[int, int, int],
+              weights: bool = True) -> list[tuple[str, RefineSettings, bool]]:
     """(label, settings, oracle) of the combined run: initial parameters, issue 5's groups, all of M's
     models (issue 15's optics, doming / volume warp, data-driven weights), the oracle."""
     m5 = base.replace(image_warp=list(warp), refine_poses=True, refine_defocus=True, refine_astigmatism=True,
-                      refine_stage_angles=kind == "tilts", weights=True, weights_scope="item")
+                      refine_stage_angles=kind == "tilts", weights=weights, weights_scope="item")
     deform = {"doming": (3, 3, 3)} if kind == "frames" else {"volume_warp": (3, 3, 2, 2)}
     every = m5.replace(refine_mag=True, ctf_zernike3=True, **deform)
     return [("initial parameters", base.replace(refine_shifts=False), False),
-            ("issue 5's groups (shifts, warp, poses, CTF, weights)", m5, False),
+            ("issue 5's groups (shifts, warp, poses, CTF" + (", weights)" if weights else ")"), m5, False),
             ("+ magnification, beam tilt/trefoil, " + ("doming" if kind == "frames" else "volume warp"), every, False),
             ("oracle (true parameters, optics, deformation, weights)", base.replace(refine_shifts=False, weights=True),
              True)]
 
 
 def full_ablation(kind: str, sims: list, base: RefineSettings, warp: tuple[int, int, int], resolution: float,
-                  log: dict) -> list[dict]:
+                  log: dict, weights: bool = True) -> list[dict]:
     rows = []
-    for label, settings, oracle in full_rows(kind, base, warp):
+    for label, settings, oracle in full_rows(kind, base, warp, weights):
         t = time.perf_counter()
         row = run_row(sims, settings, truth="oracle" if oracle else False, resolution=resolution,
                       edit=full_oracle_edit if oracle else None)
@@ -335,6 +336,8 @@ def main() -> None:
     ap.add_argument("--full-seeds", type=int, nargs="+", default=[1, 2], help="item seeds (full-*)")
     ap.add_argument("--full-clean", action="store_true",
                     help="full-*: inject none of issue 15's effects (control: the same rows on plain data)")
+    ap.add_argument("--full-no-weights", action="store_true",
+                    help="full-*: refined rows keep the dose rule (no per-item data-driven weights)")
     ap.add_argument("--full-dome", type=float, default=600.0, help="injected dome, Å (full-frames)")
     ap.add_argument("--full-volume-warp", type=float, default=5.0, help="injected volume deformation, Å (full-tilts)")
     ap.add_argument("--multi-items", type=int, default=6)
@@ -380,6 +383,10 @@ def main() -> None:
         log["tag"] += "" if a.full_particles == 24 else f"_p{a.full_particles}"
     if full and a.full_clean:
         log["tag"] = log.get("tag", "") + "_clean"
+    if full and a.full_no_weights:
+        log["tag"] = log.get("tag", "") + "_noweights"
+    if full and a.refine_res != 5.0:
+        log["tag"] = log.get("tag", "") + f"_res{a.refine_res:g}"
     for part in full:
         kind = part.split("-")[1]
         if kind == "frames":
@@ -396,7 +403,8 @@ def main() -> None:
                                      f"{FULL_OPTICS.to_json()}, measured damage, "
                                      + (f"dome {a.full_dome} Å" if kind == "frames" else
                                         f"volume deformation {a.full_volume_warp} Å"))
-        full_ablation(kind, sims, base, (3, 3, 3) if kind == "frames" else (3, 3, 1), a.refine_res, log)
+        full_ablation(kind, sims, base, (3, 3, 3) if kind == "frames" else (3, 3, 1), a.refine_res, log,
+                      weights=not a.full_no_weights)
     if full:
         return
     if "multi" in only:
