@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 from ..graph import DataSource, Item, RawData, Repository
 from ..store import CorruptObject, InvalidInput, hash_file
 
-__all__ = ["exports_raw_data", "raw_export_into", "raw_paths", "uri_path", "verify_raw"]
+__all__ = ["exports_raw_data", "raw_export_into", "raw_paths", "tilt_movie_paths", "uri_path", "verify_raw"]
 
 #: Folder (below an export's output) where raw data stored only in the repository is written.
 RAW_EXPORT_DIR = "raw"
@@ -59,6 +59,18 @@ def raw_paths(repo: Repository, item: Item) -> list[Path]:
     return [uri_path(item.raw.uri)]
 
 
+def tilt_movie_paths(repo: Repository, item: Item) -> list[Path]:
+    """The files of an item's raw tilt movies (:attr:`Item.tilt_movies`, one MRC movie per tilt in stack
+    order); [] without movies. Inside :func:`raw_export_into`, movies held in the repository are written out
+    as :func:`raw_paths` does."""
+    if item.tilt_movies is None:
+        return []
+    exporter = _EXPORT.get()
+    if exporter is not None:
+        return exporter.raw_paths(item.tilt_movies, item.name)
+    return [uri_path(f["uri"]) for f in _raw_files(repo, item.tilt_movies)]
+
+
 def verify_raw(repo: Repository, raw: RawData) -> None:
     """Check in-place raw data against its hash (stored blobs are checked when read)."""
     if raw.format == "manifest":
@@ -92,25 +104,33 @@ class _RawExport:
         self._done: dict[str, Path] = {}
 
     def check(self, item: Item) -> None:
-        """Refuse (InvalidInput) an item whose raw data is neither stored nor at its uri."""
-        for f in _raw_files(self.repo, item.raw):
-            if self.repo.objects.has_object(f["hash"]):
+        """Refuse (InvalidInput) an item whose raw data (or raw tilt movies) is neither stored nor at its uri."""
+        for raw, what in ((item.raw, "raw data"), (item.tilt_movies, "raw tilt movies")):
+            if raw is None:
                 continue
-            path = uri_path(f.get("uri")) if f.get("uri") else None
-            if path is None or not path.is_file():
-                raise InvalidInput(
-                    f"item {item.name!r}: its raw data lives neither in the repository nor at "
-                    f"{path or 'a known path'} (imported in place); restore the file or re-import with --copy")
+            for f in _raw_files(self.repo, raw):
+                if self.repo.objects.has_object(f["hash"]):
+                    continue
+                path = uri_path(f.get("uri")) if f.get("uri") else None
+                if path is None or not path.is_file():
+                    raise InvalidInput(
+                        f"item {item.name!r}: its {what} lives neither in the repository nor at "
+                        f"{path or 'a known path'} (imported in place); restore the file or re-import with --copy")
 
     def paths(self, item: Item) -> list[Path]:
+        """Files of the item's raw data for the export."""
+        return self.raw_paths(item.raw, item.name)
+
+    def raw_paths(self, raw: RawData, item_name: str) -> list[Path]:
+        """Files of ``raw`` (the raw data or raw tilt movies of item ``item_name``) for the export."""
         out: list[Path] = []
-        for f in _raw_files(self.repo, item.raw):
+        for f in _raw_files(self.repo, raw):
             h = f["hash"]
             if h in self._done:
                 out.append(self._done[h])
             elif self.repo.objects.has_object(h):
-                name = Path(uri_path(f["uri"]).name if f.get("uri") else f"{item.name}.{f.get('format', 'mrc')}")
-                dest = self.out / RAW_EXPORT_DIR / h[:16] / name.name
+                name = uri_path(f["uri"]).name if f.get("uri") else f"{item_name}.{f.get('format', 'mrc')}"
+                dest = self.out / RAW_EXPORT_DIR / h[:16] / name
                 if not (dest.is_file() and dest.stat().st_size == int(f["size"])):
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
@@ -119,8 +139,12 @@ class _RawExport:
                 self._done[h] = dest
                 out.append(dest)
             else:
-                self.check(item)
-                out.append(uri_path(f["uri"]))
+                path = uri_path(f.get("uri")) if f.get("uri") else None
+                if path is None or not path.is_file():
+                    raise InvalidInput(
+                        f"item {item_name!r}: its raw file {path or f['hash'][:12]} lives neither in the repository "
+                        "nor at its path (imported in place); restore the file or re-import with --copy")
+                out.append(path)
         return out
 
 

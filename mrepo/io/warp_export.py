@@ -10,7 +10,10 @@ make M's data hash (:mod:`mrepo.io.m_hash`).
 What we write (:func:`write_item_xml`): frames ``<RootName>.xml`` with ``DataDirectory`` = the raw movie's
 folder and the sidecar ``<RootName>.mrepo.json`` (below). Tilts ``<name>.xml``, ``<name>.tomostar``
 (wrpMovieName, wrpAngleTilt, wrpDose), per tilt ``tilts/<name>/<name>_<t>.mrc`` (a link to the tilt image, or the tilt's section of the raw stack written out)
-with ``tilts/<name>/average/<name>_<t>.mrc`` linking to it, a link ``tiltstack/<name>/<name>.st`` to a raw
+with ``tilts/<name>/average/<name>_<t>.mrc`` linking to it (an item with raw tilt movies: ``<name>_<t>.mrc``
+links to the tilt's raw movie, ``<name>_<t>.xml`` next to it is that movie's Warp XML whose GridMovementX/Y
+(1, 1, frames) Å = −``tilt_movie_shifts[t]``, and ``average/`` holds the tilt image: the inverse of the Warp
+import; M's data hash is then that of the first movie), a link ``tiltstack/<name>/<name>.st`` to a raw
 stack (so a re-import finds the same raw data and item key), and ``<name>.mrepo.json``: what M does not
 hold (nominal tilt angles, imaging fields and metadata of other formats), read back by the M importer when
 the raw data hash matches.
@@ -56,8 +59,8 @@ from ..store import InvalidInput
 from .item_models import model_array
 from .m_hash import m_data_hash
 from .m_optics import check_optics_representable, with_optics
-from .mrc import write_mrc
-from .raw_access import raw_paths, raw_sections
+from .mrc import mrc_info, write_mrc
+from .raw_access import raw_paths, raw_sections, tilt_movie_paths
 from .star import write_star
 from .warp_import import centre_terms, corrections_to_m, models_from_warp, warp_tilt_matrices
 from .warp_xml import WarpGrid, WarpMeta, write_warp_xml
@@ -67,7 +70,9 @@ __all__ = ["write_item_xml", "item_warp_meta", "MCannotRepresent", "M_MODELS", "
 #: model arrays an M export carries, per item kind
 M_MODELS = {"frames": {"ctf", "global_shifts", "image_warp", "phase_shift", "weights", "doming"},
             "tilts": {"ctf", "global_shifts", "stage_angles", "stage_corrections", "image_warp", "phase_shift",
-                      "weights", "volume_warp"}}
+                      "weights", "volume_warp", "tilt_movie_shifts"}}
+#: item model of the tilt movies' per-frame shifts (n, F, 2) Å; M keeps it in each tilt movie's own XML
+MOVIE_SHIFTS = "tilt_movie_shifts"
 XTILT_TOLERANCE = 1e-9  # degrees
 SIDECAR = ".mrepo.json"
 
@@ -104,7 +109,7 @@ def _stored_matches(repo: Repository, item: Item, meta: WarpMeta) -> bool:
         inverted = meta.attributes.get("AreAnglesInverted", "False").lower() == "true"
         if inverted != (_hand(item) < 0):
             return False
-    if set(models) != set(item.models):
+    if set(models) != set(item.models) - {MOVIE_SHIFTS}:  # tilt movie shifts live in the movies' own XML
         return False
     return all(np.array_equal(v, model_array(repo, item, k)) for k, v in models.items())
 
@@ -121,6 +126,15 @@ def check_m_representable(repo: Repository, item: Item) -> None:
         raise MCannotRepresent(f"item {item.name!r}: x-tilt (rlnTomoXTilt) varies between tilts "
                                f"({stage[:, 0].min():.6g} to {stage[:, 0].max():.6g} deg) but M's TiltSeries has one "
                                "LevelAngleX per series")
+    shifts = model_array(repo, item, MOVIE_SHIFTS)
+    if shifts is not None:
+        n = int(item.imaging["dimensions"][2])
+        if item.tilt_movies is None:
+            raise MCannotRepresent(f"item {item.name!r}: model {MOVIE_SHIFTS} but no raw tilt movies to write "
+                                   "them next to (M keeps them in each tilt movie's XML)")
+        if shifts.ndim != 3 or shifts.shape[0] != n or shifts.shape[2] != 2:
+            raise MCannotRepresent(f"item {item.name!r}: model {MOVIE_SHIFTS} is {shifts.shape}, expected "
+                                   f"({n}, frames, 2)")
     hand = _hand(item)
     if item.kind == "tilts" and hand not in (1.0, -1.0):
         raise MCannotRepresent(f"item {item.name!r}: hand {hand!r} is not +1 or -1")
@@ -225,9 +239,12 @@ def _sections(repo: Repository, item: Item, n: int) -> list[int | None]:
 
 
 def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], list[Path]]:
-    """Per-tilt movies M opens (MoviePath relative to ``out``) and their average/ links; returns
-    (MoviePath list, written paths). A tilt that is a whole file is linked; a section of a stack is
-    written out as a one-image MRC (M reads one image per movie)."""
+    """Per-tilt movies M opens (MoviePath relative to ``out``) and the tilt images M reads from their
+    ``average/`` folder; returns (MoviePath list, written paths). Without raw tilt movies the movie is the
+    tilt image itself (a link, or a stack section written out as a one-image MRC: M reads one image per
+    movie) and ``average/`` links to it. With them (:attr:`Item.tilt_movies`) the movie links to the raw
+    movie, its Warp XML ``<movie stem>.xml`` holds the frames' alignment (:func:`_movie_meta`) and the
+    tilt image goes to ``average/``."""
     paths = raw_paths(repo, item)
     n = int(item.imaging["dimensions"][2])
     sections = _sections(repo, item, n)
@@ -235,29 +252,59 @@ def _tilt_files(repo: Repository, item: Item, out: Path) -> tuple[list[str], lis
         paths = paths * n
     if len(paths) != n or len(sections) != n:
         raise MCannotRepresent(f"item {item.name!r}: raw data lists {len(paths)} images for {n} tilts")
+    movies = tilt_movie_paths(repo, item)
+    if movies and len(movies) != n:
+        raise MCannotRepresent(f"item {item.name!r}: {len(movies)} raw tilt movies for {n} tilts")
     folder = out / "tilts" / item.name
     names, written = [], []
     stacks: dict[Path, mrcfile.mrcfile.MrcFile] = {}
     try:
         for t, (path, section) in enumerate(zip(paths, sections)):
             movie = folder / f"{item.name}_{t:03d}.mrc"
+            image = folder / "average" / movie.name if movies else movie
             if section is None:
-                written.append(_link(path, movie))
+                written.append(_link(path, image))
             else:
                 if path not in stacks:
                     stacks[path] = mrcfile.mmap(path, mode="r", permissive=True)
                 data = stacks[path].data
-                image = np.asarray(data[section] if data.ndim == 3 else data)
+                section_data = np.asarray(data[section] if data.ndim == 3 else data)
                 # one (1, y, x) image in the stack's own data type, mrepo's fixed label: M's data hash depends on
                 # the data only
-                written.append(write_mrc(movie, image[None], float(item.imaging["pixel_size"]), volume=False,
-                                         keep_dtype=True))
-            written.append(_link(movie, folder / "average" / movie.name))
+                written.append(write_mrc(image, section_data[None], float(item.imaging["pixel_size"]),
+                                         volume=False, keep_dtype=True))
+            if movies:
+                written.append(_link(movies[t], movie))
+                written.append(write_warp_xml(_movie_meta(repo, item, t, mrc_info(movies[t]).nz),
+                                              movie.with_suffix(".xml")))
+            else:
+                written.append(_link(movie, folder / "average" / movie.name))
             names.append(movie.relative_to(out).as_posix())
     finally:
         for m in stacks.values():
             m.close()
     return names, written
+
+
+def _movie_meta(repo: Repository, item: Item, t: int, frames: int) -> WarpMeta:
+    """The Warp XML of tilt ``t``'s movie (Movie.SaveMeta layout): ``<CTF>`` of the tilt and
+    GridMovementX/Y (1, 1, frames) = −``tilt_movie_shifts[t]`` Å (Warp: a frame sees a particle at
+    ``x − grid``; zeros without the model), the exact inverse of the Warp import."""
+    im = item.imaging
+    shifts = model_array(repo, item, MOVIE_SHIFTS)
+    shifts = shifts[t] if shifts is not None else np.zeros((frames, 2))
+    if shifts.shape != (frames, 2):
+        raise MCannotRepresent(f"item {item.name!r}: model {MOVIE_SHIFTS} has {shifts.shape[0]} frames for tilt "
+                               f"{t + 1} but its raw movie has {frames}")
+    ctf = model_array(repo, item, "ctf")
+    u, v, angle = ctf[t] if ctf is not None else (0.0, 0.0, 0.0)
+    phase = model_array(repo, item, "phase_shift")
+    params = {"PixelSize": im["pixel_size"], "Cs": im.get("cs", 2.7), "Voltage": im["voltage"],
+              "Amplitude": im["amplitude_contrast"], "Defocus": (u + v) / 2 / 1e4, "DefocusDelta": (u - v) / 1e4,
+              "DefocusAngle": angle, "PhaseShift": float(phase[t]) / 180.0 if phase is not None else 0.0}
+    meta = WarpMeta("Movie", ctf={k: repr(float(x)) for k, x in params.items()})
+    meta.grids.update({"GridMovementX": _g(-shifts[:, 0]), "GridMovementY": _g(-shifts[:, 1])})
+    return meta
 
 
 def _sidecar(item: Item, path: Path) -> Path:
