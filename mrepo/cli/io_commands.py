@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..store import InvalidInput
-from .common import JsonOption, RepoOption, console, open_repo, print_json
+from .common import JsonOption, RepoOption, console, err_console, open_repo, print_json
 
 import_app = typer.Typer(help="Import RELION 5 tomography, RELION single-particle, M species or simulator data.",
                          no_args_is_help=True)
@@ -181,11 +181,17 @@ def relion(commit: str = typer.Option("main", "--commit", "-c", help="Revision t
            repo: str = RepoOption, json: bool = JsonOption) -> None:
     """Write the refined state as RELION files: tomograms.star, tilt-series STARs, micrographs.star with motion
     STARs, per-species particles/maps, image-warp sidecars; unmodelled columns come back as imported."""
-    from ..io.export_relion import export_relion
+    from ..io.export_relion import export_relion, relion_unexported
     from ..workers.positions import micrograph_positions
     r = open_repo(repo)
     paths = export_relion(r, commit, out, project=project, fold_stage=fold_stage,
                           positions=lambda item, coords, angles: micrograph_positions(r.objects, item, coords, angles))
+    left_out = relion_unexported(r, commit)
+    if left_out:  # stderr, so --json's stdout stays one JSON document
+        what = "; ".join(f"{m} ({len(names)} item{'s' if len(names) > 1 else ''}: {', '.join(names[:3])}"
+                         f"{', …' if len(names) > 3 else ''})" for m, names in left_out.items())
+        err_console.print(f"warning: not exported, RELION has no field for {what}; see docs/relion.md "
+                          "(export m keeps them)", soft_wrap=True, markup=False)
     _wrote(r, commit, out, paths, json)
 
 

@@ -63,7 +63,11 @@ from .relion_particles import ID_COLUMN, tomo_centre
 from .relion_passthrough import columns_from_extra
 from .star import write_star
 
-__all__ = ["export_relion", "population_items", "write_species_files", "particles_frame", "CHANGED_BY_REFINEMENT"]
+__all__ = ["export_relion", "population_items", "write_species_files", "particles_frame", "CHANGED_BY_REFINEMENT",
+           "NOT_IN_RELION", "relion_unexported"]
+
+#: item models RELION has no field or sidecar for: an export to RELION leaves them out (docs/relion.md)
+NOT_IN_RELION = ("volume_warp", "doming", "tilt_movie_shifts")
 
 #: RELION columns whose exported value is the refined one (all others are written back as imported)
 CHANGED_BY_REFINEMENT = {
@@ -101,6 +105,17 @@ def population_items(repo: Repository, pop: Population) -> dict[str, Item]:
             out[key] = repo.item(ih)
     return out
 
+
+
+def relion_unexported(repo: Repository, rev: str) -> dict[str, list[str]]:
+    """Models of :data:`NOT_IN_RELION` the population at ``rev`` holds: model -> sorted item names (only models
+    some item has). :func:`export_relion` leaves them out; the CLI warns with this."""
+    found: dict[str, list[str]] = {}
+    for item in population_items(repo, repo.population(rev)).values():
+        for model in NOT_IN_RELION:
+            if model in item.models:
+                found.setdefault(model, []).append(item.name)
+    return {m: sorted(found[m]) for m in NOT_IN_RELION if m in found}
 
 
 def tilt_names(repo: Repository, item: Item, rel: _Paths) -> list[str]:
