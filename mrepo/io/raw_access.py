@@ -21,7 +21,8 @@ from urllib.parse import unquote, urlparse
 from ..graph import DataSource, Item, RawData, Repository
 from ..store import CorruptObject, InvalidInput, hash_file
 
-__all__ = ["exports_raw_data", "raw_export_into", "raw_paths", "tilt_movie_paths", "uri_path", "verify_raw"]
+__all__ = ["check_reachable", "exports_raw_data", "raw_export_into", "raw_paths", "tilt_movie_paths", "uri_path",
+           "verify_raw"]
 
 #: Folder (below an export's output) where raw data stored only in the repository is written.
 RAW_EXPORT_DIR = "raw"
@@ -57,6 +58,17 @@ def raw_paths(repo: Repository, item: Item) -> list[Path]:
         manifest = json.loads(repo.objects.get_blob(item.raw.hash))
         return [uri_path(f["uri"]) for f in manifest["files"]]
     return [uri_path(item.raw.uri)]
+
+
+def check_reachable(repo: Repository, raw: RawData, what: str) -> None:
+    """Refuse (InvalidInput, naming ``what``) raw data with a file neither stored nor at its uri."""
+    for f in _raw_files(repo, raw):
+        if repo.objects.has_object(f["hash"]):
+            continue
+        path = uri_path(f.get("uri")) if f.get("uri") else None
+        if path is None or not path.is_file():
+            raise InvalidInput(f"{what} lives neither in the repository nor at {path or 'a known path'} (imported "
+                               "in place); restore the file or re-import with --copy")
 
 
 def tilt_movie_paths(repo: Repository, item: Item) -> list[Path]:
@@ -104,18 +116,8 @@ class _RawExport:
         self._done: dict[str, Path] = {}
 
     def check(self, item: Item) -> None:
-        """Refuse (InvalidInput) an item whose raw data (or raw tilt movies) is neither stored nor at its uri."""
-        for raw, what in ((item.raw, "raw data"), (item.tilt_movies, "raw tilt movies")):
-            if raw is None:
-                continue
-            for f in _raw_files(self.repo, raw):
-                if self.repo.objects.has_object(f["hash"]):
-                    continue
-                path = uri_path(f.get("uri")) if f.get("uri") else None
-                if path is None or not path.is_file():
-                    raise InvalidInput(
-                        f"item {item.name!r}: its {what} lives neither in the repository nor at "
-                        f"{path or 'a known path'} (imported in place); restore the file or re-import with --copy")
+        """Refuse (InvalidInput) an item whose raw data is neither stored nor at its uri."""
+        check_reachable(self.repo, item.raw, f"item {item.name!r}: its raw data")
 
     def paths(self, item: Item) -> list[Path]:
         """Files of the item's raw data for the export."""

@@ -60,7 +60,7 @@ from .item_models import model_array
 from .m_hash import m_data_hash
 from .m_optics import check_optics_representable, with_optics
 from .mrc import mrc_info, write_mrc
-from .raw_access import raw_paths, raw_sections, tilt_movie_paths
+from .raw_access import check_reachable, raw_paths, raw_sections, tilt_movie_paths
 from .star import write_star
 from .warp_import import centre_terms, corrections_to_m, models_from_warp, warp_tilt_matrices
 from .warp_xml import WarpGrid, WarpMeta, write_warp_xml
@@ -135,6 +135,8 @@ def check_m_representable(repo: Repository, item: Item) -> None:
         if shifts.ndim != 3 or shifts.shape[0] != n or shifts.shape[2] != 2:
             raise MCannotRepresent(f"item {item.name!r}: model {MOVIE_SHIFTS} is {shifts.shape}, expected "
                                    f"({n}, frames, 2)")
+    if item.tilt_movies is not None:  # M gets the movies: they must be reachable before anything is written
+        check_reachable(repo, item.tilt_movies, f"item {item.name!r}: a raw tilt movie")
     hand = _hand(item)
     if item.kind == "tilts" and hand not in (1.0, -1.0):
         raise MCannotRepresent(f"item {item.name!r}: hand {hand!r} is not +1 or -1")

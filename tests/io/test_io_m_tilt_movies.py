@@ -20,6 +20,7 @@ from mrepo.io.m_format import export_m, import_m
 from mrepo.io.m_hash import m_data_hash
 from mrepo.io.warp_export import MCannotRepresent
 from mrepo.io.warp_import import import_warp
+from mrepo.store import InvalidInput
 from mrepo.workers.tilt_movies import MODEL
 
 #: GridMovementX/Y of tilt 0's movie as Warp's C# float.ToString() writes them (mean zero: ProcessShift
@@ -184,3 +185,15 @@ def test_simulated_tilt_movies_go_out_with_a_synthesised_series_and_come_back(tm
         return [f["hash"] for f in json.loads(r.objects.get_blob(it.tilt_movies.hash))["files"]]
 
     assert movie_hashes(repo2, back) == movie_hashes(repo, item)
+
+
+def test_missing_in_place_movies_refuse_export_m_but_not_export_relion(tmp_path):
+    from mrepo.io.export_relion import export_relion
+
+    repo = _imported(tmp_path)
+    (tmp_path / "warp/frames/tilt_2.mrc").unlink()  # imported in place, then lost
+    with pytest.raises(InvalidInput, match=r"'TS_01': a raw tilt movie lives neither .*tilt_2\.mrc"):
+        export_m(repo, "main", tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    export_relion(repo, "main", tmp_path / "relion")  # RELION gets the tilt images, not the movies
+    assert (tmp_path / "relion/tomograms.star").is_file()
