@@ -32,8 +32,10 @@ Item fields from a Warp XML (:mod:`mrepo.io.warp_xml`; sources cited there) and 
   ``<movie folder>/average/<movie stem>.mrc``, the image TiltSeries.LoadMovieData reads. Tilt movies: when
   every MoviePath is an MRC movie of the tilt images' size (same frame count) with its Warp XML next to it,
   the movies become ``Item.tilt_movies`` and −GridMovementX/Y of each movie XML (Å, one node per frame)
-  the model ``tilt_movie_shifts`` (n, F, 2) (:mod:`mrepo.workers.tilt_movies`); GridLocalMovement is not
-  modelled, .tif/.eer movies are not attached.
+  the model ``tilt_movie_shifts`` (n, F, 2) (:mod:`mrepo.workers.tilt_movies`); the M export writes exactly
+  this back (:mod:`mrepo.io.warp_export`). GridLocalMovement is not modelled; .tif/.eer movies and movies of
+  another size than the averages (binned by BinTimes: the refinement sums frames at the tilt images' pixel
+  size) are not attached.
 - phase_shift (n,) deg = PhaseShift · 180 when non-zero. Everything else (grids without a model slot,
   attributes, per-tilt lists, CTF params) is kept verbatim in ``Item.metadata["warp"]`` so that
   :func:`~mrepo.io.m_format.export_m` can write the XML back unchanged.

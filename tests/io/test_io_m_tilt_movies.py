@@ -197,3 +197,19 @@ def test_missing_in_place_movies_refuse_export_m_but_not_export_relion(tmp_path)
     assert not (tmp_path / "m").exists()
     export_relion(repo, "main", tmp_path / "relion")  # RELION gets the tilt images, not the movies
     assert (tmp_path / "relion/tomograms.star").is_file()
+
+
+def test_movies_of_another_size_than_the_averages_are_not_attached(tmp_path):
+    """Averages binned by BinTimes are smaller than the movies: the movies are left out (documented limit),
+    the averages stay the tilt images."""
+    from io_projects import write_mrc
+    from warp_projects import PIX
+
+    _folder(tmp_path / "warp")
+    for t in range(3):  # unbinned movies, twice the averages' size
+        write_mrc(tmp_path / f"warp/frames/tilt_{t}.mrc", np.zeros((3, 48, 64)), PIX / 2)
+    repo = Repository.init(str(tmp_path / "repo"))
+    import_warp(repo, tmp_path / "warp", source="ts")
+    item = _items(repo)["TS_01"]
+    assert item.tilt_movies is None and MODEL not in item.models
+    assert item.imaging["dimensions"] == [32, 24, 3]
