@@ -302,9 +302,13 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
         centred = centred + volume_warp_displacement(params.volume_warp * ps, centred + vol / 2, vol,
                                                      torch.from_numpy(model.time).to(_DT))
     rotated = torch.einsum("nij,pnj->pni", a, centred)
+    # RELION rotates about int(Size/2) px but measures depth from Size/2: for an odd size the
+    # positions move by R (half a pixel) (kernels.tilt_geometry.project_points)
+    odd = torch.remainder(torch.round(vol / ps), 2)
+    rot_offset = torch.einsum("nij,j->ni", a, odd * (ps / 2))[:, :2]  # (n, 2) Å
     centre = torch.tensor([model.width // 2, model.height // 2], dtype=_DT)
     shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts
-    base = rotated[..., :2] / ps + shifts[None] + centre
+    base = (rotated[..., :2] + rot_offset[None]) / ps + shifts[None] + centre
     t_tilt = torch.linspace(0, 1, n, dtype=_DT) if n > 1 else torch.zeros(1, dtype=_DT)
     pos = base + _warp(model, params.warp, base, t_tilt[None, :])
     corr = torch.deg2rad(params.value("stage"))
