@@ -70,7 +70,9 @@ ERROR_KEYS = ("shift_rms_px", "position_rms_px", "defocus_rms_A", "angle_median_
 def make_sims(kind: str, items: int, particles: int, snr: float, seed0: int, box: int) -> list:
     """``items`` simulations of one species (diameter 0.6 × box × 1.5 Å); the field of view grows
     with the box so that the particle density stays that of box 48."""
-    size = int((96 + 36 * particles**0.5) * box / 48)
+    # even: image and tomogram centres then agree in every convention (RELION's int(size / 2)
+    # rotation centre vs size / 2; the refiner follows RELION since commit 7f02141)
+    size = 2 * int((96 + 36 * particles**0.5) * box / 96)
     seeds = list(range(seed0, seed0 + items))
     species = small_species(box, PIXEL)[:1]
     if kind == "frames":
