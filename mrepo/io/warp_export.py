@@ -301,7 +301,7 @@ def _movie_meta(repo: Repository, item: Item, t: int, frames: int) -> WarpMeta:
     ctf = model_array(repo, item, "ctf")
     u, v, angle = ctf[t] if ctf is not None else (0.0, 0.0, 0.0)
     phase = model_array(repo, item, "phase_shift")
-    params = {"PixelSize": im["pixel_size"], "Cs": im.get("cs", 2.7), "Voltage": im["voltage"],
+    params = {"PixelSize": im["pixel_size"], "Cs": im["cs"], "Voltage": im["voltage"],
               "Amplitude": im["amplitude_contrast"], "Defocus": (u + v) / 2 / 1e4, "DefocusDelta": (u - v) / 1e4,
               "DefocusAngle": angle, "PhaseShift": float(phase[t]) / 180.0 if phase is not None else 0.0}
     meta = WarpMeta("Movie", ctf={k: repr(float(x)) for k, x in params.items()})
