@@ -8,11 +8,16 @@ record present in a repository has its whole closure there: arrays and blobs
 first, then records from the leaves up (a record is written only after every
 record it references), then the ref by compare-and-swap. An interrupted transfer,
 run again, finds the complete objects and copies only what is still missing.
+
+The walk of the records and the copy of the data overlap: an array's chunks start
+moving as soon as the walk finds the array missing, while the walk goes on in a small
+pool of its own, so the data pool is busy from the first array to the last.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -110,43 +115,6 @@ def _receive_record(src: Storage, h: str) -> tuple[bytes, Any]:
     return data, check_record_bytes(h, data)[1]
 
 
-def _missing_closure(src: Storage, dst: Storage, roots: Iterable[str], pool: ThreadPoolExecutor
-                     ) -> tuple[dict[str, bytes], dict[str, list[str]], set[str], set[str]]:
-    """Records ``dst`` lacks (or holds damaged) with their verified bytes, the edges between
-    them (hash -> missing child records), and the arrays and blobs ``dst`` lacks or holds damaged.
-
-    A record intact at ``dst`` is not descended into: its closure is there by invariant.
-    """
-    records: dict[str, bytes] = {}
-    children: dict[str, list[str]] = {}
-    arrays: set[str] = set()
-    blobs: set[str] = set()
-    frontier = [check_hash(h, "root") for h in dict.fromkeys(roots)]
-    seen: set[str] = set(frontier)
-    while frontier:
-        # Records and arrays found present are freshened (see ObjectStore.freshen): gc keeps young
-        # objects and their closures, so nothing this transfer relies on can be swept under it.
-        present = list(pool.map(lambda h: _intact(dst, "record", h), frontier))
-        missing = [h for h, p in zip(frontier, present) if not p]
-        received = list(pool.map(lambda h: _receive_record(src, h), missing))
-        next_records: list[str] = []
-        checks: list[tuple[str, str]] = []
-        for h, (data, body) in zip(missing, received):
-            records[h] = data
-            children[h], new_records, new_data = split_references(body, seen)
-            next_records.extend(new_records)
-            checks.extend(new_data)
-        has = list(pool.map(lambda kc: _intact(dst, *kc), checks))
-        for (kind, child), ok in zip(checks, has):
-            if not ok:
-                (arrays if kind == "array" else blobs).add(child)
-        frontier = next_records
-    # Only keep edges to records that are themselves missing.
-    for h, kids in children.items():
-        children[h] = [c for c in kids if c in records]
-    return records, children, arrays, blobs
-
-
 class _ArrayCopy:
     """One array on its way from ``src`` to ``dst``: chunks are verified as they pass and written
     under their final keys (invisible until ``zarr.json``); ``zarr.json`` is written only after
@@ -221,81 +189,178 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
         raise type(exc)(f"{exc} (received from {src.url}; refused, nothing referencing it was stored)") from None
 
 
+#: Threads of the walk (record reads, presence checks, ``zarr.json`` reads): small requests that
+#: keep the data pool fed; the data (chunks, blobs) moves in ``workers`` threads of its own.
+WALK_WORKERS = 4
+
+
 def _copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int,
                   progress: Progress | None, deep_arrays: bool) -> TransferStats:
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="mrepo-transfer")
+    walk = ThreadPoolExecutor(min(WALK_WORKERS, workers), thread_name_prefix="mrepo-walk")
+    data = ThreadPoolExecutor(workers, thread_name_prefix="mrepo-transfer")
     try:
-        return _copy_with(pool, src, dst, roots, progress, deep_arrays)
+        return _Pipeline(src, dst, walk, data, progress, deep_arrays).run(roots)
     finally:  # on a refused object, stop at once: cancel what has not started
-        pool.shutdown(wait=True, cancel_futures=True)
+        walk.shutdown(wait=True, cancel_futures=True)
+        data.shutdown(wait=True, cancel_futures=True)
 
 
-def _copy_with(pool: ThreadPoolExecutor, src: Storage, dst: Storage, roots: Iterable[str],
-               progress: Progress | None, deep_arrays: bool = True) -> TransferStats:
-    stats = TransferStats()
-    records, children, arrays, blobs = _missing_closure(src, dst, roots, pool)
+class _Pipeline:
+    """One transfer as events on the calling thread: the walk finds what ``dst`` lacks (records
+    received and checked, arrays and blobs found missing) and each missing array or blob is
+    handed to the data pool at once; tasks report to one queue, so the state below is touched
+    by the calling thread only. Records are written last, leaves first."""
 
-    def start_array(h: str) -> _ArrayCopy:
+    def __init__(self, src: Storage, dst: Storage, walk: ThreadPoolExecutor, data: ThreadPoolExecutor,
+                 progress: Progress | None, deep_arrays: bool):
+        self.src, self.dst, self.walk, self.data = src, dst, walk, data
+        self.progress, self.deep_arrays = progress, deep_arrays
+        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.running = 0  # tasks submitted whose event is not yet handled
+        self.walking = 0  # of which walk tasks: the total is known when none is left
+        self.seen: set[str] = set()
+        self.records: dict[str, bytes] = {}
+        self.children: dict[str, list[str]] = {}
+        self.copies: list[_ArrayCopy] = []
+        self.blobs = 0
+        self.stats = TransferStats()
+        self.done = 0  # files copied (chunks, zarr.json, blobs; then records)
+        self.reported = 0  # of which passed to ``progress`` (once the total is known)
+        self.total = 0
+
+    # ------------------------------------------------------------------ tasks (pool threads)
+    def _submit(self, pool: ThreadPoolExecutor, handler: Callable[..., None], fn: Callable[..., Any],
+                *args: Any) -> None:
+        self.running += 1
+        if pool is self.walk:
+            self.walking += 1
+
+        def task() -> None:
+            try:
+                self.events.put((pool, handler, args, fn(*args), None))
+            except BaseException as exc:  # handed to the calling thread, which stops the transfer
+                self.events.put((pool, handler, args, None, exc))
+
+        pool.submit(task)
+
+    def _visit_record(self, h: str) -> tuple[bytes, Any] | None:
+        """None when record ``h`` is intact at ``dst`` (its closure is there by invariant), else its
+        bytes and body received from ``src`` and checked. Present records are freshened (see
+        ObjectStore.freshen): gc keeps young objects and their closures, so nothing this transfer
+        relies on can be swept under it."""
+        return None if _intact(self.dst, "record", h) else _receive_record(self.src, h)
+
+    def _start_array(self, h: str) -> _ArrayCopy:
         try:
-            return _ArrayCopy(h, src.backend.get(array_prefix(h) + "zarr.json"), deep=deep_arrays)
+            return _ArrayCopy(h, self.src.backend.get(array_prefix(h) + "zarr.json"), deep=self.deep_arrays)
         except ObjectNotFound:
-            raise ObjectNotFound(f"array {h} is missing or incomplete in {src.url}") from None
+            raise ObjectNotFound(f"array {h} is missing or incomplete in {self.src.url}") from None
 
-    copies = list(pool.map(start_array, sorted(arrays)))
-    total = sum(len(c.keys) + 1 for c in copies) + len(blobs) + len(records)
-    done = 0
-
-    def tick(n: int = 1) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress("objects", done, total)
-
-    def copy_blob(h: str) -> int:
-        data = src.backend.get(object_key(h))
+    def _copy_blob(self, h: str) -> int:
+        data = self.src.backend.get(object_key(h))
         if check_object_bytes(h, data) != "blob":
             raise CorruptObject(f"object {h} is a record where a blob is referenced")
-        dst.backend.put(object_key(h), data)
+        self.dst.backend.put(object_key(h), data)
         return len(data)
 
-    # Arrays: chunks in grid order (verified and hashed as they pass), zarr.json after the hash.
-    tasks = [(c, k) for c in copies for k in c.keys]
-    for c in copies:
+
+    # ------------------------------------------------------------------ handlers (calling thread)
+    def _on_record(self, args: tuple[str], received: tuple[bytes, Any] | None) -> None:
+        if received is None:
+            return
+        (h,), (data, body) = args, received
+        self.records[h] = data
+        self.children[h], new_records, new_data = split_references(body, self.seen)
+        for child in new_records:
+            self._submit(self.walk, self._on_record, self._visit_record, child)
+        for kind, child in new_data:
+            self._submit(self.walk, self._on_present, _intact, self.dst, kind, child)
+
+    def _on_present(self, args: tuple[Storage, str, str], intact: bool) -> None:
+        _, kind, h = args
+        if intact:
+            return
+        if kind == "array":
+            self._submit(self.walk, self._on_array, self._start_array, h)
+        else:
+            self.blobs += 1
+            self.total += 1
+            self._submit(self.data, self._on_blob, self._copy_blob, h)
+
+    def _on_array(self, args: tuple[str], c: _ArrayCopy) -> None:
+        self.copies.append(c)
+        self.stats.bytes += len(c.metadata)
+        self.total += len(c.keys) + 1
         if not c.keys:  # an empty array: nothing to wait for
-            c.publish(dst)
-    for c in copies:
-        stats.bytes += len(c.metadata)
-        if not c.keys:
-            tick()
-    try:
-        for (n, published) in pool.map(lambda t: t[0].copy_chunk(src, dst, t[1]), tasks):
-            stats.bytes += n
-            stats.array_bytes += n
-            tick()
-            if published:
-                tick()  # its zarr.json
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # nothing still writing before cleaning up
-        for c in copies:
-            c.discard(dst)
-        raise
-    for n in pool.map(copy_blob, sorted(blobs)):
-        stats.bytes += n
-        tick()
-    stats.arrays, stats.blobs = len(copies), len(blobs)
+            self._submit(self.data, self._on_blob, c.publish, self.dst)
+        for key in c.keys:  # grid order: slabs complete (and are hashed) one after the other
+            self._submit(self.data, self._on_chunk, c.copy_chunk, self.src, self.dst, key)
 
-    def put_record(h: str) -> int:
-        dst.backend.put(object_key(h), records[h])
-        return len(records[h])
+    def _on_chunk(self, args: tuple, result: tuple[int, bool]) -> None:
+        n, published = result
+        self.stats.bytes += n
+        self.stats.array_bytes += n
+        self._tick(2 if published else 1)  # the chunk, and the zarr.json it completed
 
-    # Records by height: leaves first (bytes already received and checked while walking).
-    for level in levels(children):
-        for n in pool.map(put_record, level):
-            stats.bytes += n
-            tick()
-    stats.records = len(records)
-    dst.objects.clear_cache()  # records it held damaged may have been replaced
-    return stats
+    def _on_blob(self, args: tuple, n: int | None) -> None:
+        """A blob copied (``n`` bytes), or an empty array's ``zarr.json`` written (None)."""
+        self.stats.bytes += n or 0
+        self._tick()
+
+    def _tick(self, n: int = 1) -> None:
+        """Count ``n`` files copied; report each to ``progress`` once the walk has ended (the total,
+        records included, is known then), one call per file."""
+        self.done += n
+        if self.progress is None or self.walking:
+            return
+        while self.reported < self.done:
+            self.reported += 1
+            self.progress("objects", self.reported, self.total + len(self.records))
+
+    # ------------------------------------------------------------------ the run
+    def _drain(self) -> None:
+        """Handle events until every submitted task has reported; the first failure stops the
+        transfer (chunk files of arrays not yet visible are removed) and is raised."""
+        try:
+            while self.running:
+                pool, handler, args, result, exc = self.events.get()
+                self.running -= 1
+                if pool is self.walk:
+                    self.walking -= 1
+                if exc is not None:
+                    raise exc
+                handler(args, result)
+                self._tick(0)  # when the walk has just ended: report what was copied meanwhile
+        except BaseException:
+            self.walk.shutdown(wait=True, cancel_futures=True)  # nothing still writing before cleaning up
+            self.data.shutdown(wait=True, cancel_futures=True)
+            for c in self.copies:
+                c.discard(self.dst)
+            raise
+
+    def run(self, roots: Iterable[str]) -> TransferStats:
+        frontier = [check_hash(h, "root") for h in dict.fromkeys(roots)]
+        self.seen.update(frontier)
+        for h in frontier:
+            self._submit(self.walk, self._on_record, self._visit_record, h)
+        self._drain()
+        stats = self.stats
+        stats.arrays, stats.blobs = len(self.copies), self.blobs
+
+        def put_record(h: str) -> int:
+            self.dst.backend.put(object_key(h), self.records[h])
+            return len(self.records[h])
+
+        # Records by height: leaves first (bytes already received and checked while walking); only
+        # edges to records that are themselves missing count.
+        children = {h: [c for c in kids if c in self.records] for h, kids in self.children.items()}
+        for level in levels(children):
+            for n in self.data.map(put_record, level):
+                stats.bytes += n
+                self._tick()
+        stats.records = len(self.records)
+        self.dst.objects.clear_cache()  # records it held damaged may have been replaced
+        return stats
 
 
 # ----------------------------------------------------------------------------- high-level operations

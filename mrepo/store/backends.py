@@ -502,6 +502,30 @@ class S3Backend(FsspecBackend):
     def put_file(self, key: str, path: str | Path) -> None:
         self.fs.put_file(str(path), self._p(key))
 
+    #: Objects larger than this are read by s3fs in parallel ranged requests; smaller ones in one GET.
+    PARALLEL_GET_BYTES = 64 << 20
+
+    def get(self, key: str) -> bytes:
+        """One GET per object (s3fs's ``cat_file`` sends a HEAD for the size first: two requests
+        per chunk file); an object over :attr:`PARALLEL_GET_BYTES` is handed back to s3fs, which
+        reads it in parallel ranges."""
+        from fsspec.asyn import sync
+
+        bucket, obj_key, _ = self.fs.split_path(self._p(key))
+
+        async def fetch() -> bytes | None:
+            resp = await self.fs._call_s3("get_object", Bucket=bucket, Key=obj_key)
+            async with resp["Body"] as body:
+                if int(resp.get("ContentLength") or 0) > self.PARALLEL_GET_BYTES:
+                    return None
+                return await body.read()
+
+        try:
+            data = sync(self.fs.loop, fetch)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.url}") from None
+        return super().get(key) if data is None else data
+
     def _mtime(self, info: dict[str, Any]) -> float:
         modified = info.get("LastModified")
         return modified.timestamp() if hasattr(modified, "timestamp") else 0.0
