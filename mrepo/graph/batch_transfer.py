@@ -21,12 +21,15 @@ automatic retry after a lost connection) negotiates again and moves only the res
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from ..store import CorruptObject, MrepoError, ObjectNotFound, Storage, zarr_codec
 from ..store.hashing import parse_record_bytes
@@ -54,6 +57,18 @@ CHECK_BYTES = 32 << 20
 def supports(src: Storage, dst: Storage) -> bool:
     """True when one side is an mrepo server (the batch protocol applies)."""
     return isinstance(dst.backend, HttpBackend) or isinstance(src.backend, HttpBackend)
+
+
+def _balanced(sizes: dict[str, int], streams: int = STREAMS) -> list[list[str]]:
+    """The hashes of ``sizes`` (hash -> bytes) in at most ``streams`` non-empty groups of about equal
+    bytes (largest first, each to the lightest group), each group in hash order."""
+    groups: list[list[str]] = [[] for _ in range(min(streams, len(sizes)))]
+    load = [0] * len(groups)
+    for h in sorted(sizes, key=lambda h: (-sizes[h], h)):
+        i = load.index(min(load))
+        groups[i].append(h)
+        load[i] += sizes[h]
+    return [sorted(g) for g in groups]
 
 
 def _split(hashes: list[str], streams: int = STREAMS) -> list[list[str]]:
@@ -136,18 +151,19 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
         if progress:
             progress("objects", done, total)
 
-    def array_files(h: str) -> tuple[str, bytes, list[str]]:
-        prefix = array_prefix(h)
-        metadata = src.backend.get(prefix + "zarr.json")
-        # grid order: the server checks the chunks slab by slab as they arrive
-        keys = chunk_keys(zarr_codec.parse_metadata(metadata, f"array {h}"))
-        return prefix, metadata, keys
+    def array_meta(h: str) -> tuple[bytes, zarr_codec.ArrayMeta]:
+        metadata = src.backend.get(array_prefix(h) + "zarr.json")
+        return metadata, zarr_codec.parse_metadata(metadata, f"array {h}")
 
+    # Every zarr.json first (small): the arrays are dealt to the streams by size.
+    metas = dict(zip(sorted(lacking_arrays), pool.map(array_meta, sorted(lacking_arrays))))
     lock = threading.Lock()
 
     def array_frames(group: list[str]) -> Iterator[tuple[str, bytes]]:
-        # Metadata of the next arrays and the chunks of the current one are read ahead in the pool.
-        for prefix, metadata, keys in window(pool, array_files, group, size=8):
+        # The chunks of the current array are read ahead in the pool.
+        for h in group:
+            prefix, (metadata, meta) = array_prefix(h), metas[h]
+            keys = chunk_keys(meta)  # grid order: the server checks the chunks slab by slab as they arrive
             yield prefix + "zarr.json", metadata
             n = len(metadata)
             for key, data in window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys, size=8):
@@ -174,7 +190,7 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
 
     # Arrays in parallel streams first (the server verifies them concurrently), then blobs and
     # records in one stream: a record is sent only once everything it names is on the server.
-    groups = _split(sorted(lacking_arrays))
+    groups = _balanced({h: math.prod(m.shape) * np.dtype(m.dtype).itemsize for h, (_, m) in metas.items()})
     if groups:
         with ThreadPoolExecutor(len(groups), thread_name_prefix="mrepo-stream") as streams:
             for future in [streams.submit(lambda g: http.batch.upload(array_frames(g)), g) for g in groups]:

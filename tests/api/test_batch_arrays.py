@@ -159,3 +159,13 @@ def test_chunks_of_an_array_the_server_holds_are_dropped(server) -> None:
     r = c.post("/repo/batch/upload", content=b"".join(pack.encode(_frames(h, meta, files, keys))))
     assert r.status_code == 200 and (r.json()["stored"], r.json()["present"]) == (0, 1), r.text
     np.testing.assert_array_equal(Repository.open(str(root)).objects.get_array(h), arr)
+
+
+def test_arrays_are_dealt_to_streams_by_size() -> None:
+    from mrepo.graph.batch_transfer import _balanced
+
+    sizes = {"a": 100, "b": 100, "c": 100, "d": 1, "e": 1, "f": 1, "g": 1, "h": 1}
+    groups = _balanced(sizes, 2)
+    loads = sorted(sum(sizes[h] for h in g) for g in groups)
+    assert loads == [105, 200] and sorted(h for g in groups for h in g) == sorted(sizes)
+    assert _balanced({"x": 5}, 2) == [["x"]] and _balanced({}, 2) == []
