@@ -17,6 +17,8 @@ direct push into a local folder checks array chunks against their digests only (
 user's own repository), the server checks everything it receives in full (digests, decoding and
 each array's hash), as every clone checks what it receives.
 
+Wall time is the goal's measure; CPU seconds (this process plus the server process, median of the
+runs) are printed beside it, as a load-robust view of the work each path does.
 Then requests/s for small-object GETs with ``--clients`` threads, and the server's resident memory
 (VmRSS, sampled every 50 ms) before and during ``--load-clients`` concurrent readers (for twice
 ``--seconds``) that fetch records and the files of the large arrays (chunks of up to 4 MiB).
@@ -31,6 +33,7 @@ import json
 import os
 import platform
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -117,10 +120,21 @@ def sample_rss(pid: int, stop: threading.Event, out: list[float]) -> None:
         time.sleep(0.05)
 
 
-def timed(fn) -> float:  # noqa: ANN001
-    start = time.perf_counter()
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by this process (all threads), or by process ``pid``."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(fn, server_pid: int | None = None) -> tuple[float, float]:  # noqa: ANN001
+    """(wall seconds, CPU seconds of this process plus the server's) of ``fn()``."""
+    cpu0, srv0, start = cpu_s(), cpu_s(server_pid) if server_pid else 0.0, time.perf_counter()
     fn()
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    return wall, cpu_s() - cpu0 + ((cpu_s(server_pid) - srv0) if server_pid else 0.0)
 
 
 def read_rps(base: str, token: str, paths: list[str], clients: int, seconds: float) -> tuple[float, float]:
@@ -151,9 +165,13 @@ def read_rps(base: str, token: str, paths: list[str], clients: int, seconds: flo
 
 def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int) -> dict:
     """Push then clone ``src``'s ``dev`` directly and through a server, ``repeat`` times with fresh targets
-    (a fresh served repository and server each time), alternating direct and server; the best of each."""
+    (a fresh served repository and server each time), alternating direct and server; the best wall
+    time of each, and the median CPU seconds (client and server together: a steadier measure than
+    wall time on a loaded machine, where a lucky moment makes a best time)."""
     opts = {"token": token}
-    times: dict[str, list[float]] = {"push_direct": [], "push_server": [], "pull_direct": [], "pull_server": []}
+    ops = ("push_direct", "push_server", "pull_direct", "pull_server")
+    times: dict[str, list[float]] = {k: [] for k in ops}
+    cpu: dict[str, list[float]] = {k: [] for k in ops}
     holder: dict = {}
     for r in range(repeat):
         tag = f"{name}-{r}"
@@ -161,23 +179,29 @@ def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int
         proc, base = start_server(tmp / f"{tag}-served", tmp / "tokens.toml")
         try:
             Repository.init(str(tmp / f"{tag}-direct")).close()
-            times["push_direct"].append(timed(lambda t=tag: push(src, str(tmp / f"{t}-direct"), "dev")))
-            times["push_server"].append(timed(lambda b=base: holder.update(s=push(src, b + "/repo", "dev",
-                                                                                   options=opts))))
-            times["pull_direct"].append(timed(lambda t=tag: clone(str(tmp / f"{t}-direct"),
-                                                                  str(tmp / f"{t}-pull-direct"))))
-            times["pull_server"].append(timed(lambda t=tag, b=base: clone(b + "/repo", str(tmp / f"{t}-pull-server"),
-                                                                          src_options=opts)))
+            runs = {
+                "push_direct": timed(lambda t=tag: push(src, str(tmp / f"{t}-direct"), "dev")),
+                "push_server": timed(lambda b=base: holder.update(s=push(src, b + "/repo", "dev", options=opts)),
+                                     proc.pid),
+                "pull_direct": timed(lambda t=tag: clone(str(tmp / f"{t}-direct"), str(tmp / f"{t}-pull-direct"))),
+                "pull_server": timed(lambda t=tag, b=base: clone(b + "/repo", str(tmp / f"{t}-pull-server"),
+                                                                 src_options=opts), proc.pid),
+            }
+            for k, (wall, seconds) in runs.items():
+                times[k].append(wall)
+                cpu[k].append(seconds)
         finally:
             proc.kill()
             proc.wait()
     stats = holder["s"]
     best = {k: min(v) for k, v in times.items()}
+    mid = {k: float(np.median(v)) for k, v in cpu.items()}
     return {"objects": stats.records + stats.blobs + stats.arrays, "MB": stats.bytes / 1e6, "runs": times,
-            "push": {"direct_s": best["push_direct"], "server_s": best["push_server"],
-                     "ratio": best["push_server"] / best["push_direct"]},
-            "pull": {"direct_s": best["pull_direct"], "server_s": best["pull_server"],
-                     "ratio": best["pull_server"] / best["pull_direct"]}}
+            "cpu_runs": cpu,
+            **{op: {"direct_s": best[f"{op}_direct"], "server_s": best[f"{op}_server"],
+                    "ratio": best[f"{op}_server"] / best[f"{op}_direct"],
+                    "direct_cpu_s": mid[f"{op}_direct"], "server_cpu_s": mid[f"{op}_server"],
+                    "cpu_ratio": mid[f"{op}_server"] / mid[f"{op}_direct"]} for op in ("push", "pull")}}
 
 
 def main() -> None:
@@ -240,12 +264,15 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "bench_server.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'payload':<8}{'objects':>9}{'MB':>8}{'op':>6}{'direct s':>10}{'server s':>10}{'server/direct':>15}")
+    print(f"{'payload':<8}{'objects':>9}{'MB':>8}{'op':>6}{'direct s':>10}{'server s':>10}{'server/direct':>15}"
+          f"{'CPU direct':>12}{'CPU server':>12}{'CPU ratio':>11}")
     for name in ("small", "large"):
         r = results[name]
         for op in ("push", "pull"):
             print(f"{name:<8}{r['objects']:>9}{r['MB']:>8.1f}{op:>6}{r[op]['direct_s']:>10.2f}"
-                  f"{r[op]['server_s']:>10.2f}{r[op]['ratio']:>15.2f}")
+                  f"{r[op]['server_s']:>10.2f}{r[op]['ratio']:>15.2f}{r[op]['direct_cpu_s']:>12.2f}"
+                  f"{r[op]['server_cpu_s']:>12.2f}{r[op]['cpu_ratio']:>11.2f}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU: median seconds, client and server")
     s = results["small_reads"]
     print(f"small-object GETs: {s['rps']:.0f} req/s with {s['clients']} clients (median {s['median_ms']:.1f} ms), "
           f"{s['rps_1_client']:.0f} req/s with 1 client (median {s['median_ms_1_client']:.1f} ms)")
