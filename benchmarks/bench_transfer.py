@@ -3,6 +3,10 @@ tables) to/from a moto S3 server, against raw s3fs put/get of the same files wit
 concurrency; and a push with nothing changed (array bytes sent, goal 0).
 
 mrepo checks every object it transfers while it streams through; raw s3fs only moves bytes.
+Raw is s3fs's own ``pipe_file`` / ``cat_file`` at its defaults (``cat_file`` sends a HEAD for the
+size, then the GET: two requests per file; mrepo's S3 backend reads an object with one GET). For
+reference, a raw one-request GET (``get_object`` through s3fs's client) is timed too
+(``raw_get_1req``); the goal is stated against ``cat_file``.
 Pull (from a remote) checks records and blobs by hash and recomputes every array's hash from
 its decoded chunks; push (from the user's own repository) checks records and blobs by hash and
 every array chunk against its digest in the array's canonical zarr.json (damage), without decoding. Each side runs
@@ -64,9 +68,19 @@ def raw_put(fs, root: Path, prefix: str, keys: list[str], workers: int) -> float
     return time.perf_counter() - t0
 
 
-def raw_get(fs, dest: Path, prefix: str, keys: list[str], workers: int) -> float:
+def raw_get(fs, dest: Path, prefix: str, keys: list[str], workers: int, one_request: bool = False) -> float:
+    """Seconds to read ``keys`` below ``prefix`` into files below ``dest``: s3fs ``cat_file`` (a HEAD,
+    then the GET), or with ``one_request`` a single ``get_object`` per file."""
+    from fsspec.asyn import sync
+
+    async def get_object(path: str) -> bytes:
+        bucket, key, _ = fs.split_path(path)
+        resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+        async with resp["Body"] as body:
+            return await body.read()
+
     def get(k: str) -> None:
-        data = fs.cat_file(f"{prefix}/{k}")
+        data = sync(fs.loop, get_object, f"{prefix}/{k}") if one_request else fs.cat_file(f"{prefix}/{k}")
         path = dest / k
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -122,7 +136,7 @@ def main() -> None:
 
         src = Repository.open(src_url)
         fs = None
-        push_runs, raw_put_runs, pull_runs, raw_get_runs = [], [], [], []
+        push_runs, raw_put_runs, pull_runs, raw_get_runs, raw_get1_runs = [], [], [], [], []
         stats = {}
         for rep in range(args.repeat):  # alternate which side goes first; the machine's load varies
             tag = uuid.uuid4().hex[:8]
@@ -136,8 +150,11 @@ def main() -> None:
                                                                                                   head, args.workers)),
                 "raw_get": lambda p=raw_prefix, r=rep, f=fs: raw_get_runs.append(
                     raw_get(f, tmp / f"rawget{r}", p, keys, args.workers)),
+                "raw_get_1req": lambda p=raw_prefix, r=rep, f=fs: raw_get1_runs.append(
+                    raw_get(f, tmp / f"rawget1-{r}", p, keys, args.workers, one_request=True)),
             }
-            order = ["push", "raw_put", "pull", "raw_get"] if rep % 2 == 0 else ["raw_put", "push", "raw_get", "pull"]
+            order = (["push", "raw_put", "pull", "raw_get", "raw_get_1req"] if rep % 2 == 0
+                     else ["raw_put", "push", "raw_get_1req", "raw_get", "pull"])
             for name in order[:2]:
                 steps[name]()
             if rep == 0:
@@ -148,8 +165,10 @@ def main() -> None:
                 fs.rm(prefix, recursive=True)
             shutil.rmtree(tmp / f"back{rep}", ignore_errors=True)
             shutil.rmtree(tmp / f"rawget{rep}", ignore_errors=True)
+            shutil.rmtree(tmp / f"rawget1-{rep}", ignore_errors=True)
         pushed, pulled, again = stats["push"], stats["pull"], stats["again"]
-        push_s, raw_put_s, pull_s, raw_get_s = (min(r) for r in (push_runs, raw_put_runs, pull_runs, raw_get_runs))
+        push_s, raw_put_s, pull_s, raw_get_s, raw_get1_s = (min(r) for r in (push_runs, raw_put_runs, pull_runs,
+                                                                               raw_get_runs, raw_get1_runs))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         server.stop()
@@ -160,7 +179,9 @@ def main() -> None:
         "workers": args.workers, "build_s": build_s, "repeat": args.repeat,
         "checks": {"pull": "records/blobs by hash; arrays: canonical zarr.json, chunk digests, array hash recomputed",
                    "push": "records/blobs by hash; arrays: canonical zarr.json, chunk digests"},
-        "runs_s": {"push": push_runs, "raw_put": raw_put_runs, "pull": pull_runs, "raw_get": raw_get_runs},
+        "raw": "s3fs pipe_file / cat_file at s3fs defaults (cat_file: HEAD + GET per file)",
+        "runs_s": {"push": push_runs, "raw_put": raw_put_runs, "pull": pull_runs, "raw_get": raw_get_runs,
+                   "raw_get_1req": raw_get1_runs},
         "push": {"mrepo_s": push_s, "raw_s": raw_put_s, "mrepo_bytes": pushed.bytes,
                  "mrepo_MiB_s": pushed.bytes / 2**20 / push_s, "raw_MiB_s": mib / raw_put_s},
         "pull": {"mrepo_s": pull_s, "raw_s": raw_get_s, "mrepo_bytes": pulled.bytes,
@@ -169,6 +190,8 @@ def main() -> None:
     }
     for op in ("push", "pull"):
         res[op]["ratio"] = res[op]["mrepo_MiB_s"] / res[op]["raw_MiB_s"]
+    res["pull"]["raw_1req_s"] = raw_get1_s
+    res["pull"]["ratio_vs_1req"] = pulled.bytes / pull_s / (total / raw_get1_s)
     print(f"{n_species} species, {len(keys)} files, {mib:.0f} MiB stored; moto S3; {args.workers} workers; "
           f"every object checked (pull: array content recomputed; push: chunk digests); "
           f"best of {args.repeat} alternating runs")
@@ -177,6 +200,7 @@ def main() -> None:
         r = res[op]
         print(f"{op:6} {r['mrepo_s']:10.2f} {r['mrepo_MiB_s']:12.1f} {r['raw_s']:13.2f} {r['raw_MiB_s']:10.1f} "
               f"{r['ratio']:6.2f}")
+    print(f"pull against a raw one-request GET per file ({raw_get1_s:.2f} s): {res['pull']['ratio_vs_1req']:.2f}")
     print(f"push with nothing changed: {again.array_bytes} array bytes, {again.bytes} bytes in all")
     RESULTS.mkdir(exist_ok=True)
     name = "bench_transfer.json" if args.gib == 1.0 else f"bench_transfer_{args.gib:g}.json"
