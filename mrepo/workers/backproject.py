@@ -18,22 +18,30 @@ from mrepo.workers.api import HalfSums
 from mrepo.workers.geometry import Geometry
 from mrepo.workers.imaging import (
     big_box,
-    ctf_squared,
     exposure_sizes,
     exposure_weight_grid,
     extract_groups,
-    premultiply,
+    premultiply_with_ctf2,
 )
 from mrepo.workers.item_model import ItemModel
 
 __all__ = ["backproject_species"]
 
 
+#: Slice samples inserted per call (oversampled grid points × images × symmetry operators): the
+#: trilinear stencil of one call holds ~12 bytes × 8 taps per sample (~200 MiB at this budget).
+INSERT_POINTS = 1 << 21
+
+
 def backproject_species(model: ItemModel, stack: Tensor, geo: Geometry, index: Tensor, half: Tensor, box: int,
                         diameter: float, resolution: float, symmetry: Tensor, *, pad: int, min_box_factor: float,
                         use_weights: bool, chunk: int = 64) -> HalfSums:
-    """Half-set sums of the particles ``index`` (P_s,) with half-sets ``half`` (P_s,) in {1, 2}."""
+    """Half-set sums of the particles ``index`` (P_s,) with half-sets ``half`` (P_s,) in {1, 2}, in
+    particle chunks of at most ``chunk`` and at most :data:`INSERT_POINTS` slice samples (memory bound)."""
     grids = [empty_grids(box, pad, torch.float64) for _ in range(2)]
+    big_pad = pad * box
+    per_particle = model.n * len(symmetry) * big_pad * (big_pad // 2 + 1)
+    chunk = max(1, min(chunk, INSERT_POINTS // max(per_particle, 1)))
     if len(index):
         max_def = float(torch.maximum(geo.defocus_u[index], geo.defocus_v[index]).abs().max())
         big = big_box(model, box, diameter, resolution, max_def, min_box_factor)
@@ -45,10 +53,11 @@ def backproject_species(model: ItemModel, stack: Tensor, geo: Geometry, index: T
             centres = torch.round(pos)
             (group,) = extract_groups(stack, centres, box, big, sizes, model.pixel_size)
             du, dv, ang = geo.defocus_u[idx], geo.defocus_v[idx], geo.astigmatism
-            images = premultiply(model, group, pos - centres, du, dv, ang, geo.optics) * weight
+            images, ctf2 = premultiply_with_ctf2(model, group, pos - centres, du, dv, ang, geo.optics)
+            images = images * weight
             # band-limited CTF² rings slightly below 0 near CTF zeros; a negative weight lets sums of
             # several items cancel to ~0 where data remain, so the Wiener division blows up
-            ctf2 = ctf_squared(model, group, du, dv, ang, geo.optics).clamp_min(0) * weight**2
+            ctf2 = ctf2.clamp_min(0) * weight**2
             rot = geo.rotations[idx]
             for h in (1, 2):
                 m = hs == h
