@@ -446,6 +446,12 @@ def s3_options_from_env(options: dict[str, Any] | None = None) -> dict[str, Any]
         opts["secret"] = os.environ["AWS_SECRET_ACCESS_KEY"]
     opts["client_kwargs"] = client_kwargs
     opts.setdefault("use_listings_cache", False)
+    # Every object mrepo reads is checked against its content hash (records, blobs, array chunks
+    # and the array's hash); botocore's CRC32 of each GET response would be a second, weaker pass
+    # over the same bytes, on s3fs's one event-loop thread. Uploads keep their checksum.
+    config = dict(opts.pop("config_kwargs", {}) or {})
+    config.setdefault("response_checksum_validation", "when_required")
+    opts["config_kwargs"] = config
     return opts
 
 
