@@ -42,7 +42,7 @@ sys.path.insert(0, {root!r} + "/benchmarks")
 torch.set_num_threads(1)
 from bench_refine import peak_reset, proc_status, simulated_item
 import mrepo.workers.objective as objective
-import mrepo.workers.refine_item as refine_module
+refine_module = sys.modules["mrepo.workers.refine_item"]  # the package re-exports a function of that name
 from mrepo.workers.refine_item import refine_item
 sr, task, s = simulated_item("frames", {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs})
 gc.collect()
@@ -91,16 +91,16 @@ def fit(rows: list[dict], key: str, tolerance: float) -> dict:
 
 
 def extrapolate(fits: dict[int, dict], key: str, n: int, box: int) -> tuple[float, str] | None:
-    """``key`` at (n, box) from the fitted lines: the nearest measured box's line, scaled in box by the
-    power law fitted between the two largest measured boxes (per-particle cost and intercept alike)."""
+    """``key`` at (n, box) from the fitted lines: the box's own line when it was measured, else the largest
+    measured box's line scaled in box by the power law between the two largest measured boxes at ``n``."""
     boxes = sorted(b for b, f in fits.items() if "per_particle" in f[key])
     if not boxes:
         return None
+    if box in boxes:
+        return fits[box][key]["intercept"] + fits[box][key]["per_particle"] * n, f"line of box {box}"
     top = boxes[-1]
     f = fits[top][key]
     value = f["intercept"] + f["per_particle"] * n
-    if box == top:
-        return value, f"line of box {top}"
     if len(boxes) < 2:
         return None
     lo = boxes[-2]
@@ -119,13 +119,20 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per point")
     ap.add_argument("--extrapolate", nargs="*", default=["2000:64", "2000:128", "2000:256"],
                     help="particles:box points to predict from the fitted lines")
+    ap.add_argument("--refit", action="store_true",
+                    help="fit and extrapolate the rows already in the result file (no new runs)")
     a = ap.parse_args()
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     log = {"command": "python benchmarks/bench_cost_curve.py " + " ".join(sys.argv[1:]),
            "settings": f"frames (6), 1.5 Å/px, limit 4 px, shifts + 3x3x3 image warp + poses + defocus + astigmatism, "
                        f"L-BFGS {a.lbfgs}, particle batch {a.batch}, 1 thread, one refine_item per point"}
-    for box in a.boxes:
+    if a.refit:
+        log = json.loads(RESULT.read_text())
+        rows = log["rows"]
+        a.boxes = sorted({r["box"] for r in rows})
+        log["refit"] = "python benchmarks/bench_cost_curve.py " + " ".join(sys.argv[1:])
+    for box in a.boxes if not a.refit else []:
         for n in a.particles:
             row = run_point(n, box, a.batch, a.lbfgs, a.timeout)
             if row is None:
