@@ -119,13 +119,12 @@ class Subset:
 
 @dataclass
 class Sums:
-    """Per particle and exposure sums over shells <= limit: cross, power_a, power_b (P, n);
-    optional per-species spectra {species: (3, n, shells of b)}."""
+    """Per particle and exposure sums over shells <= limit: cross, power_a, power_b (P, n) (the weights'
+    per-shell NC spectra are :mod:`mrepo.workers.exposure_spectra`, not these whitened sums)."""
 
     cross: Tensor
     power_a: Tensor
     power_b: Tensor
-    spectra: dict[str, Tensor] | None = None
 
     def target(self, rows: Tensor | None = None) -> Tensor:
         """M's target over all particles, or over the particle ``rows`` only."""
@@ -190,24 +189,21 @@ def _shell_grid(size: int, device: torch.device, dtype: torch.dtype) -> tuple[Te
             num_shells(shape))
 
 
-def _shell_sums(a: Tensor, b: Tensor, a_weight: Tensor, size: int, power_b: bool) -> ShellSums:
-    """Per-shell sums (P, g, shells) of the target: cross Σ Re(a b*), power_a Σ |a|² ``a_weight`` and
-    (``power_b``, for spectra; else zeros) Σ |b|², Hermitian pairs counted twice. The same sums as
-    :func:`normalized_cross_correlation_per_shell` without the ones the target does not use."""
+def _shell_sums(a: Tensor, b: Tensor, a_weight: Tensor, size: int) -> ShellSums:
+    """Per-shell sums (P, g, shells) of the target: cross Σ Re(a b*), power_a Σ |a|² ``a_weight`` (power_b
+    zeros), Hermitian pairs counted twice. The same sums as :func:`normalized_cross_correlation_per_shell`
+    without the ones the target does not use."""
     shells, w, ns = _shell_grid(size, a.device, a.real.dtype)
     cross = shell_sum((a.real * b.real + a.imag * b.imag) * w, shells, ns)
     pa = shell_sum((a.real * a.real + a.imag * a.imag) * (w * a_weight), shells, ns)
-    pb = shell_sum((b.real * b.real + b.imag * b.imag) * w, shells, ns) if power_b else torch.zeros_like(cross)
-    return ShellSums(cross, pa, pb)
+    return ShellSums(cross, pa, torch.zeros_like(cross))
 
 
-def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool,
-             spectra: bool = False) -> Sums:
+def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool) -> Sums:
     """Evaluate the target's per-particle, per-exposure sums (differentiable in ``geo``)."""
     n = model.n
     cross = torch.zeros(n_particles, n, dtype=torch.float64)
     pa, pb = torch.zeros_like(cross), torch.zeros_like(cross)
-    spec: dict[str, Tensor] = {}
     for sub in subsets:
         if len(sub.index) == 0:
             continue
@@ -216,23 +212,17 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
             g = st.group
             x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen, ft)
             b_img = x * (st.weight * st.inv_as)
-            # the target sums shells <= shell_limit only: skip sampling beyond (spectra need all)
-            a_img = sub.weighted_slices(j, rot[:, g.exposures], None if spectra else st.shell_limit + 0.5)
+            # the target sums shells <= shell_limit only: skip sampling beyond
+            a_img = sub.weighted_slices(j, rot[:, g.exposures], st.shell_limit + 0.5)
             # unbiased norms: |W CTF P|² (band-limited CTF², whitened) and the fixed |W I|² (st.power_b)
-            s = _shell_sums(a_img, b_img, ctf2 * st.inv_as, g.size, spectra)
+            s = _shell_sums(a_img, b_img, ctf2 * st.inv_as, g.size)
             lim = st.shell_limit + 1
             rows = sub.index[:, None].expand(-1, len(g.exposures))
             cols = g.exposures[None, :].expand(len(sub.index), -1)
             cross = cross.index_put((rows, cols), s.cross[..., 1:lim].sum(-1).double(), accumulate=True)
             pa = pa.index_put((rows, cols), s.power_a[..., 1:lim].sum(-1).double(), accumulate=True)
             pb = pb.index_put((rows, cols), st.power_b, accumulate=True)
-            if spectra:
-                ns = sub.box // 2 + 1
-                t = spec.setdefault(sub.species, torch.zeros(3, n, ns, dtype=torch.float64))
-                k = s.cross.shape[-1]
-                for j, part in enumerate((s.cross, s.power_a, s.power_b)):
-                    t[j, g.exposures, :k] += part.detach().sum(0).double()
-    return Sums(cross, pa, pb, spec if spectra else None)
+    return Sums(cross, pa, pb)
 
 
 def _geometry_tensors(geo: Geometry) -> list[Tensor]:

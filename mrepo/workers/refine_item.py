@@ -24,6 +24,7 @@ from mrepo.graph import Item, Repository
 from mrepo.store import InvalidInput, ObjectStore, array_ref
 from mrepo.workers.api import ItemResult, ItemTask
 from mrepo.workers.backproject import backproject_species
+from mrepo.workers.exposure_spectra import exposure_spectra
 from mrepo.workers.geometry import (
     DEFOCUS_UNIT,
     Geometry,
@@ -190,9 +191,9 @@ class _Context:
                     other.append(Subset(name, h, ref.box, c, ref.volumes_ft[2 - h], states, load))
         return own, other
 
-    def sums(self, subsets: list[Subset], params: Parameters, ctf_frozen: bool, spectra: bool = False) -> Sums:
+    def sums(self, subsets: list[Subset], params: Parameters, ctf_frozen: bool) -> Sums:
         geo = particle_geometry(self.model, self.particles, params)
-        return evaluate(self.model, subsets, geo, self.n_particles, ctf_frozen=ctf_frozen, spectra=spectra)
+        return evaluate(self.model, subsets, geo, self.n_particles, ctf_frozen=ctf_frozen)
 
     def loss(self, subsets: list[Subset], params: Parameters, ctf_frozen: bool) -> torch.Tensor:
         """``-1000 · target`` plus the stage-angle prior; gradients added to the selected groups."""
@@ -376,8 +377,8 @@ def _spectra(ctx: _Context, params: Parameters) -> np.ndarray | None:
     if not subsets:
         return None
     with torch.no_grad():
-        sm = ctx.sums(subsets, params, ctf_frozen=False, spectra=True)
-    spec = {k: v.numpy() for k, v in (sm.spectra or {}).items()}
+        geo = particle_geometry(ctx.model, ctx.particles, params)
+    spec = {k: v.numpy() for k, v in exposure_spectra(ctx.model, subsets, geo).items()}
     shells = {v.shape[-1] for v in spec.values()}
     if len(shells) != 1:
         largest = max(shells)

@@ -32,7 +32,8 @@ def nc_spectra(spectra: dict[str, np.ndarray], fsc: dict[str, np.ndarray | None]
     total = None
     wsum = None
     for name, s in sorted(spectra.items()):
-        nc = s[0] / np.sqrt(np.maximum(s[1] * s[2], 1e-30))
+        norm = s[1] * s[2]
+        nc = np.where(norm > 0, s[0] / np.sqrt(np.where(norm > 0, norm, 1.0)), 0.0)  # 0 where a power is 0
         f = fsc.get(name)
         w = np.ones(nc.shape[-1]) if f is None else np.clip(np.resize(np.asarray(f, float), nc.shape[-1]), 0, 1)
         if nc.shape[-1] != (total.shape[-1] if total is not None else nc.shape[-1]):
