@@ -3,7 +3,11 @@
 Like git's pack negotiation, in three requests instead of one per object:
 
 - ``POST /repo/batch/have`` (write): the client lists object and array hashes it is about to
-  send; the server answers those it lacks (and freshens the ones it has, for gc).
+  send; the server answers those it lacks or holds damaged (and freshens the ones it has, for
+  gc). A present copy counts as held when it passes the single-upload path's check
+  (:func:`mrepo.api.ingest.object_sound`, :func:`mrepo.api.ingest.array_sound`: re-read and
+  re-hashed up to 1 MiB, larger ones by presence, for arrays of every chunk file), so the
+  client sends a damaged one and the upload replaces it.
 - ``POST /repo/batch/upload`` (write): one pack (:mod:`mrepo.store.pack`) of objects and arrays in
   write order: arrays (``zarr.json`` first, then its chunks), blobs, records from the leaves up.
   Every frame is verified before it becomes visible: objects by hash, canonical form, schema and
@@ -12,7 +16,9 @@ Like git's pack negotiation, in three requests instead of one per object:
   order (:class:`mrepo.store.integrity.ArrayReceiver`). Each chunk is checked once and written
   once, on arrival: under its final name while this upload holds the array's lock (invisible
   until ``zarr.json``, written after the array hash), or, when another upload of the same array
-  holds it, in this upload's staging area, moved under the final names on publication.
+  holds it, in this upload's staging area, moved under the final names on publication. An
+  array present but damaged is received into staging too and replaces the stored files
+  (chunks, then ``zarr.json``) once it verifies; until then readers see the damaged copy.
   What was stored stays stored when the stream breaks, so a retry (after a kill, on either side)
   negotiates again and sends only the rest.
 - ``POST /repo/batch/download`` (read): the client names the objects and arrays it wants; the
@@ -46,7 +52,7 @@ from ..store.parallel import window
 from .auth import require
 from .context import ServerContext, blocking
 from .errors import ApiError
-from .ingest import store_object
+from .ingest import array_sound, object_sound, store_object
 from .staging import UPLOAD_ID, staging_prefix
 
 _HASH_IN_JSON = re.compile(r"[0-9a-f]{64}")
@@ -158,14 +164,15 @@ class BatchReceiver:
             if self.array is not None:
                 raise InvalidInput(f"pack: array {h} starts before array {self.array.h} is complete")
             receiver, lock = None, None
-            if not self.objects.freshen("array", h):
+            present = self.objects.freshen("array", h)
+            if not present or not array_sound(self.backend, h):
                 meta = check_array_metadata(h, data, max_bytes=self.ctx.staging.max_array_bytes)
                 check_slab_size(h, meta)
                 receiver = ArrayReceiver(h, meta)
-                lock = self.ctx.staging.lock(h)
-                if not lock.acquire(blocking=False):  # another upload of this array is under way
+                lock = None if present else self.ctx.staging.lock(h)  # a damaged copy is replaced from staging
+                if lock is not None and not lock.acquire(blocking=False):  # another upload of it is under way
                     lock = None
-                elif self.objects.has_array(h):  # published since: its chunk files are not to be touched
+                elif lock is not None and self.objects.has_array(h):  # published since: its chunks stay
                     lock.release()
                     receiver, lock = None, None
             self.array = _OpenArray(h, data, receiver, lock, staging_prefix(h, self.upload))
@@ -214,14 +221,15 @@ class BatchReceiver:
 
     def _publish(self, arr: _OpenArray) -> bool:
         """Make a received array visible once every chunk passed its check and the array its hash:
-        ``zarr.json`` after the chunks (moved from staging first when they were staged)."""
+        ``zarr.json`` after the chunks (moved from staging first when they were staged; over
+        the stored files when the array is present but damaged)."""
         published = False
         try:
             arr.wait_checks()
             arr.receiver.finish()
             if arr.lock is None:
                 with self.ctx.staging.lock(arr.h):
-                    if self.objects.has_array(arr.h):
+                    if self.objects.has_array(arr.h) and array_sound(self.backend, arr.h):
                         return False
                     final = array_prefix(arr.h)
                     for k in chunk_keys(arr.receiver.meta):
@@ -341,8 +349,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
     async def have(body: HashLists) -> dict:
         def run() -> dict:
             objects = ctx.storage.objects
-            obj = list(pool.map(lambda h: objects.freshen("record", h), body.objects))
-            arr = list(pool.map(lambda h: objects.freshen("array", h), body.arrays))
+            backend = ctx.storage.backend
+            obj = list(pool.map(lambda h: objects.freshen("record", h) and object_sound(backend, h), body.objects))
+            arr = list(pool.map(lambda h: objects.freshen("array", h) and array_sound(backend, h), body.arrays))
             return {names.F_MISSING_OBJECTS: [h for h, p in zip(body.objects, obj) if not p],
                     names.F_MISSING_ARRAYS: [h for h, p in zip(body.arrays, arr) if not p]}
         return await blocking(run)
