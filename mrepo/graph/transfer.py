@@ -10,8 +10,8 @@ record it references), then the ref by compare-and-swap. An interrupted transfer
 run again, finds the complete objects and copies only what is still missing.
 
 The walk of the records and the copy of the data overlap: an array's chunks start
-moving as soon as the walk finds the array missing, while the walk goes on in a small
-pool of its own, so the data pool is busy from the first array to the last.
+moving as soon as the walk finds the array missing, while the walk goes on in a pool
+of its own, so the data pool is busy from the first array to the last.
 """
 
 from __future__ import annotations
@@ -189,9 +189,9 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
         raise type(exc)(f"{exc} (received from {src.url}; refused, nothing referencing it was stored)") from None
 
 
-#: Threads of the walk (record reads, presence checks, ``zarr.json`` reads): small requests that
-#: keep the data pool fed; the data (chunks, blobs) moves in ``workers`` threads of its own.
-WALK_WORKERS = 4
+#: Most threads of the walk (record reads, presence checks, ``zarr.json`` reads): small requests
+#: that keep the data pool fed; the data (chunks, blobs) moves in ``workers`` threads of its own.
+WALK_WORKERS = 16
 
 
 def _copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int,
@@ -250,6 +250,14 @@ class _Pipeline:
         relies on can be swept under it."""
         return None if _intact(self.dst, "record", h) else _receive_record(self.src, h)
 
+    def _check_data(self, kind: str, h: str) -> _ArrayCopy | str | None:
+        """None when array or blob ``h`` is intact at ``dst``; else the blob's hash, or the array's
+        copy started (its ``zarr.json`` read and checked) in the same task, so its chunks can move
+        without waiting behind the presence checks of other arrays."""
+        if _intact(self.dst, kind, h):
+            return None
+        return self._start_array(h) if kind == "array" else h
+
     def _start_array(self, h: str) -> _ArrayCopy:
         try:
             return _ArrayCopy(h, self.src.backend.get(array_prefix(h) + "zarr.json"), deep=self.deep_arrays)
@@ -274,20 +282,17 @@ class _Pipeline:
         for child in new_records:
             self._submit(self.walk, self._on_record, self._visit_record, child)
         for kind, child in new_data:
-            self._submit(self.walk, self._on_present, _intact, self.dst, kind, child)
+            self._submit(self.walk, self._on_data, self._check_data, kind, child)
 
-    def _on_present(self, args: tuple[Storage, str, str], intact: bool) -> None:
-        _, kind, h = args
-        if intact:
+    def _on_data(self, args: tuple[str, str], found: _ArrayCopy | str | None) -> None:
+        if found is None:
             return
-        if kind == "array":
-            self._submit(self.walk, self._on_array, self._start_array, h)
-        else:
+        if isinstance(found, str):
             self.blobs += 1
             self.total += 1
-            self._submit(self.data, self._on_blob, self._copy_blob, h)
-
-    def _on_array(self, args: tuple[str], c: _ArrayCopy) -> None:
+            self._submit(self.data, self._on_blob, self._copy_blob, found)
+            return
+        c = found
         self.copies.append(c)
         self.stats.bytes += len(c.metadata)
         self.total += len(c.keys) + 1
