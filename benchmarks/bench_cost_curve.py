@@ -97,7 +97,8 @@ def extrapolate(fits: dict[int, dict], key: str, n: int, box: int) -> tuple[floa
     if not boxes:
         return None
     if box in boxes:
-        return fits[box][key]["intercept"] + fits[box][key]["per_particle"] * n, f"line of box {box}"
+        own = fits[box][key]["intercept"] + fits[box][key]["per_particle"] * n
+        return (own, f"line of box {box}") if own > 0 else None
     top = boxes[-1]
     f = fits[top][key]
     value = f["intercept"] + f["per_particle"] * n
@@ -105,6 +106,8 @@ def extrapolate(fits: dict[int, dict], key: str, n: int, box: int) -> tuple[floa
         return None
     lo = boxes[-2]
     p_lo, p_hi = (fits[b][key]["intercept"] + fits[b][key]["per_particle"] * n for b in (lo, top))
+    if p_lo <= 0 or p_hi <= 0 or value <= 0:
+        return None  # a line that does not stay positive there: no honest extrapolation
     power = float(np.log(p_hi / p_lo) / np.log(top / lo))
     return value * (box / top) ** power, f"line of box {top} x (box/{top})^{power:.2f} (from boxes {lo}, {top})"
 
