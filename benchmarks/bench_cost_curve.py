@@ -169,8 +169,9 @@ def main() -> None:
                 pred[key], pred[f"{key}_from"] = got
         preds.append(pred)
         if "cpu_s" in pred:
+            growth = f"~{pred['growth_mib']:.0f} MiB" if "growth_mib" in pred else "not extrapolated"
             print(f"  extrapolated: {n} particles box {box}: CPU ~{pred['cpu_s']:.0f} s ({pred['cpu_s_from']}), "
-                  f"growth ~{pred.get('growth_mib', float('nan')):.0f} MiB")
+                  f"growth {growth}")
     log["extrapolated"] = preds
     RESULT.write_text(json.dumps(log, indent=1) + "\n")
 
