@@ -48,7 +48,7 @@ from mrepo.workers.objective import (
 from mrepo.workers.optics import updated_optics
 from mrepo.workers.optics_share import SHARED_OPTICS_KEYS
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
-from mrepo.workers.schedule import plan_schedule, stage_prior_weight
+from mrepo.workers.schedule import plan_schedule, stage_prior, stage_prior_weight
 from mrepo.workers.settings import RefineSettings
 from mrepo.workers.stages import report_stage
 from mrepo.workers.tilt_movie_stage import refine_tilt_movies
@@ -201,7 +201,7 @@ class _Context:
         target = backward_target(self.model, subsets, geo, self.n_particles, ctf_frozen=ctf_frozen, scale=1000.0)
         loss = -1000.0 * target
         if self.prior_weight and params.stage.requires_grad:
-            prior = 0.5 * self.prior_weight * ((params.value("stage") / self.settings.stage_prior_deg) ** 2).sum()
+            prior = stage_prior(params.value("stage"), self.prior_weight, self.settings.stage_prior_deg)
             prior.backward()
             loss += float(prior.detach())
         return torch.tensor(loss, dtype=torch.float64)

@@ -19,9 +19,10 @@ search window lets noise choose the parameters. The rules here, all in the units
 - **Poses**: translation bound ``max(2, d / pixel)`` px, rotation bound
   ``clip(deg(d / r), 2°, 15°)`` (r: particle radius, Å): a particle never moves further than
   the limit resolves.
-- **Stage angles** (tilts): bound 2°, and a Gaussian prior of σ ``stage_prior_deg`` whose
-  weight relative to M's (intensive, normalised) target falls as 1 / particles, like the
-  data's noise; see :func:`stage_prior_weight`.
+- **Stage angles** (tilts): bound 2°, and a Gaussian prior of σ ``stage_prior_deg`` on
+  the item's common (tilt-mean) correction, whose weight relative to M's (intensive,
+  normalised) target falls as 1 / particles, like the data's noise; see
+  :func:`stage_prior_weight` and :func:`stage_prior`.
 - Items with fewer particles than ``min_particles_per_item`` are not refined (MCore
   ``--min_particles``).
 
@@ -33,11 +34,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from mrepo.kernels.ctf import electron_wavelength
 from mrepo.workers.geometry import DEFOCUS_UNIT
 from mrepo.workers.settings import RefineSettings
 
-__all__ = ["Schedule", "plan_schedule", "defocus_window", "stage_prior_weight", "PER_PARTICLE_GROUPS"]
+__all__ = ["Schedule", "plan_schedule", "defocus_window", "stage_prior", "stage_prior_weight", "PER_PARTICLE_GROUPS"]
 
 #: groups with one value per particle (frames' defocus is per particle, too; see :meth:`Schedule.per_particle`)
 PER_PARTICLE_GROUPS = ("translation", "rotation")
@@ -83,6 +86,22 @@ def stage_prior_weight(settings: RefineSettings, particles: int, target_scale: f
     if settings.stage_prior_deg <= 0 or particles <= 0:
         return 0.0
     return 1000.0 * max(target_scale, 1e-6) / (particles * max(exposures, 1))
+
+
+def stage_prior(stage: torch.Tensor, weight: float, sigma_deg: float) -> torch.Tensor:
+    """The stage-angle prior ``weight · n · Σ_xyz (mean_i stage_i / σ)² / 2`` (a scalar) for this
+    iteration's corrections ``stage`` (n, 3) deg.
+
+    Only the item's common correction (the mean over its n tilts) is held: it rotates every
+    particle of the item alike, which the per-particle rotations (whose mean the gauge keeps)
+    and the map's own orientation leave nearly undetermined. A tilt's deviation from that mean
+    is measured by its particles against the other tilts and is not damped: a prior on every
+    tilt, re-centred each iteration, held each step to ~10 % of the remaining error (4 items ×
+    60 particles, SNR 0.25: stage RMS 0.83 → 0.45° in 7 iterations)."""
+    if not weight or stage.shape[0] == 0:
+        return stage.sum() * 0.0
+    mean = stage.mean(0)
+    return 0.5 * weight * stage.shape[0] * ((mean / sigma_deg) ** 2).sum()
 
 
 def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: dict[str, float],

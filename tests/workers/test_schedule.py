@@ -22,7 +22,7 @@ from mrepo.workers.geometry import Parameters
 from mrepo.workers.movement import divergence, settled, summarise
 from mrepo.workers.references import follow_mask, fsc_weighted, load_references_from
 from mrepo.workers.refine_item import _accept, _Context, load_item_particles, refine_item
-from mrepo.workers.schedule import defocus_window, plan_schedule
+from mrepo.workers.schedule import defocus_window, plan_schedule, stage_prior
 from mrepo.workers.settings import RefineSettings
 from tests.workers.simdata import ID_STRIDE, build_repo, frames_sim, small_species
 
@@ -73,6 +73,21 @@ def test_bounded_parameters_never_leave_their_bound():
     assert float(v.abs().max()) <= 2.0 and float(v[1]) == pytest.approx(2 * math.tanh(0.25))
     back = p.raw_for("defocus", torch.tensor([0.3, -1.0, 1.5], dtype=torch.float64))
     assert torch.allclose(2 * torch.tanh(back / 2), torch.tensor([0.3, -1.0, 1.5], dtype=torch.float64))
+
+
+def test_stage_prior_holds_the_common_correction_and_leaves_per_tilt_deviations_free():
+    """A tilt's own correction (zero item mean) is not pulled back; a common rotation c of all
+    n tilts costs weight · n · (c / σ)² / 2 and its gradient restores the mean only."""
+    dev = torch.tensor([[0.4, -0.3, 0.2], [-0.4, 0.3, -0.2], [0.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    prior = stage_prior(dev, 2.0, 0.5)
+    prior.backward()
+    assert float(prior) == 0.0 and float(dev.grad.abs().max()) == 0.0
+    common = (dev.detach() + torch.tensor([0.1, 0.0, -0.2], dtype=torch.float64)).requires_grad_(True)
+    prior = stage_prior(common, 2.0, 0.5)
+    prior.backward()
+    assert float(prior) == pytest.approx(0.5 * 2.0 * 3 * (0.1**2 + 0.2**2) / 0.25)
+    assert torch.allclose(common.grad, torch.tensor([[0.8, 0.0, -1.6]] * 3, dtype=torch.float64))
+    assert float(stage_prior(common, 0.0, 0.5)) == 0.0
 
 
 def test_item_below_min_particles_is_back_projected_unrefined():
