@@ -49,8 +49,9 @@ class RefineSettings:
     ``require_both_halves`` an update of shared parameters is kept only if the target of
     each half-set (against its own half-map) improves, and a particle's pose/defocus only
     if its score improves against both half-maps; otherwise the old values stay.
-    ``stage_prior_deg``: Gaussian prior (σ, degrees) on stage-angle corrections whose
-    weight relative to the data falls as 1 / (particles · tilts). ``particle_batch``: particles per
+    ``stage_prior_deg``: Gaussian prior (σ, degrees) on an item's common (tilt-mean)
+    stage-angle correction per iteration, whose weight relative to the data falls as
+    1 / (particles · tilts); per-tilt deviations from it are not held. ``particle_batch``: particles per
     evaluation batch (bounds the memory of the autograd graph).
     ``fsc_weighted_references``: half-maps weighted by sqrt(2FSC/(1+FSC)) before use;
     ``mask_follows_map``: each iteration's mask is made from its map
