@@ -231,7 +231,7 @@ def refine(kind: str, a: argparse.Namespace, sims: list, sr: SimRepo, log: dict[
     print(f"{kind} iteration 0 (first reconstruction) {row}", flush=True)
     settings = RefineSettings(
         refine_shifts=True,
-        image_warp=(3, 3, 3) if kind == "frames" else (3, 3, 1),
+        image_warp=(a.warp_grid, a.warp_grid, 3) if kind == "frames" else (a.warp_grid, a.warp_grid, 1),
         refine_poses=True,
         refine_defocus=True,
         refine_astigmatism=True,
@@ -369,6 +369,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--box", type=int, default=64, help="species box (px); the particle diameter is 0.6 × box px")
+    ap.add_argument("--warp-grid", type=int, default=3, help="image-warp spline nodes per image axis (x and y)")
     run(ap.parse_args().kind, ap.parse_args())
 
 
