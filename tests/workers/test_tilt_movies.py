@@ -169,8 +169,9 @@ def test_streamed_frame_patches_give_the_same_shifts():
     assert np.abs(out[0]).max() > 0.1
 
 
-@pytest.mark.slow
-def test_tilt_movie_motion_is_recovered_and_improves_the_map():
+def _refine_with_and_without_movies(motion_px: float):
+    """One simulated tilt series with raw movies (``motion_px`` RMS per-frame motion), refined
+    without and with the tilt-movie group (everything else at the truth): (sim, repo, plain, with)."""
     sim = tilts_sim(
         seed=3,
         n_particles=16,
@@ -180,11 +181,17 @@ def test_tilt_movie_motion_is_recovered_and_improves_the_map():
         snr=2.0,
         warp_px=0.0,
         tilt_movie_frames=4,
-        tilt_movie_motion_px=1.0,
+        tilt_movie_motion_px=motion_px,
     )
     sr = build_repo(sim, truth=True, resolution=5.0)
     plain = refine_item(_task(sr, RefineSettings(refine_shifts=False)))
     result = refine_item(_task(sr, RefineSettings(refine_shifts=False, tilt_movies=True, lbfgs_iterations=30)))
+    return sim, sr, plain, result
+
+
+@pytest.mark.slow
+def test_tilt_movie_motion_is_recovered_and_improves_the_map():
+    sim, sr, plain, result = _refine_with_and_without_movies(1.0)
     true = sim.truth.tilt_movie_shifts_px
     residual = float(np.sqrt(((_shifts_px(sr, result) - true) ** 2).sum(-1).mean()))
     print(f"tilt movies: true rms 1.00 px, residual {residual:.3f} px; {result.stats['tilt_movies']}")
@@ -196,20 +203,7 @@ def test_tilt_movie_motion_is_recovered_and_improves_the_map():
 
 @pytest.mark.slow
 def test_tilt_movies_without_motion_stay_near_zero():
-    sim = tilts_sim(
-        seed=3,
-        n_particles=16,
-        size=160,
-        max_tilt=30.0,
-        tilt_step=10.0,
-        snr=2.0,
-        warp_px=0.0,
-        tilt_movie_frames=4,
-        tilt_movie_motion_px=0.0,
-    )
-    sr = build_repo(sim, truth=True, resolution=5.0)
-    plain = refine_item(_task(sr, RefineSettings(refine_shifts=False)))
-    result = refine_item(_task(sr, RefineSettings(refine_shifts=False, tilt_movies=True, lbfgs_iterations=30)))
+    sim, sr, plain, result = _refine_with_and_without_movies(0.0)
     rms = float(np.sqrt((_shifts_px(sr, result) ** 2).sum(-1).mean()))
     print(f"tilt movies without motion: fitted rms {rms:.3f} px")
     assert rms < 0.15
