@@ -47,6 +47,26 @@ RESULTS = ROOT / "benchmarks" / "results"
 LIMIT = 5.0
 
 
+def _series(seeds: list[int], frames: int, motion_px: float) -> list:
+    """The benchmark's simulated tilt series (one per seed; 16 particles, ±30° in 10° steps, SNR 2,
+    no image warp) with raw movies of ``frames`` frames and ``motion_px`` RMS per-frame motion."""
+    return [
+        tilts_sim(
+            seed=s,
+            n_particles=16,
+            size=160,
+            max_tilt=30.0,
+            tilt_step=10.0,
+            snr=2.0,
+            warp_px=0.0,
+            species_seed=7,
+            tilt_movie_frames=frames,
+            tilt_movie_motion_px=motion_px,
+        )
+        for s in seeds
+    ]
+
+
 def _residual_px(sim, repo, item_hash: str) -> float:
     true = sim.truth.tilt_movie_shifts_px
     models = repo.item(item_hash).models
@@ -94,21 +114,7 @@ def run_population(seeds: list[int], motion: float, frames: int, lbfgs: int) -> 
 
     rows = []
     for movies in (False, True):
-        sims = [
-            tilts_sim(
-                seed=s,
-                n_particles=16,
-                size=160,
-                max_tilt=30.0,
-                tilt_step=10.0,
-                snr=2.0,
-                warp_px=0.0,
-                species_seed=7,
-                tilt_movie_frames=frames,
-                tilt_movie_motion_px=motion,
-            )
-            for s in seeds
-        ]
+        sims = _series(seeds, frames, motion)
         sr = build_population(sims, truth=False, resolution=8.0)
         settings = RefineSettings(refine_shifts=True, refine_poses=True, tilt_movies=movies, lbfgs_iterations=lbfgs)
         start = time.perf_counter()
@@ -154,21 +160,7 @@ def main() -> None:
     noise = 1 / np.sqrt(np.maximum(_shell_counts(32), 1))
     rows = []
     for injected in (True, False):
-        items = [
-            tilts_sim(
-                seed=s,
-                n_particles=16,
-                size=160,
-                max_tilt=30.0,
-                tilt_step=10.0,
-                snr=2.0,
-                warp_px=0.0,
-                species_seed=7,
-                tilt_movie_frames=args.frames,
-                tilt_movie_motion_px=args.motion if injected else 0.0,
-            )
-            for s in seeds
-        ]
+        items = _series(seeds, args.frames, args.motion if injected else 0.0)
         base, with_model = run_row(items, off), run_row(items, on)
         change = float((np.abs(np.array(with_model["curve"]) - np.array(base["curve"]))[1:] / noise[1:]).max())
         for label, row in (("tilt movies off", base), ("tilt movies on", with_model)):
