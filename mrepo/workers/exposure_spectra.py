@@ -25,18 +25,13 @@ from torch import Tensor
 
 from mrepo.kernels.fourier_crop import fourier_crop
 from mrepo.kernels.fourier_slice import extract_slices
-from mrepo.kernels.fsc import hermitian_weights, num_shells, shell_indices, shell_sum
+from mrepo.kernels.fsc import shell_sum
 from mrepo.workers.geometry import Geometry
 from mrepo.workers.item_model import ItemModel
-from mrepo.workers.objective import Subset, _images
+from mrepo.workers.objective import Subset, _images, _shell_grid
 from mrepo.workers.references import REFERENCE_PAD
 
 __all__ = ["exposure_spectra"]
-
-
-def _shells(size: int) -> tuple[Tensor, Tensor, int]:
-    shape = (size, size)
-    return shell_indices(shape), hermitian_weights(shape, dtype=torch.float32), num_shells(shape)
 
 
 def exposure_spectra(model: ItemModel, subsets: list[Subset], geo: Geometry) -> dict[str, Tensor]:
@@ -57,7 +52,7 @@ def exposure_spectra(model: ItemModel, subsets: list[Subset], geo: Geometry) -> 
                 if g.size < sub.box:
                     ref = fourier_crop(ref, g.size)
                 c2 = ctf2.clamp_min(0)  # the band-limiting kernel dips below 0 near DC
-                shells, w, ns = _shells(g.size)
+                shells, w, ns = _shell_grid(g.size, x.device, torch.float32)
                 parts = (
                     (x.real * ref.real + x.imag * ref.imag) * (c2 * w),
                     (ref.real * ref.real + ref.imag * ref.imag) * (c2 * c2 * w),
