@@ -115,9 +115,10 @@ def hash_blob(data: bytes) -> str:
     return h.hexdigest()
 
 
-def hash_file(path: str | Path, chunk_size: int = 8 << 20) -> str:
-    """Blob hash of a whole file, streamed (raw data is hashed whole)."""
-    h = blake3.blake3(BLOB_TAG)
+def hash_file(path: str | Path, chunk_size: int = 8 << 20, *, tagged: bool = True) -> str:
+    """Blob hash of a whole file, streamed (raw data is hashed whole); ``tagged=False``: the BLAKE3 of
+    the file's bytes as they are (a stored blob file, which holds its tag)."""
+    h = blake3.blake3(BLOB_TAG if tagged else b"")
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
             h.update(chunk)
@@ -145,11 +146,7 @@ def hash_file_cached(path: str | Path, *, tagged: bool = True) -> str:
     got = _FILE_HASHES.get(key)
     if got is not None and got[:4] == stamp:
         return got[4]
-    h = blake3.blake3(BLOB_TAG if tagged else b"")
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = hash_file(path, tagged=tagged)
     st = path.stat()
     settled = started - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS
     if settled and (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) == stamp:  # unchanged while read
