@@ -5,7 +5,7 @@ Like git's pack negotiation, in three requests instead of one per object:
 - ``POST /repo/batch/have`` (write): the client lists object and array hashes it is about to
   send; the server answers those it lacks or holds damaged (and freshens the ones it has, for
   gc). A present copy counts as held when it passes the single-upload path's check
-  (:func:`mrepo.api.ingest.object_sound`, :func:`mrepo.api.ingest.array_sound`: re-read and
+  (:func:`mrepo.store.soundness.object_sound`, :func:`mrepo.store.soundness.array_sound`: re-read and
   re-hashed up to 1 MiB, larger ones by presence, for arrays of every chunk file), so the
   client sends a damaged one and the upload replaces it.
 - ``POST /repo/batch/upload`` (write): one pack (:mod:`mrepo.store.pack`) of objects and arrays in
@@ -49,10 +49,11 @@ from ..store.hashing import RECORD_TAG
 from ..store.integrity import ArrayReceiver, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
+from ..store.soundness import array_sound, object_sound
 from .auth import require
 from .context import ServerContext, blocking
 from .errors import ApiError
-from .ingest import array_sound, object_sound, store_object
+from .ingest import REHASH_PRESENT_BYTES, store_object
 from .staging import UPLOAD_ID, staging_prefix
 
 _HASH_IN_JSON = re.compile(r"[0-9a-f]{64}")
@@ -165,7 +166,7 @@ class BatchReceiver:
                 raise InvalidInput(f"pack: array {h} starts before array {self.array.h} is complete")
             receiver, lock = None, None
             present = self.objects.freshen("array", h)
-            if not present or not array_sound(self.backend, h):
+            if not present or not array_sound(self.backend, h, REHASH_PRESENT_BYTES):
                 meta = check_array_metadata(h, data, max_bytes=self.ctx.staging.max_array_bytes)
                 check_slab_size(h, meta)
                 receiver = ArrayReceiver(h, meta)
@@ -229,7 +230,7 @@ class BatchReceiver:
             arr.receiver.finish()
             if arr.lock is None:
                 with self.ctx.staging.lock(arr.h):
-                    if self.objects.has_array(arr.h) and array_sound(self.backend, arr.h):
+                    if self.objects.has_array(arr.h) and array_sound(self.backend, arr.h, REHASH_PRESENT_BYTES):
                         return False
                     final = array_prefix(arr.h)
                     for k in chunk_keys(arr.receiver.meta):
@@ -350,8 +351,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
         def run() -> dict:
             objects = ctx.storage.objects
             backend = ctx.storage.backend
-            obj = list(pool.map(lambda h: objects.freshen("record", h) and object_sound(backend, h), body.objects))
-            arr = list(pool.map(lambda h: objects.freshen("array", h) and array_sound(backend, h), body.arrays))
+            obj = list(pool.map(lambda h: objects.freshen("record", h) and object_sound(backend, h, REHASH_PRESENT_BYTES), body.objects))
+            arr = list(pool.map(lambda h: objects.freshen("array", h) and array_sound(backend, h, REHASH_PRESENT_BYTES), body.arrays))
             return {names.F_MISSING_OBJECTS: [h for h, p in zip(body.objects, obj) if not p],
                     names.F_MISSING_ARRAYS: [h for h, p in zip(body.arrays, arr) if not p]}
         return await blocking(run)

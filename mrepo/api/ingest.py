@@ -5,7 +5,7 @@ record is in canonical form and valid for its kind (:mod:`mrepo.graph.schema`), 
 object it references is already on the server (write order: objects, then the records
 that name them, then refs). A present object is replaced when its stored copy is damaged
 (an upload that verifies repairs it); an intact one is only freshened (gc age).
-:func:`object_sound` and :func:`array_sound` say whether a present copy counts as intact, the
+:mod:`mrepo.store.soundness` says whether a present copy counts as intact (bound here at REHASH_PRESENT_BYTES), the
 same rule for a single upload and for the batch negotiation (:mod:`mrepo.api.batch`).
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..store import Backend, CorruptObject, InvalidInput, ObjectNotFound, ObjectStore, references, zarr_codec
+from ..store import Backend, CorruptObject, InvalidInput, ObjectNotFound, ObjectStore, references
 from ..store.hashing import RECORD_TAG, hash_bytes
-from ..store.integrity import check_array_metadata, check_object_bytes, parse_canonical_record
-from ..store.objects import array_prefix, object_key
+from ..store.integrity import check_object_bytes, parse_canonical_record
+from ..store.objects import object_key
+from ..store.soundness import array_sound, object_sound
 
 #: Present objects up to this size are re-read and re-hashed before being skipped (repair of damage).
 REHASH_PRESENT_BYTES = 1 << 20
@@ -75,37 +76,6 @@ def store_object(backend: Backend, objects: ObjectStore, h: str, data: bytes,
     check_object(objects, h, data, known)
     backend.put(key, data)
     return True
-
-
-def object_sound(backend: Backend, h: str) -> bool:
-    """Present record or blob ``h`` counts as intact: a stored copy up to REHASH_PRESENT_BYTES is
-    re-read and must hash to ``h``; a larger one is taken as is (``verify`` rereads it). False
-    when absent or damaged. Without the uploaded bytes at hand (the batch negotiation) there is
-    no length to compare, so this is :func:`store_object`'s rule less its size check."""
-    key = object_key(h)
-    try:
-        return backend.get_size(key) > REHASH_PRESENT_BYTES or hash_bytes(backend.get(key)) == h
-    except ObjectNotFound:
-        return False
-
-
-def array_sound(backend: Backend, h: str) -> bool:
-    """Present array ``h`` counts as intact: its ``zarr.json`` is canonical and names ``h``, every
-    chunk file it lists exists, and, when those chunk files total at most REHASH_PRESENT_BYTES,
-    each matches its digest in ``zarr.json``. Larger arrays' chunk contents are not reread (the
-    cost would be a full read of every present array on every push): ``verify`` finds such
-    damage and ``verify --repair REMOTE`` replaces it. False when absent or damaged."""
-    prefix = array_prefix(h)
-    try:
-        meta = check_array_metadata(h, backend.get(prefix + "zarr.json"), max_bytes=1 << 62)
-        sizes = {e.key[len(prefix):]: e.size for e in backend.list(prefix)}
-        if not set(meta.chunk_digests) <= sizes.keys():
-            return False
-        if sum(sizes[k] for k in meta.chunk_digests) > REHASH_PRESENT_BYTES:
-            return True
-        return all(zarr_codec.chunk_digest(backend.get(prefix + k)) == d for k, d in meta.chunk_digests.items())
-    except (ObjectNotFound, CorruptObject, InvalidInput):
-        return False
 
 
 __all__ = ["CorruptObject", "array_sound", "check_object", "check_record", "object_sound", "store_object"]

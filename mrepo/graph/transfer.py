@@ -38,6 +38,7 @@ from ..store import (
 from ..store.integrity import ArrayReceiver, check_array_metadata, check_object_bytes
 from ..store.names import check_shared_ref_key
 from ..store.objects import array_prefix, object_key
+from ..store.soundness import array_sound, object_sound
 from ..store.walk import levels, split_references
 from .history import is_ancestor
 from .repository import MergeResult, Repository
@@ -65,34 +66,17 @@ class TransferStats:
         self.array_bytes += other.array_bytes
 
 
-def _record_sound(dst: Storage, h: str) -> bool:
-    """The bytes of record ``h`` at ``dst`` still hash to ``h``."""
-    return check_object_bytes(h, dst.backend.get(object_key(h))) == "record"
-
-
-def _array_sound(dst: Storage, h: str) -> bool:
-    """Array ``h`` at ``dst`` has a canonical ``zarr.json`` naming it and every chunk file it lists.
-    Chunk contents are not reread here: ``verify`` does that, and ``verify --repair REMOTE``
-    replaces what it finds damaged."""
-    prefix = array_prefix(h)
-    meta = check_array_metadata(h, dst.backend.get(prefix + "zarr.json"))
-    listed = {e.key[len(prefix):] for e in dst.backend.list(prefix)}
-    return set(meta.chunk_digests) <= listed
-
-
 #: A present blob up to this size is reread and rehashed by a transfer; larger ones (raw data) are
 #: left to ``verify`` / ``verify --repair``.
 SMALL_BLOB = 4 << 20
 
-
-def _blob_sound(dst: Storage, h: str) -> bool:
-    """Blob ``h`` at ``dst``, when small, still hashes to its name (a large one is taken as is)."""
-    key = object_key(h)
-    return dst.backend.get_size(key) > SMALL_BLOB or check_object_bytes(h, dst.backend.get(key)) == "blob"
-
-
-_SOUND: dict[str, Callable[[Storage, str], bool]] = {"record": _record_sound, "array": _array_sound,
-                                                     "blob": _blob_sound}
+#: The kinds' checks of a present object (:mod:`mrepo.store.soundness`): records and small blobs
+#: reread, arrays by their canonical zarr.json and chunk files (chunk contents left to ``verify``).
+_SOUND: dict[str, Callable[[Storage, str], bool]] = {
+    "record": lambda dst, h: object_sound(dst.backend, h, 1 << 62, "record"),
+    "blob": lambda dst, h: object_sound(dst.backend, h, SMALL_BLOB, "blob"),
+    "array": lambda dst, h: array_sound(dst.backend, h, 0),
+}
 
 
 def _intact(dst: Storage, kind: str, h: str) -> bool:

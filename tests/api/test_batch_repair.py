@@ -57,7 +57,7 @@ def test_have_reports_a_damaged_array_missing_and_the_upload_replaces_it(
 ) -> None:
     """A flipped bit in a chunk of a small array (chunk files up to 1 MiB in all, re-hashed) and a
     missing chunk file of any array are found by ``batch/have``; a large array's chunk contents are
-    not reread there (see :func:`mrepo.api.ingest.array_sound`): ``verify`` finds that damage."""
+    not reread there (see :func:`mrepo.store.soundness.array_sound`): ``verify`` finds that damage."""
     arr = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     h, keys, body = _array_pack(arr, (4, 5, 8) if len(shape) == 3 else (128, 1024))
     with httpx.Client(base_url=served.base, timeout=60, headers=served.auth("write")) as c:
