@@ -18,14 +18,17 @@ curve is called linear when every point lies within ``--tolerance`` (default 15 
 that were not run (``--extrapolate``) are predicted from the fitted lines and the measured box scaling,
 and marked as extrapolated.
 
-Run: ``nice .venv/bin/python benchmarks/bench_cost_curve.py [--boxes 64 128] [--particles 100 200 400]
-[--lbfgs 20] [--extrapolate 2000:256]``; writes benchmarks/results/bench_cost_curve.json.
+Run: ``nice .venv/bin/python benchmarks/bench_cost_curve.py [--kind frames|tilts] [--boxes 64 128]
+[--particles 100 200 400] [--lbfgs 20] [--extrapolate 2000:256] [--out FILE] [--append]``; writes
+benchmarks/results/bench_cost_curve.json (``--append`` adds to its rows; each row records the commit it ran,
+``BENCH_COMMIT`` when run from an exported copy of the tree).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +47,7 @@ from bench_refine import peak_reset, proc_status, simulated_item
 import mrepo.workers.objective as objective
 refine_module = sys.modules["mrepo.workers.refine_item"]  # the package re-exports a function of that name
 from mrepo.workers.refine_item import refine_item
-sr, task, s = simulated_item("frames", {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs})
+sr, task, s = simulated_item({kind!r}, {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs})
 gc.collect()
 counts = {{"grad": 0, "nograd": 0}}
 evaluate = objective.evaluate
@@ -57,13 +60,13 @@ c0, t0 = time.process_time(), time.perf_counter()
 result = refine_item(task)
 cpu, wall = time.process_time() - c0, time.perf_counter() - t0
 peak = proc_status("VmHWM:")
-print(json.dumps({{"particles": result.stats["particles"], "box": {box}, "cpu_s": cpu, "wall_s": wall,
+print(json.dumps({{"kind": {kind!r}, "particles": result.stats["particles"], "box": {box}, "cpu_s": cpu, "wall_s": wall,
                   "evaluations": counts, "peak_rss_mib": peak, "growth_mib": peak - start}}))
 """
 
 
-def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float) -> dict | None:
-    code = CHILD.format(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs)
+def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float, kind: str = "frames") -> dict | None:
+    code = CHILD.format(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs, kind=kind)
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -122,24 +125,33 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per point")
     ap.add_argument("--extrapolate", nargs="*", default=["2000:64", "2000:128", "2000:256"],
                     help="particles:box points to predict from the fitted lines")
+    ap.add_argument("--kind", choices=("frames", "tilts"), default="frames",
+                    help="frame series (6 frames) or tilt series (11 tilts, ±30°) of bench_refine.simulated_item")
+    ap.add_argument("--out", type=Path, default=RESULT, help="result JSON")
+    ap.add_argument("--append", action="store_true", help="keep the rows already in --out and add the new ones")
     ap.add_argument("--refit", action="store_true",
                     help="fit and extrapolate the rows already in the result file (no new runs)")
     a = ap.parse_args()
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = json.loads(a.out.read_text())["rows"] if a.append and a.out.exists() else []
     log = {"command": "python benchmarks/bench_cost_curve.py " + " ".join(sys.argv[1:]),
            "settings": f"frames (6), 1.5 Å/px, limit 4 px, shifts + 3x3x3 image warp + poses + defocus + astigmatism, "
                        f"L-BFGS {a.lbfgs}, particle batch {a.batch}, 1 thread, one refine_item per point"}
+    if a.kind == "tilts":
+        log["settings"] = log["settings"].replace("frames (6)", "tilts (11, ±30°)")
     if a.refit:
-        log = json.loads(RESULT.read_text())
-        rows = log["rows"]
+        log = json.loads(a.out.read_text())
+        rows = [r for r in log["rows"] if r.get("kind", "frames") == a.kind]
         a.boxes = sorted({r["box"] for r in rows})
         log["refit"] = "python benchmarks/bench_cost_curve.py " + " ".join(sys.argv[1:])
+    commit = os.environ.get("BENCH_COMMIT") or subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     for box in a.boxes if not a.refit else []:
         for n in a.particles:
-            row = run_point(n, box, a.batch, a.lbfgs, a.timeout)
+            row = run_point(n, box, a.batch, a.lbfgs, a.timeout, a.kind)
             if row is None:
                 continue
+            row["commit"] = commit
             rows.append(row)
             ev = row["evaluations"]
             print(f"box {box:4d} {row['particles']:6d} particles  CPU {row['cpu_s']:8.1f} s "
@@ -147,8 +159,8 @@ def main() -> None:
                   f"{row['cpu_per_eval_ms']:7.1f} ms/evaluation)  wall {row['wall_s']:7.1f} s  peak "
                   f"{row['peak_rss_mib']:7.0f} MiB  growth {row['growth_mib']:7.0f} MiB", flush=True)
             log["rows"] = rows
-            RESULT.write_text(json.dumps(log, indent=1) + "\n")
-    fits = {box: {key: fit([r for r in rows if r["box"] == box], key, a.tolerance)
+            a.out.write_text(json.dumps(log, indent=1) + "\n")
+    fits = {box: {key: fit([r for r in rows if r["box"] == box and r.get("kind", "frames") == a.kind], key, a.tolerance)
                   for key in ("cpu_s", "cpu_per_eval_ms", "growth_mib")} for box in a.boxes}
     log["fits"] = {str(b): f for b, f in fits.items()}
     print("\nper box: cpu = a + b · particles (linear: every point within "
@@ -173,7 +185,7 @@ def main() -> None:
             print(f"  extrapolated: {n} particles box {box}: CPU ~{pred['cpu_s']:.0f} s ({pred['cpu_s_from']}), "
                   f"growth {growth}")
     log["extrapolated"] = preds
-    RESULT.write_text(json.dumps(log, indent=1) + "\n")
+    a.out.write_text(json.dumps(log, indent=1) + "\n")
 
 
 if __name__ == "__main__":
