@@ -35,6 +35,7 @@ from mrepo.kernels.denoise import (
 )
 from mrepo.store import InvalidInput, ObjectStore
 from mrepo.store.objects import array_ref
+from mrepo.workers.device import resolve_device as _resolve_device
 
 __all__ = ["DenoiseSettings", "DenoiseResult", "WeightsError", "weights_to_bytes", "weights_from_bytes",
            "load_denoiser", "train_species_denoiser", "with_denoiser", "denoised_halves", "resolve_device",
@@ -80,13 +81,9 @@ class DenoiseSettings:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device without CUDA is a one-line error."""
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput(f"denoiser device {device!r}: CUDA is not available on this machine (use --device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise InvalidInput(f"denoiser device {device!r}: use cpu, cuda or cuda:N")
-    return dev
+    """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device without CUDA is a one-line error
+    (:func:`mrepo.workers.device.resolve_device`)."""
+    return _resolve_device(device, "denoiser device")
 
 
 # ----------------------------------------------------------------------------- weights as bytes

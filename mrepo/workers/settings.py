@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from mrepo.workers.device import check_device_name
+
 __all__ = ["RefineSettings"]
 
 
@@ -32,8 +34,12 @@ def _grid(value: Any, name: str, axes: str = "x, y, time") -> tuple[int, ...]:
 class RefineSettings:
     """What to refine and how (M's parameter groups, switchable one by one).
 
-    ``image_warp``: spline grid (x, y, time) nodes, or None; for tilts the time axis is
-    forced to the number of tilts (per-tilt temporal resolution, as M).
+    ``image_warp``: spline grid (x, y, time) nodes, ``"auto"`` or None; for tilts the time axis is
+    forced to the number of tilts (per-tilt temporal resolution, as M). ``"auto"`` (the CLI
+    default): each item's grid from its particle count and field of view, at least two
+    particles per spatial control point (:func:`mrepo.workers.schedule.image_warp_grid`:
+    60 particles per tilt series -> 5 x 5 per tilt, 12 -> 2 x 2, fewer than 8 -> no warp);
+    the grid each item used is recorded in the commit's operation record (``image_warp_grids``).
     ``resolution_fraction``: in the first iteration the refinement frequency limit is
     this fraction of the species' resolution frequency; it rises linearly to 1 at the
     last iteration (``resolution_limit``). ``temporal_samples``: per-particle
@@ -58,6 +64,10 @@ class RefineSettings:
     (:func:`mrepo.workers.references.follow_mask`). ``patch_memory_mib``: above this estimate
     of the extracted patches an item streams its particle batches (patches re-extracted from the
     exposures at each evaluation, memory of one batch; ~1.3x the time).
+    ``device``: torch device of the refinement and back-projection (``cpu``, ``cuda``, ``cuda:N``;
+    :mod:`mrepo.workers.device`): extracted patches, reference volumes, slices, CTFs and
+    back-projection grids live there, only results come back as CPU arrays; the spelling is checked
+    here, CUDA's presence where the work runs (:func:`mrepo.workers.device.resolve_device`).
     ``denoise``: refine against each half-map denoised by the species' noise2noise network
     (:mod:`mrepo.workers.denoise`, M's map denoising) instead of the FSC-weighted half-map; the
     network is trained first where a species has none and retrained (``denoise_steps`` Adam steps,
@@ -85,7 +95,7 @@ class RefineSettings:
     """
 
     refine_shifts: bool = True
-    image_warp: tuple[int, int, int] | None = None
+    image_warp: tuple[int, int, int] | str | None = None
     refine_poses: bool = False
     refine_defocus: bool = False
     refine_astigmatism: bool = False
@@ -96,6 +106,7 @@ class RefineSettings:
     resolution_ramp: int = 3
     temporal_samples: int = 1
     threads: int = 1
+    device: str = "cpu"
     lbfgs_iterations: int = 20
     rounds: int = 2
     defocus_search_range: float = 3000.0
@@ -128,7 +139,9 @@ class RefineSettings:
     tilt_movies: bool = False
 
     def __post_init__(self) -> None:
-        if self.image_warp is not None:
+        if isinstance(self.image_warp, str) and self.image_warp.strip().lower() == "auto":
+            object.__setattr__(self, "image_warp", "auto")
+        elif self.image_warp is not None:
             object.__setattr__(self, "image_warp", _grid(self.image_warp, "image_warp"))
         if self.volume_warp is not None:
             object.__setattr__(self, "volume_warp", _grid(self.volume_warp, "volume_warp", "x, y, z, time"))
@@ -142,6 +155,7 @@ class RefineSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lbfgs_iterations < 0 or self.defocus_search_range < 0 or self.defocus_search_step <= 0:
             raise ValueError("lbfgs_iterations and defocus_search_range must be >= 0, defocus_search_step > 0")
+        check_device_name(self.device, "refinement device")
         if self.weights_scope not in ("source", "item"):
             raise ValueError(f"weights_scope must be 'source' or 'item', got {self.weights_scope!r}")
         if self.ctf_min_resolution <= 0 or self.stage_prior_deg < 0:
@@ -163,7 +177,7 @@ class RefineSettings:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["image_warp"] = None if self.image_warp is None else list(self.image_warp)
+        d["image_warp"] = self.image_warp if self.image_warp in (None, "auto") else list(self.image_warp)
         for k in ("volume_warp", "doming"):
             d[k] = None if d[k] is None else list(d[k])
         return d
