@@ -231,7 +231,7 @@ def refine(kind: str, a: argparse.Namespace, sims: list, sr: SimRepo, log: dict[
     print(f"{kind} iteration 0 (first reconstruction) {row}", flush=True)
     settings = RefineSettings(
         refine_shifts=True,
-        image_warp=(a.warp_grid, a.warp_grid, 3) if kind == "frames" else (a.warp_grid, a.warp_grid, 1),
+        image_warp="auto" if a.warp_grid == "auto" else (int(a.warp_grid), int(a.warp_grid), 3 if kind == "frames" else 1),
         refine_poses=True,
         refine_defocus=True,
         refine_astigmatism=True,
@@ -250,6 +250,7 @@ def refine(kind: str, a: argparse.Namespace, sims: list, sr: SimRepo, log: dict[
             "seconds": round(seconds, 1),
             **measure(sr, sims),
             "movement": stats.get("movement", {}),
+            "image_warp_grids": sr.repo.get_commit(sr.repo.head("main")).operation.get("image_warp_grids", {}),
         }
         log["rows"].append(row)
         print(f"{kind} iteration {it} { ({k: v for k, v in row.items() if k != 'movement'}) }", flush=True)
@@ -369,7 +370,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--box", type=int, default=64, help="species box (px); the particle diameter is 0.6 × box px")
-    ap.add_argument("--warp-grid", type=int, default=3, help="image-warp spline nodes per image axis (x and y)")
+    ap.add_argument("--warp-grid", default="auto", help="image-warp spline nodes per image axis (x and y), or "
+                    "'auto' (mrepo refine's default: sized per item, mrepo.workers.schedule.image_warp_grid)")
     run(ap.parse_args().kind, ap.parse_args())
 
 

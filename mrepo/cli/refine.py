@@ -26,7 +26,15 @@ def register(app: typer.Typer) -> None:
         species: list[str] = typer.Option(None, "--species", help="Species to refine (default all)."),
         refine_shifts: bool = typer.Option(True, "--refine-shifts/--no-refine-shifts",
                                            help="Refine per-particle shift trajectories."),
-        refine_imagewarp: str = typer.Option(None, "--refine-imagewarp", help="Image-warp grid XxYxT, e.g. 6x4x10."),
+        refine_imagewarp: str = typer.Option(
+            None, "--refine-imagewarp", metavar="auto|XxYxT|off", show_default=False,
+            help="Image-warp grid per item. Default: 'auto' with --refine-shifts (image motion = per-exposure "
+            "shifts + local warp, as Warp's motion model), 'off' with --no-refine-shifts. 'auto' sizes the grid "
+            "from the item's particles and field of view (at least 2 particles per spatial control point, aspect "
+            "of the image, nodes >= 2 particle diameters apart; tilt series one grid per tilt: 60 particles -> "
+            "5x5, 12 -> 2x2, fewer than 8 -> no warp; frames 3 time nodes; an item's existing warp grid is "
+            "kept); XxYxT a fixed grid, e.g. 6x4x10 (tilt series: T = the tilt count); 'off' no image warp. "
+            "M leaves the grid to the user; the grid each item used is in the commit's operation record."),
         refine_poses: bool = typer.Option(False, "--refine-poses", help="Refine particle orientations."),
         refine_defocus: bool = typer.Option(False, "--refine-defocus",
                                             help="Refine defocus per item (per tilt for tilt series)."),
@@ -101,7 +109,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             settings = RefineSettings(
-                refine_shifts=refine_shifts, image_warp=refine_imagewarp, refine_poses=refine_poses,
+                refine_shifts=refine_shifts, refine_poses=refine_poses,
+                image_warp=_image_warp(refine_imagewarp, refine_shifts),
                 refine_defocus=refine_defocus, refine_astigmatism=refine_astigmatism,
                 refine_stage_angles=refine_stage_angles, weights=weights, resolution_fraction=resolution_fraction,
                 temporal_samples=temporal_samples, threads=threads, ctf_min_resolution=ctf_min_resolution,
@@ -153,6 +162,14 @@ def register(app: typer.Typer) -> None:
             return
         for h in commits:
             console.print(f"{h[:12]} {r.get_commit(h).message}")
+
+
+def _image_warp(option: str | None, refine_shifts: bool) -> str | None:
+    """``--refine-imagewarp`` as a settings value: omitted -> "auto" with shift refinement, else off;
+    "off"/"none" -> None; "auto" or a grid XxYxT as given (checked by the settings)."""
+    if option is None:
+        return "auto" if refine_shifts else None
+    return None if option.strip().lower() in ("off", "none") else option
 
 
 def movement_table(movement: dict):

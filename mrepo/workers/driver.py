@@ -5,7 +5,8 @@ of the selected species, runs them on an :class:`~mrepo.workers.api.Executor`, t
 reconstructs every species from the reduced half-set sums (half-maps, masked FSC,
 resolution, filtered map), writes new species versions (new poses, ``contributors`` = the
 refined items) and new item versions, and commits with ``operation = {"name": "refine",
-"iteration": i, "settings": ...}`` by compare-and-swap on the branch.
+"iteration": i, "settings": ..., "image_warp_grids": {item key: [gx, gy, gt]}}`` (the warp grid
+each item refined) by compare-and-swap on the branch.
 """
 
 from __future__ import annotations
@@ -182,6 +183,9 @@ def refine_population(repo: Repository, branch: str, iterations: int | str, sett
               "sources": src_names, "movement": movement}
         if fitted_weights:
             op["weights"] = fitted_weights
+        grids = {r.task.item_key: r.stats["image_warp_grid"] for r in out.results if "image_warp_grid" in r.stats}
+        if grids:  # the image-warp grid each item refined (settings.image_warp "auto" sizes it per item)
+            op["image_warp_grids"] = grids
         res = ", ".join(f"{n} {repo.species(new_species[n]).resolution or float('nan'):.2f} Å" for n in names)
         commits.append(repo.commit(new_pop, message=f"refine iteration {it}/{'auto' if auto else last}: {res}",
                                    branch=branch, operation=op, author=author, expected_head=head))

@@ -48,7 +48,7 @@ from mrepo.workers.objective import (
 from mrepo.workers.optics import updated_optics
 from mrepo.workers.optics_share import SHARED_OPTICS_KEYS
 from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
-from mrepo.workers.schedule import plan_schedule, stage_prior, stage_prior_weight
+from mrepo.workers.schedule import image_warp_grid, plan_schedule, stage_prior, stage_prior_weight
 from mrepo.workers.settings import RefineSettings
 from mrepo.workers.stages import report_stage
 from mrepo.workers.tilt_movie_stage import refine_tilt_movies
@@ -115,7 +115,14 @@ class _Context:
         for _, index, half in self.rows.values():
             self.half[index] = half
         present = {n: r for n, r in self.refs.items() if len(self.rows[n][0])}
-        self.schedule = plan_schedule(settings, self.model.kind, True, {n: self.resolution[n] for n in present},
+        existing = None if self.model.image_warp is None else self.model.image_warp.shape[1:]
+        #: image-warp grid (gx, gy, gt) this item refines, or None (``"auto"``: from its particles and field)
+        self.warp_grid = image_warp_grid(settings, self.model.kind, (self.model.width, self.model.height),
+                                         self.model.n, self.n_particles,
+                                         max([r.species.diameter for r in present.values()] + [0.0])
+                                         / self.model.pixel_size, existing)
+        self.schedule = plan_schedule(settings, self.model.kind, self.warp_grid is not None,
+                                      {n: self.resolution[n] for n in present},
                                       {n: r.species.diameter / 2 for n, r in present.items()},
                                       self.model.pixel_size, self.model.voltage, self.n_particles) if present else None
         tilts = self.model.kind == "tilts"
@@ -400,8 +407,10 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     ctx = _Context(task, settings, objects, refs)
     report_stage(ctx.item, "refine")
     model = ctx.model
-    params = Parameters.zeros(model, ctx.particles, settings.image_warp, settings.volume_warp, settings.doming)
+    params = Parameters.zeros(model, ctx.particles, ctx.warp_grid, settings.volume_warp, settings.doming)
     stats: dict[str, Any] = {"particles": ctx.n_particles, "refine_resolution": ctx.resolution}
+    if ctx.warp_grid is not None and params.warp is not None:
+        stats["image_warp_grid"] = list(params.warp.shape[1:])
     sched = ctx.schedule
     if sched is not None and sched.skipped.get("all"):
         stats["skipped"] = sched.skipped["all"]

@@ -25,6 +25,14 @@ search window lets noise choose the parameters. The rules here, all in the units
   :func:`stage_prior_weight` and :func:`stage_prior`.
 - Items with fewer particles than ``min_particles_per_item`` are not refined (MCore
   ``--min_particles``).
+- **Image warp grid** (``image_warp="auto"``, the CLI default; :func:`image_warp_grid`): M leaves
+  the grid to the user; mrepo sizes it per item so that every spatial control point is
+  determined by at least :data:`WARP_PARTICLES_PER_NODE` particles (gx · gy ≤ particles / 2,
+  i.e. the warp takes at most half of the particles' per-exposure position information:
+  average leverage ≤ 0.5), its aspect follows the field of view, nodes are at least
+  :data:`WARP_MIN_SPACING_DIAMETERS` particle diameters apart, and an item left with a 1 × 1
+  grid gets no warp (that is the per-exposure shift; square field: fewer than 8 particles).
+  Tilt series: one spatial grid per tilt; frames: ``min(3, frames)`` time nodes.
 
 No Fourier layout here.
 """
@@ -40,10 +48,17 @@ from mrepo.kernels.ctf import electron_wavelength
 from mrepo.workers.geometry import DEFOCUS_UNIT
 from mrepo.workers.settings import RefineSettings
 
-__all__ = ["Schedule", "plan_schedule", "defocus_window", "stage_prior", "stage_prior_weight", "PER_PARTICLE_GROUPS"]
+__all__ = ["Schedule", "plan_schedule", "defocus_window", "stage_prior", "stage_prior_weight", "PER_PARTICLE_GROUPS",
+           "image_warp_grid", "WARP_PARTICLES_PER_NODE", "WARP_MIN_SPACING_DIAMETERS"]
 
 #: groups with one value per particle (frames' defocus is per particle, too; see :meth:`Schedule.per_particle`)
 PER_PARTICLE_GROUPS = ("translation", "rotation")
+#: ``image_warp="auto"``: particles per spatial control point of the image-warp grid (at least)
+WARP_PARTICLES_PER_NODE = 2.0
+#: ``image_warp="auto"``: spatial control points at least this many particle diameters apart
+WARP_MIN_SPACING_DIAMETERS = 2.0
+#: ``image_warp="auto"``: time nodes of a frame series' warp (at most; M's start, middle, end)
+WARP_FRAME_TIME_NODES = 3
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,42 @@ def defocus_window(resolution: float, voltage_kv: float, requested: float) -> fl
     the defocus that turns the CTF phase π λ Δf k² at k = 1/d by π."""
     lam = float(electron_wavelength(voltage_kv))
     return float(min(requested, resolution**2 / lam))
+
+
+def image_warp_grid(settings: RefineSettings, kind: str, size_px: tuple[int, int], exposures: int, particles: int,
+                    diameter_px: float, existing: tuple[int, ...] | None = None) -> tuple[int, int, int] | None:
+    """The image-warp grid (gx, gy, gt) nodes one item refines, or None (no warp group).
+
+    An explicit ``settings.image_warp`` grid is returned as given (tilts: gt becomes the tilt
+    count in :meth:`mrepo.workers.geometry.Parameters.zeros`). ``"auto"``: the item's
+    ``existing`` grid (its image_warp model's (gx, gy, gt); refined on, not reset) if it has
+    one, else gx · gy ≤ ``particles`` / :data:`WARP_PARTICLES_PER_NODE` with gx : gy ≈ width :
+    height of ``size_px`` (px), at most ``1 + extent / (WARP_MIN_SPACING_DIAMETERS ·
+    diameter_px)`` nodes per axis; a 1 × 1 grid -> None. gt: tilts one per tilt
+    (``exposures``), frames ``min(WARP_FRAME_TIME_NODES, exposures)``.
+    Examples: 60 particles per tilt series -> 5 × 5 per tilt; 12 -> 2 × 2; 50 per movie
+    of 6 frames -> 5 × 5 × 3; 7 -> none."""
+    grid = settings.image_warp
+    if grid is None:
+        return None
+    if grid != "auto":
+        return tuple(int(g) for g in grid)  # type: ignore[return-value]
+    if existing is not None:
+        return tuple(int(g) for g in existing)  # type: ignore[return-value]
+    width, height = (max(int(v), 1) for v in size_px)
+    nodes = particles / WARP_PARTICLES_PER_NODE
+    spacing = WARP_MIN_SPACING_DIAMETERS * max(diameter_px, 1.0)
+    gx = max(1, min(int(math.floor(math.sqrt(nodes * width / height) + 1e-9)), 1 + int(width / spacing)))
+    gy = max(1, min(int(math.floor(math.sqrt(nodes * height / width) + 1e-9)), 1 + int(height / spacing)))
+    while gx * gy > nodes and max(gx, gy) > 1:  # aspect rounding: keep the particles-per-node rule
+        if gx >= gy:
+            gx -= 1
+        else:
+            gy -= 1
+    if gx * gy < 2:
+        return None
+    gt = exposures if kind == "tilts" else min(WARP_FRAME_TIME_NODES, max(exposures, 1))
+    return gx, gy, gt
 
 
 def stage_prior_weight(settings: RefineSettings, particles: int, target_scale: float, exposures: int = 1) -> float:

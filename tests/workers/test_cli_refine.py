@@ -22,6 +22,22 @@ def test_cli_refine_one_iteration(tmp_path):
     assert c.operation["name"] == "refine" and "refine iteration 1/1" in res.output
 
 
+def test_cli_refine_image_warp_grid_is_sized_per_item_and_recorded(tmp_path):
+    url = str(tmp_path / "repo")
+    build_repo(frames_sim(n_particles=10, n_frames=3), url=url, resolution=12.0)
+    res = CliRunner().invoke(app, ["refine", "--repo", url, "--iterations", "1"])
+    assert res.exit_code == 0, res.output
+    repo = Repository.open(url)
+    _, c = repo.log("main")[0]
+    # default with shift refinement: "auto"; 10 particles on a square field -> 2 x 2 nodes, 3 time nodes
+    assert c.operation["settings"]["image_warp"] == "auto"
+    assert list(c.operation["image_warp_grids"].values()) == [[2, 2, 3]]
+    res = CliRunner().invoke(app, ["refine", "--repo", url, "--iterations", "1", "--refine-imagewarp", "off"])
+    assert res.exit_code == 0, res.output
+    _, c = Repository.open(url).log("main")[0]
+    assert c.operation["settings"]["image_warp"] is None and "image_warp_grids" not in c.operation
+
+
 def test_cli_refine_rejects_bad_grid(tmp_path):
     url = str(tmp_path / "repo")
     Repository.init(url)

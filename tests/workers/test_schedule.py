@@ -22,7 +22,7 @@ from mrepo.workers.geometry import Parameters
 from mrepo.workers.movement import divergence, settled, summarise
 from mrepo.workers.references import follow_mask, fsc_weighted, load_references_from
 from mrepo.workers.refine_item import _accept, _Context, load_item_particles, refine_item
-from mrepo.workers.schedule import defocus_window, plan_schedule, stage_prior
+from mrepo.workers.schedule import WARP_PARTICLES_PER_NODE, defocus_window, image_warp_grid, plan_schedule, stage_prior
 from mrepo.workers.settings import RefineSettings
 from tests.workers.simdata import ID_STRIDE, build_repo, frames_sim, small_species
 
@@ -56,6 +56,30 @@ def test_ctf_is_refined_only_beyond_the_ctf_min_resolution():
     assert fine.bounds["defocus"] * 100 == pytest.approx(1.25 * fine.defocus_range)
     few = plan_schedule(s.replace(min_particles_per_item=5), "frames", False, {"a": 6.0}, {"a": 40.0}, 1.5, 300.0, 4)
     assert few.geometry == () and few.ctf == () and "min_particles_per_item" in few.skipped["all"]
+
+
+def test_auto_image_warp_grid_follows_particles_and_field():
+    auto = RefineSettings(image_warp="auto")
+    assert auto.to_json()["image_warp"] == "auto" and RefineSettings.from_json(auto.to_json()) == auto
+    # the must-hold tilt set-up (60 particles per series, 498² px, 38 px particles): 5 x 5 per tilt
+    assert image_warp_grid(auto, "tilts", (498, 498), 11, 60, 38.4) == (5, 5, 11)
+    # the ablation tilt set-ups (12 particles per series): coarse; too few for two nodes: no warp
+    assert image_warp_grid(auto, "tilts", (256, 256), 11, 12, 28.8) == (2, 2, 11)
+    assert image_warp_grid(auto, "tilts", (256, 256), 11, 7, 28.8) is None
+    assert image_warp_grid(auto, "frames", (466, 466), 6, 50, 38.4) == (5, 5, 3)
+    assert image_warp_grid(auto, "frames", (466, 466), 2, 50, 38.4) == (5, 5, 2)
+    # aspect follows the field; nodes at least two particle diameters apart
+    assert image_warp_grid(auto, "frames", (5760, 4092), 40, 300, 150.0) == (14, 10, 3)
+    assert image_warp_grid(auto, "tilts", (400, 400), 41, 10_000, 100.0) == (3, 3, 41)
+    for n in range(0, 400, 7):  # never fewer than WARP_PARTICLES_PER_NODE particles per spatial node
+        g = image_warp_grid(auto, "tilts", (3000, 2000), 41, n, 20.0)
+        assert g is None or (g[0] * g[1] * WARP_PARTICLES_PER_NODE <= n and g[0] * g[1] >= 2)
+    # an item's existing grid is refined on; an explicit grid and "off" are taken as given
+    assert image_warp_grid(auto, "tilts", (498, 498), 11, 60, 38.4, existing=(3, 3, 11)) == (3, 3, 11)
+    assert image_warp_grid(RefineSettings(image_warp="3x3x1"), "tilts", (498, 498), 11, 60, 38.4) == (3, 3, 1)
+    assert image_warp_grid(RefineSettings(), "tilts", (498, 498), 11, 60, 38.4) is None
+    with pytest.raises(ValueError, match="image_warp"):
+        RefineSettings(image_warp="fine")
 
 
 def test_defocus_window_never_exceeds_the_requested_range():
