@@ -117,7 +117,7 @@ def insert_beam_tilt(odd: Sequence[float], tilt_x_mrad: float, tilt_y_mrad: floa
     """Odd Zernike coefficients with a beam tilt added (RELION's ``TiltHelper::insertTilt``;
     the coefficients of :func:`beam_tilt_odd_coefficients`)."""
     out = [float(v) for v in odd] + [0.0] * max(0, 5 - len(odd))
-    tilt = torch.tensor([tilt_x_mrad, tilt_y_mrad], dtype=torch.float64)
+    tilt = torch.tensor([tilt_x_mrad, tilt_y_mrad], dtype=torch.float64)  # host
     for i, z in enumerate(beam_tilt_odd_coefficients(tilt, cs_mm, voltage_kv).tolist()):
         out[i] += z
     return out

@@ -83,7 +83,7 @@ def aliasing_free_box_size(
         raise ValueError(f"pixel_size must be positive, got {pixel_size}")
     if not resolution >= 2.0 * pixel_size:
         raise ValueError(f"resolution {resolution} Å is beyond Nyquist (2 * pixel_size = {2 * pixel_size} Å)")
-    k = torch.linspace(0.0, 1.0 / resolution, n_samples, dtype=torch.float64)
+    k = torch.linspace(0.0, 1.0 / resolution, n_samples, dtype=torch.float64)  # host
     rate = ctf_phase_rate(k, abs(float(max_defocus)), voltage_kv, cs_mm).abs().max().item()
     m = math.ceil(math.sqrt(2.0) * rate / (math.pi * pixel_size) - 1e-9)
     return next_fft_size(max(m, int(min_box), 2))

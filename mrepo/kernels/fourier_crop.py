@@ -100,7 +100,7 @@ def exposure_resolution(
     f_max = sqrt(ln 4 / exposure)); infinite for zero exposure."""
     if not 0 < weight_threshold < 1:
         raise ValueError(f"weight_threshold must be in (0, 1), got {weight_threshold}")
-    e = torch.as_tensor(exposure, dtype=torch.float64)
+    e = torch.as_tensor(exposure, dtype=torch.float64, device=exposure.device if isinstance(exposure, Tensor) else None)
     if bool((e < 0).any()):
         raise ValueError("exposure must be >= 0")
     f_max = torch.sqrt(-4 * math.log(weight_threshold) / (bfactor_per_exposure * e))

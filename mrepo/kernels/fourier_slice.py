@@ -94,8 +94,9 @@ def _slice_grid(
     in padded units, centre phase (P,) complex and Friedel multiplicity (P,).
     ``max_radius``: keep only points with unpadded radius <= it (frequency indices)."""
     h = (pad * size) // 2
-    ky = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64)
-    kx = torch.fft.rfftfreq(size, d=1.0 / size, dtype=torch.float64)
+    # built once per size on the host (float64, cached), moved to ``device`` below
+    ky = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64)  # host
+    kx = torch.fft.rfftfreq(size, d=1.0 / size, dtype=torch.float64)  # host
     ky2, kx2 = torch.meshgrid(ky, kx, indexing="ij")
     r2 = kx2**2 + ky2**2
     keep = pad * pad * r2 <= h * h + 1e-9

@@ -126,7 +126,7 @@ def resolution_at(fsc_curve: Tensor, pixel_size: float, box: int, threshold: flo
     the threshold the Nyquist resolution (box * pixel_size) / (n_shells - 1) is
     returned; a crossing before shell 1 gives ``inf``.
     """
-    c = torch.as_tensor(fsc_curve, dtype=torch.float64).detach().cpu().reshape(-1)
+    c = torch.as_tensor(fsc_curve, dtype=torch.float64).detach().cpu().reshape(-1)  # host
     if c.numel() < 2:
         raise ValueError(f"fsc_curve needs at least 2 shells, got {c.numel()}")
     below = torch.nonzero(c[1:] < threshold).flatten()

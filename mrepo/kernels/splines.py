@@ -28,18 +28,19 @@ def natural_spline_matrix(n: int, dtype: torch.dtype = torch.float64, device=Non
     """(n, n) matrix S with S @ y = second derivatives at the nodes of the natural cubic spline.
 
     Nodes are uniform on [0, 1] (spacing h = 1 / (n - 1)); rows 0 and n-1 are zero
-    (natural boundary). For n < 3 the matrix is zero (the spline is linear/constant).
+    (natural boundary). For n < 3 the matrix is zero (the spline is linear/constant). Solved on the
+    host in float64, returned on ``device``.
     """
-    s = torch.zeros(n, n, dtype=torch.float64)
+    s = torch.zeros(n, n, dtype=torch.float64)  # host
     if n >= 3:
         h = 1.0 / (n - 1)
         m = n - 2
-        a = torch.zeros(m, m, dtype=torch.float64)
-        idx = torch.arange(m)
+        a = torch.zeros(m, m, dtype=torch.float64)  # host
+        idx = torch.arange(m)  # host
         a[idx, idx] = 4.0
         a[idx[:-1], idx[:-1] + 1] = 1.0
         a[idx[1:], idx[1:] - 1] = 1.0
-        b = torch.zeros(m, n, dtype=torch.float64)
+        b = torch.zeros(m, n, dtype=torch.float64)  # host
         b[idx, idx] = 1.0
         b[idx, idx + 1] = -2.0
         b[idx, idx + 2] = 1.0

@@ -77,11 +77,11 @@ def symmetry_order(symbol: str) -> int:
 
 
 def _axis_rotation(fold: int, axis: tuple[float, float, float], step: int) -> Tensor:
-    a = torch.tensor(axis, dtype=torch.float64)
+    a = torch.tensor(axis, dtype=torch.float64)  # host
     a = a / torch.linalg.vector_norm(a)
     t = 2.0 * math.pi * step / fold
-    k = torch.tensor([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]], dtype=torch.float64)
-    return torch.eye(3, dtype=torch.float64) + math.sin(t) * k + (1.0 - math.cos(t)) * (k @ k)
+    k = torch.tensor([[0.0, -a[2], a[1]], [a[2], 0.0, -a[0]], [-a[1], a[0], 0.0]], dtype=torch.float64)  # host
+    return torch.eye(3, dtype=torch.float64) + math.sin(t) * k + (1.0 - math.cos(t)) * (k @ k)  # host
 
 
 def _generators(kind: str, n: int) -> list[_Generator]:
@@ -126,7 +126,7 @@ def _matrices64(kind: str, n: int) -> Tensor:
     order = n if kind == "C" else 2 * n if kind == "D" else _ORDERS[kind]
     symbol = f"{kind}{n or ''}"
     gens = [_axis_rotation(fold, axis, 1) for fold, axis in _generators(kind, n)]
-    elements = _close([torch.eye(3, dtype=torch.float64)], gens, order)
+    elements = _close([torch.eye(3, dtype=torch.float64)], gens, order)  # host: cached, moved by symmetry_matrices
     if len(elements) != order:
         raise RuntimeError(f"symmetry {symbol}: built {len(elements)} operators, expected {order}")
     mats = torch.stack(elements)
