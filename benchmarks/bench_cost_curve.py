@@ -13,13 +13,18 @@ astigmatism), the acceptance checks, NC spectra and back-projection. Reported pe
 - ``peak_rss_mib``: peak RSS (VmHWM, reset after the simulation) during refine_item, and ``growth_mib``
   over the RSS before it (Linux ``/proc``).
 
+``--device cuda`` (or ``cuda:N``) runs refine_item on that GPU (``RefineSettings.device``): each row then
+also records ``device``, the GPU's name and ``peak_gpu_mib`` (``torch.cuda.max_memory_allocated`` during
+refine_item); ``wall_s`` is the figure to compare (the CPU time is the host's share), and the time is taken
+after ``torch.cuda.synchronize``.
+
 Per box, a least-squares line ``cpu = a + b · particles`` (and the same for the growth) is fitted; the
 curve is called linear when every point lies within ``--tolerance`` (default 15 %) of the line. Points
 that were not run (``--extrapolate``) are predicted from the fitted lines and the measured box scaling,
 and marked as extrapolated.
 
 Run: ``nice .venv/bin/python benchmarks/bench_cost_curve.py [--kind frames|tilts] [--boxes 64 128]
-[--particles 100 200 400] [--lbfgs 20] [--extrapolate 2000:256] [--out FILE] [--append]``; writes
+[--particles 100 200 400] [--lbfgs 20] [--extrapolate 2000:256] [--device cpu|cuda] [--out FILE] [--append]``; writes
 benchmarks/results/bench_cost_curve.json (``--append`` adds to its rows; each row records the commit it ran,
 ``BENCH_COMMIT`` when run from an exported copy of the tree).
 """
@@ -47,8 +52,12 @@ from bench_refine import peak_reset, proc_status, simulated_item
 import mrepo.workers.objective as objective
 refine_module = sys.modules["mrepo.workers.refine_item"]  # the package re-exports a function of that name
 from mrepo.workers.refine_item import refine_item
-sr, task, s = simulated_item({kind!r}, {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs})
+sr, task, s = simulated_item({kind!r}, {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs},
+                             device={device!r})
 gc.collect()
+cuda = {device!r}.startswith("cuda")
+if cuda:
+    torch.cuda.reset_peak_memory_stats({device!r})
 counts = {{"grad": 0, "nograd": 0}}
 evaluate = objective.evaluate
 def counted(*args, **kw):
@@ -58,15 +67,22 @@ objective.evaluate = refine_module.evaluate = counted  # counts calls only; the 
 start = peak_reset()
 c0, t0 = time.process_time(), time.perf_counter()
 result = refine_item(task)
+if cuda:
+    torch.cuda.synchronize({device!r})
 cpu, wall = time.process_time() - c0, time.perf_counter() - t0
 peak = proc_status("VmHWM:")
-print(json.dumps({{"kind": {kind!r}, "particles": result.stats["particles"], "box": {box}, "cpu_s": cpu, "wall_s": wall,
-                  "evaluations": counts, "peak_rss_mib": peak, "growth_mib": peak - start}}))
+row = {{"kind": {kind!r}, "particles": result.stats["particles"], "box": {box}, "cpu_s": cpu, "wall_s": wall,
+       "evaluations": counts, "peak_rss_mib": peak, "growth_mib": peak - start, "device": {device!r}}}
+if cuda:
+    row["gpu"] = torch.cuda.get_device_name({device!r})
+    row["peak_gpu_mib"] = torch.cuda.max_memory_allocated({device!r}) / 2**20
+print(json.dumps(row))
 """
 
 
-def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float, kind: str = "frames") -> dict | None:
-    code = CHILD.format(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs, kind=kind)
+def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float, kind: str = "frames",
+              device: str = "cpu") -> dict | None:
+    code = CHILD.format(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs, kind=kind, device=device)
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -127,6 +143,7 @@ def main() -> None:
                     help="particles:box points to predict from the fitted lines")
     ap.add_argument("--kind", choices=("frames", "tilts"), default="frames",
                     help="frame series (6 frames) or tilt series (11 tilts, ±30°) of bench_refine.simulated_item")
+    ap.add_argument("--device", default="cpu", help="refinement device: cpu, cuda or cuda:N (RefineSettings.device)")
     ap.add_argument("--out", type=Path, default=RESULT, help="result JSON")
     ap.add_argument("--append", action="store_true", help="keep the rows already in --out and add the new ones")
     ap.add_argument("--refit", action="store_true",
@@ -139,16 +156,18 @@ def main() -> None:
                        f"L-BFGS {a.lbfgs}, particle batch {a.batch}, 1 thread, one refine_item per point"}
     if a.kind == "tilts":
         log["settings"] = log["settings"].replace("frames (6)", "tilts (11, ±30°)")
+    if a.device != "cpu":
+        log["settings"] = log["settings"].replace("1 thread,", f"device {a.device} (1 host thread),")
     if a.refit:
         log = json.loads(a.out.read_text())
-        rows = [r for r in log["rows"] if r.get("kind", "frames") == a.kind]
+        rows = [r for r in log["rows"] if r.get("kind", "frames") == a.kind and r.get("device", "cpu") == a.device]
         a.boxes = sorted({r["box"] for r in rows})
         log["refit"] = "python benchmarks/bench_cost_curve.py " + " ".join(sys.argv[1:])
     commit = os.environ.get("BENCH_COMMIT") or subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     for box in a.boxes if not a.refit else []:
         for n in a.particles:
-            row = run_point(n, box, a.batch, a.lbfgs, a.timeout, a.kind)
+            row = run_point(n, box, a.batch, a.lbfgs, a.timeout, a.kind, a.device)
             if row is None:
                 continue
             row["commit"] = commit
@@ -157,10 +176,12 @@ def main() -> None:
             print(f"box {box:4d} {row['particles']:6d} particles  CPU {row['cpu_s']:8.1f} s "
                   f"({1000 * row['cpu_s'] / row['particles']:7.1f} ms/particle, {ev['grad']}+{ev['nograd']} evaluations, "
                   f"{row['cpu_per_eval_ms']:7.1f} ms/evaluation)  wall {row['wall_s']:7.1f} s  peak "
-                  f"{row['peak_rss_mib']:7.0f} MiB  growth {row['growth_mib']:7.0f} MiB", flush=True)
+                  f"{row['peak_rss_mib']:7.0f} MiB  growth {row['growth_mib']:7.0f} MiB"
+                  + (f"  GPU peak {row['peak_gpu_mib']:7.0f} MiB ({row['gpu']})" if "gpu" in row else ""), flush=True)
             log["rows"] = rows
             a.out.write_text(json.dumps(log, indent=1) + "\n")
-    fits = {box: {key: fit([r for r in rows if r["box"] == box and r.get("kind", "frames") == a.kind], key, a.tolerance)
+    mine = [r for r in rows if r.get("kind", "frames") == a.kind and r.get("device", "cpu") == a.device]
+    fits = {box: {key: fit([r for r in mine if r["box"] == box], key, a.tolerance)
                   for key in ("cpu_s", "cpu_per_eval_ms", "growth_mib")} for box in a.boxes}
     log["fits"] = {str(b): f for b, f in fits.items()}
     print("\nper box: cpu = a + b · particles (linear: every point within "
