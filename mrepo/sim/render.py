@@ -36,6 +36,9 @@ from mrepo.sim.optics import SimAberrations, even_phase, magnified, odd_phase_fa
 
 __all__ = ["Optics", "ParticleImages", "project_atoms", "apply_ctf", "paste", "render_stack"]
 
+#: padded pixels (images x (pad * box)²) rendered at once by :func:`render_stack` (~64 MiB per float64 array)
+RENDER_SAMPLES = 1 << 23
+
 
 @dataclass(frozen=True)
 class Optics:
@@ -198,32 +201,40 @@ def render_stack(
     if pad < 1:
         raise ValueError(f"pad must be >= 1, got {pad}")
     out = np.zeros((n_i, *image_shape), dtype=np.float64)
-    pix = optics.pixel_size
     for s_idx, (atoms, box) in enumerate(zip(species, boxes)):
-        sel = np.flatnonzero(plan.species == s_idx)
-        if sel.size == 0:
-            continue
-        pos = plan.positions_px[sel].reshape(-1, 2)
-        centre = np.rint(pos).astype(np.int64)
-        offsets = torch.from_numpy((pos - centre) * pix)
-        angles = torch.from_numpy(np.deg2rad(plan.angles_deg[sel].reshape(-1, 3)))
-        distortion = aberrations.distortion() if aberrations is not None and aberrations.has_magnification else None
-        proj = project_atoms(atoms, euler_to_matrix(angles), offsets, box, pix, distortion=distortion)
-        big = pad * box
-        lo = big // 2 - box // 2
-        padded = torch.zeros(proj.shape[0], big, big, dtype=torch.float64)
-        padded[:, lo : lo + box, lo : lo + box] = proj
-        img_idx = np.tile(np.arange(n_i), sel.size)
-        filtered = apply_ctf(
-            padded,
-            optics,
-            torch.from_numpy(plan.defocus_u[sel].reshape(-1)),
-            torch.from_numpy(plan.defocus_v[sel].reshape(-1)),
-            torch.from_numpy(np.deg2rad(plan.astigmatism_deg[img_idx])),
-            torch.from_numpy(plan.exposure[img_idx]),
-            torch.from_numpy(plan.scale[img_idx]),
-            aberrations,
-        ).numpy()
-        for k in range(filtered.shape[0]):
-            paste(out[img_idx[k]], filtered[k], (int(centre[k, 0]), int(centre[k, 1])))
+        chosen = np.flatnonzero(plan.species == s_idx)
+        # particles in chunks of at most RENDER_SAMPLES padded pixels (bounded memory for any count)
+        step = max(1, RENDER_SAMPLES // (n_i * (pad * box) ** 2))
+        for start in range(0, chosen.size, step):
+            _render_particles(out, chosen[start:start + step], atoms, box, plan, optics, pad, aberrations)
     return out
+
+
+def _render_particles(out: np.ndarray, sel: np.ndarray, atoms: PseudoAtomicModel, box: int, plan: ParticleImages,
+                      optics: Optics, pad: int, aberrations: SimAberrations | None) -> None:
+    """Render the particles ``sel`` of one species into ``out`` (I, H, W) (see :func:`render_stack`)."""
+    n_i = plan.positions_px.shape[1]
+    pix = optics.pixel_size
+    pos = plan.positions_px[sel].reshape(-1, 2)
+    centre = np.rint(pos).astype(np.int64)
+    offsets = torch.from_numpy((pos - centre) * pix)
+    angles = torch.from_numpy(np.deg2rad(plan.angles_deg[sel].reshape(-1, 3)))
+    distortion = aberrations.distortion() if aberrations is not None and aberrations.has_magnification else None
+    proj = project_atoms(atoms, euler_to_matrix(angles), offsets, box, pix, distortion=distortion)
+    big = pad * box
+    lo = big // 2 - box // 2
+    padded = torch.zeros(proj.shape[0], big, big, dtype=torch.float64)
+    padded[:, lo : lo + box, lo : lo + box] = proj
+    img_idx = np.tile(np.arange(n_i), sel.size)
+    filtered = apply_ctf(
+        padded,
+        optics,
+        torch.from_numpy(plan.defocus_u[sel].reshape(-1)),
+        torch.from_numpy(plan.defocus_v[sel].reshape(-1)),
+        torch.from_numpy(np.deg2rad(plan.astigmatism_deg[img_idx])),
+        torch.from_numpy(plan.exposure[img_idx]),
+        torch.from_numpy(plan.scale[img_idx]),
+        aberrations,
+    ).numpy()
+    for k in range(filtered.shape[0]):
+        paste(out[img_idx[k]], filtered[k], (int(centre[k, 0]), int(centre[k, 1])))
