@@ -5,9 +5,10 @@ Like git's pack negotiation, in three requests instead of one per object:
 - ``POST /repo/batch/have`` (write): the client lists object and array hashes it is about to
   send; the server answers those it lacks or holds damaged (and freshens the ones it has, for
   gc). A present copy counts as held when it passes the single-upload path's check
-  (:func:`mrepo.store.soundness.object_sound`, :func:`mrepo.store.soundness.array_sound`: re-read and
-  re-hashed up to 1 MiB, larger ones by presence, for arrays of every chunk file), so the
-  client sends a damaged one and the upload replaces it.
+  (:func:`mrepo.store.soundness.object_sound`: records and blobs re-read and re-hashed up to 1 MiB,
+  larger blobs by presence; :func:`mrepo.store.soundness.array_sound`: every chunk file of an array,
+  of any size, against the digest its ``zarr.json`` records), so the client sends a damaged one and
+  the upload replaces it.
 - ``POST /repo/batch/upload`` (write): one pack (:mod:`mrepo.store.pack`) of objects and arrays in
   write order: arrays (``zarr.json`` first, then its chunks), blobs, records from the leaves up.
   Every frame is verified before it becomes visible: objects by hash, canonical form, schema and
@@ -166,7 +167,7 @@ class BatchReceiver:
                 raise InvalidInput(f"pack: array {h} starts before array {self.array.h} is complete")
             receiver, lock = None, None
             present = self.objects.freshen("array", h)
-            if not present or not array_sound(self.backend, h, REHASH_PRESENT_BYTES):
+            if not present or not array_sound(self.backend, h):
                 meta = check_array_metadata(h, data, max_bytes=self.ctx.staging.max_array_bytes)
                 check_slab_size(h, meta)
                 receiver = ArrayReceiver(h, meta)
@@ -230,7 +231,7 @@ class BatchReceiver:
             arr.receiver.finish()
             if arr.lock is None:
                 with self.ctx.staging.lock(arr.h):
-                    if self.objects.has_array(arr.h) and array_sound(self.backend, arr.h, REHASH_PRESENT_BYTES):
+                    if self.objects.has_array(arr.h) and array_sound(self.backend, arr.h):
                         return False
                     final = array_prefix(arr.h)
                     for k in chunk_keys(arr.receiver.meta):
@@ -352,7 +353,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
             objects = ctx.storage.objects
             backend = ctx.storage.backend
             obj = list(pool.map(lambda h: objects.freshen("record", h) and object_sound(backend, h, REHASH_PRESENT_BYTES), body.objects))
-            arr = list(pool.map(lambda h: objects.freshen("array", h) and array_sound(backend, h, REHASH_PRESENT_BYTES), body.arrays))
+            arr = list(pool.map(lambda h: objects.freshen("array", h) and array_sound(backend, h), body.arrays))
             return {names.F_MISSING_OBJECTS: [h for h, p in zip(body.objects, obj) if not p],
                     names.F_MISSING_ARRAYS: [h for h, p in zip(body.arrays, arr) if not p]}
         return await blocking(run)

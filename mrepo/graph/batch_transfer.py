@@ -4,12 +4,13 @@
 an HTTP remote. Instead of one request per object it
 
 - **push** (to a server): walks the closure level by level, asking the server once per level
-  which records it lacks (``batch/have``; present ones are freshened and not descended into),
-  asks once which arrays and blobs it lacks, then sends one pack in write order: arrays
+  which records it lacks or holds damaged (``batch/have``; present intact ones are freshened and
+  not descended into), asks once which arrays and blobs it lacks or holds damaged, then sends one pack in write order: arrays
   (``zarr.json``, then chunks), blobs, records from the leaves up. The server verifies every
   frame before it becomes visible;
 - **pull** (from a server): walks the closure level by level, downloading the records the
-  destination lacks in one pack per level, then the missing arrays and blobs in one pack. Every
+  destination lacks or holds damaged (:mod:`mrepo.store.soundness`, as a local transfer) in one
+  pack per level, then the missing or damaged arrays and blobs in one pack. Every
   received object is verified before it is written: records and blobs by hash (records also in
   canonical form and by schema), arrays chunk by chunk as they stream in (digest, size, decoding)
   and by the array hash, slab by slab (:class:`mrepo.store.integrity.ArrayReceiver`; chunks are
@@ -46,7 +47,7 @@ from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
 from ..store.walk import leaves_first, levels, split_references
 from .schema import check_record_bytes
-from .transfer import Progress, TransferStats
+from .transfer import Progress, TransferStats, intact
 
 #: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
 STREAMS = 2
@@ -106,7 +107,9 @@ def _walk(roots: list[str], fetch_level: FetchLevel
 
 def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
                  progress: Progress | None = None) -> TransferStats:
-    """Copy every object reachable from ``roots`` that ``dst`` lacks, through the batch protocol."""
+    """Copy every object reachable from ``roots`` that ``dst`` lacks or holds damaged, through the batch
+    protocol (the server judges its own copies in ``batch/have``; a local destination by
+    :func:`mrepo.graph.transfer.intact`)."""
     roots = list(dict.fromkeys(roots))
     http = dst.backend if isinstance(dst.backend, HttpBackend) else src.backend
     assert isinstance(http, HttpBackend)
@@ -263,7 +266,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
     where = http.url
 
     def lacking_records(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
-        present = list(pool.map(lambda h: dst.objects.freshen("record", h), frontier))
+        present = list(pool.map(lambda h: intact(dst, "record", h), frontier))
         missing = [h for h, p in zip(frontier, present) if not p]
         wanted = {object_key(h): h for h in missing}
         got: dict[str, bytes] = {}
@@ -278,9 +281,12 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
             yield h, data, check_record_bytes(h, data)[1]
 
     records, data_of, arrays, blobs = _walk(roots, lacking_records)
-    need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: dst.objects.freshen("array", h),
-                                                              sorted(arrays))) if not p]
-    need_blobs = [h for h, p in zip(sorted(blobs), pool.map(dst.objects.has_object, sorted(blobs))) if not p]
+    # present objects are checked as a local transfer checks them (:func:`mrepo.graph.transfer.intact`):
+    # a damaged one is downloaded again and replaced
+    need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: intact(dst, "array", h), sorted(arrays)))
+                   if not p]
+    need_blobs = [h for h, p in zip(sorted(blobs), pool.map(lambda h: intact(dst, "blob", h), sorted(blobs)))
+                  if not p]
     total = len(need_arrays) + len(need_blobs) + len(records)
     done = 0
 

@@ -71,18 +71,27 @@ class TransferStats:
 SMALL_BLOB = 4 << 20
 
 #: The kinds' checks of a present object (:mod:`mrepo.store.soundness`): records and small blobs
-#: reread, arrays by their canonical zarr.json and chunk files (chunk contents left to ``verify``).
+#: reread, arrays by their canonical zarr.json and every chunk file against its recorded digest.
 _SOUND: dict[str, Callable[[Storage, str], bool]] = {
     "record": lambda dst, h: object_sound(dst.backend, h, 1 << 62, "record"),
     "blob": lambda dst, h: object_sound(dst.backend, h, SMALL_BLOB, "blob"),
-    "array": lambda dst, h: array_sound(dst.backend, h, 0),
+    "array": lambda dst, h: array_sound(dst.backend, h),
 }
 
 
-def _intact(dst: Storage, kind: str, h: str) -> bool:
+def _presence_key(kind: str, h: str) -> str:
+    """The key whose presence makes object ``h`` of ``kind`` present (an array: its ``zarr.json``)."""
+    return array_prefix(h) + "zarr.json" if kind == "array" else object_key(h)
+
+
+def intact(dst: Storage, kind: str, h: str, listed: set[str] | None = None) -> bool:
     """Object ``h`` of ``kind`` (record, array, blob) is present at ``dst`` (freshened for gc) and
     sound by the kind's check; a server (``checks_writes``) verified it on upload and checks its
-    own store, so there presence is enough."""
+    own store, so there presence is enough. ``listed``: the keys ``dst`` held when the transfer
+    began (:func:`_listed`); an object not among them is taken as absent without a request (one
+    that appeared since is written again, with the same bytes)."""
+    if listed is not None and _presence_key(kind, h) not in listed:
+        return False
     if not dst.objects.freshen(kind, h):
         return False
     if dst.backend.checks_writes:
@@ -91,6 +100,35 @@ def _intact(dst: Storage, kind: str, h: str) -> bool:
         return _SOUND[kind](dst, h)
     except (ObjectNotFound, CorruptObject):
         return False
+
+
+def _listed(dst: Storage, pool: ThreadPoolExecutor) -> set[str] | None:
+    """The presence keys (:func:`_presence_key`) ``dst`` holds, when its ``objects/`` and its
+    ``arrays/`` each list in one request (fewer than :attr:`~mrepo.store.backends.Backend.list_page`
+    keys; the two requests in parallel); else None. A transfer to a new or small remote then
+    learns what is absent with two requests instead of one round trip per object, level by level
+    of the walk. None, too, where presence checks are local (``list_page`` 0), where a server
+    checks what it is sent, and when the listing fails (the checks then go one by one)."""
+    page = dst.backend.list_page
+    if not page or dst.backend.checks_writes:
+        return None
+
+    def keys(prefix: str) -> set[str] | None:
+        out: set[str] = set()
+        for n, entry in enumerate(dst.backend.list(prefix), 1):
+            if n >= page:  # another page would be needed: the store is not small
+                return None
+            if prefix == "objects/" or entry.key.endswith("/zarr.json"):
+                out.add(entry.key)
+        return out
+
+    try:
+        found = [f.result() for f in [pool.submit(keys, p) for p in ("objects/", "arrays/")]]
+    except (MrepoError, OSError):
+        return None
+    if found[0] is None or found[1] is None:
+        return None
+    return found[0] | found[1]
 
 
 def _receive_record(src: Storage, h: str) -> tuple[bytes, Any]:
@@ -211,6 +249,7 @@ class _Pipeline:
         self.done = 0  # files copied (chunks, zarr.json, blobs; then records)
         self.reported = 0  # of which passed to ``progress`` (once the total is known)
         self.total = 0
+        self.listed: set[str] | None = None  # what ``dst`` held at the start, when it is small
 
     # ------------------------------------------------------------------ tasks (pool threads)
     def _submit(self, pool: ThreadPoolExecutor, handler: Callable[..., None], fn: Callable[..., Any],
@@ -232,13 +271,13 @@ class _Pipeline:
         bytes and body received from ``src`` and checked. Present records are freshened (see
         ObjectStore.freshen): gc keeps young objects and their closures, so nothing this transfer
         relies on can be swept under it."""
-        return None if _intact(self.dst, "record", h) else _receive_record(self.src, h)
+        return None if intact(self.dst, "record", h, self.listed) else _receive_record(self.src, h)
 
     def _check_data(self, kind: str, h: str) -> _ArrayCopy | str | None:
         """None when array or blob ``h`` is intact at ``dst``; else the blob's hash, or the array's
         copy started (its ``zarr.json`` read and checked) in the same task, so its chunks can move
         without waiting behind the presence checks of other arrays."""
-        if _intact(self.dst, kind, h):
+        if intact(self.dst, kind, h, self.listed):
             return None
         return self._start_array(h) if kind == "array" else h
 
@@ -330,6 +369,7 @@ class _Pipeline:
     def run(self, roots: Iterable[str]) -> TransferStats:
         frontier = [check_hash(h, "root") for h in dict.fromkeys(roots)]
         self.seen.update(frontier)
+        self.listed = _listed(self.dst, self.walk)
         for h in frontier:
             self._submit(self.walk, self._on_record, self._visit_record, h)
         self._drain()
