@@ -5,8 +5,10 @@ record is in canonical form and valid for its kind (:mod:`mrepo.graph.schema`), 
 object it references is already on the server (write order: objects, then the records
 that name them, then refs). A present object is replaced when its stored copy is damaged
 (an upload that verifies repairs it); an intact one is only freshened (gc age).
-:mod:`mrepo.store.soundness` says whether a present copy counts as intact (bound here at REHASH_PRESENT_BYTES), the
-same rule for a single upload and for the batch negotiation (:mod:`mrepo.api.batch`).
+:mod:`mrepo.store.soundness` says whether a present copy counts as intact (records and blobs re-hashed up to
+REHASH_PRESENT_BYTES, larger blobs by presence; arrays of any size by every chunk file against its recorded
+digest), the same rule for single uploads (:mod:`mrepo.api.staging` for arrays) and for the batch negotiation
+(:mod:`mrepo.api.batch`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ..store.integrity import check_object_bytes, parse_canonical_record
 from ..store.objects import object_key
 from ..store.soundness import array_sound, object_sound
 
-#: Present objects up to this size are re-read and re-hashed before being skipped (repair of damage).
+#: Present records and blobs up to this size are re-read and re-hashed before being skipped (repair of
+#: damage); arrays are checked whatever their size (:func:`mrepo.store.soundness.array_sound`).
 REHASH_PRESENT_BYTES = 1 << 20
 
 

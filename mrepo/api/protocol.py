@@ -177,7 +177,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
     @router.put(f"/{names.ARRAYS_PATH}/{{h}}/{{path:path}}", dependencies=[writer], openapi_extra=BINARY_BODY,
                 status_code=201,
                 summary="Upload an array file: chunks are staged; zarr.json publishes the verified array",
-                responses={200: {"description": "array already complete, nothing stored"},
+                responses={200: {"description": "array already complete and intact (or a chunk equal to the "
+                                                "stored file), nothing stored"},
                            202: {"description": "chunk staged"}})
     async def put_array_file(h: HashParam, path: str, request: Request,
                              x_mrepo_upload: Annotated[str | None, Header(pattern=UPLOAD_ID.pattern)] = None
@@ -188,10 +189,13 @@ def build_router(ctx: ServerContext) -> APIRouter:
         return await blocking(_store_array_file, h, path, upload, data)
 
     def _store_array_file(h: str, path: str, upload: str, data: bytes) -> JSONResponse:
-        if objects.freshen("array", h):  # complete already: refresh its gc age, store nothing
-            return JSONResponse({"hash": h, "stored": False}, status_code=200)
+        """A present array is freshened (gc age) and replaced only when its stored copy is damaged,
+        by the batch protocol's rule (:mod:`mrepo.api.staging`): a chunk equal to the stored file
+        is not staged, ``zarr.json`` publishes over a copy that fails its check."""
+        objects.freshen("array", h)
         if path != "zarr.json":
-            ctx.staging.stage(h, upload, path, data)
+            if not ctx.staging.stage(h, upload, path, data):
+                return JSONResponse({"hash": h, "stored": False}, status_code=200)
             return JSONResponse({"hash": h, "staged": path}, status_code=202)
         try:
             published = ctx.staging.publish(h, upload, data)
