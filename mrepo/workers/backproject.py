@@ -17,6 +17,7 @@ from mrepo.kernels.fourier_slice import empty_grids, insert_slices
 from mrepo.workers.api import HalfSums
 from mrepo.workers.geometry import Geometry
 from mrepo.workers.imaging import (
+    PatchSource,
     big_box,
     exposure_sizes,
     exposure_weight_grid,
@@ -33,8 +34,8 @@ __all__ = ["backproject_species"]
 INSERT_POINTS = 1 << 21
 
 
-def backproject_species(model: ItemModel, stack: Tensor, geo: Geometry, index: Tensor, half: Tensor, box: int,
-                        diameter: float, resolution: float, symmetry: Tensor, *, pad: int, min_box_factor: float,
+def backproject_species(model: ItemModel, stack: Tensor | PatchSource, geo: Geometry, index: Tensor, half: Tensor,
+                        box: int, diameter: float, resolution: float, symmetry: Tensor, *, pad: int, min_box_factor: float,
                         use_weights: bool, chunk: int = 64) -> HalfSums:
     """Half-set sums of the particles ``index`` (P_s,) with half-sets ``half`` (P_s,) in {1, 2}, in
     particle chunks of at most ``chunk`` and at most :data:`INSERT_POINTS` slice samples (memory bound)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,8 +28,8 @@ from mrepo.kernels.shifts import phase_shift
 from mrepo.workers.item_model import ItemModel
 from mrepo.workers.optics import odd_phase, optics_ctf, optics_state
 
-__all__ = ["PatchGroup", "big_box", "exposure_sizes", "extract_groups", "premultiply", "premultiply_with_ctf2",
-           "exposure_weight_grid", "circular_mask", "shell_average", "raw_crop"]
+__all__ = ["PatchGroup", "PatchSource", "big_box", "exposure_sizes", "extract_groups", "premultiply",
+           "premultiply_with_ctf2", "exposure_weight_grid", "circular_mask", "shell_average", "raw_crop"]
 
 
 @dataclass
@@ -66,10 +67,22 @@ def exposure_sizes(model: ItemModel, box: int, resolution: float | None) -> np.n
     return np.array([crop_size_for_resolution(box, model.pixel_size, float(r)) for r in res])
 
 
-def extract_groups(stack: Tensor, centres: Tensor, box: int, big: int, sizes: np.ndarray,
+class PatchSource(Protocol):
+    """Exposures read on demand (:class:`mrepo.workers.raw_data.NormalisedExposures`): ``shape`` (n, H, W)
+    and ``patches(exposures (g,), centres (g, P, 2) integer px (x, y), box)`` -> (g, P, box, box) float32
+    crops with pixel box // 2 at the centres, zero outside the image."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def patches(self, exposures: Tensor, centres: Tensor, box: int) -> Tensor: ...
+
+
+def extract_groups(stack: Tensor | PatchSource, centres: Tensor, box: int, big: int, sizes: np.ndarray,
                    pixel_size: float) -> list[PatchGroup]:
-    """Extract (big x big) patches at integer ``centres`` (P, n, 2) px from ``stack`` (n, H, W)
-    and Fourier-crop each exposure group to its size (see module docstring)."""
+    """Extract (big x big) patches at integer ``centres`` (P, n, 2) px from ``stack`` (n, H, W) — a
+    tensor, or a :class:`PatchSource` that reads only the patches' pixels (the same values) — and
+    Fourier-crop each exposure group to its size (see module docstring)."""
     if big % box:
         raise ValueError(f"extraction box {big} must be a multiple of the species box {box}")
     k = big // box
@@ -77,7 +90,13 @@ def extract_groups(stack: Tensor, centres: Tensor, box: int, big: int, sizes: np
     for size in sorted(set(int(s) for s in sizes), reverse=True):
         idx = torch.from_numpy(np.flatnonzero(sizes == size))
         pos = centres[:, idx].permute(1, 0, 2)  # (g, P, 2)
-        ft = extract_patches_ft(stack[idx], pos, big).permute(1, 0, 2, 3)  # (P, g, big, big//2+1)
+        if isinstance(stack, Tensor):
+            ft = extract_patches_ft(stack[idx], pos, big)  # (g, P, big, big//2+1)
+        else:  # the crops alone, each extracted about its own centre pixel (same arithmetic)
+            crops = stack.patches(idx, pos, big)  # (g, P, big, big)
+            mid = torch.full((*crops.shape[:2], 1, 2), float(big // 2), dtype=crops.dtype)
+            ft = extract_patches_ft(crops, mid, big)[:, :, 0]
+        ft = ft.permute(1, 0, 2, 3)  # (P, g, big, big//2+1)
         ft = fourier_crop(ft, k * size) if size < box else ft
         groups.append(PatchGroup(idx, size, k * size, pixel_size * box / size, size / box,
                                  ft.to(torch.complex64).contiguous(), centres[:, idx]))

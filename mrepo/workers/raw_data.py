@@ -232,8 +232,9 @@ class NormalisedExposures:
         return self.raw.n
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.raw.shape
+    def shape(self) -> tuple[int, int, int]:
+        """(n, y, x), as the stack :meth:`tensor` would be."""
+        return (self.raw.n, *self.raw.shape)
 
     def region(self, i: int, y: slice = slice(None), x: slice = slice(None)) -> np.ndarray:
         """Normalised pixels ``[y, x]`` of exposure ``i`` (float32)."""
@@ -245,9 +246,26 @@ class NormalisedExposures:
         """Normalised exposure ``i`` (y, x) float32."""
         return self.region(i)
 
+    def patches(self, exposures: torch.Tensor, centres: torch.Tensor, box: int) -> torch.Tensor:
+        """(g, P, box, box) float32: normalised (box x box) crops whose pixel ``box // 2`` sits at the
+        integer ``centres`` (g, P, 2) px (x, y) of ``exposures`` (g,), zero outside the image — the
+        crops :func:`mrepo.kernels.extraction.extract_patches_ft` takes from :meth:`tensor`, reading
+        only their pixels."""
+        g, p = centres.shape[:2]
+        h, w = self.raw.shape
+        out = np.zeros((g, p, box, box), np.float32)
+        corner = torch.round(centres.detach()).long().numpy() - box // 2  # (g, P, 2) (x0, y0)
+        for j, e in enumerate(exposures.tolist()):
+            for k in range(p):
+                x0, y0 = (int(v) for v in corner[j, k])
+                ya, yb, xa, xb = max(y0, 0), min(y0 + box, h), max(x0, 0), min(x0 + box, w)
+                if ya < yb and xa < xb:
+                    out[j, k, ya - y0:yb - y0, xa - x0:xb - x0] = self.region(e, slice(ya, yb), slice(xa, xb))
+        return torch.from_numpy(out)
+
     def tensor(self) -> torch.Tensor:
         """All exposures (n, y, x) float32."""
-        out = np.empty((self.n, *self.shape), np.float32)
+        out = np.empty(self.shape, np.float32)
         for i in range(self.n):
             out[i] = self.region(i)
         return torch.from_numpy(out)

@@ -35,7 +35,7 @@ from mrepo.workers.geometry import (
     updated_models,
     updated_particles,
 )
-from mrepo.workers.imaging import big_box, exposure_sizes, extract_groups
+from mrepo.workers.imaging import PatchSource, big_box, exposure_sizes, extract_groups
 from mrepo.workers.item_model import ItemModel, load_item_model
 from mrepo.workers.objective import (
     Subset,
@@ -83,8 +83,9 @@ class _Context:
         self.model: ItemModel = load_item_model(objects, self.item)
         # normalised exposures, particles as positive density (the source's polarity applied)
         self.objects = objects
-        # tilt series with raw tilt movies and frame shifts: the tilts re-made from the aligned frames
-        self.stack = item_exposures(objects, self.item, task.polarity, self.model.pixel_size)
+        # tilt series with raw tilt movies and frame shifts: the tilts re-made from the aligned frames;
+        # else the raw exposures, read per particle patch (the whole stack is never in memory)
+        self.stack = item_exposures(objects, self.item, task.polarity, self.model.pixel_size, lazy=True)
         if self.stack.shape[0] != self.model.n:
             raise ValueError(f"item {self.item.name!r}: raw stack has {self.stack.shape[0]} images, "
                              f"imaging exposure lists {self.model.n}")
@@ -154,7 +155,8 @@ class _Context:
         """Particle batches per species and half-set, each scored against its own half-map."""
         return self.subset_pairs(params)[0]
 
-    def subset_pairs(self, params: Parameters, *, model: ItemModel | None = None, stack: torch.Tensor | None = None,
+    def subset_pairs(self, params: Parameters, *, model: ItemModel | None = None,
+                     stack: torch.Tensor | PatchSource | None = None,
                      geo: Geometry | None = None) -> tuple[list[Subset], list[Subset]]:
         """Particle batches (≤ ``particle_batch``) per species and half-set, each scored against its
         own half-map, and the same batches against the other half-map (cross-validation).
@@ -214,7 +216,7 @@ class _Context:
         return torch.tensor(loss, dtype=torch.float64)
 
 
-def _extract_fts(stack: torch.Tensor, centres: torch.Tensor, box: int, big: int, sizes: np.ndarray,
+def _extract_fts(stack: torch.Tensor | PatchSource, centres: torch.Tensor, box: int, big: int, sizes: np.ndarray,
                  pixel_size: float) -> list[torch.Tensor]:
     """The patches of one streamed particle batch, re-extracted (same layout as at set-up)."""
     return [g.ft for g in extract_groups(stack, centres, box, big, sizes, pixel_size)]

@@ -43,7 +43,7 @@ from mrepo.kernels.shifts import shift_images
 from mrepo.store import InvalidInput, ObjectStore
 from mrepo.workers.geometry import Geometry
 from mrepo.workers.item_model import ItemModel
-from mrepo.workers.raw_data import _MrcFile, read_exposures
+from mrepo.workers.raw_data import NormalisedExposures, _MrcFile, open_exposures, read_exposures
 
 __all__ = [
     "MODEL",
@@ -210,11 +210,14 @@ def aligned_tilts(movies: TiltMovies, shifts_px: np.ndarray, polarity: str) -> T
     return torch.from_numpy(out)
 
 
-def item_exposures(objects: ObjectStore, item: Item, polarity: str, pixel_size: float) -> Tensor:
+def item_exposures(objects: ObjectStore, item: Item, polarity: str, pixel_size: float, *,
+                   lazy: bool = False) -> Tensor | NormalisedExposures:
     """What every image path of ``item`` sees: its aligned tilt movies when it has movies and a
-    ``tilt_movie_shifts`` model, else its raw exposures (:func:`mrepo.workers.raw_data.read_exposures`)."""
+    ``tilt_movie_shifts`` model (a tensor, made from every frame), else its raw exposures
+    (:func:`mrepo.workers.raw_data.read_exposures`; ``lazy``: read on demand, bounded memory,
+    :func:`mrepo.workers.raw_data.open_exposures`)."""
     if item.tilt_movies is None or MODEL not in item.models:
-        return read_exposures(objects, item, polarity)
+        return (open_exposures if lazy else read_exposures)(objects, item, polarity)
     movies = TiltMovies.open(objects, item)
     shifts = stored_shifts(objects, item, movies.n, movies.frames)
     return aligned_tilts(movies, shifts / pixel_size, polarity)

@@ -184,3 +184,53 @@ def test_source_polarity_record_keeps_old_hashes_and_merges(tmp_path: Path) -> N
     ours = Population("p", {"grid": h})
     merged, report = merge_populations(repo.objects, base, ours, base)
     assert not report.conflicts and DataSource.load(repo.objects, merged.sources["grid"]).polarity == "dark"
+
+
+def test_lazy_patches_extract_what_the_whole_stack_gives(tmp_path: Path) -> None:
+    """extract_groups from the lazily read exposures equals extraction from the whole normalised stack,
+    for frames and tilts, particles inside and across every edge, several crop-size groups."""
+    import torch
+
+    from mrepo.workers.imaging import extract_groups
+
+    rng = np.random.default_rng(3)
+    for kind, stack in (("frames", rng.normal(5.0, 1.0, (4, 60, 80))), ("tilts", rng.normal(-3.0, 2.0, (5, 70, 50)))):
+        path = _mrc(tmp_path / f"{kind}.mrc", stack)
+        repo = Repository.init(str(tmp_path / f"repo-{kind}"))
+        item = _item(_in_place(path), kind)
+        lazy, whole = open_exposures(repo.objects, item, "dark"), read_exposures(repo.objects, item, "dark")
+        assert lazy.shape == tuple(whole.shape)
+        n, h, w = whole.shape
+        centres = torch.tensor([[x, y] for x in (-20, 0, 3, w // 2, w - 2, w + 30) for y in (-5, 1, h // 2, h - 1)],
+                               dtype=torch.float64)[:, None].expand(-1, n, 2).clone()
+        centres += torch.from_numpy(rng.integers(-2, 3, centres.shape)).double()  # moves per exposure
+        sizes = np.array([16, 12, 16, 8, 12][:n])
+        for a, b in zip(extract_groups(whole, centres, 16, 32, sizes, 2.0),
+                        extract_groups(lazy, centres, 16, 32, sizes, 2.0)):
+            assert torch.equal(a.exposures, b.exposures) and a.size == b.size
+            assert torch.equal(a.ft, b.ft), (kind, a.size, float((a.ft - b.ft).abs().max()))
+            assert float(a.ft.abs().max()) > 0
+
+
+def test_lazy_patches_hold_only_their_pixels(tmp_path: Path) -> None:
+    """Opening a 160 MiB tilt stack and extracting a particle batch from it allocates a small fraction
+    of the stack (the statistics pass holds one exposure at a time; the whole stack would be 160 MiB)."""
+    import torch
+
+    from mrepo.workers.imaging import extract_groups
+
+    path = tmp_path / "big.mrc"
+    with mrcfile.new_mmap(path, shape=(40, 1024, 1024), mrc_mode=2, overwrite=True) as m:
+        for k in range(40):
+            m.data[k] = np.random.default_rng(k).normal(1.0, 1.0, (1024, 1024)).astype(np.float32)
+    repo = Repository.init(str(tmp_path / "repo"))
+    tracemalloc.start()
+    try:
+        lazy = open_exposures(repo.objects, _item(_in_place(path)), "light")
+        centres = torch.from_numpy(np.random.default_rng(1).uniform(0, 1024, (8, 40, 2))).round()
+        (group,) = extract_groups(lazy, centres, 32, 64, np.full(40, 32), 2.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert group.ft.shape == (8, 40, 64, 33)  # the patches (5 MiB of crops) and one exposure's statistics
+    assert peak < 40 * 2**20, f"lazy extraction allocated {peak / 2**20:.1f} MiB for a 160 MiB stack"
