@@ -389,6 +389,9 @@ class _Pipeline:
                 self._tick()
         stats.records = len(self.records)
         self.dst.objects.clear_cache()  # records it held damaged may have been replaced
+        for h in frontier:  # written and checked: the ref's target check need not read them back
+            if h in self.records:
+                self.dst.objects.remember_record(h, self.records[h])
         return stats
 
 
@@ -483,7 +486,7 @@ def push(repo: Repository, remote: str, branch: str | None = None, *, remote_bra
     other = Repository.open(remote_url(repo, remote), options)
     try:
         key = branch_key(remote_branch)
-        current = other.refs.get(key)
+        current, token = other.refs.read(key)  # the swap below is made against this read
         if current is not None and not force and current != head:
             if not repo.objects.has_object(current) or not is_ancestor(repo.objects, current, head):
                 raise RefConflict(
@@ -494,7 +497,8 @@ def push(repo: Repository, remote: str, branch: str | None = None, *, remote_bra
         stats = copy_closure(repo.storage, other.storage, [head], workers=workers, progress=progress,
                              deep_arrays=False)
         if current != head:
-            other.refs.update(key, head, current, operation=f"push {branch}" + (" --force" if force else ""))
+            other.refs.update(key, head, current, token=token,
+                              operation=f"push {branch}" + (" --force" if force else ""))
         stats.refs[key] = head
         if remote in repo.remotes():
             tracking = f"refs/remotes/{remote}/{remote_branch}"

@@ -19,12 +19,14 @@ URL forms: a plain path or ``file://`` (local folder), ``s3://bucket/prefix``
 
 from __future__ import annotations
 
+import base64
 import errno
 import os
 import socket
 import threading
 import time
 import uuid
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,6 +97,11 @@ class Backend(ABC):
     #: True where the other side checks what it is sent (an mrepo server verifies uploads, record
     #: schemas and ref targets itself), so a client need not read its uploads back to check them.
     checks_writes: bool = False
+
+    #: Where each presence check is a network round trip: the keys one listing request returns, so
+    #: a transfer can learn with one request per prefix what a small store holds. 0 (local folder,
+    #: memory): a presence check costs less than a listing.
+    list_page: int = 0
 
     def touch(self, key: str) -> bool:
         """Refresh the modification time of an existing key ("freshen", as git does), so that
@@ -508,6 +515,21 @@ class S3Backend(FsspecBackend):
     def put_file(self, key: str, path: str | Path) -> None:
         self.fs.put_file(str(path), self._p(key))
 
+    #: Objects below this size go up in one PutObject (s3fs's ``pipe_file``: twice its 50 MiB part
+    #: size); larger ones in a multipart upload, each part with botocore's own checksum.
+    SINGLE_PUT_BYTES = 100 << 20
+
+    def put(self, key: str, data: bytes) -> None:
+        """One PUT, with the CRC32 that S3 checks the received body against computed here, in the
+        calling thread, and sent with the request (``ChecksumCRC32``): botocore would otherwise
+        compute it on s3fs's one event-loop thread, which then delays every other transfer."""
+        data = bytes(data)
+        if len(data) >= self.SINGLE_PUT_BYTES:
+            self.fs.pipe_file(self._p(key), data)
+            return
+        crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+        self.fs.pipe_file(self._p(key), data, ChecksumAlgorithm="CRC32", ChecksumCRC32=crc)
+
     #: Objects larger than this are read by s3fs in parallel ranged requests; smaller ones in one GET.
     PARALLEL_GET_BYTES = 64 << 20
 
@@ -535,6 +557,32 @@ class S3Backend(FsspecBackend):
     def _mtime(self, info: dict[str, Any]) -> float:
         modified = info.get("LastModified")
         return modified.timestamp() if hasattr(modified, "timestamp") else 0.0
+
+    #: Keys one listing request returns (S3's page size): a caller that wants to know whether a
+    #: prefix holds at most this many keys pays one request (:attr:`Backend.list_page`).
+    list_page = 1000
+
+    def list(self, prefix: str) -> Iterator[Entry]:
+        """Every key below ``prefix``, page by page (one ``ListObjectsV2`` request per
+        :attr:`list_page` keys, each sent when the previous page is used up; s3fs's ``find``
+        lists everything first and adds a HEAD and a second listing when nothing is found)."""
+        base = self._root if prefix in ("", "/") else self._p(prefix.removesuffix("/"))
+        bucket, key, _ = self.fs.split_path(base)
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": f"{key}/" if key else "", "MaxKeys": self.list_page}
+        while True:
+            try:
+                page = self.fs.call_s3("list_objects_v2", **kwargs)
+            except FileNotFoundError:  # no such bucket: nothing below the prefix
+                return
+            for obj in page.get("Contents", []):
+                name = f"{bucket}/{obj['Key']}"
+                if obj["Key"].endswith("/"):  # a folder placeholder written by another tool
+                    continue
+                yield Entry(name[len(self._root) + 1:], int(obj.get("Size") or 0), self._mtime(obj))
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
 
     def _head(self, key: str) -> dict[str, Any] | None:
         """HEAD one object (a single request; ``fs.info`` would add a listing on a miss)."""

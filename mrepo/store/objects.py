@@ -136,6 +136,12 @@ class ObjectStore:
         self._cache_put(h, (kind, parse_record_bytes(data)[1]))
         return h
 
+    def remember_record(self, h: str, data: bytes) -> None:
+        """Cache record ``h`` from ``data``, bytes the caller has just written here after checking
+        them against ``h`` (a transfer), so that reading it back (a ref's target check) costs no
+        request."""
+        self._cache_put(h, parse_record_bytes(data))
+
     def get_record(self, h: str, kind: str | None = None) -> Any:
         """The body of record ``h`` (verified against its hash), checking its kind when given."""
         return self.get_record_with_kind(h, kind)[1]

@@ -24,6 +24,9 @@ HEAD_KEY = "HEAD"
 #: The name rules live in :mod:`mrepo.store.names` (one place for client, backends and server).
 check_name = check_ref_name
 
+#: ``RefStore.update(token=...)`` left out: the ref is read first.
+_UNREAD = object()
+
 
 def check_ref_namespace(backend: Backend, key: str) -> None:
     """Refuse to create ``key`` when it would clash with an existing ref (RefConflict): a ref
@@ -82,18 +85,25 @@ class RefStore:
         return value
 
     def update(self, key: str, new: str | None, expected: str | None, *, operation: str = "update",
-               who: str | None = None) -> None:
+               who: str | None = None, token: Token | object = _UNREAD) -> None:
         """Set ref ``key`` to ``new`` (delete when None) if it still holds ``expected``.
 
         Raises RefConflict when the ref holds anything else (None: must not exist). After the
         swap, the move is recorded in the reflog (:mod:`mrepo.store.reflog`) with ``operation``
         and ``who`` (default ``$MREPO_AUTHOR`` or user@host); a backend whose server records
         moves itself (``logs_ref_moves``) gets ``operation`` with the swap instead.
+
+        ``token``: the token :meth:`read` returned with ``expected``, when the caller read the ref
+        itself; the swap is then made against that read (one request less on S3), and refused as
+        well if the ref moved since.
         """
         check_ref_key(key)
         if new is not None:
             check_hash(new, "ref target")
-        current, tok = self.read(key)
+        if token is _UNREAD:
+            current, tok = self.read(key)
+        else:
+            current, tok = expected, token  # type: ignore[assignment]
         if current != expected:
             raise RefConflict(
                 f"{key} is at {_abbrev(current)}, expected {_abbrev(expected)}: another writer changed it; "

@@ -87,3 +87,48 @@ def test_fetch_by_url_and_push_to_new_branch(make_url) -> None:
     b.merge(h, into="main")
     push(b, a.url, "main", remote_branch="copy")
     assert a.branches() == {"main": h, "copy": h}
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("page", [1000, 3])
+def test_push_to_s3_learns_what_a_small_remote_holds_from_one_listing(make_url, monkeypatch, page: int) -> None:
+    """A push to an S3 remote that lists in one page per prefix sends no presence request for an
+    object it lacks (two listings tell); a larger remote is checked object by object. Either way
+    only what the remote lacks travels, present objects are freshened, the ref moves by
+    compare-and-swap against the push's own read of it, and the remote verifies."""
+    from mrepo.store import open_backend
+    from mrepo.store.backends import S3Backend
+
+    monkeypatch.setattr(S3Backend, "list_page", page)
+    src = Repository.init(make_url("local"))
+    src.commit(make_population(src, n_items=2), message="first", time=t(1))
+    dst_url = make_url("s3")
+    Repository.init(dst_url).close()
+    backend = open_backend(dst_url)
+    root = backend.url[len("s3://"):].split("/", 1)[1] + "/"
+    calls: list[tuple[str, str]] = []
+
+    def count(model, params, **kwargs) -> None:  # noqa: ANN001
+        calls.append((model.name, params.get("Key", "").removeprefix(root)))
+
+    events = backend.fs.s3.meta.events  # s3fs shares one client per set of options
+    events.register("before-parameter-build.s3", count)
+    try:
+        sent = push(src, dst_url)  # into an empty remote: fits one page whatever the page size
+        first_calls, calls[:] = list(calls), []
+        held = {e.key for e in backend.list("")}
+        second = src.commit(make_population(src, n_items=2, species=("apo", "holo")), message="second", time=t(2))
+        again = push(src, dst_url)
+    finally:
+        events.unregister("before-parameter-build.s3", count)
+    dst = Repository.open(dst_url)
+    assert sent.arrays > 0 and dst.head() == second and verify(dst.storage, workers=4).ok
+    assert 0 < again.arrays < sent.arrays
+    assert not [k for op, k in first_calls if op in ("CopyObject", "HeadObject")], first_calls
+    assert [op for op, _ in first_calls].count("GetObject") <= 2, first_calls  # mrepo.json, the ref
+    checked = {k for op, k in calls if op == "CopyObject"}
+    assert checked & held  # present objects are freshened
+    if page == 1000:
+        assert checked <= held, checked - held  # nothing asked about what the listing did not show
+    else:
+        assert checked - held  # too large to list: absent objects are checked one by one

@@ -80,6 +80,53 @@ def test_refstore_update_checks_expected_value(backend_kind: str, make_url) -> N
         refs.update("refs/heads/main", "not-a-hash", H2)
 
 
+def test_refstore_update_against_an_earlier_read(backend_kind: str, make_url) -> None:
+    """``update(token=...)`` swaps against the caller's own read of the ref: it succeeds while the
+    ref is unchanged and is refused once another writer moved it (or created it) since."""
+    refs = RefStore(open_backend(make_url(backend_kind)))
+    absent, token = refs.read("refs/heads/main")
+    assert absent is None
+    refs.update("refs/heads/main", H1, None, token=token)
+    current, token = refs.read("refs/heads/main")
+    refs.update("refs/heads/main", H2, current, operation="other writer")  # moves it after our read
+    with pytest.raises(RefConflict, match="another writer"):
+        refs.update("refs/heads/main", H1, current, token=token)
+    assert refs.get("refs/heads/main") == H2
+    stale_absent, absent_token = refs.read("refs/heads/dev")
+    refs.update("refs/heads/dev", H1, None)  # created by someone else after our read
+    with pytest.raises(RefConflict):
+        refs.update("refs/heads/dev", H2, stale_absent, token=absent_token)
+    assert refs.get("refs/heads/dev") == H1
+
+
+@pytest.mark.s3
+def test_s3_list_pages_and_sends_the_body_crc32(make_url, s3_client, monkeypatch) -> None:
+    """S3 listings go page by page and never name the prefix's own key; a PUT carries the CRC32
+    of its body (computed by mrepo, stored by the server as the object's checksum)."""
+    import base64
+    import zlib
+
+    from mrepo.store.backends import S3Backend
+
+    backend = open_backend(make_url("s3"))
+    assert isinstance(backend, S3Backend)
+    monkeypatch.setattr(S3Backend, "list_page", 2)
+    keys = [f"objects/aa/{i}" for i in range(5)]
+    for i, key in enumerate(keys):
+        backend.put(key, b"x" * (i + 1))
+    backend.put("refs/heads/main", b"h\n")
+    assert [(e.key, e.size) for e in backend.list("objects/")] == [(k, i + 1) for i, k in enumerate(keys)]
+    assert sorted(e.key for e in backend.list("")) == sorted([*keys, "refs/heads/main"])
+    assert list(backend.list("refs/heads/main/")) == []
+    assert list(backend.list("nothing/")) == []
+
+    data = bytes(range(256)) * 100
+    backend.put("objects/bb/crc", data)
+    bucket, key = backend.url[len("s3://"):].split("/", 1)
+    head = s3_client.head_object(Bucket=bucket, Key=f"{key}/objects/bb/crc", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
 def test_storage_create_and_open(backend_kind: str, make_url) -> None:
     url = make_url(backend_kind)
     with pytest.raises(RepositoryNotFound, match="no mrepo repository"):
