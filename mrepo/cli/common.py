@@ -47,10 +47,32 @@ def branch_head(r: Repository, branch: str | None) -> tuple[str, str]:
     return head_of(r, branch)
 
 
+def check_device(device: str, executor: str) -> str:
+    """``--device`` of refine/reconstruct: its spelling always, CUDA's presence here when the items run in
+    this process (Ray workers check it on their machines, and get a GPU each: :func:`open_executor`);
+    ``BadParameter`` with the one-line reason otherwise."""
+    from mrepo.workers.device import check_device_name, resolve_device
+
+    try:
+        if executor == "local":
+            resolve_device(device, "refinement device")
+        else:
+            check_device_name(device, "refinement device")
+            if device.startswith("cuda:") and device != "cuda:0":
+                raise ValueError(f"refinement device {device!r}: with --executor ray use --device cuda "
+                                 "(each actor sees only the GPU Ray gave it, as cuda:0)")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return device
+
+
 def open_executor(kind: str, *, address: str | None = None, workers: int | None = None,
-                  gpus_per_worker: float = 0) -> Any:
+                  gpus_per_worker: float = 0, device: str = "cpu") -> Any:
     """The item executor named by ``--executor``: ``local`` (this process) or ``ray`` (``address``,
-    ``workers`` and ``gpus_per_worker`` passed on when set); ``BadParameter`` for anything else."""
+    ``workers`` and ``gpus_per_worker`` passed on when set; a CUDA ``device`` reserves one GPU per
+    actor unless ``gpus_per_worker`` says otherwise); ``BadParameter`` for anything else."""
+    if kind == "ray" and device.startswith("cuda") and not gpus_per_worker:
+        gpus_per_worker = 1
     if kind == "local":
         from mrepo.workers.executors import LocalExecutor
 

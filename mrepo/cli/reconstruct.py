@@ -6,7 +6,17 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import JsonOption, RepoOption, branch_head, console, err_console, open_executor, open_repo, print_json
+from .common import (
+    JsonOption,
+    RepoOption,
+    branch_head,
+    check_device,
+    console,
+    err_console,
+    open_executor,
+    open_repo,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +27,8 @@ def register(app: typer.Typer) -> None:
         sources: list[str] = typer.Option(None, "--sources", help="Data sources to use (default all)."),
         species: list[str] = typer.Option(None, "--species", help="Species to reconstruct (default all)."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads per worker (torch)."),
+        device: str = typer.Option("cpu", "--device", help="Device of the back-projection: cpu, cuda or cuda:N "
+                                   "(with --executor ray each actor reserves a GPU and uses 'cuda')."),
         executor: str = typer.Option("local", "--executor", help="Where items run: local (this process) or ray."),
         address: str = typer.Option(None, "--address", help="Ray cluster address (default: start a local one).",
                                     show_default=False),
@@ -30,14 +42,15 @@ def register(app: typer.Typer) -> None:
         only through a shared artefact."""
         from mrepo.workers.reconstruct_run import reconstruct_population, reconstruction_settings
 
+        settings = reconstruction_settings(threads, device=check_device(device, executor))
         r = open_repo(repo)
         target, _ = branch_head(r, branch)
-        ex = open_executor(executor, address=address, workers=workers)
+        ex = open_executor(executor, address=address, workers=workers, device=device)
         from .progress import iteration_progress
 
         try:
             with iteration_progress("reconstruct", console=err_console) as progress:
-                res = reconstruct_population(r, target, ex, settings=reconstruction_settings(threads),
+                res = reconstruct_population(r, target, ex, settings=settings,
                                              sources=sources or None, species=species or None, progress=progress,
                                              message=message)
         finally:

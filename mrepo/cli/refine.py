@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import typer
 
-from .common import JsonOption, RepoOption, branch_head, console, err_console, open_executor, open_repo, print_json
+from .common import (
+    JsonOption,
+    RepoOption,
+    branch_head,
+    check_device,
+    console,
+    err_console,
+    open_executor,
+    open_repo,
+    print_json,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -89,6 +99,8 @@ def register(app: typer.Typer) -> None:
         temporal_samples: int = typer.Option(1, "--temporal-samples", min=1,
                                              help="Temporal samples per particle trajectory (1: static)."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads per worker (torch)."),
+        device: str = typer.Option("cpu", "--device", help="Device of refinement and back-projection: cpu, cuda "
+                                   "or cuda:N (with --executor ray each actor reserves a GPU and uses 'cuda')."),
         denoise: bool = typer.Option(False, "--denoise", help="Refine against half-maps denoised by the species' "
                                      "noise2noise network (trained if missing, retrained each iteration; M)."),
         denoise_steps: int = typer.Option(800, "--denoise-steps", min=1,
@@ -118,7 +130,7 @@ def register(app: typer.Typer) -> None:
                 denoise_device=denoise_device, refine_mag=refine_mag, ctf_zernike3=ctf_zernike3,
                 ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase, volume_warp=refine_volume_warp,
                 doming=doming_grid if refine_doming else None, weights_scope=weights_scope,
-                tilt_movies=refine_tilt_movies)
+                tilt_movies=refine_tilt_movies, device=check_device(device, executor))
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()
@@ -131,7 +143,8 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"--iterations must be a positive number or 'auto', got {iterations!r}")
         r = open_repo(repo)
         target, _ = branch_head(r, branch)
-        ex = open_executor(executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker)
+        ex = open_executor(executor, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                           device=device)
         from .progress import iteration_progress, summary_table
 
         iterations_json: list[dict] = []

@@ -38,8 +38,10 @@ def backproject_species(model: ItemModel, stack: Tensor | PatchSource, geo: Geom
                         box: int, diameter: float, resolution: float, symmetry: Tensor, *, pad: int, min_box_factor: float,
                         use_weights: bool, chunk: int = 64) -> HalfSums:
     """Half-set sums of the particles ``index`` (P_s,) with half-sets ``half`` (P_s,) in {1, 2}, in
-    particle chunks of at most ``chunk`` and at most :data:`INSERT_POINTS` slice samples (memory bound)."""
-    grids = [empty_grids(box, pad, torch.float64) for _ in range(2)]
+    particle chunks of at most ``chunk`` and at most :data:`INSERT_POINTS` slice samples (memory bound).
+    The grids live on the geometry's device; the sums come back as CPU arrays."""
+    dev = geo.positions.device
+    grids = [empty_grids(box, pad, torch.float64, dev) for _ in range(2)]
     big_pad = pad * box
     per_particle = model.n * len(symmetry) * big_pad * (big_pad // 2 + 1)
     chunk = max(1, min(chunk, INSERT_POINTS // max(per_particle, 1)))
@@ -47,7 +49,7 @@ def backproject_species(model: ItemModel, stack: Tensor | PatchSource, geo: Geom
         max_def = float(torch.maximum(geo.defocus_u[index], geo.defocus_v[index]).abs().max())
         big = big_box(model, box, diameter, resolution, max_def, min_box_factor)
         sizes = exposure_sizes(model, box, None)
-        weight = exposure_weight_grid(model, torch.arange(model.n), box, model.pixel_size, use_weights)
+        weight = exposure_weight_grid(model, torch.arange(model.n, device=dev), box, model.pixel_size, use_weights)
         for start in range(0, len(index), chunk):
             idx, hs = index[start:start + chunk], half[start:start + chunk]
             pos = geo.positions[idx]
@@ -66,6 +68,6 @@ def backproject_species(model: ItemModel, stack: Tensor | PatchSource, geo: Geom
                     continue
                 rots = symmetry.to(rot.dtype)[:, None, None] @ rot[m][None]
                 insert_slices(images[m], ctf2[m], rots.float(), box, pad, grids[h - 1][0], grids[h - 1][1])
-    data = torch.stack([grids[0][0], grids[1][0]]).numpy()
-    weight_sum = torch.stack([grids[0][1], grids[1][1]]).numpy()
+    data = torch.stack([grids[0][0], grids[1][0]]).cpu().numpy()
+    weight_sum = torch.stack([grids[0][1], grids[1][1]]).cpu().numpy()
     return HalfSums.from_float(data, weight_sum, particles=int(len(index)))

@@ -60,7 +60,7 @@ def doming_defocus(nodes: Tensor, positions_px: Tensor, width: int, height: int,
     check_doming(tuple(nodes.shape))
     grid = CubicSplineGrid(tuple(nodes.shape))
     p, n = positions_px.shape[:2]
-    size = torch.tensor([width, height], dtype=positions_px.dtype)
+    size = torch.tensor([width, height], dtype=positions_px.dtype, device=positions_px.device)
     t = time.to(positions_px.dtype)[None, :, None].expand(p, n, 1)
     pts = torch.cat([positions_px.detach() / size, t], dim=-1).reshape(-1, 3)
     return grid.evaluate(nodes, grid.weights(pts.to(nodes.dtype))).reshape(p, n)

@@ -44,7 +44,8 @@ def exposure_spectra(model: ItemModel, subsets: list[Subset], geo: Geometry) -> 
             if len(sub.index) == 0:
                 continue
             rot = geo.rotations[sub.index]
-            t = out.setdefault(sub.species, torch.zeros(3, n, sub.box // 2 + 1, dtype=torch.float64))
+            t = out.setdefault(sub.species, torch.zeros(3, n, sub.box // 2 + 1, dtype=torch.float64,
+                                                        device=sub.volume_ft.device))
             for st, ft in zip(sub.groups, sub.patches(False)):
                 g = st.group
                 x, ctf2 = _images(model, st, geo, sub.index, False, ft)  # X

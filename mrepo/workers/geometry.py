@@ -46,9 +46,9 @@ def resample_trajectory(values: np.ndarray, samples: int) -> np.ndarray:
     if t_old == samples:
         return values
     grid = CubicSplineGrid((t_old,))
-    t = torch.linspace(0, 1, samples, dtype=_DT)[:, None]
+    t = torch.linspace(0, 1, samples, dtype=_DT)[:, None]  # host: numpy in, numpy out
     w = grid.weights(t)  # (samples, t_old)
-    return np.einsum("st,ntc->nsc", w.numpy(), values)
+    return np.einsum("st,ntc->nsc", w.numpy(), values)  # host
 
 
 @dataclass
@@ -80,6 +80,7 @@ class Parameters:
     in units of the angle that moves the particle's edge by one pixel, so that L-BFGS sees
     rotations and translations on one scale).
     ``gauge`` groups have their particle-mean change since ``anchor`` removed (see :meth:`effective`).
+    All groups live on one device (:meth:`zeros` ``device``); :func:`particle_geometry` computes there.
     """
 
     shifts: Tensor
@@ -103,28 +104,32 @@ class Parameters:
     @classmethod
     def zeros(cls, model: ItemModel, particles: ParticleSet, warp_grid: tuple[int, int, int] | None,
               volume_warp_grid: tuple[int, int, int, int] | None = None,
-              doming_grid: tuple[int, int, int] | None = None) -> Parameters:
+              doming_grid: tuple[int, int, int] | None = None, *,
+              device: torch.device | str | None = None) -> Parameters:
+        """Zero offsets (the stored grids where the requested ones match) on ``device`` (default CPU)."""
         n, p, t = model.n, particles.coordinates.shape[0], particles.temporal_samples
+        dev = torch.device("cpu") if device is None else torch.device(device)
         warp = None
         if warp_grid is not None:
             gx, gy, gt = warp_grid
             if model.kind == "tilts":
                 gt = n
-            warp = torch.zeros((2, gx, gy, gt), dtype=_DT)
+            warp = torch.zeros((2, gx, gy, gt), dtype=_DT, device=dev)
             if model.image_warp is not None and model.image_warp.shape[1:] == (gx, gy, gt):
-                warp = torch.from_numpy(model.image_warp / model.pixel_size).clone()
+                warp = torch.from_numpy(model.image_warp / model.pixel_size).to(device=dev, copy=True)
         elif model.image_warp is not None:
-            warp = torch.from_numpy(model.image_warp / model.pixel_size).clone()
+            warp = torch.from_numpy(model.image_warp / model.pixel_size).to(device=dev, copy=True)
         frames = model.kind == "frames"
         return cls(
-            shifts=torch.zeros((n, 2), dtype=_DT), translation=torch.zeros((p, t, 2 if frames else 3), dtype=_DT),
-            rotation=torch.zeros((p, t, 3), dtype=_DT),
-            defocus=torch.zeros((p,) if frames else (n,), dtype=_DT),
-            astigmatism=torch.zeros((2,) if frames else (n, 2), dtype=_DT),
-            stage=torch.zeros((n, 3), dtype=_DT), warp=warp,
+            shifts=torch.zeros((n, 2), dtype=_DT, device=dev),
+            translation=torch.zeros((p, t, 2 if frames else 3), dtype=_DT, device=dev),
+            rotation=torch.zeros((p, t, 3), dtype=_DT, device=dev),
+            defocus=torch.zeros((p,) if frames else (n,), dtype=_DT, device=dev),
+            astigmatism=torch.zeros((2,) if frames else (n, 2), dtype=_DT, device=dev),
+            stage=torch.zeros((n, 3), dtype=_DT, device=dev), warp=warp, optics=optics_offsets(dev),
             volume_warp=_deformation_start(model.volume_warp if model.kind == "tilts" else None, volume_warp_grid,
-                                           3, 1.0 / model.pixel_size),
-            doming=_deformation_start(model.doming if frames else None, doming_grid, 0, 1.0 / DEFOCUS_UNIT),
+                                           3, 1.0 / model.pixel_size, dev),
+            doming=_deformation_start(model.doming if frames else None, doming_grid, 0, 1.0 / DEFOCUS_UNIT, dev),
         )
 
     def value(self, name: str) -> Tensor:
@@ -224,9 +229,9 @@ class Geometry:
 class _Trajectory:
     """Interpolation weights (n, T) from T temporal nodes to the item's exposure times."""
 
-    def __init__(self, time: np.ndarray, samples: int):
+    def __init__(self, time: np.ndarray, samples: int, device: torch.device):
         grid = CubicSplineGrid((samples,))
-        self.w = grid.weights(torch.from_numpy(time)[:, None].to(_DT))  # (n, T)
+        self.w = grid.weights(torch.from_numpy(time).to(device=device, dtype=_DT)[:, None])  # (n, T)
 
     def __call__(self, nodes: Tensor) -> Tensor:
         """(P, T, c) -> (P, n, c)."""
@@ -242,14 +247,14 @@ def _base_rotations(angles_deg: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _deformation_start(stored: np.ndarray | None, grid: tuple[int, ...] | None, components: int,
-                       scale: float) -> Tensor | None:
+                       scale: float, device: torch.device) -> Tensor | None:
     """Start values of a deformation grid (:mod:`mrepo.workers.deformation`) in optimiser units: the
     item's stored array (times ``scale``) when it has the requested grid (or none is requested),
     zeros of the requested grid otherwise; ``components`` leading axis (0: none)."""
     shape = None if grid is None else ((components,) if components else ()) + tuple(grid)
     if stored is not None and (shape is None or tuple(stored.shape) == shape):
-        return torch.from_numpy(stored * scale).clone()
-    return None if shape is None else torch.zeros(shape, dtype=_DT)
+        return torch.from_numpy(stored * scale).to(device=device, copy=True)
+    return None if shape is None else torch.zeros(shape, dtype=_DT, device=device)
 
 
 def _warp(model: ItemModel, nodes: Tensor | None, pos_px: Tensor, t: Tensor) -> Tensor:
@@ -257,28 +262,34 @@ def _warp(model: ItemModel, nodes: Tensor | None, pos_px: Tensor, t: Tensor) -> 
         return torch.zeros_like(pos_px)
     grid = CubicSplineGrid(tuple(nodes.shape[1:]))
     nodes = nodes - nodes.mean(dim=(1, 2), keepdim=True)  # no global translation: that is the shifts' job
-    size = torch.tensor([model.width, model.height], dtype=pos_px.dtype)
+    size = torch.tensor([model.width, model.height], dtype=pos_px.dtype, device=pos_px.device)
     pts = torch.cat([pos_px.detach() / size, t.expand(pos_px.shape[:-1])[..., None]], dim=-1)
     w = grid.weights(pts.reshape(-1, 3))  # (P*n, N)
     return grid.evaluate(nodes, w).reshape(2, *pos_px.shape[:-1]).movedim(0, -1)
 
 
 def particle_geometry(model: ItemModel, particles: ParticleSet, params: Parameters) -> Geometry:
-    """Positions, poses and defoci of every particle in every exposure (differentiable in ``params``)."""
+    """Positions, poses and defoci of every particle in every exposure (differentiable in ``params``),
+    on the parameters' device."""
     ps = model.pixel_size
     n = model.n
-    traj = _Trajectory(model.time, particles.temporal_samples)
-    coords = torch.from_numpy(particles.coordinates).to(_DT)
+    dev = params.shifts.device
+
+    def host(a: np.ndarray) -> Tensor:  # an item/particle array on the parameters' device, float64
+        return torch.from_numpy(np.asarray(a)).to(device=dev, dtype=_DT)
+
+    traj = _Trajectory(model.time, particles.temporal_samples, dev)
+    coords = host(particles.coordinates)
     xyz = traj(coords)  # (P, n, 3) Å
     translation, rotation = params.effective()
     dxy = traj(translation)  # (P, n, 2) px frames, (P, n, 3) tilts
-    r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
+    r0, rel = _base_rotations(host(particles.angles))
     rotvec = traj(rel + torch.deg2rad(rotation))
     poses = r0[:, None] @ axis_angle_to_matrix(rotvec)  # (P, n, 3, 3)
-    ctf = torch.from_numpy(model.ctf).to(_DT)
-    t_idx = torch.from_numpy(model.time).to(_DT)
+    ctf = host(model.ctf)
+    t_idx = host(model.time)
     if model.kind == "frames":
-        shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts  # (n, 2) px
+        shifts = host(model.global_shifts) / ps + params.shifts  # (n, 2) px
         base = xyz[..., :2] / ps + dxy
         pos = base + shifts[None] + _warp(model, params.warp, base, t_idx[None, :])
         z = xyz[..., 2] + DEFOCUS_UNIT * params.value("defocus")[:, None]
@@ -293,27 +304,27 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
         if "mag" in optics:
             poses = poses @ block_magnification(optics["mag"])
         return Geometry(pos, poses, du, dv, ang, optics)
-    stage = torch.deg2rad(torch.from_numpy(model.stage_angles).to(_DT))
+    stage = torch.deg2rad(host(model.stage_angles))
     a = tilt_matrices(stage[:, 0], stage[:, 1], stage[:, 2])  # (n, 3, 3)
-    vol = torch.from_numpy(model.volume_size).to(_DT)
+    vol = host(model.volume_size)
     centred = xyz - vol / 2
     centred = centred + dxy * ps
     if params.volume_warp is not None:
         centred = centred + volume_warp_displacement(params.volume_warp * ps, centred + vol / 2, vol,
-                                                     torch.from_numpy(model.time).to(_DT))
+                                                     t_idx)
     rotated = torch.einsum("nij,pnj->pni", a, centred)
     # RELION rotates about int(Size/2) px but measures depth from Size/2: for an odd size the
     # positions move by R (half a pixel) (kernels.tilt_geometry.project_points)
     odd = torch.remainder(torch.round(vol / ps), 2)
     rot_offset = torch.einsum("nij,j->ni", a, odd * (ps / 2))[:, :2]  # (n, 2) Å
-    centre = torch.tensor([model.width // 2, model.height // 2], dtype=_DT)
-    shifts = torch.from_numpy(model.global_shifts).to(_DT) / ps + params.shifts
+    centre = torch.tensor([model.width // 2, model.height // 2], dtype=_DT, device=dev)
+    shifts = host(model.global_shifts) / ps + params.shifts
     base = (rotated[..., :2] + rot_offset[None]) / ps + shifts[None] + centre
-    t_tilt = torch.linspace(0, 1, n, dtype=_DT) if n > 1 else torch.zeros(1, dtype=_DT)
+    t_tilt = torch.linspace(0, 1, n, dtype=_DT, device=dev) if n > 1 else torch.zeros(1, dtype=_DT, device=dev)
     pos = base + _warp(model, params.warp, base, t_tilt[None, :])
     corr = torch.deg2rad(params.value("stage"))
     if model.stage_corrections is not None:
-        corr = corr + torch.deg2rad(torch.from_numpy(model.stage_corrections).to(_DT))
+        corr = corr + torch.deg2rad(host(model.stage_corrections))
     a_corr = xyz_to_matrix(corr) @ a
     poses = poses @ a_corr.transpose(-1, -2)[None]
     depth = rotated[..., 2]
@@ -330,16 +341,16 @@ def particle_geometry(model: ItemModel, particles: ParticleSet, params: Paramete
 
 
 def updated_particles(particles: ParticleSet, params: Parameters, model: ItemModel) -> ParticleSet:
-    """New trajectories (coordinates Å, angles deg at the T nodes) with the offsets applied."""
+    """New trajectories (coordinates Å, angles deg at the T nodes) with the offsets applied (numpy)."""
     coords = particles.coordinates.copy()
     translation, rotation = params.effective()
-    tr = translation.detach().numpy() * model.pixel_size
+    tr = translation.detach().cpu().numpy() * model.pixel_size
     coords[..., :tr.shape[-1]] += tr
     if model.kind == "frames":
-        coords[..., 2] += DEFOCUS_UNIT * params.value("defocus").detach().numpy()[:, None]
-    r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))
-    mats = r0[:, None] @ axis_angle_to_matrix(rel + torch.deg2rad(rotation.detach()))
-    angles = torch.rad2deg(matrix_to_euler(mats)).numpy()
+        coords[..., 2] += DEFOCUS_UNIT * params.value("defocus").detach().cpu().numpy()[:, None]
+    r0, rel = _base_rotations(torch.from_numpy(particles.angles).to(_DT))  # host: the result is numpy
+    mats = r0[:, None] @ axis_angle_to_matrix(rel + torch.deg2rad(rotation.detach().cpu()))
+    angles = torch.rad2deg(matrix_to_euler(mats)).cpu().numpy()
     return ParticleSet(coords, angles)
 
 
@@ -348,26 +359,26 @@ def updated_models(model: ItemModel, params: Parameters) -> dict[str, np.ndarray
     p = params.detached()
     p.bake()
     ps = model.pixel_size
-    out: dict[str, np.ndarray] = {"global_shifts": model.global_shifts + p.shifts.numpy() * ps}
+    out: dict[str, np.ndarray] = {"global_shifts": model.global_shifts + p.shifts.cpu().numpy() * ps}
     ctf = model.ctf.copy()
     if model.kind == "frames":
         ctf[:, 0] += DEFOCUS_UNIT * float(p.astigmatism[0])
         ctf[:, 1] -= DEFOCUS_UNIT * float(p.astigmatism[0])
         ctf[:, 2] += float(p.astigmatism[1])
     else:
-        mean, dev = DEFOCUS_UNIT * p.defocus.numpy(), DEFOCUS_UNIT * p.astigmatism[:, 0].numpy()
+        mean, dev = DEFOCUS_UNIT * p.defocus.cpu().numpy(), DEFOCUS_UNIT * p.astigmatism[:, 0].cpu().numpy()
         ctf[:, 0] += mean + dev
         ctf[:, 1] += mean - dev
-        ctf[:, 2] += p.astigmatism[:, 1].numpy()
-        corr = p.stage.numpy() + (0 if model.stage_corrections is None else model.stage_corrections)
+        ctf[:, 2] += p.astigmatism[:, 1].cpu().numpy()
+        corr = p.stage.cpu().numpy() + (0 if model.stage_corrections is None else model.stage_corrections)
         out["stage_corrections"] = corr
     out["ctf"] = ctf
     if p.warp is not None:
         w = p.warp - p.warp.mean(dim=(1, 2), keepdim=True)
-        out["image_warp"] = w.numpy() * ps
+        out["image_warp"] = w.cpu().numpy() * ps
     if p.volume_warp is not None:
-        out["volume_warp"] = p.volume_warp.numpy() * ps
+        out["volume_warp"] = p.volume_warp.cpu().numpy() * ps
     if p.doming is not None:
-        out["doming"] = p.doming.numpy() * DEFOCUS_UNIT
+        out["doming"] = p.doming.cpu().numpy() * DEFOCUS_UNIT
     return out
 

@@ -86,15 +86,16 @@ def extract_groups(stack: Tensor | PatchSource, centres: Tensor, box: int, big: 
     if big % box:
         raise ValueError(f"extraction box {big} must be a multiple of the species box {box}")
     k = big // box
+    dev = centres.device  # patches are made where the centres are (a stack elsewhere is copied per group)
     groups = []
     for size in sorted(set(int(s) for s in sizes), reverse=True):
-        idx = torch.from_numpy(np.flatnonzero(sizes == size))
+        idx = torch.from_numpy(np.flatnonzero(sizes == size)).to(device=dev)
         pos = centres[:, idx].permute(1, 0, 2)  # (g, P, 2)
         if isinstance(stack, Tensor):
-            ft = extract_patches_ft(stack[idx], pos, big)  # (g, P, big, big//2+1)
+            ft = extract_patches_ft(stack[idx.to(stack.device)].to(device=dev), pos, big)  # (g, P, big, big//2+1)
         else:  # the crops alone, each extracted about its own centre pixel (same arithmetic)
-            crops = stack.patches(idx, pos, big)  # (g, P, big, big)
-            mid = torch.full((*crops.shape[:2], 1, 2), float(big // 2), dtype=crops.dtype)
+            crops = stack.patches(idx.cpu(), pos.cpu(), big).to(device=dev)  # (g, P, big, big)
+            mid = torch.full((*crops.shape[:2], 1, 2), float(big // 2), dtype=crops.dtype, device=dev)
             ft = extract_patches_ft(crops, mid, big)[:, :, 0]
         ft = ft.permute(1, 0, 2, 3)  # (P, g, big, big//2+1)
         ft = fourier_crop(ft, k * size) if size < box else ft
@@ -123,7 +124,7 @@ def _demodulate(f: Tensor, size: int, pixel: float, optics: dict[str, Tensor]) -
 def _optics(model: ItemModel, group: PatchGroup, du: Tensor,
             optics: dict[str, Tensor] | None) -> tuple[dict[str, Tensor], Tensor | None]:
     """Optics (the item's own when None) and the phase shift (P, g) rad of the group's exposures."""
-    optics = optics_state(model, {}) if optics is None else optics
+    optics = optics_state(model, {}, du.device) if optics is None else optics
     phase = optics.get("phase")
     return optics, None if phase is None else phase[group.exposures.to(phase.device)][None, :].expand_as(du)
 
@@ -140,9 +141,10 @@ def premultiply(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tenso
 
 def premultiply_with_ctf2(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tensor, dv: Tensor,
                           ang: Tensor, optics: dict[str, Tensor] | None = None, *,
-                          ctf2: bool = True) -> tuple[Tensor, Tensor | None]:
+                          ctf2: bool = True, ctf2_box: int | None = None) -> tuple[Tensor, Tensor | None]:
     """:func:`premultiply` and (``ctf2``) :func:`ctf_squared` from one evaluation of the big-box CTF:
-    (images (P, g, b_g, b_g // 2 + 1) complex, band-limited CTF² (P, g, b_g, b_g // 2 + 1) real or None)."""
+    (images (P, g, b_g, b_g // 2 + 1) complex, band-limited CTF² (P, g, n, n // 2 + 1) real or None),
+    n = ``ctf2_box`` (b_g ≤ n ≤ big; default b_g)."""
     from mrepo.kernels.aliasing import ctf_squared_band_limited
 
     pixel = group.pixel
@@ -151,7 +153,8 @@ def premultiply_with_ctf2(model: ItemModel, group: PatchGroup, residual: Tensor,
                     optics)
     ctf = _ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du), optics, phase)
     img = torch.fft.irfft2(f * ctf, s=(group.big, group.big))
-    return torch.fft.rfft2(crop_center(img, group.size)), ctf_squared_band_limited(ctf, group.size) if ctf2 else None
+    box = group.size if ctf2_box is None else ctf2_box
+    return torch.fft.rfft2(crop_center(img, group.size)), ctf_squared_band_limited(ctf, box) if ctf2 else None
 
 
 def raw_crop(group: PatchGroup) -> Tensor:
@@ -173,21 +176,23 @@ def ctf_squared(model: ItemModel, group: PatchGroup, du: Tensor, dv: Tensor, ang
 
 def exposure_weight_grid(model: ItemModel, exposures: Tensor, size: int, pixel: float, use_weights: bool) -> Tensor:
     """Amplitude weights (g, size, size // 2 + 1): data-driven ``scale * exp(-B k² / 4)`` when
-    ``use_weights`` and the item has a ``weights`` model, else ``exp(-E k²) cos(tilt)``."""
-    idx = exposures.numpy()
+    ``use_weights`` and the item has a ``weights`` model, else ``exp(-E k²) cos(tilt)``; on ``exposures``' device."""
+    idx, dev = exposures.cpu().numpy(), exposures.device
     if use_weights and model.weights is not None:
-        freqs = frequency_grid_2d((size, size), pixel, dtype=torch.float64)
+        freqs = frequency_grid_2d((size, size), pixel, dtype=torch.float64, device=dev)
         k2 = (freqs * freqs).sum(-1)
-        w = torch.from_numpy(model.weights[idx])
+        w = torch.from_numpy(model.weights[idx]).to(device=dev)
         return (w[:, 1, None, None] * torch.exp(-0.25 * w[:, 0, None, None] * k2)).float()
-    e = torch.from_numpy(model.damage_exposure[idx])
+    e = torch.from_numpy(model.damage_exposure[idx]).to(device=dev)
     grid = exposure_weights_2d((size, size), pixel, e, dtype=torch.float64)
-    return (grid * torch.from_numpy(model.tilt_scale()[idx])[:, None, None]).float()
+    return (grid * torch.from_numpy(model.tilt_scale()[idx]).to(device=dev)[:, None, None]).float()
 
 
-def circular_mask(size: int, pixel: float, diameter: float, edge: float = 6.0) -> Tensor:
-    """Soft circular mask (size, size), 1 inside ``diameter / 2`` Å, raised-cosine edge ``edge`` Å."""
-    r = (torch.arange(size, dtype=torch.float64) - size // 2) * pixel
+def circular_mask(size: int, pixel: float, diameter: float, edge: float = 6.0, *,
+                  device: torch.device | None = None) -> Tensor:
+    """Soft circular mask (size, size) on ``device`` (default CPU), 1 inside ``diameter / 2`` Å,
+    raised-cosine edge ``edge`` Å."""
+    r = (torch.arange(size, dtype=torch.float64, device=device) - size // 2) * pixel
     rr = torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2)
     t = ((rr - diameter / 2) / edge).clamp(0, 1)
     return (0.5 * (1 + torch.cos(math.pi * t))).float()
@@ -196,10 +201,11 @@ def circular_mask(size: int, pixel: float, diameter: float, edge: float = 6.0) -
 def shell_average(images_ft: Tensor, size: int) -> Tensor:
     """Mean amplitude per shell and exposure over particles: (P, g, size, w) -> (g, size, w)
     expanded back onto the grid (M's AS_i for whitening); shells beyond Nyquist use the last."""
-    shells = shell_indices((size, size)).clamp(max=num_shells((size, size)) - 1)
+    dev = images_ft.device
+    shells = shell_indices((size, size), device=dev).clamp(max=num_shells((size, size)) - 1)
     ns = num_shells((size, size))
     amp = shell_sum(images_ft.abs().sum(0), shells, ns)
-    cnt = shell_sum(torch.ones(size, size // 2 + 1), shells, ns) * images_ft.shape[0]
+    cnt = shell_sum(torch.ones(size, size // 2 + 1, device=dev), shells, ns) * images_ft.shape[0]
     avg = amp / cnt.clamp_min(1)
     avg = torch.where(avg > 0, avg, avg[avg > 0].min() if (avg > 0).any() else torch.ones_like(avg))
     return avg[..., shells]

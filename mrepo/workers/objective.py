@@ -7,6 +7,11 @@ CTF-premultiplied, whitened, masked particle images and reference projections.
 The numerator is M's; the norms are those of the model W CTF P (band-limited CTF², as the
 premultiplied data) and of the data W I, so the CTF optimum is unbiased (with |B|² as the
 data norm, as printed in the paper, the defocus drifts towards high-power frequencies).
+Where the CTF is refined, the model norm is taken exactly: the slice W P zero-padded in real space
+to n = min(2 b_g, big) times the CTF² band-limited to n (:func:`_model_power`). The b_g-grid
+product |A|² · CTF²(band-limited to b_g) smooths CTF² but not |P|² and misses most of a CTF
+zero's power; its defocus optimum sat 20–30 Å low without damage and 80–150 Å low on a tilt
+series' late (damaged) tilts, where the low shells dominate (perfect geometry, box 48).
 
 summed over species, particles, exposures and Fourier shells up to each species'
 refinement resolution (M paper, Methods: Optimization procedure). Fourier layout:
@@ -149,20 +154,20 @@ def build_group_state(model: ItemModel, group: PatchGroup, diameter: float, reso
     size, pixel = group.size, group.pixel
     weight = exposure_weight_grid(model, group.exposures, size, pixel, use_weights)
     if not whiten:
-        inv_as = torch.ones(len(group.exposures), size, size // 2 + 1)
+        inv_as = torch.ones(len(group.exposures), size, size // 2 + 1, device=group.ft.device)
     else:
         inv_as = 1.0 / (amplitudes if amplitudes is not None else group_amplitudes(group))
     limit = min(size // 2, int(np.floor(box * model.pixel_size / resolution)))
-    mask = circular_mask(size, pixel, diameter)
+    mask = circular_mask(size, pixel, diameter, device=group.ft.device)
     raw = torch.fft.rfft2(torch.fft.irfft2(raw_crop(group), s=(size, size)) * mask)
     pb = normalized_cross_correlation_per_shell(raw, raw, weight**2 * inv_as, image_shape=(size, size)).cross
     return GroupState(group, weight, inv_as.float(), mask, limit, pb[..., 1:limit + 1].sum(-1).double())
 
 
 def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_frozen: bool,
-            ft: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Masked premultiplied images and the band-limited CTF² (P, g, b_g, b_g // 2 + 1);
-    ``ft``: the group's patches when streamed."""
+            ft: Tensor | None = None, *, ctf2_box: int | None = None) -> tuple[Tensor, Tensor]:
+    """Masked premultiplied images (P, g, b_g, b_g // 2 + 1) and the band-limited CTF² (P, g, n, n // 2 + 1),
+    n = b_g, or ``ctf2_box`` where the CTF is free; ``ft``: the group's patches when streamed."""
     g = st.group if ft is None else dataclasses.replace(st.group, ft=ft)
     e = g.exposures
     residual = geo.positions[idx][:, e] - g.centres
@@ -176,7 +181,7 @@ def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_fr
         x = phase_shift(st.cached, -delta, (g.size, g.size))
         ctf2 = st.cached_ctf2
     else:
-        x, ctf2 = premultiply_with_ctf2(model, g, residual, du, dv, ang, geo.optics)
+        x, ctf2 = premultiply_with_ctf2(model, g, residual, du, dv, ang, geo.optics, ctf2_box=ctf2_box)
     img = torch.fft.irfft2(x, s=(g.size, g.size)) * st.mask
     return torch.fft.rfft2(img), ctf2
 
@@ -187,6 +192,33 @@ def _shell_grid(size: int, device: torch.device, dtype: torch.dtype) -> tuple[Te
     shape = (size, size)
     return (shell_indices(shape, device=device), hermitian_weights(shape, device=device, dtype=dtype),
             num_shells(shape))
+
+
+@functools.lru_cache(maxsize=64)
+def _norm_grid(n: int, size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """For an (n, n // 2 + 1) grid: the b_g-grid shell (``size``) of every pixel (long) and its Hermitian weight."""
+    fy = torch.fft.fftfreq(n, device=device, dtype=torch.float64)
+    fx = torch.fft.rfftfreq(n, device=device, dtype=torch.float64)
+    r = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) * size
+    return torch.round(r).long(), hermitian_weights((n, n), device=device, dtype=torch.float32)
+
+
+def _model_power(a: Tensor, ctf2: Tensor, inv_as: Tensor, size: int, limit: int) -> Tensor:
+    """Model norm Σ |W P|² CTF² / AS over b_g-shells 1..``limit`` (P, g) float64, exactly: the slices ``a``
+    (P, g, b_g, b_g // 2 + 1) zero-padded in real space to n and weighted by ``ctf2`` (P, g, n, n // 2 + 1),
+    the CTF² band-limited to n (a circular convolution with no wrap when n ≥ 2 b_g); ``inv_as`` (g, b_g, ·)
+    is radial and read per shell. Scaled to the b_g grid ((b_g / n)²)."""
+    n = ctf2.shape[-2]
+    img = torch.fft.irfft2(a, s=(size, size))
+    if n > size:
+        img = torch.nn.functional.pad(img, (0, n - size, 0, n - size))
+    ft = torch.fft.rfft2(img)
+    shells, w = _norm_grid(n, size, a.device)
+    profile = inv_as[:, 0, : size // 2 + 1]  # (g, shells): pixel (0, q) lies on shell q
+    inside = (shells >= 1) & (shells <= limit)
+    weight = profile[:, shells.clamp(max=size // 2)] * (w * inside)
+    power = (ft.real * ft.real + ft.imag * ft.imag) * ctf2 * weight
+    return power.sum((-2, -1)).double() * (size / n) ** 2
 
 
 def _shell_sums(a: Tensor, b: Tensor, a_weight: Tensor, size: int) -> ShellSums:
@@ -202,7 +234,7 @@ def _shell_sums(a: Tensor, b: Tensor, a_weight: Tensor, size: int) -> ShellSums:
 def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool) -> Sums:
     """Evaluate the target's per-particle, per-exposure sums (differentiable in ``geo``)."""
     n = model.n
-    cross = torch.zeros(n_particles, n, dtype=torch.float64)
+    cross = torch.zeros(n_particles, n, dtype=torch.float64, device=geo.positions.device)
     pa, pb = torch.zeros_like(cross), torch.zeros_like(cross)
     for sub in subsets:
         if len(sub.index) == 0:
@@ -210,17 +242,24 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
         rot = geo.rotations[sub.index]
         for j, (st, ft) in enumerate(zip(sub.groups, sub.patches(ctf_frozen))):
             g = st.group
-            x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen, ft)
+            # the model norm is exact where the CTF is free (see module docstring): CTF² at n = min(2 b_g, big)
+            n = None if ctf_frozen else min(2 * g.size, g.big)
+            x, ctf2 = _images(model, st, geo, sub.index, ctf_frozen, ft, ctf2_box=n)
             b_img = x * (st.weight * st.inv_as)
             # the target sums shells <= shell_limit only: skip sampling beyond
             a_img = sub.weighted_slices(j, rot[:, g.exposures], st.shell_limit + 0.5)
             # unbiased norms: |W CTF P|² (band-limited CTF², whitened) and the fixed |W I|² (st.power_b)
-            s = _shell_sums(a_img, b_img, ctf2 * st.inv_as, g.size)
             lim = st.shell_limit + 1
+            if ctf_frozen:
+                s = _shell_sums(a_img, b_img, ctf2 * st.inv_as, g.size)
+                power = s.power_a[..., 1:lim].sum(-1).double()
+            else:
+                s = _shell_sums(a_img, b_img, torch.zeros_like(st.inv_as[:1]), g.size)
+                power = _model_power(a_img, ctf2, st.inv_as, g.size, st.shell_limit)
             rows = sub.index[:, None].expand(-1, len(g.exposures))
             cols = g.exposures[None, :].expand(len(sub.index), -1)
             cross = cross.index_put((rows, cols), s.cross[..., 1:lim].sum(-1).double(), accumulate=True)
-            pa = pa.index_put((rows, cols), s.power_a[..., 1:lim].sum(-1).double(), accumulate=True)
+            pa = pa.index_put((rows, cols), power, accumulate=True)
             pb = pb.index_put((rows, cols), st.power_b, accumulate=True)
     return Sums(cross, pa, pb)
 

@@ -60,51 +60,55 @@ OPTICS_UNITS: dict[str, float | tuple[float, ...]] = {"mag": 1e-3, "beam_tilt": 
 _DT = torch.float64
 
 
-def optics_offsets() -> dict[str, Tensor]:
-    """Zero offsets of every optics group (float64)."""
-    return {k: torch.zeros(s, dtype=_DT) for k, s in OPTICS_GROUPS.items()}
+def optics_offsets(device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """Zero offsets of every optics group (float64, on ``device``; default CPU)."""
+    return {k: torch.zeros(s, dtype=_DT, device=device) for k, s in OPTICS_GROUPS.items()}
 
 
 def _used(t: Tensor | None) -> bool:
     return t is not None and (t.requires_grad or bool((t != 0).any()))
 
 
-def _padded(values: tuple[float, ...] | list[float], size: int) -> Tensor:
+def _padded(values: tuple[float, ...] | list[float], size: int, device: torch.device) -> Tensor:
     v = [float(x) for x in values] + [0.0] * max(0, size - len(values))
-    return torch.tensor(v, dtype=_DT)
+    return torch.tensor(v, dtype=_DT, device=device)
 
 
-def optics_state(model: ItemModel, offsets: dict[str, Tensor]) -> dict[str, Tensor]:
+def optics_state(model: ItemModel, offsets: dict[str, Tensor], device: torch.device | None = None) -> dict[str, Tensor]:
     """The item's optics with ``offsets`` applied (differentiable in them); {} when there is nothing
-    beyond the plain CTF. Keys: mag (2, 2), odd (≥ 6,) rad, even (≥ 9,) rad, cs () mm, phase (n,) rad."""
+    beyond the plain CTF. Keys: mag (2, 2), odd (≥ 6,) rad, even (≥ 9,) rad, cs () mm, phase (n,) rad.
+    Tensors on the offsets' device (``device`` when there are no offsets; default CPU)."""
     ab = model.aberrations
+    dev = next((v.device for v in offsets.values()), device)
     out: dict[str, Tensor] = {}
     mag_off = offsets.get("mag")
     if (ab is not None and ab.mag is not None) or _used(mag_off):
-        m0 = torch.tensor(ab.mag if ab is not None and ab.mag is not None else ((1.0, 0.0), (0.0, 1.0)), dtype=_DT)
+        m0 = torch.tensor(ab.mag if ab is not None and ab.mag is not None else ((1.0, 0.0), (0.0, 1.0)), dtype=_DT,
+                          device=dev)
         out["mag"] = m0 + OPTICS_UNITS["mag"] * _symmetric(mag_off) if _used(mag_off) else m0
     bt, tf = offsets.get("beam_tilt"), offsets.get("trefoil")
     if (ab is not None and any(ab.odd)) or _used(bt) or _used(tf):
-        odd = _padded(ab.odd if ab is not None else (), 6)
+        odd = _padded(ab.odd if ab is not None else (), 6, dev)
         if _used(bt):
             odd = odd + torch.cat([beam_tilt_odd_coefficients(OPTICS_UNITS["beam_tilt"] * bt, model.cs, model.voltage),
                                    odd.new_zeros(len(odd) - 5)])
         if _used(tf):
-            add = torch.zeros(len(odd), dtype=_DT)
-            odd = odd + add.index_put((torch.tensor([2, 5]),), OPTICS_UNITS["trefoil"] * tf)
+            add = torch.zeros(len(odd), dtype=_DT, device=dev)
+            odd = odd + add.index_put((torch.tensor([2, 5], device=dev),), OPTICS_UNITS["trefoil"] * tf)
         out["odd"] = odd
     z4 = offsets.get("zernike4")
     if (ab is not None and any(ab.even)) or _used(z4):
-        even = _padded(ab.even if ab is not None else (), 9)
+        even = _padded(ab.even if ab is not None else (), 9, dev)
         if _used(z4):
-            z4 = torch.tensor(OPTICS_UNITS["zernike4"], dtype=_DT) * z4
+            z4 = torch.tensor(OPTICS_UNITS["zernike4"], dtype=_DT, device=dev) * z4
             even = even + torch.cat([even.new_zeros(4), z4, even.new_zeros(len(even) - 9)])
         out["even"] = even
     if _used(offsets.get("cs")):
         out["cs"] = OPTICS_UNITS["cs"] * offsets["cs"][0]
     phase0 = model.phase_shift
     if phase0 is not None or _used(offsets.get("phase")):
-        p = torch.zeros(model.n, dtype=_DT) if phase0 is None else torch.from_numpy(np.asarray(phase0, float))
+        p = torch.zeros(model.n, dtype=_DT, device=dev) if phase0 is None else torch.as_tensor(
+            np.asarray(phase0, float), device=dev)
         if _used(offsets.get("phase")):
             p = p + OPTICS_UNITS["phase"] * offsets["phase"][0]
         out["phase"] = torch.deg2rad(p)
@@ -118,8 +122,9 @@ def _symmetric(v: Tensor) -> Tensor:
 
 def block_magnification(mag: Tensor) -> Tensor:
     """diag(M, 1) (3, 3): reference slices of the data at k sample the map at ``R · diag(M, 1) · (k, 0)``."""
-    out = torch.zeros(3, 3, dtype=mag.dtype)
-    out = out.index_put((torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])), mag.reshape(-1))
+    out = torch.zeros(3, 3, dtype=mag.dtype, device=mag.device)
+    out = out.index_put((torch.tensor([0, 0, 1, 1], device=mag.device), torch.tensor([0, 1, 0, 1], device=mag.device)),
+                        mag.reshape(-1))
     out[2, 2] = 1.0
     return out
 
@@ -162,13 +167,13 @@ def updated_optics(model: ItemModel, imaging: dict[str, Any], offsets: dict[str,
     """The item's imaging with refined optics written back (RELION's keys: mag_matrix, beam_tilt mrad,
     odd_zernike, even_zernike rad; cs mm) and the new ``phase_shift`` model (n,) deg (None: unchanged)."""
     im = dict(imaging)
-    off = {k: v.detach() for k, v in offsets.items() if bool((v.detach() != 0).any())}
+    off = {k: v.detach().cpu() for k, v in offsets.items() if bool((v.detach() != 0).any())}
     if "mag" in off:
         m0 = np.asarray(im.get("mag_matrix", [[1.0, 0.0], [0.0, 1.0]]), dtype=float)
-        im["mag_matrix"] = (m0 + OPTICS_UNITS["mag"] * _symmetric(off["mag"]).numpy()).tolist()
+        im["mag_matrix"] = (m0 + OPTICS_UNITS["mag"] * _symmetric(off["mag"]).cpu().numpy()).tolist()
     if "beam_tilt" in off:
         b0 = np.asarray(im.get("beam_tilt", [0.0, 0.0]), dtype=float)
-        im["beam_tilt"] = (b0 + OPTICS_UNITS["beam_tilt"] * off["beam_tilt"].numpy()).tolist()
+        im["beam_tilt"] = (b0 + OPTICS_UNITS["beam_tilt"] * off["beam_tilt"].cpu().numpy()).tolist()
     if "trefoil" in off:
         odd = [float(v) for v in im.get("odd_zernike", [])] + [0.0] * max(0, 6 - len(im.get("odd_zernike", [])))
         odd[2] += OPTICS_UNITS["trefoil"] * float(off["trefoil"][0])

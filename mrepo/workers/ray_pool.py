@@ -6,7 +6,8 @@ data from the store and writes the refined item models itself (``refine_item``),
 each item's result in the store (:mod:`mrepo.workers.cache`), hands back only hashes and
 statistics, and keeps the running sum of its items' half-set sums. One actor per GPU
 (``num_gpus=gpus_per_worker``) when the cluster has GPUs, else one per CPU slot
-(``num_cpus=1``); actors are spread over the nodes.
+(``num_cpus=1``); actors are spread over the nodes. Tasks whose settings name a CUDA ``device`` run
+only on GPU actors (each sees its GPU as ``cuda``/``cuda:0``; the command line reserves one per actor).
 
 The driver keeps every actor busy with exactly one task in flight and hands out the
 next (largest first) when one returns (``ray.wait``). At the end of the iteration it
@@ -203,6 +204,9 @@ class RayExecutor:
         for t in tasks:
             if t.repo_url.startswith("memory://"):
                 raise InvalidInput(f"{t.repo_url} lives in one process; Ray workers need a folder or s3:// URL")
+            if str(t.settings.get("device", "cpu")).startswith("cuda") and not self.gpus_per_worker:
+                raise InvalidInput(f"refinement device {t.settings['device']!r} needs GPU actors "
+                                   "(gpus_per_worker=1, --gpus-per-worker 1); this pool has CPU actors only")
         match_worker_threads(tasks)
         self._ensure_pool()
         self.failures = 0

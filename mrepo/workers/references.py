@@ -27,6 +27,7 @@ from mrepo.graph import ParticleTable, Repository, Species
 from mrepo.kernels.fourier_slice import prepare_volume
 from mrepo.kernels.symmetry import symmetry_matrices
 from mrepo.store import ObjectStore
+from mrepo.workers.device import resolve_device
 from mrepo.workers.reconstruct import filter_map, fsc_weights, shell_filter
 from mrepo.workers.settings import RefineSettings
 
@@ -38,7 +39,8 @@ REFERENCE_PAD = 2
 
 @dataclass
 class SpeciesReference:
-    """One species version ready for refinement: ``volumes_ft`` [half1, half2] complex64."""
+    """One species version ready for refinement: ``volumes_ft`` [half1, half2] complex64 and the
+    ``symmetry`` operators on the refinement device."""
 
     name: str
     hash: str
@@ -111,7 +113,8 @@ def _denoised_halves(objects: ObjectStore, sp: Species, settings: RefineSettings
 
 
 def load_references_from(objects: ObjectStore, species: dict[str, str], settings: RefineSettings) -> SpeciesReferences:
-    """Load and prepare each named species version (name -> species record hash)."""
+    """Load and prepare each named species version (name -> species record hash) on ``settings.device``."""
+    dev = resolve_device(settings.device, "refinement device")
     out: SpeciesReferences = {}
     for name, h in sorted(species.items()):
         sp = Species.load(objects, h)
@@ -126,8 +129,10 @@ def load_references_from(objects: ObjectStore, species: dict[str, str], settings
                 v = np.asarray(objects.get_array(half), dtype=np.float32)
                 if fsc is not None and settings.fsc_weighted_references:
                     v = fsc_weighted(v, fsc)
-            vols.append(prepare_volume(torch.from_numpy(v * mask), REFERENCE_PAD))
-        sym = symmetry_matrices(sp.symmetry).to(torch.float64) if settings.symmetrize else torch.eye(3)[None].double()
+            vols.append(prepare_volume(torch.from_numpy(v * mask).to(device=dev), REFERENCE_PAD))
+        # float32 operators widened to float64 (as before; not the float64 ones)
+        sym = (symmetry_matrices(sp.symmetry, device=dev).to(torch.float64) if settings.symmetrize
+               else torch.eye(3, dtype=torch.float64, device=dev)[None])
         out[name] = SpeciesReference(name, h, sp, vols, mask, sym, ParticleTable.load(objects, sp.particles), fsc)
     return out
 
@@ -146,8 +151,8 @@ def remasked(rec, pixel_size: float, diameter: float):
     avg = (rec.half1.astype(np.float64) + rec.half2) / 2
     res = rec.resolution if np.isfinite(rec.resolution) else 15.0
     mask = follow_mask(avg, pixel_size, lowpass=max(15.0, res), diameter=diameter)
-    m = torch.from_numpy(mask)
-    curve = fsc(torch.from_numpy(rec.half1), torch.from_numpy(rec.half2), m).double().numpy()
+    m = torch.from_numpy(mask)  # host: the driver's FSC of numpy maps
+    curve = fsc(torch.from_numpy(rec.half1), torch.from_numpy(rec.half2), m).double().numpy()  # host
     box = rec.half1.shape[0]
     new_res = resolution_at(curve, pixel_size, box)
     return mask, dataclasses.replace(rec, fsc=curve, resolution=new_res,

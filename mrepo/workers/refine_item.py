@@ -24,6 +24,7 @@ from mrepo.graph import Item, Repository
 from mrepo.store import InvalidInput, ObjectStore, array_ref
 from mrepo.workers.api import ItemResult, ItemTask
 from mrepo.workers.backproject import backproject_species
+from mrepo.workers.device import resolve_device
 from mrepo.workers.exposure_spectra import exposure_spectra
 from mrepo.workers.geometry import (
     DEFOCUS_UNIT,
@@ -47,7 +48,12 @@ from mrepo.workers.objective import (
 )
 from mrepo.workers.optics import updated_optics
 from mrepo.workers.optics_share import SHARED_OPTICS_KEYS
-from mrepo.workers.references import SpeciesReferences, load_references_from, refinement_resolution
+from mrepo.workers.references import (
+    SpeciesReference,
+    SpeciesReferences,
+    load_references_from,
+    refinement_resolution,
+)
 from mrepo.workers.schedule import image_warp_grid, plan_schedule, stage_prior, stage_prior_weight
 from mrepo.workers.settings import RefineSettings
 from mrepo.workers.stages import report_stage
@@ -79,6 +85,8 @@ class _Context:
 
     def __init__(self, task: ItemTask, settings: RefineSettings, objects: ObjectStore, refs: SpeciesReferences):
         self.settings = settings
+        #: where patches, references, slices, CTFs and grids live (RefineSettings.device, checked here)
+        self.device = resolve_device(settings.device, "refinement device")
         self.item = Item.load(objects, task.item_hash)
         self.model: ItemModel = load_item_model(objects, self.item)
         # normalised exposures, particles as positive density (the source's polarity applied)
@@ -89,7 +97,9 @@ class _Context:
         if self.stack.shape[0] != self.model.n:
             raise ValueError(f"item {self.item.name!r}: raw stack has {self.stack.shape[0]} images, "
                              f"imaging exposure lists {self.model.n}")
-        self.refs = {name: refs[name] for name in sorted(task.species)}
+        if isinstance(self.stack, torch.Tensor):  # a read-on-demand source hands its patches over per batch
+            self.stack = self.stack.to(device=self.device)
+        self.refs = {name: _on_device(refs[name], self.device) for name in sorted(task.species)}
         coords, angles, self.rows = [], [], {}
         t_max = max([r.particles.temporal_samples for r in self.refs.values()] + [1])
         if settings.refine_poses:
@@ -105,14 +115,15 @@ class _Context:
             coords.append(resample_trajectory(table.coordinates[sel], t_max))
             angles.append(resample_trajectory(table.angles[sel], t_max) if table.temporal_samples == t_max
                           else np.repeat(table.angles[sel][:, :1], t_max, 1))
-            self.rows[name] = (sel, torch.arange(start, start + len(sel)), torch.from_numpy(table.half[sel].astype(np.int64)))
+            self.rows[name] = (sel, torch.arange(start, start + len(sel), device=self.device),
+                               torch.from_numpy(table.half[sel].astype(np.int64)).to(device=self.device))
             start += len(sel)
         self.n_particles = start
         self.particles = ParticleSet(np.concatenate(coords) if coords else np.zeros((0, t_max, 3)),
                                      np.concatenate(angles) if angles else np.zeros((0, t_max, 3)))
         self.iteration = task.iteration
         self.resolution = {n: refinement_resolution(r.species, settings, task.iteration) for n, r in self.refs.items()}
-        self.half = torch.zeros(self.n_particles, dtype=torch.int64)
+        self.half = torch.zeros(self.n_particles, dtype=torch.int64, device=self.device)
         for _, index, half in self.rows.values():
             self.half[index] = half
         present = {n: r for n, r in self.refs.items() if len(self.rows[n][0])}
@@ -140,7 +151,7 @@ class _Context:
 
     def in_target(self, subsets: list[Subset]) -> torch.Tensor:
         """(P,) bool: particles that some subset scores."""
-        mask = torch.zeros(self.n_particles, dtype=torch.bool)
+        mask = torch.zeros(self.n_particles, dtype=torch.bool, device=self.device)
         for sub in subsets:
             mask[sub.index] = True
         return mask
@@ -213,7 +224,15 @@ class _Context:
             prior = stage_prior(params.value("stage"), self.prior_weight, self.settings.stage_prior_deg)
             prior.backward()
             loss += float(prior.detach())
-        return torch.tensor(loss, dtype=torch.float64)
+        return torch.tensor(loss, dtype=torch.float64, device=self.device)
+
+
+def _on_device(ref: SpeciesReference, device: torch.device) -> SpeciesReference:
+    """``ref`` with its volumes and symmetry operators on ``device`` (itself when they are there)."""
+    if ref.volumes_ft[0].device == device and ref.symmetry.device == device:
+        return ref
+    return dataclasses.replace(ref, volumes_ft=[v.to(device=device) for v in ref.volumes_ft],
+                               symmetry=ref.symmetry.to(device=device))
 
 
 def _extract_fts(stack: torch.Tensor | PatchSource, centres: torch.Tensor, box: int, big: int, sizes: np.ndarray,
@@ -257,14 +276,14 @@ def _defocus_search(ctx: _Context, subsets: list[Subset], params: Parameters) ->
         base = params.value("defocus").detach().clone()
     step = sched.defocus_step / DEFOCUS_UNIT
     r = sched.defocus_range / DEFOCUS_UNIT
-    grid = torch.arange(-r, r + 1e-9, step, dtype=torch.float64)
+    grid = torch.arange(-r, r + 1e-9, step, dtype=torch.float64, device=base.device)
     cands = grid[None].expand(len(base), -1)
     best_two = None
     for it in range(s.defocus_search_iterations):
         report_stage(ctx.item, "defocus search", it + 1, s.defocus_search_iterations)
         if it > 0:
             step /= 2
-            offs = torch.tensor([-step, 0.0, step], dtype=torch.float64)
+            offs = torch.tensor([-step, 0.0, step], dtype=torch.float64, device=base.device)
             cands = (best_two[:, :, None] + offs).reshape(len(base), -1).clamp(-r, r)
         scores = torch.empty_like(cands)
         with torch.no_grad():
@@ -296,7 +315,7 @@ def _accept(ctx: _Context, own: list[Subset], other: list[Subset], params: Param
     per_particle = [g for g in groups if g in ctx.schedule.per_particle(ctx.model.kind)]
     shared = [g for g in groups if g not in per_particle]
     with torch.no_grad():
-        rejected = torch.zeros(ctx.n_particles, dtype=torch.bool)
+        rejected = torch.zeros(ctx.n_particles, dtype=torch.bool, device=ctx.device)
         if per_particle:
             own1, other1 = ctx.sums(own, params, ctf_frozen), ctx.sums(other, params, ctf_frozen)
             worse = (own1.particle_scores() < own0.particle_scores()) | (
@@ -387,7 +406,7 @@ def _spectra(ctx: _Context, params: Parameters) -> np.ndarray | None:
         return None
     with torch.no_grad():
         geo = particle_geometry(ctx.model, ctx.particles, params)
-    spec = {k: v.numpy() for k, v in exposure_spectra(ctx.model, subsets, geo).items()}
+    spec = {k: v.cpu().numpy() for k, v in exposure_spectra(ctx.model, subsets, geo).items()}
     shells = {v.shape[-1] for v in spec.values()}
     if len(shells) != 1:
         largest = max(shells)
@@ -409,7 +428,8 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     ctx = _Context(task, settings, objects, refs)
     report_stage(ctx.item, "refine")
     model = ctx.model
-    params = Parameters.zeros(model, ctx.particles, ctx.warp_grid, settings.volume_warp, settings.doming)
+    params = Parameters.zeros(model, ctx.particles, ctx.warp_grid, settings.volume_warp, settings.doming,
+                              device=ctx.device)
     stats: dict[str, Any] = {"particles": ctx.n_particles, "refine_resolution": ctx.resolution}
     if ctx.warp_grid is not None and params.warp is not None:
         stats["image_warp_grid"] = list(params.warp.shape[1:])
@@ -449,7 +469,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
                                          ref.symmetry, pad=settings.reconstruction_pad,
                                          min_box_factor=settings.min_box_factor, use_weights=settings.weights)
         ids = ref.particles.ids[sel]
-        idx = index.numpy()
+        idx = index.cpu().numpy()
         arrays = objects.put_arrays([ids, new_particles.coordinates[idx], new_particles.angles[idx]])
         particle_hashes[name] = objects.put_record(ITEM_PARTICLES_KIND, {
             "species": name, "item": ctx.item.key, "ids": array_ref(arrays[0]),

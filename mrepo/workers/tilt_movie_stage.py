@@ -48,10 +48,10 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
     start = stored_shifts(ctx.objects, item, movies.n, f) / ps
     fmodel = frame_model(model, f)
     report_stage(item, "tilt movies: frames")
-    stack = frame_exposures(movies, polarity)
+    stack = frame_exposures(movies, polarity).to(device=ctx.device)
     with torch.no_grad():
         tilt_geo = particle_geometry(model, ctx.particles, params)
-    x0 = torch.from_numpy(start)
+    x0 = torch.from_numpy(start).to(device=ctx.device)
     x = x0.clone()
     stream = ctx.stream
     ctx.stream = ctx.patch_mib * f > ctx.settings.patch_memory_mib  # F times the tilts' patches: stream above the cap
@@ -87,7 +87,7 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
         report_stage(item, "L-BFGS tilt_movies", min(int(opt.state[x].get("n_iter", 0)) + 1, steps), steps)
         geo = frame_geometry(tilt_geo, centred_shifts(x, x0))
         t = backward_target(fmodel, own, geo, ctx.n_particles, ctf_frozen=True, scale=1000.0)
-        return torch.tensor(-1000.0 * t, dtype=torch.float64)
+        return torch.tensor(-1000.0 * t, dtype=torch.float64, device=x.device)
 
     if steps:
         opt.step(closure)
@@ -95,11 +95,11 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
     after = {h: target_of(own, x, rows) for h, rows in halves.items()}
     kept = all(after[h] >= before[h] for h in halves)
     if not kept:
-        x = torch.from_numpy(start)
+        x = torch.from_numpy(start).to(device=ctx.device)
     total1 = target_of(own, x)
-    shifts = x.numpy() * ps
+    shifts = x.cpu().numpy() * ps
     report_stage(item, "tilt movies: aligned tilts")
-    ctx.stack = aligned_tilts(movies, x.numpy(), polarity)
+    ctx.stack = aligned_tilts(movies, x.cpu().numpy(), polarity).to(device=ctx.device)
     stats = {
         "frames": f,
         "target_before": total0,

@@ -194,7 +194,7 @@ def frame_exposures(movies: TiltMovies, polarity: str) -> Tensor:
         m = movies.movie(i)
         mean, std = _tilt_norm(m.sum(0))
         out[i * movies.frames : (i + 1) * movies.frames] = (m - mean / movies.frames) * (sign / std)
-    return torch.from_numpy(out)
+    return torch.from_numpy(out)  # host: a CPU stack; the refinement moves it to its device
 
 
 def aligned_tilts(movies: TiltMovies, shifts_px: np.ndarray, polarity: str) -> Tensor:
@@ -203,11 +203,11 @@ def aligned_tilts(movies: TiltMovies, shifts_px: np.ndarray, polarity: str) -> T
     sign = -1.0 if check_polarity(polarity) == "dark" else 1.0
     out = np.empty((movies.n, *movies.shape), np.float32)
     for i in range(movies.n):
-        m = torch.from_numpy(movies.movie(i))
-        total = shift_images(m, -torch.from_numpy(np.asarray(shifts_px[i], np.float64))).sum(0).numpy()
+        m = torch.from_numpy(movies.movie(i))  # host: numpy in, numpy out
+        total = shift_images(m, -torch.from_numpy(np.asarray(shifts_px[i], np.float64))).sum(0).numpy()  # host
         mean, std = _tilt_norm(total)
         out[i] = (total - mean) * (sign / std)
-    return torch.from_numpy(out)
+    return torch.from_numpy(out)  # host: a CPU stack; the refinement moves it to its device
 
 
 def item_exposures(objects: ObjectStore, item: Item, polarity: str, pixel_size: float, *,
