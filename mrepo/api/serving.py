@@ -16,6 +16,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .receive_buffer import install as install_view_buffer
+
 #: Seconds a client has to send a request's headers.
 HEADER_TIMEOUT = 10.0
 #: Seconds an idle keep-alive connection stays open.
@@ -32,6 +34,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        install_view_buffer(self.conn)  # request bodies reach uvicorn as views of the socket's pieces
         if isinstance(getattr(transport, "max_size", None), int):  # asyncio's selector transport
             transport.max_size = max(transport.max_size, READ_BYTES)  # type: ignore[attr-defined]
         self._header_timer: asyncio.TimerHandle | None = None

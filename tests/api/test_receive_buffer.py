@@ -1,0 +1,102 @@
+"""The server's h11 receive buffer (views of the socket's pieces) parses exactly as h11's own one.
+
+Wire streams of pipelined requests (chunked bodies with extensions and trailers, Content-Length
+bodies, bodies without one, malformed chunk sizes) are cut into pieces at arbitrary points and
+fed to two h11 connections, one with each buffer; the events (bodies joined per request) and the
+errors must be the same.
+"""
+
+from __future__ import annotations
+
+import h11
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mrepo.api.receive_buffer import ViewReceiveBuffer, install
+
+
+def _request(kind: str, body: bytes, n: int) -> bytes:
+    head = f"POST /r{n} HTTP/1.1\r\nHost: x\r\n".encode()
+    if kind == "length":
+        return head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    if kind == "empty":
+        return f"GET /g{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    if kind == "bad-chunk":
+        return head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + body + b"\r\n0\r\n\r\n"
+    chunks = [body[i:i + 7 + n] for i in range(0, len(body), 7 + n)]
+    wire = b"".join(f"{len(c):x}{';ext=1' if i % 2 else ''}\r\n".encode() + c + b"\r\n" for i, c in enumerate(chunks))
+    trailer = b"X-Trailer: t\r\n" if kind == "chunked-trailer" else b""
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + wire + b"0\r\n" + trailer + b"\r\n"
+
+
+def _events(wire: bytes, cuts: list[int], view: bool) -> list[object]:
+    """Normalised events of ``wire`` fed in pieces cut at ``cuts``; the error last, if any."""
+    conn = h11.Connection(h11.SERVER)
+    if view:
+        assert install(conn)
+        assert isinstance(conn._receive_buffer, ViewReceiveBuffer)
+    out: list[object] = []
+    body = bytearray()
+    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(wire))), len(wire)]
+    try:
+        for a, b in zip(bounds, bounds[1:]):
+            conn.receive_data(wire[a:b])
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA or event is h11.PAUSED:
+                    break
+                if isinstance(event, h11.Request):
+                    out.append(("request", event.method, event.target, list(event.headers)))
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    out.append(("body", bytes(body), list(event.headers)))
+                    body.clear()
+                    conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+                    conn.send(h11.EndOfMessage())
+                    conn.start_next_cycle()
+        conn.receive_data(b"")
+        out.append(("end", conn.next_event().__class__.__name__, bytes(body)))
+    except h11.ProtocolError as exc:
+        out.append(("error", type(exc).__name__, bytes(body)))
+    return out
+
+
+kinds = st.sampled_from(["chunked", "chunked-trailer", "length", "empty", "bad-chunk"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests=st.lists(st.tuples(kinds, st.binary(max_size=200)), min_size=1, max_size=4),
+       cuts=st.lists(st.integers(0, 2000), max_size=40))
+def test_views_parse_as_h11(requests: list[tuple[str, bytes]], cuts: list[int]) -> None:
+    wire = b"".join(_request(kind, body, n) for n, (kind, body) in enumerate(requests))
+    assert _events(wire, cuts, view=True) == _events(wire, cuts, view=False)
+
+
+def test_every_piece_size_parses_as_h11() -> None:
+    """Pieces of every size from 1 to 64 bytes: every alignment of piece ends with lines and bodies."""
+    wire = b"".join(_request(kind, bytes(range(n * 37 % 256)) * 2, n) for n, kind in
+                    enumerate(["chunked", "length", "chunked-trailer", "empty", "length", "chunked", "bad-chunk"]))
+    for size in range(1, 65):
+        cuts = list(range(size, len(wire), size))
+        assert _events(wire, cuts, view=True) == _events(wire, cuts, view=False), size
+
+
+def test_body_pieces_are_views_not_copies() -> None:
+    conn = h11.Connection(h11.SERVER)
+    install(conn)
+    body = bytes(range(256)) * 4096
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+    assert isinstance(conn.next_event(), h11.Request)
+    piece = body[:300_000]
+    conn.receive_data(piece)
+    data = conn.next_event()
+    assert isinstance(data, h11.Data) and isinstance(data.data, memoryview) and data.data.obj is piece
+    assert bytes(data.data) == piece
+
+
+def test_install_leaves_a_used_or_foreign_buffer_alone() -> None:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET / HT")
+    assert not install(conn)  # bytes already buffered: h11's own buffer stays
+    assert not install(object())
