@@ -106,6 +106,15 @@ def test_memory_repository_is_refused(executor, make_url) -> None:
         executor.run(make_tasks(repo, pop))
 
 
+def test_cuda_tasks_are_refused_on_cpu_actors(executor, tmp_path: Path) -> None:
+    import dataclasses
+
+    repo, pop = _repo(tmp_path, "a", 1)
+    tasks = [dataclasses.replace(t, settings={**t.settings, "device": "cuda"}) for t in make_tasks(repo, pop)]
+    with pytest.raises(InvalidInput, match="'cuda' needs GPU actors"):
+        executor.run(tasks)
+
+
 def test_too_many_worker_deaths_fail_without_a_commit(executor, tmp_path: Path) -> None:
     from mrepo.workers.ray_pool import WorkerFailure
 
