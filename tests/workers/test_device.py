@@ -25,7 +25,10 @@ from tests.workers.simdata import build_repo, frames_sim, tilts_sim
 torch.set_num_threads(1)
 CUDA = torch.cuda.is_available()
 
-#: Modules of the refinement and back-projection path (workers) and the kernels they call.
+#: Modules of the refinement and back-projection path (workers) and the kernels they call. Not here, host
+#: code by design: workers/reconstruct.py (the driver's reconstruction of each species from the numpy
+#: half-set sums, once per iteration), raw_data.py (reads exposures into host memory; extract_groups moves
+#: the patches), kernels/denoise.py (the denoiser has its own --denoise-device).
 _ROOT = Path(mrepo.__file__).parent
 REFINEMENT_MODULES = [_ROOT / "workers" / f"{m}.py" for m in (
     "refine_item", "objective", "stages", "backproject", "imaging", "geometry", "deformation", "optics",
