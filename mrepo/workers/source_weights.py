@@ -1,17 +1,20 @@
 """Data-driven exposure weights fitted over all items of a data source (M paper, Methods: Data-driven
 weighting; M assigns "unique weights to every series and frame/tilt index").
 
-From the per-exposure NC spectra of every item j of a source (``NC_ji(k)``, the normalised correlation
-between its particle images and the reference projections per Fourier shell, :func:`nc_spectra`), fit
+From the per-exposure spectra of every item j of a source (summed cross term, model power and data
+power between its CTF-premultiplied data and the CTF²-weighted reference per Fourier shell,
+:func:`mrepo.workers.weights.nc_spectra`), fit the regression coefficient β_ji(k) = cross / model power
+(:func:`mrepo.workers.weights.regression_terms`: linear in the amplitude at any SNR, unlike the NC)
 
-    NC_ji(k) ≈ NC̄(k) · s_e · w_j · exp(-(B_e + b_j) k² / 4),   e = rank of exposure i in its item's
-                                                                acquisition order
+    β_ji(k) ≈ β̄(k) · s_e · w_j · exp(-(B_e + b_j) k² / 4),   e = rank of exposure i in its item's
+                                                            acquisition order
 
 i.e. a B-factor (Å²) and scale per exposure index e shared by all items (radiation damage and the
 motion of the first frames/tilts) and per item j (its overall quality), alternating the mean
-spectrum NC̄ (least squares, :func:`mrepo.workers.weights.mean_spectrum`) and an L1-robust L-BFGS fit (:func:`mrepo.workers.weights.fit_exposure_weights` does the
-same for one item). The result is normalised over the whole source — the smallest B is 0 and the
-largest scale 1 — so better items keep their larger weight in the reconstruction. Each item's
+spectrum β̄ and an inverse-variance weighted least-squares L-BFGS fit
+(:func:`mrepo.workers.weights.fit_envelopes`; :func:`mrepo.workers.weights.fit_exposure_weights`
+does the same for one item). The result is normalised over the whole source — the smallest B is 0 and
+the largest scale 1 — so better items keep their larger weight in the reconstruction. Each item's
 weights are written as its ``weights`` model (n, 2) (B Å², scale) in stack order. k in 1/Å; no
 Fourier layout here.
 """
@@ -22,12 +25,11 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from mrepo.graph import Item
 from mrepo.store import ObjectStore
 from mrepo.workers.api import ItemResult
-from mrepo.workers.weights import mean_spectrum
+from mrepo.workers.weights import fit_envelopes, regression_terms
 
 __all__ = ["SourceWeights", "fit_source_weights", "refit_source_weights"]
 
@@ -51,59 +53,34 @@ def fit_source_weights(
     rounds: int = 5,
     max_bfactor: float = 500.0,
 ) -> SourceWeights:
-    """Fit the model above to the NC spectra (n_j, shells) of J items; ``orders[j]`` (n_j,) is item j's
+    """Fit the model above to the spectra of J items, summed (n_j, shells, 3) or NC (n_j, shells) (fitted
+    as they are, unweighted: analytic tests); ``orders[j]`` (n_j,) is item j's
     acquisition order (stack index of its e-th exposure); ``frequencies`` (shells,) 1/Å; ``shell_range``
     (lo, hi) restricts the shells used (default 1 .. last)."""
     if not spectra or len(spectra) != len(orders):
         raise ValueError("need one acquisition order per item's spectra, and at least one item")
     shells = len(frequencies)
-    rank_rows, item_rows, rows = [], [], []
-    for j, (nc, order) in enumerate(zip(spectra, orders)):
-        nc = np.asarray(nc, np.float64)
-        if nc.ndim != 2 or nc.shape[1] != shells or sorted(np.asarray(order).tolist()) != list(range(nc.shape[0])):
+    rank_rows, item_rows, values, precisions = [], [], [], []
+    for j, (sp, order) in enumerate(zip(spectra, orders)):
+        sp = np.asarray(sp, np.float64)
+        n = sp.shape[0] if sp.ndim in (2, 3) else -1
+        if sp.ndim not in (2, 3) or sp.shape[1] != shells or sorted(np.asarray(order).tolist()) != list(range(n)):
             raise ValueError(
-                f"item {j}: spectra must be (n, {shells}) with an acquisition order of 0..n-1, "
-                f"got {nc.shape} and {len(order)} entries"
+                f"item {j}: spectra must be (n, {shells}) or (n, {shells}, 3) with an acquisition order of "
+                f"0..n-1, got {sp.shape} and {len(order)} entries"
             )
-        rank = np.empty(nc.shape[0], dtype=np.int64)
-        rank[np.asarray(order, np.int64)] = np.arange(nc.shape[0])
+        v, p = regression_terms(sp)
+        rank = np.empty(n, dtype=np.int64)
+        rank[np.asarray(order, np.int64)] = np.arange(n)
         rank_rows.append(rank)
-        item_rows.append(np.full(nc.shape[0], j))
-        rows.append(nc)
+        item_rows.append(np.full(n, j))
+        values.append(v)
+        precisions.append(p)
     lo, hi = shell_range or (1, shells)
-    y = torch.from_numpy(np.concatenate(rows)[:, lo:hi])
-    rank, item = torch.from_numpy(np.concatenate(rank_rows)), torch.from_numpy(np.concatenate(item_rows))
-    k2 = torch.from_numpy(np.asarray(frequencies, np.float64)[lo:hi] ** 2)
-    n_e, n_j = int(rank.max()) + 1, len(spectra)
-    # B in units of 100 Å² (L-BFGS scaling); log scales
-    b_e = torch.zeros(n_e, dtype=torch.float64, requires_grad=True)
-    b_j = torch.zeros(n_j, dtype=torch.float64, requires_grad=True)
-    s_e = torch.zeros(n_e, dtype=torch.float64, requires_grad=True)
-    s_j = torch.zeros(n_j, dtype=torch.float64, requires_grad=True)
-
-    def envelope() -> torch.Tensor:
-        b = (b_e[rank] + b_j[item])[:, None]
-        return torch.exp(-25.0 * b * k2) * torch.exp(s_e[rank] + s_j[item])[:, None]
-
-    for _ in range(rounds):
-        with torch.no_grad():
-            mean = mean_spectrum(y, envelope())
-        opt = torch.optim.LBFGS([b_e, b_j, s_e, s_j], lr=1, max_iter=50, line_search_fn="strong_wolfe")
-
-        def closure(opt: torch.optim.LBFGS = opt, mean: torch.Tensor = mean) -> torch.Tensor:
-            opt.zero_grad()
-            loss = torch.sqrt((y - mean[None] * envelope()) ** 2 + 1e-8).sum()
-            # the split between exposure and item terms is free: keep the item terms centred
-            loss = loss + (b_j.sum() ** 2 + s_j.sum() ** 2)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        with torch.no_grad():
-            b_e.clamp_(-max_bfactor / 100, max_bfactor / 100)
-            b_j.clamp_(-max_bfactor / 100, max_bfactor / 100)
-    be, bj = 100.0 * b_e.detach().numpy(), 100.0 * b_j.detach().numpy()
-    se, sj = s_e.detach().numpy(), s_j.detach().numpy()
+    fit = fit_envelopes(np.concatenate(values)[:, lo:hi], np.concatenate(precisions)[:, lo:hi],
+                        np.concatenate(rank_rows), np.concatenate(item_rows),
+                        np.asarray(frequencies, np.float64)[lo:hi], rounds=rounds, max_bfactor=max_bfactor)
+    be, bj, se, sj = fit.bfactor, fit.item_bfactor, fit.log_scale, fit.item_log_scale
     combined_b = [be[r] + bj[j] for j, r in enumerate(rank_rows)]
     combined_s = [se[r] + sj[j] for j, r in enumerate(rank_rows)]
     b_min = min(float(b.min()) for b in combined_b)
@@ -119,7 +96,7 @@ def fit_source_weights(
 def refit_source_weights(
     objects: ObjectStore, results: list[ItemResult], resolution: float
 ) -> tuple[list[ItemResult], dict[str, dict[str, list]]]:
-    """Fit :func:`fit_source_weights` over each data source's refined items (their NC spectra, shells up
+    """Fit :func:`fit_source_weights` over each data source's refined items (their spectra, shells up
     to ``resolution`` Å) and store every item again with the fitted ``weights`` model; returns the
     results pointing at the new item versions and, per source, the fitted exposure and item terms
     (for the commit's operation record). Items without spectra keep their version."""

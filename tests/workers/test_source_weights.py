@@ -73,8 +73,12 @@ def test_bad_spectra_are_refused():
 @pytest.mark.slow
 def test_refine_fits_one_set_of_weights_per_source_from_a_measured_damage_model():
     """Three simulated tilt series with the simulator's measured damage (saturating B, blurred first
-    tilt; not 4 Å²·dose): one iteration with --weights fits per-tilt-index B-factors over the source that
-    follow the truth, stores them on every item and records them in the commit."""
+    tilt, falling scale; not 4 Å²·dose): one iteration with --weights fits per-tilt-index weights over the
+    source, stores them on every item and records them in the commit; the recorded scales follow the
+    injected amplitude (cos tilt × damage scale / the tilt's standard deviation). At SNR 0.08 with 20
+    particles per series the B-factors are noise-dominated (the NC fit's rank correlation of 0.7 here came
+    from reading the scale as a B-factor); their recovery is tested at SNR 0.3
+    (tests/workers/test_exposure_spectra.py)."""
     import torch
 
     from mrepo.graph import Commit
@@ -103,14 +107,13 @@ def test_refine_fits_one_set_of_weights_per_source_from_a_measured_damage_model(
     settings = RefineSettings(refine_shifts=False, weights=True)
     head = refine_population(sr.repo, "main", 1, settings, LocalExecutor(use_cache=False))[-1]
     op = Commit.load(sr.repo.objects, head).operation
-    fitted = np.asarray(op["weights"]["sim"]["exposure_bfactor_A2"])
+    fitted = np.asarray(op["weights"]["sim"]["exposure_scale"])
     t = sims[0].truth
-    true = measured_damage(t.pre_exposure, t.dose).bfactors_A2[t.acquisition_order]  # by exposure index
-    true = true - true.min()
-    print("fitted", fitted.round(1), "true", true.round(1))
-    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
-    assert np.corrcoef(rank(fitted[1:]), rank(true[1:]))[0, 1] > 0.7
-    assert fitted[0] > fitted[1]  # the blurred first tilt
+    std = np.asarray(sims[0].data, np.float64).reshape(len(t.dose), -1).std(1)
+    true = (np.cos(np.deg2rad(t.ytilt)) * measured_damage(t.pre_exposure, t.dose).scales / std)[t.acquisition_order]
+    print("fitted", fitted.round(3), "true", (true / true.max()).round(3))  # by exposure index
+    assert np.corrcoef(np.log(fitted), np.log(true))[0, 1] > 0.9
+    assert len(op["weights"]["sim"]["exposure_bfactor_A2"]) == len(t.dose)
     pop = sr.repo.population()
     items = sr.repo.source(pop.sources["sim"]).items
     for key in sr.item_keys:
