@@ -106,8 +106,9 @@ class AccessLogAndLimit:
                 message = await receive()  # e.g. a streaming answer listening for a disconnect
             else:
                 deadline = body["start"] + self.body_grace + received["bytes"] / self.body_min_rate
-                try:
-                    message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+                try:  # a timeout scope, not wait_for: no task per piece of the body
+                    async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                        message = await receive()
                 except TimeoutError:
                     scope[BODY_TIMEOUT] = True
                     body["done"] = True
