@@ -22,7 +22,7 @@ from mrepo.workers.api import HalfSums
 from mrepo.workers.backproject import backproject_species
 from mrepo.workers.geometry import Parameters, ParticleSet, particle_geometry
 from mrepo.workers.item_model import load_item_model
-from mrepo.workers.raw_data import read_exposures
+from mrepo.workers.raw_data import open_exposures
 from mrepo.workers.reconstruct import low_band_correlation, reconstruct_species, species_average
 
 __all__ = ["PolarityVote", "item_half_sums", "detect_polarity", "MIN_CORRELATION"]
@@ -51,7 +51,7 @@ def item_half_sums(objects: ObjectStore, item: Item, species: Species, table: Pa
     if len(sel) == 0:
         return None
     model = load_item_model(objects, item)
-    stack = read_exposures(objects, item, polarity)
+    stack = open_exposures(objects, item, polarity)  # each particle's crop read on demand
     particles = ParticleSet(table.coordinates[sel], table.angles[sel])
     with torch.no_grad():
         geo = particle_geometry(model, particles, Parameters.zeros(model, particles, None))
