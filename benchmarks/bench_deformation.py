@@ -16,7 +16,18 @@ the FSC noise 1/√(voxels in the shell), seconds per item.
 Run: ``nice .venv/bin/python benchmarks/bench_deformation.py`` (``--quick``: 1 item);
 ``--only weights``: only the exposure-weight rows (tilt series with the simulator's measured damage,
 two refine_population iterations without weights, with per-item and with per-source weights);
-writes benchmarks/results/bench_deformation[_ONLY].json and prints the table.
+``--only weights-recovery``: how well the exposure-weight fits recover the simulator's injected damage
+(``mrepo sim tilts --damage measured``) from the spectra of real simulated images: per triplet of tilt
+series (192² px, ±45° in 9° steps, 30 particles, ``--recovery-snr``, species seed 7; ``--recovery-seeds``
+"11,12,13;21,22,23", default: four triplets, ``--quick`` the first), everything at the truth, one
+refinement pass per item (nothing refined, 5 Å limit) gives the per-exposure spectra; the per-source
+and per-item fits are run on the regression coefficient (the fit's input now) and, for comparison, on
+the NC (M's quantity, the input before). Truth: B-factor per tilt as injected, scale cos(tilt) × damage
+scale / the tilt's standard deviation (the data's per-tilt normalisation, as M). M's weights are relative
+(the smallest B is 0, the largest scale 1), so B is compared after removing the mean over the source
+("rel. RMS"; "min RMS": both sides minus their minimum, the metric of the first measurement), scales as
+log-ratios after removing their mean, and the whole weight ln(scale) − B k²/4 over shells 1..12 likewise.
+Writes benchmarks/results/bench_deformation_weights-recovery.json.
 """
 
 from __future__ import annotations
@@ -139,6 +150,89 @@ def run_weights(seeds: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def _recovery_metrics(fitted: list[np.ndarray], truth: list[dict[str, np.ndarray]], freqs: np.ndarray) -> dict[str, float]:
+    """Compare fitted per-item weights (n, 2) (B Å², scale) with the injected ones (see module docstring)."""
+    fb = np.concatenate([w[:, 0] for w in fitted])
+    tb = np.concatenate([t["bfactor"] for t in truth])
+    rel = (fb - fb.mean()) - (tb - tb.mean())
+    ls = np.concatenate([np.log(w[:, 1]) - np.log(t["scale"]) for w, t in zip(fitted, truth)])
+    k2 = freqs**2 / 4
+    lw = np.concatenate([(np.log(w[:, 1])[:, None] - w[:, 0, None] * k2) - (np.log(t["scale"])[:, None] - t["bfactor"][:, None] * k2)
+                         for w, t in zip(fitted, truth)])
+    high = np.concatenate([np.abs(t["tilt"]) > 40 for t in truth])
+    first = [(w[t["order"][0], 0] - w[t["order"][1], 0], t["bfactor"][t["order"][0]] - t["bfactor"][t["order"][1]])
+             for w, t in zip(fitted, truth)]
+    return {
+        "b_correlation": float(np.corrcoef(fb, tb)[0, 1]),
+        "b_rel_rms_A2": float(np.sqrt(np.mean(rel**2))),
+        "b_min_rms_A2": float(np.sqrt(np.mean(((fb - fb.min()) - (tb - tb.min())) ** 2))),
+        "high_tilt_b_ratio": float((fb[high] - fb.mean()).mean() / (tb[high] - tb.mean()).mean()),
+        "first_tilt_excess_A2": float(np.mean([f for f, _ in first])),
+        "first_tilt_excess_true_A2": float(np.mean([t for _, t in first])),
+        "log_scale_rms": float(np.sqrt(np.mean((ls - ls.mean()) ** 2))),
+        "log_weight_rms": float(np.sqrt(np.mean((lw - lw.mean()) ** 2))),
+    }
+
+
+def run_weights_recovery(triplets: list[list[int]], snr: float) -> list[dict[str, Any]]:
+    """Per triplet of series: the spectra of one pass per item at the truth, fitted per source and per
+    item on the regression coefficient and on the NC; metrics of :func:`_recovery_metrics`."""
+    from mrepo.workers.source_weights import fit_source_weights
+    from mrepo.workers.weights import fit_exposure_weights, normalised_correlation
+
+    rows = []
+    settings = RefineSettings(refine_shifts=False)
+    for seeds in triplets:
+        sims = [tilts_sim(seed=s, n_particles=30, size=192, max_tilt=45.0, tilt_step=9.0, snr=snr, warp_px=0.0,
+                          damage="measured", species_seed=7) for s in seeds]
+        sr = build_population(sims, truth=True, resolution=LIMIT)
+        repo, pop = sr.repo, sr.repo.population()
+        hashes = repo.source(pop.sources["sim"]).items
+        spectra, truth = [], []
+        start = time.perf_counter()
+        for sim, key in zip(sims, sr.item_keys):
+            r = refine_item(ItemTask(repo.url, "sim", key, hashes[key], dict(pop.species), settings.to_json(), 1, 0))
+            spectra.append(np.asarray(repo.objects.get_array(r.nc_spectra), np.float64))
+            t = sim.truth
+            std = np.asarray(sim.data, np.float64).reshape(len(t.dose), -1).std(1)
+            truth.append({"bfactor": t.damage.bfactors_A2, "tilt": t.ytilt, "order": t.acquisition_order,
+                          "scale": np.cos(np.deg2rad(t.ytilt)) * t.damage.scales / std})
+        seconds = (time.perf_counter() - start) / len(sims)
+        box_a = sims[0].species[0].spec.box * sims[0].truth.optics.pixel_size
+        shells = spectra[0].shape[1]
+        freqs = np.arange(shells) / box_a
+        band = (1, min(shells, int(np.floor(box_a / LIMIT)) + 1))
+        orders = [t["order"] for t in truth]
+        for quantity, data in (("regression", spectra), ("NC", [normalised_correlation(s) for s in spectra])):
+            fits = {"source": fit_source_weights(data, orders, freqs, shell_range=band).per_item,
+                    "item": [fit_exposure_weights(d, freqs, shell_range=band) for d in data]}
+            for scope, fitted in fits.items():
+                rows.append({"seeds": list(seeds), "snr": snr, "quantity": quantity, "scope": scope,
+                             **_recovery_metrics(fitted, truth, freqs[band[0]:band[1]]),
+                             "spectra_seconds_per_item": round(seconds, 1),
+                             "fitted_bfactor_A2": [w[:, 0].round(1).tolist() for w in fitted],
+                             "true_bfactor_A2": [t["bfactor"].round(1).tolist() for t in truth]})
+    return rows
+
+
+def _print_recovery(rows: list[dict[str, Any]]) -> None:
+    keys = ("b_correlation", "b_rel_rms_A2", "b_min_rms_A2", "high_tilt_b_ratio", "first_tilt_excess_A2",
+            "log_scale_rms", "log_weight_rms")
+    print(f"{'seeds':10} {'quantity':10} {'scope':6} {'B corr':>6} {'relRMS':>6} {'minRMS':>6} {'±45 ×':>6} "
+          f"{'1st ΔB':>6} {'ln s':>6} {'ln W':>6}   (first tilt ΔB injected: "
+          f"{rows[0]['first_tilt_excess_true_A2']:.0f} Å²; ±45 × injected: 1)")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["quantity"], r["scope"]), []).append(r)
+        print(f"{','.join(map(str, r['seeds'])):10} {r['quantity']:10} {r['scope']:6} "
+              + " ".join(f"{r[k]:6.2f}" if abs(r[k]) < 10 else f"{r[k]:6.1f}" for k in keys))
+    for (quantity, scope), rs in groups.items():
+        if len(rs) > 1:
+            print(f"{'mean':10} {quantity:10} {scope:6} "
+                  + " ".join(f"{np.mean([r[k] for r in rs]):6.2f}" if abs(np.mean([r[k] for r in rs])) < 10
+                             else f"{np.mean([r[k] for r in rs]):6.1f}" for k in keys))
+
+
 def _fsc05(curve: np.ndarray, box_A: float) -> float:
     below = np.flatnonzero(curve[1:] < 0.5)
     shell = float(len(curve) - 1)
@@ -154,9 +248,22 @@ def main() -> None:
     ap.add_argument("--warp", type=float, default=5.0, help="injected volume deformation, Å")
     ap.add_argument("--dome", type=float, default=600.0, help="injected dome, Å of defocus at the centre")
     ap.add_argument("--grid", default="3x3x2x2", help="volume warp grid XxYxZxT")
-    ap.add_argument("--only", choices=("all", "deformation", "weights"), default="all", help="which rows to run")
+    ap.add_argument("--only", choices=("all", "deformation", "weights", "weights-recovery"), default="all",
+                    help="which rows to run")
+    ap.add_argument("--recovery-snr", type=float, default=0.3, help="weights-recovery: SNR of the tilt series")
+    ap.add_argument("--recovery-seeds", default="11,12,13;21,22,23;31,32,33;41,42,43",
+                    help="weights-recovery: series seeds, triplets separated by ';' (--quick: the first)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.only == "weights-recovery":
+        triplets = [[int(x) for x in t.split(",")] for t in args.recovery_seeds.split(";") if t.strip()]
+        rows = run_weights_recovery(triplets[:1] if args.quick else triplets, args.recovery_snr)
+        _print_recovery(rows)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / "bench_deformation_weights-recovery.json"
+        out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        print(f"wrote {out}")
+        return
     seeds = [3] if args.quick else [3, 4]
     off = RefineSettings(refine_shifts=False)
     rows = []
