@@ -84,12 +84,14 @@ def _presence_key(kind: str, h: str) -> str:
     return array_prefix(h) + "zarr.json" if kind == "array" else object_key(h)
 
 
-def intact(dst: Storage, kind: str, h: str, listed: set[str] | None = None) -> bool:
+def intact(dst: Storage, kind: str, h: str, listed: set[str] | None = None, src: Storage | None = None) -> bool:
     """Object ``h`` of ``kind`` (record, array, blob) is present at ``dst`` (freshened for gc) and
     sound by the kind's check; a server (``checks_writes``) verified it on upload and checks its
     own store, so there presence is enough. ``listed``: the keys ``dst`` held when the transfer
     began (:func:`_listed`); an object not among them is taken as absent without a request (one
-    that appeared since is written again, with the same bytes)."""
+    that appeared since is written again, with the same bytes). ``src``: where the transfer reads
+    from; a local one lets an array's chunks on S3 be checked without downloading them
+    (:func:`mrepo.store.soundness.array_sound`)."""
     if listed is not None and _presence_key(kind, h) not in listed:
         return False
     if not dst.objects.freshen(kind, h):
@@ -97,6 +99,8 @@ def intact(dst: Storage, kind: str, h: str, listed: set[str] | None = None) -> b
     if dst.backend.checks_writes:
         return True
     try:
+        if kind == "array" and src is not None:
+            return array_sound(dst.backend, h, src.backend)
         return _SOUND[kind](dst, h)
     except (ObjectNotFound, CorruptObject):
         return False
@@ -277,7 +281,7 @@ class _Pipeline:
         """None when array or blob ``h`` is intact at ``dst``; else the blob's hash, or the array's
         copy started (its ``zarr.json`` read and checked) in the same task, so its chunks can move
         without waiting behind the presence checks of other arrays."""
-        if intact(self.dst, kind, h, self.listed):
+        if intact(self.dst, kind, h, self.listed, self.src):
             return None
         return self._start_array(h) if kind == "array" else h
 
