@@ -201,11 +201,15 @@ def noise_sigma_for_snr(
         raise ValueError(f"snr must be positive, got {snr}")
     n_i, h, w = clean.shape
     centres = centres_px if centres_px.ndim == 3 else np.repeat(centres_px[:, None], n_i, 1)
-    yy, xx = np.mgrid[0:h, 0:w]
     inside = np.zeros((n_i, h, w), dtype=bool)
     for i in range(n_i):
         for (cx, cy), r in zip(centres[:, i], radii_px):
-            inside[i] |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+            # each disc on its bounding box only (the whole image per particle made this O(N · area))
+            x0, x1 = max(int(np.floor(cx - r)), 0), min(int(np.ceil(cx + r)) + 1, w)
+            y0, y1 = max(int(np.floor(cy - r)), 0), min(int(np.ceil(cy + r)) + 1, h)
+            if x0 < x1 and y0 < y1:
+                yy, xx = np.mgrid[y0:y1, x0:x1]
+                inside[i, y0:y1, x0:x1] |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
     if not inside.any():
         raise ValueError("no particle pixels inside the images; cannot define the SNR")
     return float(np.sqrt(clean[inside].var() / snr))

@@ -90,16 +90,17 @@ def place_non_overlapping(
 ) -> np.ndarray:
     """Uniform random centres (n, dims) in the box [low, high) with |c_i - c_j| >= r_i + r_j
     (only the first ``dims`` coordinates count). Raises ValueError if the box is too full."""
-    centres: list[np.ndarray] = []
-    for r in radii:
+    radii = np.asarray(radii, dtype=np.float64)
+    centres = np.zeros((len(radii), len(low)))
+    for k, r in enumerate(radii):
         for _ in range(5000):
             c = rng.uniform(low, high)
-            if all(np.linalg.norm((c - o)[:dims]) >= r + ro for o, ro in zip(centres, radii)):
-                centres.append(c)
+            if np.all(np.linalg.norm((c - centres[:k])[:, :dims], axis=1) >= r + radii[:k]):
+                centres[k] = c
                 break
         else:
             raise ValueError(f"could not place {len(radii)} non-overlapping particles; use fewer or a larger field")
-    return np.array(centres).reshape(len(radii), len(low))
+    return centres
 
 
 def perturb_angles(
