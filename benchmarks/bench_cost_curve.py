@@ -89,7 +89,8 @@ def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float, kind: st
         print(f"box {box} {n} particles: no result within {timeout:.0f} s", flush=True)
         return None
     if proc.returncode:
-        print(f"box {box} {n} particles failed: {proc.stderr.strip().splitlines()[-1]}", flush=True)
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode} (killed?)"])[-1]
+        print(f"box {box} {n} particles failed: {last}", flush=True)
         return None
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     ev = row["evaluations"]
