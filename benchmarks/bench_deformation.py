@@ -20,14 +20,15 @@ two refine_population iterations without weights, with per-item and with per-sou
 (``mrepo sim tilts --damage measured``) from the spectra of real simulated images: per triplet of tilt
 series (192² px, ±45° in 9° steps, 30 particles, ``--recovery-snr``, species seed 7; ``--recovery-seeds``
 "11,12,13;21,22,23", default: four triplets, ``--quick`` the first), everything at the truth, one
-refinement pass per item (nothing refined, 5 Å limit) gives the per-exposure spectra; the per-source
+refinement pass per item (nothing refined, 5 Å limit) gives the per-exposure spectra (``--recovery-pad 6``:
+particles rendered in 6 × box instead of tilts_sim's 2 × box, which wraps the CTF-delocalised signal); the per-source
 and per-item fits are run on the regression coefficient (the fit's input now) and, for comparison, on
 the NC (M's quantity, the input before). Truth: B-factor per tilt as injected, scale cos(tilt) × damage
 scale / the tilt's standard deviation (the data's per-tilt normalisation, as M). M's weights are relative
 (the smallest B is 0, the largest scale 1), so B is compared after removing the mean over the source
 ("rel. RMS"; "min RMS": both sides minus their minimum, the metric of the first measurement), scales as
 log-ratios after removing their mean, and the whole weight ln(scale) − B k²/4 over shells 1..12 likewise.
-Writes benchmarks/results/bench_deformation_weights-recovery.json.
+Writes benchmarks/results/bench_deformation_weights-recovery_padN.json.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def _recovery_metrics(fitted: list[np.ndarray], truth: list[dict[str, np.ndarray
     }
 
 
-def run_weights_recovery(triplets: list[list[int]], snr: float) -> list[dict[str, Any]]:
+def run_weights_recovery(triplets: list[list[int]], snr: float, pad: int = 2) -> list[dict[str, Any]]:
     """Per triplet of series: the spectra of one pass per item at the truth, fitted per source and per
     item on the regression coefficient and on the NC; metrics of :func:`_recovery_metrics`."""
     from mrepo.workers.source_weights import fit_source_weights
@@ -184,7 +185,7 @@ def run_weights_recovery(triplets: list[list[int]], snr: float) -> list[dict[str
     settings = RefineSettings(refine_shifts=False)
     for seeds in triplets:
         sims = [tilts_sim(seed=s, n_particles=30, size=192, max_tilt=45.0, tilt_step=9.0, snr=snr, warp_px=0.0,
-                          damage="measured", species_seed=7) for s in seeds]
+                          damage="measured", species_seed=7, pad=pad) for s in seeds]
         sr = build_population(sims, truth=True, resolution=LIMIT)
         repo, pop = sr.repo, sr.repo.population()
         hashes = repo.source(pop.sources["sim"]).items
@@ -207,7 +208,7 @@ def run_weights_recovery(triplets: list[list[int]], snr: float) -> list[dict[str
             fits = {"source": fit_source_weights(data, orders, freqs, shell_range=band).per_item,
                     "item": [fit_exposure_weights(d, freqs, shell_range=band) for d in data]}
             for scope, fitted in fits.items():
-                rows.append({"seeds": list(seeds), "snr": snr, "quantity": quantity, "scope": scope,
+                rows.append({"seeds": list(seeds), "snr": snr, "pad": pad, "quantity": quantity, "scope": scope,
                              **_recovery_metrics(fitted, truth, freqs[band[0]:band[1]]),
                              "spectra_seconds_per_item": round(seconds, 1),
                              "fitted_bfactor_A2": [w[:, 0].round(1).tolist() for w in fitted],
@@ -251,16 +252,19 @@ def main() -> None:
     ap.add_argument("--only", choices=("all", "deformation", "weights", "weights-recovery"), default="all",
                     help="which rows to run")
     ap.add_argument("--recovery-snr", type=float, default=0.3, help="weights-recovery: SNR of the tilt series")
+    ap.add_argument("--recovery-pad", type=int, default=2,
+                    help="weights-recovery: the simulator's particle render box in boxes (2: tilts_sim's default, "
+                         "wraps the CTF-delocalised signal; 6 keeps it)")
     ap.add_argument("--recovery-seeds", default="11,12,13;21,22,23;31,32,33;41,42,43",
                     help="weights-recovery: series seeds, triplets separated by ';' (--quick: the first)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.only == "weights-recovery":
         triplets = [[int(x) for x in t.split(",")] for t in args.recovery_seeds.split(";") if t.strip()]
-        rows = run_weights_recovery(triplets[:1] if args.quick else triplets, args.recovery_snr)
+        rows = run_weights_recovery(triplets[:1] if args.quick else triplets, args.recovery_snr, args.recovery_pad)
         _print_recovery(rows)
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / "bench_deformation_weights-recovery.json"
+        out = RESULTS / f"bench_deformation_weights-recovery_pad{args.recovery_pad}.json"
         out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
         print(f"wrote {out}")
         return

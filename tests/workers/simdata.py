@@ -191,12 +191,16 @@ def frames_sim(seed: int = 1, n_particles: int = 12, n_frames: int = 6, size: in
 
 
 def tilts_sim(seed: int = 1, n_particles: int = 10, size: int = 160, box: int = 32, pixel: float = 2.0,
-              max_tilt: float = 30.0, tilt_step: float = 6.0, snr: float = 0.5, **kw) -> SimulatedTiltSeries:
-    """A small tilt series; ``contrast`` defaults to "light" here (pass ``contrast="dark"`` for detector data)."""
+              max_tilt: float = 30.0, tilt_step: float = 6.0, snr: float = 0.5, pad: int = 2,
+              **kw) -> SimulatedTiltSeries:
+    """A small tilt series; ``contrast`` defaults to "light" here (pass ``contrast="dark"`` for detector data).
+    ``pad``: particles are rendered (CTF, damage) in boxes of ``pad × box``; 2 wraps the CTF-delocalised
+    signal at high defocus and 5 Å around, which hides part of an injected B-factor (docs/ablation.md,
+    "The fit on the regression coefficient"); 6 keeps it."""
     from mrepo.sim import Optics
 
     kw.setdefault("contrast", "light")
     cfg = TiltSeriesConfig(image_size=(size, size), volume_depth_px=64, optics=Optics(pixel_size=pixel),
                            species=small_species(box, pixel), box=box, n_particles=n_particles, max_tilt=max_tilt,
-                           tilt_step=tilt_step, snr=snr, pad=2, slab_thickness=60.0, **kw)
+                           tilt_step=tilt_step, snr=snr, pad=pad, slab_thickness=60.0, **kw)
     return simulate_tilt_series(cfg, seed)
