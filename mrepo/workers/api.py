@@ -106,7 +106,8 @@ class ItemResult:
     refined poses of that species' particles in this item (ids, coordinates, angles);
     ``sums``: species name -> half-set sums of this item (None once an executor has
     folded them into its reduction); ``nc_spectra``: array hash of the per-frame/tilt
-    NC spectra used for data-driven weighting (None if not computed);
+    spectra used for data-driven weighting, (n, shells, 3) float64 sums (cross, model power, data
+    power; :func:`mrepo.workers.weights.nc_spectra`) (None if not computed);
     ``stats``: seconds, particles, target before/after, etc.
     """
 
