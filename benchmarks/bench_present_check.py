@@ -6,7 +6,9 @@ repair, every chunk file against its recorded digest; before, ``zarr.json`` and 
 Both stores are local folders (the check reads the destination's files: hot page cache, as
 right after a clone). With ``--s3``, also a push to a moto S3 server (own process) and the same
 two cases on that side: a push with nothing changed, and a push after every record was deleted
-from the bucket (each present array's chunks are downloaded to be checked). Best of ``--repeat``.
+from the bucket (each present array is checked: with the local source, through S3's own checksum of
+each chunk, one HEAD per chunk and no download, :mod:`mrepo.store.stored_checksums`; before that
+rule its chunks were downloaded). Best of ``--repeat``.
 
 Usage: .venv/bin/python benchmarks/bench_present_check.py [--gib 1.0] [--repeat 3] [--s3]
 Writes benchmarks/results/bench_present_check.json.
