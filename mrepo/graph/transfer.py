@@ -17,12 +17,16 @@ of its own, so the data pool is busy from the first array to the last.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..store import (
     CorruptObject,
@@ -225,7 +229,7 @@ def _copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: 
     walk = ThreadPoolExecutor(min(WALK_WORKERS, workers), thread_name_prefix="mrepo-walk")
     data = ThreadPoolExecutor(workers, thread_name_prefix="mrepo-transfer")
     try:
-        return _Pipeline(src, dst, walk, data, progress, deep_arrays).run(roots)
+        return _Pipeline(src, dst, walk, data, progress, deep_arrays, workers).run(roots)
     finally:  # on a refused object, stop at once: cancel what has not started
         walk.shutdown(wait=True, cancel_futures=True)
         data.shutdown(wait=True, cancel_futures=True)
@@ -235,11 +239,19 @@ class _Pipeline:
     """One transfer as events on the calling thread: the walk finds what ``dst`` lacks (records
     received and checked, arrays and blobs found missing) and each missing array or blob is
     handed to the data pool at once; tasks report to one queue, so the state below is touched
-    by the calling thread only. Records are written last, leaves first."""
+    by the calling thread only. Records are written last, leaves first.
+
+    The data pool is fed ``workers`` tasks at a time, smallest array first (blobs before arrays,
+    an array's chunks in grid order): the small arrays of tables and masks, found one level
+    below the large maps, no longer wait behind every chunk of the maps, so the last files to
+    move are chunks of the largest array rather than small files and their ``zarr.json``."""
 
     def __init__(self, src: Storage, dst: Storage, walk: ThreadPoolExecutor, data: ThreadPoolExecutor,
-                 progress: Progress | None, deep_arrays: bool):
+                 progress: Progress | None, deep_arrays: bool, workers: int):
         self.src, self.dst, self.walk, self.data = src, dst, walk, data
+        self.slots = workers  # data tasks submitted at once
+        self.queued: list[tuple[int, int, Callable[..., None], Callable[..., Any], tuple]] = []  # heap
+        self.order = 0  # tie-break of the heap: first queued, first run
         self.progress, self.deep_arrays = progress, deep_arrays
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.running = 0  # tasks submitted whose event is not yet handled
@@ -317,16 +329,29 @@ class _Pipeline:
         if isinstance(found, str):
             self.blobs += 1
             self.total += 1
-            self._submit(self.data, self._on_blob, self._copy_blob, found)
+            self._queue_data(0, self._on_blob, self._copy_blob, found)
             return
         c = found
         self.copies.append(c)
         self.stats.bytes += len(c.metadata)
         self.total += len(c.keys) + 1
+        size = math.prod(c.receiver.meta.shape) * np.dtype(c.receiver.meta.dtype).itemsize  # decoded bytes
         if not c.keys:  # an empty array: nothing to wait for
-            self._submit(self.data, self._on_blob, c.publish, self.dst)
+            self._queue_data(0, self._on_blob, c.publish, self.dst)
         for key in c.keys:  # grid order: slabs complete (and are hashed) one after the other
-            self._submit(self.data, self._on_chunk, c.copy_chunk, self.src, self.dst, key)
+            self._queue_data(size, self._on_chunk, c.copy_chunk, self.src, self.dst, key)
+
+    def _queue_data(self, size: int, handler: Callable[..., None], fn: Callable[..., Any], *args: Any) -> None:
+        """Queue a data task of an object of ``size`` bytes (smaller objects run first)."""
+        heapq.heappush(self.queued, (size, self.order, handler, fn, args))
+        self.order += 1
+        self._feed()
+
+    def _feed(self) -> None:
+        """Submit queued data tasks while fewer than ``slots`` run."""
+        while self.queued and self.running - self.walking < self.slots:
+            _, _, handler, fn, args = heapq.heappop(self.queued)
+            self._submit(self.data, handler, fn, *args)
 
     def _on_chunk(self, args: tuple, result: tuple[int, bool]) -> None:
         n, published = result
@@ -362,6 +387,7 @@ class _Pipeline:
                 if exc is not None:
                     raise exc
                 handler(args, result)
+                self._feed()
                 self._tick(0)  # when the walk has just ended: report what was copied meanwhile
         except BaseException:
             self.walk.shutdown(wait=True, cancel_futures=True)  # nothing still writing before cleaning up
