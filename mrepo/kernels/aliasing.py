@@ -129,8 +129,14 @@ def band_limit_filter(filter_big: Tensor, out_box: int) -> Tensor:
         raise ValueError(
             f"filter_big must have rfft layout (..., M, M // 2 + 1) with even M, got {tuple(filter_big.shape)}"
         )
-    kernel = torch.fft.fftshift(torch.fft.irfft2(filter_big, s=(m, m)), dim=(-2, -1))
-    small = torch.fft.ifftshift(crop_center(kernel, out_box), dim=(-2, -1))
+    if not 1 <= out_box <= m:
+        raise ValueError(f"crop box must be in [1, {m}], got {out_box}")
+    kernel = torch.fft.irfft2(filter_big, s=(m, m))
+    # ifftshift(crop_center(fftshift(kernel))) without the two full-size rolls: the kernel's
+    # first ceil(out_box / 2) and last out_box // 2 rows and columns (the same values, copied once)
+    head, tail = out_box - out_box // 2, out_box // 2
+    rows = torch.cat([kernel[..., :head, :], kernel[..., m - tail:, :]], dim=-2)
+    small = torch.cat([rows[..., :head], rows[..., m - tail:]], dim=-1)
     return torch.fft.rfft2(small).real
 
 

@@ -85,7 +85,10 @@ class Subset:
 
     ``slices``: per group, the last weighted reference slices computed without gradients
     (rotations (P, g, 3, 3), radius, slices (P, g, b_g, b_g // 2 + 1)), reused while the
-    rotations are unchanged (defocus search, acceptance checks); not kept for streamed subsets."""
+    rotations are unchanged (defocus search, acceptance checks); not kept for streamed subsets.
+    ``padded``: per group, |FT_n|² of such reused slices zero-padded to n (the model norm's,
+    :func:`_model_power`), reused with them while only the CTF moves (defocus search, CTF L-BFGS,
+    acceptance checks); kept for one stage (:meth:`drop_padded`)."""
 
     species: str
     half: int
@@ -95,6 +98,7 @@ class Subset:
     groups: list[GroupState] = field(default_factory=list)
     load: Callable[[], list[Tensor]] | None = None
     slices: dict[int, tuple[Tensor, float | None, Tensor]] = field(default_factory=dict, repr=False)
+    padded: dict[int, tuple[Tensor, int, Tensor]] = field(default_factory=dict, repr=False)
 
     def weighted_slices(self, j: int, rot: Tensor, max_radius: float | None) -> Tensor:
         """Reference slices of group ``j`` at ``rot`` (P, g, 3, 3), Fourier-cropped to b_g and
@@ -112,6 +116,22 @@ class Subset:
         if reuse:
             self.slices[j] = (rot.detach().clone(), max_radius, out)
         return out
+
+    def padded_power(self, j: int, a: Tensor, n: int) -> Tensor:
+        """|FT_n(a)|² (P, g, n, n // 2 + 1) of group ``j``'s slices ``a`` zero-padded to n; kept while ``a``
+        is the reused no-gradient slice of that group (the same tensor object)."""
+        cached = self.padded.get(j)
+        if cached is not None and cached[0] is a and cached[1] == n:
+            return cached[2]
+        out = _padded_power(a, self.groups[j].group.size, n)
+        entry = self.slices.get(j)
+        if not a.requires_grad and entry is not None and entry[2] is a:
+            self.padded[j] = (a, n, out)
+        return out
+
+    def drop_padded(self) -> None:
+        """Free the cached |FT_n|² grids (at the end of each refinement stage)."""
+        self.padded.clear()
 
     def patches(self, ctf_frozen: bool) -> list[Tensor | None]:
         """Each group's patches (re-extracted when streamed; None where the frozen-CTF cache suffices)."""
@@ -203,30 +223,41 @@ def _norm_grid(n: int, size: int, device: torch.device) -> tuple[Tensor, Tensor]
     return torch.round(r).long(), hermitian_weights((n, n), device=device, dtype=torch.float32)
 
 
-def _model_power(a: Tensor, ctf2: Tensor, inv_as: Tensor, size: int, limit: int) -> Tensor:
-    """Model norm Σ |W P|² CTF² / AS over b_g-shells 1..``limit`` (P, g) float64, exactly: the slices ``a``
-    (P, g, b_g, b_g // 2 + 1) zero-padded in real space to n and weighted by ``ctf2`` (P, g, n, n // 2 + 1),
-    the CTF² band-limited to n (a circular convolution with no wrap when n ≥ 2 b_g); ``inv_as`` (g, b_g, ·)
-    is radial and read per shell. Scaled to the b_g grid ((b_g / n)²)."""
-    n = ctf2.shape[-2]
+def _padded_power(a: Tensor, size: int, n: int) -> Tensor:
+    """|FT_n|² (P, g, n, n // 2 + 1) of the slices ``a`` (P, g, b_g, b_g // 2 + 1) zero-padded in real space to n."""
     img = torch.fft.irfft2(a, s=(size, size))
     if n > size:
         img = torch.nn.functional.pad(img, (0, n - size, 0, n - size))
     ft = torch.fft.rfft2(img)
+    return ft.real * ft.real + ft.imag * ft.imag
+
+
+def _model_power(a: Tensor, ctf2: Tensor, inv_as: Tensor, size: int, limit: int, sq: Tensor | None = None) -> Tensor:
+    """Model norm Σ |W P|² CTF² / AS over b_g-shells 1..``limit`` (P, g) float64, exactly: the slices ``a``
+    (P, g, b_g, b_g // 2 + 1) zero-padded in real space to n and weighted by ``ctf2`` (P, g, n, n // 2 + 1),
+    the CTF² band-limited to n (a circular convolution with no wrap when n ≥ 2 b_g); ``inv_as`` (g, b_g, ·)
+    is radial and read per shell. Scaled to the b_g grid ((b_g / n)²). ``sq``: |FT_n(a)|² when already known
+    (:meth:`Subset.padded_power`), else computed."""
+    n = ctf2.shape[-2]
+    if sq is None:
+        sq = _padded_power(a, size, n)
     shells, w = _norm_grid(n, size, a.device)
     profile = inv_as[:, 0, : size // 2 + 1]  # (g, shells): pixel (0, q) lies on shell q
     inside = (shells >= 1) & (shells <= limit)
     weight = profile[:, shells.clamp(max=size // 2)] * (w * inside)
-    power = (ft.real * ft.real + ft.imag * ft.imag) * ctf2 * weight
+    power = sq * ctf2 * weight
     return power.sum((-2, -1)).double() * (size / n) ** 2
 
 
-def _shell_sums(a: Tensor, b: Tensor, a_weight: Tensor, size: int) -> ShellSums:
-    """Per-shell sums (P, g, shells) of the target: cross Σ Re(a b*), power_a Σ |a|² ``a_weight`` (power_b
-    zeros), Hermitian pairs counted twice. The same sums as :func:`normalized_cross_correlation_per_shell`
-    without the ones the target does not use."""
+def _shell_sums(a: Tensor, b: Tensor, a_weight: Tensor | None, size: int) -> ShellSums:
+    """Per-shell sums (P, g, shells) of the target: cross Σ Re(a b*), power_a Σ |a|² ``a_weight`` (zeros
+    when ``a_weight`` is None: the model norm is taken elsewhere; power_b zeros), Hermitian pairs counted
+    twice. The same sums as :func:`normalized_cross_correlation_per_shell` without the ones the target
+    does not use."""
     shells, w, ns = _shell_grid(size, a.device, a.real.dtype)
     cross = shell_sum((a.real * b.real + a.imag * b.imag) * w, shells, ns)
+    if a_weight is None:
+        return ShellSums(cross, torch.zeros_like(cross), torch.zeros_like(cross))
     pa = shell_sum((a.real * a.real + a.imag * a.imag) * (w * a_weight), shells, ns)
     return ShellSums(cross, pa, torch.zeros_like(cross))
 
@@ -254,8 +285,8 @@ def evaluate(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles
                 s = _shell_sums(a_img, b_img, ctf2 * st.inv_as, g.size)
                 power = s.power_a[..., 1:lim].sum(-1).double()
             else:
-                s = _shell_sums(a_img, b_img, torch.zeros_like(st.inv_as[:1]), g.size)
-                power = _model_power(a_img, ctf2, st.inv_as, g.size, st.shell_limit)
+                s = _shell_sums(a_img, b_img, None, g.size)
+                power = _model_power(a_img, ctf2, st.inv_as, g.size, st.shell_limit, sub.padded_power(j, a_img, n))
             rows = sub.index[:, None].expand(-1, len(g.exposures))
             cols = g.exposures[None, :].expand(len(sub.index), -1)
             cross = cross.index_put((rows, cols), s.cross[..., 1:lim].sum(-1).double(), accumulate=True)

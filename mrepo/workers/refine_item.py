@@ -353,6 +353,8 @@ def _stage(ctx: _Context, own: list[Subset], other: list[Subset], params: Parame
     _lbfgs(ctx, own, params, groups, ctf_frozen)
     if guard:
         _accept(ctx, own, other, params, before, scores0, groups, ctf_frozen, log)
+    for sub in (*own, *other):
+        sub.drop_padded()  # the model norm's |FT|² grids live for one stage
 
 
 def _refine(ctx: _Context, params: Parameters) -> dict[str, Any]:

@@ -136,3 +136,17 @@ def test_bad_input():
         premultiply_ctf(torch.zeros(16, 16), torch.zeros(16, 16), 8)
     with pytest.raises(ValueError, match="crop box"):
         crop_center(torch.zeros(8, 8), 10)
+
+
+@pytest.mark.parametrize("m", [8, 10, 16, 18])
+def test_band_limit_filter_crops_the_centred_kernel(m):
+    """The corner copy equals the definition: ifftshift(crop_center(fftshift(kernel))), bit for bit."""
+    from mrepo.kernels.aliasing import band_limit_filter
+
+    filt = torch.randn(2, m, m // 2 + 1, generator=torch.Generator().manual_seed(m), dtype=torch.float64)
+    kernel = torch.fft.fftshift(torch.fft.irfft2(filt, s=(m, m)), dim=(-2, -1))
+    for out in range(1, m + 1):
+        small = torch.fft.ifftshift(crop_center(kernel, out), dim=(-2, -1))
+        assert torch.equal(band_limit_filter(filt, out), torch.fft.rfft2(small).real), out
+    with pytest.raises(ValueError):
+        band_limit_filter(filt, m + 2)
