@@ -60,7 +60,7 @@ def _new_table(repo: Repository, table: ParticleTable, name: str, results: list[
             t_new = max(t_new, coords.shape[1])
             for i, c, a in zip(ids, coords, angles):
                 updates[int(i)] = (c, a)
-    coords = resample_trajectory(table.coordinates, t_new)
+    coords = np.array(resample_trajectory(table.coordinates, t_new))  # a copy: ``table`` is the old version
     angles = table.angles if table.temporal_samples == t_new else np.repeat(table.angles[:, :1], t_new, 1)
     angles = angles.copy()
     for row, pid in enumerate(table.ids.tolist()):

@@ -283,13 +283,25 @@ def test_movement_summary_divergence_and_settling():
 def test_refine_records_movement_and_auto_stops(tmp_path):
     sr = build_repo(frames_sim(n_particles=6, n_frames=3), url=str(tmp_path / "r"), resolution=12.0)
     seen = []
-    commits = refine_population(sr.repo, "main", "auto", RefineSettings(lbfgs_iterations=3, rounds=1),
+    commits = refine_population(sr.repo, "main", "auto", RefineSettings(lbfgs_iterations=3, rounds=1, refine_poses=True),
                                 LocalExecutor(), max_iterations=2,
                                 on_iteration=lambda it, res, stats: seen.append(stats["movement"]))
     assert 1 <= len(commits) <= 2 and len(seen) == len(commits)
     op = sr.repo.get_commit(commits[0]).operation
     assert {"shifts", "translation", "rotation"} <= set(op["movement"])
     assert op["movement"]["shifts"]["unit"] == "px" and op["movement"]["shifts"]["p95"] >= 0
+    # the recorded particle moves are those between the parent's and the commit's particle tables
+    # (they were once all zero: the new table was built in place over the old one)
+    parent = sr.repo.get_commit(commits[0]).parents[0]
+    moved = []
+    for name, h in sr.repo.population(parent).species.items():
+        old_sp, new_sp = sr.repo.species(h), sr.repo.species(sr.repo.population(commits[0]).species[name])
+        a, b = sr.repo.particles(old_sp.particles), sr.repo.particles(new_sp.particles)
+        d = b.coordinates[:, 0] - a.coordinates[:, 0]
+        moved.append(np.hypot(d[:, 0], d[:, 1]) / new_sp.pixel_size)
+    moved = np.concatenate(moved)
+    assert moved.max() > 1e-3
+    assert op["movement"]["translation"]["median"] == pytest.approx(np.median(moved))
     with pytest.raises(Exception, match="iterations"):
         refine_population(sr.repo, "main", "often", RefineSettings(), LocalExecutor())
 
