@@ -67,9 +67,10 @@ PERTURBATION = Perturbation(shift_px=1.0, defocus_A=200.0, astigmatism_A=50.0, p
 ERROR_KEYS = ("shift_rms_px", "position_rms_px", "defocus_rms_A", "angle_median_deg", "stage_rms_deg")
 
 
-def make_sims(kind: str, items: int, particles: int, snr: float, seed0: int, box: int) -> list:
+def make_sims(kind: str, items: int, particles: int, snr: float, seed0: int, box: int, **overrides: Any) -> list:
     """``items`` simulations of one species (diameter 0.6 × box × 1.5 Å); the field of view grows
-    with the box so that the particle density stays that of box 48."""
+    with the box so that the particle density stays that of box 48. ``overrides``: fields of the
+    simulator's config to change (e.g. ``warp_px=0.0``)."""
     # even: image and tomogram centres then agree in every convention (RELION's int(size / 2)
     # rotation centre vs size / 2; the refiner follows RELION since commit 7f02141)
     size = 2 * int((96 + 36 * particles**0.5) * box / 96)
@@ -90,6 +91,7 @@ def make_sims(kind: str, items: int, particles: int, snr: float, seed0: int, box
             perturbation=PERTURBATION,
             contrast="dark",
         )
+        cfg = dataclasses.replace(cfg, **overrides)
         return [simulate_frame_series(cfg, s) for s in seeds]
     cfg = TiltSeriesConfig(
         image_size=(size, size),
@@ -109,6 +111,7 @@ def make_sims(kind: str, items: int, particles: int, snr: float, seed0: int, box
         stage_error_deg=0.5,
         contrast="dark",
     )
+    cfg = dataclasses.replace(cfg, **overrides)
     return [simulate_tilt_series(cfg, s) for s in seeds]
 
 

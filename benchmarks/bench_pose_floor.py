@@ -40,8 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_musthold import PERTURBATION, PIXEL  # noqa: E402
-from mrepo.sim import FrameSeriesConfig, Optics, TiltSeriesConfig, simulate_frame_series, simulate_tilt_series  # noqa: E402
+from benchmarks.bench_musthold import PERTURBATION, PIXEL, make_sims  # noqa: E402
+from mrepo.sim import FrameSeriesConfig, Optics, simulate_frame_series  # noqa: E402
 from mrepo.workers.driver import refine_population  # noqa: E402
 from mrepo.workers.executors import LocalExecutor  # noqa: E402
 from mrepo.workers.settings import RefineSettings  # noqa: E402
@@ -69,26 +69,7 @@ def sims_for(box: int, snr: float, items: int, particles: int, kind: str = "fram
     """The must-hold frame series (same sizes and perturbation) without warp and doming; tilts:
     the must-hold tilt series (``bench_musthold.make_sims``) without the per-tilt image warp."""
     if kind == "tilts":
-        cfg = TiltSeriesConfig(
-            image_size=(2 * int((96 + 36 * particles**0.5) * box / 96),) * 2,
-            volume_depth_px=2 * box,
-            optics=Optics(pixel_size=PIXEL),
-            species=small_species(box, PIXEL)[:1],
-            box=box,
-            n_particles=particles,
-            max_tilt=30.0,
-            tilt_step=6.0,
-            snr=snr,
-            pad=3,
-            slab_thickness=60.0,
-            defocus=10000.0,
-            species_seed=7,
-            perturbation=PERTURBATION,
-            stage_error_deg=0.5,
-            contrast="dark",
-            warp_px=0.0,
-        )
-        return [simulate_tilt_series(cfg, s) for s in range(1, items + 1)]
+        return make_sims("tilts", items, particles, snr, 1, box, warp_px=0.0)
     size = int((96 + 36 * particles**0.5) * box / 48)
     cfg = FrameSeriesConfig(
         image_size=(size, size),
