@@ -12,13 +12,11 @@ times with fresh targets, alternating; the best time of each is compared (a shar
   array, in one data source (about 3 objects per item);
 - ``large``: ``--arrays`` species maps of ``--array-mb`` MiB each (float32 volumes).
 
-The same stored files cross either way (no re-encoding). The checks differ where trust does: a
-direct push into a local folder checks array chunks against their digests only (the source is the
-user's own repository), the server checks everything it receives in full (digests, decoding and
-each array's hash), as every clone checks what it receives. So that the cost of the transport can be
-told from the cost of that check, push is also timed directly with arrays checked in full (``push
-checked``: :func:`mrepo.graph.copy_closure` with ``deep_arrays=True``, as the server and every clone
-check them); the goal's ratio stays server / plain direct push.
+The same stored files cross either way (no re-encoding), with the same checks: the receiving side
+verifies everything in full (records by hash, form and schema; blobs by hash; arrays by each chunk's
+digest, decoding and the array's hash), the direct push into a local folder as the server does on
+upload and every clone on receipt (issue 13 item 1; until 2026-11-29 a direct push checked array
+chunks against their digests only, and a ``push checked`` arm timed the full check beside it).
 
 Wall time is the goal's measure; CPU seconds (this process plus the server process, median of the
 runs) are printed beside it, as a load-robust view of the work each path does.
@@ -58,10 +56,8 @@ from mrepo.graph import (
     Repository,
     Species,
     clone,
-    copy_closure,
     push,
 )
-from mrepo.store.refs import branch_key
 
 #: The server as ``mrepo serve`` runs it (mrepo.api.serving: uvicorn, h11 with the header deadline).
 LAUNCH = ("import sys; from mrepo.api import create_app; from mrepo.api.serving import run; "
@@ -178,25 +174,13 @@ def read_rps(base: str, token: str, paths: list[str], clients: int, seconds: flo
     return sum(counts) / elapsed, 1000 * float(np.median([x for lat in latencies for x in lat]))
 
 
-def push_checked(src: Repository, dst: str, branch: str = "dev") -> None:
-    """A direct push whose receiving side checks arrays in full (digests, decoding, array hash), as the
-    server checks an upload and every clone checks what it receives."""
-    other = Repository.open(dst)
-    try:
-        head = src.head(branch)
-        copy_closure(src.storage, other.storage, [head], deep_arrays=True)
-        other.refs.update(branch_key(branch), head, None, operation=f"push {branch} (checked)")
-    finally:
-        other.close()
-
-
 def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int) -> dict:
     """Push then clone ``src``'s ``dev`` directly and through a server, ``repeat`` times with fresh targets
     (a fresh served repository and server each time), alternating direct and server; the best wall
     time of each, and the median CPU seconds (client and server together: a steadier measure than
     wall time on a loaded machine, where a lucky moment makes a best time)."""
     opts = {"token": token}
-    ops = ("push_direct", "push_checked", "push_server", "pull_direct", "pull_server")
+    ops = ("push_direct", "push_server", "pull_direct", "pull_server")
     times: dict[str, list[float]] = {k: [] for k in ops}
     cpu: dict[str, list[float]] = {k: [] for k in ops}
     holder: dict = {}
@@ -206,10 +190,8 @@ def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int
         proc, base = start_server(tmp / f"{tag}-served", tmp / "tokens.toml")
         try:
             Repository.init(str(tmp / f"{tag}-direct")).close()
-            Repository.init(str(tmp / f"{tag}-checked")).close()
             runs = {
                 "push_direct": timed(lambda t=tag: push(src, str(tmp / f"{t}-direct"), "dev")),
-                "push_checked": timed(lambda t=tag: push_checked(src, str(tmp / f"{t}-checked"))),
                 "push_server": timed(lambda b=base: holder.update(s=push(src, b + "/repo", "dev", options=opts)),
                                      proc.pid),
                 "pull_direct": timed(lambda t=tag: clone(str(tmp / f"{t}-direct"), str(tmp / f"{t}-pull-direct"))),
@@ -230,10 +212,7 @@ def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int
             **{op: {"direct_s": best[f"{op}_direct"], "server_s": best[f"{op}_server"],
                     "ratio": best[f"{op}_server"] / best[f"{op}_direct"],
                     "direct_cpu_s": mid[f"{op}_direct"], "server_cpu_s": mid[f"{op}_server"],
-                    "cpu_ratio": mid[f"{op}_server"] / mid[f"{op}_direct"]} for op in ("push", "pull")},
-            "push_checked": {"direct_s": best["push_checked"], "direct_cpu_s": mid["push_checked"],
-                             "ratio": best["push_server"] / best["push_checked"],
-                             "cpu_ratio": mid["push_server"] / mid["push_checked"]}}
+                    "cpu_ratio": mid[f"{op}_server"] / mid[f"{op}_direct"]} for op in ("push", "pull")}}
 
 
 def main() -> None:
@@ -304,10 +283,6 @@ def main() -> None:
             print(f"{name:<8}{r['objects']:>9}{r['MB']:>8.1f}{op:>6}{r[op]['direct_s']:>10.2f}"
                   f"{r[op]['server_s']:>10.2f}{r[op]['ratio']:>15.2f}{r[op]['direct_cpu_s']:>12.2f}"
                   f"{r[op]['server_cpu_s']:>12.2f}{r[op]['cpu_ratio']:>11.2f}")
-    for name in ("small", "large"):
-        c = results[name]["push_checked"]
-        print(f"{name:<8} push, direct with arrays checked in full: {c['direct_s']:.2f} s (server/that "
-              f"{c['ratio']:.2f}), CPU {c['direct_cpu_s']:.2f} s (CPU ratio {c['cpu_ratio']:.2f})")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU: median seconds, client and server")
     s = results["small_reads"]
     print(f"small-object GETs: {s['rps']:.0f} req/s with {s['clients']} clients (median {s['median_ms']:.1f} ms), "

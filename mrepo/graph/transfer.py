@@ -150,10 +150,10 @@ class _ArrayCopy:
     under their final keys (invisible until ``zarr.json``); ``zarr.json`` is written only after
     the whole array hashed to its name."""
 
-    def __init__(self, h: str, metadata: bytes, *, deep: bool = True):
+    def __init__(self, h: str, metadata: bytes):
         self.h = h
         self.metadata = metadata
-        self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata), deep=deep)
+        self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
         self.keys = self.receiver.keys()
         self.written: list[str] = []
         self.published = False
@@ -193,7 +193,7 @@ class _ArrayCopy:
 
 
 def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int = 16,
-                 progress: Progress | None = None, deep_arrays: bool = True) -> TransferStats:
+                 progress: Progress | None = None) -> TransferStats:
     """Copy every object reachable from ``roots`` (record hashes) that ``dst`` lacks or holds damaged.
 
     Nothing received is trusted: a record's bytes must hash to its name, be canonical JSON and
@@ -204,17 +204,18 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
     failed check raises CorruptObject (or InvalidRecord) naming the object and ``src``, and no
     record or ref is written. A present object that fails its check is replaced.
 
-    ``deep_arrays=False`` (``push``: the source is the user's own repository, whose arrays were
-    checked or computed when they entered it) checks arrays as far as damage goes without
-    decoding them: canonical ``zarr.json`` naming the array and every chunk against its digest.
-    Whoever fetches from the destination checks the content again, in full.
+    The same checks apply whichever way the objects go (clone, fetch, pull, and push into a
+    local folder, S3 or a server): a push verifies its own repository's arrays in full too, so a
+    source whose chunks match the digests of a ``zarr.json`` but whose content does not hash to
+    the array's name (damage below those digests, or a forgery) is refused before the
+    destination holds any of it.
     """
     from . import batch_transfer  # a server on either side: the batch protocol (few requests, verified)
 
     if batch_transfer.supports(src, dst):
         return batch_transfer.copy_closure(src, dst, roots, workers=workers, progress=progress)
     try:
-        return _copy_closure(src, dst, roots, workers=workers, progress=progress, deep_arrays=deep_arrays)
+        return _copy_closure(src, dst, roots, workers=workers, progress=progress)
     except CorruptObject as exc:
         raise type(exc)(f"{exc} (received from {src.url}; refused, nothing referencing it was stored)") from None
 
@@ -225,11 +226,11 @@ WALK_WORKERS = 16
 
 
 def _copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: int,
-                  progress: Progress | None, deep_arrays: bool) -> TransferStats:
+                  progress: Progress | None) -> TransferStats:
     walk = ThreadPoolExecutor(min(WALK_WORKERS, workers), thread_name_prefix="mrepo-walk")
     data = ThreadPoolExecutor(workers, thread_name_prefix="mrepo-transfer")
     try:
-        return _Pipeline(src, dst, walk, data, progress, deep_arrays, workers).run(roots)
+        return _Pipeline(src, dst, walk, data, progress, workers).run(roots)
     finally:  # on a refused object, stop at once: cancel what has not started
         walk.shutdown(wait=True, cancel_futures=True)
         data.shutdown(wait=True, cancel_futures=True)
@@ -247,12 +248,12 @@ class _Pipeline:
     move are chunks of the largest array rather than small files and their ``zarr.json``."""
 
     def __init__(self, src: Storage, dst: Storage, walk: ThreadPoolExecutor, data: ThreadPoolExecutor,
-                 progress: Progress | None, deep_arrays: bool, workers: int):
+                 progress: Progress | None, workers: int):
         self.src, self.dst, self.walk, self.data = src, dst, walk, data
         self.slots = workers  # data tasks submitted at once
         self.queued: list[tuple[int, int, Callable[..., None], Callable[..., Any], tuple]] = []  # heap
         self.order = 0  # tie-break of the heap: first queued, first run
-        self.progress, self.deep_arrays = progress, deep_arrays
+        self.progress = progress
         self.events: queue.SimpleQueue = queue.SimpleQueue()
         self.running = 0  # tasks submitted whose event is not yet handled
         self.walking = 0  # of which walk tasks: the total is known when none is left
@@ -299,7 +300,7 @@ class _Pipeline:
 
     def _start_array(self, h: str) -> _ArrayCopy:
         try:
-            return _ArrayCopy(h, self.src.backend.get(array_prefix(h) + "zarr.json"), deep=self.deep_arrays)
+            return _ArrayCopy(h, self.src.backend.get(array_prefix(h) + "zarr.json"))
         except ObjectNotFound:
             raise ObjectNotFound(f"array {h} is missing or incomplete in {self.src.url}") from None
 
@@ -506,7 +507,10 @@ def push(repo: Repository, remote: str, branch: str | None = None, *, remote_bra
          progress: Progress | None = None) -> TransferStats:
     """Send ``branch`` to the remote and move its branch by compare-and-swap.
 
-    Refuses a non-fast-forward update unless ``force``.
+    Refuses a non-fast-forward update unless ``force``. Every object sent is verified against
+    its name as by any transfer (:func:`copy_closure`; arrays in full: digests, decoding, array
+    hash) before it becomes visible at the remote; a refused object raises CorruptObject and the
+    remote's branch does not move.
     """
     branch = branch or repo.default_branch
     remote_branch = remote_branch or branch
@@ -523,9 +527,7 @@ def push(repo: Repository, remote: str, branch: str | None = None, *, remote_bra
                     f"push rejected: {remote}/{remote_branch} has commits that {branch} lacks; pull first "
                     "(or push with force)"
                 )
-        # the source is this repository: arrays checked for damage (digests), not re-decoded
-        stats = copy_closure(repo.storage, other.storage, [head], workers=workers, progress=progress,
-                             deep_arrays=False)
+        stats = copy_closure(repo.storage, other.storage, [head], workers=workers, progress=progress)
         if current != head:
             other.refs.update(key, head, current, token=token,
                               operation=f"push {branch}" + (" --force" if force else ""))

@@ -173,12 +173,9 @@ class ArrayReceiver:
     every chunk arrived and the array hashes to its name.
     """
 
-    def __init__(self, h: str, meta: zarr_codec.ArrayMeta, *, deep: bool = True):
+    def __init__(self, h: str, meta: zarr_codec.ArrayMeta):
         self.h = h
         self.meta = meta
-        #: False: only each chunk's digest against the (already checked) zarr.json, no decoding and
-        #: no array hash; catches any damage of a copy whose zarr.json was written by mrepo itself.
-        self.deep = deep
         self._pending = set(meta.chunk_digests)
         self._hasher = blake3.blake3(array_header(np.dtype(meta.dtype), meta.shape))
         rest = [math.ceil(s / c) for s, c in zip(meta.shape[1:], meta.chunks[1:])]
@@ -223,10 +220,6 @@ class ArrayReceiver:
             raise CorruptObject(f"{where}: not a chunk of this array")
         if zarr_codec.chunk_digest(data) != expected:
             raise CorruptObject(f"{where} is corrupt: its content does not match its digest in zarr.json")
-        if not self.deep:
-            with self._lock:
-                self._pending.discard(key)
-            return
         shape = meta.chunks if meta.shape else ()
         if meta.zstd:
             # zstd itself checks the content against the size its frame declares: a frame that declares
@@ -292,8 +285,6 @@ class ArrayReceiver:
         if self._pending:
             raise CorruptObject(f"array {self.h}: {len(self._pending)} chunk(s) missing, e.g. "
                                 f"{sorted(self._pending)[0]}")
-        if not self.deep:
-            return
         self._hash_ready(wait=True)
         if self._slabs:
             raise CorruptObject(f"array {self.h}: incomplete slabs after all chunks arrived")

@@ -250,9 +250,11 @@ def test_a_refused_array_leaves_no_chunk_files(make_url: Callable[[str], str]) -
     assert refs_of(dst) == []
 
 
-def test_a_lying_array_is_stopped_by_whoever_fetches_it(make_url: Callable[[str], str]) -> None:
-    """Push checks arrays of the user's own repository against their digests (damage); content
-    is recomputed by every fetch, so a consistent lie (digests of wrong data) never reaches a reader."""
+def _forged_array_source(make_url: Callable[[str], str]) -> tuple[Repository, str, str]:
+    """A repository whose ``dev`` commit names array ``h`` whose stored files agree with each
+    other but not with ``h``: ``zarr.json`` is mrepo's canonical document naming ``h`` and listing the
+    digest of the chunk file stored, which holds other content (a self-consistent forgery: every
+    check short of decoding the chunks and hashing the array passes). (repo, head, h)."""
     from numcodecs import Zstd
 
     from mrepo.store.zarr_codec import chunk_digest, metadata_document
@@ -263,13 +265,38 @@ def test_a_lying_array_is_stopped_by_whoever_fetches_it(make_url: Callable[[str]
     lie = Zstd(level=1).encode((real + 1).tobytes())
     src.storage.backend.put(array_prefix(h) + "c/0/0", lie)
     src.storage.backend.put(array_prefix(h) + "zarr.json", metadata_document(real, (4, 4), h, {"c/0/0": chunk_digest(lie)}))
+    src.objects.clear_cache()
     item = dataclasses.replace(make_item(src, "fov"), models={"m": h})
-    src.commit(Population("p", {"g": DataSource("g", {item.key: item.save(src.objects)}).save(src.objects)}),
-               message="m", time=T1)
-    remote = Repository.init(make_url("memory"))
-    push(src, remote.url)  # digests agree: push cannot tell without decoding
-    reader = Repository.init(make_url("local"))
+    head = src.commit(Population("p", {"g": DataSource("g", {item.key: item.save(src.objects)}).save(src.objects)}),
+                      message="m", time=T1, branch="dev")
+    return src, head, h
+
+
+@pytest.mark.parametrize("dst_kind", DESTINATIONS)
+def test_push_refuses_a_self_consistent_forged_array(make_url: Callable[[str], str], dst_kind: str) -> None:
+    """Push verifies arrays in full like every transfer (issue 13 item 1: push into a local store
+    too): chunks that match the digests of their ``zarr.json`` but decode to content that does not
+    hash to the array's name are refused, and the destination shows none of it."""
+    src, head, h = _forged_array_source(make_url)
+    remote = Repository.init(make_url(dst_kind))
+    before = remote.commit(make_population(remote, n_items=1), message="there", time=T1, branch="dev")
     with pytest.raises(CorruptObject, match=f"array {h} is corrupt: its content does not match its hash"):
-        fetch(reader, remote.url)
-    assert refs_of(reader) == [] and not reader.objects.has_array(h)
-    assert any(h in p for p in verify(remote.storage).problems)
+        push(src, remote.url, "dev", force=True)  # force: the check, not the history, must stop it
+    assert remote.head("dev") == before  # the branch did not move
+    assert not remote.objects.has_array(h)
+    assert list(remote.storage.backend.list(array_prefix(h))) == []  # no zarr.json, no chunk file left
+    assert not remote.objects.has_object(head)
+    assert verify(remote.storage).ok
+
+
+def test_push_of_a_forged_array_is_one_line_error(make_url: Callable[[str], str], tmp_path) -> None:
+    src, head, h = _forged_array_source(make_url)
+    dst = tmp_path / "dst"
+    Repository.init(str(dst)).close()
+    result = CliRunner().invoke(app, ["push", str(dst), "dev", "--repo", src.url, "--json"])
+    assert result.exit_code not in (0, 1), (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and h in lines[0], result.stderr
+    remote = Repository.open(str(dst))
+    assert remote.head("dev") is None and not remote.objects.has_array(h) and not remote.objects.has_object(head)
+    assert not (dst / "arrays").exists() or not any((dst / "arrays").rglob("zarr.json"))
