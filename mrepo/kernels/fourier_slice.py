@@ -281,6 +281,9 @@ def insert_slices(
     inserted samples are as dense as the 3D grid; ``oversample=False`` inserts the
     d × d samples directly and is exactly the adjoint of :func:`extract_slices`.
     Returns ``(data, weight)`` in the centred half-transform layout (2h+1, 2h+1, h+1).
+    A given ``data`` may also be a real (2, 2h+1, 2h+1, h+1) pair of (real, imaginary)
+    planes (:func:`mrepo.kernels.gridding.scatter`; bit-identical sums): the layout of the
+    fixed-point half-set sums, so a caller can convert them without a full-size copy.
     """
     _check_pad(pad)
     d = volume_size
@@ -302,8 +305,11 @@ def insert_slices(
     if data is None or weight is None:
         data, weight = empty_grids(d, pad, rdtype, slices.device)
     grid = half_grid_shape(big)
-    if tuple(data.shape) != grid or tuple(weight.shape) != grid:
-        raise ValueError(f"data and weight must have shape {grid}, got {tuple(data.shape)}")
+    data_grid = tuple(data.shape) if data.is_complex() else (
+        tuple(data.shape[1:]) if data.ndim == 4 and data.shape[0] == 2 else None)
+    if data_grid != grid or tuple(weight.shape) != grid:
+        raise ValueError(f"data and weight must have shape {grid} (data complex, or real (2, *grid): real and "
+                         f"imaginary planes), got {tuple(data.shape)} {data.dtype} and {tuple(weight.shape)}")
     if rotations.ndim < 2 or rotations.shape[-2:] != (3, 3):
         raise ValueError(f"rotations must have shape (..., 3, 3), got {tuple(rotations.shape)}")
     lead = torch.broadcast_shapes(slices.shape[:-2], weights.shape[:-2], rotations.shape[:-2])
@@ -327,20 +333,60 @@ def insert_slices(
     return data, weight
 
 
-def _to_standard(grid: Tensor, big: int) -> Tensor:
-    """Fold the centred half-transform (2h+1, 2h+1, h+1) into rfftn layout (D, D, h+1),
-    adding duplicated Nyquist planes and Friedel mates within the self-mirrored
-    x planes (kx = 0 and, for even D, kx = D/2)."""
+def _fold_rows(big: int) -> list[tuple[slice, list[slice]]]:
+    """Along one axis of the centred half-transform: (target slice of the rfftn axis, source slices in
+    the order ``index_add_`` adds them) for the map ``i -> (i - h) % big``, ``h = big // 2``."""
     h = big // 2
-    idx = (torch.arange(2 * h + 1, device=grid.device) - h) % big
-    out = grid.new_zeros((big, 2 * h + 1, h + 1)).index_add_(0, idx, grid)
-    out = out.new_zeros((big, big, h + 1)).index_add_(1, idx, out)
+    if big % 2:  # odd: a permutation
+        return [(slice(0, h + 1), [slice(h, 2 * h + 1)]), (slice(h + 1, big), [slice(0, h)])]
+    return [(slice(0, h), [slice(h, 2 * h)]), (slice(h + 1, big), [slice(1, h)]),
+            (slice(h, h + 1), [slice(0, 1), slice(2 * h, 2 * h + 1)])]  # the duplicated Nyquist plane
+
+
+def fold_into(out: Tensor, grid: Tensor, big: int, scale: float | None = None) -> Tensor:
+    """Add the centred half-transform ``grid`` (2h+1, 2h+1, h+1) (times ``scale`` when given, e.g. the
+    fixed-point quantum of int64 sums, converted to ``out``'s dtype block by block) into the zeroed
+    ``out`` (D, D, h+1), rfftn layout along z and y; returns ``out``. Each element receives the same
+    additions in the same order as two ``index_add_`` folds (z, then y) into new zero arrays, so the
+    result is bit-identical to them without their two full-size intermediates. ``out`` may be a strided
+    view (the real or imaginary part of a complex grid)."""
+    rows = _fold_rows(big)
+
+    def part(z: slice, y: slice) -> Tensor:
+        g = grid[z, y]
+        return g if scale is None else g.to(out.dtype) * scale
+
+    for tz, sz in rows:
+        for ty, sy in rows:
+            target = out[tz, ty]
+            if len(sz) == 2 and len(sy) == 2:  # Nyquist corner: sums over z first, then y
+                for t in [(torch.zeros_like(target) + part(sz[0], y)) + part(sz[1], y) for y in sy]:
+                    target.add_(t)
+            else:
+                for z in sz:
+                    for y in sy:
+                        target.add_(part(z, y))
+    return out
+
+
+def mirror_planes(out: Tensor, big: int) -> Tensor:
+    """Add the Friedel mates within the self-mirrored x planes (kx = 0 and, for even D, kx = D/2) of
+    ``out`` (D, D, h+1) in place; returns ``out``."""
+    h = big // 2
     planes = [0] + ([h] if big % 2 == 0 else [])
     for x in planes:
         plane = out[:, :, x]
         mirrored = torch.roll(torch.flip(plane, dims=(0, 1)), shifts=(1, 1), dims=(0, 1))
         out[:, :, x] = plane + (mirrored.conj() if plane.is_complex() else mirrored)
     return out
+
+
+def _to_standard(grid: Tensor, big: int) -> Tensor:
+    """Fold the centred half-transform (2h+1, 2h+1, h+1) into rfftn layout (D, D, h+1),
+    adding duplicated Nyquist planes and Friedel mates within the self-mirrored
+    x planes (kx = 0 and, for even D, kx = D/2)."""
+    out = grid.new_zeros((big, big, big // 2 + 1))
+    return mirror_planes(fold_into(out, grid, big), big)
 
 
 def reconstruct(
@@ -365,18 +411,48 @@ def reconstruct(
         raise ValueError(f"data and weight must have shape {grid}, got {tuple(data.shape)}")
     if wiener_constant < 0:
         raise ValueError(f"wiener_constant must be >= 0, got {wiener_constant}")
-    f = _to_standard(data, big)
-    w = _to_standard(weight, big)
+    return reconstruct_standard(_to_standard(data, big), _to_standard(weight, big), volume_size, pad,
+                                wiener_constant, min_weight)
+
+
+def reconstruct_standard(
+    f: Tensor,
+    w: Tensor,
+    volume_size: int,
+    pad: int = 2,
+    wiener_constant: float = 0.0,
+    min_weight: float | None = None,
+) -> Tensor:
+    """:func:`reconstruct` from data ``f`` (complex) and weight ``w`` (real) already folded into the rfftn
+    layout (D, D, D // 2 + 1) (:func:`fold_into` + :func:`mirror_planes`). ``f`` is overwritten (the
+    division is done in place, a few planes at a time): apart from ``f`` and ``w``, the only full-size
+    arrays are the inverse transform's."""
+    _check_pad(pad)
+    big = pad * volume_size
+    h = big // 2
+    if tuple(f.shape) != (big, big, h + 1) or tuple(w.shape) != (big, big, h + 1) or not f.is_complex():
+        raise ValueError(f"f (complex) and w must have shape {(big, big, h + 1)}, got {tuple(f.shape)}, "
+                         f"{tuple(w.shape)}")
+    if wiener_constant < 0:
+        raise ValueError(f"wiener_constant must be >= 0, got {wiener_constant}")
     if min_weight is None:
         positive = w[w > 0]
         min_weight = 1e-3 * float(positive.mean()) if positive.numel() else 1.0
-    h = big // 2
+        del positive
     kz = torch.fft.fftfreq(big, d=1.0 / big, device=w.device, dtype=w.dtype)
     kx = torch.arange(h + 1, device=w.device, dtype=w.dtype)
-    r2 = kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2
-    valid = (w > 0) & (r2 <= h * h)
-    f = torch.where(valid, f / torch.clamp(w + wiener_constant, min=min_weight), 0)
-    vol = torch.fft.fftshift(torch.fft.irfftn(f, s=(big, big, big), dim=(0, 1, 2)))
+    step = max(1, (1 << 20) // (big * (h + 1)))  # ~1 M voxels per step
+    for z in range(0, big, step):
+        zs = slice(z, z + step)
+        r2 = kz[zs, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2
+        wz = w[zs]
+        valid = (wz > 0) & (r2 <= h * h)
+        f[zs] = torch.where(valid, f[zs] / torch.clamp(wz + wiener_constant, min=min_weight), 0)
+    del w
+    vol = torch.fft.irfftn(f, s=(big, big, big), dim=(0, 1, 2))
+    del f
+    # fftshift then crop the central volume_size³ = gather of the shifted indices
     o = big // 2 - volume_size // 2
-    vol = vol[o : o + volume_size, o : o + volume_size, o : o + volume_size]
+    idx = (torch.arange(o, o + volume_size, device=vol.device) - big // 2) % big
+    vol = vol.index_select(0, idx).index_select(1, idx).index_select(2, idx)
     return vol / sinc2(big, volume_size, vol.device, vol.dtype)

@@ -95,14 +95,23 @@ def scatter(
     values: Tensor, weights: Tensor, stencil: Stencil, data: Tensor, weight: Tensor
 ) -> None:
     """Add ``values`` (M,) complex and ``weights`` (M,) real into ``data`` / ``weight``
-    (in place) with the stencil's trilinear weights, conjugating mirrored points."""
+    (in place) with the stencil's trilinear weights, conjugating mirrored points.
+
+    ``data`` is a complex grid, or a real ``(2, *grid)`` pair of planes (real part, imaginary
+    part; the layout of :class:`mrepo.workers.api.HalfSums`): every element receives the same
+    additions in the same order either way, so both give bit-identical sums."""
     w = stencil.weight
     vr = torch.view_as_real(values) * torch.stack(
         (torch.ones_like(stencil.sign), stencil.sign), dim=-1
     )
-    contrib = (w[:, :, None] * vr[:, None, :]).reshape(-1, 2).to(data.real.dtype)
+    planar = not data.is_complex()
+    contrib = (w[:, :, None] * vr[:, None, :]).reshape(-1, 2).to(data.dtype if planar else data.real.dtype)
     idx = stencil.index.reshape(-1)
-    torch.view_as_real(data).view(-1, 2).index_add_(0, idx, contrib)
+    if planar:
+        data[0].view(-1).index_add_(0, idx, contrib[:, 0])
+        data[1].view(-1).index_add_(0, idx, contrib[:, 1])
+    else:
+        torch.view_as_real(data).view(-1, 2).index_add_(0, idx, contrib)
     weight.view(-1).index_add_(0, idx, (w * weights[:, None]).reshape(-1).to(weight.dtype))
 
 

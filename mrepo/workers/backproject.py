@@ -5,7 +5,9 @@ reconstruction resolution, premultiplied by the CTF, cropped to the species box 
 weighted by the exposure weights W_i, and inserted (data += W CTF I, weight += W² CTF²
 band-limited, clamped at 0) at every symmetry copy of their pose (M paper, Methods: Map reconstruction).
 Grids: centred half-transforms of :mod:`mrepo.kernels.gridding`, float64, (2h+1, 2h+1, h+1),
-h = pad * b // 2.
+h = pad * b // 2, accumulated directly in the layout of :class:`~mrepo.workers.api.HalfSums`
+(data (2, 2, *grid): half-set, (real, imag); weight (2, *grid)) and converted to its fixed point in
+place: the only full-size arrays are these two (box 256 at pad 2: 2 GiB + 1 GiB).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mrepo.kernels.fourier_slice import empty_grids, insert_slices
+from mrepo.kernels.fourier_slice import insert_slices
+from mrepo.kernels.gridding import half_grid_shape
 from mrepo.workers.api import HalfSums
 from mrepo.workers.geometry import Geometry
 from mrepo.workers.imaging import (
@@ -41,7 +44,9 @@ def backproject_species(model: ItemModel, stack: Tensor | PatchSource, geo: Geom
     particle chunks of at most ``chunk`` and at most :data:`INSERT_POINTS` slice samples (memory bound).
     The grids live on the geometry's device; the sums come back as CPU arrays."""
     dev = geo.positions.device
-    grids = [empty_grids(box, pad, torch.float64, dev) for _ in range(2)]
+    grid = half_grid_shape(pad * box)
+    data = torch.zeros((2, 2, *grid), dtype=torch.float64, device=dev)  # half-set, (real, imag), grid
+    weight_sum = torch.zeros((2, *grid), dtype=torch.float64, device=dev)
     big_pad = pad * box
     per_particle = model.n * len(symmetry) * big_pad * (big_pad // 2 + 1)
     chunk = max(1, min(chunk, INSERT_POINTS // max(per_particle, 1)))
@@ -67,7 +72,6 @@ def backproject_species(model: ItemModel, stack: Tensor | PatchSource, geo: Geom
                 if not bool(m.any()):
                     continue
                 rots = symmetry.to(rot.dtype)[:, None, None] @ rot[m][None]
-                insert_slices(images[m], ctf2[m], rots.float(), box, pad, grids[h - 1][0], grids[h - 1][1])
-    data = torch.stack([grids[0][0], grids[1][0]]).cpu().numpy()
-    weight_sum = torch.stack([grids[0][1], grids[1][1]]).cpu().numpy()
-    return HalfSums.from_float(data, weight_sum, particles=int(len(index)))
+                insert_slices(images[m], ctf2[m], rots.float(), box, pad, data[h - 1], weight_sum[h - 1])
+    # on the CPU .numpy() shares the grids' memory, which from_float_planes turns into the int64 sums
+    return HalfSums.from_float_planes(data.cpu().numpy(), weight_sum.cpu().numpy(), particles=int(len(index)))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mrepo.kernels.fourier_slice import reconstruct
+from mrepo.kernels.fourier_slice import fold_into, mirror_planes, reconstruct_standard
 from mrepo.kernels.fsc import fsc, resolution_at, shell_indices
 from mrepo.kernels.fsc import shell_filter as kernel_shell_filter
 from mrepo.store import InvalidInput, array_ref
-from mrepo.workers.api import HalfSums
+from mrepo.workers.api import FIXED_POINT_BITS, HalfSums
 
 __all__ = ["Reconstruction", "reconstruct_species", "filter_map", "fsc_weights", "shell_filter", "ReconstructionError",
            "ReconstructionCheck", "check_reconstruction", "low_band_correlation", "species_average"]
@@ -64,17 +64,33 @@ def filter_map(volume: np.ndarray, fsc_curve: np.ndarray, pixel_size: float, res
     return shell_filter(volume, w)
 
 
+def _reconstruct_half(sums: HalfSums, h: int, box: int, pad: int, wiener_fraction: float) -> torch.Tensor:
+    """Half-map ``h`` (box³ float32), bit-identical to :func:`~mrepo.kernels.fourier_slice.reconstruct` of
+    ``sums.to_float()``'s half ``h``, but folded from the int64 sums straight into the rfftn layout, one half
+    at a time: full-size arrays are the folded data and weight of one half (box 256 at pad 2: 1 + 0.5 GiB)
+    and the inverse transform's, not float copies of both halves' sums."""
+    scale = 2.0**-FIXED_POINT_BITS
+    weight = torch.from_numpy(sums.weight[h])
+    positive = weight[weight > 0].to(torch.float64).mul_(scale)  # the same values, in the same order, as to_float's
+    c = wiener_fraction * float(positive.mean()) if positive.numel() else 0.0
+    del positive
+    big = pad * box
+    shape = (big, big, big // 2 + 1)
+    f = torch.zeros(shape, dtype=torch.complex128)
+    parts = torch.view_as_real(f)
+    for k in range(2):  # real, imaginary
+        fold_into(parts[..., k], torch.from_numpy(sums.data[h, k]), big, scale)
+    # the folded weight is passed without a name here, so reconstruct_standard frees it before its inverse FFT
+    return reconstruct_standard(mirror_planes(f, big),
+                                mirror_planes(fold_into(torch.zeros(shape, dtype=torch.float64), weight, big, scale), big),
+                                box, pad, wiener_constant=c).float()
+
+
 def reconstruct_species(sums: HalfSums, box: int, pixel_size: float, mask: np.ndarray, *, pad: int = 2,
                         wiener_fraction: float = 1e-3) -> Reconstruction:
     """Half-maps from the sums (data / (weight + c), c = ``wiener_fraction`` x mean weight), masked FSC,
     resolution at FSC 0.143 and the FSC-weighted average map."""
-    data, weight = sums.to_float()
-    halves = []
-    for h in range(2):
-        w = torch.from_numpy(weight[h])
-        positive = w[w > 0]
-        c = wiener_fraction * float(positive.mean()) if positive.numel() else 0.0
-        halves.append(reconstruct(torch.from_numpy(data[h]), w, box, pad, wiener_constant=c).float())
+    halves = [_reconstruct_half(sums, h, box, pad, wiener_fraction) for h in range(2)]
     m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
     curve = fsc(halves[0], halves[1], m).double().numpy()
     res = resolution_at(curve, pixel_size, box)

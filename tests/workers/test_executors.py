@@ -145,6 +145,28 @@ def test_tree_reduce_is_exact_in_any_order() -> None:
     assert parts[0]["a"].data is not ref["a"].data  # inputs untouched (may be read-only)
 
 
+def test_fixed_point_in_place_equals_from_float() -> None:
+    """HalfSums.from_float_planes converts (half, (real, imag), grid) float64 planes in their own memory to
+    the same integers as from_float, and refuses NaN/Inf."""
+    rng = np.random.default_rng(3)
+    grid = (9, 9, 5)
+    data = rng.normal(size=(2, *grid)) * 1e3 + 1j * rng.normal(size=(2, *grid)) * 1e3
+    data[0, 0, 0, 0] = 0.5 * 2.0 ** -FIXED_POINT_BITS  # a tie: rint rounds half to even
+    weight = rng.uniform(0, 50, (2, *grid))
+    ref = HalfSums.from_float(data, weight, 4)
+    planes = np.ascontiguousarray(np.stack([data.real, data.imag], axis=1))
+    w = weight.copy()
+    got = HalfSums.from_float_planes(planes, w, 4)
+    assert got.data.dtype == np.int64 and np.array_equal(got.data, ref.data) and np.array_equal(got.weight, ref.weight)
+    assert np.shares_memory(got.data, planes) and np.shares_memory(got.weight, w) and got.particles == 4
+    bad = np.ascontiguousarray(np.stack([data.real, data.imag], axis=1))
+    bad[1, 1, 8, 8, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        HalfSums.from_float_planes(bad, weight.copy())
+    with pytest.raises(ValueError, match="float64"):
+        HalfSums.from_float_planes(planes.astype(np.float32), weight.copy())
+
+
 def test_merge_sums_rejects_mismatched_grids() -> None:
     rng = np.random.default_rng(2)
     with pytest.raises(ValueError, match="differ"):
