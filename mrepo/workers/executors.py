@@ -70,7 +70,9 @@ class LocalExecutor:
                 counter.finished(res)
         else:
             self._run_threads(tasks, results, counter)
-        sums = tree_reduce([r.take_sums() for r in self.runners])
+        parts = [r.take_sums() for r in self.runners]
+        # one runner: its sums are already the total and nobody else holds them (no full-size copy)
+        sums = parts[0] if len(parts) == 1 else tree_reduce(parts)
         return IterationOutput([results[task_id(t)] for t in tasks], sums)
 
     def _run_threads(self, tasks: list[ItemTask], results: dict, counter: ProgressCounter) -> None:

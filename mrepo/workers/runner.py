@@ -31,6 +31,7 @@ __all__ = ["ItemRunner", "ResidentReferences", "ProgressEvent", "ProgressCounter
            "check_tasks", "task_id", "merge_sums", "tree_reduce", "match_worker_threads"]
 
 #: ``refine(task, references) -> ItemResult`` (default: :func:`mrepo.workers.refine_item.refine_item`).
+#: The result's writeable sums are handed over: the runner adds the next items' sums into them.
 RefineFn = Callable[[ItemTask, Any], ItemResult]
 #: ``load(repo_url, species, settings) -> references`` (default: :func:`mrepo.workers.references.load_references`).
 LoadFn = Callable[[str, dict[str, str], dict[str, Any]], Any]
@@ -170,6 +171,7 @@ class ItemRunner:
         t0 = time.perf_counter()
         cache = self._cache(task.repo_url) if self.use_cache else None
         result = cache.get(task) if cache is not None else None
+        fresh = result is None
         if result is None:
             result = self._refine(task, self.references.get(task))
             if result.sums is None:
@@ -180,7 +182,10 @@ class ItemRunner:
         for name, s in result.sums.items():
             mine = self.sums.get(name)
             if mine is None:
-                self.sums[name] = HalfSums(s.data.copy(), s.weight.copy(), s.particles)
+                # a fresh result's sums are this runner's to add into (no full-size copy: 3 GiB at box 256);
+                # cached ones may be read-only or shared
+                own = fresh and s.data.flags.writeable and s.weight.flags.writeable
+                self.sums[name] = s if own else HalfSums(s.data.copy(), s.weight.copy(), s.particles)
             elif mine.data.shape != s.data.shape or mine.weight.shape != s.weight.shape:
                 raise ValueError(f"species {name!r}: item {task.item_key[:12]} sums have grid {s.data.shape}, "
                                  f"expected {mine.data.shape}")
