@@ -145,6 +145,27 @@ def test_tree_reduce_is_exact_in_any_order() -> None:
     assert parts[0]["a"].data is not ref["a"].data  # inputs untouched (may be read-only)
 
 
+def test_sum_owned_equals_tree_reduce_without_copies() -> None:
+    """LocalExecutor's in-place reduction of its runners' own sums gives tree_reduce's integers and adds
+    into the first part's arrays instead of allocating new ones."""
+    from mrepo.workers.executors import sum_owned
+
+    rng = np.random.default_rng(4)
+    parts = [{"a": _random_sums(rng), "b": _random_sums(rng)} for _ in range(4)]
+    parts[0].pop("b")  # the first runner saw no particle of b
+    ref = tree_reduce(parts)
+    first_a, first_b = parts[0]["a"].data, parts[1]["b"].data
+    got = sum_owned([{n: HalfSums(s.data.copy(), s.weight.copy(), s.particles) for n, s in p.items()} for p in parts])
+    for n in "ab":
+        assert np.array_equal(got[n].data, ref[n].data) and np.array_equal(got[n].weight, ref[n].weight)
+        assert got[n].particles == ref[n].particles
+    owned = [{"a": parts[0]["a"]}, {"a": parts[1]["a"], "b": parts[1]["b"]}]
+    total = sum_owned(owned)
+    assert total["a"].data is first_a and total["b"].data is first_b and owned == [{}, {}]
+    with pytest.raises(ValueError, match="differ"):
+        sum_owned([{"a": _random_sums(rng, (5, 5, 3))}, {"a": _random_sums(rng, (7, 7, 4))}])
+
+
 def test_fixed_point_in_place_equals_from_float() -> None:
     """HalfSums.from_float_planes converts (half, (real, imag), grid) float64 planes in their own memory to
     the same integers as from_float, and refuses NaN/Inf."""
