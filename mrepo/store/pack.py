@@ -84,27 +84,37 @@ class PackReader:
             return []
         self.received += len(data)
         out: list[tuple[str, bytes]] = []
+        view = memoryview(data)
+        immutable = isinstance(data, bytes)  # views of it stay valid: kept instead of copied
         if self._due:
-            view = memoryview(data)
             take = min(self._due, len(view))
-            self._parts.append(view[:take])
+            self._parts.append(view[:take] if immutable else bytes(view[:take]))
             self._due -= take
             if self._due:
                 return out
             out.append((self._key, b"".join(self._parts)))
             self._parts = []
-            data = view[take:]
-            if not data:
+            view = view[take:]
+            if not view:
                 return out
-        self._buf += data
+        if self._buf or not self._magic or not immutable:
+            self._buf += view
+            return self._parse(self._buf, out, buffered=True)
+        return self._parse(view, out, buffered=False)
+
+    def _parse(self, buf: bytearray | memoryview, out: list[tuple[str, bytes]], *, buffered: bool
+               ) -> list[tuple[str, bytes]]:
+        """Frames from ``buf``: the read buffer (``buffered``; what is parsed is removed from it) or
+        a view of an immutable piece (what is left, part of a frame header, goes to the buffer).
+        A frame whose data goes on in later pieces keeps a view of the piece's part (buffered: a
+        copy, the buffer changes) and is joined once when complete."""
+        pos = 0
         if not self._magic:
-            if len(self._buf) < len(MAGIC):
+            if len(buf) < len(MAGIC):
                 return out
-            if bytes(self._buf[:len(MAGIC)]) != MAGIC:
+            if bytes(buf[:len(MAGIC)]) != MAGIC:
                 raise InvalidInput("not an mrepo pack (bad magic)")
-            del self._buf[:len(MAGIC)]
-            self._magic = True
-        buf, pos = self._buf, 0
+            pos, self._magic = len(MAGIC), True
         try:
             while True:
                 if len(buf) - pos < 2:
@@ -135,11 +145,15 @@ class PackReader:
                         pos = start + size
                         continue
                     # the frame goes on in later pieces: keep what is here, collect the rest as views
-                    self._key, self._parts, self._due = key, [bytes(view[start:])], start + size - len(buf)
+                    self._key, self._due = key, start + size - len(buf)
+                    self._parts = [bytes(view[start:]) if buffered else buf[start:]]
                 pos = len(buf)
                 return out
         finally:
-            del buf[:pos]
+            if buffered:
+                del buf[:pos]  # type: ignore[union-attr]
+            elif pos < len(buf):
+                self._buf += buf[pos:]
 
     def finish(self) -> None:
         """Raise InvalidInput when the stream ended before the end frame."""

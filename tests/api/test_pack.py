@@ -25,6 +25,27 @@ def test_any_split_decodes_to_the_same_frames(frames, cuts) -> None:
     assert list(pack.decode(pieces, 1 << 20)) == frames
 
 
+@settings(max_examples=60, deadline=None)
+@given(frames=st.lists(st.tuples(KEYS, st.binary(max_size=3000)), max_size=8), cuts=st.lists(st.integers(1, 5000)),
+       kinds=st.lists(st.sampled_from(["bytes", "bytearray", "view"]), min_size=1))
+def test_pieces_of_any_kind_decode_and_mutable_ones_are_not_kept(frames, cuts, kinds) -> None:
+    """Views of immutable pieces are kept until a frame completes; a bytearray piece is copied (the
+    caller may reuse it: here it is overwritten right after each feed)."""
+    data = b"".join(pack.encode(frames))
+    reader, got, i = pack.PackReader(1 << 20), [], 0
+    for n, c in enumerate([*cuts, len(data)]):
+        piece, i = data[i:i + c], i + c
+        kind = kinds[n % len(kinds)]
+        if kind == "bytearray":
+            buf = bytearray(piece)
+            got += reader.feed(buf)
+            buf[:] = b"\xff" * len(buf)
+        else:
+            got += reader.feed(memoryview(piece) if kind == "view" else piece)
+    reader.finish()
+    assert got == frames
+
+
 @pytest.mark.parametrize("body, message", [
     (b"NOTPK1\n", "bad magic"),
     (pack.MAGIC + frame_header("objects/../../etc/passwd", 1) + b"x" + pack.END, "invalid key"),

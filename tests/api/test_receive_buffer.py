@@ -100,3 +100,42 @@ def test_install_leaves_a_used_or_foreign_buffer_alone() -> None:
     conn.receive_data(b"GET / HT")
     assert not install(conn)  # bytes already buffered: h11's own buffer stays
     assert not install(object())
+
+
+def test_the_app_receives_each_body_exactly_as_bytes() -> None:
+    """Through ``mrepo serve``'s set-up (:class:`PiecesCycle`: uvicorn keeps the pieces and joins
+    them once per message): chunked bodies sent in many pieces and Content-Length bodies reach the
+    app byte for byte, every message's body ``bytes`` as ASGI says."""
+    import httpx
+    from uvicorn.protocols.http import h11_impl
+
+    from mrepo.api.receive_buffer import PiecesCycle
+    from tests.api.server import thread_server
+
+    seen: list[type] = []
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            seen.append(type(message.get("body", b"")))
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        answer = body if scope["path"] != "/health" else b"ok"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": bytes(answer)})
+
+    payload = bytes(range(256)) * 20_000  # 5 MB
+    with thread_server(app) as base, httpx.Client(timeout=30) as client:
+        assert h11_impl.RequestResponseCycle is PiecesCycle
+        for pieces in ([payload], [payload[i:i + 100_003] for i in range(0, len(payload), 100_003)],
+                       [payload[:1], b"", payload[1:7], payload[7:]]):
+            streamed = client.post(f"{base}/echo", content=iter(pieces))  # chunked
+            assert streamed.status_code == 200 and streamed.content == payload
+        assert client.post(f"{base}/echo", content=payload).content == payload  # Content-Length
+        assert client.post(f"{base}/echo", content=b"").content == b""
+    assert seen and all(t is bytes for t in seen)
