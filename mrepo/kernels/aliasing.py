@@ -30,6 +30,7 @@ __all__ = [
     "premultiply_ctf",
     "ctf_squared_band_limited",
     "band_limit_filter",
+    "hermitian_part",
 ]
 
 
@@ -118,11 +119,24 @@ def premultiply_ctf(patches: Tensor, ctf_big: Tensor, out_box: int, *, fourier: 
     return torch.fft.rfft2(out) if fourier else out
 
 
+def hermitian_part(filter_big: Tensor) -> Tensor:
+    """``rfft2(irfft2(f)).real`` of a real rfft half-grid f (..., M, M // 2 + 1), M even, without FFTs:
+    f with its self-conjugate columns (kx = 0 and kx = M / 2) averaged with their ky -> -ky mirror
+    (the only part of f that irfft2 does not represent); equal up to float rounding."""
+    half = filter_big.shape[-2] // 2
+    out = filter_big.clone()
+    for c in (slice(0, 1), slice(half, half + 1)):
+        col = filter_big[..., c]
+        out[..., c] = 0.5 * (col + torch.cat([col[..., :1, :], col[..., 1:, :].flip(-2)], dim=-2))
+    return out
+
+
 def band_limit_filter(filter_big: Tensor, out_box: int) -> Tensor:
     """Band-limit a real, even Fourier filter from box M to box m by cropping its real-space kernel.
 
     filter_big (..., M, M // 2 + 1) rfft layout -> (..., m, m // 2 + 1): inverse FFT,
-    crop the kernel around the origin to m x m, FFT, keep the real part.
+    crop the kernel around the origin to m x m, FFT, keep the real part. For m = M the crop is
+    the whole kernel, and a real filter is returned as :func:`hermitian_part` (no FFTs).
     """
     m = 2 * (filter_big.shape[-1] - 1)
     if filter_big.ndim < 2 or filter_big.shape[-2] != m:
@@ -131,6 +145,8 @@ def band_limit_filter(filter_big: Tensor, out_box: int) -> Tensor:
         )
     if not 1 <= out_box <= m:
         raise ValueError(f"crop box must be in [1, {m}], got {out_box}")
+    if out_box == m and not filter_big.is_complex():
+        return hermitian_part(filter_big)
     kernel = torch.fft.irfft2(filter_big, s=(m, m))
     # ifftshift(crop_center(fftshift(kernel))) without the two full-size rolls: the kernel's
     # first ceil(out_box / 2) and last out_box // 2 rows and columns (the same values, copied once)

@@ -165,10 +165,15 @@ def ctf_at(
         pointwise=pointwise,
     )
     nd = frequencies.ndim - 1
-    b = _as_param(bfactor, frequencies, nd, pointwise)
-    s = _as_param(scale, frequencies, nd, pointwise)
-    k2 = (frequencies * frequencies).sum(-1)
-    return s * torch.sin(gamma) * torch.exp(-0.25 * b * k2)
+    out = torch.sin(gamma)
+    # scale 1 and B 0 (plain numbers) leave the values as they are: no full-size products by 1
+    if isinstance(scale, Tensor) or scale != 1.0:
+        out = _as_param(scale, frequencies, nd, pointwise) * out
+    if isinstance(bfactor, Tensor) or bfactor != 0.0:
+        b = _as_param(bfactor, frequencies, nd, pointwise)
+        k2 = (frequencies * frequencies).sum(-1)
+        out = out * torch.exp(-0.25 * b * k2)
+    return out
 
 
 def ctf_2d(

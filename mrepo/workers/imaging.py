@@ -141,10 +141,12 @@ def premultiply(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tenso
 
 def premultiply_with_ctf2(model: ItemModel, group: PatchGroup, residual: Tensor, du: Tensor, dv: Tensor,
                           ang: Tensor, optics: dict[str, Tensor] | None = None, *,
-                          ctf2: bool = True, ctf2_box: int | None = None) -> tuple[Tensor, Tensor | None]:
+                          ctf2: bool = True, ctf2_box: int | None = None,
+                          fourier: bool = True) -> tuple[Tensor, Tensor | None]:
     """:func:`premultiply` and (``ctf2``) :func:`ctf_squared` from one evaluation of the big-box CTF:
     (images (P, g, b_g, b_g // 2 + 1) complex, band-limited CTF² (P, g, n, n // 2 + 1) real or None),
-    n = ``ctf2_box`` (b_g ≤ n ≤ big; default b_g)."""
+    n = ``ctf2_box`` (b_g ≤ n ≤ big; default b_g). ``fourier=False``: the images as the real-space
+    crops (P, g, b_g, b_g) instead (their rfft2 is the default output)."""
     from mrepo.kernels.aliasing import ctf_squared_band_limited
 
     pixel = group.pixel
@@ -154,7 +156,8 @@ def premultiply_with_ctf2(model: ItemModel, group: PatchGroup, residual: Tensor,
     ctf = _ctf(model, group.big, pixel, du, dv, ang[None, :].expand_as(du), optics, phase)
     img = torch.fft.irfft2(f * ctf, s=(group.big, group.big))
     box = group.size if ctf2_box is None else ctf2_box
-    return torch.fft.rfft2(crop_center(img, group.size)), ctf_squared_band_limited(ctf, box) if ctf2 else None
+    crop = crop_center(img, group.size)
+    return torch.fft.rfft2(crop) if fourier else crop, ctf_squared_band_limited(ctf, box) if ctf2 else None
 
 
 def raw_crop(group: PatchGroup) -> Tensor:

@@ -199,11 +199,11 @@ def _images(model: ItemModel, st: GroupState, geo: Geometry, idx: Tensor, ctf_fr
                 st.cached_residual = residual.detach()
         delta = (residual - st.cached_residual) * g.scale
         x = phase_shift(st.cached, -delta, (g.size, g.size))
-        ctf2 = st.cached_ctf2
-    else:
-        x, ctf2 = premultiply_with_ctf2(model, g, residual, du, dv, ang, geo.optics, ctf2_box=ctf2_box)
-    img = torch.fft.irfft2(x, s=(g.size, g.size)) * st.mask
-    return torch.fft.rfft2(img), ctf2
+        img = torch.fft.irfft2(x, s=(g.size, g.size)) * st.mask
+        return torch.fft.rfft2(img), st.cached_ctf2
+    # the real-space crop masked directly (not rfft2 then irfft2 of it: the same image up to rounding)
+    crop, ctf2 = premultiply_with_ctf2(model, g, residual, du, dv, ang, geo.optics, ctf2_box=ctf2_box, fourier=False)
+    return torch.fft.rfft2(crop * st.mask), ctf2
 
 
 @functools.lru_cache(maxsize=64)
