@@ -163,6 +163,15 @@ def _flatten_rotations(rotations: Tensor, dtype: torch.dtype) -> tuple[Tensor, t
     return rotations.reshape(-1, 3, 3).to(dtype), lead
 
 
+def _repeated_rotations(rot: Tensor, lead: tuple[int, ...]) -> int:
+    """The last leading dimension's size when every rotation along it equals its first, bit for bit
+    (``rot`` (B, 3, 3) flattened from ``lead``), else 1."""
+    if len(lead) < 2 or lead[-1] < 2 or rot.shape[0] == 0:
+        return 1
+    r = rot.detach().view(-1, lead[-1], 3, 3)
+    return lead[-1] if torch.equal(r, r[:, :1].expand_as(r)) else 1
+
+
 def extract_slices(
     volume_ft: Tensor, rotations: Tensor, image_size: int, pad: int = 2, kernel: str = "linear",
     max_radius: float | None = None,
@@ -204,7 +213,11 @@ def extract_slices(
                                       None if max_radius is None else float(max_radius))
     b, p = rot.shape[0], flat.shape[0]
     coords = _slice_coords(rot, kxy)
-    vals = _SAMPLERS[kernel](volume_ft, coords).view(b, p) * phase
+    repeat = _repeated_rotations(rot, lead) if kernel == "linear" else 1
+    if repeat > 1:  # e.g. a movie's frames at one pose: each slice sampled once (same values and gradients)
+        vals = sample_linear(volume_ft, coords, repeat=repeat, points=p).view(b, p) * phase
+    else:
+        vals = _SAMPLERS[kernel](volume_ft, coords).view(b, p) * phase
     out = vals.new_zeros((b, image_size * (image_size // 2 + 1))).index_copy(1, flat, vals)
     return out.view(*lead, image_size, image_size // 2 + 1)
 

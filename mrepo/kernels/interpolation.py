@@ -181,9 +181,21 @@ def _linear_lerp(taps: Tensor, t: Tensor, jac: bool) -> Tensor:
     return torch.stack((value, dxy[0] + tz * (dxy[1] - dxy[0]), dy[0] + tz * (dy[1] - dy[0]), dz))
 
 
+def _unique_blocks(coords: Tensor, repeat: int, points: int) -> Tensor:
+    """The first of every ``repeat`` consecutive blocks of ``points`` rows of ``coords`` (M, 3)."""
+    return coords.reshape(-1, repeat, points, 3)[:, 0].reshape(-1, 3)
+
+
+def _repeat_blocks(x: Tensor, repeat: int, points: int) -> Tensor:
+    """Rows (U * points, ...) of unique blocks -> (U * repeat * points, ...), each block ``repeat`` times."""
+    blocks = x.reshape(-1, 1, points, *x.shape[1:])
+    return blocks.expand(-1, repeat, *blocks.shape[2:]).reshape(-1, *x.shape[1:])
+
+
 class _SampleLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, grid: Tensor, coords: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, grid: Tensor, coords: Tensor, repeat: int = 1,  # type: ignore[override]
+                points: int = 0) -> Tensor:
         shape = tuple(grid.shape)
         flat = grid.detach().reshape(-1)  # one complex element per tap: index_select costs per element
         offs = _offsets(shape, 2, grid.device)
@@ -193,17 +205,25 @@ class _SampleLinear(torch.autograd.Function):
             taps = torch.view_as_real(flat.index_select(0, _gather_index(base, offs))).view(2, 2, 2, -1, 2)
             return _linear_lerp(taps, t, jac)
 
-        ctx.shape = shape
-        return _run_chunks(ctx, coords, _CHUNK_LINEAR, evaluate, grid.dtype)
+        ctx.shape, ctx.repeat, ctx.points = shape, repeat, points
+        if repeat == 1:
+            return _run_chunks(ctx, coords, _CHUNK_LINEAR, evaluate, grid.dtype)
+        # every block equals the first of its group (the caller's promise): sample those only
+        vals = _run_chunks(ctx, _unique_blocks(coords, repeat, points), _CHUNK_LINEAR, evaluate, grid.dtype)
+        return _repeat_blocks(vals, repeat, points)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
-        coords, jac = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:  # type: ignore[override]
+        coords, jac = ctx.saved_tensors  # of the sampled (first) blocks only when repeat > 1
         g_grid = g_coords = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1]:  # every point's own gradient, through the Jacobian of its block's first
+            if ctx.repeat > 1:
+                jac = _repeat_blocks(jac, ctx.repeat, ctx.points)
             g_coords = (grad.real[:, None] * jac.real + grad.imag[:, None] * jac.imag).to(coords.dtype)
         if ctx.needs_input_grad[0]:
+            if ctx.repeat > 1:  # equal points: their gradients land on the same taps
+                grad = grad.reshape(-1, ctx.repeat, ctx.points).sum(1).reshape(-1)
             sign, c = _mirror(coords)
             base, t = _linear_cells(c, ctx.shape)
             w = _linear_weights(t, False)[0]  # (8, n)
@@ -213,7 +233,7 @@ class _SampleLinear(torch.autograd.Function):
             g_grid = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
             index = _gather_index(base, _offsets(ctx.shape, 2, grad.device))
             torch.view_as_real(g_grid).view(-1, 2).index_add_(0, index, contrib.to(g.dtype))
-        return g_grid, g_coords
+        return g_grid, g_coords, None, None
 
 
 def _spline_cells(c: Tensor, shape: tuple[int, ...], degree: int) -> tuple[Tensor, Tensor]:
@@ -327,15 +347,22 @@ class _SampleSpline(torch.autograd.Function):
         return g_table, g_coords, None
 
 
-def sample_linear(grid: Tensor, coords: Tensor) -> Tensor:
+def sample_linear(grid: Tensor, coords: Tensor, *, repeat: int = 1, points: int = 0) -> Tensor:
     """Trilinear values (M,) complex of the centred half-transform ``grid``
     (2h+1, 2h+1, h+1) complex at ``coords`` (M, 3) (x, y, z), ``|k| <= h``.
     Lower corners are clamped so that points on the outer planes stay exact.
-    Differentiable w.r.t. ``grid`` and ``coords``."""
+    Differentiable w.r.t. ``grid`` and ``coords``.
+
+    ``repeat > 1``: ``coords`` are groups of ``repeat`` blocks of ``points`` rows whose blocks are
+    equal (e.g. one particle's slice in every frame of a movie whose pose does not change); only
+    each group's first block is sampled and its values and Jacobian are used for all (the same
+    values and coordinate gradients as sampling every block; the caller checks the equality)."""
     if grid.ndim != 3 or not grid.is_complex() or grid.shape[0] != 2 * grid.shape[2] - 1:
         raise ValueError(f"grid must be a complex centred half-transform (2h+1, 2h+1, h+1), got {tuple(grid.shape)}")
     _check_coords(coords)
-    return _SampleLinear.apply(grid.contiguous(), coords.to(grid.real.dtype))
+    if repeat > 1 and (points < 1 or coords.shape[0] % (repeat * points)):
+        raise ValueError(f"{coords.shape[0]} points are not groups of {repeat} blocks of {points}")
+    return _SampleLinear.apply(grid.contiguous(), coords.to(grid.real.dtype), repeat, points)
 
 
 def _check_table(table: Tensor) -> None:

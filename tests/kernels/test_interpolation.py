@@ -170,3 +170,56 @@ def test_bad_inputs_raise():
         sample_cubic(grid, torch.zeros(4, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="rfft"):
         bspline_table(rfft[:, :, :3])
+
+
+def _frame_slices(monkeypatch, share: bool):
+    """Slices and the gradient w.r.t. per-frame angle offsets of 5 particles x 4 frames at one pose each,
+    with the frames' shared sampling on or forced off."""
+    from mrepo.kernels import fourier_slice
+    from mrepo.kernels.rotations import euler_to_matrix
+
+    if not share:
+        monkeypatch.setattr(fourier_slice, "_repeated_rotations", lambda rot, lead: 1)
+    g = torch.Generator().manual_seed(5)
+    d = 24
+    vft = fourier_slice.prepare_volume(torch.randn(d, d, d, generator=g), 2)
+    ang = torch.randn(5, 1, 3, dtype=torch.float64, generator=g)
+    weights = torch.randn(5, 4, d, d // 2 + 1, dtype=torch.complex64, generator=g)
+    offsets = torch.zeros(5, 4, 3, dtype=torch.float64, requires_grad=True)  # equal frames, own gradients
+    slices = fourier_slice.extract_slices(vft, euler_to_matrix(ang + offsets).float(), d, 2, max_radius=9.5)
+    (slices * weights).real.sum().backward()
+    return slices.detach(), offsets.grad
+
+
+def test_frames_at_one_pose_are_sampled_once_with_the_same_values_and_gradients(monkeypatch):
+    """extract_slices samples one slice per particle when its rotation is equal (bit for bit) in every frame:
+    values and each frame's own rotation gradient are bit-identical to sampling every frame."""
+    from mrepo.kernels import fourier_slice
+
+    repeated = fourier_slice._repeated_rotations
+    shared, grad_shared = _frame_slices(monkeypatch, True)
+    every, grad_every = _frame_slices(monkeypatch, False)
+    assert torch.equal(shared, every) and torch.equal(grad_shared, grad_every)
+    assert not torch.equal(grad_every[:, 0], grad_every[:, 1])  # per-frame gradients, not one copied
+    rot = torch.eye(3).expand(2, 3, 3, 3).clone()
+    assert repeated(rot.reshape(-1, 3, 3), (2, 3)) == 3
+    rot[1, 2, 0, 1] = 1e-7
+    assert repeated(rot.reshape(-1, 3, 3), (2, 3)) == 1
+
+
+def test_repeated_blocks_grid_gradient_matches_every_point():
+    """sample_linear(repeat=r): the gradient w.r.t. the grid equals that of sampling every (equal) block."""
+    g = torch.Generator().manual_seed(6)
+    h = 6
+    grid = torch.randn(half_grid_shape(2 * h), dtype=torch.complex128, generator=g).requires_grad_(True)
+    block = (torch.rand(7, 3, dtype=torch.float64, generator=g) - 0.5) * 2 * h * 0.8
+    coords = block[None, None].expand(2, 3, 7, 3).reshape(-1, 3).contiguous()
+    up = torch.randn(coords.shape[0], dtype=torch.complex128, generator=g)
+    grads = []
+    for kw in ({}, {"repeat": 3, "points": 7}):
+        grid.grad = None
+        (sample_linear(grid, coords, **kw) * up).real.sum().backward()
+        grads.append(grid.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="groups of"):
+        sample_linear(grid, coords, repeat=4, points=7)
