@@ -59,11 +59,17 @@ class SpeciesReference:
 SpeciesReferences = dict[str, SpeciesReference]
 
 
+def species_resolution(species: Species) -> float:
+    """The species' current resolution (Å, FSC 0.143 of its half-maps); a species without one
+    counts as 4 pixels."""
+    return species.resolution if species.resolution and math.isfinite(species.resolution) else 4 * species.pixel_size
+
+
 def refinement_resolution(species: Species, settings: RefineSettings, iteration: int) -> float:
     """Refinement limit (Å) for ``iteration`` (1-based): the species resolution divided by a
     frequency fraction that starts at ``resolution_fraction`` and reaches 1 after
     ``resolution_ramp`` iterations; species without a resolution start at 4 pixels."""
-    base = species.resolution if species.resolution and math.isfinite(species.resolution) else 4 * species.pixel_size
+    base = species_resolution(species)
     ramp = max(1, settings.resolution_ramp)
     f = settings.resolution_fraction + (1 - settings.resolution_fraction) * min(1.0, (iteration - 1) / ramp)
     return max(base / f, 2 * species.pixel_size)

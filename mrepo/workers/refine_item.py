@@ -53,6 +53,7 @@ from mrepo.workers.references import (
     SpeciesReferences,
     load_references_from,
     refinement_resolution,
+    species_resolution,
 )
 from mrepo.workers.schedule import image_warp_grid, plan_schedule, stage_prior, stage_prior_weight
 from mrepo.workers.settings import RefineSettings
@@ -136,7 +137,8 @@ class _Context:
         self.schedule = plan_schedule(settings, self.model.kind, self.warp_grid is not None,
                                       {n: self.resolution[n] for n in present},
                                       {n: r.species.diameter / 2 for n, r in present.items()},
-                                      self.model.pixel_size, self.model.voltage, self.n_particles) if present else None
+                                      self.model.pixel_size, self.model.voltage, self.n_particles,
+                                      {n: species_resolution(r.species) for n, r in present.items()}) if present else None
         tilts = self.model.kind == "tilts"
         geometry = self.schedule.geometry if self.schedule else ()
         #: groups whose particle-mean change is removed during L-BFGS (the shared models carry it)

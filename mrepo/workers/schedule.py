@@ -6,8 +6,12 @@ Methods: Optimization procedure; MCore: CTF only with species at ``--ctf_minreso
 search window lets noise choose the parameters. The rules here, all in the units of
 :class:`mrepo.workers.geometry.Parameters`:
 
-- **CTF** (defocus, astigmatism): only species whose limit d ≤ ``ctf_min_resolution``
-  contribute; none → the CTF is not refined this iteration. The defocus search range is
+- **CTF** (defocus, astigmatism): only species whose current resolution (FSC 0.143 of their
+  half-maps, Å) is at least ``ctf_min_resolution`` contribute, as MCore's
+  ``--ctf_minresolution`` ("use only species with at least this resolution"); none → the CTF
+  is not refined this iteration. The species' refinement limit d (which the first iterations
+  ramp below the resolution, :func:`mrepo.workers.references.refinement_resolution`) sets how
+  far the CTF may move: the defocus search range is
   ``min(defocus_search_range, d² / λ)`` — the defocus change that moves the CTF phase
   π λ Δf k² at k = 1/d by π (λ: electron wavelength, Å) — so the search never jumps a CTF ring the data
   cannot see; the step shrinks with it (≥ 10 steps per side). The range is a hard bound
@@ -156,8 +160,10 @@ def stage_prior(stage: torch.Tensor, weight: float, sigma_deg: float) -> torch.T
 
 
 def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: dict[str, float],
-                  radii: dict[str, float], pixel_size: float, voltage_kv: float, particles: int) -> Schedule:
-    """The schedule of one item: ``limits`` {species: refinement limit Å}, ``radii`` {species: Å}."""
+                  radii: dict[str, float], pixel_size: float, voltage_kv: float, particles: int,
+                  resolutions: dict[str, float] | None = None) -> Schedule:
+    """The schedule of one item: ``limits`` {species: refinement limit Å}, ``radii`` {species: Å},
+    ``resolutions`` {species: current resolution Å} (the CTF gate; default: the limits)."""
     s = settings
     tilts = kind == "tilts"
     skipped: dict[str, str] = {}
@@ -168,12 +174,13 @@ def plan_schedule(settings: RefineSettings, kind: str, has_warp: bool, limits: d
                                      ("translation", s.refine_poses), ("rotation", s.refine_poses),
                                      ("stage", s.refine_stage_angles and tilts),
                                      ("volume_warp", s.volume_warp is not None and tilts)) if on)
-    ctf_species = tuple(sorted(n for n, d in limits.items() if d <= s.ctf_min_resolution + 1e-9))
+    gate = {n: (resolutions or {}).get(n, d) for n, d in limits.items()}
+    ctf_species = tuple(sorted(n for n, d in gate.items() if d <= s.ctf_min_resolution + 1e-9))
     wants_doming = s.doming is not None and not tilts
     wants_ctf = s.refine_defocus or s.refine_astigmatism or bool(s.optics_groups) or wants_doming
     ctf: tuple[str, ...] = ()
     if wants_ctf and not ctf_species:
-        skipped["ctf"] = (f"refinement limit {min(limits.values()):.1f} Å is coarser than ctf_min_resolution "
+        skipped["ctf"] = (f"species resolution {min(gate.values()):.1f} Å is coarser than ctf_min_resolution "
                           f"{s.ctf_min_resolution:g} Å")
     elif wants_ctf:
         ctf = tuple(g for g, on in (("defocus", s.refine_defocus), ("astigmatism", s.refine_astigmatism)) if on)

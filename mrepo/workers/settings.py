@@ -46,8 +46,9 @@ class RefineSettings:
     trajectory samples used when refining poses (species keep their own if larger).
 
     Safety schedule (M, Methods: Optimization procedure; MCore defaults): defocus and
-    astigmatism are refined only with species whose refinement limit reaches
-    ``ctf_min_resolution`` Å (MCore ``--ctf_minresolution`` 8 Å); the defocus search range
+    astigmatism are refined only with species whose current resolution reaches
+    ``ctf_min_resolution`` Å (MCore ``--ctf_minresolution`` 8 Å: "use only species with at least
+    this resolution"; the ramped refinement limit of the first iterations does not gate it); the defocus search range
     shrinks to what the limit resolves (±d²/λ, the defocus that turns the CTF phase at
     1/d by π) and is a hard bound, and defocus never becomes negative unless
     ``allow_negative_defocus``. Items with fewer than ``min_particles_per_item`` particles

@@ -54,6 +54,12 @@ def test_ctf_is_refined_only_beyond_the_ctf_min_resolution():
     assert fine.defocus_range == pytest.approx(min(3000.0, 36.0 / electron_wavelength(300.0)))
     assert fine.defocus_step <= fine.defocus_range / 10 + 1e-9
     assert fine.bounds["defocus"] * 100 == pytest.approx(1.25 * fine.defocus_range)
+    # M's gate is the species' resolution, not the ramped limit: a 6.9 Å map refined at 8.6 Å (iteration 1
+    # of the ramp) refines the CTF, within the window the 8.6 Å limit resolves
+    ramped = plan_schedule(s, "frames", False, {"a": 8.6}, {"a": 40.0}, 1.5, 300.0, 100, {"a": 6.9})
+    assert ramped.ctf == ("defocus", "astigmatism") and ramped.ctf_species == ("a",)
+    assert ramped.defocus_range == pytest.approx(min(3000.0, 8.6 ** 2 / electron_wavelength(300.0)))
+    assert plan_schedule(s, "frames", False, {"a": 6.0}, {"a": 40.0}, 1.5, 300.0, 100, {"a": 9.0}).ctf == ()
     few = plan_schedule(s.replace(min_particles_per_item=5), "frames", False, {"a": 6.0}, {"a": 40.0}, 1.5, 300.0, 4)
     assert few.geometry == () and few.ctf == () and "min_particles_per_item" in few.skipped["all"]
 
