@@ -36,6 +36,7 @@ from mrepo.workers.geometry import (
     updated_models,
     updated_particles,
 )
+from mrepo.workers.heap import keep_freed_memory
 from mrepo.workers.imaging import PatchSource, big_box, exposure_sizes, extract_groups
 from mrepo.workers.item_model import ItemModel, load_item_model
 from mrepo.workers.objective import (
@@ -423,6 +424,7 @@ def refine_item(task: ItemTask, references: SpeciesReferences | None = None) -> 
     t0 = time.perf_counter()
     settings = RefineSettings.parse(task.settings)
     torch.set_num_threads(settings.threads)
+    keep_freed_memory()  # the target's temporaries reuse heap pages instead of fresh mmaps
     repo = Repository.open(task.repo_url)
     objects = repo.objects
     missing = set(task.species) - set(references or {})
