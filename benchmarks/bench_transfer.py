@@ -9,9 +9,10 @@ backend reads an object with one GET and leaves the response CRC out, since it c
 against content hashes anyway. For reference, a raw read done the same way (one ``get_object`` per
 file, no response CRC: mrepo's s3fs client) is timed too (``raw_get_1req``, ``ratio_vs_1req``);
 the goal is stated against s3fs's defaults.
-Pull (from a remote) checks records and blobs by hash and recomputes every array's hash from
-its decoded chunks; push (from the user's own repository) checks records and blobs by hash and
-every array chunk against its digest in the array's canonical zarr.json (damage), without decoding. Each side runs
+Push and pull both verify every object they move in full: records and blobs by hash, every
+array chunk against its digest in the array's canonical zarr.json, and every array's hash
+recomputed from its decoded chunks (push since 6be65ff, 2026-11-29, issue 13 item 1; before, it
+checked chunk digests only, without decoding). Each side runs
 ``--repeat`` times, alternating, and the best time of each is compared (the machine is shared).
 
 Usage: .venv/bin/python benchmarks/bench_transfer.py [--gib 1.0] [--quick] [--workers 16] [--repeat 3]
@@ -182,7 +183,7 @@ def main() -> None:
         "gib_requested": args.gib, "species": n_species, "files": len(keys), "bytes": total,
         "workers": args.workers, "build_s": build_s, "repeat": args.repeat,
         "checks": {"pull": "records/blobs by hash; arrays: canonical zarr.json, chunk digests, array hash recomputed",
-                   "push": "records/blobs by hash; arrays: canonical zarr.json, chunk digests"},
+                   "push": "records/blobs by hash; arrays: canonical zarr.json, chunk digests, array hash recomputed"},
         "raw": "s3fs pipe_file / cat_file at s3fs and botocore defaults (cat_file: HEAD + GET per file, "
                "response CRC32 checked); raw_get_1req: one get_object per file, no response CRC (as mrepo reads)",
         "runs_s": {"push": push_runs, "raw_put": raw_put_runs, "pull": pull_runs, "raw_get": raw_get_runs,
@@ -198,7 +199,7 @@ def main() -> None:
     res["pull"]["raw_1req_s"] = raw_get1_s
     res["pull"]["ratio_vs_1req"] = pulled.bytes / pull_s / (total / raw_get1_s)
     print(f"{n_species} species, {len(keys)} files, {mib:.0f} MiB stored; moto S3; {args.workers} workers; "
-          f"every object checked (pull: array content recomputed; push: chunk digests); "
+          f"every object checked in full (push and pull: array content recomputed); "
           f"best of {args.repeat} alternating runs")
     print(f"{'op':6} {'mrepo (s)':>10} {'mrepo MiB/s':>12} {'raw s3fs (s)':>13} {'raw MiB/s':>10} {'ratio':>6}")
     for op in ("push", "pull"):
