@@ -12,6 +12,8 @@ place: the only full-size arrays are these two (box 256 at pad 2: 2 GiB + 1 GiB)
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
 
@@ -29,7 +31,19 @@ from mrepo.workers.imaging import (
 )
 from mrepo.workers.item_model import ItemModel
 
-__all__ = ["backproject_species"]
+__all__ = ["backproject_species", "release_free_heap"]
+
+
+def release_free_heap() -> None:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Refinement frees many mid-sized tensors that glibc keeps in its heaps; the back-projection grids
+    are mapped anew beside them, so without this the item's peak RSS is the retained heap plus the
+    grids (box 128, 200 particles: 1,567 MiB before back-projection, 847 MiB after the trim)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 #: Slice samples inserted per call (oversampled grid points × images × symmetry operators): the
@@ -43,6 +57,7 @@ def backproject_species(model: ItemModel, stack: Tensor | PatchSource, geo: Geom
     """Half-set sums of the particles ``index`` (P_s,) with half-sets ``half`` (P_s,) in {1, 2}, in
     particle chunks of at most ``chunk`` and at most :data:`INSERT_POINTS` slice samples (memory bound).
     The grids live on the geometry's device; the sums come back as CPU arrays."""
+    release_free_heap()
     dev = geo.positions.device
     grid = half_grid_shape(pad * box)
     data = torch.zeros((2, 2, *grid), dtype=torch.float64, device=dev)  # half-set, (real, imag), grid

@@ -18,6 +18,7 @@ from mrepo.kernels.fsc import fsc, resolution_at, shell_indices
 from mrepo.kernels.fsc import shell_filter as kernel_shell_filter
 from mrepo.store import InvalidInput, array_ref
 from mrepo.workers.api import FIXED_POINT_BITS, HalfSums
+from mrepo.workers.backproject import release_free_heap
 
 __all__ = ["Reconstruction", "reconstruct_species", "filter_map", "fsc_weights", "shell_filter", "ReconstructionError",
            "ReconstructionCheck", "check_reconstruction", "low_band_correlation", "species_average"]
@@ -90,6 +91,7 @@ def reconstruct_species(sums: HalfSums, box: int, pixel_size: float, mask: np.nd
                         wiener_fraction: float = 1e-3) -> Reconstruction:
     """Half-maps from the sums (data / (weight + c), c = ``wiener_fraction`` x mean weight), masked FSC,
     resolution at FSC 0.143 and the FSC-weighted average map."""
+    release_free_heap()  # the refinement's freed heap pages, before the full-size grids of the halves
     halves = [_reconstruct_half(sums, h, box, pad, wiener_fraction) for h in range(2)]
     m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
     curve = fsc(halves[0], halves[1], m).double().numpy()
