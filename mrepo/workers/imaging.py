@@ -93,10 +93,9 @@ def extract_groups(stack: Tensor | PatchSource, centres: Tensor, box: int, big: 
         pos = centres[:, idx].permute(1, 0, 2)  # (g, P, 2)
         if isinstance(stack, Tensor):
             ft = extract_patches_ft(stack[idx.to(stack.device)].to(device=dev), pos, big)  # (g, P, big, big//2+1)
-        else:  # the crops alone, each extracted about its own centre pixel (same arithmetic)
-            crops = stack.patches(idx.cpu(), pos.cpu(), big).to(device=dev)  # (g, P, big, big)
-            mid = torch.full((*crops.shape[:2], 1, 2), float(big // 2), dtype=crops.dtype, device=dev)
-            ft = extract_patches_ft(crops, mid, big)[:, :, 0]
+        else:  # the crops alone, each about its own centre pixel: their rfft2 (the shift by a zero
+            # remainder that extract_patches_ft would apply multiplies by exactly 1)
+            ft = torch.fft.rfft2(stack.patches(idx.cpu(), pos.cpu(), big).to(device=dev))  # (g, P, big, big//2+1)
         ft = ft.permute(1, 0, 2, 3)  # (P, g, big, big//2+1)
         ft = fourier_crop(ft, k * size) if size < box else ft
         groups.append(PatchGroup(idx, size, k * size, pixel_size * box / size, size / box,
