@@ -33,12 +33,34 @@ particles link to items by that name. RELION columns mrepo does not model are pa
 (:mod:`~mrepo.io.relion_passthrough`; docs/relion.md).
 """
 
-from .identity import new_particle_ids
-from .relion_spa import SpeciesFiles, import_relion_spa
-from .relion_tomo import import_relion5_tomo
-from .sim_import import import_sim
-from .species_add import add_species
-from .staging import ImportResult
+from __future__ import annotations
 
-__all__ = ["ImportResult", "SpeciesFiles", "add_species", "import_relion5_tomo", "import_relion_spa", "import_sim",
-           "new_particle_ids"]
+import importlib
+from typing import Any
+
+#: public name -> the submodule that defines it. Imported on first use (PEP 562): ``mrepo.io.branches``
+#: and the other light submodules (which the refine and reconstruct commands use) do not pay for
+#: pandas (starfile) and scipy.spatial, which the importers need (~0.7 s of CPU per process).
+_EXPORTS = {
+    "ImportResult": ".staging",
+    "SpeciesFiles": ".relion_spa",
+    "add_species": ".species_add",
+    "import_relion5_tomo": ".relion_tomo",
+    "import_relion_spa": ".relion_spa",
+    "import_sim": ".sim_import",
+    "new_particle_ids": ".identity",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
