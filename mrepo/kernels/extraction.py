@@ -19,6 +19,7 @@ import math
 import torch
 from torch import Tensor
 
+from mrepo.kernels.shapes import broadcast_shapes
 from mrepo.kernels.shifts import phase_shift
 
 _PADDINGS = ("zeros", "reflect")
@@ -72,7 +73,7 @@ def extract_patches_ft(
     if padding not in _PADDINGS:
         raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
     h, w = images.shape[-2:]
-    lead = torch.broadcast_shapes(images.shape[:-2], positions.shape[:-2])
+    lead = broadcast_shapes(images.shape[:-2], positions.shape[:-2])
     n = positions.shape[-2]
     img_lead = images.shape[:-2]
     img_index = torch.arange(math.prod(img_lead), device=images.device).reshape(img_lead)

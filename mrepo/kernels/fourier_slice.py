@@ -70,6 +70,7 @@ from mrepo.kernels.interpolation import (
     sample_linear,
     sample_quadratic,
 )
+from mrepo.kernels.shapes import broadcast_shapes
 
 KERNELS = ("linear", "quadratic", "cubic")
 _SAMPLERS = {"linear": sample_linear, "quadratic": sample_quadratic, "cubic": sample_cubic}
@@ -325,7 +326,7 @@ def insert_slices(
                          f"imaginary planes), got {tuple(data.shape)} {data.dtype} and {tuple(weight.shape)}")
     if rotations.ndim < 2 or rotations.shape[-2:] != (3, 3):
         raise ValueError(f"rotations must have shape (..., 3, 3), got {tuple(rotations.shape)}")
-    lead = torch.broadcast_shapes(slices.shape[:-2], weights.shape[:-2], rotations.shape[:-2])
+    lead = broadcast_shapes(slices.shape[:-2], weights.shape[:-2], rotations.shape[:-2])
     weights = weights.to(rdtype)
     if oversample and pad > 1:
         slices = _oversample_slices(slices, d, big)
