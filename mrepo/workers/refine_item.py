@@ -39,7 +39,6 @@ from mrepo.workers.geometry import (
 from mrepo.workers.heap import keep_freed_memory
 from mrepo.workers.imaging import PatchSource, big_box, exposure_sizes, extract_groups
 from mrepo.workers.item_model import ItemModel, load_item_model
-from mrepo.workers.lbfgs import LBFGS  # torch's, without importing torch._dynamo
 from mrepo.workers.objective import (
     Subset,
     Sums,
@@ -251,8 +250,8 @@ def _lbfgs(ctx: _Context, subsets: list[Subset], params: Parameters, groups: lis
         return
     params.gauge = set(ctx.gauge) & set(groups)
     params.set_anchor()
-    opt = LBFGS(tensors, lr=1.0, max_iter=ctx.settings.lbfgs_iterations, history_size=20,
-                line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
+    opt = torch.optim.LBFGS(tensors, lr=1.0, max_iter=ctx.settings.lbfgs_iterations, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
 
     steps, label = ctx.settings.lbfgs_iterations, "L-BFGS " + ",".join(groups)
 
