@@ -16,6 +16,7 @@ from mrepo.kernels.aliasing import (
     crop_center,
     ctf_phase_rate,
     ctf_squared_band_limited,
+    hermitian_part,
     next_fft_size,
     premultiply_ctf,
 )
@@ -41,10 +42,13 @@ from mrepo.kernels.fourier_slice import (
     KERNELS,
     empty_grids,
     extract_slices,
+    fold_into,
     insert_slices,
+    mirror_planes,
     prepare_volume,
     project,
     reconstruct,
+    reconstruct_standard,
 )
 from mrepo.kernels.fsc import (
     ShellSums,
@@ -75,6 +79,7 @@ from mrepo.kernels.rotations import (
     rotation_angle,
     xyz_to_matrix,
 )
+from mrepo.kernels.shapes import broadcast_shapes
 from mrepo.kernels.shifts import phase_ramp, phase_shift, shift_images
 from mrepo.kernels.splines import CubicSplineGrid, LinearGrid, evaluate_grid, natural_spline_matrix
 from mrepo.kernels.symmetry import symmetry_matrices, symmetry_order
@@ -113,16 +118,20 @@ __all__ = [
     "crop_center",
     "ctf_phase_rate",
     "ctf_squared_band_limited",
+    "hermitian_part",
     "next_fft_size",
     "premultiply_ctf",
     # fourier_slice
     "KERNELS",
     "empty_grids",
     "extract_slices",
+    "fold_into",
     "insert_slices",
+    "mirror_planes",
     "prepare_volume",
     "project",
     "reconstruct",
+    "reconstruct_standard",
     # gridding
     "gridding_correction",
     "half_grid_shape",
@@ -132,6 +141,8 @@ __all__ = [
     "sample_cubic",
     "sample_linear",
     "sample_quadratic",
+    # shapes
+    "broadcast_shapes",
     # shifts
     "phase_ramp",
     "phase_shift",

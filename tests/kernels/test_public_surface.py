@@ -9,7 +9,7 @@ import mrepo.kernels as kernels
 
 MODULES = [
     "rotations", "symmetry", "ctf", "aliasing", "fourier_slice", "gridding", "interpolation",
-    "shifts", "extraction", "fourier_crop", "splines", "fsc", "tilt_geometry",
+    "shifts", "extraction", "fourier_crop", "splines", "fsc", "tilt_geometry", "shapes",
 ]
 # gridding's stencil helpers serve insertion inside fourier_slice, not callers
 INTERNAL = {"gridding": {"Stencil", "trilinear_stencil", "gather", "scatter", "sinc2"}}
