@@ -99,6 +99,10 @@ def register(app: typer.Typer) -> None:
         temporal_samples: int = typer.Option(1, "--temporal-samples", min=1,
                                              help="Temporal samples per particle trajectory (1: static)."),
         threads: int = typer.Option(1, "--threads", min=1, help="CPU threads per worker (torch)."),
+        patch_memory: float = typer.Option(2048.0, "--patch-memory", metavar="MIB",
+                                           help="Keep an item's extracted particle patches in memory up to this "
+                                                "estimate (MiB); above it, patches are re-extracted for each "
+                                                "evaluation (memory of one batch, more CPU; 0: always)."),
         device: str = typer.Option("cpu", "--device", help="Device of refinement and back-projection: cpu, cuda "
                                    "or cuda:N (with --executor ray each actor reserves a GPU and uses 'cuda')."),
         denoise: bool = typer.Option(False, "--denoise", help="Refine against half-maps denoised by the species' "
@@ -130,7 +134,7 @@ def register(app: typer.Typer) -> None:
                 denoise_device=denoise_device, refine_mag=refine_mag, ctf_zernike3=ctf_zernike3,
                 ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase, volume_warp=refine_volume_warp,
                 doming=doming_grid if refine_doming else None, weights_scope=weights_scope,
-                tilt_movies=refine_tilt_movies, device=check_device(device, executor))
+                tilt_movies=refine_tilt_movies, device=check_device(device, executor), patch_memory_mib=patch_memory)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()

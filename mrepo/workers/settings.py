@@ -159,6 +159,8 @@ class RefineSettings:
         check_device_name(self.device, "refinement device")
         if self.weights_scope not in ("source", "item"):
             raise ValueError(f"weights_scope must be 'source' or 'item', got {self.weights_scope!r}")
+        if not self.patch_memory_mib >= 0:  # 0: always stream
+            raise ValueError(f"patch_memory_mib must be >= 0, got {self.patch_memory_mib}")
         if self.ctf_min_resolution <= 0 or self.stage_prior_deg < 0:
             raise ValueError(f"ctf_min_resolution must be > 0 and stage_prior_deg >= 0, got "
                              f"{self.ctf_min_resolution}, {self.stage_prior_deg}")

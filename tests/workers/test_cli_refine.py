@@ -62,3 +62,22 @@ def test_cli_refine_rejects_bad_iteration_count(tmp_path):
         res = CliRunner().invoke(app, ["refine", "--repo", url, "--iterations", bad])
         assert res.exit_code == 2 and "--iterations" in res.output
     assert len(Repository.open(url).log("main")) == 1
+
+
+def test_cli_refine_patch_memory_streams_with_the_same_result(tmp_path):
+    """--patch-memory below the item's patch estimate re-extracts patches per evaluation (streaming):
+    the refined particles are the same as with patches kept in memory; a negative size is refused."""
+    tables = []
+    for name, extra in (("kept", []), ("streamed", ["--patch-memory", "0.01"])):
+        url = str(tmp_path / name)
+        build_repo(frames_sim(n_particles=6, n_frames=3), url=url, resolution=12.0)
+        res = CliRunner().invoke(app, ["refine", "--repo", url, "--iterations", "1", "--refine-poses", *extra])
+        assert res.exit_code == 0, res.output
+        repo = Repository.open(url)
+        _, c = repo.log("main")[0]
+        assert c.operation["settings"]["patch_memory_mib"] == (0.01 if extra else 2048.0)
+        tables.append(c.population)
+    assert tables[0] == tables[1]  # the same population record: the same refined parameters and maps
+    url = str(tmp_path / "kept")
+    res = CliRunner().invoke(app, ["refine", "--repo", url, "--patch-memory", "-1"])
+    assert res.exit_code != 0 and "patch_memory_mib must be >= 0" in res.output
