@@ -12,8 +12,6 @@ place: the only full-size arrays are these two (box 256 at pad 2: 2 GiB + 1 GiB)
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 
@@ -21,6 +19,7 @@ from mrepo.kernels.fourier_slice import insert_slices
 from mrepo.kernels.gridding import half_grid_shape
 from mrepo.workers.api import HalfSums
 from mrepo.workers.geometry import Geometry
+from mrepo.workers.heap import release_free_heap
 from mrepo.workers.imaging import (
     PatchSource,
     big_box,
@@ -31,19 +30,7 @@ from mrepo.workers.imaging import (
 )
 from mrepo.workers.item_model import ItemModel
 
-__all__ = ["backproject_species", "release_free_heap"]
-
-
-def release_free_heap() -> None:
-    """Return the C heap's free pages to the system (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Refinement frees many mid-sized tensors that glibc keeps in its heaps; the back-projection grids
-    are mapped anew beside them, so without this the item's peak RSS is the retained heap plus the
-    grids (box 128, 200 particles: 1,567 MiB before back-projection, 847 MiB after the trim)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+__all__ = ["backproject_species"]
 
 
 #: Slice samples inserted per call (oversampled grid points × images × symmetry operators): the

@@ -18,7 +18,7 @@ from mrepo.kernels.fsc import fsc, resolution_at, shell_indices
 from mrepo.kernels.fsc import shell_filter as kernel_shell_filter
 from mrepo.store import InvalidInput, array_ref
 from mrepo.workers.api import FIXED_POINT_BITS, HalfSums
-from mrepo.workers.backproject import release_free_heap
+from mrepo.workers.heap import release_free_heap
 
 __all__ = ["Reconstruction", "reconstruct_species", "filter_map", "fsc_weights", "shell_filter", "ReconstructionError",
            "ReconstructionCheck", "check_reconstruction", "low_band_correlation", "species_average"]
