@@ -53,7 +53,7 @@ import mrepo.workers.objective as objective
 refine_module = sys.modules["mrepo.workers.refine_item"]  # the package re-exports a function of that name
 from mrepo.workers.refine_item import refine_item
 sr, task, s = simulated_item({kind!r}, {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs},
-                             device={device!r}, patch_memory_mib={patch_memory})
+                             device={device!r}, patch_memory_mib={patch_memory}, graph_memory_mib={graph_memory})
 gc.collect()
 cuda = {device!r}.startswith("cuda")
 if cuda:
@@ -64,6 +64,13 @@ def counted(*args, **kw):
     counts["grad" if torch.is_grad_enabled() else "nograd"] += 1
     return evaluate(*args, **kw)
 objective.evaluate = refine_module.evaluate = counted  # counts calls only; the computation is the real one
+paths = set()
+fits = objective.joint_pass_fits
+def recorded(*args, **kw):
+    joint = fits(*args, **kw)
+    paths.add("joint" if joint else "batched")
+    return joint
+objective.joint_pass_fits = recorded  # records which gradient path backward_target took
 start = peak_reset()
 c0, t0 = time.process_time(), time.perf_counter()
 result = refine_item(task)
@@ -73,7 +80,8 @@ cpu, wall = time.process_time() - c0, time.perf_counter() - t0
 peak = proc_status("VmHWM:")
 row = {{"kind": {kind!r}, "particles": result.stats["particles"], "box": {box}, "cpu_s": cpu, "wall_s": wall,
        "evaluations": counts, "peak_rss_mib": peak, "growth_mib": peak - start, "device": {device!r},
-       "patch_memory_mib": {patch_memory}}}
+       "patch_memory_mib": {patch_memory}, "graph_memory_mib": {graph_memory},
+       "gradient_path": "+".join(sorted(paths))}}
 if cuda:
     row["gpu"] = torch.cuda.get_device_name({device!r})
     row["peak_gpu_mib"] = torch.cuda.max_memory_allocated({device!r}) / 2**20
@@ -82,9 +90,9 @@ print(json.dumps(row))
 
 
 def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float, kind: str = "frames",
-              device: str = "cpu", patch_memory: float = 2048.0) -> dict | None:
+              device: str = "cpu", patch_memory: float = 2048.0, graph_memory: float = 512.0) -> dict | None:
     code = CHILD.format(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs, kind=kind, device=device,
-                        patch_memory=float(patch_memory))
+                        patch_memory=float(patch_memory), graph_memory=float(graph_memory))
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -150,6 +158,9 @@ def main() -> None:
     ap.add_argument("--patch-memory", type=float, default=2048.0, metavar="MIB",
                     help="RefineSettings.patch_memory_mib (mrepo refine --patch-memory): patches kept up to this "
                          "estimate, re-extracted per evaluation above it")
+    ap.add_argument("--graph-memory", type=float, default=512.0, metavar="MIB",
+                    help="RefineSettings.graph_memory_mib (mrepo refine --graph-memory): all particle batches "
+                         "back-propagated in one pass up to this graph estimate, one at a time above it (0: always)")
     ap.add_argument("--out", type=Path, default=RESULT, help="result JSON")
     ap.add_argument("--append", action="store_true", help="keep the rows already in --out and add the new ones")
     ap.add_argument("--refit", action="store_true",
@@ -173,7 +184,8 @@ def main() -> None:
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     for box in a.boxes if not a.refit else []:
         for n in a.particles:
-            row = run_point(n, box, a.batch, a.lbfgs, a.timeout, a.kind, a.device, a.patch_memory)
+            row = run_point(n, box, a.batch, a.lbfgs, a.timeout, a.kind, a.device, a.patch_memory,
+                            a.graph_memory)
             if row is None:
                 continue
             row["commit"] = commit

@@ -103,6 +103,10 @@ def register(app: typer.Typer) -> None:
                                            help="Keep an item's extracted particle patches in memory up to this "
                                                 "estimate (MiB); above it, patches are re-extracted for each "
                                                 "evaluation (memory of one batch, more CPU; 0: always)."),
+        graph_memory: float = typer.Option(512.0, "--graph-memory", metavar="MIB",
+                                           help="Back-propagate all particle batches of an item in one pass up to "
+                                                "this estimated autograd graph (MiB); above it, one batch at a time "
+                                                "after a pass without gradients (~4/3 the CPU; 0: always)."),
         device: str = typer.Option("cpu", "--device", help="Device of refinement and back-projection: cpu, cuda "
                                    "or cuda:N (with --executor ray each actor reserves a GPU and uses 'cuda')."),
         denoise: bool = typer.Option(False, "--denoise", help="Refine against half-maps denoised by the species' "
@@ -134,7 +138,8 @@ def register(app: typer.Typer) -> None:
                 denoise_device=denoise_device, refine_mag=refine_mag, ctf_zernike3=ctf_zernike3,
                 ctf_zernike4=ctf_zernike4, ctf_cs=ctf_cs, ctf_phase=ctf_phase, volume_warp=refine_volume_warp,
                 doming=doming_grid if refine_doming else None, weights_scope=weights_scope,
-                tilt_movies=refine_tilt_movies, device=check_device(device, executor), patch_memory_mib=patch_memory)
+                tilt_movies=refine_tilt_movies, device=check_device(device, executor), patch_memory_mib=patch_memory,
+                graph_memory_mib=graph_memory)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         n_iter: int | str = iterations.strip().lower()

@@ -56,7 +56,7 @@ from mrepo.workers.item_model import ItemModel
 from mrepo.workers.references import REFERENCE_PAD
 
 __all__ = ["Subset", "GroupState", "Sums", "evaluate", "backward_target", "build_group_state", "group_amplitudes",
-           "joint_pass_fits", "JOINT_GRAPH_MIB"]
+           "joint_pass_fits"]
 
 
 @dataclass
@@ -305,16 +305,14 @@ def _rebuild(geo: Geometry, tensors: list[Tensor]) -> Geometry:
     return Geometry(*tensors[:5], dict(zip(sorted(geo.optics), tensors[5:])))
 
 
-#: Largest estimated autograd graph (MiB) for which :func:`backward_target` evaluates all
-#: subsets in one pass; larger (or streamed) items hold one subset's graph at a time.
-JOINT_GRAPH_MIB = 512.0
 #: Saved-tensor bytes of one subset's graph per byte of its patches (measured: 3.3 with the CTF
 #: frozen, 10.8 with it free; rounded up).
 _GRAPH_PER_PATCH_BYTE = 12
 
 
-def joint_pass_fits(subsets: list[Subset], budget_mib: float = JOINT_GRAPH_MIB) -> bool:
-    """Whether every subset's autograd graph fits in ``budget_mib`` at once (never for streamed subsets)."""
+def joint_pass_fits(subsets: list[Subset], budget_mib: float) -> bool:
+    """Whether every subset's autograd graph fits in ``budget_mib`` at once (never for streamed subsets);
+    the budget is ``RefineSettings.graph_memory_mib``."""
     if any(sub.load is not None for sub in subsets):
         return False
     patch = sum(st.group.ft.numel() * st.group.ft.element_size() for sub in subsets for st in sub.groups)
@@ -322,7 +320,7 @@ def joint_pass_fits(subsets: list[Subset], budget_mib: float = JOINT_GRAPH_MIB) 
 
 
 def backward_target(model: ItemModel, subsets: list[Subset], geo: Geometry, n_particles: int, *, ctf_frozen: bool,
-                    scale: float, joint_mib: float = JOINT_GRAPH_MIB) -> float:
+                    scale: float, joint_mib: float) -> float:
     """M's target T over ``subsets``; adds the gradient of ``-scale · T`` to whatever ``geo`` was
     computed from (``backward``).
 

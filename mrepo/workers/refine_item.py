@@ -221,7 +221,8 @@ class _Context:
     def loss(self, subsets: list[Subset], params: Parameters, ctf_frozen: bool) -> torch.Tensor:
         """``-1000 · target`` plus the stage-angle prior; gradients added to the selected groups."""
         geo = particle_geometry(self.model, self.particles, params)
-        target = backward_target(self.model, subsets, geo, self.n_particles, ctf_frozen=ctf_frozen, scale=1000.0)
+        target = backward_target(self.model, subsets, geo, self.n_particles, ctf_frozen=ctf_frozen, scale=1000.0,
+                                 joint_mib=self.settings.graph_memory_mib)
         loss = -1000.0 * target
         if self.prior_weight and params.stage.requires_grad:
             prior = stage_prior(params.value("stage"), self.prior_weight, self.settings.stage_prior_deg)

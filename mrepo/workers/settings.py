@@ -64,7 +64,11 @@ class RefineSettings:
     ``mask_follows_map``: each iteration's mask is made from its map
     (:func:`mrepo.workers.references.follow_mask`). ``patch_memory_mib``: above this estimate
     of the extracted patches an item streams its particle batches (patches re-extracted from the
-    exposures at each evaluation, memory of one batch; ~1.3x the time).
+    exposures at each evaluation, memory of one batch; ~1.3x the time). ``graph_memory_mib``: the
+    largest estimated autograd graph (~12 bytes per byte of kept patches) for which every L-BFGS
+    evaluation back-propagates all particle batches in one pass; above it (and always when streaming)
+    batches are back-propagated one at a time after a pass without gradients (memory of one batch,
+    ~4/3 the time per evaluation; :func:`mrepo.workers.objective.backward_target`).
     ``device``: torch device of the refinement and back-projection (``cpu``, ``cuda``, ``cuda:N``;
     :mod:`mrepo.workers.device`): extracted patches, reference volumes, slices, CTFs and
     back-projection grids live there, only results come back as CPU arrays; the spelling is checked
@@ -127,6 +131,7 @@ class RefineSettings:
     fsc_weighted_references: bool = True
     mask_follows_map: bool = True
     patch_memory_mib: float = 2048.0
+    graph_memory_mib: float = 512.0
     denoise: bool = False
     denoise_steps: int = 800
     denoise_device: str = "cpu"
@@ -159,8 +164,9 @@ class RefineSettings:
         check_device_name(self.device, "refinement device")
         if self.weights_scope not in ("source", "item"):
             raise ValueError(f"weights_scope must be 'source' or 'item', got {self.weights_scope!r}")
-        if not self.patch_memory_mib >= 0:  # 0: always stream
-            raise ValueError(f"patch_memory_mib must be >= 0, got {self.patch_memory_mib}")
+        for name in ("patch_memory_mib", "graph_memory_mib"):  # 0: always stream / one batch at a time
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.ctf_min_resolution <= 0 or self.stage_prior_deg < 0:
             raise ValueError(f"ctf_min_resolution must be > 0 and stage_prior_deg >= 0, got "
                              f"{self.ctf_min_resolution}, {self.stage_prior_deg}")

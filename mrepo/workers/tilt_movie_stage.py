@@ -86,7 +86,8 @@ def refine_tilt_movies(ctx: Any, params: Parameters, polarity: str) -> tuple[np.
         opt.zero_grad()
         report_stage(item, "L-BFGS tilt_movies", min(int(opt.state[x].get("n_iter", 0)) + 1, steps), steps)
         geo = frame_geometry(tilt_geo, centred_shifts(x, x0))
-        t = backward_target(fmodel, own, geo, ctx.n_particles, ctf_frozen=True, scale=1000.0)
+        t = backward_target(fmodel, own, geo, ctx.n_particles, ctf_frozen=True, scale=1000.0,
+                            joint_mib=ctx.settings.graph_memory_mib)
         return torch.tensor(-1000.0 * t, dtype=torch.float64, device=x.device)
 
     if steps:

@@ -43,7 +43,7 @@ def test_joint_and_batched_passes_give_the_same_gradient():
     ctx = _Context(task, settings, sr.repo.objects, load_references_from(sr.repo.objects, task.species, settings))
     subsets = ctx.subsets(Parameters.zeros(ctx.model, ctx.particles, None))
     assert len(subsets) >= 3  # several batches per half-set
-    assert joint_pass_fits(subsets) and not joint_pass_fits(subsets, 0.0)
+    assert joint_pass_fits(subsets, settings.graph_memory_mib) and not joint_pass_fits(subsets, 0.0)
     for ctf_frozen in (True, False):
         t_joint, g_joint = _gradients(ctx, subsets, ctf_frozen, float("inf"))
         t_batch, g_batch = _gradients(ctx, subsets, ctf_frozen, 0.0)
