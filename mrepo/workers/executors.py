@@ -34,6 +34,7 @@ from .runner import (  # noqa: F401 - re-exported: the executors' public surface
     ProgressEvent,
     RefineFn,
     ResidentReferences,
+    accumulate_sums,
     check_tasks,
     match_worker_threads,
     merge_sums,
@@ -47,15 +48,7 @@ def sum_owned(parts: list[dict[str, HalfSums]]) -> dict[str, HalfSums]:
     species (no full-size copy: 3 GiB per part at box 256); the same integers as :func:`tree_reduce`."""
     total: dict[str, HalfSums] = {}
     for part in parts:
-        for name in sorted(part):
-            s = part[name]
-            mine = total.get(name)
-            if mine is None:
-                total[name] = s
-            elif mine.data.shape != s.data.shape or mine.weight.shape != s.weight.shape:
-                raise ValueError(f"species {name!r}: half-set sums of grids {mine.data.shape} and {s.data.shape} differ")
-            else:
-                mine.add(s)
+        accumulate_sums(total, part, owned=True)
         part.clear()  # each part's arrays are freed once added
     return dict(sorted(total.items()))
 

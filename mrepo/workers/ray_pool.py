@@ -11,8 +11,8 @@ only on GPU actors (each sees its GPU as ``cuda``/``cuda:0``; the command line r
 
 The driver keeps every actor busy with exactly one task in flight and hands out the
 next (largest first) when one returns (``ray.wait``). At the end of the iteration it
-collects each actor's sums and tree-reduces them (exact fixed point: any order gives
-the same bits).
+takes each actor's sums in turn and adds them into one total (exact fixed point: any order
+gives the same bits), so the driver holds the total and one actor's sums at a time.
 
 Fault tolerance: when an actor dies (``ray.kill``, its process killed, its node lost),
 its in-flight task *and every item it had finished this iteration* are queued again,
@@ -52,10 +52,10 @@ from .executors import (
     ProgressCounter,
     RefineFn,
     ResidentReferences,
+    accumulate_sums,
     check_tasks,
     match_worker_threads,
     task_id,
-    tree_reduce,
 )
 
 #: Environment variables of the driver set in each actor (store endpoints and credentials); passed
@@ -212,16 +212,16 @@ class RayExecutor:
         self.failures = 0
         counter = ProgressCounter(tasks, progress)
         results: dict[tuple[str, str], ItemResult] = {}
-        parts: list[dict[str, HalfSums]] = []
+        sums: dict[str, HalfSums] = {}
         pending = deque(largest_first(tasks))
         # item stages of the actors, re-reported here, only while someone listens
         self._relay = ray.remote(num_cpus=0)(stages.StageRelay).remote() if stages.hooks_installed() else None
         try:
             while pending:
                 owner = self._schedule(pending, results, counter)
-                lost = self._collect(owner, parts)
+                lost = self._collect(owner, sums)
                 pending.extend(largest_first(lost))
-            sums = tree_reduce(parts)
+            sums = dict(sorted(sums.items()))
         except BaseException:
             self._discard_pool()  # surviving actors may hold partial sums of this iteration
             raise
@@ -267,16 +267,20 @@ class RayExecutor:
             counter.finished(result)
         return owner
 
-    def _collect(self, owner: dict[int, list[ItemTask]], parts: list[dict[str, HalfSums]]) -> list[ItemTask]:
-        """Fetch each busy actor's sums into ``parts``; returns the tasks of actors that died."""
-        refs = {slot: self._actors[slot].take_sums.remote() for slot in owner}
+    def _collect(self, owner: dict[int, list[ItemTask]], total: dict[str, HalfSums]) -> list[ItemTask]:
+        """Add each busy actor's sums into ``total``, one actor at a time (the driver and the object store
+        then hold the total and one actor's sums, not every actor's: 3 GiB each at box 256); returns the
+        tasks of actors that died."""
         lost: list[ItemTask] = []
-        for slot, ref in refs.items():
+        for slot in owner:
             try:
-                parts.append(ray.get(ref))
+                part = ray.get(self._actors[slot].take_sums.remote())
             except RayActorError:
                 self._lost_actor(slot, "before handing over its sums")
                 lost.extend(owner[slot])
+                continue
+            accumulate_sums(total, part)  # exact: the same integers as tree_reduce in any order
+            del part
         return lost
 
     def _lost_actor(self, slot: int, when: str) -> None:

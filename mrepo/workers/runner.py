@@ -28,7 +28,8 @@ from .api import HalfSums, ItemResult, ItemTask
 from .cache import ResultCache
 
 __all__ = ["ItemRunner", "ResidentReferences", "ProgressEvent", "ProgressCounter", "Progress", "RefineFn", "LoadFn",
-           "check_tasks", "task_id", "merge_sums", "tree_reduce", "match_worker_threads"]
+           "check_tasks", "task_id", "merge_sums", "accumulate_sums", "tree_reduce",
+           "match_worker_threads"]
 
 #: ``refine(task, references) -> ItemResult`` (default: :func:`mrepo.workers.refine_item.refine_item`).
 #: The result's writeable sums are handed over: the runner adds the next items' sums into them.
@@ -99,19 +100,38 @@ def task_id(task: ItemTask) -> tuple[str, str]:
     return task.source, task.item_key
 
 
+def _check_grids(name: str, x: HalfSums, y: HalfSums) -> None:
+    if x.data.shape != y.data.shape or x.weight.shape != y.weight.shape:
+        raise ValueError(f"species {name!r}: half-set sums of grids {x.data.shape} and {y.data.shape} differ")
+
+
 def merge_sums(a: dict[str, HalfSums], b: dict[str, HalfSums]) -> dict[str, HalfSums]:
     """A new dict holding ``a + b`` per species (inputs untouched, may be read-only arrays)."""
     out: dict[str, HalfSums] = {}
     for name in sorted(set(a) | set(b)):
         if name in a and name in b:
             x, y = a[name], b[name]
-            if x.data.shape != y.data.shape or x.weight.shape != y.weight.shape:
-                raise ValueError(f"species {name!r}: half-set sums of grids {x.data.shape} and {y.data.shape} differ")
+            _check_grids(name, x, y)
             out[name] = HalfSums(x.data + y.data, x.weight + y.weight, x.particles + y.particles)
         else:
             s = a.get(name) or b[name]
             out[name] = HalfSums(s.data.copy(), s.weight.copy(), s.particles)
     return out
+
+
+def accumulate_sums(total: dict[str, HalfSums], part: dict[str, HalfSums], *, owned: bool = False) -> None:
+    """Add ``part`` into ``total`` in place, exactly (the same integers as :func:`tree_reduce` in any
+    order). A species new to ``total`` is copied, unless ``owned`` (``part``'s arrays are then taken
+    over: nobody else holds them, and they are writeable). Memory: ``total`` plus the part being added,
+    whatever the number of parts (3 GiB per part at box 256)."""
+    for name in sorted(part):
+        s = part[name]
+        mine = total.get(name)
+        if mine is None:
+            total[name] = s if owned else HalfSums(s.data.copy(), s.weight.copy(), s.particles)
+        else:
+            _check_grids(name, mine, s)
+            mine.add(s)
 
 
 def tree_reduce(parts: list[dict[str, HalfSums]]) -> dict[str, HalfSums]:

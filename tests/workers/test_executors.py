@@ -166,6 +166,34 @@ def test_sum_owned_equals_tree_reduce_without_copies() -> None:
         sum_owned([{"a": _random_sums(rng, (5, 5, 3))}, {"a": _random_sums(rng, (7, 7, 4))}])
 
 
+def test_accumulate_sums_equals_tree_reduce_holding_one_part_at_a_time() -> None:
+    """The Ray driver's reduction (accumulate_sums, one actor's sums at a time) gives tree_reduce's
+    integers; read-only parts (as ray.get returns them) are copied once, never written; owned parts are
+    taken over without a copy; grids that differ are refused."""
+    from mrepo.workers.runner import accumulate_sums
+
+    rng = np.random.default_rng(7)
+    parts = [{"a": _random_sums(rng), "b": _random_sums(rng)} for _ in range(5)]
+    parts[2].pop("a")
+    for p in parts:
+        for s in p.values():
+            s.data.flags.writeable = s.weight.flags.writeable = False
+    ref = tree_reduce(parts)
+    total: dict = {}
+    for p in reversed(parts):
+        accumulate_sums(total, p)
+    for n in "ab":
+        assert np.array_equal(total[n].data, ref[n].data) and np.array_equal(total[n].weight, ref[n].weight)
+        assert total[n].particles == ref[n].particles
+    assert total["a"].data is not parts[-1]["a"].data  # copied, the read-only part untouched
+    mine = _random_sums(rng)
+    owned: dict = {}
+    accumulate_sums(owned, {"a": mine}, owned=True)
+    assert owned["a"] is mine
+    with pytest.raises(ValueError, match="differ"):
+        accumulate_sums(owned, {"a": _random_sums(rng, (7, 7, 4))})
+
+
 def test_fixed_point_in_place_equals_from_float() -> None:
     """HalfSums.from_float_planes converts (half, (real, imag), grid) float64 planes in their own memory to
     the same integers as from_float, and refuses NaN/Inf."""
