@@ -153,3 +153,46 @@ def test_local_cas_breaks_lock_of_dead_process(tmp_path) -> None:
     lock.write_text(f"{socket.gethostname()} 999999999\n")  # no such pid
     b.cas("refs/heads/main", None, b"x\n")
     assert b.get("refs/heads/main") == b"x\n" and not lock.exists()
+
+
+@pytest.mark.s3
+def test_s3_content_addressed_puts_skip_the_payload_sha256_refs_keep_it(make_url, s3_client) -> None:
+    """Over plain http botocore signs a SHA-256 of every body; an object or array file (named by its
+    content hash, checked by every reader) goes up unsigned-payload with its CRC32, as botocore
+    sends a PutObject over https, and S3 still stores that CRC32; a ref's conditional PUT and a
+    reflog entry keep the signed SHA-256 of their body. Headers as sent, seen by an event handler
+    on the aiobotocore session both of the backend's clients are made from."""
+    import base64
+    import hashlib
+    import zlib
+
+    import aiobotocore.session
+
+    url = make_url("s3")
+    bucket, root = url[len("s3://"):].split("/", 1)
+    sent: dict[str, dict[str, str]] = {}
+
+    def record(request, **_: object) -> None:  # noqa: ANN001 - botocore's AWSPreparedRequest
+        if request.method == "PUT" and f"/{root}/" in request.url:
+            key = request.url.split(f"/{root}/", 1)[1].split("?", 1)[0]
+            sent[key] = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+
+    session = aiobotocore.session.AioSession()
+    session.register("before-send.s3", record)
+    backend = open_backend(url, {"session": session})
+    data = bytes(range(256)) * 64
+    backend.put("objects/ab/cdef", data)
+    backend.put("arrays/ab12/zarr.json", data)
+    backend.put("logs/refs/heads/main", b"entry\n")
+    backend.cas("refs/heads/main", None, b"h\n")
+
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    for key in ("objects/ab/cdef", "arrays/ab12/zarr.json"):
+        assert sent[key]["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD", key
+        assert sent[key]["x-amz-checksum-crc32"] == crc
+        assert "x-amz-content-sha256" in sent[key]["authorization"]  # the header itself is signed
+    for key, body in (("logs/refs/heads/main", b"entry\n"), ("refs/heads/main", b"h\n")):
+        assert sent[key]["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest(), key
+    head = s3_client.head_object(Bucket=bucket, Key=f"{root}/objects/ab/cdef", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == crc
+    assert backend.get("objects/ab/cdef") == data
