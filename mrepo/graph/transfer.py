@@ -39,7 +39,7 @@ from ..store import (
     branch_key,
     check_hash,
 )
-from ..store.integrity import ArrayReceiver, check_array_metadata, check_object_bytes
+from ..store.integrity import ArrayReceiver, Buffers, check_array_metadata, check_object_bytes
 from ..store.names import check_shared_ref_key
 from ..store.objects import array_prefix, object_key
 from ..store.soundness import array_sound, object_sound
@@ -150,10 +150,10 @@ class _ArrayCopy:
     under their final keys (invisible until ``zarr.json``); ``zarr.json`` is written only after
     the whole array hashed to its name."""
 
-    def __init__(self, h: str, metadata: bytes):
+    def __init__(self, h: str, metadata: bytes, buffers: Buffers | None = None):
         self.h = h
         self.metadata = metadata
-        self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata))
+        self.receiver = ArrayReceiver(h, check_array_metadata(h, metadata), buffers)
         self.keys = self.receiver.keys()
         self.written: list[str] = []
         self.published = False
@@ -267,6 +267,7 @@ class _Pipeline:
         self.reported = 0  # of which passed to ``progress`` (once the total is known)
         self.total = 0
         self.listed: set[str] | None = None  # what ``dst`` held at the start, when it is small
+        self.buffers = Buffers()  # slab memory of the arrays' checks, reused from array to array
 
     # ------------------------------------------------------------------ tasks (pool threads)
     def _submit(self, pool: ThreadPoolExecutor, handler: Callable[..., None], fn: Callable[..., Any],
@@ -300,7 +301,7 @@ class _Pipeline:
 
     def _start_array(self, h: str) -> _ArrayCopy:
         try:
-            return _ArrayCopy(h, self.src.backend.get(array_prefix(h) + "zarr.json"))
+            return _ArrayCopy(h, self.src.backend.get(array_prefix(h) + "zarr.json"), self.buffers)
         except ObjectNotFound:
             raise ObjectNotFound(f"array {h} is missing or incomplete in {self.src.url}") from None
 

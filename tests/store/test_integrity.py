@@ -16,6 +16,7 @@ from mrepo.store.errors import InvalidRecord
 from mrepo.store.hashing import canonical_json
 from mrepo.store.integrity import (
     ArrayReceiver,
+    Buffers,
     check_array_metadata,
     check_object_bytes,
     parse_canonical_record,
@@ -171,3 +172,47 @@ def test_a_stream_is_admitted_only_slab_by_slab(store: ObjectStore) -> None:
     for key in ("c/1/0", "c/1/2", "c/2/0", "c/2/2", "c/2/1"):
         receiver.admit(key)
     assert not receiver.complete  # c/0/2 was refused
+
+
+def test_receivers_sharing_buffers_reuse_slab_memory_and_still_check_everything(store: ObjectStore) -> None:
+    """Receivers of one transfer share :class:`Buffers`: a slab's memory, once hashed, holds the next
+    slab (of this array or the next one of that size), decoded zstd chunks likewise; arrays of every
+    kind still verify (plain and zstd, edge chunks, a scalar, plain uint8 whose chunk views must
+    never be taken as free memory) and a wrong one is still refused after the memory was reused."""
+    rng = np.random.default_rng(5)
+    arrays = [rng.normal(size=(64, 32, 32)).astype(np.float32), np.ones((64, 32, 32), np.float32),
+              rng.normal(size=(50, 30, 20)).astype(np.float32), rng.integers(0, 255, (40, 33), np.uint8),
+              np.float64(2.5), rng.normal(size=(64, 32, 32)).astype(np.float32)]
+    chunks = [(16, 16, 16), (16, 16, 16), (16, 16, 16), (8, 16), None, (16, 16, 16)]
+    buffers = Buffers()
+    seen: set[int] = set()
+    taken = buffers.take
+
+    def take(shape, dtype):  # noqa: ANN001, ANN202 - records which memory each slab gets
+        arr = taken(shape, dtype)
+        seen.add(arr.__array_interface__["data"][0])
+        return arr
+
+    buffers.take = take  # type: ignore[method-assign]
+    n_slabs = 0
+    for arr, ch in zip(arrays, chunks):
+        h, meta, files = stored(store, arr, ch)
+        receiver = ArrayReceiver(h, check_array_metadata(h, meta), buffers)
+        for key in receiver.keys():
+            receiver.add(key, files[key])
+        receiver.finish()
+        n_slabs += -(-arr.shape[0] // ch[0]) if arr.ndim else 1
+    assert len(seen) < n_slabs / 2  # reused (28 slabs and 64 decoded chunks here in a handful of buffers)
+    assert all(b.flags.writeable and b.flags.owndata for free in buffers._free.values() for b in free)
+
+    h, meta, files = stored(store, arrays[0], chunks[0])
+    key = sorted(files)[5]
+    bad = bytearray(files[key])
+    bad[100] ^= 1
+    forged = metadata_document(arrays[0], chunks[0], h, {k: chunk_digest(v) for k, v in {**files, key: bytes(bad)}.items()},
+                               compressed=False)  # a lying sender: digests of what it sends
+    receiver = ArrayReceiver(h, check_array_metadata(h, forged), buffers)
+    for k in receiver.keys():
+        receiver.add(k, bytes(bad) if k == key else files[k])
+    with pytest.raises(CorruptObject, match="does not match its hash"):
+        receiver.finish()
