@@ -9,6 +9,10 @@ backend reads an object with one GET and leaves the response CRC out, since it c
 against content hashes anyway. For reference, a raw read done the same way (one ``get_object`` per
 file, no response CRC: mrepo's s3fs client) is timed too (``raw_get_1req``, ``ratio_vs_1req``);
 the goal is stated against s3fs's defaults.
+mrepo sends its content-addressed PUTs unsigned-payload (botocore's ``payload_signing_enabled``
+off: no SHA-256 of each body on plain http, as botocore does on https anyway); a raw put with that
+option too is timed for reference (``raw_put_unsigned``, ``ratio_vs_unsigned``): the push's own
+cost, verification included, against the same requests.
 Push and pull both verify every object they move in full: records and blobs by hash, every
 array chunk against its digest in the array's canonical zarr.json, and every array's hash
 recomputed from its decoded chunks (push since 6be65ff, 2026-11-29, issue 13 item 1; before, it
@@ -141,16 +145,22 @@ def main() -> None:
         src = Repository.open(src_url)
         fs = None
         push_runs, raw_put_runs, pull_runs, raw_get_runs, raw_get1_runs = [], [], [], [], []
+        raw_put_us_runs: list[float] = []
+        fs_us = None
         stats = {}
         for rep in range(args.repeat):  # alternate which side goes first; the machine's load varies
             tag = uuid.uuid4().hex[:8]
             dst_url, raw_prefix = f"s3://{BUCKET}/mrepo-{tag}", f"{BUCKET}/raw-{tag}"
             Repository.init(dst_url).close()
             fs = fs or s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+            fs_us = fs_us or s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True,
+                                               config_kwargs={"s3": {"payload_signing_enabled": False}})
             fs_1req = S3Backend(dst_url).fs  # mrepo's client: no response CRC
             steps = {
                 "push": lambda u=dst_url: timed(push_runs, stats, "push", lambda: push(src, u, workers=args.workers)),
                 "raw_put": lambda p=raw_prefix, f=fs: raw_put_runs.append(raw_put(f, Path(src_url), p, keys, args.workers)),
+                "raw_put_unsigned": lambda p=raw_prefix + "-u", f=fs_us: raw_put_us_runs.append(
+                    raw_put(f, Path(src_url), p, keys, args.workers)),
                 "pull": lambda u=dst_url, r=rep: timed(pull_runs, stats, "pull", lambda: pull_into(tmp / f"back{r}", u,
                                                                                                   head, args.workers)),
                 "raw_get": lambda p=raw_prefix, r=rep, f=fs: raw_get_runs.append(
@@ -158,22 +168,22 @@ def main() -> None:
                 "raw_get_1req": lambda p=raw_prefix, r=rep, f=fs_1req: raw_get1_runs.append(
                     raw_get(f, tmp / f"rawget1-{r}", p, keys, args.workers, one_request=True)),
             }
-            order = (["push", "raw_put", "pull", "raw_get", "raw_get_1req"] if rep % 2 == 0
-                     else ["raw_put", "push", "raw_get_1req", "raw_get", "pull"])
-            for name in order[:2]:
+            order = (["push", "raw_put", "raw_put_unsigned", "pull", "raw_get", "raw_get_1req"] if rep % 2 == 0
+                     else ["raw_put_unsigned", "raw_put", "push", "raw_get_1req", "raw_get", "pull"])
+            for name in order[:3]:
                 steps[name]()
             if rep == 0:
                 stats["again"] = push(src, dst_url, workers=args.workers)
-            for name in order[2:]:
+            for name in order[3:]:
                 steps[name]()
-            for prefix in (raw_prefix, dst_url[len("s3://"):]):  # keep the S3 server's memory flat
+            for prefix in (raw_prefix, raw_prefix + "-u", dst_url[len("s3://"):]):  # keep moto's memory flat
                 fs.rm(prefix, recursive=True)
             shutil.rmtree(tmp / f"back{rep}", ignore_errors=True)
             shutil.rmtree(tmp / f"rawget{rep}", ignore_errors=True)
             shutil.rmtree(tmp / f"rawget1-{rep}", ignore_errors=True)
         pushed, pulled, again = stats["push"], stats["pull"], stats["again"]
-        push_s, raw_put_s, pull_s, raw_get_s, raw_get1_s = (min(r) for r in (push_runs, raw_put_runs, pull_runs,
-                                                                               raw_get_runs, raw_get1_runs))
+        push_s, raw_put_s, pull_s, raw_get_s, raw_get1_s, raw_put_us_s = (
+            min(r) for r in (push_runs, raw_put_runs, pull_runs, raw_get_runs, raw_get1_runs, raw_put_us_runs))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         server.stop()
@@ -185,9 +195,10 @@ def main() -> None:
         "checks": {"pull": "records/blobs by hash; arrays: canonical zarr.json, chunk digests, array hash recomputed",
                    "push": "records/blobs by hash; arrays: canonical zarr.json, chunk digests, array hash recomputed"},
         "raw": "s3fs pipe_file / cat_file at s3fs and botocore defaults (cat_file: HEAD + GET per file, "
-               "response CRC32 checked); raw_get_1req: one get_object per file, no response CRC (as mrepo reads)",
-        "runs_s": {"push": push_runs, "raw_put": raw_put_runs, "pull": pull_runs, "raw_get": raw_get_runs,
-                   "raw_get_1req": raw_get1_runs},
+               "response CRC32 checked); raw_get_1req: one get_object per file, no response CRC (as mrepo reads); "
+               "raw_put_unsigned: pipe_file with botocore's s3 payload_signing_enabled off (as mrepo puts objects)",
+        "runs_s": {"push": push_runs, "raw_put": raw_put_runs, "raw_put_unsigned": raw_put_us_runs,
+                   "pull": pull_runs, "raw_get": raw_get_runs, "raw_get_1req": raw_get1_runs},
         "push": {"mrepo_s": push_s, "raw_s": raw_put_s, "mrepo_bytes": pushed.bytes,
                  "mrepo_MiB_s": pushed.bytes / 2**20 / push_s, "raw_MiB_s": mib / raw_put_s},
         "pull": {"mrepo_s": pull_s, "raw_s": raw_get_s, "mrepo_bytes": pulled.bytes,
@@ -196,6 +207,8 @@ def main() -> None:
     }
     for op in ("push", "pull"):
         res[op]["ratio"] = res[op]["mrepo_MiB_s"] / res[op]["raw_MiB_s"]
+    res["push"]["raw_unsigned_s"] = raw_put_us_s
+    res["push"]["ratio_vs_unsigned"] = pushed.bytes / push_s / (total / raw_put_us_s)
     res["pull"]["raw_1req_s"] = raw_get1_s
     res["pull"]["ratio_vs_1req"] = pulled.bytes / pull_s / (total / raw_get1_s)
     print(f"{n_species} species, {len(keys)} files, {mib:.0f} MiB stored; moto S3; {args.workers} workers; "
@@ -206,6 +219,8 @@ def main() -> None:
         r = res[op]
         print(f"{op:6} {r['mrepo_s']:10.2f} {r['mrepo_MiB_s']:12.1f} {r['raw_s']:13.2f} {r['raw_MiB_s']:10.1f} "
               f"{r['ratio']:6.2f}")
+    print(f"push against a raw put with unsigned payload, as mrepo puts objects ({raw_put_us_s:.2f} s): "
+          f"{res['push']['ratio_vs_unsigned']:.2f}")
     print(f"pull against a raw one-request GET per file without response CRC ({raw_get1_s:.2f} s): "
           f"{res['pull']['ratio_vs_1req']:.2f}")
     print(f"push with nothing changed: {again.array_bytes} array bytes, {again.bytes} bytes in all")
