@@ -38,6 +38,7 @@ from ..store.http_backend import HttpBackend, ServerError
 from ..store.integrity import (
     MAX_ARRAY_BYTES,
     ArrayReceiver,
+    Buffers,
     check_array_metadata,
     check_object_bytes,
     check_slab_size,
@@ -210,12 +211,12 @@ class _ArrayIn:
     """An array arriving in a download: each chunk is checked and written under its final key as it
     comes (in the pool); ``zarr.json``, which makes the array visible, only after the array hash."""
 
-    def __init__(self, h: str, metadata: bytes):
+    def __init__(self, h: str, metadata: bytes, buffers: Buffers | None = None):
         self.h = h
         self.metadata = metadata
         meta = check_array_metadata(h, metadata, max_bytes=MAX_ARRAY_BYTES)
         check_slab_size(h, meta)
-        self.receiver = ArrayReceiver(h, meta)
+        self.receiver = ArrayReceiver(h, meta, buffers)
         self.checks: deque[tuple[Future, int]] = deque()
         self.written: list[str] = []
         self.published = False
@@ -264,6 +265,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
           progress: Progress | None) -> TransferStats:
     stats = TransferStats()
     where = http.url
+    buffers = Buffers()  # slab memory of the arrays' checks, reused from slab to slab
 
     def lacking_records(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
         present = list(pool.map(lambda h: intact(dst, "record", h), frontier))
@@ -330,7 +332,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
                     if h not in wanted_arrays or current is not None:
                         raise CorruptObject(f"{where} sent {key} out of order or unasked")
                     wanted_arrays.discard(h)
-                    current = _ArrayIn(h, data)
+                    current = _ArrayIn(h, data, buffers)
                     count(bytes=len(data))
                 else:
                     if current is None or current.h != h:
