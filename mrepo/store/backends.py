@@ -556,7 +556,11 @@ class S3Backend(FsspecBackend):
         SHA-256 for the signature, on s3fs's one event-loop thread (about 0.8 s of CPU per GiB
         here, as much as verifying the arrays). The signature still covers the key and the CRC32
         that S3 checks the body against; the bytes themselves are named by their BLAKE3 hash,
-        which every reader checks. Refs and reflog entries keep a signed payload."""
+        which every reader checks. Refs and reflog entries keep a signed payload. Over plain http
+        the CRC32 guards a body against damage, not against someone on the network path who
+        rewrites it (readers would refuse such an object; a later push's check of present arrays
+        through S3's stored CRC32, :mod:`mrepo.store.stored_checksums`, might not): use https
+        where the path is not trusted."""
         data = bytes(data)
         fs = self._writer(key)
         if len(data) >= self.SINGLE_PUT_BYTES:
