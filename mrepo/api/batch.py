@@ -47,7 +47,7 @@ from ..store import protocol_names as names
 from ..store.batch_client import coalesced
 from ..store.errors import InvalidRecord
 from ..store.hashing import RECORD_TAG
-from ..store.integrity import ArrayReceiver, check_array_metadata, check_slab_size, chunk_keys
+from ..store.integrity import ArrayReceiver, Buffers, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
 from ..store.soundness import array_sound, object_sound
@@ -55,6 +55,7 @@ from .auth import require
 from .context import ServerContext, blocking
 from .errors import ApiError
 from .ingest import REHASH_PRESENT_BYTES, store_object
+from .receive_buffer import BODY_VIEWS
 from .staging import UPLOAD_ID, staging_prefix
 
 _HASH_IN_JSON = re.compile(r"[0-9a-f]{64}")
@@ -65,6 +66,9 @@ CHECK_BYTES = 32 << 20
 PUBLISHING = 2
 #: Groups of frames read ahead of the one being stored (each at most about one piece of the body).
 PIPELINE_PIECES = 8
+#: Free slab memory the server keeps for the next array checks (memory in use is bounded by CHECK_BYTES
+#: and the slabs of the arrays in flight, as before).
+SLAB_MEMORY = 64 << 20
 #: Output buffered before a piece of the download stream is sent.
 DOWNLOAD_PIECE = 1 << 20
 
@@ -93,6 +97,9 @@ class _OpenArray:
         #: Chunks being checked and written in the pool, with their sizes, in arrival order.
         self.checks: deque[tuple[Future, int]] = deque()
         self.written: list[str] = []
+        #: Chunks admitted so far, and how many the array has.
+        self.admitted = 0
+        self.chunks = len(receiver.meta.chunk_digests) if receiver is not None else 0
 
     @property
     def present(self) -> bool:
@@ -113,8 +120,10 @@ class _OpenArray:
 class BatchReceiver:
     """Stores the frames of one upload stream, each verified before it becomes visible."""
 
-    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor, publish_pool: ThreadPoolExecutor):
+    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor, publish_pool: ThreadPoolExecutor,
+                 buffers: Buffers | None = None):
         self.ctx = ctx
+        self.buffers = buffers
         self.pool = pool
         self.publish_pool = publish_pool
         self.upload = upload
@@ -170,7 +179,7 @@ class BatchReceiver:
             if not present or not array_sound(self.backend, h):
                 meta = check_array_metadata(h, data, max_bytes=self.ctx.staging.max_array_bytes)
                 check_slab_size(h, meta)
-                receiver = ArrayReceiver(h, meta)
+                receiver = ArrayReceiver(h, meta, self.buffers)
                 lock = None if present else self.ctx.staging.lock(h)  # a damaged copy is replaced from staging
                 if lock is not None and not lock.acquire(blocking=False):  # another upload of it is under way
                     lock = None
@@ -189,6 +198,7 @@ class BatchReceiver:
         if arr.receiver is None:
             return
         arr.receiver.admit(path)  # a chunk of this array, not sent before, in slab order
+        arr.admitted += 1
         arr.checks.append((self.pool.submit(self._check_chunk, arr, path, data), len(data)))
         # raise the first failed check; wait for the oldest while too many bytes are in flight
         in_flight = sum(n for _, n in arr.checks)
@@ -197,6 +207,39 @@ class BatchReceiver:
             future.result()
             in_flight -= n
         self._close_array_if_complete()
+
+    def take_chunks(self, frames: list[tuple[str, bytes]]) -> tuple[int, list[Future]]:
+        """Start the checks of the leading ``frames`` that are chunks of the array being received,
+        up to (not including) its last chunk, without waiting for anything: on the event loop, no
+        thread hop per piece of a large upload. Returns how many frames it took and the oldest checks
+        in flight that must end before more is taken (more than CHECK_BYTES in flight); raises the
+        first failed check that has ended. The frames it leaves (the last chunk, which closes and
+        publishes the array, a ``zarr.json``, objects) go to :meth:`take` in the thread pool."""
+        arr = self.array
+        if arr is None or arr.receiver is None:
+            return 0, []
+        prefix = f"arrays/{arr.h}/"
+        taken = 0
+        for key, data in frames:
+            if arr.admitted + 1 >= arr.chunks or not key.startswith(prefix) or key == prefix + "zarr.json":
+                break
+            path = key[len(prefix):]
+            arr.receiver.admit(path)  # as in _take_array_file: a chunk of this array, once, in slab order
+            arr.admitted += 1
+            arr.checks.append((self.pool.submit(self._check_chunk, arr, path, data), len(data)))
+            taken += 1
+        in_flight = sum(n for _, n in arr.checks)
+        while arr.checks and arr.checks[0][0].done():
+            future, n = arr.checks.popleft()
+            future.result()
+            in_flight -= n
+        wait = []
+        for future, n in arr.checks:  # left in ``checks``: whoever takes the next frames collects them
+            if in_flight <= CHECK_BYTES:
+                break
+            wait.append(future)
+            in_flight -= n
+        return taken, wait
 
     def _check_chunk(self, arr: _OpenArray, path: str, data: bytes) -> None:
         """Check one chunk (in the pool), then write it once."""
@@ -345,6 +388,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
     writer = Depends(require(ctx.policy, "write"))
     pool = ThreadPoolExecutor(8, thread_name_prefix="mrepo-batch")
     publish_pool = ThreadPoolExecutor(4, thread_name_prefix="mrepo-publish")
+    # Slab memory of the uploads' array checks, reused from slab to slab and upload to upload (a new
+    # 8 MiB slab is 2048 pages, or four huge pages, that the kernel faults in and zeroes first).
+    buffers = Buffers(SLAB_MEMORY)
 
     @router.post("/" + names.BATCH_HAVE_PATH, dependencies=[writer],
                  summary="Negotiate: which of these objects and arrays does the server lack?")
@@ -367,7 +413,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         upload_id = request.headers.get(names.UPLOAD_HEADER) or uuid.uuid4().hex
         if not UPLOAD_ID.match(upload_id):
             raise ApiError(400, f"invalid {names.UPLOAD_HEADER} header")
-        receiver = BatchReceiver(ctx, upload_id, pool, publish_pool)
+        receiver = BatchReceiver(ctx, upload_id, pool, publish_pool, buffers)
         reader_ = pack.PackReader(max_frame=ctx.max_body_bytes)
         error: Exception | None = None
         start = time.perf_counter()
@@ -381,7 +427,11 @@ def build_router(ctx: ServerContext) -> APIRouter:
             while (frames := await queue.get()) is not None:
                 try:
                     if error is None:
-                        await blocking(receiver.take, frames)
+                        taken, wait = receiver.take_chunks(frames)  # array chunks: checks start here
+                        for future in wait:
+                            await asyncio.wrap_future(future)
+                        if taken < len(frames):
+                            await blocking(receiver.take, frames[taken:])
                 except (MrepoError, ValueError) as exc:
                     error = exc
                 finally:
@@ -389,6 +439,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
 
         async def _read_stream() -> None:
             nonlocal error
+            request.scope[BODY_VIEWS] = True  # the pack reader takes the socket's pieces as they are
             try:
                 async for piece in request.stream():
                     if error is not None:

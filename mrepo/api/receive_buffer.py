@@ -11,7 +11,9 @@ parsed as before: the piece is folded into the ``bytearray`` only when a line is
 uvicorn then appends each piece to a ``bytearray`` (``cycle.body += data``) and hands the app
 ``bytes(cycle.body)``: two more copies. :class:`BodyPieces` keeps the pieces (the views above)
 and joins them once when the app takes them (:func:`install_body_pieces`): one copy of a body
-byte in user space between the socket and the app instead of three to four.
+byte in user space between the socket and the app instead of three to four; none for an app that
+asks for the pieces themselves (:data:`BODY_VIEWS`: the batch upload, whose pack reader joins each
+frame once).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from h11._receivebuffer import ReceiveBuffer
 from uvicorn.protocols.http import h11_impl
 
-__all__ = ["BodyPieces", "ViewReceiveBuffer", "install", "install_body_pieces"]
+__all__ = ["BODY_VIEWS", "BodyPieces", "ViewReceiveBuffer", "install", "install_body_pieces"]
 
 
 class ViewReceiveBuffer(ReceiveBuffer):
@@ -101,15 +103,22 @@ def install(conn: object) -> bool:
     return True
 
 
+#: Scope key an app sets (to True) before it reads a request body whose pieces it takes as read-only
+#: ``memoryview``\ s of the socket's immutable pieces (:class:`PiecesCycle`); other requests get ``bytes``.
+BODY_VIEWS = "mrepo.body_views"
+
+
 class BodyPieces:
     """A request body being received, as the pieces h11 handed out (bytes-like, read-only views
-    of the socket's pieces); ``bytes()`` joins them once (a single ``bytes`` piece: no copy)."""
+    of the socket's pieces); ``bytes()`` joins them once (a single ``bytes`` piece: no copy), or,
+    with ``keep`` set, leaves them to the caller (returns ``b""``)."""
 
-    __slots__ = ("pieces", "size")
+    __slots__ = ("keep", "pieces", "size")
 
     def __init__(self) -> None:
         self.pieces: list[Any] = []
         self.size = 0
+        self.keep = False
 
     def __iadd__(self, data: Any) -> BodyPieces:
         if len(data):
@@ -121,23 +130,48 @@ class BodyPieces:
         return self.size
 
     def __bytes__(self) -> bytes:
-        return b"".join(self.pieces)
+        return b"" if self.keep else b"".join(self.pieces)
 
 
 class PiecesCycle(h11_impl.RequestResponseCycle):
-    """uvicorn's request/response cycle with its body kept as :class:`BodyPieces`."""
+    """uvicorn's request/response cycle with its body kept as :class:`BodyPieces`.
+
+    A request whose scope has :data:`BODY_VIEWS` set gets each piece as h11 handed it out, one
+    per message: a read-only ``memoryview`` of an immutable socket piece (a ``bytearray``, h11's own
+    copy, where it parsed the piece from its buffer after a line cut apart), so a large upload's
+    bytes are not copied once more on the event loop before the app parses them
+    (:class:`mrepo.store.pack.PackReader` keeps such views and joins a frame once).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.body = BodyPieces()  # type: ignore[assignment]
+        #: Pieces taken from uvicorn and not yet handed out (views mode), and its more_body after them.
+        self._waiting: list[Any] = []
+        self._more = False
 
     async def receive(self) -> Any:
+        if self._waiting:  # views mode: one piece per message, the rest of uvicorn's last message first
+            piece = self._waiting.pop(0)
+            return {"type": "http.request", "body": piece, "more_body": bool(self._waiting) or self._more}
+        body = self.body  # h11 appends to this object until uvicorn takes it (``+=`` returns it)
+        body.keep = bool(self.scope.get(BODY_VIEWS))  # type: ignore[union-attr]
         message = await super().receive()  # takes bytes(self.body), then sets a bytearray
         self.body = BodyPieces()  # type: ignore[assignment]  # no await in between: no piece is lost
+        if body.keep and message.get("type") == "http.request" and body.pieces:  # type: ignore[union-attr]
+            pieces = body.pieces  # type: ignore[union-attr]
+            self._waiting, self._more = pieces[1:], bool(message.get("more_body"))
+            message["body"], message["more_body"] = pieces[0], bool(self._waiting) or self._more
         return message
 
 
-def install_body_pieces() -> None:
+def install_body_pieces(high_water: int | None = None) -> None:
     """Make uvicorn's h11 protocol build :class:`PiecesCycle` cycles (process-wide: the same
-    messages, fewer copies)."""
+    messages, fewer copies). ``high_water``: body bytes a connection may hold for the app before
+    uvicorn stops reading its socket (uvicorn's 64 KiB is below one socket read of ``mrepo serve``,
+    so it stopped and restarted reading, two ``epoll_ctl`` calls and their Python around them, for
+    every piece of a large upload; at one read's size it stops only when the app falls behind by
+    more than a read, so a connection still holds at most two reads)."""
     h11_impl.RequestResponseCycle = PiecesCycle  # type: ignore[misc]
+    if high_water is not None:
+        h11_impl.HIGH_WATER_LIMIT = max(high_water, 1 << 16)  # type: ignore[attr-defined]

@@ -77,7 +77,7 @@ class GuardedH11Protocol(H11Protocol):
 def server_config(app: Any, host: str, port: int, *, header_timeout: float = HEADER_TIMEOUT,
                   keep_alive: int = KEEP_ALIVE, limit_concurrency: int | None = 1000, **kw: Any) -> uvicorn.Config:
     """uvicorn configuration of ``mrepo serve`` (access log off: the app writes its own)."""
-    install_body_pieces()  # request bodies reach the app joined once, not appended and copied
+    install_body_pieces(READ_BYTES)  # request bodies reach the app joined once, not appended and copied
     protocol = type("GuardedH11", (GuardedH11Protocol,), {"header_timeout": header_timeout})
     return uvicorn.Config(app, host=host, port=port, http=protocol, timeout_keep_alive=keep_alive,
                           limit_concurrency=limit_concurrency, log_level=kw.pop("log_level", "warning"),

@@ -85,7 +85,9 @@ class PackReader:
         self.received += len(data)
         out: list[tuple[str, bytes]] = []
         view = memoryview(data)
-        immutable = isinstance(data, bytes)  # views of it stay valid: kept instead of copied
+        # views of bytes (or of a read-only view of bytes) stay valid: kept instead of copied
+        immutable = isinstance(data, bytes) or (
+            isinstance(data, memoryview) and data.readonly and isinstance(data.obj, bytes))
         if self._due:
             take = min(self._due, len(view))
             self._parts.append(view[:take] if immutable else bytes(view[:take]))
