@@ -47,7 +47,7 @@ from ..store import protocol_names as names
 from ..store.batch_client import coalesced
 from ..store.errors import InvalidRecord
 from ..store.hashing import RECORD_TAG
-from ..store.integrity import ArrayReceiver, Buffers, check_array_metadata, check_slab_size, chunk_keys
+from ..store.integrity import ArrayReceiver, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import window
 from ..store.soundness import array_sound, object_sound
@@ -66,9 +66,6 @@ CHECK_BYTES = 32 << 20
 PUBLISHING = 2
 #: Groups of frames read ahead of the one being stored (each at most about one piece of the body).
 PIPELINE_PIECES = 8
-#: Free slab memory the server keeps for the next array checks (memory in use is bounded by CHECK_BYTES
-#: and the slabs of the arrays in flight, as before).
-SLAB_MEMORY = 64 << 20
 #: Output buffered before a piece of the download stream is sent.
 DOWNLOAD_PIECE = 1 << 20
 
@@ -120,10 +117,8 @@ class _OpenArray:
 class BatchReceiver:
     """Stores the frames of one upload stream, each verified before it becomes visible."""
 
-    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor, publish_pool: ThreadPoolExecutor,
-                 buffers: Buffers | None = None):
+    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor, publish_pool: ThreadPoolExecutor):
         self.ctx = ctx
-        self.buffers = buffers
         self.pool = pool
         self.publish_pool = publish_pool
         self.upload = upload
@@ -179,7 +174,7 @@ class BatchReceiver:
             if not present or not array_sound(self.backend, h):
                 meta = check_array_metadata(h, data, max_bytes=self.ctx.staging.max_array_bytes)
                 check_slab_size(h, meta)
-                receiver = ArrayReceiver(h, meta, self.buffers)
+                receiver = ArrayReceiver(h, meta)
                 lock = None if present else self.ctx.staging.lock(h)  # a damaged copy is replaced from staging
                 if lock is not None and not lock.acquire(blocking=False):  # another upload of it is under way
                     lock = None
@@ -388,9 +383,6 @@ def build_router(ctx: ServerContext) -> APIRouter:
     writer = Depends(require(ctx.policy, "write"))
     pool = ThreadPoolExecutor(8, thread_name_prefix="mrepo-batch")
     publish_pool = ThreadPoolExecutor(4, thread_name_prefix="mrepo-publish")
-    # Slab memory of the uploads' array checks, reused from slab to slab and upload to upload (a new
-    # 8 MiB slab is 2048 pages, or four huge pages, that the kernel faults in and zeroes first).
-    buffers = Buffers(SLAB_MEMORY)
 
     @router.post("/" + names.BATCH_HAVE_PATH, dependencies=[writer],
                  summary="Negotiate: which of these objects and arrays does the server lack?")
@@ -413,7 +405,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
         upload_id = request.headers.get(names.UPLOAD_HEADER) or uuid.uuid4().hex
         if not UPLOAD_ID.match(upload_id):
             raise ApiError(400, f"invalid {names.UPLOAD_HEADER} header")
-        receiver = BatchReceiver(ctx, upload_id, pool, publish_pool, buffers)
+        receiver = BatchReceiver(ctx, upload_id, pool, publish_pool)
         reader_ = pack.PackReader(max_frame=ctx.max_body_bytes)
         error: Exception | None = None
         start = time.perf_counter()
