@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -54,3 +55,16 @@ def served(tmp_path: Path) -> Iterator[Served]:
                      max_body_bytes=1 << 20, access_log=log)
     with thread_server(app) as base:
         yield Served(base, repo_path, tokens, log)
+
+
+@pytest.fixture
+def writer_client(tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
+    """A fresh repository served on 127.0.0.1 and an HTTP client holding its write token; (client, repo root)."""
+    Repository.init(str(tmp_path / "repo")).close()
+    tokens = make_tokens(tmp_path / "tokens.toml")
+    app = create_app(str(tmp_path / "repo"), tmp_path / "tokens.toml", access_log=False)
+    with (
+        thread_server(app) as base,
+        httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {tokens['write']}"}) as c,
+    ):
+        yield c, tmp_path / "repo"

@@ -13,13 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from mrepo.api import create_app
 from mrepo.graph import Repository
 from mrepo.store import pack, zarr_codec
 from mrepo.store.hashing import hash_array
 from mrepo.store.integrity import chunk_keys
-from tests.api.conftest import make_tokens
-from tests.api.server import thread_server
 
 
 def _array(seed: int = 0) -> tuple[np.ndarray, str, bytes, dict[str, bytes]]:
@@ -34,24 +31,12 @@ def _frames(h: str, meta: bytes, files: dict[str, bytes], order: list[str]) -> l
     return [(f"arrays/{h}/zarr.json", meta)] + [(f"arrays/{h}/{k}", files[k]) for k in order]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
-    Repository.init(str(tmp_path / "repo")).close()
-    tokens = make_tokens(tmp_path / "tokens.toml")
-    app = create_app(str(tmp_path / "repo"), tmp_path / "tokens.toml", access_log=False)
-    with (
-        thread_server(app) as base,
-        httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {tokens['write']}"}) as c,
-    ):
-        yield c, tmp_path / "repo"
-
-
 def _files_under(root: Path, h: str) -> list[Path]:
     return [p for p in (root / "arrays" / h).rglob("*") if p.is_file()] if (root / "arrays" / h).exists() else []
 
 
-def test_chunks_out_of_slab_order_are_refused_and_leave_nothing(server) -> None:
-    c, root = server
+def test_chunks_out_of_slab_order_are_refused_and_leave_nothing(writer_client) -> None:
+    c, root = writer_client
     arr, h, meta, files = _array()
     keys = chunk_keys(zarr_codec.parse_metadata(meta, h))
     late = keys[2:4] + keys[:2] + keys[4:]  # slab 1 before slab 0
@@ -67,8 +52,8 @@ def test_chunks_out_of_slab_order_are_refused_and_leave_nothing(server) -> None:
     np.testing.assert_array_equal(Repository.open(str(root)).objects.get_array(h), arr)
 
 
-def test_an_array_that_fails_its_hash_leaves_no_chunk_files(server) -> None:
-    c, root = server
+def test_an_array_that_fails_its_hash_leaves_no_chunk_files(writer_client) -> None:
+    c, root = writer_client
     arr, h, _, _ = _array()
     _, _, _, other = _array(seed=1)  # consistent digests, other content: only the array hash can tell
     lie = zarr_codec.metadata_document(arr, (4, 5, 8), h, {k: zarr_codec.chunk_digest(v) for k, v in other.items()})
@@ -80,10 +65,10 @@ def test_an_array_that_fails_its_hash_leaves_no_chunk_files(server) -> None:
 
 
 @pytest.mark.parametrize("second_lies", [False, True])
-def test_two_uploads_of_one_array_at_once(server, second_lies: bool) -> None:
+def test_two_uploads_of_one_array_at_once(writer_client, second_lies: bool) -> None:
     """Upload A holds the array (its chunks go to their final names) and stalls mid-array; upload B
     of the same array stages its chunks and publishes only after A. A refused B changes nothing."""
-    c, root = server
+    c, root = writer_client
     arr, h, meta, files = _array()
     keys = chunk_keys(zarr_codec.parse_metadata(meta, h))
     resume = threading.Event()
@@ -149,9 +134,9 @@ def test_two_uploads_of_one_array_at_once(server, second_lies: bool) -> None:
     assert not [p for p in (root / "staging").rglob("*") if p.is_file()]
 
 
-def test_chunks_of_an_array_the_server_holds_are_dropped(server) -> None:
+def test_chunks_of_an_array_the_server_holds_are_dropped(writer_client) -> None:
     """A client that learnt too late that the array arrived meanwhile sends it whole: accepted."""
-    c, root = server
+    c, root = writer_client
     arr, h, meta, files = _array()
     keys = chunk_keys(zarr_codec.parse_metadata(meta, h))
     r = c.post("/repo/batch/upload", content=b"".join(pack.encode(_frames(h, meta, files, keys))))

@@ -16,12 +16,11 @@ import httpx
 import numpy as np
 import pytest
 
-from mrepo.api import batch, create_app
+from mrepo.api import batch
 from mrepo.graph import Repository
 from mrepo.store import http_backend, pack, zarr_codec
 from mrepo.store.hashing import hash_array
 from mrepo.store.integrity import chunk_keys
-from tests.api.conftest import make_tokens
 from tests.api.server import thread_server
 
 CHUNKS = (8, 48, 48)
@@ -49,26 +48,14 @@ def _pieces(body: bytes, size: int) -> Iterator[bytes]:
         yield body[i:i + size]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[httpx.Client, Path]]:
-    Repository.init(str(tmp_path / "repo")).close()
-    tokens = make_tokens(tmp_path / "tokens.toml")
-    app = create_app(str(tmp_path / "repo"), tmp_path / "tokens.toml", access_log=False)
-    with (
-        thread_server(app) as base,
-        httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {tokens['write']}"}) as c,
-    ):
-        yield c, tmp_path / "repo"
-
-
 def _files(root: Path, h: str) -> list[Path]:
     return [p for top in (root / "arrays" / h, root / "staging" / h) if top.exists()
             for p in top.rglob("*") if p.is_file()]
 
 
 @pytest.mark.parametrize("piece", [997, 65_536, 1 << 20])
-def test_an_array_sent_in_many_pieces_is_stored_exactly(server, monkeypatch: pytest.MonkeyPatch, piece: int) -> None:
-    c, root = server
+def test_an_array_sent_in_many_pieces_is_stored_exactly(writer_client, monkeypatch: pytest.MonkeyPatch, piece: int) -> None:
+    c, root = writer_client
     monkeypatch.setattr(batch, "CHECK_BYTES", 100_000)  # the event loop waits for checks in flight
     arr, h, meta, chunks = _array()
     body = _body(h, meta, chunks)
@@ -80,9 +67,9 @@ def test_an_array_sent_in_many_pieces_is_stored_exactly(server, monkeypatch: pyt
 
 
 @pytest.mark.parametrize("where", [0, 2, 5])  # the first chunk, one in the middle, the last (closes the array)
-def test_a_changed_byte_in_any_chunk_is_refused_and_nothing_is_visible(server, monkeypatch: pytest.MonkeyPatch,
+def test_a_changed_byte_in_any_chunk_is_refused_and_nothing_is_visible(writer_client, monkeypatch: pytest.MonkeyPatch,
                                                                        where: int) -> None:
-    c, root = server
+    c, root = writer_client
     monkeypatch.setattr(batch, "CHECK_BYTES", 100_000)
     arr, h, meta, chunks = _array()
     key, data = chunks[where]
