@@ -94,9 +94,6 @@ class _OpenArray:
         #: Chunks being checked and written in the pool, with their sizes, in arrival order.
         self.checks: deque[tuple[Future, int]] = deque()
         self.written: list[str] = []
-        #: Chunks admitted so far, and how many the array has.
-        self.admitted = 0
-        self.chunks = len(receiver.meta.chunk_digests) if receiver is not None else 0
 
     @property
     def present(self) -> bool:
@@ -192,9 +189,7 @@ class BatchReceiver:
             raise InvalidInput(f"pack: chunk {key} without its array's zarr.json before it")
         if arr.receiver is None:
             return
-        arr.receiver.admit(path)  # a chunk of this array, not sent before, in slab order
-        arr.admitted += 1
-        arr.checks.append((self.pool.submit(self._check_chunk, arr, path, data), len(data)))
+        self._start_check(arr, path, data)
         # raise the first failed check; wait for the oldest while too many bytes are in flight
         in_flight = sum(n for _, n in arr.checks)
         while arr.checks and (arr.checks[0][0].done() or in_flight > CHECK_BYTES):
@@ -216,12 +211,9 @@ class BatchReceiver:
         prefix = f"arrays/{arr.h}/"
         taken = 0
         for key, data in frames:
-            if arr.admitted + 1 >= arr.chunks or not key.startswith(prefix) or key == prefix + "zarr.json":
+            if arr.receiver.unadmitted <= 1 or not key.startswith(prefix) or key == prefix + "zarr.json":
                 break
-            path = key[len(prefix):]
-            arr.receiver.admit(path)  # as in _take_array_file: a chunk of this array, once, in slab order
-            arr.admitted += 1
-            arr.checks.append((self.pool.submit(self._check_chunk, arr, path, data), len(data)))
+            self._start_check(arr, key[len(prefix):], data)
             taken += 1
         in_flight = sum(n for _, n in arr.checks)
         while arr.checks and arr.checks[0][0].done():
@@ -235,6 +227,12 @@ class BatchReceiver:
             wait.append(future)
             in_flight -= n
         return taken, wait
+
+    def _start_check(self, arr: _OpenArray, path: str, data: bytes) -> None:
+        """Admit a chunk of the open array (of this array, not sent before, in slab order) and start
+        its check and write in the pool."""
+        arr.receiver.admit(path)
+        arr.checks.append((self.pool.submit(self._check_chunk, arr, path, data), len(data)))
 
     def _check_chunk(self, arr: _OpenArray, path: str, data: bytes) -> None:
         """Check one chunk (in the pool), then write it once."""

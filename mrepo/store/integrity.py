@@ -265,6 +265,11 @@ class ArrayReceiver:
         """True when every chunk was admitted."""
         return len(self._admitted) == len(self.meta.chunk_digests)
 
+    @property
+    def unadmitted(self) -> int:
+        """Chunks not admitted yet."""
+        return len(self.meta.chunk_digests) - len(self._admitted)
+
     def add(self, key: str, data: bytes) -> None:
         """Verify one chunk file (digest, size, padding) and place its data; CorruptObject."""
         meta, where = self.meta, f"array {self.h} chunk {key}"
