@@ -37,15 +37,13 @@ from .runner import (  # noqa: F401 - re-exported: the executors' public surface
     accumulate_sums,
     check_tasks,
     match_worker_threads,
-    merge_sums,
     task_id,
-    tree_reduce,
 )
 
 
 def sum_owned(parts: list[dict[str, HalfSums]]) -> dict[str, HalfSums]:
     """The total of per-runner sums that nobody else holds, added in place into the first part of each
-    species (no full-size copy: 3 GiB per part at box 256); the same integers as :func:`tree_reduce`."""
+    species (no full-size copy: 3 GiB per part at box 256); the same integers in any order (:func:`accumulate_sums`)."""
     total: dict[str, HalfSums] = {}
     for part in parts:
         accumulate_sums(total, part, owned=True)

@@ -279,7 +279,7 @@ class RayExecutor:
                 self._lost_actor(slot, "before handing over its sums")
                 lost.extend(owner[slot])
                 continue
-            accumulate_sums(total, part)  # exact: the same integers as tree_reduce in any order
+            accumulate_sums(total, part)  # exact: the same integers in any order
             del part
         return lost
 

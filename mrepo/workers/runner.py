@@ -4,7 +4,7 @@
   :mod:`mrepo.workers.cache`), keeps the running sum of their
   :class:`~mrepo.workers.api.HalfSums` and hands it over with :meth:`ItemRunner.take_sums`;
 - :class:`ResidentReferences`: species references loaded once per iteration and kept;
-- exact reductions (:func:`merge_sums`, :func:`tree_reduce`), task checks
+- the exact reduction (:func:`accumulate_sums`), task checks
   (:func:`check_tasks`, :func:`task_id`), the torch thread count shared with the driver
   (:func:`match_worker_threads`), and progress events (:class:`ProgressEvent`,
   :class:`ProgressCounter`).
@@ -28,8 +28,7 @@ from .api import HalfSums, ItemResult, ItemTask
 from .cache import ResultCache
 
 __all__ = ["ItemRunner", "ResidentReferences", "ProgressEvent", "ProgressCounter", "Progress", "RefineFn", "LoadFn",
-           "check_tasks", "task_id", "merge_sums", "accumulate_sums", "tree_reduce",
-           "match_worker_threads"]
+           "check_tasks", "task_id", "accumulate_sums", "match_worker_threads"]
 
 #: ``refine(task, references) -> ItemResult`` (default: :func:`mrepo.workers.refine_item.refine_item`).
 #: The result's writeable sums are handed over: the runner adds the next items' sums into them.
@@ -105,23 +104,8 @@ def _check_grids(name: str, x: HalfSums, y: HalfSums) -> None:
         raise ValueError(f"species {name!r}: half-set sums of grids {x.data.shape} and {y.data.shape} differ")
 
 
-def merge_sums(a: dict[str, HalfSums], b: dict[str, HalfSums]) -> dict[str, HalfSums]:
-    """A new dict holding ``a + b`` per species (inputs untouched, may be read-only arrays)."""
-    out: dict[str, HalfSums] = {}
-    for name in sorted(set(a) | set(b)):
-        if name in a and name in b:
-            x, y = a[name], b[name]
-            _check_grids(name, x, y)
-            out[name] = HalfSums(x.data + y.data, x.weight + y.weight, x.particles + y.particles)
-        else:
-            s = a.get(name) or b[name]
-            out[name] = HalfSums(s.data.copy(), s.weight.copy(), s.particles)
-    return out
-
-
 def accumulate_sums(total: dict[str, HalfSums], part: dict[str, HalfSums], *, owned: bool = False) -> None:
-    """Add ``part`` into ``total`` in place, exactly (the same integers as :func:`tree_reduce` in any
-    order). A species new to ``total`` is copied, unless ``owned`` (``part``'s arrays are then taken
+    """Add ``part`` into ``total`` in place, exactly (fixed point: the same integers in any order). A species new to ``total`` is copied, unless ``owned`` (``part``'s arrays are then taken
     over: nobody else holds them, and they are writeable). Memory: ``total`` plus the part being added,
     whatever the number of parts (3 GiB per part at box 256)."""
     for name in sorted(part):
@@ -132,17 +116,6 @@ def accumulate_sums(total: dict[str, HalfSums], part: dict[str, HalfSums], *, ow
         else:
             _check_grids(name, mine, s)
             mine.add(s)
-
-
-def tree_reduce(parts: list[dict[str, HalfSums]]) -> dict[str, HalfSums]:
-    """Pairwise (tree) sum of per-worker sums; exact, so equal to any other order."""
-    level = list(parts)
-    if not level:
-        return {}
-    while len(level) > 1:
-        level = [merge_sums(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
-    return merge_sums(level[0], {})
 
 
 class ResidentReferences:

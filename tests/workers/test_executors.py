@@ -21,7 +21,7 @@ from mrepo.sim import FrameSeriesConfig, Optics, SpeciesSpec, simulate_frame_ser
 from mrepo.store.objects import array_prefix
 from mrepo.workers.api import FIXED_POINT_BITS, HalfSums, ItemTask, IterationOutput
 from mrepo.workers.cache import CACHE_PREFIX, ResultCache, cache_key, cache_roots, prune_cache
-from mrepo.workers.executors import LocalExecutor, ProgressEvent, check_tasks, merge_sums, tree_reduce
+from mrepo.workers.executors import LocalExecutor, ProgressEvent, accumulate_sums, check_tasks
 from mrepo.workers.ray_progress import iteration_stats
 from mrepo.workers.refine_item import refine_item
 from mrepo.workers.settings import RefineSettings
@@ -128,32 +128,61 @@ def _random_sums(rng: np.random.Generator, grid: tuple[int, ...] = (5, 5, 3)) ->
     return HalfSums.from_float(data, rng.uniform(0, 50, (2, *grid)), int(rng.integers(1, 9)))
 
 
-def test_tree_reduce_is_exact_in_any_order() -> None:
+def _reference_total(parts: list[dict[str, HalfSums]]) -> dict[str, HalfSums]:
+    """The exact total written independently: an int64 sum over stacked parts per species."""
+    names = sorted({n for p in parts for n in p})
+    return {n: HalfSums(np.sum([p[n].data for p in parts if n in p], axis=0),
+                        np.sum([p[n].weight for p in parts if n in p], axis=0),
+                        sum(p[n].particles for p in parts if n in p)) for n in names}
+
+
+def _readonly_copy(part: dict[str, HalfSums]) -> dict[str, HalfSums]:
+    out = {n: HalfSums(s.data.copy(), s.weight.copy(), s.particles) for n, s in part.items()}
+    for s in out.values():
+        s.data.flags.writeable = s.weight.flags.writeable = False
+    return out
+
+
+def test_accumulate_sums_is_exact_in_any_order() -> None:
+    """The Ray driver's reduction (accumulate_sums, one actor's sums at a time) gives the same integers
+    in any order, equal to the independent sum and to the float sum within one rounding per term;
+    read-only parts (as ray.get returns them) are copied once, never written."""
     rng = np.random.default_rng(1)
     parts = [{"a": _random_sums(rng), "b": _random_sums(rng)} for _ in range(7)]
     parts[3].pop("b")  # a worker that saw no particle of b
-    ref = tree_reduce(parts)
-    for perm in (rng.permutation(7) for _ in range(5)):
-        other = tree_reduce([parts[i] for i in perm])
+    parts = [_readonly_copy(p) for p in parts]
+    ref = _reference_total(parts)
+    for perm in [range(7), *(rng.permutation(7) for _ in range(5))]:
+        total: dict = {}
+        for i in perm:
+            accumulate_sums(total, parts[i])
+        assert sorted(total) == ["a", "b"]
         for n in "ab":
-            assert np.array_equal(other[n].data, ref[n].data) and np.array_equal(other[n].weight, ref[n].weight)
+            assert np.array_equal(total[n].data, ref[n].data) and np.array_equal(total[n].weight, ref[n].weight)
+            assert total[n].particles == ref[n].particles
+        assert all(total[n].data is not p[n].data for p in parts for n in p)  # inputs untouched
     # against the float sum (each term rounded once to 2**-24)
-    data, weight = ref["a"].to_float()
+    data, weight = total["a"].to_float()
     fd = sum(p["a"].to_float()[0] for p in parts)
     assert np.abs(data - fd).max() <= 7 * 2.0 ** -FIXED_POINT_BITS
-    assert ref["b"].particles == sum(p["b"].particles for p in parts if "b" in p)
-    assert parts[0]["a"].data is not ref["a"].data  # inputs untouched (may be read-only)
+    assert total["b"].particles == sum(p["b"].particles for p in parts if "b" in p)
+    mine = _random_sums(rng)
+    owned: dict = {}
+    accumulate_sums(owned, {"a": mine}, owned=True)
+    assert owned["a"] is mine  # an owned part is taken over without a copy
+    with pytest.raises(ValueError, match="differ"):
+        accumulate_sums(owned, {"a": _random_sums(rng, (7, 7, 4))})
 
 
-def test_sum_owned_equals_tree_reduce_without_copies() -> None:
-    """LocalExecutor's in-place reduction of its runners' own sums gives tree_reduce's integers and adds
+def test_sum_owned_is_exact_without_copies() -> None:
+    """LocalExecutor's in-place reduction of its runners' own sums gives the exact total and adds
     into the first part's arrays instead of allocating new ones."""
     from mrepo.workers.executors import sum_owned
 
     rng = np.random.default_rng(4)
     parts = [{"a": _random_sums(rng), "b": _random_sums(rng)} for _ in range(4)]
     parts[0].pop("b")  # the first runner saw no particle of b
-    ref = tree_reduce(parts)
+    ref = _reference_total(parts)
     first_a, first_b = parts[0]["a"].data, parts[1]["b"].data
     got = sum_owned([{n: HalfSums(s.data.copy(), s.weight.copy(), s.particles) for n, s in p.items()} for p in parts])
     for n in "ab":
@@ -164,34 +193,6 @@ def test_sum_owned_equals_tree_reduce_without_copies() -> None:
     assert total["a"].data is first_a and total["b"].data is first_b and owned == [{}, {}]
     with pytest.raises(ValueError, match="differ"):
         sum_owned([{"a": _random_sums(rng, (5, 5, 3))}, {"a": _random_sums(rng, (7, 7, 4))}])
-
-
-def test_accumulate_sums_equals_tree_reduce_holding_one_part_at_a_time() -> None:
-    """The Ray driver's reduction (accumulate_sums, one actor's sums at a time) gives tree_reduce's
-    integers; read-only parts (as ray.get returns them) are copied once, never written; owned parts are
-    taken over without a copy; grids that differ are refused."""
-    from mrepo.workers.runner import accumulate_sums
-
-    rng = np.random.default_rng(7)
-    parts = [{"a": _random_sums(rng), "b": _random_sums(rng)} for _ in range(5)]
-    parts[2].pop("a")
-    for p in parts:
-        for s in p.values():
-            s.data.flags.writeable = s.weight.flags.writeable = False
-    ref = tree_reduce(parts)
-    total: dict = {}
-    for p in reversed(parts):
-        accumulate_sums(total, p)
-    for n in "ab":
-        assert np.array_equal(total[n].data, ref[n].data) and np.array_equal(total[n].weight, ref[n].weight)
-        assert total[n].particles == ref[n].particles
-    assert total["a"].data is not parts[-1]["a"].data  # copied, the read-only part untouched
-    mine = _random_sums(rng)
-    owned: dict = {}
-    accumulate_sums(owned, {"a": mine}, owned=True)
-    assert owned["a"] is mine
-    with pytest.raises(ValueError, match="differ"):
-        accumulate_sums(owned, {"a": _random_sums(rng, (7, 7, 4))})
 
 
 def test_fixed_point_in_place_equals_from_float() -> None:
@@ -216,10 +217,10 @@ def test_fixed_point_in_place_equals_from_float() -> None:
         HalfSums.from_float_planes(planes.astype(np.float32), weight.copy())
 
 
-def test_merge_sums_rejects_mismatched_grids() -> None:
+def test_accumulate_sums_rejects_mismatched_grids() -> None:
     rng = np.random.default_rng(2)
     with pytest.raises(ValueError, match="differ"):
-        merge_sums({"a": _random_sums(rng, (5, 5, 3))}, {"a": _random_sums(rng, (7, 7, 4))})
+        accumulate_sums({"a": _random_sums(rng, (5, 5, 3))}, {"a": _random_sums(rng, (7, 7, 4))})
 
 
 def test_check_tasks_rejects_duplicates_and_non_tasks(population: tuple[Repository, Population]) -> None:
