@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +48,12 @@ CHILD = """
 import gc, json, sys, time, torch
 sys.path.insert(0, {root!r})
 sys.path.insert(0, {root!r} + "/benchmarks")
-torch.set_num_threads(1)
+torch.set_num_threads({threads})
 from bench_refine import peak_reset, proc_status, simulated_item
 import mrepo.workers.objective as objective
 refine_module = sys.modules["mrepo.workers.refine_item"]  # the package re-exports a function of that name
 from mrepo.workers.refine_item import refine_item
-sr, task, s = simulated_item({kind!r}, {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs},
-                             device={device!r}, patch_memory_mib={patch_memory}, graph_memory_mib={graph_memory})
+{setup}
 gc.collect()
 cuda = {device!r}.startswith("cuda")
 if cuda:
@@ -88,16 +88,54 @@ if cuda:
 print(json.dumps(row))
 """
 
+#: The simulation, in the measuring process (its memory stays in that process's heap) ...
+SIMULATE = """sr, task, s = simulated_item({kind!r}, {n}, {box}, {batch}, image_warp=(3, 3, 3), lbfgs_iterations={lbfgs},
+                             device={device!r}, patch_memory_mib={patch_memory}, graph_memory_mib={graph_memory},
+                             threads={threads}{url})"""
+#: ... or in a process of its own, which writes the repository to a folder and the task beside it
+SIM_ONLY = """
+import pickle, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {root!r} + "/benchmarks")
+from bench_refine import simulated_item
+""" + SIMULATE + """
+pickle.dump((task, s), open({task_file!r}, "wb"))
+"""
+#: which the measuring process then reads (raw exposures from that folder, as a user's refinement does)
+LOAD = "import pickle\ntask, s = pickle.load(open({task_file!r}, 'rb'))"
+
 
 def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float, kind: str = "frames",
-              device: str = "cpu", patch_memory: float = 2048.0, graph_memory: float = 512.0) -> dict | None:
-    code = CHILD.format(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs, kind=kind, device=device,
-                        patch_memory=float(patch_memory), graph_memory=float(graph_memory))
+              device: str = "cpu", patch_memory: float = 2048.0, graph_memory: float = 512.0, threads: int = 1,
+              sim_dir: Path | None = None) -> dict | None:
+    """One (box, particles) point in fresh subprocesses; None when it failed or ran out of time.
+    ``sim_dir``: simulate in a process of its own, the repository written to a folder below it (removed
+    after the point), so that the measured process holds no simulation memory."""
+    fields = dict(root=str(ROOT), n=n, box=box, batch=batch, lbfgs=lbfgs, kind=kind, device=device,
+                  patch_memory=float(patch_memory), graph_memory=float(graph_memory), threads=threads)
+    where = None if sim_dir is None else sim_dir / f"{kind}-{box}-{n}"
+    if where is None:
+        setup = SIMULATE.format(**fields, url="")
+    else:
+        shutil.rmtree(where, ignore_errors=True)
+        where.mkdir(parents=True)
+        task_file = str(where / "task.pickle")
+        sim = SIM_ONLY.format(**fields, url=f", url={str(where / 'repo')!r}", task_file=task_file)
+        made = subprocess.run([sys.executable, "-c", sim], capture_output=True, text=True)
+        if made.returncode:
+            print(f"box {box} {n} particles: simulation failed: {(made.stderr.strip().splitlines() or ['?'])[-1]}",
+                  flush=True)
+            return None
+        setup = LOAD.format(task_file=task_file)
+    code = CHILD.format(**fields, setup=setup)
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         print(f"box {box} {n} particles: no result within {timeout:.0f} s", flush=True)
         return None
+    finally:
+        if where is not None:
+            shutil.rmtree(where, ignore_errors=True)
     if proc.returncode:
         last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode} (killed?)"])[-1]
         print(f"box {box} {n} particles failed: {last}", flush=True)
@@ -105,6 +143,8 @@ def run_point(n: int, box: int, batch: int, lbfgs: int, timeout: float, kind: st
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     ev = row["evaluations"]
     row["cpu_per_eval_ms"] = 1000 * row["cpu_s"] / max(1, ev["grad"] + ev["nograd"])
+    row["threads"] = threads
+    row["simulation"] = "in the measured process" if sim_dir is None else "separate process, repository on disk"
     return row
 
 
@@ -161,6 +201,11 @@ def main() -> None:
     ap.add_argument("--graph-memory", type=float, default=512.0, metavar="MIB",
                     help="RefineSettings.graph_memory_mib (mrepo refine --graph-memory): all particle batches "
                          "back-propagated in one pass up to this graph estimate, one at a time above it (0: always)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of the measured process (RefineSettings.threads); CPU time is their sum")
+    ap.add_argument("--sim-dir", type=Path, default=None, metavar="DIR",
+                    help="simulate each point in a process of its own, its repository written below DIR and read "
+                         "from there (the measured process then holds no simulation memory; removed after)")
     ap.add_argument("--out", type=Path, default=RESULT, help="result JSON")
     ap.add_argument("--append", action="store_true", help="keep the rows already in --out and add the new ones")
     ap.add_argument("--refit", action="store_true",
@@ -170,7 +215,7 @@ def main() -> None:
     rows: list[dict] = json.loads(a.out.read_text())["rows"] if a.append and a.out.exists() else []
     log = {"command": "python benchmarks/bench_cost_curve.py " + " ".join(sys.argv[1:]),
            "settings": f"frames (6), 1.5 Å/px, limit 4 px, shifts + 3x3x3 image warp + poses + defocus + astigmatism, "
-                       f"L-BFGS {a.lbfgs}, particle batch {a.batch}, 1 thread, one refine_item per point"}
+                       f"L-BFGS {a.lbfgs}, particle batch {a.batch}, {a.threads} thread{'s' if a.threads > 1 else ''}, one refine_item per point"}
     if a.kind == "tilts":
         log["settings"] = log["settings"].replace("frames (6)", "tilts (11, ±30°)")
     if a.device != "cpu":
@@ -185,7 +230,7 @@ def main() -> None:
     for box in a.boxes if not a.refit else []:
         for n in a.particles:
             row = run_point(n, box, a.batch, a.lbfgs, a.timeout, a.kind, a.device, a.patch_memory,
-                            a.graph_memory)
+                            a.graph_memory, a.threads, a.sim_dir)
             if row is None:
                 continue
             row["commit"] = commit

@@ -30,11 +30,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-def simulated_item(kind: str, n: int, box: int, batch: int, seed: int = 5, **settings: object):
+def simulated_item(kind: str, n: int, box: int, batch: int, seed: int = 5, url: str | None = None,
+                   **settings: object):
     """A one-item repository of ``n`` simulated particles (frames: 6 frames; tilts: 11 tilts, ±30°) at
     ``box`` px, 1.5 Å/px, limit 4 px, and the item task refining shifts + poses + defocus + astigmatism
     (``settings`` override RefineSettings fields): (SimRepo, ItemTask, RefineSettings). The micrograph
-    grows with the particles (``box * (2 + 0.8 sqrt(n))`` px square)."""
+    grows with the particles (``box * (2 + 0.8 sqrt(n))`` px square). ``url``: where the repository is
+    made (default: an in-memory one, for this process only)."""
     from mrepo.sim import FrameSeriesConfig, Optics, TiltSeriesConfig, simulate_frame_series, simulate_tilt_series
     from mrepo.workers.api import ItemTask
     from mrepo.workers.settings import RefineSettings
@@ -52,7 +54,7 @@ def simulated_item(kind: str, n: int, box: int, batch: int, seed: int = 5, **set
                                species=sp, box=box, n_particles=n, max_tilt=30.0, tilt_step=6.0, snr=1.0, pad=2,
                                slab_thickness=box * pix, defocus=10000.0, contrast="light")
         sim = simulate_tilt_series(cfg, seed)
-    sr = build_repo(sim, resolution=4 * pix)
+    sr = build_repo(sim, resolution=4 * pix, url=url)
     pop = sr.repo.population()
     ih = sr.repo.source(pop.sources["sim"]).items[sr.item_key]
     s = RefineSettings(refine_shifts=True, refine_poses=True, refine_defocus=True, refine_astigmatism=True,
