@@ -52,6 +52,8 @@ from .transfer import Progress, TransferStats, intact
 
 #: Concurrent streams that carry arrays (each its own connection; the server verifies them in parallel).
 STREAMS = 2
+#: Download streams of a pull (each its own connection and receiving thread).
+PULL_STREAMS = 3
 #: Chunk bytes of one download stream being verified and written at once.
 CHECK_BYTES = 32 << 20
 
@@ -77,6 +79,17 @@ def _split(hashes: list[str], streams: int = STREAMS) -> list[list[str]]:
     """``hashes`` dealt round-robin into at most ``streams`` non-empty groups."""
     n = min(streams, len(hashes))
     return [hashes[i::n] for i in range(n)]
+
+
+def _pull_groups(http: HttpBackend, hashes: list[str]) -> list[list[str]]:
+    """The arrays to pull dealt to the download streams by the sizes the server declares (``batch/sizes``,
+    one request): dealt by hash order, the three large maps of a species could all go to one stream and
+    the pull then ran as one stream. The sizes only balance the streams (what arrives is checked); arrays
+    the server gave no size for count as empty; a server without ``batch/sizes``: round-robin."""
+    if len(hashes) <= 1:
+        return _split(hashes)
+    sizes = http.batch.sizes(hashes)
+    return _balanced({h: sizes.get(h, 0) for h in hashes}, PULL_STREAMS) if sizes else _split(hashes)
 
 
 #: The records of one closure level the destination lacks: ``(hash, bytes, parsed body)``.
@@ -361,7 +374,7 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
             lacking = sorted(wanted_arrays | set(wanted_blobs.values()) | ({current.h} if current else set()))
             raise ObjectNotFound(f"{where} did not send {len(lacking)} object(s), e.g. {lacking[0]}")
 
-    groups = _split(need_arrays)
+    groups = _pull_groups(http, need_arrays)
     if need_blobs or groups:
         jobs = [(need_blobs, groups[0] if groups else [])] + [([], g) for g in groups[1:]]
         # publishing waits for chunk checks in ``pool``: its own threads, so that it never starves them

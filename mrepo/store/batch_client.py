@@ -82,6 +82,23 @@ class BatchClient:
             miss_a.update(doc[names.F_MISSING_ARRAYS])
         return miss_o, miss_a
 
+    def sizes(self, arrays: list[str]) -> dict[str, int]:
+        """Bytes that the server's ``zarr.json`` of each named array declares (arrays it holds), to deal
+        a pull's arrays to streams of about equal bytes; an untrusted hint (entries not asked for, or
+        not a count of bytes, are dropped), and empty where the server predates ``batch/sizes``."""
+        wanted, out = set(arrays), {}
+        step = names.MAX_BATCH_HASHES
+        try:
+            for i in range(0, len(arrays), step):
+                doc = self._post_json(names.BATCH_SIZES_PATH, {names.F_ARRAYS: arrays[i:i + step]})
+                got = doc.get(names.F_SIZES) if isinstance(doc, dict) else None
+                for h, n in (got.items() if isinstance(got, dict) else ()):
+                    if h in wanted and type(n) is int and n >= 0:
+                        out[h] = n
+        except BatchUnsupported:
+            return {}
+        return out
+
     def upload(self, frames: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
         """Send one pack; the answer counts frames stored and already present. Not retried here:
         a caller retries by negotiating again (what was stored stays stored)."""

@@ -23,6 +23,7 @@ PULLS_PATH = "pulls"  # pulls, pulls/<n>, pulls/<n>/check|merge|close
 BATCH_HAVE_PATH = "batch/have"
 BATCH_UPLOAD_PATH = "batch/upload"
 BATCH_DOWNLOAD_PATH = "batch/download"
+BATCH_SIZES_PATH = "batch/sizes"
 
 # ----------------------------------------------------------------------------- headers
 #: Upload session id: the server stages one client's array chunks under it.
@@ -39,6 +40,8 @@ F_ARRAYS = "arrays"
 #: Answer of ``batch/have``: what the server lacks.
 F_MISSING_OBJECTS = "missing_objects"
 F_MISSING_ARRAYS = "missing_arrays"
+#: Answer of ``batch/sizes``: array hash -> bytes its ``zarr.json`` declares (arrays the server holds).
+F_SIZES = "sizes"
 #: Answer of ``batch/upload``: frames stored, already present (skipped), bytes received.
 F_STORED = "stored"
 F_PRESENT = "present"
@@ -53,5 +56,5 @@ F_DETAIL = "detail"
 F_PULL = "pull"
 F_PULLS = "pulls"
 
-#: Most hashes in one ``batch/have`` or ``batch/download`` request.
+#: Most hashes in one ``batch/have``, ``batch/download`` or ``batch/sizes`` request.
 MAX_BATCH_HASHES = 10000

@@ -17,9 +17,9 @@ from torch import Tensor
 
 from mrepo.kernels.fourier_slice import insert_slices
 from mrepo.kernels.gridding import half_grid_shape
+from mrepo.store.heap import release_free_heap
 from mrepo.workers.api import HalfSums
 from mrepo.workers.geometry import Geometry
-from mrepo.workers.heap import release_free_heap
 from mrepo.workers.imaging import (
     PatchSource,
     big_box,

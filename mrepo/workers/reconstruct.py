@@ -17,8 +17,8 @@ from mrepo.kernels.fourier_slice import fold_into, mirror_planes, reconstruct_st
 from mrepo.kernels.fsc import fsc, resolution_at, shell_indices
 from mrepo.kernels.fsc import shell_filter as kernel_shell_filter
 from mrepo.store import InvalidInput, array_ref
+from mrepo.store.heap import release_free_heap
 from mrepo.workers.api import FIXED_POINT_BITS, HalfSums
-from mrepo.workers.heap import release_free_heap
 
 __all__ = ["Reconstruction", "reconstruct_species", "filter_map", "fsc_weights", "shell_filter", "ReconstructionError",
            "ReconstructionCheck", "check_reconstruction", "low_band_correlation", "species_average"]

@@ -22,6 +22,7 @@ import torch
 
 from mrepo.graph import Item, Repository
 from mrepo.store import InvalidInput, ObjectStore, array_ref
+from mrepo.store.heap import keep_freed_memory
 from mrepo.workers.api import ItemResult, ItemTask
 from mrepo.workers.backproject import backproject_species
 from mrepo.workers.device import resolve_device
@@ -36,7 +37,6 @@ from mrepo.workers.geometry import (
     updated_models,
     updated_particles,
 )
-from mrepo.workers.heap import keep_freed_memory
 from mrepo.workers.imaging import PatchSource, big_box, exposure_sizes, extract_groups
 from mrepo.workers.item_model import ItemModel, load_item_model
 from mrepo.workers.objective import (

@@ -1,4 +1,4 @@
-"""mrepo.workers.heap: glibc keeps freed blocks below the thresholds in the process."""
+"""mrepo.store.heap: glibc keeps freed blocks below the thresholds in the process."""
 
 import platform
 import resource
@@ -6,7 +6,7 @@ import resource
 import pytest
 import torch
 
-from mrepo.workers.heap import keep_freed_memory
+from mrepo.store.heap import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
@@ -32,7 +32,7 @@ def test_release_free_heap_returns_freed_pages():
     import subprocess
     import sys
 
-    code = ("import torch; from mrepo.workers.heap import keep_freed_memory, release_free_heap\n"
+    code = ("import torch; from mrepo.store.heap import keep_freed_memory, release_free_heap\n"
             "def rss():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])\n"
             "keep_freed_memory()\n"
             "xs = [torch.ones(8 << 20, dtype=torch.uint8) for _ in range(24)]\n"  # 24 x 8 MiB from the heap

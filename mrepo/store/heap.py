@@ -1,5 +1,8 @@
-"""The C heap of a worker process (glibc): keep freed memory for reuse (``mallopt``), for refinement's
-many short-lived tensors of a few MiB, and hand it back before full-size grids (``malloc_trim``).
+"""The C heap of a long-running process (glibc): keep freed memory for reuse (``mallopt``) and hand it
+back on demand (``malloc_trim``). Refinement workers keep it for their many short-lived tensors of a few
+MiB and hand it back before full-size grids; ``mrepo serve`` keeps it for the frames and buffers of
+uploads and downloads (a fresh page costs the kernel a zero-fill, and on a virtual machine a fault in
+the host too: 30-40 % of a server's CPU on a push of large arrays).
 
 glibc serves allocations above its mmap threshold (128 KiB, raised dynamically up to 32 MiB) with
 fresh ``mmap`` pages and returns them on free, so every evaluation of the target page-faults and
