@@ -85,7 +85,9 @@ class ItemWorker:
             try:
                 return self.runner.run(task)
             finally:
-                forward.flush()
+                last = forward.flush()
+                if last is not None:
+                    ray.get(last)  # in the relay before the result reaches the driver, which then drains it
 
     def take_sums(self) -> dict[str, HalfSums]:
         return self.runner.take_sums()

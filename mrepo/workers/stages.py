@@ -105,15 +105,20 @@ class Forwarder:
             if time.monotonic() - self._last >= FORWARD_SECONDS:
                 self._send()
 
-    def flush(self) -> None:
+    def flush(self) -> Any:
+        """Send what is batched; returns the push's Ray object ref (None when nothing was left). A worker
+        waits for it (``ray.get``) before its task returns: the driver drains the relay when it sees the
+        task done, and a push still on its way then was lost (an item's last stages never shown)."""
         with self._lock:
-            self._send()
+            return self._send()
 
-    def _send(self) -> None:
+    def _send(self) -> Any:
+        ref = None
         if self._batch:
-            self.relay.push.remote(self._batch)
+            ref = self.relay.push.remote(self._batch)
             self._batch = []
         self._last = time.monotonic()
+        return ref
 
 
 def replay(events: list[tuple]) -> None:
