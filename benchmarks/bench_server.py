@@ -18,12 +18,15 @@ digest, decoding and the array's hash), the direct push into a local folder as t
 upload and every clone on receipt (issue 13 item 1; until 2026-11-29 a direct push checked array
 chunks against their digests only, and a ``push checked`` arm timed the full check beside it).
 
-Before the timed transfers each fresh target (served and direct alike) receives a small warm-up push
-(``warmup`` branch: one 2 MiB array, a blob and a few records, untimed), so that the timed push meets a
-server that has handled an upload before, as a long-running ``mrepo serve`` has: its lazily imported
-modules, thread pool and first slabs are in place, as they are in this long-lived benchmark process for
-the direct push (without it the first request of each fresh server paid those one-off costs; the
-warm-up's objects then cross in both timed clones).
+Before the timed transfers each fresh target (served and direct alike) receives an untimed warm-up push
+(``warmup`` branch: one array of ``--array-mb`` MiB, a blob and a few records), and the ``warmup`` branch is
+then deleted on both (through the server for the served one), so the timed clones carry only ``dev``. The
+timed push thus meets a server that has handled an upload of that size before, as a long-running
+``mrepo serve`` has: its lazily imported modules, thread pool and heap are in place, as they are in this
+long-lived benchmark process for the direct push. Without it, each fresh server process grew its heap
+during the timed push, and on this virtual machine a fresh page costs a zero-fill and a host fault: 20-40 %
+of the server's CPU (perf: ``clear_page_erms``), a cost a long-running server pays once (it keeps freed
+memory, :func:`mrepo.store.heap.keep_freed_memory`). Until 2026-11-30 the warm-up array was 2 MiB.
 
 Wall time is the goal's measure; CPU seconds (this process plus the server process, median of the
 runs) are printed beside it, as a load-robust view of the work each path does.
@@ -182,13 +185,21 @@ def read_rps(base: str, token: str, paths: list[str], clients: int, seconds: flo
     return sum(counts) / elapsed, 1000 * float(np.median([x for lat in latencies for x in lat]))
 
 
-def warmup_source(tmp: Path) -> Repository:
-    """A small repository (branch ``warmup``: one 2 MiB array, a blob, a few records) pushed, untimed,
-    to every fresh target before the timed transfers."""
+def warmup_source(tmp: Path, mb: int = 2) -> Repository:
+    """A repository (branch ``warmup``: one ``mb`` MiB array, a blob, a few records) pushed, untimed,
+    to every fresh target before the timed transfers (then that branch is deleted there)."""
     repo = Repository.init(str(tmp / "warmup-src"))
-    repo.commit(large_population(repo, 1, 2, seed=7), message="warm-up", branch="warmup", author="b",
+    repo.commit(large_population(repo, 1, mb, seed=7), message="warm-up", branch="warmup", author="b",
                 time="2025-01-01T00:00:00Z")
     return repo
+
+
+def maintainer_token(tmp: Path) -> str:
+    """A maintain-role token in ``tmp``'s token file (made once)."""
+    path = tmp / "maintainer.token"
+    if not path.exists():
+        path.write_text(add_token(tmp / "tokens.toml", "bench-maintainer", "maintain"))
+    return path.read_text()
 
 
 def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int, warm: Repository) -> dict:
@@ -198,6 +209,7 @@ def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int
     time of each, and the median CPU seconds (client and server together: a steadier measure than
     wall time on a loaded machine, where a lucky moment makes a best time)."""
     opts = {"token": token}
+    maintainer = maintainer_token(tmp)  # before any server starts: servers read the token file then
     ops = ("push_direct", "push_server", "pull_direct", "pull_server")
     times: dict[str, list[float]] = {k: [] for k in ops}
     cpu: dict[str, list[float]] = {k: [] for k in ops}
@@ -210,6 +222,10 @@ def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int
             Repository.init(str(tmp / f"{tag}-direct")).close()
             push(warm, str(tmp / f"{tag}-direct"), "warmup")
             push(warm, base + "/repo", "warmup", options=opts)
+            admin = {"token": maintainer}  # deleting a branch on a server takes the maintain role
+            for target, options in ((str(tmp / f"{tag}-direct"), None), (base + "/repo", admin)):
+                with Repository.open(target, options) as done:
+                    done.delete_branch("warmup")  # the timed clones carry dev only
             runs = {
                 "push_direct": timed(lambda t=tag: push(src, str(tmp / f"{t}-direct"), "dev")),
                 "push_server": timed(lambda b=base: holder.update(s=push(src, b + "/repo", "dev", options=opts)),
@@ -266,7 +282,7 @@ def run_all(args: argparse.Namespace, tmp: Path) -> None:
     large.commit(large_population(large, args.arrays, args.array_mb), message="large", branch="dev", author="b",
                  time="2025-01-01T00:00:00Z")
     token = add_token(tmp / "tokens.toml", "bench", "write")
-    warm = warmup_source(tmp)
+    warm = warmup_source(tmp, args.array_mb)
     results: dict = {}
     for name, src in (("small", small), ("large", large)):
         results[name] = transfer_pair(tmp, name, src, token, args.repeat, warm)

@@ -33,6 +33,7 @@ def test_sizes_answers_the_bytes_each_held_array_declares(served) -> None:  # no
                    headers=served.auth("read"))
         assert r.status_code == 200, r.text
         assert r.json()[names.F_SIZES] == nbytes  # the unknown array is left out
+        assert names.BATCH_SIZES_PATH in served.log.getvalue()  # the access log names the request
         assert c.post(f"/repo/{names.BATCH_SIZES_PATH}", json={names.F_ARRAYS: large}).status_code == 401
         bad = c.post(f"/repo/{names.BATCH_SIZES_PATH}", json={names.F_ARRAYS: ["../x"]}, headers=served.auth("read"))
         assert bad.status_code == 400  # not a hash: refused before any file is touched
@@ -69,6 +70,16 @@ def test_sizes_from_a_lying_server_only_shape_the_balance() -> None:
         assert http.batch.sizes(asked) == {asked[3]: 7}
         groups = _pull_groups(http, asked)
         assert sorted(h for g in groups for h in g) == asked
+
+
+def test_many_arrays_are_dealt_round_robin_without_asking(served) -> None:  # noqa: ANN001
+    """More than SIZED_PULL arrays: no batch/sizes request (the access log shows none), round-robin streams."""
+    from mrepo.graph.batch_transfer import SIZED_PULL
+
+    hashes = [f"{i:064x}" for i in range(1, SIZED_PULL + 2)]
+    http = HttpBackend(served.url, served.opts("read"))
+    assert _pull_groups(http, hashes) == [hashes[i::2] for i in range(2)]
+    assert names.BATCH_SIZES_PATH not in served.log.getvalue()
 
 
 def test_a_server_without_sizes_gets_round_robin_streams() -> None:
