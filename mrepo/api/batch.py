@@ -29,7 +29,6 @@ Like git's pack negotiation, in three requests instead of one per object:
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import threading
 import time
@@ -39,7 +38,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
@@ -51,7 +49,7 @@ from ..store.errors import InvalidRecord
 from ..store.hashing import RECORD_TAG
 from ..store.integrity import ArrayReceiver, Buffers, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix, object_key
-from ..store.parallel import window
+from ..store.parallel import settle, window
 from ..store.soundness import array_sound, object_sound
 from .auth import require
 from .context import ServerContext, blocking
@@ -196,12 +194,8 @@ class BatchReceiver:
         if arr.receiver is None:
             return
         self._start_check(arr, path, data)
-        # raise the first failed check; wait for the oldest while too many bytes are in flight
-        in_flight = sum(n for _, n in arr.checks)
-        while arr.checks and (arr.checks[0][0].done() or in_flight > CHECK_BYTES):
-            future, n = arr.checks.popleft()
+        for future in settle(arr.checks, CHECK_BYTES):  # raises the first failed check
             future.result()
-            in_flight -= n
         self._close_array_if_complete()
 
     def take_chunks(self, frames: list[tuple[str, bytes]]) -> tuple[int, list[Future]]:
@@ -221,18 +215,7 @@ class BatchReceiver:
                 break
             self._start_check(arr, key[len(prefix):], data)
             taken += 1
-        in_flight = sum(n for _, n in arr.checks)
-        while arr.checks and arr.checks[0][0].done():
-            future, n = arr.checks.popleft()
-            future.result()
-            in_flight -= n
-        wait = []
-        for future, n in arr.checks:  # left in ``checks``: whoever takes the next frames collects them
-            if in_flight <= CHECK_BYTES:
-                break
-            wait.append(future)
-            in_flight -= n
-        return taken, wait
+        return taken, settle(arr.checks, CHECK_BYTES)
 
     def _start_check(self, arr: _OpenArray, path: str, data: bytes) -> None:
         """Admit a chunk of the open array (of this array, not sent before, in slab order) and start
@@ -484,10 +467,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
         def run() -> dict:
             def declared(h: str) -> int | None:
                 try:
-                    meta = ctx.storage.objects.array_meta(h)
+                    return ctx.storage.objects.array_meta(h).nbytes
                 except (MrepoError, ValueError):
                     return None
-                return math.prod(meta.shape) * np.dtype(meta.dtype).itemsize
             got = dict(zip(body.arrays, pool.map(declared, body.arrays)))
             return {names.F_SIZES: {h: n for h, n in got.items() if n is not None}}
         return await blocking(run)

@@ -22,15 +22,12 @@ automatic retry after a lost connection) negotiates again and moves only the res
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
-
-import numpy as np
 
 from ..store import CorruptObject, MrepoError, ObjectNotFound, Storage, zarr_codec
 from ..store.hashing import parse_record_bytes
@@ -45,7 +42,7 @@ from ..store.integrity import (
     chunk_keys,
 )
 from ..store.objects import array_prefix, object_key
-from ..store.parallel import window
+from ..store.parallel import settle, window
 from ..store.walk import leaves_first, levels, split_references
 from .schema import check_record_bytes
 from .transfer import Progress, TransferStats, intact
@@ -212,7 +209,7 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
 
     # Arrays in parallel streams first (the server verifies them concurrently), then blobs and
     # records in one stream: a record is sent only once everything it names is on the server.
-    groups = _balanced({h: math.prod(m.shape) * np.dtype(m.dtype).itemsize for h, (_, m) in metas.items()})
+    groups = _balanced({h: m.nbytes for h, (_, m) in metas.items()})
     if groups:
         with ThreadPoolExecutor(len(groups), thread_name_prefix="mrepo-stream") as streams:
             for future in [streams.submit(lambda g: http.batch.upload(array_frames(g)), g) for g in groups]:
@@ -243,11 +240,8 @@ class _ArrayIn:
         """Check (in the pool) and write one chunk; raise the first failed one, bound the bytes in flight."""
         self.receiver.admit(path)  # a chunk of this array, not sent before, in slab order
         self.checks.append((pool.submit(self._store_chunk, dst, path, data), len(data)))
-        in_flight = sum(n for _, n in self.checks)
-        while self.checks and (self.checks[0][0].done() or in_flight > CHECK_BYTES):
-            future, n = self.checks.popleft()
+        for future in settle(self.checks, CHECK_BYTES):
             future.result()
-            in_flight -= n
 
     def _store_chunk(self, dst: Storage, path: str, data: bytes) -> None:
         self.receiver.add(path, data)

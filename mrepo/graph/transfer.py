@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from ..store import (
     CorruptObject,
@@ -337,7 +334,7 @@ class _Pipeline:
         self.copies.append(c)
         self.stats.bytes += len(c.metadata)
         self.total += len(c.keys) + 1
-        size = math.prod(c.receiver.meta.shape) * np.dtype(c.receiver.meta.dtype).itemsize  # decoded bytes
+        size = c.receiver.meta.nbytes  # decoded bytes
         if not c.keys:  # an empty array: nothing to wait for
             self._queue_data(0, self._on_blob, c.publish, self.dst)
         for key in c.keys:  # grid order: slabs complete (and are hashed) one after the other

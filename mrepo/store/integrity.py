@@ -110,7 +110,7 @@ def check_array_metadata(h: str, data: bytes, *, max_bytes: int = MAX_ARRAY_BYTE
         raise CorruptObject(f"{where}: dtype {meta.dtype!r} is not allowed")
     if len(meta.chunks) != len(meta.shape) or any(s < 0 for s in meta.shape) or any(c < 1 for c in meta.chunks):
         raise CorruptObject(f"{where}: chunk shape {meta.chunks} does not fit shape {meta.shape}")
-    nbytes = math.prod(meta.shape) * np.dtype(meta.dtype).itemsize
+    nbytes = meta.nbytes
     if nbytes > max_bytes:
         raise CorruptObject(f"{where}: declares {nbytes} bytes, more than the {max_bytes} accepted")
     if math.prod(meta.chunks) * np.dtype(meta.dtype).itemsize > max(max_bytes, 1):

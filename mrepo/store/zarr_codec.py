@@ -47,6 +47,11 @@ class ArrayMeta:
     zstd: bool
     chunk_digests: dict[str, str]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded array (shape x item size)."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
 
 def auto_chunks(shape: tuple[int, ...], itemsize: int, target: int = TARGET_CHUNK_BYTES) -> tuple[int, ...]:
     """Chunk shape: halve the largest dimension until a chunk is at most ``target`` bytes."""
