@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import pack
+from .http_wire import BODY_VIEWS
 from . import protocol_names as names
 from .errors import InvalidInput
 from .hashing import parse_record_bytes
@@ -116,14 +117,16 @@ class BatchClient:
         for i in range(0, max(len(objects), len(arrays)), step):
             body = {names.F_OBJECTS: objects[i:i + step], names.F_ARRAYS: arrays[i:i + step]}
             client = self.backend._client
-            with client.stream("POST", f"{self.backend.url}/{names.BATCH_DOWNLOAD_PATH}", json=body) as resp:
+            with client.stream("POST", f"{self.backend.url}/{names.BATCH_DOWNLOAD_PATH}", json=body,
+                               extensions={BODY_VIEWS: True}) as resp:
                 if resp.status_code in (404, 405):
                     raise BatchUnsupported(f"{self.backend.url} does not offer {names.BATCH_DOWNLOAD_PATH}")
                 if resp.status_code >= 400:
                     resp.read()
                     self.backend._raise(resp, "objects/")
-                # pieces as they come off the socket: the pack reader joins a frame once (a fixed
-                # chunk size would copy every byte through another buffer first)
+                # pieces as they come off the socket (read-only views, mrepo.store.http_wire): the
+                # pack reader joins a frame once (a fixed chunk size would copy every byte through
+                # another buffer first)
                 yield from pack.decode(resp.iter_bytes(), MAX_DOWNLOAD_FRAME)
 
 

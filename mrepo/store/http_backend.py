@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
-import ssl
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import h11
 import httpx
 
+from . import http_wire
 from . import protocol_names as names
 from .backends import Backend, Entry, Token
 from .batch_client import BatchClient, BatchUnsupported, RecordBuffer
@@ -45,52 +43,7 @@ from .hashing import RECORD_TAG
 from .names import check_key, check_object_key
 
 LIST_PAGE = 1000
-#: Bytes per socket read of httpx's HTTP/1.1 connections (httpcore's default is 64 KiB). Transfers move
-#: arrays of many MiB in one answer; reading 1 MiB at a time halves the per-byte cost of the download.
-SOCKET_READ_BYTES = 1 << 20
-try:
-    import httpcore
-
-    if getattr(httpcore._sync.http11.HTTP11Connection, "READ_NUM_BYTES", 0) < SOCKET_READ_BYTES:
-        httpcore._sync.http11.HTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES
-except (ImportError, AttributeError):  # another httpcore layout: keep its default
-    pass
-#: Request body pieces from this size on go to a plain (non-TLS) socket as they are, with their chunk
-#: framing beside them in one ``sendmsg``: h11 joined framing and piece into a new buffer (a copy of
-#: every byte uploaded) and httpcore re-sliced what a partial send left (a copy of the rest each time).
-PASSTHROUGH_BYTES = 64 << 10
-
-
-def _send_body_piece(conn: Any, event: Any, timeout: float | None = None) -> None:
-    """``HTTP11Connection._send_event`` that writes a large ``h11.Data`` without copying it."""
-    sock = None
-    if type(event) is h11.Data and len(event.data) >= PASSTHROUGH_BYTES:
-        sock = conn._network_stream.get_extra_info("socket")
-    if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
-        _h11_send_event(conn, event, timeout)
-        return
-    parts = [memoryview(p).cast("B") for p in conn._h11_state.send_with_data_passthrough(event) or () if len(p)]
-    try:
-        sock.settimeout(timeout)
-        while parts:
-            sent = sock.sendmsg(parts)
-            while parts and sent >= len(parts[0]):
-                sent -= len(parts.pop(0))
-            if sent:
-                parts[0] = parts[0][sent:]
-    except TimeoutError as exc:
-        raise httpcore.WriteTimeout(exc) from exc
-    except OSError as exc:
-        raise httpcore.WriteError(exc) from exc
-
-
-try:
-    _h11_send_event = httpcore._sync.http11.HTTP11Connection._send_event
-    if not getattr(_h11_send_event, "_mrepo", False):
-        _send_body_piece._mrepo = True  # type: ignore[attr-defined]
-        httpcore._sync.http11.HTTP11Connection._send_event = _send_body_piece
-except (NameError, AttributeError):  # another httpcore layout: h11 frames the body as it comes
-    pass
+http_wire.install()  # large bodies without copies (mrepo.store.http_wire)
 UPLOAD_HEADER = names.UPLOAD_HEADER
 OPERATION_HEADER = names.OPERATION_HEADER
 

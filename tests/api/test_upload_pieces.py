@@ -16,9 +16,10 @@ import httpx
 import numpy as np
 import pytest
 
+import mrepo.store.http_backend  # noqa: F401  (installs mrepo.store.http_wire)
 from mrepo.api import batch
 from mrepo.graph import Repository
-from mrepo.store import http_backend, pack, zarr_codec
+from mrepo.store import http_wire, pack, zarr_codec
 from mrepo.store.hashing import hash_array
 from mrepo.store.integrity import chunk_keys
 from tests.api.server import thread_server
@@ -89,7 +90,7 @@ def test_a_changed_byte_in_any_chunk_is_refused_and_nothing_is_visible(writer_cl
 def test_client_body_pieces_cross_intact_to_a_slow_reader() -> None:
     """Pieces of 3 MB are written by ``sendmsg`` beside their chunk framing (no copy); a server that
     reads slowly makes the sends partial, and every byte still arrives once, in order."""
-    assert httpcore._sync.http11.HTTP11Connection._send_event is http_backend._send_body_piece
+    assert httpcore._sync.http11.HTTP11Connection._send_event is http_wire._send_body_piece
 
     async def app(scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
