@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated, Any
 
@@ -68,6 +68,8 @@ PUBLISHING = 2
 PIPELINE_PIECES = 8
 #: Output buffered before a piece of the download stream is sent.
 DOWNLOAD_PIECE = 1 << 20
+#: Bytes of download pieces read from the store per hop to the thread pool.
+DOWNLOAD_BATCH = 8 << 20
 
 
 class HashLists(BaseModel):
@@ -330,6 +332,28 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> Future:
     return future
 
 
+async def _in_batches(pieces: Iterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """The pieces of a blocking iterator (store reads), taken in the thread pool in batches that double
+    from one piece up to ``size`` bytes: one thread hop per batch instead of one per piece (a pull of
+    three 32 MiB maps crossed ~560 times between the event loop and the pool, a wake-up of each side
+    every time), and the first piece goes out as soon as it is read."""
+    limit = 0
+
+    def take() -> list[bytes]:
+        batch, n = [], 0
+        for piece in pieces:
+            batch.append(piece)
+            n += len(piece)
+            if n >= limit:
+                break
+        return batch
+
+    while batch := await blocking(take):
+        limit = min(max(2 * limit, 1 << 20), size)
+        for piece in batch:
+            yield piece
+
+
 def _names_any(record: bytes, hashes: set[str]) -> bool:
     """True when the record's bytes name any of ``hashes`` (a cheap over-approximation: any mention)."""
     return any(h.encode() in record for h in hashes) if len(hashes) < 64 else \
@@ -479,6 +503,6 @@ def build_router(ctx: ServerContext) -> APIRouter:
                  summary="Download the named objects and arrays as one pack (absent ones are left out)")
     def download(body: HashLists) -> StreamingResponse:
         pieces = coalesced(_download_frames(ctx, body, pool), DOWNLOAD_PIECE)
-        return StreamingResponse(pieces, media_type=names.PACK_MEDIA_TYPE)
+        return StreamingResponse(_in_batches(pieces, DOWNLOAD_BATCH), media_type=names.PACK_MEDIA_TYPE)
 
     return router

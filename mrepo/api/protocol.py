@@ -303,7 +303,7 @@ def build_router(ctx: ServerContext) -> APIRouter:
             try:
                 check_ref_namespace(backend, key)  # heads/main vs heads/main/x: 409, never a 500
             except RefConflict as exc:
-                raise ApiError(409, str(exc)) from None
+                raise ApiError(409, str(exc), names.E_REF_NAMESPACE) from None
         try:
             backend.cas(key, token, data)
         except RefConflict as exc:

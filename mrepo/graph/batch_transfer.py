@@ -3,9 +3,11 @@
 :func:`copy_closure` is what :func:`mrepo.graph.transfer.copy_closure` runs when either side is
 an HTTP remote. Instead of one request per object it
 
-- **push** (to a server): walks the closure level by level, asking the server once per level
-  which records it lacks or holds damaged (``batch/have``; present intact ones are freshened and
-  not descended into), asks once which arrays and blobs it lacks or holds damaged, then sends one pack in write order: arrays
+- **push** (to a server): asks the server which records, arrays and blobs of the closure it lacks or
+  holds damaged (``batch/have``; present intact ones are freshened): in one request for a closure
+  of up to :data:`ONE_ROUND_RECORDS` records, read here in full; else walking the closure level by
+  level, once per level for its records (not descending into present ones) and once for the arrays
+  and blobs. Then it sends one pack in write order: arrays
   (``zarr.json``, then chunks), blobs, records from the leaves up. The server verifies every
   frame before it becomes visible;
 - **pull** (from a server): walks the closure level by level, downloading the records the
@@ -57,6 +59,8 @@ PULL_STREAMS = 3
 SIZED_PULL = 256
 #: Chunk bytes of one download stream being verified and written at once.
 CHECK_BYTES = 32 << 20
+#: A push whose closure holds up to this many records negotiates in one request (:func:`_negotiate_push`).
+ONE_ROUND_RECORDS = 512
 
 
 def supports(src: Storage, dst: Storage) -> bool:
@@ -148,9 +152,39 @@ def copy_closure(src: Storage, dst: Storage, roots: Iterable[str], *, workers: i
 # ----------------------------------------------------------------------------- push
 
 
-def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExecutor,
-          progress: Progress | None) -> TransferStats:
-    stats = TransferStats()
+class _LargeClosure(Exception):
+    """The closure holds more records than one negotiation request is for."""
+
+
+def _negotiate_push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExecutor
+                    ) -> tuple[dict[str, list[str]], dict[str, bytes], set[str], set[str]]:
+    """What the server lacks of the closure of ``roots``: (lacking record -> child records, record
+    bytes, lacking blobs, lacking arrays).
+
+    A closure of up to :data:`ONE_ROUND_RECORDS` records is read here in full and the server asked
+    once about every record, blob and array in it (one round trip instead of one per level and one
+    for the data; a present record's blobs and arrays are asked about too, so a damaged one is sent
+    again). A larger closure is walked level by level, asking about each level's records and
+    descending only into those the server lacks (an incremental push of a large population asks
+    about the few new records and what they name, not the whole population)."""
+    read = 0
+
+    def every_record(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
+        nonlocal read
+        read += len(frontier)
+        if read > ONE_ROUND_RECORDS:
+            raise _LargeClosure
+        for h, data in zip(frontier, pool.map(lambda h: src.backend.get(object_key(h)), frontier)):
+            yield h, data, parse_record_bytes(data)[1]
+
+    try:
+        records, data_of, arrays, blobs = _walk(roots, every_record)
+    except _LargeClosure:
+        pass
+    else:
+        lacking, lacking_arrays = http.batch.missing(sorted(records) + sorted(blobs), sorted(arrays))
+        records = {h: children for h, children in records.items() if h in lacking}
+        return records, {h: data_of[h] for h in records}, blobs & lacking, lacking_arrays
 
     def lacking_records(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
         lacking, _ = http.batch.missing(frontier, [])
@@ -160,6 +194,13 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
 
     records, data_of, arrays, blobs = _walk(roots, lacking_records)
     lacking_blobs, lacking_arrays = http.batch.missing(sorted(blobs), sorted(arrays))
+    return records, data_of, lacking_blobs, lacking_arrays
+
+
+def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExecutor,
+          progress: Progress | None) -> TransferStats:
+    stats = TransferStats()
+    records, data_of, lacking_blobs, lacking_arrays = _negotiate_push(src, http, roots, pool)
     order = leaves_first(records)
     total = len(lacking_arrays) + len(lacking_blobs) + len(order)
     done = 0

@@ -13,6 +13,7 @@ from .errors import (
     MrepoError,
     ObjectNotFound,
     RefConflict,
+    RefNamespaceClash,
     RefNotFound,
     RepositoryNotFound,
     Unreachable,
@@ -46,7 +47,7 @@ register_backend("https", _http_backend)
 
 __all__ = [
     "Backend", "CorruptObject", "Entry", "InvalidInput", "InvalidName", "LocalBackend", "MemoryBackend",
-    "MergeConflict", "MrepoError", "ObjectNotFound", "ObjectStore", "RefConflict", "RefNotFound", "RefStore",
+    "MergeConflict", "MrepoError", "ObjectNotFound", "ObjectStore", "RefConflict", "RefNamespaceClash", "RefNotFound", "RefStore",
     "RepositoryNotFound", "S3Backend", "Storage", "array_ref", "blob_ref", "branch_key", "canonical_json",
     "check_hash", "check_name", "deref", "hash_array", "hash_blob", "hash_bytes", "hash_file", "hash_file_cached",
     "hash_record",

@@ -95,7 +95,8 @@ class Backend(ABC):
     logs_ref_moves: bool = False
 
     #: True where the other side checks what it is sent (an mrepo server verifies uploads, record
-    #: schemas and ref targets itself), so a client need not read its uploads back to check them.
+    #: schemas, ref targets and ref namespaces itself), so a client need not read its uploads back to
+    #: check them, nor list the refs around a new one.
     checks_writes: bool = False
 
     #: Where each presence check is a network round trip: the keys one listing request returns, so

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import pack
-from .http_wire import BODY_VIEWS
 from . import protocol_names as names
 from .errors import InvalidInput
 from .hashing import parse_record_bytes
+from .http_wire import BODY_VIEWS
 from .objects import references
 from .walk import leaves_first
 

@@ -58,6 +58,10 @@ class RefConflict(MrepoError):
     exit_code = 3
 
 
+class RefNamespaceClash(RefConflict):
+    """A new ref would clash with an existing one: a ref cannot also be a folder of refs."""
+
+
 class MergeConflict(MrepoError):
     """A merge that could not be resolved by the chosen policy."""
 

@@ -38,7 +38,16 @@ from . import http_wire
 from . import protocol_names as names
 from .backends import Backend, Entry, Token
 from .batch_client import BatchClient, BatchUnsupported, RecordBuffer
-from .errors import CorruptObject, InvalidInput, InvalidName, MrepoError, ObjectNotFound, RefConflict, Unreachable
+from .errors import (
+    CorruptObject,
+    InvalidInput,
+    InvalidName,
+    MrepoError,
+    ObjectNotFound,
+    RefConflict,
+    RefNamespaceClash,
+    Unreachable,
+)
 from .hashing import RECORD_TAG
 from .names import check_key, check_object_key
 
@@ -68,6 +77,16 @@ def _message(resp: httpx.Response) -> str:
     except (ValueError, AttributeError):
         text = resp.text[:200]
     return f"HTTP {resp.status_code} from {resp.request.method} {resp.request.url.path}: {text}"
+
+
+def _error_code(resp: httpx.Response) -> str | None:
+    """The ``error`` code of an error answer's JSON body, if any."""
+    try:
+        doc = resp.json()
+    except ValueError:
+        return None
+    code = doc.get(names.F_ERROR) if isinstance(doc, dict) else None
+    return code if isinstance(code, str) else None
 
 
 @functools.cache
@@ -155,6 +174,8 @@ class HttpBackend(Backend):
             sent = resp.request.headers.get("authorization")
             raise AccessDenied(msg + ("" if sent else " (no token sent: set MREPO_TOKEN to a token from "
                                       "'mrepo token add')"))
+        if code == 409 and key.startswith("refs/") and _error_code(resp) == names.E_REF_NAMESPACE:
+            raise RefNamespaceClash(msg)
         if code in (409, 412, 428):
             raise RefConflict(msg) if key.startswith("refs/") else InvalidInput(msg)
         if code == 400 and key.startswith(("objects/", "arrays/")):

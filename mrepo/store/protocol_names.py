@@ -52,6 +52,8 @@ F_NEXT = "next"
 #: Error bodies: ``{"error": <code>, "detail": <message>}``.
 F_ERROR = "error"
 F_DETAIL = "detail"
+#: Error code of a 409 answer to a new ref that clashes with an existing one (a ref is not a folder).
+E_REF_NAMESPACE = "ref-namespace"
 #: Pull-request endpoints.
 F_PULL = "pull"
 F_PULLS = "pulls"

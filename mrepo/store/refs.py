@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 from . import reflog
 from .backends import Backend, Token
-from .errors import InvalidInput, RefConflict, RefNotFound
+from .errors import InvalidInput, RefConflict, RefNamespaceClash, RefNotFound
 from .hashing import check_hash, is_hash
 from .names import MAX_NAME_LENGTH, check_ref_key, check_ref_name  # noqa: F401 - re-exported
 
@@ -29,7 +29,7 @@ _UNREAD = object()
 
 
 def check_ref_namespace(backend: Backend, key: str) -> None:
-    """Refuse to create ``key`` when it would clash with an existing ref (RefConflict): a ref
+    """Refuse to create ``key`` when it would clash with an existing ref (RefNamespaceClash): a ref
     cannot also be a folder of refs, so ``refs/heads/main`` and ``refs/heads/main/x`` (or
     ``dev`` and ``dev/sub``) never both exist. Checked before a ref is created; two writers
     creating clashing names at the same instant can still both succeed on S3 (no transaction
@@ -39,9 +39,9 @@ def check_ref_namespace(backend: Backend, key: str) -> None:
     for i in range(first, len(parts)):
         above = "/".join(parts[:i])
         if backend.exists(above):
-            raise RefConflict(f"cannot create {key}: {above} exists (a ref cannot also be a folder of refs)")
+            raise RefNamespaceClash(f"cannot create {key}: {above} exists (a ref cannot also be a folder of refs)")
     for entry in backend.list(key + "/"):
-        raise RefConflict(f"cannot create {key}: {entry.key} exists below it (a ref cannot also be a folder of refs)")
+        raise RefNamespaceClash(f"cannot create {key}: {entry.key} exists below it (a ref cannot also be a folder of refs)")
 
 
 def branch_key(name: str) -> str:
@@ -111,14 +111,16 @@ class RefStore:
             )
         if new is not None and self.check_target is not None:
             self.check_target(key, new)
-        if current is None and new is not None:
-            check_ref_namespace(self.backend, key)
+        if current is None and new is not None and not self.backend.checks_writes:
+            check_ref_namespace(self.backend, key)  # a server checks it itself (409), one request less
         data = None if new is None else (new + "\n").encode()
         try:
             if self.backend.logs_ref_moves:
                 self.backend.cas(key, tok, data, operation=operation)  # type: ignore[call-arg]
             else:
                 self.backend.cas(key, tok, data)
+        except RefNamespaceClash:
+            raise  # the server's own namespace check (checks_writes): its message names the clash
         except RefConflict:
             raise RefConflict(
                 f"{key} changed while updating from {_abbrev(expected)} to {_abbrev(new)}: another writer won; "

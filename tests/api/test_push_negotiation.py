@@ -1,0 +1,114 @@
+"""How a push asks the server what it lacks (``batch/have``): one request for a small closure, level by
+level for a large one, and in both cases only what is missing or damaged crosses.
+
+A real ``mrepo serve`` app on 127.0.0.1, wrapped in an ASGI layer that counts the requests it receives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrepo.api import add_token, create_app
+from mrepo.graph import DataSource, Item, Population, RawData, Repository, batch_transfer, push
+from mrepo.graph.maintenance import verify
+from mrepo.store import protocol_names as names
+from mrepo.store.objects import object_key
+from tests.api.server import thread_server
+
+
+@contextmanager
+def counted_server(tmp_path: Path) -> Iterator[tuple[str, dict, Counter, Path]]:
+    """(repository URL, write options, request counter by path, served repository root)."""
+    root = tmp_path / "served"
+    Repository.init(str(root)).close()
+    token = add_token(tmp_path / "tokens.toml", "writer", "write")
+    app = create_app(str(root), tmp_path / "tokens.toml", access_log=False)
+    calls: Counter = Counter()
+
+    async def counting(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http":
+            calls[scope["path"]] += 1
+        await app(scope, receive, send)
+
+    with thread_server(counting) as base:
+        yield base + "/repo", {"token": token, "retries": 2, "backoff": 0.05}, calls, root
+
+
+def _commit(repo: Repository, n_items: int, seed: int, parent_items: dict | None = None,
+            blobs: list[str] | None = None) -> dict:
+    """Commit ``n_items`` new items (a blob and an array each) on ``dev`` beside ``parent_items``;
+    the new blobs' hashes are appended to ``blobs``."""
+    rng = np.random.default_rng(seed)
+    items = dict(parent_items or {})
+    for i in range(n_items):
+        raw = rng.integers(0, 255, 2048, dtype=np.uint8).tobytes()
+        blob = repo.objects.put_blob(raw)
+        if blobs is not None:
+            blobs.append(blob)
+        item = Item("frames", f"m{seed}-{i}", RawData(blob, len(raw), stored=True),
+                    {"pixel_size": 1.0}, {"global_shifts": repo.objects.put_array(rng.normal(size=(8, 2)))})
+        items[item.key] = item.save(repo.objects)
+    source = DataSource("grid", items)
+    repo.commit(Population("p", {"grid": source.save(repo.objects)}, {}), message=f"c{seed}", branch="dev",
+                author="t", time="2025-01-01T00:00:00Z")
+    return items
+
+
+HAVE = f"/repo/{names.BATCH_HAVE_PATH}"
+
+
+def test_a_small_push_asks_once_and_sends_only_what_is_new(tmp_path: Path) -> None:
+    repo = Repository.init(str(tmp_path / "local"))
+    items = _commit(repo, 5, 1)
+    with counted_server(tmp_path) as (url, opts, calls, root):
+        first = push(repo, url, "dev", options=opts)
+        assert calls[HAVE] == 1  # commit, population, source, items, blobs and arrays: one question
+        assert (first.records, first.blobs, first.arrays) == (8, 5, 5)
+        # the new branch's name is checked against the others by the server (409), not listed first
+        assert calls[f"/repo/{names.LIST_PATH}"] == 0 and calls[f"/repo/{names.REFS_PATH}"] == 0
+        _commit(repo, 2, 2, items)
+        calls.clear()
+        second = push(repo, url, "dev", options=opts)
+        assert calls[HAVE] == 1
+        assert (second.records, second.blobs, second.arrays) == (5, 2, 2)  # commit, population, source, 2 items
+        served = Repository.open(str(root))
+        assert served.refs.get("refs/heads/dev") == repo.refs.get("refs/heads/dev")
+        assert verify(served.storage).ok
+
+
+def test_a_large_closure_is_negotiated_level_by_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batch_transfer, "ONE_ROUND_RECORDS", 3)
+    repo = Repository.init(str(tmp_path / "local"))
+    items = _commit(repo, 5, 1)
+    with counted_server(tmp_path) as (url, opts, calls, root):
+        first = push(repo, url, "dev", options=opts)
+        assert calls[HAVE] == 5  # commit, population, source, items, then the blobs and arrays
+        assert (first.records, first.blobs, first.arrays) == (8, 5, 5)
+        _commit(repo, 2, 2, items)
+        second = push(repo, url, "dev", options=opts)
+        assert (second.records, second.blobs, second.arrays) == (5, 2, 2)  # present items not descended into
+        assert verify(Repository.open(str(root)).storage).ok
+
+
+def test_a_damaged_blob_under_a_present_record_is_sent_again(tmp_path: Path) -> None:
+    """The one-request negotiation asks about every blob of the closure, also below records the server
+    holds, so a push repairs a blob that was damaged on the server since."""
+    repo = Repository.init(str(tmp_path / "local"))
+    blobs: list[str] = []
+    _commit(repo, 3, 1, blobs=blobs)
+    with counted_server(tmp_path) as (url, opts, _, root):
+        push(repo, url, "dev", options=opts)
+        path = root / object_key(blobs[0])
+        good = path.read_bytes()
+        path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        assert not verify(Repository.open(str(root)).storage).ok
+        again = push(repo, url, "dev", options=opts)  # the branch is where it was: only the repair
+        assert (again.records, again.blobs, again.arrays) == (0, 1, 0)
+        assert path.read_bytes() == good
+        assert verify(Repository.open(str(root)).storage).ok
