@@ -139,3 +139,47 @@ def test_the_app_receives_each_body_exactly_as_bytes() -> None:
         assert client.post(f"{base}/echo", content=payload).content == payload  # Content-Length
         assert client.post(f"{base}/echo", content=b"").content == b""
     assert seen and all(t is bytes for t in seen)
+
+
+def test_large_response_pieces_go_out_in_slices_intact() -> None:
+    """``PiecesCycle.send`` writes a body piece larger than SEND_SLICE slice by slice: chunked and
+    Content-Length answers, one piece or several, to a client that reads slowly (the socket's buffer
+    fills, the writer waits between slices), arrive byte for byte; HEAD answers carry no body."""
+    import time
+
+    import httpx
+
+    from mrepo.api.receive_buffer import SEND_SLICE
+    from tests.api.server import thread_server
+
+    payload = bytes(range(256)) * 40_000  # 10 MB: 40 slices
+    assert len(payload) > 4 * SEND_SLICE
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/health":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        headers = [(b"content-length", str(len(payload)).encode())] if scope["path"] == "/length" else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if scope["path"] == "/pieces":
+            cut = [0, 1, SEND_SLICE + 7, 3 * SEND_SLICE, len(payload)]
+            for a, b in zip(cut, cut[1:]):
+                await send({"type": "http.response.body", "body": payload[a:b], "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send({"type": "http.response.body", "body": payload})
+
+    with thread_server(app) as base, httpx.Client(timeout=60) as client:
+        for path in ("/whole", "/length", "/pieces"):
+            with client.stream("GET", base + path) as resp:
+                got = bytearray()
+                for piece in resp.iter_bytes():
+                    got += piece
+                    time.sleep(0.001)  # a slow reader
+            assert bytes(got) == payload, path
+            assert client.get(base + path).content == payload
+        head = client.head(base + "/length")
+        assert head.status_code == 200 and head.content == b""
