@@ -226,8 +226,8 @@ def build_router(ctx: ServerContext) -> APIRouter:
         check_list_prefix(prefix)
         found = [(k, v) for k, v in ctx.storage.refs.list(prefix) if after is None or k > after]
         page = found[:limit]
-        return {"refs": [{"name": k, "hash": v} for k, v in page],
-                "next": page[-1][0] if len(found) > limit else None}
+        return {names.F_REFS: [{names.F_REF_NAME: k, names.F_REF_HASH: v} for k, v in page],
+                names.F_NEXT: page[-1][0] if len(found) > limit else None}
 
     # ------------------------------------------------------------------ refs
     @get_and_head(f"/{names.REFS_PATH}/{{name:path}}", dependencies=[reader],

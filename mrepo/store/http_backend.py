@@ -48,8 +48,8 @@ from .errors import (
     RefNamespaceClash,
     Unreachable,
 )
-from .hashing import RECORD_TAG
-from .names import check_key, check_object_key
+from .hashing import RECORD_TAG, is_hash
+from .names import check_key, check_object_key, check_ref_key
 
 LIST_PAGE = 1000
 http_wire.install()  # large bodies without copies (mrepo.store.http_wire)
@@ -275,6 +275,43 @@ class HttpBackend(Backend):
             after = doc.get("next")
             if not after:
                 return
+
+    def list_refs(self, prefix: str) -> Iterator[tuple[str, str]] | None:
+        """(key, hash) of every ref below ``prefix`` in one request per page (``GET refs``), each name
+        and hash checked as the receiving side's rules say; None where the server predates it."""
+        out: list[tuple[str, str]] = []
+        after: str | None = None
+        while True:
+            params = {"prefix": prefix, "limit": str(LIST_PAGE)}
+            if after:
+                params["after"] = after
+            resp = self._request("GET", names.REFS_PATH, params=params)
+            if resp.status_code in (404, 405) and not out:
+                return None
+            self._raise(resp, prefix)
+            doc = resp.json()
+            refs = doc.get(names.F_REFS) if isinstance(doc, dict) else None
+            if not isinstance(refs, list):
+                raise InvalidInput(f"{self.url} answered a ref listing without {names.F_REFS!r}")
+            for ref in refs:
+                key = ref.get(names.F_REF_NAME) if isinstance(ref, dict) else None
+                value = ref.get(names.F_REF_HASH) if isinstance(ref, dict) else None
+                if not isinstance(key, str) or not key.startswith(prefix):
+                    raise InvalidName(f"{self.url} listed {str(key)[:80]!r} under {prefix!r}: refused")
+                if after is not None and key <= after:
+                    raise InvalidInput(f"{self.url} answered a ref listing that goes backwards at {key[:80]!r}")
+                try:
+                    check_ref_key(key)
+                except InvalidName as exc:
+                    raise InvalidName(f"{self.url} listed an invalid ref: {exc}") from None
+                if not isinstance(value, str) or not is_hash(value):
+                    raise InvalidInput(f"{self.url} lists {key} at {str(value)[:70]!r}, not a hash")
+                out.append((key, value))
+            after = doc.get(names.F_NEXT)
+            if not after:
+                return iter(out)
+            if not isinstance(after, str):
+                raise InvalidInput(f"{self.url} answered a ref listing with a bad next page {str(after)[:80]!r}")
 
     def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
         resp = self._request("GET", self._path(key))

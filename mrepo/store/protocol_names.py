@@ -49,6 +49,10 @@ F_BYTES = "bytes"
 #: Listings.
 F_ENTRIES = "entries"
 F_NEXT = "next"
+#: Fields of the ref listing with values (``GET refs?prefix=``): a list of {name, hash}.
+F_REFS = "refs"
+F_REF_NAME = "name"
+F_REF_HASH = "hash"
 #: Error bodies: ``{"error": <code>, "detail": <message>}``.
 F_ERROR = "error"
 F_DETAIL = "detail"

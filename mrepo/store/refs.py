@@ -130,7 +130,13 @@ class RefStore:
             reflog.append(self.backend, key, expected, new, operation=operation, who=who)
 
     def list(self, prefix: str = "refs/") -> Iterator[tuple[str, str]]:
-        """(key, hash) of every ref below ``prefix``, sorted by key."""
+        """(key, hash) of every ref below ``prefix``, sorted by key: from one listing with values where
+        the backend offers it (an mrepo server: ``list_refs``), else a listing and a read per ref."""
+        with_values = getattr(self.backend, "list_refs", None)
+        listed = with_values(prefix) if with_values is not None else None
+        if listed is not None:
+            yield from sorted(dict(listed).items())
+            return
         for entry in sorted(self.backend.list(prefix), key=lambda e: e.key):
             value = self.get(entry.key)
             if value is not None:

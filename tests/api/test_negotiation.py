@@ -1,5 +1,6 @@
 """How a push asks the server what it lacks (``batch/have``): one request for a small closure, level by
-level for a large one, and in both cases only what is missing or damaged crosses.
+level for a large one, and in both cases only what is missing or damaged crosses; how a clone lists
+the refs it copies (with their values, in one request per namespace, every name and hash checked).
 
 A real ``mrepo serve`` app on 127.0.0.1, wrapped in an ASGI layer that counts the requests it receives.
 """
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 
 from mrepo.api import add_token, create_app
 from mrepo.graph import DataSource, Item, Population, RawData, Repository, batch_transfer, push
 from mrepo.graph.maintenance import verify
+from mrepo.store import MrepoError
 from mrepo.store import protocol_names as names
 from mrepo.store.objects import object_key
 from tests.api.server import thread_server
@@ -112,3 +116,78 @@ def test_a_damaged_blob_under_a_present_record_is_sent_again(tmp_path: Path) -> 
         assert (again.records, again.blobs, again.arrays) == (0, 1, 0)
         assert path.read_bytes() == good
         assert verify(Repository.open(str(root)).storage).ok
+
+
+def test_a_clone_lists_refs_with_their_values(tmp_path: Path) -> None:
+    """clone reads the refs of each namespace in one request (``GET refs``), not a listing plus a read per ref."""
+    from mrepo.graph import clone
+
+    repo = Repository.init(str(tmp_path / "local"))
+    _commit(repo, 2, 1)
+    with counted_server(tmp_path) as (url, opts, calls, _):
+        push(repo, url, "dev", options=opts)
+        push(repo, url, "dev", remote_branch="second", options=opts)
+        calls.clear()
+        copy, _ = clone(url, str(tmp_path / "copy"), src_options=opts)
+        assert sorted(copy.branches()) == ["dev", "second"]
+        assert calls[f"/repo/{names.REFS_PATH}"] == 3  # heads, tags, pulls
+        assert not [p for p in calls if p.startswith(f"/repo/{names.REFS_PATH}/heads/")]
+        assert calls[f"/repo/{names.LIST_PATH}"] == 0
+
+
+def _ref_server(answer) -> FastAPI:  # noqa: ANN001
+    """A server whose ref listing (``GET /repo/refs``) is ``answer(prefix, after)``."""
+    app = FastAPI()
+    app.get("/health")(lambda: {"ok": True})
+
+    @app.get(f"/repo/{names.REFS_PATH}")
+    def refs(prefix: str = "refs/", after: str | None = None) -> dict:
+        return answer(prefix, after)
+
+    return app
+
+
+GOOD = "ab" * 32
+
+
+@pytest.mark.parametrize("refs,message", [
+    ([{"name": "refs/tags/v1", "hash": GOOD}], "under 'refs/heads/'"),
+    ([{"name": "refs/heads/../x", "hash": GOOD}], "invalid ref"),
+    ([{"name": "refs/heads/dev", "hash": "../../etc"}], "not a hash"),
+    ([{"name": "refs/heads/dev", "hash": 5}], "not a hash"),
+    ([{"name": 7, "hash": GOOD}], "refused"),
+])
+def test_a_lying_ref_listing_is_refused(refs: list, message: str) -> None:
+    from mrepo.store.http_backend import HttpBackend
+
+    with thread_server(_ref_server(lambda prefix, after: {"refs": refs, "next": None})) as base:
+        http = HttpBackend(base + "/repo", {"retries": 1})
+        with pytest.raises(MrepoError, match=message):
+            list(http.list_refs("refs/heads/"))
+
+
+def test_a_ref_listing_that_pages_backwards_is_refused() -> None:
+    from mrepo.store.http_backend import HttpBackend
+
+    def answer(prefix: str, after: str | None) -> dict:  # the same page for ever
+        return {"refs": [{"name": "refs/heads/a", "hash": GOOD}], "next": "refs/heads/a"}
+
+    with thread_server(_ref_server(answer)) as base:
+        with pytest.raises(MrepoError, match="goes backwards"):
+            list(HttpBackend(base + "/repo", {"retries": 1}).list_refs("refs/heads/"))
+
+
+def test_a_server_without_the_ref_listing_is_read_ref_by_ref() -> None:
+    from mrepo.store.http_backend import HttpBackend
+    from mrepo.store.refs import RefStore
+
+    app = FastAPI()
+    app.get("/health")(lambda: {"ok": True})
+    app.get(f"/repo/{names.LIST_PATH}")(lambda prefix, after=None, limit=1000: {
+        "entries": [{"key": "refs/heads/dev", "size": 65, "mtime": 0.0}] if prefix == "refs/heads/" else [],
+        "next": None})
+    app.get(f"/repo/{names.REFS_PATH}/heads/dev")(lambda: PlainTextResponse(GOOD + "\n", headers={"etag": '"e"'}))
+    with thread_server(app) as base:
+        http = HttpBackend(base + "/repo", {"retries": 1})
+        assert http.list_refs("refs/heads/") is None
+        assert list(RefStore(http).list("refs/heads/")) == [("refs/heads/dev", GOOD)]
