@@ -24,6 +24,7 @@ automatic retry after a lost connection) negotiates again and moves only the res
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -250,11 +251,14 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
 
     # Arrays in parallel streams first (the server verifies them concurrently), then blobs and
     # records in one stream: a record is sent only once everything it names is on the server.
-    groups = _balanced({h: m.nbytes for h, (_, m) in metas.items()})
-    if groups:
+    groups = _balanced({h: m.nbytes for h, (_, m) in metas.items()}, STREAMS)
+    if len(groups) > 1:
         with ThreadPoolExecutor(len(groups), thread_name_prefix="mrepo-stream") as streams:
             for future in [streams.submit(lambda g: http.batch.upload(array_frames(g)), g) for g in groups]:
                 future.result()
+    elif groups or lacking_blobs or order:  # one stream: the records follow their arrays in the same pack
+        http.batch.upload(itertools.chain(array_frames(groups[0] if groups else []), frames()))
+        return stats
     if lacking_blobs or order:
         http.batch.upload(frames())
     return stats

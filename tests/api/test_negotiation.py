@@ -65,6 +65,7 @@ def _commit(repo: Repository, n_items: int, seed: int, parent_items: dict | None
 
 
 HAVE = f"/repo/{names.BATCH_HAVE_PATH}"
+UPLOAD = f"/repo/{names.BATCH_UPLOAD_PATH}"
 
 
 def test_a_small_push_asks_once_and_sends_only_what_is_new(tmp_path: Path) -> None:
@@ -76,11 +77,13 @@ def test_a_small_push_asks_once_and_sends_only_what_is_new(tmp_path: Path) -> No
         assert (first.records, first.blobs, first.arrays) == (8, 5, 5)
         # the new branch's name is checked against the others by the server (409), not listed first
         assert calls[f"/repo/{names.LIST_PATH}"] == 0 and calls[f"/repo/{names.REFS_PATH}"] == 0
-        _commit(repo, 2, 2, items)
+        assert calls[UPLOAD] == 3  # the arrays in two streams, then blobs and records
+        _commit(repo, 1, 2, items)
         calls.clear()
         second = push(repo, url, "dev", options=opts)
         assert calls[HAVE] == 1
-        assert (second.records, second.blobs, second.arrays) == (5, 2, 2)  # commit, population, source, 2 items
+        assert (second.records, second.blobs, second.arrays) == (4, 1, 1)  # commit, population, source, item
+        assert calls[UPLOAD] == 1  # one array: the blob and records follow it in the same pack
         served = Repository.open(str(root))
         assert served.refs.get("refs/heads/dev") == repo.refs.get("refs/heads/dev")
         assert verify(served.storage).ok
