@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -55,6 +55,10 @@ LIST_PAGE = 1000
 http_wire.install()  # large bodies without copies (mrepo.store.http_wire)
 UPLOAD_HEADER = names.UPLOAD_HEADER
 OPERATION_HEADER = names.OPERATION_HEADER
+
+
+class _NoListing(Exception):
+    """The server does not offer this listing (an older mrepo)."""
 
 
 class AccessDenied(MrepoError):
@@ -254,64 +258,64 @@ class HttpBackend(Backend):
     def delete(self, key: str) -> None:
         raise InvalidInput(f"{key}: objects are deleted only by gc on the server; refs change by CAS")
 
-    def list(self, prefix: str) -> Iterator[Entry]:
+    def _pages(self, path: str, prefix: str, *, optional: bool = False) -> Iterator[tuple[dict, str | None]]:
+        """(answer, the ``after`` it was asked with) of each page of a listing below ``prefix``; with
+        ``optional``, _NoListing when the server answers the first page 404/405 (it predates the listing)."""
         after: str | None = None
         while True:
             params = {"prefix": prefix, "limit": str(LIST_PAGE)}
             if after:
                 params["after"] = after
-            resp = self._request("GET", names.LIST_PATH, params=params)
+            resp = self._request("GET", path, params=params)
+            if optional and after is None and resp.status_code in (404, 405):
+                raise _NoListing(path)
             self._raise(resp, prefix)
             doc = resp.json()
-            for e in doc["entries"]:
-                key = e["key"]
-                if not isinstance(key, str) or not key.startswith(prefix):
-                    raise InvalidName(f"{self.url} listed {str(key)[:80]!r} under {prefix!r}: refused")
-                try:
-                    check_key(key)
-                except InvalidName as exc:
-                    raise InvalidName(f"{self.url} listed an invalid key: {exc}") from None
-                yield Entry(key, int(e["size"]), float(e["mtime"]))
-            after = doc.get("next")
+            if not isinstance(doc, dict):
+                raise InvalidInput(f"{self.url} answered a listing that is not an object")
+            yield doc, after
+            after = doc.get(names.F_NEXT)
             if not after:
                 return
+            if not isinstance(after, str):
+                raise InvalidInput(f"{self.url} answered a listing with a bad next page {str(after)[:80]!r}")
+
+    def _listed_key(self, key: object, prefix: str, after: str | None, check: Callable[[str], Any]) -> str:
+        """``key`` from a listing below ``prefix`` (asked after ``after``), checked by ``check``."""
+        if not isinstance(key, str) or not key.startswith(prefix):
+            raise InvalidName(f"{self.url} listed {str(key)[:80]!r} under {prefix!r}: refused")
+        if after is not None and key <= after:
+            raise InvalidInput(f"{self.url} answered a listing that goes backwards at {key[:80]!r}")
+        try:
+            check(key)
+        except InvalidName as exc:
+            raise InvalidName(f"{self.url} listed an invalid key: {exc}") from None
+        return key
+
+    def list(self, prefix: str) -> Iterator[Entry]:
+        for doc, after in self._pages(names.LIST_PATH, prefix):
+            for e in doc[names.F_ENTRIES]:
+                yield Entry(self._listed_key(e["key"], prefix, after, check_key), int(e["size"]), float(e["mtime"]))
 
     def list_refs(self, prefix: str) -> Iterator[tuple[str, str]] | None:
         """(key, hash) of every ref below ``prefix`` in one request per page (``GET refs``), each name
         and hash checked as the receiving side's rules say; None where the server predates it."""
         out: list[tuple[str, str]] = []
-        after: str | None = None
-        while True:
-            params = {"prefix": prefix, "limit": str(LIST_PAGE)}
-            if after:
-                params["after"] = after
-            resp = self._request("GET", names.REFS_PATH, params=params)
-            if resp.status_code in (404, 405) and not out:
-                return None
-            self._raise(resp, prefix)
-            doc = resp.json()
-            refs = doc.get(names.F_REFS) if isinstance(doc, dict) else None
-            if not isinstance(refs, list):
-                raise InvalidInput(f"{self.url} answered a ref listing without {names.F_REFS!r}")
-            for ref in refs:
-                key = ref.get(names.F_REF_NAME) if isinstance(ref, dict) else None
-                value = ref.get(names.F_REF_HASH) if isinstance(ref, dict) else None
-                if not isinstance(key, str) or not key.startswith(prefix):
-                    raise InvalidName(f"{self.url} listed {str(key)[:80]!r} under {prefix!r}: refused")
-                if after is not None and key <= after:
-                    raise InvalidInput(f"{self.url} answered a ref listing that goes backwards at {key[:80]!r}")
-                try:
-                    check_ref_key(key)
-                except InvalidName as exc:
-                    raise InvalidName(f"{self.url} listed an invalid ref: {exc}") from None
-                if not isinstance(value, str) or not is_hash(value):
-                    raise InvalidInput(f"{self.url} lists {key} at {str(value)[:70]!r}, not a hash")
-                out.append((key, value))
-            after = doc.get(names.F_NEXT)
-            if not after:
-                return iter(out)
-            if not isinstance(after, str):
-                raise InvalidInput(f"{self.url} answered a ref listing with a bad next page {str(after)[:80]!r}")
+        try:
+            for doc, after in self._pages(names.REFS_PATH, prefix, optional=True):
+                refs = doc.get(names.F_REFS)
+                if not isinstance(refs, list):
+                    raise InvalidInput(f"{self.url} answered a ref listing without {names.F_REFS!r}")
+                for ref in refs:
+                    ref = ref if isinstance(ref, dict) else {}
+                    key = self._listed_key(ref.get(names.F_REF_NAME), prefix, after, check_ref_key)
+                    value = ref.get(names.F_REF_HASH)
+                    if not isinstance(value, str) or not is_hash(value):
+                        raise InvalidInput(f"{self.url} lists {key} at {str(value)[:70]!r}, not a hash")
+                    out.append((key, value))
+        except _NoListing:
+            return None
+        return iter(out)
 
     def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
         resp = self._request("GET", self._path(key))
