@@ -104,7 +104,8 @@ class PiecesCycle(h11_impl.RequestResponseCycle):
             for part in self.conn.send_with_data_passthrough(h11.Data(data=view[start:start + SEND_SLICE])) or ():
                 if len(part):
                     self.transport.write(part)
-        await super().send({**message, "body": b""})  # the end of the message, when it is the last
+        if not message.get("more_body", False):
+            await super().send({**message, "body": b""})  # the end of the message
 
 
 #: Largest piece of a response body written to the transport at once. uvicorn joined each body piece

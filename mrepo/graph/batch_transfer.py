@@ -170,13 +170,16 @@ def _negotiate_push(src: Storage, http: HttpBackend, roots: list[str], pool: Thr
     about the few new records and what they name, not the whole population)."""
     read = 0
 
+    def records_of(hashes: list[str]) -> Iterator[tuple[str, bytes, Any]]:
+        for h, data in zip(hashes, pool.map(lambda h: src.backend.get(object_key(h)), hashes)):
+            yield h, data, parse_record_bytes(data)[1]
+
     def every_record(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
         nonlocal read
         read += len(frontier)
         if read > ONE_ROUND_RECORDS:
             raise _LargeClosure
-        for h, data in zip(frontier, pool.map(lambda h: src.backend.get(object_key(h)), frontier)):
-            yield h, data, parse_record_bytes(data)[1]
+        return records_of(frontier)
 
     try:
         records, data_of, arrays, blobs = _walk(roots, every_record)
@@ -189,9 +192,7 @@ def _negotiate_push(src: Storage, http: HttpBackend, roots: list[str], pool: Thr
 
     def lacking_records(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
         lacking, _ = http.batch.missing(frontier, [])
-        missing = [h for h in frontier if h in lacking]
-        for h, data in zip(missing, pool.map(lambda h: src.backend.get(object_key(h)), missing)):
-            yield h, data, parse_record_bytes(data)[1]
+        return records_of([h for h in frontier if h in lacking])
 
     records, data_of, arrays, blobs = _walk(roots, lacking_records)
     lacking_blobs, lacking_arrays = http.batch.missing(sorted(blobs), sorted(arrays))

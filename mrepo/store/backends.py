@@ -73,6 +73,11 @@ class Backend(ABC):
     def list(self, prefix: str) -> Iterator[Entry]:
         """Every key below ``prefix`` (a folder-like prefix ending in ``/``), recursively."""
 
+    def list_refs(self, prefix: str) -> Iterator[tuple[str, str]] | None:
+        """(key, hash) of the refs below ``prefix`` in one listing with values, where the backend has
+        one (an mrepo server); None here: RefStore lists the keys and reads each ref."""
+        return None
+
     @abstractmethod
     def read_versioned(self, key: str) -> tuple[bytes | None, Token]:
         """Current bytes of a mutable file and a token for :meth:`cas` (None, None if absent)."""

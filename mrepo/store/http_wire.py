@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import h11
+import httpcore
 
 from .h11_views import install as install_view_buffer
 
@@ -46,8 +47,6 @@ _original: dict[str, Any] = {}
 
 def _send_body_piece(conn: Any, event: Any, timeout: float | None = None) -> None:
     """``HTTP11Connection._send_event`` that writes a large ``h11.Data`` without copying it."""
-    import httpcore
-
     sock = None
     if type(event) is h11.Data and len(event.data) >= PASSTHROUGH_BYTES:
         sock = conn._network_stream.get_extra_info("socket")
@@ -97,11 +96,9 @@ def install() -> bool:
     """Apply the adjustments above to httpcore's sync HTTP/1.1 connection once; False (nothing
     changed) where httpcore lacks the internals they replace."""
     try:
-        import httpcore
-
         cls = httpcore._sync.http11.HTTP11Connection
         needed = (cls.__init__, cls._send_event, cls._receive_response_body, cls._receive_event, cls.READ_NUM_BYTES)
-    except (ImportError, AttributeError):
+    except AttributeError:
         return False
     if _original:
         return True

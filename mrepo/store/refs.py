@@ -132,8 +132,7 @@ class RefStore:
     def list(self, prefix: str = "refs/") -> Iterator[tuple[str, str]]:
         """(key, hash) of every ref below ``prefix``, sorted by key: from one listing with values where
         the backend offers it (an mrepo server: ``list_refs``), else a listing and a read per ref."""
-        with_values = getattr(self.backend, "list_refs", None)
-        listed = with_values(prefix) if with_values is not None else None
+        listed = self.backend.list_refs(prefix)
         if listed is not None:
             yield from sorted(dict(listed).items())
             return
