@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import pack
 from . import protocol_names as names
 from .errors import InvalidInput
+from .file_body import FileBody
 from .hashing import parse_record_bytes
 from .http_wire import BODY_VIEWS
 from .objects import references
@@ -36,15 +37,17 @@ UPLOAD_PIECE = 1 << 20
 MAX_DOWNLOAD_FRAME = 1 << 30
 
 
-def coalesced(frames: Iterable[tuple[str, bytes]], piece: int = UPLOAD_PIECE) -> Iterator[bytes]:
-    """The pack of ``frames`` in pieces of about ``piece`` bytes (few, large writes)."""
+def coalesced(frames: Iterable[tuple[str, bytes | FileBody]], piece: int = UPLOAD_PIECE) -> Iterator[bytes | FileBody]:
+    """The pack of ``frames`` in pieces of about ``piece`` bytes (few, large writes). Data of ``piece``
+    bytes or more, and every :class:`~mrepo.store.file_body.FileBody` (sent by the kernel), is a piece
+    of its own; smaller data is gathered with the framing around it."""
     out = bytearray(pack.MAGIC)
     for key, data in frames:
         out += pack.frame_header(key, len(data))
-        if len(data) >= piece:
+        if len(data) >= piece or isinstance(data, FileBody):
             yield bytes(out)
             out.clear()
-            yield bytes(data)
+            yield data if isinstance(data, FileBody) else bytes(data)
             continue
         out += data
         if len(out) >= piece:
@@ -100,8 +103,8 @@ class BatchClient:
             return {}
         return out
 
-    def upload(self, frames: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
-        """Send one pack; the answer counts frames stored and already present. Not retried here:
+    def upload(self, frames: Iterable[tuple[str, bytes | FileBody]]) -> dict[str, Any]:
+        """Send one pack (a frame's data may be a local file, sent from the page cache); the answer counts frames stored and already present. Not retried here:
         a caller retries by negotiating again (what was stored stays stored)."""
         headers = {"Content-Type": names.PACK_MEDIA_TYPE, names.UPLOAD_HEADER: self.backend.upload_id}
         resp = self.backend._request("POST", names.BATCH_UPLOAD_PATH, idempotent=False,

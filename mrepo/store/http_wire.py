@@ -8,6 +8,8 @@ each adjustment keeps httpcore's behaviour where its internals differ from what 
 - request body pieces of :data:`PASSTHROUGH_BYTES` or more go to a plain (non-TLS) socket as they
   are, with their chunk framing beside them in one ``sendmsg``: h11 joined framing and piece into a
   new buffer (a copy of every byte uploaded) and httpcore re-sliced what a partial send left;
+- a request body piece that is a :class:`~mrepo.store.file_body.FileBody` (a chunk file of a local
+  store) goes to a plain socket by ``sendfile(2)``, from the page cache (read into memory otherwise);
 - every connection parses responses from a :class:`mrepo.store.h11_views.ViewReceiveBuffer`: body
   data comes out as views of the socket's pieces instead of slices of h11's growing buffer (two to
   three copies of every byte downloaded);
@@ -31,6 +33,7 @@ from typing import Any
 import h11
 import httpcore
 
+from .file_body import FileBody
 from .h11_views import install as install_view_buffer
 
 __all__ = ["BODY_VIEWS", "PASSTHROUGH_BYTES", "SOCKET_READ_BYTES", "install"]
@@ -46,26 +49,44 @@ _original: dict[str, Any] = {}
 
 
 def _send_body_piece(conn: Any, event: Any, timeout: float | None = None) -> None:
-    """``HTTP11Connection._send_event`` that writes a large ``h11.Data`` without copying it."""
+    """``HTTP11Connection._send_event`` that writes a large ``h11.Data`` without copying it, and a
+    :class:`~mrepo.store.file_body.FileBody` by ``sendfile(2)`` (read into memory where the socket is
+    not a plain one)."""
     sock = None
     if type(event) is h11.Data and len(event.data) >= PASSTHROUGH_BYTES:
         sock = conn._network_stream.get_extra_info("socket")
     if not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):
+        if type(event) is h11.Data and isinstance(event.data, FileBody):
+            event = h11.Data(data=event.data.read())
         _original["_send_event"](conn, event, timeout)
         return
-    parts = [memoryview(p).cast("B") for p in conn._h11_state.send_with_data_passthrough(event) or () if len(p)]
+    parts: list[memoryview] = []
     try:
         sock.settimeout(timeout)
-        while parts:
-            sent = sock.sendmsg(parts)
-            while parts and sent >= len(parts[0]):
-                sent -= len(parts.pop(0))
-            if sent:
-                parts[0] = parts[0][sent:]
+        for part in conn._h11_state.send_with_data_passthrough(event) or ():
+            if isinstance(part, FileBody):
+                _send_all(sock, parts, socket.MSG_MORE)  # the framing goes out with the file's first bytes
+                parts = []
+                part.send(sock)
+            elif len(part):
+                parts.append(memoryview(part).cast("B"))
+        # after a file, its framing's end waits for what follows (MSG_MORE); the end of the body,
+        # which httpcore sends next, pushes it out
+        _send_all(sock, parts, socket.MSG_MORE if isinstance(event.data, FileBody) else 0)
     except TimeoutError as exc:
         raise httpcore.WriteTimeout(exc) from exc
     except OSError as exc:
         raise httpcore.WriteError(exc) from exc
+
+
+def _send_all(sock: socket.socket, parts: list[memoryview], flags: int) -> None:
+    """Write every part with ``sendmsg`` (partial sends resumed)."""
+    while parts:
+        sent = sock.sendmsg(parts, [], flags)
+        while parts and sent >= len(parts[0]):
+            sent -= len(parts.pop(0))
+        if sent:
+            parts[0] = parts[0][sent:]
 
 
 def _init_with_view_buffer(conn: Any, *args: Any, **kwargs: Any) -> None:
