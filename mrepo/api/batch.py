@@ -41,21 +41,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
+from starlette.types import Send
 
 from ..store import CorruptObject, InvalidInput, MrepoError, ObjectNotFound, pack
 from ..store import protocol_names as names
 from ..store.batch_client import coalesced
 from ..store.errors import InvalidRecord
+from ..store.file_body import FileBody, stored_body
 from ..store.hashing import RECORD_TAG
 from ..store.integrity import ArrayReceiver, Buffers, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix, object_key
-from ..store.parallel import settle, window
+from ..store.parallel import per_key, settle, window
 from ..store.soundness import array_sound, object_sound
 from .auth import require
 from .context import ServerContext, blocking
 from .errors import ApiError
 from .ingest import REHASH_PRESENT_BYTES, store_object
-from .receive_buffer import BODY_VIEWS
+from .receive_buffer import BODY_VIEWS, ZERO_COPY_SEND
 from .staging import UPLOAD_ID, staging_prefix
 
 _HASH_IN_JSON = re.compile(r"[0-9a-f]{64}")
@@ -66,6 +68,8 @@ CHECK_BYTES = 32 << 20
 PUBLISHING = 2
 #: Groups of frames read ahead of the one being stored (each at most about one piece of the body).
 PIPELINE_PIECES = 8
+#: Upload frames from this size on reach the workers in the socket's pieces (:class:`mrepo.store.pack.FramePieces`).
+JOIN_IN_WORKER_BYTES = 64 << 10
 #: Output buffered before a piece of the download stream is sent.
 DOWNLOAD_PIECE = 1 << 20
 #: Bytes of download pieces read from the store per hop to the thread pool.
@@ -116,7 +120,8 @@ class _OpenArray:
 class BatchReceiver:
     """Stores the frames of one upload stream, each verified before it becomes visible."""
 
-    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor, publish_pool: ThreadPoolExecutor):
+    def __init__(self, ctx: ServerContext, upload: str, pool: ThreadPoolExecutor, publish_pool: ThreadPoolExecutor,
+                 buffers: Buffers):
         self.ctx = ctx
         self.pool = pool
         self.publish_pool = publish_pool
@@ -129,10 +134,8 @@ class BatchReceiver:
         self.present = 0
         #: Arrays being published while later frames arrive.
         self._publishing: list[Future] = []
-        #: Slab memory of this upload's array checks, reused from slab to slab and array to array
-        #: (new memory per slab was the server's largest cost on a push of large arrays: the kernel
-        #: zeroing fresh pages, 30-40 % of its CPU); freed with the receiver.
-        self.buffers = Buffers()
+        #: Slab memory of the array checks, the server's (see :func:`build_router`).
+        self.buffers = buffers
 
     def take(self, frames: list[tuple[str, bytes]]) -> None:
         """Verify and store frames. Consecutive objects that do not name each other are checked and
@@ -140,6 +143,8 @@ class BatchReceiver:
         group: list[tuple[str, bytes]] = []
         in_group: set[str] = set()
         for key, data in frames:
+            if isinstance(data, pack.FramePieces) and not _is_chunk(key):
+                data = bytes(data)  # objects and zarr.json are checked as bytes; only chunks are copied into slabs
             if key.startswith("objects/"):
                 self._close_array_if_complete()
                 if self.array is not None:
@@ -225,10 +230,23 @@ class BatchReceiver:
         arr.receiver.admit(path)
         arr.checks.append((self.pool.submit(self._check_chunk, arr, path, data), len(data)))
 
-    def _check_chunk(self, arr: _OpenArray, path: str, data: bytes) -> None:
-        """Check one chunk (in the pool), then write it once."""
-        arr.receiver.add(path, data)
-        self.backend.put(arr.prefix + path, data)
+    def _check_chunk(self, arr: _OpenArray, path: str, data: bytes | pack.FramePieces) -> None:
+        """Check one chunk (in the pool), then write it once. A chunk still in the socket's pieces is
+        first copied into reused memory here (instead of joined on the event loop)."""
+        block = None
+        if isinstance(data, pack.FramePieces):
+            if arr.receiver.meta.shape:  # (the one chunk of a 0-d array would stay referenced as its slab)
+                block = self.buffers.take((len(data),), "uint8")
+                data.copy_into(block)
+                data = memoryview(block)
+            else:
+                data = bytes(data)
+        try:
+            arr.receiver.add(path, data)
+            self.backend.put(arr.prefix + path, data)
+        finally:
+            if block is not None:
+                self.buffers.give(block)
         arr.written.append(arr.prefix + path)
 
     def _close_array_if_complete(self) -> None:
@@ -354,15 +372,23 @@ async def _in_batches(pieces: Iterator[bytes], size: int) -> AsyncIterator[bytes
             yield piece
 
 
+def _is_chunk(key: str) -> bool:
+    """True for the key of an array chunk file (``arrays/<hash>/c...``)."""
+    return key.startswith("arrays/") and not key.endswith("/zarr.json")
+
+
 def _names_any(record: bytes, hashes: set[str]) -> bool:
     """True when the record's bytes name any of ``hashes`` (a cheap over-approximation: any mention)."""
     return any(h.encode() in record for h in hashes) if len(hashes) < 64 else \
         any(m in hashes for m in _HASH_IN_JSON.findall(record.decode("utf-8", "replace")))
 
 
-def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExecutor) -> Iterator[tuple[str, bytes]]:
-    """(key, bytes) of the wanted objects and arrays that the server holds, arrays as zarr.json then chunks."""
+def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExecutor, *, files: bool = False
+                     ) -> Iterator[tuple[str, bytes | FileBody]]:
+    """(key, data) of the wanted objects and arrays that the server holds, arrays as zarr.json then
+    chunks; with ``files``, chunk files of a local store as :class:`FileBody` (sent by the kernel)."""
     backend, objects = ctx.storage.backend, ctx.storage.objects
+    read_chunk = (lambda k: (k, stored_body(backend, k))) if files else (lambda k: (k, backend.get(k)))
 
     def read_object(h: str) -> tuple[str, bytes | None]:
         try:
@@ -384,8 +410,24 @@ def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExec
             keys = chunk_keys(objects.array_meta(h))  # grid order: the receiver checks slab by slab
         except MrepoError:
             keys = []
-        for key, data in window(pool, lambda k: (k, backend.get(k)), [prefix + k for k in keys]):
+        for key, data in window(pool, read_chunk, [prefix + k for k in keys]):
             yield key, data
+
+
+class PackResponse(StreamingResponse):
+    """A pack answer: byte pieces as ``http.response.body``, :class:`FileBody` pieces as ASGI zero-copy
+    sends (:data:`ZERO_COPY_SEND`; only produced where the scope offers it)."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for piece in self.body_iterator:
+            if isinstance(piece, FileBody):
+                with open(piece.path, "rb") as file:
+                    await send({"type": ZERO_COPY_SEND, "file": file, "offset": 0, "count": piece.size,
+                                "more_body": True})
+            else:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def build_router(ctx: ServerContext) -> APIRouter:
@@ -394,6 +436,11 @@ def build_router(ctx: ServerContext) -> APIRouter:
     writer = Depends(require(ctx.policy, "write"))
     pool = ThreadPoolExecutor(8, thread_name_prefix="mrepo-batch")
     publish_pool = ThreadPoolExecutor(4, thread_name_prefix="mrepo-publish")
+    # Slab memory of the array checks of every upload, reused from slab to slab and from upload to
+    # upload (new memory per slab was the server's largest cost on a push of large arrays: the kernel
+    # zeroing fresh pages, 30-40 % of its CPU; memory kept per upload still came fresh from another
+    # thread's heap on the next upload: 20 % of the server's CPU in a push of three 32 MiB maps).
+    buffers = Buffers()
 
     @router.post("/" + names.BATCH_HAVE_PATH, dependencies=[writer],
                  summary="Negotiate: which of these objects and arrays does the server lack?")
@@ -401,7 +448,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
         def run() -> dict:
             objects = ctx.storage.objects
             backend = ctx.storage.backend
-            obj = list(pool.map(lambda h: objects.freshen("record", h) and object_sound(backend, h, REHASH_PRESENT_BYTES), body.objects))
+            # Records and blobs in the pool only where each check is a round trip (per_key; on a local
+            # store, 200 hashes: 16 -> 6 ms). Arrays always: a present one is read and hashed in full.
+            obj = list(per_key(pool, backend)(lambda h: objects.freshen("record", h) and object_sound(backend, h, REHASH_PRESENT_BYTES), body.objects))
             arr = list(pool.map(lambda h: objects.freshen("array", h) and array_sound(backend, h), body.arrays))
             return {names.F_MISSING_OBJECTS: [h for h, p in zip(body.objects, obj) if not p],
                     names.F_MISSING_ARRAYS: [h for h, p in zip(body.arrays, arr) if not p]}
@@ -416,8 +465,9 @@ def build_router(ctx: ServerContext) -> APIRouter:
         upload_id = request.headers.get(names.UPLOAD_HEADER) or uuid.uuid4().hex
         if not UPLOAD_ID.match(upload_id):
             raise ApiError(400, f"invalid {names.UPLOAD_HEADER} header")
-        receiver = BatchReceiver(ctx, upload_id, pool, publish_pool)
-        reader_ = pack.PackReader(max_frame=ctx.max_body_bytes)
+        receiver = BatchReceiver(ctx, upload_id, pool, publish_pool, buffers)
+        # large frames stay in the socket's pieces until a worker copies them (BatchReceiver._check_chunk)
+        reader_ = pack.PackReader(max_frame=ctx.max_body_bytes, join_from=JOIN_IN_WORKER_BYTES)
         error: Exception | None = None
         start = time.perf_counter()
         # Reading and storing overlap: frames go through a queue bounded in bytes to a consumer that
@@ -501,8 +551,10 @@ def build_router(ctx: ServerContext) -> APIRouter:
     @router.post("/" + names.BATCH_DOWNLOAD_PATH, dependencies=[reader],
                  responses={200: {"content": {names.PACK_MEDIA_TYPE: {}}, "description": "a pack"}},
                  summary="Download the named objects and arrays as one pack (absent ones are left out)")
-    def download(body: HashLists) -> StreamingResponse:
-        pieces = coalesced(_download_frames(ctx, body, pool), DOWNLOAD_PIECE)
-        return StreamingResponse(_in_batches(pieces, DOWNLOAD_BATCH), media_type=names.PACK_MEDIA_TYPE)
+    def download(request: Request, body: HashLists) -> StreamingResponse:
+        # chunk files go out by sendfile where the server offers ASGI's zero-copy send (mrepo serve)
+        files = ZERO_COPY_SEND in request.scope.get("extensions", {})
+        pieces = coalesced(_download_frames(ctx, body, pool, files=files), DOWNLOAD_PIECE)
+        return PackResponse(_in_batches(pieces, DOWNLOAD_BATCH), media_type=names.PACK_MEDIA_TYPE)
 
     return router

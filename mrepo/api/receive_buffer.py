@@ -15,6 +15,8 @@ frame once).
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 import h11
@@ -22,12 +24,17 @@ from uvicorn.protocols.http import h11_impl
 
 from ..store.h11_views import ViewReceiveBuffer, install
 
-__all__ = ["BODY_VIEWS", "BodyPieces", "ViewReceiveBuffer", "install", "install_body_pieces"]
+__all__ = ["BODY_VIEWS", "ZERO_COPY_SEND", "BodyPieces", "ViewReceiveBuffer", "install", "install_body_pieces"]
 
 
 #: Scope key an app sets (to True) before it reads a request body whose pieces it takes as read-only
 #: ``memoryview``\ s of the socket's immutable pieces (:class:`PiecesCycle`); other requests get ``bytes``.
 BODY_VIEWS = "mrepo.body_views"
+#: ASGI's zero-copy send extension (asgi.readthedocs.io, "Zero Copy Send"): a message of this type
+#: with ``file`` (an open binary file), ``offset``, ``count`` and ``more_body`` sends that part of the
+#: file as the next piece of the response body by ``sendfile(2)``. Offered in every HTTP scope of
+#: ``mrepo serve`` (``scope["extensions"]``); the batch download sends chunk files with it.
+ZERO_COPY_SEND = "http.response.zerocopysend"
 
 
 class BodyPieces:
@@ -67,6 +74,7 @@ class PiecesCycle(h11_impl.RequestResponseCycle):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.scope.setdefault("extensions", {})[ZERO_COPY_SEND] = {}  # type: ignore[typeddict-item]
         self.body = BodyPieces()  # type: ignore[assignment]
         #: Pieces taken from uvicorn and not yet handed out (views mode), and its more_body after them.
         self._waiting: list[Any] = []
@@ -89,7 +97,10 @@ class PiecesCycle(h11_impl.RequestResponseCycle):
     async def send(self, message: Any) -> None:
         """uvicorn's ``send``, except that a large response body goes out in slices of at most
         :data:`SEND_SLICE` bytes, each written beside its chunk framing and waiting for the socket
-        between slices (see :data:`SEND_SLICE`)."""
+        between slices (see :data:`SEND_SLICE`), and :data:`ZERO_COPY_SEND` messages are served."""
+        if message.get("type") == ZERO_COPY_SEND:
+            await self._send_file(message)
+            return
         body = message.get("body", b"") if message.get("type") == "http.response.body" else b""
         if (len(body) <= SEND_SLICE or not self.response_started or self.response_complete
                 or self.scope["method"] == "HEAD"):
@@ -106,6 +117,52 @@ class PiecesCycle(h11_impl.RequestResponseCycle):
                     self.transport.write(part)
         if not message.get("more_body", False):
             await super().send({**message, "body": b""})  # the end of the message
+
+
+    async def _send_file(self, message: Any) -> None:
+        """A :data:`ZERO_COPY_SEND` message: ``count`` bytes of ``file`` from ``offset`` as the next piece
+        of the body, by ``loop.sendfile`` (``sendfile(2)`` on a plain socket; read and written where
+        the transport cannot). A file that holds fewer bytes than announced breaks the answer: the
+        connection is closed (the client sees a truncated body) and RuntimeError raised."""
+        if not self.response_started or self.response_complete:
+            raise RuntimeError(f"Unexpected ASGI message '{ZERO_COPY_SEND}' outside a response body")
+        file, offset = message["file"], int(message.get("offset") or 0)
+        count = message.get("count")
+        count = os.fstat(file.fileno()).st_size - offset if count is None else int(count)
+        more = bool(message.get("more_body", False))
+        if count > 0 and self.scope["method"] != "HEAD" and not self.disconnected:
+            if self.flow.write_paused:
+                await self.flow.drain()
+            for part in self.conn.send_with_data_passthrough(h11.Data(data=_Announced(count))) or ():
+                if self.disconnected:
+                    return
+                if not isinstance(part, _Announced):
+                    self.transport.write(part)
+                    continue
+                try:
+                    sent = await asyncio.get_running_loop().sendfile(self.transport, file, offset, count)
+                except (ConnectionError, RuntimeError):  # the peer left, or the transport closed under us
+                    if self.disconnected or self.transport.is_closing():
+                        return
+                    raise
+                if sent != count:
+                    self.transport.close()
+                    raise RuntimeError(f"{getattr(file, 'name', 'a file')}: {sent} bytes sent, {count} announced "
+                                       "(the file changed while it was sent); connection closed")
+        if not more:
+            await super().send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Announced:
+    """The length of a file piece announced to h11 (its framing), for :meth:`PiecesCycle._send_file`."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
 
 
 #: Largest piece of a response body written to the transport at once. uvicorn joined each body piece

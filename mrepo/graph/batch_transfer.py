@@ -8,7 +8,8 @@ an HTTP remote. Instead of one request per object it
   of up to :data:`ONE_ROUND_RECORDS` records, read here in full; else walking the closure level by
   level, once per level for its records (not descending into present ones) and once for the arrays
   and blobs. Then it sends one pack in write order: arrays
-  (``zarr.json``, then chunks), blobs, records from the leaves up. The server verifies every
+  (``zarr.json``, then chunks), blobs, records from the leaves up; chunk files of a local store go
+  from the page cache to the socket (:class:`mrepo.store.file_body.FileBody`). The server verifies every
   frame before it becomes visible;
 - **pull** (from a server): walks the closure level by level, downloading the records the
   destination lacks or holds damaged (:mod:`mrepo.store.soundness`, as a local transfer) in one
@@ -33,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..store import CorruptObject, MrepoError, ObjectNotFound, Storage, zarr_codec
+from ..store.file_body import stored_body
 from ..store.hashing import parse_record_bytes
 from ..store.http_backend import HttpBackend, ServerError
 from ..store.integrity import (
@@ -45,7 +47,7 @@ from ..store.integrity import (
     chunk_keys,
 )
 from ..store.objects import array_prefix, object_key
-from ..store.parallel import settle, window
+from ..store.parallel import per_key, settle, window
 from ..store.walk import leaves_first, levels, split_references
 from .schema import check_record_bytes
 from .transfer import Progress, TransferStats, intact
@@ -171,7 +173,7 @@ def _negotiate_push(src: Storage, http: HttpBackend, roots: list[str], pool: Thr
     read = 0
 
     def records_of(hashes: list[str]) -> Iterator[tuple[str, bytes, Any]]:
-        for h, data in zip(hashes, pool.map(lambda h: src.backend.get(object_key(h)), hashes)):
+        for h, data in zip(hashes, per_key(pool, src.backend)(lambda h: src.backend.get(object_key(h)), hashes)):
             yield h, data, parse_record_bytes(data)[1]
 
     def every_record(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
@@ -226,9 +228,11 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
         for h in group:
             prefix, (metadata, meta) = array_prefix(h), metas[h]
             keys = chunk_keys(meta)  # grid order: the server checks the chunks slab by slab as they arrive
+            # a chunk file of a local store goes from the page cache to the socket (sendfile); the
+            # server verifies it as any upload
             yield prefix + "zarr.json", metadata
             n = len(metadata)
-            for key, data in window(pool, lambda k, p=prefix: (k, src.backend.get(p + k)), keys, size=8):
+            for key, data in window(pool, lambda k, p=prefix: (k, stored_body(src.backend, p + k)), keys, size=8):
                 n += len(data)
                 yield prefix + key, data
             with lock:

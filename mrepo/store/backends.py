@@ -104,6 +104,11 @@ class Backend(ABC):
     #: check them, nor list the refs around a new one.
     checks_writes: bool = False
 
+    #: True where reading or checking a key costs a few system calls in this process (a local folder,
+    #: memory), not a network round trip: small per-key work is then done in a plain loop
+    #: (:func:`mrepo.store.parallel.per_key`), not handed to threads.
+    in_process: ClassVar[bool] = False
+
     #: Where each presence check is a network round trip: the keys one listing request returns, so
     #: a transfer can learn with one request per prefix what a small store holds. 0 (local folder,
     #: memory): a presence check costs less than a listing.
@@ -149,6 +154,8 @@ class Backend(ABC):
 
 class LocalBackend(Backend):
     """A folder on a local or network file system."""
+
+    in_process = True
 
     #: A lock file older than this, whose writer process is gone, is broken.
     STALE_LOCK_SECONDS = 30.0
@@ -399,6 +406,8 @@ class FsspecBackend(Backend):
 
 class MemoryBackend(FsspecBackend):
     """fsspec's in-process memory file system (``memory://name``); for tests and scratch work."""
+
+    in_process = True
 
     _locks: ClassVar[dict[str, threading.Lock]] = {}
     _global = threading.Lock()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
+import numpy as np
+
 from .errors import InvalidInput
 from .names import check_object_key
 
@@ -57,6 +59,33 @@ def encode(frames: Iterable[tuple[str, bytes]]) -> Iterator[bytes]:
     yield END
 
 
+class FramePieces:
+    """The data of a frame as it came off the socket, not joined: read-only views of immutable
+    pieces, in order (:class:`PackReader` with ``join_from``). ``bytes()`` joins them; a receiver
+    that copies them into memory of its own anyway (:meth:`copy_into`) saves the join."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[memoryview | bytes]):
+        self.parts = parts
+        self.size = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def copy_into(self, out: np.ndarray) -> None:
+        """Copy the data into ``out``, a writable uint8 array of :func:`len` bytes (numpy copies
+        without holding the GIL)."""
+        pos = 0
+        for part in self.parts:
+            n = len(part)
+            out[pos:pos + n] = np.frombuffer(part, dtype=np.uint8)
+            pos += n
+
+
 class PackReader:
     """Incremental decoder: :meth:`feed` bytes, get complete ``(key, data)`` frames back.
 
@@ -64,10 +93,15 @@ class PackReader:
     fit in the piece it starts in is collected as a list of views of the pieces that carry it
     and joined once when complete: one copy per frame, whatever the piece size (appending
     megabytes to a growing buffer would copy them again at every reallocation).
+
+    ``join_from``: frames of at least this many bytes that arrived in immutable pieces are handed
+    out as :class:`FramePieces` instead (no copy here: the server's upload, whose array chunks are
+    copied into reused memory in its worker threads instead of joined on its event loop).
     """
 
-    def __init__(self, max_frame: int):
+    def __init__(self, max_frame: int, *, join_from: int | None = None):
         self.max_frame = max_frame
+        self.join_from = join_from
         self._buf = bytearray()
         self._magic = False
         self.done = False
@@ -94,7 +128,7 @@ class PackReader:
             self._due -= take
             if self._due:
                 return out
-            out.append((self._key, b"".join(self._parts)))
+            out.append((self._key, self._whole(self._parts)))
             self._parts = []
             view = view[take:]
             if not view:
@@ -143,7 +177,9 @@ class PackReader:
                 start = pos + 2 + klen + 8
                 with memoryview(buf) as view:
                     if len(buf) >= start + size:
-                        out.append((key, bytes(view[start:start + size])))
+                        keep = not buffered and self.join_from is not None and size >= self.join_from
+                        out.append((key, FramePieces([buf[start:start + size]]) if keep
+                                    else bytes(view[start:start + size])))
                         pos = start + size
                         continue
                     # the frame goes on in later pieces: keep what is here, collect the rest as views
@@ -156,6 +192,12 @@ class PackReader:
                 del buf[:pos]  # type: ignore[union-attr]
             elif pos < len(buf):
                 self._buf += buf[pos:]
+
+    def _whole(self, parts: list[memoryview | bytes]) -> bytes | FramePieces:
+        """A frame collected from several pieces: joined, or kept as pieces (``join_from``)."""
+        if self.join_from is not None and sum(len(p) for p in parts) >= self.join_from:
+            return FramePieces(parts)
+        return b"".join(parts)
 
     def finish(self) -> None:
         """Raise InvalidInput when the stream ended before the end frame."""

@@ -1,11 +1,15 @@
-"""Bounded, order-keeping parallel map over a thread pool, and the bound on checks in flight."""
+"""Bounded, order-keeping parallel map over a thread pool, the bound on checks in flight, and the
+choice between the pool and a plain loop for small per-key work."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 
 def window(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable, size: int = 16) -> Iterator:
@@ -36,3 +40,10 @@ def settle(running: deque[tuple[Future, int]], limit: int) -> list[Future]:
         due.append(future)
         in_flight -= n
     return due
+
+
+def per_key(pool: ThreadPoolExecutor, backend: Backend) -> Callable[..., Iterator]:
+    """``map`` for small reads and checks of ``backend``'s keys: the builtin ``map`` where each is a
+    few system calls (:attr:`Backend.in_process`: handing each to a thread costs more, ~50 us, than
+    doing it), ``pool.map`` where each is a network round trip (S3, a server)."""
+    return map if backend.in_process else pool.map
