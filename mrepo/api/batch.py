@@ -24,6 +24,11 @@ Like git's pack negotiation, in three requests instead of one per object:
   negotiates again and sends only the rest.
 - ``POST /repo/batch/download`` (read): the client names the objects and arrays it wants; the
   answer is one pack of them (arrays as ``zarr.json`` then chunks), which the client verifies.
+  Chunk files go out by ``sendfile`` where the server offers ASGI's zero-copy send (``mrepo serve``).
+- ``POST /repo/batch/closure`` (read): the first records (breadth first, up to
+  :data:`mrepo.store.protocol_names.CLOSURE_RECORDS`) of the closure of the records named, in one
+  pack: a pull receives the levels of a small closure in one request instead of one per level, and
+  asks for the rest, if any, level by level.
 """
 
 from __future__ import annotations
@@ -48,11 +53,12 @@ from ..store import protocol_names as names
 from ..store.batch_client import coalesced
 from ..store.errors import InvalidRecord
 from ..store.file_body import FileBody, stored_body
-from ..store.hashing import RECORD_TAG
+from ..store.hashing import RECORD_TAG, parse_record_bytes
 from ..store.integrity import ArrayReceiver, Buffers, check_array_metadata, check_slab_size, chunk_keys
 from ..store.objects import array_prefix, object_key
 from ..store.parallel import per_key, settle, window
 from ..store.soundness import array_sound, object_sound
+from ..store.walk import split_references
 from .auth import require
 from .context import ServerContext, blocking
 from .errors import ApiError
@@ -414,6 +420,35 @@ def _download_frames(ctx: ServerContext, wanted: HashLists, pool: ThreadPoolExec
             yield key, data
 
 
+def _closure_frames(ctx: ServerContext, roots: list[str], limit: int, pool: ThreadPoolExecutor
+                    ) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) of the records of the closure of ``roots`` that the server holds, level by level
+    (breadth first), at most ``limit``; a record that is absent or does not parse is left out and not
+    descended into (the client asks for what it still lacks, and verifies what it gets)."""
+    backend = ctx.storage.backend
+    seen, frontier, sent = set(roots), list(roots), 0
+
+    def read(h: str) -> bytes | None:
+        try:
+            return backend.get(object_key(h))
+        except ObjectNotFound:
+            return None
+
+    while frontier and sent < limit:
+        frontier = frontier[:limit - sent]
+        level, frontier = frontier, []
+        for h, data in zip(level, per_key(pool, backend)(read, level)):
+            if data is None or not data.startswith(RECORD_TAG):
+                continue
+            try:
+                body = parse_record_bytes(data)[1]
+            except MrepoError:
+                continue
+            yield object_key(h), data
+            sent += 1
+            frontier.extend(split_references(body, seen)[1])
+
+
 class PackResponse(StreamingResponse):
     """A pack answer: byte pieces as ``http.response.body``, :class:`FileBody` pieces as ASGI zero-copy
     sends (:data:`ZERO_COPY_SEND`; only produced where the scope offers it)."""
@@ -547,6 +582,14 @@ def build_router(ctx: ServerContext) -> APIRouter:
             got = dict(zip(body.arrays, pool.map(declared, body.arrays)))
             return {names.F_SIZES: {h: n for h, n in got.items() if n is not None}}
         return await blocking(run)
+
+    @router.post("/" + names.BATCH_CLOSURE_PATH, dependencies=[reader],
+                 responses={200: {"content": {names.PACK_MEDIA_TYPE: {}}, "description": "a pack of records"}},
+                 summary=f"The first records (up to {names.CLOSURE_RECORDS}, breadth first) of the closure of "
+                         "the given records, as one pack: a pull's record levels in one request")
+    def closure(body: HashLists) -> StreamingResponse:
+        frames = _closure_frames(ctx, body.objects, names.CLOSURE_RECORDS, pool)
+        return StreamingResponse(coalesced(frames, DOWNLOAD_PIECE), media_type=names.PACK_MEDIA_TYPE)
 
     @router.post("/" + names.BATCH_DOWNLOAD_PATH, dependencies=[reader],
                  responses={200: {"content": {names.PACK_MEDIA_TYPE: {}}, "description": "a pack"}},

@@ -11,8 +11,9 @@ an HTTP remote. Instead of one request per object it
   (``zarr.json``, then chunks), blobs, records from the leaves up; chunk files of a local store go
   from the page cache to the socket (:class:`mrepo.store.file_body.FileBody`). The server verifies every
   frame before it becomes visible;
-- **pull** (from a server): walks the closure level by level, downloading the records the
-  destination lacks or holds damaged (:mod:`mrepo.store.soundness`, as a local transfer) in one
+- **pull** (from a server): walks the closure level by level, taking the records the destination
+  lacks or holds damaged (:mod:`mrepo.store.soundness`, as a local transfer) from the first levels
+  of the closure, received in one request (``batch/closure``), and downloading the rest in one
   pack per level, then the missing or damaged arrays and blobs in one pack. Every
   received object is verified before it is written: records and blobs by hash (records also in
   canonical form and by schema), arrays chunk by chunk as they stream in (digest, size, decoding)
@@ -220,7 +221,7 @@ def _push(src: Storage, http: HttpBackend, roots: list[str], pool: ThreadPoolExe
         return metadata, zarr_codec.parse_metadata(metadata, f"array {h}")
 
     # Every zarr.json first (small): the arrays are dealt to the streams by size.
-    metas = dict(zip(sorted(lacking_arrays), pool.map(array_meta, sorted(lacking_arrays))))
+    metas = dict(zip(sorted(lacking_arrays), per_key(pool, src.backend)(array_meta, sorted(lacking_arrays))))
     lock = threading.Lock()
 
     def array_frames(group: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -329,12 +330,24 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
     where = http.url
     buffers = Buffers()  # slab memory of the arrays' checks, reused from slab to slab
 
+    # The first levels of the closure come in one request (batch/closure) once the roots are found
+    # lacking; each level then takes what it lacks from them and downloads only the rest.
+    prefetched: dict[str, bytes] | None = None
+
     def lacking_records(frontier: list[str]) -> Iterator[tuple[str, bytes, Any]]:
-        present = list(pool.map(lambda h: intact(dst, "record", h), frontier))
+        nonlocal prefetched
+        present = list(per_key(pool, dst.backend)(lambda h: intact(dst, "record", h), frontier))
         missing = [h for h, p in zip(frontier, present) if not p]
-        wanted = {object_key(h): h for h in missing}
+        if prefetched is None and missing:
+            prefetched = http.batch.closure(missing)
         got: dict[str, bytes] = {}
-        for key, data in http.batch.download(missing, []):
+        for h in missing:
+            data = (prefetched or {}).pop(object_key(h), None)
+            if data is not None:
+                got[object_key(h)] = data
+        rest = [h for h in missing if object_key(h) not in got]
+        wanted = {object_key(h): h for h in rest}
+        for key, data in (http.batch.download(rest, []) if rest else ()):
             if key not in wanted:
                 raise CorruptObject(f"{where} sent {key}, which was not asked for")
             got[key] = data
@@ -349,8 +362,8 @@ def _pull(http: HttpBackend, dst: Storage, roots: list[str], pool: ThreadPoolExe
     # a damaged one is downloaded again and replaced
     need_arrays = [h for h, p in zip(sorted(arrays), pool.map(lambda h: intact(dst, "array", h), sorted(arrays)))
                    if not p]
-    need_blobs = [h for h, p in zip(sorted(blobs), pool.map(lambda h: intact(dst, "blob", h), sorted(blobs)))
-                  if not p]
+    need_blobs = [h for h, p in zip(sorted(blobs), per_key(pool, dst.backend)(lambda h: intact(dst, "blob", h),
+                                                                             sorted(blobs))) if not p]
     total = len(need_arrays) + len(need_blobs) + len(records)
     done = 0
 

@@ -428,16 +428,18 @@ class _Pipeline:
 
 
 def _ref_updates_for(src: Repository, prefixes: tuple[str, ...]) -> dict[str, str]:
-    """The refs of ``src`` below ``prefixes``, every name checked by the receiving side's rules
+    """The refs of ``src`` below ``prefixes`` (one listing of ``refs/``, filtered here: one request
+    to a server instead of one per prefix), every name checked by the receiving side's rules
     (:func:`mrepo.store.names.check_shared_ref_key`) before anything is copied."""
     out: dict[str, str] = {}
-    for prefix in prefixes:
-        for key, value in src.refs.list(prefix):
-            try:
-                check_shared_ref_key(key)
-            except InvalidName as exc:
-                raise InvalidName(f"{src.url} lists a ref with an invalid name: {exc}") from None
-            out[key] = value
+    for key, value in src.refs.list("refs/"):
+        if not key.startswith(prefixes):
+            continue
+        try:
+            check_shared_ref_key(key)
+        except InvalidName as exc:
+            raise InvalidName(f"{src.url} lists a ref with an invalid name: {exc}") from None
+        out[key] = value
     return out
 
 

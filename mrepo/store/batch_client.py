@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import pack
 from . import protocol_names as names
-from .errors import InvalidInput
+from .errors import CorruptObject, InvalidInput
 from .file_body import FileBody
 from .hashing import parse_record_bytes
 from .http_wire import BODY_VIEWS
@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 UPLOAD_PIECE = 1 << 20
 #: Largest frame accepted from a server in a download.
 MAX_DOWNLOAD_FRAME = 1 << 30
+#: Largest record accepted in a closure answer (records are JSON documents of KiB; a population
+#: record names every data source and species).
+MAX_CLOSURE_FRAME = 64 << 20
+#: Bytes of a closure answer kept in memory; a larger answer is cut there (what it lacks is then
+#: downloaded level by level).
+MAX_CLOSURE_BYTES = 256 << 20
 
 
 def coalesced(frames: Iterable[tuple[str, bytes | FileBody]], piece: int = UPLOAD_PIECE) -> Iterator[bytes | FileBody]:
@@ -113,6 +119,34 @@ class BatchClient:
             raise BatchUnsupported(f"{self.backend.url} does not offer {names.BATCH_UPLOAD_PATH}")
         self.backend._raise(resp, "objects/")
         return resp.json()
+
+    def closure(self, roots: list[str]) -> dict[str, bytes]:
+        """Key -> bytes of the first records of the closure of ``roots`` the server sends
+        (``batch/closure``; unverified: the caller checks each record it uses against its hash).
+        Empty where the server predates the endpoint; cut after :data:`MAX_CLOSURE_BYTES`. A server
+        that sends more than
+        :data:`~mrepo.store.protocol_names.CLOSURE_RECORDS` frames, or a key that is not an
+        object's, is refused (CorruptObject)."""
+        got: dict[str, bytes] = {}
+        body = {names.F_OBJECTS: roots[:names.MAX_BATCH_HASHES]}
+        with self.backend._client.stream("POST", f"{self.backend.url}/{names.BATCH_CLOSURE_PATH}", json=body,
+                                         extensions={BODY_VIEWS: True}) as resp:
+            if resp.status_code in (404, 405):
+                return got
+            if resp.status_code >= 400:
+                resp.read()
+                self.backend._raise(resp, "objects/")
+            held = frames = 0
+            for key, data in pack.decode(resp.iter_bytes(), MAX_CLOSURE_FRAME):
+                frames += 1
+                if not key.startswith("objects/") or frames > names.CLOSURE_RECORDS:
+                    raise CorruptObject(f"{self.backend.url} sent {key[:100]!r} in a closure of "
+                                        f"{names.CLOSURE_RECORDS} records at most")
+                got[key] = bytes(data)
+                held += len(data)
+                if held >= MAX_CLOSURE_BYTES:  # enough held: the rest comes level by level
+                    break
+        return got
 
     def download(self, objects: list[str], arrays: list[str]) -> Iterator[tuple[str, bytes]]:
         """Frames ``(key, bytes)`` of the named objects and arrays the server holds (unverified)."""

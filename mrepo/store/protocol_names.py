@@ -24,6 +24,7 @@ BATCH_HAVE_PATH = "batch/have"
 BATCH_UPLOAD_PATH = "batch/upload"
 BATCH_DOWNLOAD_PATH = "batch/download"
 BATCH_SIZES_PATH = "batch/sizes"
+BATCH_CLOSURE_PATH = "batch/closure"
 
 # ----------------------------------------------------------------------------- headers
 #: Upload session id: the server stages one client's array chunks under it.
@@ -62,5 +63,9 @@ E_REF_NAMESPACE = "ref-namespace"
 F_PULL = "pull"
 F_PULLS = "pulls"
 
-#: Most hashes in one ``batch/have``, ``batch/download`` or ``batch/sizes`` request.
+#: Most hashes in one ``batch/have``, ``batch/download``, ``batch/sizes`` or ``batch/closure`` request.
 MAX_BATCH_HASHES = 10000
+#: Most records a ``batch/closure`` answer holds (the first levels of the closure, breadth first): a
+#: pull that lacks more asks for the rest level by level, and one that lacks fewer receives at most
+#: this many records it did not need.
+CLOSURE_RECORDS = 512

@@ -193,7 +193,18 @@ def run(*args: str):
     return CliRunner().invoke(app, [*args, "--json"])
 
 
-def assert_refused(result, hostile: Hostile, mode: str, dest: Path, area: Path) -> None:
+def object_files(dest: Path) -> dict[str, bytes]:
+    """Store key -> bytes of every object and array file under ``dest``."""
+    return {str(p.relative_to(dest)): p.read_bytes() for top in ("objects", "arrays") if (dest / top).exists()
+            for p in (dest / top).rglob("*") if p.is_file()}
+
+
+def assert_refused(result, hostile: Hostile, mode: str, dest: Path, area: Path,
+                   before: dict[str, bytes] | None = None) -> None:
+    """The command failed with one line, wrote nothing outside ``dest``, and no tampered object it did
+    not hold ``before`` became visible; what it held is unchanged (a server may send, among what
+    was asked, records the client holds already: a pull's closure answer)."""
+    before = before or {}
     assert result.exit_code not in (0, 1), (result.exit_code, result.output, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -204,9 +215,12 @@ def assert_refused(result, hostile: Hostile, mode: str, dest: Path, area: Path) 
         assert hostile.renames, "the proxy renamed nothing: the test did not attack"
     for key in hostile.tampered:
         if key.startswith("objects/"):
-            assert not (dest / key).exists(), f"tampered {key} became visible"
+            assert key in before or not (dest / key).exists(), f"tampered {key} became visible"
         else:
-            assert not (dest / "/".join(key.split("/")[:2]) / "zarr.json").exists(), f"tampered {key} visible"
+            zarr = "/".join(key.split("/")[:2]) + "/zarr.json"
+            assert zarr in before or not (dest / zarr).exists(), f"tampered {key} visible"
+    for key, data in before.items():
+        assert (dest / key).read_bytes() == data, f"{key}, held before, was changed"
 
 
 def new_commit(remote: Remote, seed: int) -> str:
@@ -247,11 +261,12 @@ def test_fetch_and_pull_from_a_hostile_remote(remote: Remote, tmp_path: Path, mo
     honest = run("clone", remote.url, str(dest))
     assert honest.exit_code == 0, honest.output
     before = {k: v for k, v in Repository.open(str(dest)).refs.list("refs/")}
+    held = object_files(dest)
     new_commit(remote, seed=100 + MODES.index(mode) * 2 + (command == "pull"))
     remote.hostile.mode, remote.hostile.tampered, remote.hostile.renames = mode, [], {}
     try:
         result = run(command, "origin", "--repo", str(dest))
     finally:
         remote.hostile.mode = "honest"
-    assert_refused(result, remote.hostile, mode, dest, tmp_path)
+    assert_refused(result, remote.hostile, mode, dest, tmp_path, held)
     assert {k: v for k, v in Repository.open(str(dest)).refs.list("refs/")} == before

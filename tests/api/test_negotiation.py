@@ -1,6 +1,7 @@
 """How a push asks the server what it lacks (``batch/have``): one request for a small closure, level by
 level for a large one, and in both cases only what is missing or damaged crosses; how a clone lists
-the refs it copies (with their values, in one request per namespace, every name and hash checked).
+the refs it copies (with their values, in one request, every name and hash checked) and the records of
+a closure (the first levels in one request).
 
 A real ``mrepo serve`` app on 127.0.0.1, wrapped in an ASGI layer that counts the requests it receives.
 """
@@ -121,8 +122,14 @@ def test_a_damaged_blob_under_a_present_record_is_sent_again(tmp_path: Path) -> 
         assert verify(Repository.open(str(root)).storage).ok
 
 
-def test_a_clone_lists_refs_with_their_values(tmp_path: Path) -> None:
-    """clone reads the refs of each namespace in one request (``GET refs``), not a listing plus a read per ref."""
+CLOSURE = f"/repo/{names.BATCH_CLOSURE_PATH}"
+DOWNLOAD = f"/repo/{names.BATCH_DOWNLOAD_PATH}"
+
+
+def test_a_clone_lists_refs_with_their_values_and_gets_a_small_closure_at_once(tmp_path: Path) -> None:
+    """clone reads every ref in one request (``GET refs``: not a listing plus a read per ref, nor one
+    request per namespace) and the records of a small closure in one (``batch/closure``), then only
+    the arrays and blobs (no download per record level)."""
     from mrepo.graph import clone
 
     repo = Repository.init(str(tmp_path / "local"))
@@ -131,11 +138,36 @@ def test_a_clone_lists_refs_with_their_values(tmp_path: Path) -> None:
         push(repo, url, "dev", options=opts)
         push(repo, url, "dev", remote_branch="second", options=opts)
         calls.clear()
-        copy, _ = clone(url, str(tmp_path / "copy"), src_options=opts)
+        copy, stats = clone(url, str(tmp_path / "copy"), src_options=opts)
         assert sorted(copy.branches()) == ["dev", "second"]
-        assert calls[f"/repo/{names.REFS_PATH}"] == 3  # heads, tags, pulls
+        assert calls[f"/repo/{names.REFS_PATH}"] == 1
         assert not [p for p in calls if p.startswith(f"/repo/{names.REFS_PATH}/heads/")]
         assert calls[f"/repo/{names.LIST_PATH}"] == 0
+        assert calls[CLOSURE] == 1 and calls[DOWNLOAD] == 2  # the records; then the two arrays, a stream each
+        assert stats.records == 5 and verify(copy.storage).ok
+
+
+def test_a_large_closure_comes_in_part_at_once_and_the_rest_by_level(tmp_path: Path) -> None:
+    """A closure of more records than one closure answer holds: the first come at once, the rest
+    level by level; a fetch of one new commit on top takes the new records from one answer and
+    downloads no record it already has."""
+    from mrepo.graph import clone, fetch
+
+    repo = Repository.init(str(tmp_path / "local"))
+    items = _commit(repo, names.CLOSURE_RECORDS + 20, 1)
+    with counted_server(tmp_path) as (url, opts, calls, _):
+        push(repo, url, "dev", options=opts)
+        calls.clear()
+        copy, stats = clone(url, str(tmp_path / "copy"), src_options=opts)
+        assert stats.records == names.CLOSURE_RECORDS + 23 and verify(copy.storage).ok
+        assert calls[CLOSURE] == 1 and calls[DOWNLOAD] >= 2  # the items past the answer's end, then the data
+        _commit(repo, 1, 2, items)
+        push(repo, url, "dev", options=opts)
+        copy.add_remote("server", url)
+        calls.clear()
+        got = fetch(copy, "server", options=opts)
+        assert got.records == 4 and calls[CLOSURE] == 1  # commit, population, source, one item
+        assert verify(Repository.open(str(tmp_path / "copy")).storage).ok
 
 
 def _ref_server(answer) -> FastAPI:  # noqa: ANN001
@@ -194,3 +226,101 @@ def test_a_server_without_the_ref_listing_is_read_ref_by_ref() -> None:
         http = HttpBackend(base + "/repo", {"retries": 1})
         assert http.list_refs("refs/heads/") is None
         assert list(RefStore(http).list("refs/heads/")) == [("refs/heads/dev", GOOD)]
+
+
+@contextmanager
+def closure_rewriting_server(tmp_path: Path, rewrite) -> Iterator[tuple[str, dict]]:  # noqa: ANN001
+    """A real ``mrepo serve`` app whose ``batch/closure`` answers pass through ``rewrite(frames) -> frames``
+    (a hostile or broken server); every other request is served as it is."""
+    from mrepo.store import pack
+
+    root = tmp_path / "served"
+    Repository.init(str(root)).close()
+    token = add_token(tmp_path / "tokens.toml", "writer", "write")
+    app = create_app(str(root), tmp_path / "tokens.toml", access_log=False)
+
+    async def rewriting(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http" or scope["path"] != CLOSURE:
+            await app(scope, receive, send)
+            return
+        start, body = {}, bytearray()
+
+        async def keep(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                start.update(message)
+            else:
+                body.extend(message.get("body", b""))
+
+        await app(scope, receive, keep)
+        if start.get("status") != 200:
+            await send(start)
+            await send({"type": "http.response.body", "body": bytes(body)})
+            return
+        out = b"".join(pack.encode(rewrite(list(pack.decode([bytes(body)], 1 << 30)))))
+        await send({**start, "headers": [(k, v) for k, v in start["headers"] if k != b"content-length"]})
+        await send({"type": "http.response.body", "body": out})
+
+    with thread_server(rewriting) as base:
+        yield base + "/repo", {"token": token, "retries": 0}
+
+
+def _flip_first_record(frames: list) -> list:
+    key, data = frames[0]
+    return [(key, data[:-3] + bytes([data[-3] ^ 1]) + data[-2:]), *frames[1:]]
+
+
+@pytest.mark.parametrize("rewrite, message", [
+    (_flip_first_record, "does not match its hash"),
+    (lambda frames: [(f"arrays/{'e' * 64}/zarr.json", b"{}"), *frames], "in a closure of"),
+    (lambda frames: frames * (names.CLOSURE_RECORDS // max(len(frames), 1) + 1), "in a closure of"),
+])
+def test_a_tampered_closure_is_refused_and_nothing_is_written(tmp_path: Path, rewrite, message: str) -> None:  # noqa: ANN001
+    """A closure answer with a changed byte, a key that is not an object's, or more frames than an
+    answer may hold: the clone fails with a one-line error and writes no record."""
+    from mrepo.graph import clone
+
+    repo = Repository.init(str(tmp_path / "local"))
+    _commit(repo, 2, 1)
+    with closure_rewriting_server(tmp_path, rewrite) as (url, opts):
+        push(repo, url, "dev", options=opts)
+        with pytest.raises(MrepoError, match=message) as err:
+            clone(url, str(tmp_path / "copy"), src_options=opts)
+        assert "\n" not in str(err.value)
+    left = Repository.open(str(tmp_path / "copy")) if (tmp_path / "copy").exists() else None
+    assert left is None or not list(left.storage.backend.list("objects/"))
+
+
+def test_a_closure_that_leaves_records_out_is_completed_level_by_level(tmp_path: Path) -> None:
+    """A server that sends only part of a closure (here: none of the items): what is missing is
+    downloaded level by level, and the clone is complete and verified."""
+    from mrepo.graph import clone
+
+    repo = Repository.init(str(tmp_path / "local"))
+    _commit(repo, 3, 1)
+    with closure_rewriting_server(tmp_path, lambda frames: frames[:2]) as (url, opts):
+        push(repo, url, "dev", options=opts)
+        copy, stats = clone(url, str(tmp_path / "copy"), src_options=opts)
+        assert stats.records == 6 and verify(copy.storage).ok
+
+
+def test_a_server_without_the_closure_endpoint_is_walked_level_by_level(tmp_path: Path) -> None:
+    from mrepo.graph import clone
+
+    repo = Repository.init(str(tmp_path / "local"))
+    _commit(repo, 3, 1)
+    root = tmp_path / "served"
+    Repository.init(str(root)).close()
+    token = add_token(tmp_path / "tokens.toml", "writer", "write")
+    app = create_app(str(root), tmp_path / "tokens.toml", access_log=False)
+
+    async def older(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "http" and scope["path"] == CLOSURE:
+            await PlainTextResponse("Not Found", status_code=404)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    with thread_server(older) as base:
+        opts = {"token": token}
+        push(repo, base + "/repo", "dev", options=opts)
+        copy, stats = clone(base + "/repo", str(tmp_path / "copy"), src_options=opts)
+        assert stats.records == 6 and verify(copy.storage).ok

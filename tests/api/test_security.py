@@ -57,6 +57,7 @@ def endpoints(head: str) -> list[tuple[str, str, str, dict]]:
         ("POST", "/repo/batch/upload", "write", {"content": b"MRPK1\n\0\0"}),
         ("POST", "/repo/batch/download", "read", {"json": {"objects": [head], "arrays": []}}),
         ("POST", "/repo/batch/sizes", "read", {"json": {"arrays": []}}),
+        ("POST", "/repo/batch/closure", "read", {"json": {"objects": [head]}}),
         ("GET", "/repo/logs/refs/heads/dev/=20250101T000000.000000Z-00000000.json", "read", {}),
         ("HEAD", "/repo/logs/refs/heads/dev/=20250101T000000.000000Z-00000000.json", "read", {}),
         ("GET", "/repo/named/dev/species/apo/half1/zarr.json", "read", {}),
