@@ -6,7 +6,11 @@ server memory under many concurrent readers.
 
 Two payloads, each pushed and then cloned (pulled) directly (local folder to local folder) and
 through a server (uvicorn subprocess on 127.0.0.1 over a local folder, batch protocol), ``--repeat``
-times with fresh targets, alternating; the best time of each is compared (a shared machine is noisy):
+times with fresh targets, alternating which goes first; the best time of each is compared (a shared machine
+is noisy), and beside it the median over repetitions of each one's server/direct ratio ("paired": the two
+run back to back, so a moment when the whole machine is fast or slow moves both; on this virtual machine a
+page the host has to fault in again costs two to three times a warm one, and which transfer meets such
+pages changes from run to run, so a best time can be one path's lucky moment):
 
 - ``small``: many small objects: ``--items`` items, each with a 4 KiB raw blob and a small model
   array, in one data source (about 3 objects per item);
@@ -253,10 +257,12 @@ def transfer_pair(tmp: Path, name: str, src: Repository, token: str, repeat: int
     stats = holder["s"]
     best = {k: min(v) for k, v in times.items()}
     mid = {k: float(np.median(v)) for k, v in cpu.items()}
+    paired = {op: float(np.median([s / d for s, d in zip(times[f"{op}_server"], times[f"{op}_direct"])]))
+              for op in ("push", "pull")}
     return {"objects": stats.records + stats.blobs + stats.arrays, "MB": stats.bytes / 1e6, "runs": times,
             "cpu_runs": cpu,
             **{op: {"direct_s": best[f"{op}_direct"], "server_s": best[f"{op}_server"],
-                    "ratio": best[f"{op}_server"] / best[f"{op}_direct"],
+                    "ratio": best[f"{op}_server"] / best[f"{op}_direct"], "paired_ratio": paired[op],
                     "direct_cpu_s": mid[f"{op}_direct"], "server_cpu_s": mid[f"{op}_server"],
                     "cpu_ratio": mid[f"{op}_server"] / mid[f"{op}_direct"]} for op in ("push", "pull")}}
 
@@ -269,7 +275,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--load-clients", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--repeat", type=int, default=3, help="Transfers per payload (best time kept).")
+    ap.add_argument("--repeat", type=int, default=4,
+                    help="Transfers per payload (best time kept; even: as many with the server first as direct first).")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mrepo-bench-server-"))
     try:
@@ -331,14 +338,15 @@ def run_all(args: argparse.Namespace, tmp: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{'payload':<8}{'objects':>9}{'MB':>8}{'op':>6}{'direct s':>10}{'server s':>10}{'server/direct':>15}"
-          f"{'CPU direct':>12}{'CPU server':>12}{'CPU ratio':>11}")
+          f"{'paired':>8}{'CPU direct':>12}{'CPU server':>12}{'CPU ratio':>11}")
     for name in ("small", "large"):
         r = results[name]
         for op in ("push", "pull"):
             print(f"{name:<8}{r['objects']:>9}{r['MB']:>8.1f}{op:>6}{r[op]['direct_s']:>10.2f}"
-                  f"{r[op]['server_s']:>10.2f}{r[op]['ratio']:>15.2f}{r[op]['direct_cpu_s']:>12.2f}"
-                  f"{r[op]['server_cpu_s']:>12.2f}{r[op]['cpu_ratio']:>11.2f}")
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU: median seconds, client and server")
+                  f"{r[op]['server_s']:>10.2f}{r[op]['ratio']:>15.2f}{r[op]['paired_ratio']:>8.2f}"
+                  f"{r[op]['direct_cpu_s']:>12.2f}{r[op]['server_cpu_s']:>12.2f}{r[op]['cpu_ratio']:>11.2f}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; server/direct: best times; paired: median "
+          "of each repetition's server/direct; CPU: median seconds, client and server")
     s = results["small_reads"]
     print(f"small-object GETs: {s['rps']:.0f} req/s with {s['clients']} clients (median {s['median_ms']:.1f} ms), "
           f"{s['rps_1_client']:.0f} req/s with 1 client (median {s['median_ms_1_client']:.1f} ms)")
