@@ -78,7 +78,7 @@ def test_a_small_push_asks_once_and_sends_only_what_is_new(tmp_path: Path) -> No
         assert (first.records, first.blobs, first.arrays) == (8, 5, 5)
         # the new branch's name is checked against the others by the server (409), not listed first
         assert calls[f"/repo/{names.LIST_PATH}"] == 0 and calls[f"/repo/{names.REFS_PATH}"] == 0
-        assert calls[UPLOAD] == 3  # the arrays in two streams, then blobs and records
+        assert calls[UPLOAD] == 1  # a small push: arrays, blobs and records in one pack
         _commit(repo, 1, 2, items)
         calls.clear()
         second = push(repo, url, "dev", options=opts)
@@ -88,6 +88,18 @@ def test_a_small_push_asks_once_and_sends_only_what_is_new(tmp_path: Path) -> No
         served = Repository.open(str(root))
         assert served.refs.get("refs/heads/dev") == repo.refs.get("refs/heads/dev")
         assert verify(served.storage).ok
+
+
+def test_a_large_push_sends_its_arrays_in_parallel_streams(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past STREAM_BYTES of arrays a push opens a second stream; the blobs and records follow in a
+    pack of their own once both arrays' streams are stored."""
+    monkeypatch.setattr(batch_transfer, "STREAM_BYTES", 100)  # bytes: each (8, 2) float64 array is 128
+    repo = Repository.init(str(tmp_path / "local"))
+    _commit(repo, 5, 1)
+    with counted_server(tmp_path) as (url, opts, calls, root):
+        first = push(repo, url, "dev", options=opts)
+        assert calls[UPLOAD] == 3 and (first.records, first.blobs, first.arrays) == (8, 5, 5)
+        assert verify(Repository.open(str(root)).storage).ok
 
 
 def test_a_large_closure_is_negotiated_level_by_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
