@@ -31,8 +31,13 @@ def test_any_split_decodes_to_the_same_frames(frames, cuts) -> None:
 def test_pieces_of_any_kind_decode_and_mutable_ones_are_not_kept(frames, cuts, kinds) -> None:
     """Views of immutable pieces are kept until a frame completes; a bytearray piece is copied (the
     caller may reuse it: here it is overwritten right after each feed)."""
-    data = b"".join(pack.encode(frames))
-    reader, got, i = pack.PackReader(1 << 20), [], 0
+    assert _fed(pack.PackReader(1 << 20), b"".join(pack.encode(frames)), cuts, kinds) == frames
+
+
+def _fed(reader: pack.PackReader, data: bytes, cuts: list[int], kinds: list[str]) -> list:
+    """The frames ``reader`` returns for ``data`` cut at ``cuts``, each piece of the kind ``kinds`` gives in
+    turn; a bytearray piece is overwritten right after it is fed (the caller may reuse its buffer)."""
+    got, i = [], 0
     for n, c in enumerate([*cuts, len(data)]):
         piece, i = data[i:i + c], i + c
         kind = kinds[n % len(kinds)]
@@ -43,7 +48,7 @@ def test_pieces_of_any_kind_decode_and_mutable_ones_are_not_kept(frames, cuts, k
         else:
             got += reader.feed(memoryview(piece) if kind == "view" else piece)
     reader.finish()
-    assert got == frames
+    return got
 
 
 @pytest.mark.parametrize("body, message", [
@@ -69,18 +74,7 @@ def test_frames_kept_in_pieces_hold_the_same_bytes(frames, cuts, kinds, join_fro
     overwrote a mutable piece, and ``copy_into`` writes exactly it."""
     import numpy as np
 
-    data = b"".join(pack.encode(frames))
-    reader, got, i = pack.PackReader(1 << 20, join_from=join_from), [], 0
-    for n, c in enumerate([*cuts, len(data)]):
-        piece, i = data[i:i + c], i + c
-        kind = kinds[n % len(kinds)]
-        if kind == "bytearray":
-            buf = bytearray(piece)
-            got += reader.feed(buf)
-            buf[:] = b"\xff" * len(buf)
-        else:
-            got += reader.feed(memoryview(piece) if kind == "view" else piece)
-    reader.finish()
+    got = _fed(pack.PackReader(1 << 20, join_from=join_from), b"".join(pack.encode(frames)), cuts, kinds)
     assert [k for k, _ in got] == [k for k, _ in frames]
     for (_, expected), (_, out) in zip(frames, got):
         if isinstance(out, pack.FramePieces):

@@ -25,6 +25,7 @@ import mrepo.store.http_backend  # noqa: F401  (applies mrepo.store.http_wire)
 from mrepo.store import InvalidInput, ObjectNotFound
 from mrepo.store.backends import LocalBackend, MemoryBackend
 from mrepo.store.file_body import FILE_BODY_BYTES, FileBody, stored_body
+from tests.store.socket_server import socket_server
 
 
 @contextmanager
@@ -32,17 +33,15 @@ def h11_server(delay: float = 0.0) -> Iterator[tuple[str, list[dict]]]:
     """An HTTP/1.1 server on a raw socket: each request's body is parsed by h11 and answered with its
     length and BLAKE3; ``delay`` seconds of sleep between 64 KiB reads (a slow reader). Yields the
     base URL and a list of what each connection saw (``{"bodies": [...], "error": ...}``)."""
-    listener = socket.create_server(("127.0.0.1", 0))
     seen: list[dict] = []
-    stop = threading.Event()
 
-    def serve(conn: socket.socket) -> None:
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
         record: dict = {"bodies": [], "error": None}
         seen.append(record)
         h = h11.Connection(h11.SERVER)
         digest, size = blake3.blake3(), 0
         try:
-            while True:
+            while not stop.is_set():
                 event = h.next_event()
                 if event is h11.NEED_DATA:
                     data = conn.recv(65536)
@@ -69,23 +68,8 @@ def h11_server(delay: float = 0.0) -> Iterator[tuple[str, list[dict]]]:
         finally:
             conn.close()
 
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", seen
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with socket_server(serve) as base:
+        yield base, seen
 
 
 def _file(tmp_path: Path, name: str, n: int, seed: int) -> tuple[Path, bytes]:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import mrepo.store.http_backend  # noqa: F401  (applies mrepo.store.http_wire)
 from mrepo.store import http_wire
 from mrepo.store.h11_views import ViewReceiveBuffer, install
+from tests.store.socket_server import socket_server
 
 
 def _response(kind: str, body: bytes, n: int) -> bytes:
@@ -115,12 +116,8 @@ def test_every_piece_size_parses_as_h11() -> None:
 def raw_server(answers: dict[str, list[bytes]], pause: float = 0.002) -> Iterator[str]:
     """A hand-written HTTP/1.1 server on 127.0.0.1: for each request (keep-alive, one at a time) it
     writes the pieces listed for its path, pausing between them, so the client reads them apart."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    stop = threading.Event()
 
-    def serve(conn: socket.socket) -> None:
+    def serve(conn: socket.socket, stop: threading.Event) -> None:
         with conn:
             buf = b""
             while not stop.is_set():
@@ -135,23 +132,8 @@ def raw_server(answers: dict[str, list[bytes]], pause: float = 0.002) -> Iterato
                     conn.sendall(piece)
                     time.sleep(pause)
 
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
+    with socket_server(serve) as base:
+        yield base
 
 
 def _cut(wire: bytes, sizes: list[int]) -> list[bytes]:
