@@ -141,7 +141,10 @@ class PiecesCycle(h11_impl.RequestResponseCycle):
                     continue
                 try:
                     sent = await asyncio.get_running_loop().sendfile(self.transport, file, offset, count)
-                except (ConnectionError, RuntimeError):  # the peer left, or the transport closed under us
+                except ConnectionError:  # the peer left: as uvicorn's send after a disconnect, nothing more
+                    self.transport.close()
+                    return
+                except RuntimeError:  # the transport closed under the send
                     if self.disconnected or self.transport.is_closing():
                         return
                     raise

@@ -133,3 +133,34 @@ def test_the_batch_download_of_a_real_server_sends_chunk_files_intact(tmp_path: 
         mine = [(k, v) for k, v in frames if k.startswith(f"arrays/{h}/")]
         assert [k for k, _ in mine][0] == f"arrays/{h}/zarr.json" and len(mine) == 5
         assert all(v == backend.get(k) for k, v in mine)
+
+
+def test_a_reader_that_leaves_mid_file_is_not_an_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that closes its connection while a large file is being sent: no exception is logged and
+    the server goes on serving."""
+    big = np.random.default_rng(9).integers(0, 256, 64 << 20, dtype=np.uint8).tobytes()
+    (tmp_path / "big").write_bytes(big)
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/health":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(4):
+            with open(tmp_path / "big", "rb") as f:
+                await send({"type": ZERO_COPY_SEND, "file": f, "count": len(big), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    with thread_server(app) as base:
+        for _ in range(3):
+            host, port = base.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+                sock.recv(1 << 20)  # a first piece, then away
+        time.sleep(0.5)
+        status, _, body, error = _get(base, "/health")
+        assert (status, body, error) == (200, b"ok", None)
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"], caplog.text
