@@ -483,12 +483,14 @@ def build_router(ctx: ServerContext) -> APIRouter:
         def run() -> dict:
             objects = ctx.storage.objects
             backend = ctx.storage.backend
-            # Records and blobs in the pool only where each check is a round trip (per_key; on a local
-            # store, 200 hashes: 16 -> 6 ms). Arrays always: a present one is read and hashed in full.
-            obj = list(per_key(pool, backend)(lambda h: objects.freshen("record", h) and object_sound(backend, h, REHASH_PRESENT_BYTES), body.objects))
-            arr = list(pool.map(lambda h: objects.freshen("array", h) and array_sound(backend, h), body.arrays))
+            # Presence checks and small reads in the pool only where each is a round trip (per_key: on
+            # a local store 200 hashes took 16 -> 6 ms); a present array is read and hashed in full, in the pool.
+            each = per_key(pool, backend)
+            obj = list(each(lambda h: objects.freshen("record", h) and object_sound(backend, h, REHASH_PRESENT_BYTES), body.objects))
+            held = [h for h, p in zip(body.arrays, each(lambda h: objects.freshen("array", h), body.arrays)) if p]
+            sound = {h for h, ok in zip(held, pool.map(lambda h: array_sound(backend, h), held)) if ok}
             return {names.F_MISSING_OBJECTS: [h for h, p in zip(body.objects, obj) if not p],
-                    names.F_MISSING_ARRAYS: [h for h, p in zip(body.arrays, arr) if not p]}
+                    names.F_MISSING_ARRAYS: [h for h in body.arrays if h not in sound]}
         return await blocking(run)
 
     @router.post("/" + names.BATCH_UPLOAD_PATH, dependencies=[writer],
