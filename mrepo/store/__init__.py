@@ -5,6 +5,7 @@ Imports nothing else of mrepo.
 
 from .backends import Backend, Entry, LocalBackend, MemoryBackend, S3Backend, open_backend, register_backend
 from .errors import (
+    AccessDenied,
     CorruptObject,
     InvalidInput,
     InvalidName,
@@ -46,7 +47,7 @@ register_backend("http", _http_backend)
 register_backend("https", _http_backend)
 
 __all__ = [
-    "Backend", "CorruptObject", "Entry", "InvalidInput", "InvalidName", "LocalBackend", "MemoryBackend",
+    "AccessDenied", "Backend", "CorruptObject", "Entry", "InvalidInput", "InvalidName", "LocalBackend", "MemoryBackend",
     "MergeConflict", "MrepoError", "ObjectNotFound", "ObjectStore", "RefConflict", "RefNamespaceClash", "RefNotFound", "RefStore",
     "RepositoryNotFound", "S3Backend", "Storage", "array_ref", "blob_ref", "branch_key", "canonical_json",
     "check_hash", "check_name", "deref", "hash_array", "hash_blob", "hash_bytes", "hash_file", "hash_file_cached",

@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import InvalidInput, InvalidName, ObjectNotFound, RefConflict, Unreachable, require_extra
+from .errors import (
+    AccessDenied,
+    InvalidInput,
+    InvalidName,
+    ObjectNotFound,
+    RefConflict,
+    Unreachable,
+    require_extra,
+)
 from .names import check_key
 
 #: Ref "version token" returned by :meth:`Backend.read_versioned`; opaque to callers.
@@ -528,8 +536,6 @@ class S3Backend(FsspecBackend):
             return
         except Exception as exc:  # botocore's connection and endpoint errors share no base class with OSError
             if type(exc).__name__ == "NoCredentialsError":  # botocore.exceptions: nothing was sent
-                from .http_backend import AccessDenied  # lazy: http_backend imports this module
-
                 raise AccessDenied(f"no S3 credentials for {self.url}: set AWS_ACCESS_KEY_ID and "
                                    "AWS_SECRET_ACCESS_KEY (or an AWS profile)") from None
             raise Unreachable(f"cannot reach S3 endpoint {endpoint} for {self.url}: "

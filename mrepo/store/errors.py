@@ -68,6 +68,13 @@ class MergeConflict(MrepoError):
     exit_code = 4
 
 
+class AccessDenied(MrepoError):
+    """A server or store refused the request: no token or credentials, a bad token, or a role too low
+    (HTTP 401/403)."""
+
+    exit_code = 5
+
+
 class Unreachable(MrepoError):
     """A remote (HTTP server, S3 endpoint or bucket) that cannot be reached or does not exist."""
 

@@ -39,10 +39,10 @@ from . import protocol_names as names
 from .backends import Backend, Entry, Token
 from .batch_client import BatchClient, BatchUnsupported, RecordBuffer
 from .errors import (
+    AccessDenied,
     CorruptObject,
     InvalidInput,
     InvalidName,
-    MrepoError,
     ObjectNotFound,
     RefConflict,
     RefNamespaceClash,
@@ -59,12 +59,6 @@ OPERATION_HEADER = names.OPERATION_HEADER
 
 class _NoListing(Exception):
     """The server does not offer this listing (an older mrepo)."""
-
-
-class AccessDenied(MrepoError):
-    """The server refused the request: no token, a bad token, or a role too low (HTTP 401/403)."""
-
-    exit_code = 5
 
 
 class ServerError(Unreachable):
