@@ -79,13 +79,17 @@ def create_app(repo_url: str, tokens_path: str | Path | None = None, anonymous_r
             except Exception as exc:  # noqa: BLE001 - a failed sweep must not stop the server
                 logger.warning("staging sweep failed: %s", exc)
 
+    pools = batch.BatchPools()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(sweep_forever())
+        await run_in_threadpool(pools.start)
         try:
             yield
         finally:
             sweeper.cancel()
+            pools.close()
             if isinstance(policy.tokens, LiveTokens):
                 policy.tokens.flush()
             repo.close()
@@ -110,7 +114,7 @@ def create_app(repo_url: str, tokens_path: str | Path | None = None, anonymous_r
         return get_swagger_ui_html(openapi_url="/openapi.json", title="mrepo API")
 
     app.include_router(protocol.build_router(ctx))
-    app.include_router(batch.build_router(ctx))
+    app.include_router(batch.build_router(ctx, pools))
     pulls_enabled = _pulls_available()
     if pulls_enabled:
         from . import pulls_api

@@ -164,3 +164,22 @@ def test_a_reader_that_leaves_mid_file_is_not_an_error(tmp_path: Path, caplog: p
         status, _, body, error = _get(base, "/health")
         assert (status, body, error) == (200, b"ok", None)
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"], caplog.text
+
+
+def test_the_batch_pools_start_every_thread_at_once_and_reopen_after_an_end() -> None:
+    """mrepo serve starts the batch protocol's threads at start-up (not one per task during the first
+    large transfer); an app served again after its end gets fresh pools."""
+    from mrepo.api.batch import BatchPools
+
+    pools = BatchPools()
+    pools.start()
+    try:
+        assert len(pools.work._threads) == BatchPools.WORKERS  # noqa: SLF001 - CPython's record of started threads
+        assert len(pools.publish._threads) == BatchPools.PUBLISHERS  # noqa: SLF001
+        pools.close()
+        with pytest.raises(RuntimeError):
+            pools.work.submit(print)
+        pools.start()
+        assert pools.work.submit(lambda: 7).result() == 7 and len(pools.work._threads) == BatchPools.WORKERS  # noqa: SLF001
+    finally:
+        pools.close()
