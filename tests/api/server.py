@@ -36,6 +36,15 @@ def wait_up(base: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"server at {base} did not start within {timeout} s")
 
 
+async def answered_health(scope, send) -> bool:  # noqa: ANN001
+    """Answer ``GET /health`` (what :func:`wait_up` asks) for a bare ASGI test app; True when it did."""
+    if scope["path"] != "/health":
+        return False
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+    return True
+
+
 @contextmanager
 def thread_server(app, **kw) -> Iterator[str]:  # noqa: ANN001, ANN003
     """Serve ``app`` on a free port in a thread, configured as ``mrepo serve`` does (header deadline,

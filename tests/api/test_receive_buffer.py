@@ -150,7 +150,7 @@ def test_large_response_pieces_go_out_in_slices_intact() -> None:
     import httpx
 
     from mrepo.api.receive_buffer import SEND_SLICE
-    from tests.api.server import thread_server
+    from tests.api.server import answered_health, thread_server
 
     payload = bytes(range(256)) * 40_000  # 10 MB: 40 slices
     assert len(payload) > 4 * SEND_SLICE
@@ -158,9 +158,7 @@ def test_large_response_pieces_go_out_in_slices_intact() -> None:
     async def app(scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
             return
-        if scope["path"] == "/health":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-            await send({"type": "http.response.body", "body": b"ok"})
+        if await answered_health(scope, send):
             return
         headers = [(b"content-length", str(len(payload)).encode())] if scope["path"] == "/length" else []
         await send({"type": "http.response.start", "status": 200, "headers": headers})

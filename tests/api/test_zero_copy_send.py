@@ -19,7 +19,7 @@ from mrepo.api.receive_buffer import ZERO_COPY_SEND
 from mrepo.graph import Repository
 from mrepo.store.batch_client import BatchClient
 from mrepo.store.http_backend import HttpBackend
-from tests.api.server import thread_server
+from tests.api.server import answered_health, thread_server
 
 
 def _get(base: str, path: str, method: str = "GET", *, slow: bool = False) -> tuple[int, dict, bytes, str | None]:
@@ -65,9 +65,7 @@ def _app(tmp_path: Path, seen: list):  # noqa: ANN202
         if scope["type"] != "http":
             return
         seen.append(dict(scope.get("extensions") or {}))
-        if scope["path"] == "/health":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-            await send({"type": "http.response.body", "body": b"ok"})
+        if await answered_health(scope, send):
             return
         a, c = tmp_path / "a", tmp_path / "c"
         if scope["path"] == "/length":  # one file with a declared length, from an offset
@@ -144,9 +142,7 @@ def test_a_reader_that_leaves_mid_file_is_not_an_error(tmp_path: Path, caplog: p
     async def app(scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
             return
-        if scope["path"] == "/health":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-            await send({"type": "http.response.body", "body": b"ok"})
+        if await answered_health(scope, send):
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for _ in range(4):
