@@ -492,7 +492,7 @@ class BatchPools:
                 try:
                     future.result()
                 except threading.BrokenBarrierError:  # threads are started on demand anyway
-                    return
+                    break
 
     def close(self) -> None:
         self.closed = True

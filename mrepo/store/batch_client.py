@@ -142,7 +142,7 @@ class BatchClient:
                 if not key.startswith("objects/") or frames > names.CLOSURE_RECORDS:
                     raise CorruptObject(f"{self.backend.url} sent {key[:100]!r} in a closure of "
                                         f"{names.CLOSURE_RECORDS} records at most")
-                got[key] = bytes(data)
+                got[key] = data
                 held += len(data)
                 if held >= MAX_CLOSURE_BYTES:  # enough held: the rest comes level by level
                     break

@@ -66,9 +66,9 @@ class FramePieces:
 
     __slots__ = ("parts", "size")
 
-    def __init__(self, parts: list[memoryview | bytes]):
+    def __init__(self, parts: list[memoryview | bytes], size: int | None = None):
         self.parts = parts
-        self.size = sum(len(p) for p in parts)
+        self.size = sum(len(p) for p in parts) if size is None else size
 
     def __len__(self) -> int:
         return self.size
@@ -110,6 +110,7 @@ class PackReader:
         self._key = ""
         self._parts: list[memoryview | bytes] = []
         self._due = 0
+        self._size = 0
 
     def feed(self, data: bytes) -> list[tuple[str, bytes]]:
         if self.done:
@@ -128,7 +129,8 @@ class PackReader:
             self._due -= take
             if self._due:
                 return out
-            out.append((self._key, self._whole(self._parts)))
+            out.append((self._key, FramePieces(self._parts, self._size) if self._keeps(self._size)
+                        else b"".join(self._parts)))
             self._parts = []
             view = view[take:]
             if not view:
@@ -177,13 +179,12 @@ class PackReader:
                 start = pos + 2 + klen + 8
                 with memoryview(buf) as view:
                     if len(buf) >= start + size:
-                        keep = not buffered and self.join_from is not None and size >= self.join_from
-                        out.append((key, FramePieces([buf[start:start + size]]) if keep
-                                    else bytes(view[start:start + size])))
+                        out.append((key, FramePieces([buf[start:start + size]], size)
+                                    if not buffered and self._keeps(size) else bytes(view[start:start + size])))
                         pos = start + size
                         continue
                     # the frame goes on in later pieces: keep what is here, collect the rest as views
-                    self._key, self._due = key, start + size - len(buf)
+                    self._key, self._due, self._size = key, start + size - len(buf), size
                     self._parts = [bytes(view[start:]) if buffered else buf[start:]]
                 pos = len(buf)
                 return out
@@ -193,11 +194,9 @@ class PackReader:
             elif pos < len(buf):
                 self._buf += buf[pos:]
 
-    def _whole(self, parts: list[memoryview | bytes]) -> bytes | FramePieces:
-        """A frame collected from several pieces: joined, or kept as pieces (``join_from``)."""
-        if self.join_from is not None and sum(len(p) for p in parts) >= self.join_from:
-            return FramePieces(parts)
-        return b"".join(parts)
+    def _keeps(self, size: int) -> bool:
+        """True when a frame of ``size`` bytes is handed out in its pieces (``join_from``)."""
+        return self.join_from is not None and size >= self.join_from
 
     def finish(self) -> None:
         """Raise InvalidInput when the stream ended before the end frame."""
