@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import h11
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from mrepo.api.receive_buffer import ViewReceiveBuffer, install
+from mrepo.api.receive_buffer import install
+from tests.store.h11_wire import CUTS, chunked, connection, fed_events, messages
 
 
 def _request(kind: str, body: bytes, n: int) -> bytes:
@@ -23,38 +23,26 @@ def _request(kind: str, body: bytes, n: int) -> bytes:
         return f"GET /g{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     if kind == "bad-chunk":
         return head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + body + b"\r\n0\r\n\r\n"
-    chunks = [body[i:i + 7 + n] for i in range(0, len(body), 7 + n)]
-    wire = b"".join(f"{len(c):x}{';ext=1' if i % 2 else ''}\r\n".encode() + c + b"\r\n" for i, c in enumerate(chunks))
-    trailer = b"X-Trailer: t\r\n" if kind == "chunked-trailer" else b""
-    return head + b"Transfer-Encoding: chunked\r\n\r\n" + wire + b"0\r\n" + trailer + b"\r\n"
+    return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, 7 + n, kind == "chunked-trailer")
 
 
 def _events(wire: bytes, cuts: list[int], view: bool) -> list[object]:
     """Normalised events of ``wire`` fed in pieces cut at ``cuts``; the error last, if any."""
-    conn = h11.Connection(h11.SERVER)
-    if view:
-        assert install(conn)
-        assert isinstance(conn._receive_buffer, ViewReceiveBuffer)
+    conn = connection(h11.SERVER, view)
     out: list[object] = []
     body = bytearray()
-    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(wire))), len(wire)]
     try:
-        for a, b in zip(bounds, bounds[1:]):
-            conn.receive_data(wire[a:b])
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED:
-                    break
-                if isinstance(event, h11.Request):
-                    out.append(("request", event.method, event.target, list(event.headers)))
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    out.append(("body", bytes(body), list(event.headers)))
-                    body.clear()
-                    conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
-                    conn.send(h11.EndOfMessage())
-                    conn.start_next_cycle()
+        for event in fed_events(conn, wire, cuts):
+            if isinstance(event, h11.Request):
+                out.append(("request", event.method, event.target, list(event.headers)))
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                out.append(("body", bytes(body), list(event.headers)))
+                body.clear()
+                conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
+                conn.send(h11.EndOfMessage())
+                conn.start_next_cycle()
         conn.receive_data(b"")
         out.append(("end", conn.next_event().__class__.__name__, bytes(body)))
     except h11.ProtocolError as exc:
@@ -62,12 +50,8 @@ def _events(wire: bytes, cuts: list[int], view: bool) -> list[object]:
     return out
 
 
-kinds = st.sampled_from(["chunked", "chunked-trailer", "length", "empty", "bad-chunk"])
-
-
 @settings(max_examples=300, deadline=None)
-@given(requests=st.lists(st.tuples(kinds, st.binary(max_size=200)), min_size=1, max_size=4),
-       cuts=st.lists(st.integers(0, 2000), max_size=40))
+@given(requests=messages(["chunked", "chunked-trailer", "length", "empty", "bad-chunk"]), cuts=CUTS)
 def test_views_parse_as_h11(requests: list[tuple[str, bytes]], cuts: list[int]) -> None:
     wire = b"".join(_request(kind, body, n) for n, (kind, body) in enumerate(requests))
     assert _events(wire, cuts, view=True) == _events(wire, cuts, view=False)

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 import mrepo.store.http_backend  # noqa: F401  (applies mrepo.store.http_wire)
 from mrepo.store import http_wire
-from mrepo.store.h11_views import ViewReceiveBuffer, install
+from mrepo.store.h11_views import ViewReceiveBuffer
+from tests.store.h11_wire import CUTS, chunked, connection, fed_events, messages
 from tests.store.socket_server import socket_server
 
 
@@ -34,19 +35,13 @@ def _response(kind: str, body: bytes, n: int) -> bytes:
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     if kind == "bad-chunk":
         return head + b"zz\r\n" + body + b"\r\n0\r\n\r\n"
-    chunks = [body[i:i + 5 + n] for i in range(0, len(body), 5 + n)]
-    wire = b"".join(f"{len(c):x}{';ext=1' if i % 2 else ''}\r\n".encode() + c + b"\r\n" for i, c in enumerate(chunks))
-    trailer = b"X-Trailer: t\r\n" if kind == "chunked-trailer" else b""
-    return head + wire + b"0\r\n" + trailer + b"\r\n"
+    return head + chunked(body, 5 + n, kind == "chunked-trailer")
 
 
 def _client_events(responses: list[bytes], cuts: list[int], view: bool, close_delimited: bytes | None) -> list[object]:
     """Normalised events of a client connection that sends a GET per response and reads the wire of
     all responses (then, optionally, one read-until-close body) fed in pieces cut at ``cuts``."""
-    conn = h11.Connection(h11.CLIENT)
-    if view:
-        assert install(conn)
-        assert isinstance(conn._receive_buffer, ViewReceiveBuffer)
+    conn = connection(h11.CLIENT, view)
     wire = b"".join(responses)
     if close_delimited is not None:
         wire += b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + close_delimited
@@ -62,24 +57,18 @@ def _client_events(responses: list[bytes], cuts: list[int], view: bool, close_de
         sent += 1
 
     request()
-    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(wire))), len(wire)]
     try:
-        for a, b in zip(bounds, bounds[1:]):
-            conn.receive_data(wire[a:b])
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED:
-                    break
-                if isinstance(event, h11.Response):
-                    out.append(("response", event.status_code, list(event.headers)))
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    out.append(("body", bytes(body), list(event.headers)))
-                    body.clear()
-                    if conn.our_state is h11.DONE and conn.their_state is h11.DONE and sent < total:
-                        conn.start_next_cycle()
-                        request()
+        for event in fed_events(conn, wire, cuts):
+            if isinstance(event, h11.Response):
+                out.append(("response", event.status_code, list(event.headers)))
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                out.append(("body", bytes(body), list(event.headers)))
+                body.clear()
+                if conn.our_state is h11.DONE and conn.their_state is h11.DONE and sent < total:
+                    conn.start_next_cycle()
+                    request()
         conn.receive_data(b"")
         while (event := conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
             out.append(("event", type(event).__name__, bytes(body)))
@@ -93,12 +82,9 @@ def _client_events(responses: list[bytes], cuts: list[int], view: bool, close_de
     return out
 
 
-kinds = st.sampled_from(["chunked", "chunked-trailer", "length", "no-content", "bad-chunk"])
-
-
 @settings(max_examples=300, deadline=None)
-@given(responses=st.lists(st.tuples(kinds, st.binary(max_size=200)), min_size=1, max_size=4),
-       last=st.none() | st.binary(max_size=100), cuts=st.lists(st.integers(0, 2000), max_size=40))
+@given(responses=messages(["chunked", "chunked-trailer", "length", "no-content", "bad-chunk"]),
+       last=st.none() | st.binary(max_size=100), cuts=CUTS)
 def test_responses_parse_as_h11(responses: list[tuple[str, bytes]], last: bytes | None, cuts: list[int]) -> None:
     wires = [_response(kind, body, n) for n, (kind, body) in enumerate(responses)]
     assert _client_events(wires, cuts, True, last) == _client_events(wires, cuts, False, last)
